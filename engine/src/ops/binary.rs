@@ -1,0 +1,241 @@
+//! Elementwise a ∘ b with NumPy broadcasting: add, sub, mul, div, maximum, minimum.
+//!
+//! Shapes align from the right; each pair of dims is equal or one of them is 1. Broadcast inputs
+//! are read through zero strides inside the kernel: no expanded copy is made.
+//! Kernels: shaders/binary_forward.wgsl, shaders/binary_backward.wgsl; the gradient of a
+//! broadcast input is summed back to its shape with `reduce::sum_to`.
+
+use crate::autograd::apply;
+use crate::error::{Error, Result};
+use crate::gpu::{gpu, grid};
+use crate::kernel;
+use crate::ops::{reduce, Op};
+use crate::reference::{unravel, CpuTensor};
+use crate::tensor::{contiguous_strides, numel, Shape, Tensor};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Maximum,
+    Minimum,
+}
+
+impl Binary {
+    fn code(self) -> u32 {
+        self as u32
+    }
+
+    fn eval(self, u: f64, v: f64) -> f64 {
+        match self {
+            Binary::Add => u + v,
+            Binary::Sub => u - v,
+            Binary::Mul => u * v,
+            Binary::Div => u / v,
+            Binary::Maximum => u.max(v),
+            Binary::Minimum => u.min(v),
+        }
+    }
+
+    /// (∂/∂u, ∂/∂v); ties of maximum/minimum go to u.
+    fn partials(self, u: f64, v: f64) -> (f64, f64) {
+        match self {
+            Binary::Add => (1.0, 1.0),
+            Binary::Sub => (1.0, -1.0),
+            Binary::Mul => (v, u),
+            Binary::Div => (1.0 / v, -u / (v * v)),
+            Binary::Maximum => if u >= v { (1.0, 0.0) } else { (0.0, 1.0) },
+            Binary::Minimum => if u <= v { (1.0, 0.0) } else { (0.0, 1.0) },
+        }
+    }
+}
+
+/// The broadcast shape of `a` and `b`, or an error naming both.
+pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Shape> {
+    let r = a.len().max(b.len());
+    let mut out = Shape::new();
+    for i in 0..r {
+        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        out.push(match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return Err(Error::Shape(format!("cannot broadcast shapes {a:?} and {b:?}"))),
+        });
+    }
+    if r > 8 {
+        return Err(Error::Shape(format!("broadcast of {a:?} and {b:?}: rank above 8")));
+    }
+    Ok(out)
+}
+
+/// Element strides of a tensor of `shape` read at the dims of `out` (0 on broadcast dims).
+pub(crate) fn broadcast_strides(shape: &[usize], out: &[usize]) -> [u32; 8] {
+    let strides = contiguous_strides(shape);
+    let off = out.len() - shape.len();
+    let mut s = [0u32; 8];
+    for d in 0..shape.len() {
+        s[d + off] = if shape[d] == 1 && out[d + off] != 1 { 0 } else { strides[d] as u32 };
+    }
+    s
+}
+
+pub(crate) fn pack8(v: &[usize]) -> [u32; 8] {
+    let mut a = [1u32; 8];
+    for (i, &x) in v.iter().enumerate() {
+        a[i] = x as u32;
+    }
+    a
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Params {
+    n: u32,
+    rank: u32,
+    _pad: [u32; 2],
+    shape: [u32; 8],
+    a_stride: [u32; 8],
+    b_stride: [u32; 8],
+}
+
+pub(crate) fn params(a: &[usize], b: &[usize], out: &[usize]) -> Params {
+    Params {
+        n: numel(out) as u32,
+        rank: out.len() as u32,
+        _pad: [0; 2],
+        shape: pack8(out),
+        a_stride: broadcast_strides(a, out),
+        b_stride: broadcast_strides(b, out),
+    }
+}
+
+/// Launches binary_forward with OP `code` (6 = broadcast of b alone, see expand.rs).
+pub(crate) fn launch(code: u32, a: &Tensor, b: &Tensor, out: &[usize]) -> Result<Tensor> {
+    let y = Tensor::empty(out)?;
+    let n = y.numel();
+    // (broadcast a, broadcast b) -> (out)
+    gpu().dispatch(kernel!(binary_forward), &[("OP", code as f64)], &[a.buffer(), b.buffer(), y.buffer()], &params(a.shape(), b.shape(), out), grid(n, 256))?;
+    Ok(y)
+}
+
+impl Op for Binary {
+    fn name(&self) -> &'static str {
+        "binary"
+    }
+
+    fn reference(&self, x: &[&CpuTensor]) -> CpuTensor {
+        let out = broadcast_shape(&x[0].shape, &x[1].shape).expect("broadcastable");
+        CpuTensor::from_fn(&out, |i| self.eval(x[0].at_broadcast(i), x[1].at_broadcast(i)))
+    }
+
+    fn reference_backward(&self, x: &[&CpuTensor], dy: &CpuTensor) -> Vec<Option<CpuTensor>> {
+        let mut da = CpuTensor::zeros(&dy.shape);
+        let mut db = CpuTensor::zeros(&dy.shape);
+        for i in 0..dy.numel() {
+            let idx = unravel(i, &dy.shape);
+            let (pa, pb) = self.partials(x[0].at_broadcast(&idx), x[1].at_broadcast(&idx));
+            da.data[i] = dy.data[i] * pa;
+            db.data[i] = dy.data[i] * pb;
+        }
+        vec![Some(da.sum_to(&x[0].shape)), Some(db.sum_to(&x[1].shape))]
+    }
+
+    fn forward(&mut self, x: &[&Tensor]) -> Result<Tensor> {
+        let out = broadcast_shape(x[0].shape(), x[1].shape())
+            .map_err(|e| Error::Shape(format!("{:?}: {e}", self)))?;
+        launch(self.code(), x[0], x[1], &out)
+    }
+
+    // da = sum_to(dy · ∂y/∂a, a.shape), db likewise; partials in binary_backward.wgsl.
+    fn backward(&self, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let p = params(x[0].shape(), x[1].shape(), y.shape());
+        let n = y.numel();
+        let mut out = Vec::with_capacity(2);
+        for side in 0..2 {
+            if !x[side].requires_grad() {
+                out.push(None);
+                continue;
+            }
+            let g = Tensor::empty(y.shape())?;
+            gpu().dispatch(
+                kernel!(binary_backward),
+                &[("OP", self.code() as f64), ("SIDE", side as f64)],
+                &[x[0].buffer(), x[1].buffer(), dy.buffer(), g.buffer()],
+                &p,
+                grid(n, 256),
+            )?;
+            out.push(Some(reduce::sum_to_raw(&g, x[side].shape())?));
+        }
+        Ok(out)
+    }
+}
+
+macro_rules! binary_methods {
+    ($($name:ident, $try_name:ident, $kind:expr, $doc:literal;)*) => {
+        impl Tensor {
+            $(
+                #[doc = $doc]
+                pub fn $try_name(&self, other: &Tensor) -> Result<Tensor> {
+                    apply($kind, &[self, other])
+                }
+                #[doc = $doc]
+                pub fn $name(&self, other: &Tensor) -> Tensor {
+                    self.$try_name(other).unwrap_or_else(|e| panic!("{}: {e}", stringify!($name)))
+                }
+            )*
+        }
+    };
+}
+
+binary_methods! {
+    add, try_add, Binary::Add, "a + b, broadcasting";
+    sub, try_sub, Binary::Sub, "a − b, broadcasting";
+    mul, try_mul, Binary::Mul, "a · b, broadcasting";
+    div, try_div, Binary::Div, "a / b, broadcasting";
+    maximum, try_maximum, Binary::Maximum, "max(a, b), broadcasting";
+    minimum, try_minimum, Binary::Minimum, "min(a, b), broadcasting";
+}
+
+#[cfg(feature = "testing")]
+pub fn test_spec() -> crate::testing::TestSpec<Binary> {
+    use crate::testing::{shape_strategy, Case, TestSpec, Tol};
+    use proptest::prelude::*;
+    let kinds = prop_oneof![
+        Just(Binary::Add), Just(Binary::Sub), Just(Binary::Mul), Just(Binary::Div),
+        Just(Binary::Maximum), Just(Binary::Minimum)
+    ];
+    // b takes a's shape with some dims set to 1 and leading dims dropped (broadcasting both ways).
+    fn case(kind: Binary, shape: Vec<usize>, mask: u32, drop: usize, swap: bool, seed: u64) -> Case<Binary> {
+        let mut rng = crate::Rng::new(seed);
+        let mut bs: Vec<usize> =
+            shape.iter().enumerate().map(|(i, &d)| if mask >> i & 1 == 1 { 1 } else { d }).collect();
+        bs.drain(..drop.min(bs.len()));
+        let a = CpuTensor::uniform(&shape, -2.0, 2.0, &mut rng);
+        // Divisors away from 0; maximum/minimum inputs are continuous, so ties do not occur.
+        let b = if kind == Binary::Div {
+            CpuTensor::uniform(&bs, 0.5, 2.0, &mut rng).map(|v| if rng_sign(v) { v } else { -v })
+        } else {
+            CpuTensor::uniform(&bs, -2.0, 2.0, &mut rng)
+        };
+        let (a, b) = if swap { (b, a) } else { (a, b) };
+        Case::new(kind, vec![a, b], format!("{kind:?}"))
+    }
+    fn rng_sign(v: f64) -> bool {
+        (v * 1e6) as i64 % 2 == 0
+    }
+    TestSpec {
+        cases: (kinds.clone(), shape_strategy(1..=5, 200_000), any::<u32>(), 0usize..3, any::<bool>(), any::<u64>())
+            .prop_map(|(k, s, m, d, sw, seed)| case(k, s, m, d, sw, seed))
+            .boxed(),
+        small_cases: (kinds, shape_strategy(1..=3, 24), any::<u32>(), 0usize..2, any::<bool>(), any::<u64>())
+            .prop_map(|(k, s, m, d, sw, seed)| case(k, s, m, d, sw, seed))
+            .boxed(),
+        forward_tol: Tol::new(1e-6, 1e-6, "one f32 rounding of an exact operation"),
+        // Broadcast gradients are f32 sums of up to ~1e5 terms in tree order.
+        backward_tol: Tol::new(2e-5, 1e-5, "f32 tree sums over broadcast dims"),
+    }
+}

@@ -1,0 +1,45 @@
+//! Ops: one file per op, each holding its API, GPU forward and backward, and CPU reference.
+//!
+//! An op is either a *kernel op* (a struct implementing [`Op`], with shaders in `shaders/`) or a
+//! *composite* (a function built from other ops; gradients fall out, no shader, no backward).
+//! [`Op`] has no default methods: a missing backward is a compile error, and an op without a
+//! meaningful gradient says so by returning `None` for that input.
+//!
+//! Registry: [`for_each_op!`] lists every kernel-op module; the test crate expands it into three
+//! tests per op (forward vs reference, reference backward vs finite differences, GPU backward vs
+//! reference backward), so an op cannot exist untested.
+
+use crate::error::Result;
+use crate::reference::CpuTensor;
+use crate::tensor::Tensor;
+
+pub mod binary;
+pub mod expand;
+pub mod fill;
+pub mod reduce;
+pub mod unary;
+
+/// A differentiable kernel op. See autograd.rs for the backward contract.
+pub trait Op: Send + Sync + 'static {
+    /// The op's name, as in `ops/<name>.rs` (with its variant where it has one).
+    fn name(&self) -> &'static str;
+    /// CPU reference in f64: the definition every kernel is tested against. Never optimised.
+    fn reference(&self, x: &[&CpuTensor]) -> CpuTensor;
+    /// CPU vector-Jacobian product in f64 (checked against finite differences of `reference`).
+    fn reference_backward(&self, x: &[&CpuTensor], dy: &CpuTensor) -> Vec<Option<CpuTensor>>;
+    /// GPU forward; may stash what backward needs in `self` (it is kept on the tape).
+    fn forward(&mut self, x: &[&Tensor]) -> Result<Tensor>;
+    /// GPU vector-Jacobian product: one entry per input, consuming `dy`.
+    fn backward(&self, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>>;
+}
+
+/// Calls `$m!(module)` for every kernel-op module (each has `test_spec()` under "testing").
+#[macro_export]
+macro_rules! for_each_op {
+    ($m:ident) => {
+        $m!(unary);
+        $m!(binary);
+        $m!(reduce);
+        $m!(expand);
+    };
+}

@@ -1,0 +1,18 @@
+// fill_forward — y[i] = value
+// Reference: engine/src/ops/fill.rs.  No backward (creation op).
+// Layout: y contiguous f32[N].  Dispatch: gpu::grid(N, WG).
+// #include "lib/index.wgsl"
+
+struct Params { n: u32, value: f32 }
+override WG: u32 = 256u;
+
+@group(0) @binding(0) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<uniform> p: Params;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = linear_index(wg, nwg, lid, WG);
+    if (i >= p.n) { return; }
+    y[i] = p.value;
+}
