@@ -29,4 +29,4 @@ pub use error::{Error, Result};
 pub use gpu::{gpu, gpu_or_skip, Gpu};
 pub use reference::CpuTensor;
 pub use rng::Rng;
-pub use tensor::{Shape, Tensor};
+pub use tensor::{Indices, Shape, Tensor};

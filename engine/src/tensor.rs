@@ -272,3 +272,46 @@ impl Tensor {
         Ok(())
     }
 }
+
+/// Integer indices on the GPU (class labels, gather positions), u32, with their host copy:
+/// ops that need index structure (e.g. scatter lists for a gather's backward) build it from the
+/// host copy at creation, never by reading the GPU back.
+#[derive(Clone)]
+pub struct Indices {
+    storage: Arc<Storage>,
+    host: Arc<Vec<u32>>,
+}
+
+impl Indices {
+    pub fn from_slice(data: &[u32]) -> Result<Indices> {
+        let gpu = Gpu::global()?;
+        let buf = gpu.alloc(4 * data.len().max(1) as u64, &format!("{} indices", data.len()))?;
+        if !data.is_empty() {
+            gpu.upload(&buf, bytemuck::cast_slice(data));
+        }
+        Ok(Indices { storage: Arc::new(Storage { buf: Some(buf) }), host: Arc::new(data.to_vec()) })
+    }
+
+    pub fn len(&self) -> usize {
+        self.host.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.host.is_empty()
+    }
+
+    /// The values, as uploaded.
+    pub fn host(&self) -> &[u32] {
+        &self.host
+    }
+
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.storage.buffer()
+    }
+}
+
+impl std::fmt::Debug for Indices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Indices[{}]", self.len())
+    }
+}
