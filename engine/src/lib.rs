@@ -15,6 +15,7 @@
 pub mod autograd;
 pub mod error;
 pub mod gpu;
+pub mod io;
 pub mod nn;
 pub mod ops;
 pub mod optim;

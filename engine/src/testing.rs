@@ -108,16 +108,14 @@ fn run<O: Clone + 'static>(
     strategy: &BoxedStrategy<Case<O>>,
     cases: u32,
     test: impl Fn(Case<O>) -> Result<(), String>,
-) {
+) -> Result<(), String> {
     let mut runner = TestRunner::new(Config {
         cases: cases_from_env(cases),
         failure_persistence: None,
         max_shrink_iters: 32,
         ..Config::default()
     });
-    if let Err(e) = runner.run(strategy, |case| test(case).map_err(TestCaseError::fail)) {
-        panic!("{name}: {e}");
-    }
+    runner.run(strategy, |case| test(case).map_err(TestCaseError::fail)).map_err(|e| format!("{name}: {e}"))
 }
 
 /// Compares `got` with `want` element by element; on failure, lists the first 5 mismatches.
@@ -152,7 +150,12 @@ pub fn compare(what: &str, got: &[f64], want: &CpuTensor, tol: Tol) -> Result<()
 /// GPU forward against the reference.
 pub fn check_forward<O: Op + Clone>(spec: TestSpec<O>) {
     let Some(_) = crate::gpu::gpu_or_skip() else { return };
-    run("forward_matches_reference", &spec.cases, 24, |case| {
+    try_check_forward(spec, 24).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// [`check_forward`] over `cases` cases, returning the first failure (for `tubelet check`).
+pub fn try_check_forward<O: Op + Clone>(spec: TestSpec<O>, cases: u32) -> Result<(), String> {
+    run("forward_matches_reference", &spec.cases, cases, |case| {
         let want = case.op.reference(&case.inputs.iter().collect::<Vec<_>>());
         let xs = upload(&case.inputs)?;
         let mut op = case.op.clone();
@@ -162,7 +165,7 @@ pub fn check_forward<O: Op + Clone>(spec: TestSpec<O>) {
         }
         let got = y.to_cpu().map_err(|e| e.to_string())?;
         compare(&format!("{} forward, {}", op.name(), case.describe()), &got.data, &want, spec.forward_tol)
-    });
+    })
 }
 
 /// Reference VJP against central finite differences of the reference, in f64.
@@ -198,14 +201,20 @@ pub fn check_reference_backward<O: Op + Clone>(spec: TestSpec<O>) {
             )?;
         }
         Ok(())
-    });
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// The op on the tape, back-propagated on the GPU from a random upstream gradient, against the
 /// reference VJP.
 pub fn check_gpu_backward<O: Op + Clone>(spec: TestSpec<O>) {
     let Some(_) = crate::gpu::gpu_or_skip() else { return };
-    run("gpu_backward_matches_reference", &spec.cases, 16, |case| {
+    try_check_gpu_backward(spec, 16).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// [`check_gpu_backward`] over `cases` cases, returning the first failure.
+pub fn try_check_gpu_backward<O: Op + Clone>(spec: TestSpec<O>, cases: u32) -> Result<(), String> {
+    run("gpu_backward_matches_reference", &spec.cases, cases, |case| {
         let xs_cpu: Vec<&CpuTensor> = case.inputs.iter().collect();
         let y_ref = case.op.reference(&xs_cpu);
         let mut rng = crate::Rng::new(y_ref.numel() as u64 * 104_729 + 7);
@@ -229,7 +238,7 @@ pub fn check_gpu_backward<O: Op + Clone>(spec: TestSpec<O>) {
             )?;
         }
         Ok(())
-    });
+    })
 }
 
 fn upload(inputs: &[CpuTensor]) -> Result<Vec<Tensor>, String> {

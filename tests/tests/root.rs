@@ -2,5 +2,8 @@
 //! GPU tests call `gpu_or_skip()`: with `TUBELET_REQUIRE_GPU=1` (CI) a missing adapter fails.
 
 mod autograd;
+mod io;
+mod models;
+mod optim;
 mod ops;
 mod shaders;
