@@ -5,5 +5,7 @@ mod autograd;
 mod io;
 mod models;
 mod optim;
+mod linear;
+mod matmul;
 mod ops;
 mod shaders;

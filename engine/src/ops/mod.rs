@@ -16,6 +16,8 @@ use crate::tensor::Tensor;
 pub mod binary;
 pub mod expand;
 pub mod fill;
+pub mod linear;
+pub mod matmul;
 pub mod reduce;
 pub mod unary;
 
@@ -41,5 +43,6 @@ macro_rules! for_each_op {
         $m!(binary);
         $m!(reduce);
         $m!(expand);
+        $m!(matmul);
     };
 }
