@@ -2,5 +2,7 @@
 //! GPU tests call `gpu_or_skip()`: with `TUBELET_REQUIRE_GPU=1` (CI) a missing adapter fails.
 
 mod autograd;
+mod layer_norm;
 mod ops;
 mod shaders;
+mod softmax;

@@ -14,9 +14,12 @@ use crate::reference::CpuTensor;
 use crate::tensor::Tensor;
 
 pub mod binary;
+pub mod cross_entropy;
 pub mod expand;
 pub mod fill;
+pub mod layer_norm;
 pub mod reduce;
+pub mod softmax;
 pub mod unary;
 
 /// A differentiable kernel op. See autograd.rs for the backward contract.
@@ -41,5 +44,8 @@ macro_rules! for_each_op {
         $m!(binary);
         $m!(reduce);
         $m!(expand);
+        $m!(softmax);
+        $m!(cross_entropy);
+        $m!(layer_norm);
     };
 }
