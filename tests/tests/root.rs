@@ -7,5 +7,7 @@ mod models;
 mod optim;
 mod linear;
 mod matmul;
+mod layer_norm;
 mod ops;
 mod shaders;
+mod softmax;

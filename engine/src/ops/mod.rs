@@ -14,11 +14,14 @@ use crate::reference::CpuTensor;
 use crate::tensor::Tensor;
 
 pub mod binary;
+pub mod cross_entropy;
 pub mod expand;
 pub mod fill;
 pub mod linear;
 pub mod matmul;
+pub mod layer_norm;
 pub mod reduce;
+pub mod softmax;
 pub mod unary;
 
 /// A differentiable kernel op. See autograd.rs for the backward contract.
@@ -44,5 +47,8 @@ macro_rules! for_each_op {
         $m!(reduce);
         $m!(expand);
         $m!(matmul);
+        $m!(softmax);
+        $m!(cross_entropy);
+        $m!(layer_norm);
     };
 }
