@@ -14,9 +14,15 @@ use crate::reference::CpuTensor;
 use crate::tensor::Tensor;
 
 pub mod binary;
+pub mod concat;
+pub mod dropout;
 pub mod expand;
 pub mod fill;
+pub mod gather;
+pub mod narrow;
+pub mod permute;
 pub mod reduce;
+pub mod reshape;
 pub mod unary;
 
 /// A differentiable kernel op. See autograd.rs for the backward contract.
@@ -41,5 +47,11 @@ macro_rules! for_each_op {
         $m!(binary);
         $m!(reduce);
         $m!(expand);
+        $m!(reshape);
+        $m!(permute);
+        $m!(concat);
+        $m!(narrow);
+        $m!(gather);
+        $m!(dropout);
     };
 }
