@@ -22,6 +22,12 @@ pub mod matmul;
 pub mod layer_norm;
 pub mod reduce;
 pub mod softmax;
+pub mod concat;
+pub mod dropout;
+pub mod gather;
+pub mod narrow;
+pub mod permute;
+pub mod reshape;
 pub mod unary;
 
 /// A differentiable kernel op. See autograd.rs for the backward contract.
@@ -50,5 +56,11 @@ macro_rules! for_each_op {
         $m!(softmax);
         $m!(cross_entropy);
         $m!(layer_norm);
+        $m!(reshape);
+        $m!(permute);
+        $m!(concat);
+        $m!(narrow);
+        $m!(gather);
+        $m!(dropout);
     };
 }
