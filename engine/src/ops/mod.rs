@@ -13,6 +13,7 @@ use crate::error::Result;
 use crate::reference::CpuTensor;
 use crate::tensor::Tensor;
 
+pub mod attention;
 pub mod binary;
 pub mod expand;
 pub mod fill;
@@ -41,5 +42,6 @@ macro_rules! for_each_op {
         $m!(binary);
         $m!(reduce);
         $m!(expand);
+        $m!(attention);
     };
 }
