@@ -19,6 +19,7 @@ pub mod expand;
 pub mod fill;
 pub mod reduce;
 pub mod unary;
+pub mod window_attention;
 
 /// A differentiable kernel op. See autograd.rs for the backward contract.
 pub trait Op: Send + Sync + 'static {
@@ -43,5 +44,6 @@ macro_rules! for_each_op {
         $m!(reduce);
         $m!(expand);
         $m!(attention);
+        $m!(window_attention);
     };
 }
