@@ -13,6 +13,7 @@ use crate::error::Result;
 use crate::reference::CpuTensor;
 use crate::tensor::Tensor;
 
+pub mod attention;
 pub mod binary;
 pub mod cross_entropy;
 pub mod expand;
@@ -29,6 +30,7 @@ pub mod narrow;
 pub mod permute;
 pub mod reshape;
 pub mod unary;
+pub mod window_attention;
 
 /// A differentiable kernel op. See autograd.rs for the backward contract.
 pub trait Op: Send + Sync + 'static {
@@ -62,5 +64,7 @@ macro_rules! for_each_op {
         $m!(narrow);
         $m!(gather);
         $m!(dropout);
+        $m!(attention);
+        $m!(window_attention);
     };
 }
