@@ -2,5 +2,6 @@
 //! GPU tests call `gpu_or_skip()`: with `TUBELET_REQUIRE_GPU=1` (CI) a missing adapter fails.
 
 mod autograd;
+mod conv;
 mod ops;
 mod shaders;

@@ -14,6 +14,7 @@ use crate::reference::CpuTensor;
 use crate::tensor::Tensor;
 
 pub mod binary;
+pub mod depthwise_conv3d;
 pub mod expand;
 pub mod fill;
 pub mod reduce;
@@ -41,5 +42,6 @@ macro_rules! for_each_op {
         $m!(binary);
         $m!(reduce);
         $m!(expand);
+        $m!(depthwise_conv3d);
     };
 }

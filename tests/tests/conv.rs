@@ -1,0 +1,40 @@
+//! Fixed seed-model geometries for the conv/pool/shift ops, run on every test run (the generated
+//! property tests in ops.rs draw them only by chance): strides and paddings of UniFormer, MViT,
+//! TSM and the stems, T = 1, and a weight gradient reducing over more than 65,535 positions.
+
+use tubelet::testing::{forward_case, gpu_backward_case};
+use tubelet::{gpu_or_skip, Tensor};
+
+/// Forward and GPU backward of every case against the reference, with the op's own tolerances.
+macro_rules! seed_shapes {
+    ($name:ident, $op:ident) => {
+        #[test]
+        fn $name() {
+            let Some(_) = gpu_or_skip() else { return };
+            let spec = tubelet::ops::$op::test_spec();
+            for case in tubelet::ops::$op::seed_cases() {
+                forward_case(&case, spec.forward_tol).unwrap_or_else(|e| panic!("{e}"));
+                gpu_backward_case(&case, spec.backward_tol).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    };
+}
+
+seed_shapes!(depthwise_conv3d_seed_shapes, depthwise_conv3d);
+
+#[test]
+fn depthwise_conv3d_errors_name_shapes_and_parameters() {
+    let Some(_) = gpu_or_skip() else { return };
+    let x = Tensor::zeros(&[1, 4, 2, 5, 5]);
+    let w = Tensor::zeros(&[3, 1, 3, 3, 3]);
+    let err = x.try_depthwise_conv3d(&w, None, [1, 1, 1], [1, 1, 1]).err().expect("error").to_string();
+    assert!(err.contains("depthwise_conv3d") && err.contains("[1, 4, 2, 5, 5]") && err.contains("[3, 1, 3, 3, 3]"), "{err}");
+    let w = Tensor::zeros(&[4, 1, 3, 3, 3]);
+    let err = x.try_depthwise_conv3d(&w, None, [1, 1, 1], [0, 0, 0]).err().expect("error").to_string();
+    assert!(err.contains("kernel 3") && err.contains("padding [0, 0, 0]"), "{err}");
+    let err = x.try_depthwise_conv3d(&w, None, [0, 1, 1], [1, 1, 1]).err().expect("error").to_string();
+    assert!(err.contains("stride [0, 1, 1]"), "{err}");
+    let b = Tensor::zeros(&[5]);
+    let err = x.try_depthwise_conv3d(&w, Some(&b), [1, 1, 1], [1, 1, 1]).err().expect("error").to_string();
+    assert!(err.contains("bias Some([5])"), "{err}");
+}
