@@ -21,6 +21,7 @@ macro_rules! seed_shapes {
 }
 
 seed_shapes!(depthwise_conv3d_seed_shapes, depthwise_conv3d);
+seed_shapes!(conv3d_seed_shapes, conv3d);
 
 #[test]
 fn depthwise_conv3d_errors_name_shapes_and_parameters() {
@@ -37,4 +38,21 @@ fn depthwise_conv3d_errors_name_shapes_and_parameters() {
     let b = Tensor::zeros(&[5]);
     let err = x.try_depthwise_conv3d(&w, Some(&b), [1, 1, 1], [1, 1, 1]).err().expect("error").to_string();
     assert!(err.contains("bias Some([5])"), "{err}");
+}
+
+#[test]
+fn conv3d_errors_name_shapes_and_parameters() {
+    let Some(_) = gpu_or_skip() else { return };
+    let x = Tensor::zeros(&[1, 6, 2, 5, 5]);
+    let w = Tensor::zeros(&[4, 3, 1, 3, 3]);
+    let err = x.try_conv3d(&w, None, [1, 1, 1], [0, 1, 1], 4).err().expect("error").to_string();
+    assert!(err.contains("conv3d") && err.contains("groups 4") && err.contains("[4, 3, 1, 3, 3]"), "{err}");
+    let err = x.try_conv3d(&w, None, [1, 1, 1], [0, 1, 1], 1).err().expect("error").to_string();
+    assert!(err.contains("CIN/groups = 6"), "{err}");
+    let err = x.try_conv3d(&w, None, [1, 9, 1], [0, 0, 0], 2).map(|y| y.shape().to_vec());
+    assert_eq!(err.unwrap(), vec![1, 4, 2, 1, 3]);
+    let x2 = Tensor::zeros(&[1, 3, 4, 4]);
+    let w2 = Tensor::zeros(&[2, 3, 7, 7]);
+    let err = x2.try_conv2d(&w2, None, [2, 2], [1, 1], 1).err().expect("error").to_string();
+    assert!(err.contains("conv2d") && err.contains("kernel 7") && err.contains("padding [1, 1]"), "{err}");
 }

@@ -14,6 +14,7 @@ use crate::reference::CpuTensor;
 use crate::tensor::Tensor;
 
 pub mod binary;
+pub mod conv3d;
 pub mod depthwise_conv3d;
 pub mod expand;
 pub mod fill;
@@ -43,5 +44,6 @@ macro_rules! for_each_op {
         $m!(reduce);
         $m!(expand);
         $m!(depthwise_conv3d);
+        $m!(conv3d);
     };
 }
