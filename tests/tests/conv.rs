@@ -22,6 +22,7 @@ macro_rules! seed_shapes {
 
 seed_shapes!(depthwise_conv3d_seed_shapes, depthwise_conv3d);
 seed_shapes!(conv3d_seed_shapes, conv3d);
+seed_shapes!(pool3d_seed_shapes, pool3d);
 
 #[test]
 fn depthwise_conv3d_errors_name_shapes_and_parameters() {
@@ -55,4 +56,26 @@ fn conv3d_errors_name_shapes_and_parameters() {
     let w2 = Tensor::zeros(&[2, 3, 7, 7]);
     let err = x2.try_conv2d(&w2, None, [2, 2], [1, 1], 1).err().expect("error").to_string();
     assert!(err.contains("conv2d") && err.contains("kernel 7") && err.contains("padding [1, 1]"), "{err}");
+}
+
+#[test]
+fn pool3d_errors_name_shapes_and_parameters() {
+    let Some(_) = gpu_or_skip() else { return };
+    let x = Tensor::zeros(&[1, 2, 3, 5, 5]);
+    let err = x.try_max_pool3d([1, 3, 3], [1, 2, 2], [0, 2, 1]).err().expect("error").to_string();
+    assert!(err.contains("max_pool3d") && err.contains("[1, 2, 3, 5, 5]") && err.contains("padding [0, 2, 1]"), "{err}");
+    let err = x.try_avg_pool3d([5, 1, 1], [1, 1, 1], [0, 0, 0]).err().expect("error").to_string();
+    assert!(err.contains("avg_pool3d") && err.contains("kernel 5"), "{err}");
+    let err = x.try_max_pool2d([3, 3], [2, 2], [1, 1]).err().expect("error").to_string();
+    assert!(err.contains("max_pool2d") && err.contains("rank 4"), "{err}");
+}
+
+#[test]
+fn max_pool_gradient_goes_to_the_first_maximum() {
+    let Some(_) = gpu_or_skip() else { return };
+    // One window holding a tie: PyTorch routes the whole gradient to the first maximum.
+    let x = Tensor::from_slice(&[1.0, 3.0, 3.0, 2.0], &[1, 1, 1, 2, 2]).unwrap().param();
+    let y = x.max_pool3d([1, 2, 2], [1, 2, 2], [0, 0, 0]);
+    let g = y.backward_with(Tensor::full(&[1, 1, 1, 1, 1], 5.0)).unwrap();
+    assert_eq!(g.get(&x).unwrap().to_vec().unwrap(), vec![0.0, 5.0, 0.0, 0.0]);
 }

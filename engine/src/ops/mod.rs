@@ -18,6 +18,7 @@ pub mod conv3d;
 pub mod depthwise_conv3d;
 pub mod expand;
 pub mod fill;
+pub mod pool3d;
 pub mod reduce;
 pub mod unary;
 
@@ -45,5 +46,6 @@ macro_rules! for_each_op {
         $m!(expand);
         $m!(depthwise_conv3d);
         $m!(conv3d);
+        $m!(pool3d);
     };
 }
