@@ -23,6 +23,7 @@ macro_rules! seed_shapes {
 seed_shapes!(depthwise_conv3d_seed_shapes, depthwise_conv3d);
 seed_shapes!(conv3d_seed_shapes, conv3d);
 seed_shapes!(pool3d_seed_shapes, pool3d);
+seed_shapes!(temporal_shift_seed_shapes, temporal_shift);
 
 #[test]
 fn depthwise_conv3d_errors_name_shapes_and_parameters() {
@@ -78,4 +79,21 @@ fn max_pool_gradient_goes_to_the_first_maximum() {
     let y = x.max_pool3d([1, 2, 2], [1, 2, 2], [0, 0, 0]);
     let g = y.backward_with(Tensor::full(&[1, 1, 1, 1, 1], 5.0)).unwrap();
     assert_eq!(g.get(&x).unwrap().to_vec().unwrap(), vec![0.0, 5.0, 0.0, 0.0]);
+}
+
+#[test]
+fn temporal_shift_matches_the_official_slices() {
+    let Some(_) = gpu_or_skip() else { return };
+    // 1 video, T = 3, C = 8, fold_div 4 (fold 2), H = W = 1: x[t, c] = 10·t + c.
+    let x: Vec<f32> = (0..3).flat_map(|t| (0..8).map(move |c| (10 * t + c) as f32)).collect();
+    let y = Tensor::from_slice(&x, &[3, 8, 1, 1]).unwrap().temporal_shift(3, 4).to_vec().unwrap();
+    #[rustfmt::skip]
+    let want = [
+        10.0, 11.0, 0.0, 0.0, 4.0, 5.0, 6.0, 7.0,     // t = 0: [0,2) from t+1, [2,4) zero
+        20.0, 21.0, 2.0, 3.0, 14.0, 15.0, 16.0, 17.0, // t = 1
+        0.0, 0.0, 12.0, 13.0, 24.0, 25.0, 26.0, 27.0, // t = 2: [0,2) zero
+    ];
+    assert_eq!(y, want);
+    let err = Tensor::zeros(&[5, 8, 1, 1]).try_temporal_shift(2, 8).err().expect("error").to_string();
+    assert!(err.contains("temporal_shift") && err.contains("[5, 8, 1, 1]") && err.contains("n_segment 2"), "{err}");
 }

@@ -20,6 +20,7 @@ pub mod expand;
 pub mod fill;
 pub mod pool3d;
 pub mod reduce;
+pub mod temporal_shift;
 pub mod unary;
 
 /// A differentiable kernel op. See autograd.rs for the backward contract.
@@ -47,5 +48,6 @@ macro_rules! for_each_op {
         $m!(depthwise_conv3d);
         $m!(conv3d);
         $m!(pool3d);
+        $m!(temporal_shift);
     };
 }
