@@ -9,6 +9,7 @@ mod optim;
 mod linear;
 mod matmul;
 mod layer_norm;
+mod conv;
 mod ops;
 mod shaders;
 mod softmax;

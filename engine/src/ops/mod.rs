@@ -29,6 +29,10 @@ pub mod gather;
 pub mod narrow;
 pub mod permute;
 pub mod reshape;
+pub mod conv3d;
+pub mod depthwise_conv3d;
+pub mod pool3d;
+pub mod temporal_shift;
 pub mod unary;
 pub mod window_attention;
 
@@ -66,5 +70,9 @@ macro_rules! for_each_op {
         $m!(dropout);
         $m!(attention);
         $m!(window_attention);
+        $m!(depthwise_conv3d);
+        $m!(conv3d);
+        $m!(pool3d);
+        $m!(temporal_shift);
     };
 }

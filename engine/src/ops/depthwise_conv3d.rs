@@ -1,0 +1,346 @@
+//! Depthwise 3D convolution (groups = C, channel multiplier 1), channels-first like PyTorch's
+//! `nn.Conv3d(C, C, k, stride, padding, groups=C)`:
+//!   y[n,c,o] = b[c] + Σ_{a<KT, i<KH, j<KW} w[c,0,a,i,j] · x[n,c, o·s − p + (a,i,j)]
+//! with zero padding. x (B, C, T, H, W), w (C, 1, KT, KH, KW), optional b (C),
+//! y (B, C, TO, HO, WO) with TO = (T + 2·pt − KT)/st + 1 (likewise HO, WO).
+//! Used by UniFormer's DPE (k3 p1) and local MHRA (k5 p2) and MViT's attention pooling
+//! (k3, stride 1×{1,2,4,8}², p1; seed-models.md §5, §6).
+//! Kernels: shaders/depthwise_conv3d_forward.wgsl, shaders/depthwise_conv3d_backward_input.wgsl,
+//! shaders/depthwise_conv3d_backward_weight.wgsl (pass 1 of dw; pass 2 is reduce::reduce_raw).
+
+use crate::autograd::apply;
+use crate::error::{Error, Result};
+use crate::gpu::{gpu, grid, grid_rows};
+use crate::kernel;
+use crate::ops::reduce::{reduce_raw, ReduceKind};
+use crate::ops::Op;
+use crate::reference::CpuTensor;
+use crate::tensor::Tensor;
+
+/// Output positions handled by one workgroup of the weight-gradient pass (64 trips a lane).
+const CHUNK: usize = 256 * 64;
+
+/// Output length of a convolution/pooling axis: (n + 2p − k)/s + 1, or None when the padded
+/// input is shorter than the kernel (PyTorch's "kernel size can't be greater than input").
+pub(crate) fn out_len(n: usize, k: usize, s: usize, p: usize) -> Option<usize> {
+    (n + 2 * p >= k && s > 0).then(|| (n + 2 * p - k) / s + 1)
+}
+
+/// The input coordinate read by output `o` through tap `k`, if it is inside (not padding).
+pub(crate) fn in_coord(o: usize, k: usize, s: usize, p: usize, n: usize) -> Option<usize> {
+    (o * s + k).checked_sub(p).filter(|&q| q < n)
+}
+
+#[derive(Clone, Debug)]
+pub struct DepthwiseConv3d {
+    pub stride: [usize; 3],
+    pub padding: [usize; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    bc: u32,
+    t: u32,
+    h: u32,
+    w: u32,
+    to: u32,
+    ho: u32,
+    wo: u32,
+    c: u32,
+    kt: u32,
+    kh: u32,
+    kw: u32,
+    n: u32,
+    st: u32,
+    sh: u32,
+    sw: u32,
+    chunk: u32,
+    pt: u32,
+    ph: u32,
+    pw: u32,
+    n_chunks: u32,
+}
+
+impl DepthwiseConv3d {
+    /// The output shape, or an error naming the op, the shapes and the parameters.
+    fn check(&self, x: &[usize], w: &[usize], b: Option<&[usize]>) -> Result<[usize; 5]> {
+        let what = || {
+            format!(
+                "depthwise_conv3d: x {x:?}, weight {w:?}, bias {b:?}, stride {:?}, padding {:?}",
+                self.stride, self.padding
+            )
+        };
+        if x.len() != 5 || w.len() != 5 {
+            return Err(Error::Shape(format!("{}: x must be (B, C, T, H, W) and weight (C, 1, KT, KH, KW)", what())));
+        }
+        if w[0] != x[1] || w[1] != 1 {
+            return Err(Error::Shape(format!("{}: weight must be ({}, 1, KT, KH, KW) for {} channels", what(), x[1], x[1])));
+        }
+        if w[2..].contains(&0) || self.stride.contains(&0) {
+            return Err(Error::Shape(format!("{}: kernel and stride must be ≥ 1", what())));
+        }
+        if b.is_some_and(|b| b != [x[1]]) {
+            return Err(Error::Shape(format!("{}: bias must be ({},)", what(), x[1])));
+        }
+        let mut out = [x[0], x[1], 0, 0, 0];
+        for d in 0..3 {
+            out[d + 2] = out_len(x[d + 2], w[d + 2], self.stride[d], self.padding[d]).ok_or_else(|| {
+                Error::Shape(format!("{}: kernel {} is larger than the padded input {} on axis {}", what(),
+                    w[d + 2], x[d + 2] + 2 * self.padding[d], d + 2))
+            })?;
+        }
+        Ok(out)
+    }
+
+    fn params(&self, x: &[usize], w: &[usize], y: &[usize]) -> Params {
+        let m = y[0] * y[2] * y[3] * y[4];
+        Params {
+            bc: (x[0] * x[1]) as u32,
+            t: x[2] as u32,
+            h: x[3] as u32,
+            w: x[4] as u32,
+            to: y[2] as u32,
+            ho: y[3] as u32,
+            wo: y[4] as u32,
+            c: x[1] as u32,
+            kt: w[2] as u32,
+            kh: w[3] as u32,
+            kw: w[4] as u32,
+            n: 0,
+            st: self.stride[0] as u32,
+            sh: self.stride[1] as u32,
+            sw: self.stride[2] as u32,
+            chunk: CHUNK as u32,
+            pt: self.padding[0] as u32,
+            ph: self.padding[1] as u32,
+            pw: self.padding[2] as u32,
+            n_chunks: m.div_ceil(CHUNK).max(1) as u32,
+        }
+    }
+
+    /// Calls `f(n, c, o, q, k)` for every output o = (to, ho, wo), tap k = (a, i, j) and the
+    /// input q it reads (taps on padding skipped): the one loop nest the reference is made of.
+    fn for_each_tap(&self, x: &[usize], w: &[usize], mut f: impl FnMut(usize, usize, [usize; 3], [usize; 3], [usize; 3])) {
+        let y = self.check(x, w, None).expect("valid shapes");
+        let (s, p) = (self.stride, self.padding);
+        for n in 0..y[0] {
+            for c in 0..y[1] {
+                for to in 0..y[2] {
+                    for ho in 0..y[3] {
+                        for wo in 0..y[4] {
+                            for a in 0..w[2] {
+                                for i in 0..w[3] {
+                                    for j in 0..w[4] {
+                                        let (Some(t), Some(h), Some(v)) = (
+                                            in_coord(to, a, s[0], p[0], x[2]),
+                                            in_coord(ho, i, s[1], p[1], x[3]),
+                                            in_coord(wo, j, s[2], p[2], x[4]),
+                                        ) else {
+                                            continue;
+                                        };
+                                        f(n, c, [to, ho, wo], [t, h, v], [a, i, j]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Op for DepthwiseConv3d {
+    fn name(&self) -> &'static str {
+        "depthwise_conv3d"
+    }
+
+    fn reference(&self, x: &[&CpuTensor]) -> CpuTensor {
+        let y_shape = self.check(&x[0].shape, &x[1].shape, None).expect("valid shapes");
+        let mut y = CpuTensor::zeros(&y_shape);
+        if let Some(b) = x.get(2) {
+            for i in 0..y.numel() {
+                let c = i / (y_shape[2] * y_shape[3] * y_shape[4]) % y_shape[1];
+                y.data[i] = b.data[c];
+            }
+        }
+        self.for_each_tap(&x[0].shape, &x[1].shape, |n, c, o, q, k| {
+            *y.at_mut(&[n, c, o[0], o[1], o[2]]) +=
+                x[1].at(&[c, 0, k[0], k[1], k[2]]) * x[0].at(&[n, c, q[0], q[1], q[2]]);
+        });
+        y
+    }
+
+    fn reference_backward(&self, x: &[&CpuTensor], dy: &CpuTensor) -> Vec<Option<CpuTensor>> {
+        let mut dx = CpuTensor::zeros(&x[0].shape);
+        let mut dw = CpuTensor::zeros(&x[1].shape);
+        self.for_each_tap(&x[0].shape, &x[1].shape, |n, c, o, q, k| {
+            let g = dy.at(&[n, c, o[0], o[1], o[2]]);
+            *dx.at_mut(&[n, c, q[0], q[1], q[2]]) += g * x[1].at(&[c, 0, k[0], k[1], k[2]]);
+            *dw.at_mut(&[c, 0, k[0], k[1], k[2]]) += g * x[0].at(&[n, c, q[0], q[1], q[2]]);
+        });
+        let mut out = vec![Some(dx), Some(dw)];
+        if x.len() == 3 {
+            // db[c] = Σ_{n,o} dy[n,c,o]
+            let mut db = CpuTensor::zeros(&x[2].shape);
+            let per = dy.shape[2] * dy.shape[3] * dy.shape[4];
+            for i in 0..dy.numel() {
+                db.data[i / per % dy.shape[1]] += dy.data[i];
+            }
+            out.push(Some(db));
+        }
+        out
+    }
+
+    fn forward(&mut self, x: &[&Tensor]) -> Result<Tensor> {
+        let bias = x.get(2).copied();
+        let y_shape = self.check(x[0].shape(), x[1].shape(), bias.map(Tensor::shape))?;
+        let y = Tensor::empty(&y_shape)?;
+        let mut p = self.params(x[0].shape(), x[1].shape(), &y_shape);
+        p.n = y.numel() as u32;
+        // NOTE: without a bias the b binding still has to exist; w stands in and is never read.
+        let b = bias.unwrap_or(x[1]);
+        let has_bias = [("HAS_BIAS", f64::from(u8::from(bias.is_some())))];
+        // (B, C, T, H, W) ⊛ (C, 1, KT, KH, KW) + (C) -> (B, C, TO, HO, WO)
+        gpu().dispatch(kernel!(depthwise_conv3d_forward), &has_bias,
+            &[x[0].buffer(), x[1].buffer(), b.buffer(), y.buffer()], &p, grid(y.numel(), 256))?;
+        Ok(y)
+    }
+
+    // dx[n,c,q] = Σ_{k, o: o·s − p + k = q} w[c,k] · dy[n,c,o]      (a gather per input element)
+    // dw[c,k]   = Σ_{n,o} dy[n,c,o] · x[n,c, o·s − p + k]            (chunk partials, then reduce)
+    // db[c]     = Σ_{n,o} dy[n,c,o]                                  (reduce over B and TO·HO·WO)
+    fn backward(&self, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (xs, ws, ys) = (x[0].shape(), x[1].shape(), y.shape());
+        let mut p = self.params(xs, ws, ys);
+        let dx = if x[0].requires_grad() {
+            let dx = Tensor::empty(xs)?;
+            p.n = dx.numel() as u32;
+            // (B, C, TO, HO, WO), (C, 1, KT, KH, KW) -> (B, C, T, H, W)
+            gpu().dispatch(kernel!(depthwise_conv3d_backward_input), &[],
+                &[dy.buffer(), x[1].buffer(), dx.buffer()], &p, grid(dx.numel(), 256))?;
+            Some(dx)
+        } else {
+            None
+        };
+        let dw = if x[1].requires_grad() {
+            let taps = ws[2] * ws[3] * ws[4];
+            let rows = xs[1] * taps;
+            let part = Tensor::empty(&[rows, p.n_chunks as usize])?;
+            p.n = (rows * p.n_chunks as usize) as u32;
+            // (B, C, T, H, W), (B, C, TO, HO, WO) -> (C·KT·KH·KW, N_CHUNKS)
+            gpu().dispatch(kernel!(depthwise_conv3d_backward_weight), &[],
+                &[x[0].buffer(), dy.buffer(), part.buffer()], &p, grid_rows(p.n as usize))?;
+            let dw = if p.n_chunks == 1 { part } else { reduce_raw(&part, ReduceKind::Sum, &[1])? };
+            Some(dw.view(ws))
+        } else {
+            None
+        };
+        let mut out = vec![dx, dw];
+        if let Some(b) = x.get(2) {
+            // (B, C, TO·HO·WO) summed over B and the positions -> (C)
+            let db = if b.requires_grad() {
+                let g = dy.view(&[ys[0], ys[1], ys[2] * ys[3] * ys[4]]);
+                Some(reduce_raw(&g, ReduceKind::Sum, &[0, 2])?.view(&[ys[1]]))
+            } else {
+                None
+            };
+            out.push(db);
+        }
+        Ok(out)
+    }
+}
+
+impl Tensor {
+    /// Depthwise 3D convolution of x (B, C, T, H, W) with weight (C, 1, KT, KH, KW) and an
+    /// optional bias (C): PyTorch's `Conv3d(C, C, k, stride, padding, groups=C)`.
+    ///
+    /// ```no_run
+    /// use tubelet::Tensor;
+    /// let x = Tensor::randn(&[1, 64, 8, 56, 56], 0.0, 1.0, 1).unwrap();
+    /// let w = Tensor::randn(&[64, 1, 3, 3, 3], 0.0, 0.1, 2).unwrap();
+    /// let y = x.depthwise_conv3d(&w, None, [1, 1, 1], [1, 1, 1]); // UniFormer DPE: same shape
+    /// ```
+    pub fn try_depthwise_conv3d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: [usize; 3],
+        padding: [usize; 3]) -> Result<Tensor> {
+        let op = DepthwiseConv3d { stride, padding };
+        match bias {
+            Some(b) => apply(op, &[self, weight, b]),
+            None => apply(op, &[self, weight]),
+        }
+    }
+
+    pub fn depthwise_conv3d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: [usize; 3],
+        padding: [usize; 3]) -> Tensor {
+        self.try_depthwise_conv3d(weight, bias, stride, padding).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// One case: x (B, C, T, H, W) and a kernel/stride/padding; random values in [-1, 1).
+#[cfg(feature = "testing")]
+pub fn case(x: [usize; 5], k: [usize; 3], stride: [usize; 3], padding: [usize; 3], bias: bool,
+    seed: u64) -> crate::testing::Case<DepthwiseConv3d> {
+    let mut rng = crate::Rng::new(seed);
+    let mut inputs = vec![
+        CpuTensor::uniform(&x, -1.0, 1.0, &mut rng),
+        CpuTensor::uniform(&[x[1], 1, k[0], k[1], k[2]], -1.0, 1.0, &mut rng),
+    ];
+    if bias {
+        inputs.push(CpuTensor::uniform(&[x[1]], -1.0, 1.0, &mut rng));
+    }
+    let label = format!("k {k:?} stride {stride:?} padding {padding:?} bias {bias}");
+    crate::testing::Case::new(DepthwiseConv3d { stride, padding }, inputs, label)
+}
+
+/// Seed-model geometries (seed-models.md §5, §6) at reduced channels and frames, each with a
+/// spatial size that is not a multiple of the stride.
+#[cfg(feature = "testing")]
+pub fn seed_cases() -> Vec<crate::testing::Case<DepthwiseConv3d>> {
+    vec![
+        case([1, 3, 4, 13, 11], [3, 3, 3], [1, 1, 1], [1, 1, 1], true, 1), // UniFormer DPE
+        case([2, 2, 5, 9, 10], [5, 5, 5], [1, 1, 1], [2, 2, 2], true, 2), // UniFormer MHRA
+        case([2, 3, 3, 15, 14], [3, 3, 3], [1, 2, 2], [1, 1, 1], false, 3), // MViT q pool
+        case([1, 2, 4, 29, 30], [3, 3, 3], [1, 4, 4], [1, 1, 1], false, 4), // MViT kv pool
+        case([1, 2, 2, 57, 56], [3, 3, 3], [1, 8, 8], [1, 1, 1], false, 5), // MViT kv pool 56→7
+        case([1, 2, 1, 7, 7], [1, 9, 9], [1, 1, 1], [0, 4, 4], true, 6), // T = 1, (1,9,9) kv
+        // dw reduces over B·TO·HO·WO = 2·3·110·110 = 72,600 > 65,535 positions per channel.
+        case([2, 2, 3, 110, 110], [3, 3, 3], [1, 1, 1], [1, 1, 1], true, 7),
+    ]
+}
+
+#[cfg(feature = "testing")]
+pub fn test_spec() -> crate::testing::TestSpec<DepthwiseConv3d> {
+    use crate::testing::{TestSpec, Tol};
+    use proptest::prelude::*;
+    // Axis sizes: 1, primes and non-multiples of the strides; kernels odd up to 5 (and 1).
+    fn geometry(max_side: usize) -> impl Strategy<Value = ([usize; 5], [usize; 3], [usize; 3], [usize; 3])> {
+        let side = prop_oneof![Just(1usize), 2usize..=max_side];
+        let k = prop::sample::select(vec![1usize, 3, 5]);
+        let s = prop::sample::select(vec![1usize, 1, 2, 3, 4, 8]);
+        (1usize..=2, 1usize..=4, [side.clone(), side.clone(), side], [k.clone(), k.clone(), k],
+            [s.clone(), s.clone(), s], any::<[u8; 3]>())
+            .prop_map(|(b, c, mut sp, k, s, pr)| {
+                let mut p = [0; 3];
+                for d in 0..3 {
+                    p[d] = pr[d] as usize % (k[d] / 2 + 1);
+                    sp[d] = sp[d].max(k[d] - 2 * p[d]); // at least one output
+                }
+                ([b, c, sp[0], sp[1], sp[2]], k, s, p)
+            })
+    }
+    let cases = (geometry(37), any::<bool>(), any::<u64>())
+        .prop_map(|((x, k, s, p), bias, seed)| case(x, k, s, p, bias, seed));
+    let small = (geometry(4), any::<bool>(), any::<u64>()).prop_filter_map("≤ 64 elements", |((x, k, s, p), bias, seed)| {
+        (x.iter().product::<usize>() <= 64).then(|| case(x, k, s, p, bias, seed))
+    });
+    let seeds = seed_cases();
+    TestSpec {
+        cases: prop_oneof![4 => cases, 1 => prop::sample::select(seeds)].boxed(),
+        small_cases: small.boxed(),
+        // f32 sums of ≤ 125 products of values in [-1, 1): a few ulps of Σ|w·x| ≤ 125.
+        forward_tol: Tol::new(2e-5, 1e-5, "f32 sums of ≤ 125 products in [-1, 1)"),
+        // dw and db sum up to 7e4 products (random signs): ~√n·ulp·|term| plus the tree order.
+        backward_tol: Tol::new(2e-4, 1e-4, "f32 sums of up to 7e4 products in dw/db"),
+    }
+}
