@@ -1,6 +1,102 @@
 //! tubelet-models: the video-transformer zoo, composed from tubelet's ops, one file per paper.
 //! Configs follow the papers; parameters carry the official checkpoints' key names.
+//!
+//! Every architecture implements [`VideoModel`] and lists its presets (paper configs and a tiny
+//! config that trains on the embedded synthetic set) in [`presets`]; the `tubelet` binary finds
+//! models only through this registry (`train --model`, `run --model`, `models`).
+
+use tubelet::{Error, Result, Tensor};
 
 pub mod blocks;
 pub mod synthetic;
 pub mod vivit;
+
+/// The layout a model's official forward takes its clip in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputLayout {
+    /// (B, T, H, W, 3), channels-last: scenic (ViViT).
+    Bthwc,
+    /// (B, 3, T, H, W): the PyTorch video models (Video Swin, UniFormer, TimeSformer, MViT).
+    Bcthw,
+    /// (B·T, 3, H, W): TSM, frames as a batch of images, T contiguous per video.
+    BtChw,
+}
+
+impl InputLayout {
+    /// The shape of a batch of `b` clips of `[frames, height, width]` in this layout.
+    pub fn shape(self, b: usize, [t, h, w]: [usize; 3]) -> Vec<usize> {
+        match self {
+            InputLayout::Bthwc => vec![b, t, h, w, 3],
+            InputLayout::Bcthw => vec![b, 3, t, h, w],
+            InputLayout::BtChw => vec![b * t, 3, h, w],
+        }
+    }
+
+    /// Converts a channels-last batch (B, T, H, W, 3), as the synthetic set renders it, into
+    /// this layout (one permute, or none).
+    pub fn from_channels_last(self, x: &Tensor) -> Result<Tensor> {
+        if x.rank() != 5 || x.dim(-1) != 3 {
+            return Err(Error::Shape(format!("a clip batch must be (B, T, H, W, 3), got {:?}", x.shape())));
+        }
+        let (b, t, h, w) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
+        match self {
+            InputLayout::Bthwc => Ok(x.clone()),
+            InputLayout::Bcthw => x.try_permute(&[0, 4, 1, 2, 3]), // (B, 3, T, H, W)
+            InputLayout::BtChw => x.try_permute(&[0, 1, 4, 2, 3])?.try_reshape(&[b * t, 3, h, w]), // (B·T, 3, H, W)
+        }
+    }
+}
+
+/// A video classifier: what training, inference and weight loading need of every model.
+pub trait VideoModel {
+    /// `[frames, height, width]` of the clip the model is built for.
+    fn clip(&self) -> [usize; 3];
+    fn num_classes(&self) -> usize;
+    fn input_layout(&self) -> InputLayout;
+    /// Logits (B, classes) from a batch in [`VideoModel::input_layout`]. `train` selects the
+    /// training behaviour: BatchNorm batch statistics (and running-stat updates), dropout and
+    /// drop path where the model has them. Heads that apply softmax in eval in the official code
+    /// (MViT) still return logits here; say so in the model file.
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+    /// Every trainable parameter under its official checkpoint key.
+    fn named_params(&self) -> Vec<(String, Tensor)>;
+    /// Non-trainable state saved with the weights (BatchNorm running stats), official keys.
+    fn named_buffers(&self) -> Vec<(String, Tensor)>;
+}
+
+/// A named configuration of an architecture.
+pub struct Preset {
+    /// CLI name, e.g. `swin-t`, `vivit-b-16x2`, `swin-tiny` (lowercase, dashes).
+    pub name: &'static str,
+    /// Paper name and source, e.g. "Video Swin-T, K400 (VST configs/recognition/swin)".
+    pub description: &'static str,
+    /// Parameters, counted from the config (equal to the built model's).
+    pub params: usize,
+    /// G multiply-adds of conv, linear and the two attention matmuls at the default input.
+    pub gmacs: f64,
+    /// `[frames, height, width]` of the default input.
+    pub clip: [usize; 3],
+    /// Small enough to train on the synthetic set (8 frames of 32×32, 8 classes) in minutes.
+    pub tiny: bool,
+    /// Builds the model with seeded weights.
+    pub build: fn(seed: u64) -> Result<Box<dyn VideoModel>>,
+}
+
+/// Every preset of every architecture, in paper order.
+pub fn presets() -> Vec<Preset> {
+    let mut all = Vec::new();
+    all.extend(vivit::presets());
+    all
+}
+
+/// Builds the preset called `name`, or says which names exist.
+pub fn build(name: &str, seed: u64) -> Result<Box<dyn VideoModel>> {
+    let all = presets();
+    match all.iter().find(|p| p.name == name) {
+        Some(p) => (p.build)(seed),
+        None => {
+            let names: Vec<_> = all.iter().map(|p| p.name).collect();
+            Err(Error::Config(format!("unknown model {name:?}; available: {}", names.join(", "))))
+        }
+    }
+}

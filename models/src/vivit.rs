@@ -14,6 +14,9 @@
 use tubelet::nn::{Dense, Init, LayerNorm};
 use tubelet::{Error, Result, Tensor};
 
+use crate::synthetic::NUM_CLASSES;
+use crate::{InputLayout, Preset, VideoModel};
+
 /// Model 1 configuration (paper Table 1 notation: tubelet t×h×w, hidden D, L layers).
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -284,4 +287,53 @@ impl ViViT {
         self.output_projection.params("output_projection", &mut out);
         out
     }
+}
+
+impl VideoModel for ViViT {
+    fn clip(&self) -> [usize; 3] {
+        [self.config.frames, self.config.height, self.config.width]
+    }
+
+    fn num_classes(&self) -> usize {
+        self.config.num_classes
+    }
+
+    fn input_layout(&self) -> InputLayout {
+        InputLayout::Bthwc
+    }
+
+    /// Dropout and stochastic depth are 0 in the released configs: train and eval agree.
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        ViViT::forward(self, x)
+    }
+
+    fn named_params(&self) -> Vec<(String, Tensor)> {
+        ViViT::named_params(self)
+    }
+
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+}
+
+fn preset(name: &'static str, description: &'static str, config: Config, tiny: bool, build: fn(u64) -> Result<Box<dyn VideoModel>>) -> Preset {
+    Preset {
+        name,
+        description,
+        params: config.num_params(),
+        gmacs: config.macs() / 1e9,
+        clip: [config.frames, config.height, config.width],
+        tiny,
+        build,
+    }
+}
+
+/// ViViT presets (Model 1).
+pub fn presets() -> Vec<Preset> {
+    vec![
+        preset("vivit-b-16x2", "ViViT-B/16x2 Model 1, K400 (scenic vivit_base_k400)", Config::vivit_b_16x2(), false,
+            |seed| Ok(Box::new(ViViT::new(Config::vivit_b_16x2(), seed)?))),
+        preset("vivit-tiny", "ViViT Model 1, tiny: 8x32x32, tubelet 2x8x8, D 64, 4 layers", Config::tiny(NUM_CLASSES), true,
+            |seed| Ok(Box::new(ViViT::new(Config::tiny(NUM_CLASSES), seed)?))),
+    ]
 }
