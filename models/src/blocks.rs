@@ -15,7 +15,8 @@ pub fn attention_unfused(qkv: &Tensor, heads: usize, scale: f32) -> Result<Tenso
     a.try_matmul(&v)?.try_permute(&[0, 2, 1, 3])?.try_reshape(&[b, n, d]) // (B, N, H·d)
 }
 
-/// Multi-head self-attention on a packed qkv: the engine's fused kernel.
+/// Multi-head self-attention on a packed qkv: the engine's fused FlashAttention-2 kernel
+/// (engine/src/ops/attention.rs), forward and backward on the GPU.
 pub fn attention(qkv: &Tensor, heads: usize, scale: f32) -> Result<Tensor> {
-    attention_unfused(qkv, heads, scale)
+    qkv.try_attention(heads, scale)
 }
