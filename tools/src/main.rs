@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod check;
 mod info;
 mod models;
@@ -26,6 +27,9 @@ enum Command {
     Train(train::Args),
     /// Check every op's GPU forward and backward against the CPU reference on this machine.
     Check(check::Args),
+    /// Benchmark fused kernels against their unfused compositions at the seed models' shapes.
+    #[command(subcommand)]
+    Bench(bench::Bench),
     /// List the model presets with their parameters and GFLOPs.
     Models,
     /// Print the GPU adapters, the chosen one's backend, driver, features and limits.
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Info => info::run(),
         Command::Models => models::run(),
+        Command::Bench(b) => bench::run(b),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

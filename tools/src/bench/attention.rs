@@ -1,0 +1,11 @@
+//! `tubelet bench attention` (being written).
+
+use clap::Args as ClapArgs;
+use tubelet::{Error, Result};
+
+#[derive(ClapArgs, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> Result<()> {
+    Err(Error::Config("tubelet bench attention is not written yet".into()))
+}
