@@ -13,6 +13,7 @@ use tubelet::{Gpu, Result};
 
 pub mod attention;
 pub mod conv;
+pub mod matmul;
 
 #[derive(Subcommand, Debug)]
 pub enum Bench {
@@ -20,6 +21,8 @@ pub enum Bench {
     Attention(attention::Args),
     /// Convolution, pooling, normalisation and shift kernels against im2col + matmul.
     Conv(conv::Args),
+    /// The matmul kernel variants (naive, blocked, subgroup) side by side.
+    Matmul(matmul::Args),
 }
 
 pub fn run(bench: Bench) -> Result<()> {
@@ -28,6 +31,7 @@ pub fn run(bench: Bench) -> Result<()> {
     match bench {
         Bench::Attention(args) => attention::run(args),
         Bench::Conv(args) => conv::run(args),
+        Bench::Matmul(args) => matmul::run(args),
     }
 }
 
