@@ -111,6 +111,12 @@ struct Params {
 
 const TILES: [(&str, f64); 2] = [("BQ", BQ as f64), ("TILE", TILE as f64)];
 
+/// The kernels' override constants for `p`: the tiles and the head dim in vec4 slots (`D4`), so
+/// every head dim gets its own pipeline with constant-trip row loops.
+fn constants(p: &Params) -> [(&'static str, f64); 3] {
+    [TILES[0], TILES[1], ("D4", p.d4 as f64)]
+}
+
 /// Row-wise softmax probabilities P[b, h] (N×N) of the reference, in f64.
 fn probs(qkv: &CpuTensor, [_, n, hh, d]: [usize; 4], scale: f64, b: usize, h: usize) -> Vec<Vec<f64>> {
     let at = |tok: usize, t: usize, c: usize| qkv.at(&[b, tok, t * hh * d + h * d + c]);
@@ -207,13 +213,13 @@ impl Op for Attention {
         let tiles = [n.div_ceil(BQ as usize) as u32, p.n_split, (b * h) as u32];
         if p.n_split == 1 {
             // (B, N, 3·H·D) -> y (B, N, H·D), lse (B, H, N)
-            gpu().dispatch(kernel!(attention_forward), &TILES, &[x[0].buffer(), y.buffer(), lse.buffer()], &p, tiles)?;
+            gpu().dispatch(kernel!(attention_forward), &constants(&p), &[x[0].buffer(), y.buffer(), lse.buffer()], &p, tiles)?;
         } else {
             let s = p.n_split as usize;
             let y_part = Tensor::empty(&[s, b, n, h * d])?;
             let lse_part = Tensor::empty(&[s, b, h, n])?;
             // (B, N, 3·H·D) -> y_part (S, B, N, H·D), lse_part (S, B, H, N)
-            gpu().dispatch(kernel!(attention_forward), &TILES, &[x[0].buffer(), y_part.buffer(), lse_part.buffer()], &p, tiles)?;
+            gpu().dispatch(kernel!(attention_forward), &constants(&p), &[x[0].buffer(), y_part.buffer(), lse_part.buffer()], &p, tiles)?;
             p.total = (b * n * h * d) as u32;
             // (S, B, N, H·D), (S, B, H, N) -> (B, N, H·D), (B, H, N)
             gpu().dispatch(
@@ -244,8 +250,8 @@ impl Op for Attention {
         let tiles = [n.div_ceil(BQ as usize) as u32, p.n_split, (b * h) as u32];
         let ins = [x[0].buffer(), dy.buffer(), lse.buffer(), delta.buffer(), part.buffer()];
         // -> part (S, B, N, 3, H, D): q slot over key splits, k and v slots over query splits
-        gpu().dispatch(kernel!(attention_backward_dq), &TILES, &ins, &p, tiles)?;
-        gpu().dispatch(kernel!(attention_backward_dkv), &TILES, &ins, &p, tiles)?;
+        gpu().dispatch(kernel!(attention_backward_dq), &constants(&p), &ins, &p, tiles)?;
+        gpu().dispatch(kernel!(attention_backward_dkv), &constants(&p), &ins, &p, tiles)?;
         if s > 1 {
             p.total = dx.numel() as u32;
             // (S, B, N, 3·H·D) -> (B, N, 3·H·D)
