@@ -13,6 +13,9 @@ struct Params {
     b_stride: array<vec4<u32>, 2>,
 }
 override WG: u32 = 256u;
+// RANK = p.rank, fixed per pipeline: the index loop unrolls and dim8 indexes by constants
+// (a runtime-trip loop over dynamically indexed uniforms is several times slower on llvmpipe).
+override RANK: u32 = 8u;
 override OP: u32 = 0u;
 override SIDE: u32 = 0u;
 
@@ -44,7 +47,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var rem = i;
     var ia = 0u;
     var ib = 0u;
-    for (var d = i32(p.rank) - 1; d >= 0; d--) {
+    for (var d = i32(RANK) - 1; d >= 0; d--) {
         let size = dim8(p.shape, u32(d));
         let c = rem % size;
         rem = rem / size;

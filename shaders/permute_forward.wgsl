@@ -13,6 +13,9 @@ struct Params {
     stride: array<vec4<u32>, 2>,    // x's element stride along each of y's dims
 }
 override WG: u32 = 256u;
+// RANK = p.rank, fixed per pipeline: the index loop unrolls and dim8 indexes by constants
+// (a runtime-trip loop over dynamically indexed uniforms is several times slower on llvmpipe).
+override RANK: u32 = 8u;
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
@@ -25,7 +28,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (i >= p.n) { return; }
     var rem = i;
     var src = 0u;
-    for (var d = i32(p.rank) - 1; d >= 0; d--) {
+    for (var d = i32(RANK) - 1; d >= 0; d--) {
         let size = dim8(p.shape, u32(d));
         src += (rem % size) * dim8(p.stride, u32(d));
         rem = rem / size;

@@ -103,13 +103,45 @@ pub(crate) struct Params {
 }
 
 pub(crate) fn params(a: &[usize], b: &[usize], out: &[usize]) -> Params {
+    let (sa, sb) = (broadcast_strides(a, out), broadcast_strides(b, out));
+    // Merge runs of dims that both inputs step over contiguously (and drop size-1 dims), so a
+    // same-shape op runs at rank 1 and a bias add at rank 2: the kernels' index loop is RANK
+    // trips (an override constant), and each trip is div/mod work per element on llvmpipe.
+    let (mut dims, mut ta, mut tb): (Vec<usize>, Vec<u32>, Vec<u32>) = (vec![], vec![], vec![]);
+    for d in (0..out.len()).rev() {
+        if out[d] == 1 {
+            continue;
+        }
+        match (dims.last_mut(), ta.last(), tb.last()) {
+            (Some(size), Some(&ia), Some(&ib))
+                if sa[d] as usize == ia as usize * *size && sb[d] as usize == ib as usize * *size =>
+            {
+                *size *= out[d];
+            }
+            _ => {
+                dims.push(out[d]);
+                ta.push(sa[d]);
+                tb.push(sb[d]);
+            }
+        }
+    }
+    if dims.is_empty() {
+        (dims, ta, tb) = (vec![1], vec![0], vec![0]);
+    }
+    dims.reverse();
+    ta.reverse();
+    tb.reverse();
+    let mut a_stride = [0u32; 8];
+    let mut b_stride = [0u32; 8];
+    a_stride[..ta.len()].copy_from_slice(&ta);
+    b_stride[..tb.len()].copy_from_slice(&tb);
     Params {
         n: numel(out) as u32,
-        rank: out.len() as u32,
+        rank: dims.len() as u32,
         _pad: [0; 2],
-        shape: pack8(out),
-        a_stride: broadcast_strides(a, out),
-        b_stride: broadcast_strides(b, out),
+        shape: pack8(&dims),
+        a_stride,
+        b_stride,
     }
 }
 
@@ -118,7 +150,8 @@ pub(crate) fn launch(code: u32, a: &Tensor, b: &Tensor, out: &[usize]) -> Result
     let y = Tensor::empty(out)?;
     let n = y.numel();
     // (broadcast a, broadcast b) -> (out)
-    gpu().dispatch(kernel!(binary_forward), &[("OP", code as f64)], &[a.buffer(), b.buffer(), y.buffer()], &params(a.shape(), b.shape(), out), grid(n, 256))?;
+    let p = params(a.shape(), b.shape(), out);
+    gpu().dispatch(kernel!(binary_forward), &[("OP", code as f64), ("RANK", p.rank as f64)], &[a.buffer(), b.buffer(), y.buffer()], &p, grid(n, 256))?;
     Ok(y)
 }
 
@@ -163,7 +196,7 @@ impl Op for Binary {
             let g = Tensor::empty(y.shape())?;
             gpu().dispatch(
                 kernel!(binary_backward),
-                &[("OP", self.code() as f64), ("SIDE", side as f64)],
+                &[("OP", self.code() as f64), ("SIDE", side as f64), ("RANK", p.rank as f64)],
                 &[x[0].buffer(), x[1].buffer(), dy.buffer(), g.buffer()],
                 &p,
                 grid(n, 256),

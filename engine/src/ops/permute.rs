@@ -94,7 +94,7 @@ pub(crate) fn permute_raw(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     let n = y.numel();
     let p = Params { n: n as u32, rank: dims.len() as u32, _pad: [0; 2], shape: pack8(&dims), stride: pack8(&strides) };
     // (x through permuted strides) -> (N) contiguous
-    gpu().dispatch(kernel!(permute_forward), &[], &[x.buffer(), y.buffer()], &p, grid(n, 256))?;
+    gpu().dispatch(kernel!(permute_forward), &[("RANK", p.rank as f64)], &[x.buffer(), y.buffer()], &p, grid(n, 256))?;
     Ok(y)
 }
 

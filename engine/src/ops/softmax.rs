@@ -24,7 +24,7 @@ pub const MAX_ROW: usize = 256 * 16_384;
 /// most, and no wider than the row needs (32 at least): attention rows of 49 or 98 tokens would
 /// otherwise leave most of 256 lanes idle.
 pub(crate) fn row_wg(c: usize) -> u32 {
-    (c.max(1).next_power_of_two() as u32).clamp(32, 256)
+    (c.div_ceil(8).max(1).next_power_of_two() as u32).clamp(8, 256)
 }
 
 /// The error for a row above [`MAX_ROW`], naming the op and the shape.
