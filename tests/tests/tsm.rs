@@ -72,7 +72,7 @@ fn tsm_loss_falls_on_a_fixed_batch() {
     let Some(_) = gpu_or_skip() else { return };
     let model = Tsm::new(Config::tiny(NUM_CLASSES), 5).unwrap();
     let mut opt = AdamW::new(model.named_params(), AdamWConfig { lr: 2e-3, ..Default::default() }).unwrap();
-    let (x, y) = batch(&model, 4, 0);
+    let (x, y) = batch(&model, 2, 0);
     let mut losses = vec![];
     for _ in 0..10 {
         let loss = model.forward(&x, true).unwrap().cross_entropy(&y);

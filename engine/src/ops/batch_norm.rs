@@ -6,6 +6,7 @@
 //!   running_mean ← (1 − μ)·running_mean + μ·mean, running_var ← (1 − μ)·running_var +
 //!   μ·var·M/(M − 1) (unbiased), μ = momentum (0.1). M must be > 1, as in PyTorch.
 //! - eval: mean_c, var_c are the running statistics (constants for autograd).
+//!
 //! Inputs x, weight (C), bias (C), running_mean (C), running_var (C); x, weight and bias get
 //! gradients, the running statistics none. The running-stat update is a side effect outside
 //! autograd, like the optimiser's in-place writes (see `Tensor::assign`); `num_batches_tracked`
