@@ -1,6 +1,7 @@
 //! Blocks shared by several papers, used identically by each.
 
-use tubelet::{Result, Tensor};
+use tubelet::nn::Init;
+use tubelet::{NoGradGuard, Result, Tensor};
 
 /// Multi-head self-attention on a packed qkv (B, N, 3·H·d), last dim ordered [3][H][d] as a
 /// qkv Linear produces it, -> (B, N, H·d). softmax(q·kᵀ·scale)·v per head.
@@ -19,4 +20,54 @@ pub fn attention_unfused(qkv: &Tensor, heads: usize, scale: f32) -> Result<Tenso
 /// (engine/src/ops/attention.rs), forward and backward on the GPU.
 pub fn attention(qkv: &Tensor, heads: usize, scale: f32) -> Result<Tensor> {
     qkv.try_attention(heads, scale)
+}
+
+/// PyTorch `nn.BatchNorm1d/2d/3d(C)` (eps 1e-5, momentum 0.1, affine, tracking running stats),
+/// over axis 1 of (N, C, …): the engine's `batch_norm` kernel op plus the module's state.
+/// Used identically by TSM's ResNet and UniFormer's CBlocks and final norm.
+pub struct BatchNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    /// Buffers: updated in place by training-mode forwards, used by eval-mode ones.
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+    /// Training-mode forwards so far (int64 in PyTorch; an f32 scalar here, exact to 2²⁴).
+    pub num_batches_tracked: Tensor,
+    pub eps: f32,
+}
+
+impl BatchNorm {
+    /// PyTorch's init: weight 1, bias 0, running mean 0, running var 1.
+    pub fn new(init: &mut Init, c: usize) -> Result<BatchNorm> {
+        Ok(BatchNorm {
+            weight: init.constant(&[c], 1.0)?,
+            bias: init.constant(&[c], 0.0)?,
+            running_mean: Tensor::try_full(&[c], 0.0)?,
+            running_var: Tensor::try_full(&[c], 1.0)?,
+            num_batches_tracked: Tensor::try_full(&[], 0.0)?,
+            eps: 1e-5,
+        })
+    }
+
+    /// `train` normalises with the batch statistics and updates the buffers; otherwise the
+    /// running statistics are used.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = x.try_batch_norm(&self.weight, &self.bias, &self.running_mean, &self.running_var, train, self.eps)?;
+        if train {
+            let _g = NoGradGuard::new();
+            self.num_batches_tracked.assign(&self.num_batches_tracked.try_add_scalar(1.0)?)?;
+        }
+        Ok(y)
+    }
+
+    pub fn params(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
+        out.push((format!("{prefix}.weight"), self.weight.clone()));
+        out.push((format!("{prefix}.bias"), self.bias.clone()));
+    }
+
+    pub fn buffers(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
+        out.push((format!("{prefix}.running_mean"), self.running_mean.clone()));
+        out.push((format!("{prefix}.running_var"), self.running_var.clone()));
+        out.push((format!("{prefix}.num_batches_tracked"), self.num_batches_tracked.clone()));
+    }
 }

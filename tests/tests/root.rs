@@ -13,3 +13,6 @@ mod conv;
 mod ops;
 mod shaders;
 mod softmax;
+mod batch_norm;
+mod tsm;
+mod uniformer;

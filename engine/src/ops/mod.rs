@@ -14,6 +14,7 @@ use crate::reference::CpuTensor;
 use crate::tensor::Tensor;
 
 pub mod attention;
+pub mod batch_norm;
 pub mod binary;
 pub mod cross_entropy;
 pub mod expand;
@@ -74,5 +75,6 @@ macro_rules! for_each_op {
         $m!(conv3d);
         $m!(pool3d);
         $m!(temporal_shift);
+        $m!(batch_norm);
     };
 }
