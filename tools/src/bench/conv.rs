@@ -14,9 +14,10 @@
 //! small shapes only; at the real shapes its f64 loops take minutes, so it is skipped there.
 //!
 //! ```text
-//! tubelet bench conv                          # everything, ~2-4 minutes on 2 cores
+//! tubelet bench conv                          # everything, kernels only at the real shapes
 //! tubelet bench conv --only dwconv --iters 10 # one group
 //! tubelet bench conv --only target            # depthwise 3×3×3 on (1,96,8,56,56), fwd+bwd
+//! tubelet bench conv --only resnet --unfused  # also the im2col + matmul path at real shapes
 //! ```
 
 use clap::Args as ClapArgs;
@@ -40,9 +41,11 @@ pub struct Args {
     /// Frames (B·T) of the ResNet-50 layers (TSM-R50 runs 8 per clip).
     #[arg(long, default_value_t = 1)]
     frames: usize,
-    /// Skip the unfused compositions (time the kernels only).
+    /// Also time the unfused compositions at the real shapes (slow: the per-tap depthwise
+    /// composition takes 0.5-2 minutes per shape on lavapipe). They are always validated and
+    /// timed at the small shapes.
     #[arg(long)]
-    no_unfused: bool,
+    unfused: bool,
     /// Skip the forward+backward timings.
     #[arg(long)]
     forward_only: bool,
@@ -92,7 +95,7 @@ pub fn run(args: Args) -> Result<()> {
             }
             let pass = if grad { "fwd+bwd" } else { "fwd" };
             let flops = if grad { 3.0 * it.flops } else { it.flops };
-            let baseline = match (&it.unfused, args.no_unfused) {
+            let baseline = match (&it.unfused, !args.unfused) {
                 (Some(u), false) => {
                     let (ms, _) = time_ms(args.warmup, args.iters, || step(u, &it.inputs, grad, &dy))?;
                     rows.push(Row { kernel: format!("{} unfused {pass}", it.name), shape: it.shape.clone(), ms, flops, baseline_ms: None });
@@ -110,7 +113,8 @@ pub fn run(args: Args) -> Result<()> {
         print_table(&small_rows);
         println!();
     }
-    println!("Seed-model shapes (CPU reference skipped here: its f64 loops take minutes):");
+    let note = if args.unfused { "" } else { "; unfused paths with --unfused" };
+    println!("Seed-model shapes (CPU reference skipped here: its f64 loops take minutes{note}):");
     print_table(&rows);
     Ok(())
 }
@@ -386,7 +390,7 @@ fn real_items(args: &Args, want: &dyn Fn(&str) -> bool) -> Result<Vec<Item>> {
         let (kk, pp) = ([k; 3], [p; 3]);
         let inputs = vec![rand(&x, 1)?, rand(&[x[1], 1, k, k, k], 2)?];
         let out: usize = (0..3).map(|d| (x[d + 2] + 2 * p - k) / s[d] + 1).product();
-        let unfused = if args.no_unfused { None } else { Some(dw_unfused(&x, kk, s, pp)?) };
+        let unfused = if !args.unfused { None } else { Some(dw_unfused(&x, kk, s, pp)?) };
         items.push(Item {
             group,
             name: name.into(),
@@ -420,7 +424,7 @@ fn real_items(args: &Args, want: &dyn Fn(&str) -> bool) -> Result<Vec<Item>> {
             let ws = [cout, x[1], k, k];
             let inputs = vec![rand(&x, 3)?, rand(&ws, 4)?];
             let o = (x[2] + 2 * p - k) / s + 1;
-            let unfused = if args.no_unfused { None } else { Some(conv2d_unfused(&x, &ws, [s, s], [p, p])?) };
+            let unfused = if !args.unfused { None } else { Some(conv2d_unfused(&x, &ws, [s, s], [p, p])?) };
             items.push(Item {
                 group: "resnet",
                 name: name.into(),
@@ -441,7 +445,7 @@ fn real_items(args: &Args, want: &dyn Fn(&str) -> bool) -> Result<Vec<Item>> {
             flops: 0.0,
             inputs: vec![rand(&x, 5)?],
             fused: Box::new(|t| t[0].try_temporal_shift(8, 8)),
-            unfused: Some(shift_unfused(8, 8)),
+            unfused: (args.unfused).then(|| shift_unfused(8, 8)),
         });
         let x = [1, 64, 56, 56];
         items.push(Item {
@@ -451,7 +455,7 @@ fn real_items(args: &Args, want: &dyn Fn(&str) -> bool) -> Result<Vec<Item>> {
             flops: 0.0,
             inputs: vec![rand(&x, 6)?, rand(&[1, 8, 56, 56], 7)?],
             fused: Box::new(|t| Ok(t[0].try_temporal_shift_online(Some(&t[1]), 8)?.0)),
-            unfused: Some(online_unfused(8)),
+            unfused: (args.unfused).then(|| online_unfused(8)),
         });
     }
     if want("norm") {
@@ -463,7 +467,7 @@ fn real_items(args: &Args, want: &dyn Fn(&str) -> bool) -> Result<Vec<Item>> {
             flops: 0.0,
             inputs: vec![rand(&x, 8)?, rand(&[64], 9)?, rand(&[64], 10)?],
             fused: Box::new(|t| t[0].try_layer_norm_channels(&t[1], &t[2], 1e-5)),
-            unfused: Some(ln_unfused(1e-5)),
+            unfused: (args.unfused).then(|| ln_unfused(1e-5)),
         });
     }
     Ok(items)
