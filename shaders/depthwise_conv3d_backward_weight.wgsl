@@ -1,22 +1,27 @@
 // depthwise_conv3d_backward_weight — pass 1 of the weight gradient:
-//   part[c, k, g] = Σ_{m in chunk g} dy[n,c,o] · x[n,c, o·s − pad + k],  m = (n, o) over B·TO·HO·WO
+//   part[c, k, g] = Σ_{rows (n, to, ho) in chunk g} Σ_wo dy[n,c,to,ho,wo] · x[n,c, (to,ho,wo)·s − pad + k]
 // The caller reduces the chunk axis (reduce::reduce_raw) into dw[c, k]: two deterministic passes,
 // no float atomics, no host loop over channels.
+// v2: lanes run along WO and the loop walks the chunk's output rows with incremented (n, to, ho)
+//     counters, so the inner loop has no integer division (v1 decoded every position with 7
+//     per-lane div/mods, which llvmpipe scalarises) and its T/H padding tests are uniform.
 // Reference: engine/src/ops/depthwise_conv3d.rs::reference_backward.
 // Layout: x f32[B, C, T, H, W]; dy f32[B, C, TO, HO, WO]; part f32[C, KT·KH·KW, N_CHUNKS].
-// Dispatch: gpu::grid_rows(C · KT·KH·KW · N_CHUNKS), one workgroup per (c, k, chunk).
-// NOTE: a chunk is at most CHUNK = 64·WG positions, so each lane loops ≤ 64 times: Mesa 22's
-//       llvmpipe silently stops a loop after 65,535 trips, and B·TO·HO·WO easily exceeds that.
+// Dispatch: gpu::grid_rows(p.n = C · KT·KH·KW · N_CHUNKS), one workgroup per (c, k, chunk).
+// NOTE: a chunk is p.chunk rows of ceil(WO / WG) trips each, at most 4,096 trips a lane
+//       (depthwise_conv3d.rs::weight_chunk): Mesa 22's llvmpipe silently stops a loop after
+//       65,535 trips, and B·TO·HO·WO easily exceeds that.
 // #include "lib/index.wgsl"
 
 struct Params {
     bc: u32, t: u32, h: u32, w: u32,
     to: u32, ho: u32, wo: u32, c: u32,
-    kt: u32, kh: u32, kw: u32, n: u32,    // n = C · KT·KH·KW · N_CHUNKS rows
-    st: u32, sh: u32, sw: u32, chunk: u32,
+    kt: u32, kh: u32, kw: u32, n: u32,    // n = C · KT·KH·KW · N_CHUNKS workgroups
+    st: u32, sh: u32, sw: u32, chunk: u32, // chunk = output rows per workgroup
     pt: u32, ph: u32, pw: u32, n_chunks: u32,
+    tiles: u32, _p0: u32, _p1: u32, _p2: u32,
 }
-override WG: u32 = 256u;
+override WG: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
@@ -38,29 +43,35 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let e = k % p.kw;
     let bi = (k / p.kw) % p.kh;
     let a = k / (p.kw * p.kh);
-    let sp_out = p.to * p.ho * p.wo;
-    let m_total = (p.bc / p.c) * sp_out;
-    let start = chunk * p.chunk;
-    let end = min(start + p.chunk, m_total);
+    let rows = (p.bc / p.c) * p.to * p.ho;
+    let r0 = chunk * p.chunk;
+    let r1 = select(r0, min(r0 + p.chunk, rows), valid); // spare workgroups reach the barriers
+    // (n, to, ho) of row r0, then incremented row by row
+    var ho = r0 % p.ho;
+    var to = (r0 / p.ho) % p.to;
+    var n = r0 / (p.ho * p.to);
     var v = 0.0;
-    if (valid) {
-        for (var m = start + lid.x; m < end; m += WG) {
-            // m = ((n·TO + to)·HO + ho)·WO + wo
-            let wo = m % p.wo;
-            var r = m / p.wo;
-            let ho = r % p.ho;
-            r = r / p.ho;
-            let to = r % p.to;
-            let n = r / p.to;
-            let ti = i32(to * p.st + a) - i32(p.pt);
-            let hi = i32(ho * p.sh + bi) - i32(p.ph);
-            let wi = i32(wo * p.sw + e) - i32(p.pw);
-            let inside = ti >= 0 && ti < i32(p.t) && hi >= 0 && hi < i32(p.h) && wi >= 0 && wi < i32(p.w);
-            if (inside) {
-                let nc = n * p.c + c;
-                let xi = ((nc * p.t + u32(ti)) * p.h + u32(hi)) * p.w + u32(wi);
-                let yi = ((nc * p.to + to) * p.ho + ho) * p.wo + wo;
-                v += dy[yi] * x[xi];
+    for (var r = r0; r < r1; r++) {
+        let ti = i32(to * p.st + a) - i32(p.pt);
+        let hi = i32(ho * p.sh + bi) - i32(p.ph);
+        if (ti >= 0 && ti < i32(p.t) && hi >= 0 && hi < i32(p.h)) {
+            let nc = n * p.c + c;
+            let xrow = ((nc * p.t + u32(ti)) * p.h + u32(hi)) * p.w;
+            let yrow = ((nc * p.to + to) * p.ho + ho) * p.wo;
+            for (var wo = lid.x; wo < p.wo; wo += WG) {
+                let wi = i32(wo * p.sw + e) - i32(p.pw);
+                if (wi >= 0 && wi < i32(p.w)) {
+                    v += dy[yrow + wo] * x[xrow + u32(wi)];
+                }
+            }
+        }
+        ho += 1u;
+        if (ho == p.ho) {
+            ho = 0u;
+            to += 1u;
+            if (to == p.to) {
+                to = 0u;
+                n += 1u;
             }
         }
     }

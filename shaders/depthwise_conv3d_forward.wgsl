@@ -1,20 +1,26 @@
 // depthwise_conv3d_forward — y[n,c,o] = b[c] + Σ_{a,i,j} w[c,a,i,j] · x[n,c, o·s − pad + (a,i,j)]
 // (groups = C, one filter per channel; taps outside x read zero padding).
+// v2: one workgroup per output row (n·c, to, ho) and tile of WG outputs along WO; lanes are the
+//     wo. The row's indices come from the workgroup id, so the u32 divisions are done once per
+//     workgroup (llvmpipe scalarises per-lane integer division: v1 spent more time in its 7
+//     per-output div/mods than in the 27 taps), and the T and H bounds checks are uniform.
 // Reference: engine/src/ops/depthwise_conv3d.rs::reference.
 // Backward: depthwise_conv3d_backward_input.wgsl, depthwise_conv3d_backward_weight.wgsl.
 // Layout: x f32[B, C, T, H, W]; w f32[C, 1, KT, KH, KW]; b f32[C] (w again when there is no
 //         bias: the binding must exist, HAS_BIAS = 0 never reads it); y f32[B, C, TO, HO, WO].
-// Dispatch: gpu::grid(B·C·TO·HO·WO, WG), one output per invocation; ≤ KT·KH·KW loop trips.
+// Dispatch: gpu::grid_rows(ROWS · TILES), ROWS = p.n = B·C·TO·HO, TILES = ceil(WO / WG);
+//           ≤ KT·KH·KW loop trips per lane.
 // #include "lib/index.wgsl"
 
 struct Params {
     bc: u32, t: u32, h: u32, w: u32,      // B·C and the input's T, H, W
     to: u32, ho: u32, wo: u32, c: u32,    // output T, H, W and C
-    kt: u32, kh: u32, kw: u32, n: u32,    // kernel; n = invocations of this dispatch
+    kt: u32, kh: u32, kw: u32, n: u32,    // kernel; n = rows of this dispatch
     st: u32, sh: u32, sw: u32, chunk: u32,
     pt: u32, ph: u32, pw: u32, n_chunks: u32,
+    tiles: u32, _p0: u32, _p1: u32, _p2: u32, // tiles of WG lanes along the row
 }
-override WG: u32 = 256u;
+override WG: u32 = 64u;
 override HAS_BIAS: u32 = 0u;
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -26,13 +32,13 @@ override HAS_BIAS: u32 = 0u;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = linear_index(wg, nwg, lid, WG);
-    if (i >= p.n) { return; }
-    // i = ((nc·TO + to)·HO + ho)·WO + wo
-    let wo = i % p.wo;
-    var r = i / p.wo;
-    let ho = r % p.ho;
-    r = r / p.ho;
+    let g = linear_group(wg, nwg);
+    let row = g / p.tiles;                 // uniform: row = (nc·TO + to)·HO + ho
+    if (row >= p.n) { return; }
+    let wo = (g - row * p.tiles) * WG + lid.x;
+    if (wo >= p.wo) { return; }
+    let ho = row % p.ho;
+    let r = row / p.ho;
     let to = r % p.to;
     let nc = r / p.to;
     let c = nc % p.c;
@@ -57,5 +63,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
     }
     if (HAS_BIAS == 1u) { acc += b[c]; }
-    y[i] = acc;
+    y[row * p.wo + wo] = acc;
 }

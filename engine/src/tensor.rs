@@ -160,6 +160,10 @@ impl Tensor {
 
     /// Copies the values back to the host.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
+        if self.numel() == 0 {
+            // NOTE: an empty byte Vec is not f32-aligned, and bytemuck's cast panics on it.
+            return Ok(Vec::new());
+        }
         let bytes = gpu().download(self.buffer(), 4 * self.numel() as u64)?;
         Ok(bytemuck::cast_slice(&bytes).to_vec())
     }

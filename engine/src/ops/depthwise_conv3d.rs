@@ -10,15 +10,28 @@
 
 use crate::autograd::apply;
 use crate::error::{Error, Result};
-use crate::gpu::{gpu, grid, grid_rows};
+use crate::gpu::{gpu, grid_rows};
 use crate::kernel;
 use crate::ops::reduce::{reduce_raw, ReduceKind};
 use crate::ops::Op;
 use crate::reference::CpuTensor;
 use crate::tensor::Tensor;
 
-/// Output positions handled by one workgroup of the weight-gradient pass (64 trips a lane).
-const CHUNK: usize = 256 * 64;
+/// Most loop trips one lane of the weight-gradient pass makes (rows of a chunk × W tiles).
+const MAX_TRIPS: usize = 4096;
+/// Output rows (n, to, ho) one workgroup of the weight-gradient pass sums, at most.
+const ROW_CHUNK: usize = 64;
+
+/// Lanes of a workgroup that runs along a row of `len` elements: a power of two in 8..=64
+/// (8 = one 256-bit llvmpipe vector), so short MViT rows (7 wide) do not idle 57 of 64 lanes.
+fn wg_for(len: usize) -> usize {
+    len.next_power_of_two().clamp(8, 64)
+}
+
+/// Output rows per workgroup of the weight-gradient pass, for rows `wo` wide.
+fn weight_chunk(wo: usize) -> usize {
+    (MAX_TRIPS / wo.div_ceil(wg_for(wo))).clamp(1, ROW_CHUNK)
+}
 
 /// Output length of a convolution/pooling axis: (n + 2p − k)/s + 1, or None when the padded
 /// input is shorter than the kernel (PyTorch's "kernel size can't be greater than input").
@@ -60,6 +73,8 @@ struct Params {
     ph: u32,
     pw: u32,
     n_chunks: u32,
+    tiles: u32,
+    _pad: [u32; 3],
 }
 
 impl DepthwiseConv3d {
@@ -94,7 +109,8 @@ impl DepthwiseConv3d {
     }
 
     fn params(&self, x: &[usize], w: &[usize], y: &[usize]) -> Params {
-        let m = y[0] * y[2] * y[3] * y[4];
+        let rows = y[0] * y[2] * y[3];
+        let chunk = weight_chunk(y[4]);
         Params {
             bc: (x[0] * x[1]) as u32,
             t: x[2] as u32,
@@ -111,11 +127,13 @@ impl DepthwiseConv3d {
             st: self.stride[0] as u32,
             sh: self.stride[1] as u32,
             sw: self.stride[2] as u32,
-            chunk: CHUNK as u32,
+            chunk: chunk as u32,
             pt: self.padding[0] as u32,
             ph: self.padding[1] as u32,
             pw: self.padding[2] as u32,
-            n_chunks: m.div_ceil(CHUNK).max(1) as u32,
+            n_chunks: rows.div_ceil(chunk).max(1) as u32,
+            tiles: 1,
+            _pad: [0; 3],
         }
     }
 
@@ -197,14 +215,21 @@ impl Op for DepthwiseConv3d {
         let bias = x.get(2).copied();
         let y_shape = self.check(x[0].shape(), x[1].shape(), bias.map(Tensor::shape))?;
         let y = Tensor::empty(&y_shape)?;
+        if y.numel() == 0 {
+            return Ok(y);
+        }
         let mut p = self.params(x[0].shape(), x[1].shape(), &y_shape);
-        p.n = y.numel() as u32;
+        let wg = wg_for(y_shape[4]);
+        let rows = y_shape[0] * y_shape[1] * y_shape[2] * y_shape[3];
+        p.n = rows as u32;
+        p.tiles = y_shape[4].div_ceil(wg) as u32;
         // NOTE: without a bias the b binding still has to exist; w stands in and is never read.
         let b = bias.unwrap_or(x[1]);
-        let has_bias = [("HAS_BIAS", f64::from(u8::from(bias.is_some())))];
-        // (B, C, T, H, W) ⊛ (C, 1, KT, KH, KW) + (C) -> (B, C, TO, HO, WO)
-        gpu().dispatch(kernel!(depthwise_conv3d_forward), &has_bias,
-            &[x[0].buffer(), x[1].buffer(), b.buffer(), y.buffer()], &p, grid(y.numel(), 256))?;
+        let consts = [("HAS_BIAS", f64::from(u8::from(bias.is_some()))), ("WG", wg as f64)];
+        // (B, C, T, H, W) ⊛ (C, 1, KT, KH, KW) + (C) -> (B, C, TO, HO, WO), one workgroup per
+        // output row and tile of WG along WO
+        gpu().dispatch(kernel!(depthwise_conv3d_forward), &consts,
+            &[x[0].buffer(), x[1].buffer(), b.buffer(), y.buffer()], &p, grid_rows(rows * p.tiles as usize))?;
         Ok(y)
     }
 
@@ -216,10 +241,14 @@ impl Op for DepthwiseConv3d {
         let mut p = self.params(xs, ws, ys);
         let dx = if x[0].requires_grad() {
             let dx = Tensor::empty(xs)?;
-            p.n = dx.numel() as u32;
-            // (B, C, TO, HO, WO), (C, 1, KT, KH, KW) -> (B, C, T, H, W)
-            gpu().dispatch(kernel!(depthwise_conv3d_backward_input), &[],
-                &[dy.buffer(), x[1].buffer(), dx.buffer()], &p, grid(dx.numel(), 256))?;
+            let wg = wg_for(xs[4]);
+            let rows = xs[0] * xs[1] * xs[2] * xs[3];
+            p.n = rows as u32;
+            p.tiles = xs[4].div_ceil(wg) as u32;
+            // (B, C, TO, HO, WO), (C, 1, KT, KH, KW) -> (B, C, T, H, W), one workgroup per input
+            // row and tile of WG along W
+            gpu().dispatch(kernel!(depthwise_conv3d_backward_input), &[("WG", wg as f64)],
+                &[dy.buffer(), x[1].buffer(), dx.buffer()], &p, grid_rows(rows * p.tiles as usize))?;
             Some(dx)
         } else {
             None
@@ -229,8 +258,8 @@ impl Op for DepthwiseConv3d {
             let rows = xs[1] * taps;
             let part = Tensor::empty(&[rows, p.n_chunks as usize])?;
             p.n = (rows * p.n_chunks as usize) as u32;
-            // (B, C, T, H, W), (B, C, TO, HO, WO) -> (C·KT·KH·KW, N_CHUNKS)
-            gpu().dispatch(kernel!(depthwise_conv3d_backward_weight), &[],
+            // (B, C, T, H, W), (B, C, TO, HO, WO) -> (C·KT·KH·KW, N_CHUNKS), chunks of rows
+            gpu().dispatch(kernel!(depthwise_conv3d_backward_weight), &[("WG", wg_for(ys[4]) as f64)],
                 &[x[0].buffer(), dy.buffer(), part.buffer()], &p, grid_rows(p.n as usize))?;
             let dw = if p.n_chunks == 1 { part } else { reduce_raw(&part, ReduceKind::Sum, &[1])? };
             Some(dw.view(ws))

@@ -39,12 +39,12 @@ pub fn pcg_hash(v: u32) -> u32 {
 
 impl Dropout {
     /// The 32-bit key both halves of the seed are folded into.
-    fn key(&self) -> u32 {
+    pub(crate) fn key(&self) -> u32 {
         pcg_hash(self.seed as u32 ^ pcg_hash((self.seed >> 32) as u32))
     }
 
     /// Hash values below this are dropped: ⌊p · 2³²⌋ (< 2³² since p < 1).
-    fn threshold(&self) -> u32 {
+    pub(crate) fn threshold(&self) -> u32 {
         (self.p as f64 * 4_294_967_296.0) as u32
     }
 

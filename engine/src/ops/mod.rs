@@ -34,6 +34,9 @@ pub mod conv3d;
 pub mod depthwise_conv3d;
 pub mod pool3d;
 pub mod temporal_shift;
+pub mod drop_path;
+pub mod temporal_shift_online;
+pub mod layer_norm_channels;
 pub mod unary;
 pub mod window_attention;
 
@@ -76,5 +79,8 @@ macro_rules! for_each_op {
         $m!(pool3d);
         $m!(temporal_shift);
         $m!(batch_norm);
+        $m!(drop_path);
+        $m!(temporal_shift_online);
+        $m!(layer_norm_channels);
     };
 }
