@@ -10,6 +10,7 @@ mod linear;
 mod matmul;
 mod layer_norm;
 mod conv;
+mod grid_attention;
 mod ops;
 mod shaders;
 mod softmax;

@@ -27,6 +27,7 @@ pub mod softmax;
 pub mod concat;
 pub mod dropout;
 pub mod gather;
+pub mod grid_attention;
 pub mod narrow;
 pub mod permute;
 pub mod reshape;
@@ -74,6 +75,7 @@ macro_rules! for_each_op {
         $m!(dropout);
         $m!(attention);
         $m!(window_attention);
+        $m!(grid_attention);
         $m!(depthwise_conv3d);
         $m!(conv3d);
         $m!(pool3d);
