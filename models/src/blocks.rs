@@ -71,3 +71,20 @@ impl BatchNorm {
         out.push((format!("{prefix}.num_batches_tracked"), self.num_batches_tracked.clone()));
     }
 }
+
+/// Seeds for stochastic depth: a fresh one for every residual of every training forward, from a
+/// process-wide counter (runs are reproducible for the same sequence of calls).
+static DROP_PATH_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `x + drop_path(branch)` (stochastic depth, Huang et al. 2016; timm's `DropPath`): in training,
+/// each sample's branch is dropped with probability `rate` and kept ones are scaled by
+/// 1/(1 − rate); in eval, and at rate 0, it is `x + branch`. Every residual of the PyTorch-origin
+/// models goes through here.
+pub fn residual(x: &Tensor, branch: &Tensor, rate: f32, train: bool) -> Result<Tensor> {
+    if train && rate > 0.0 {
+        let call = DROP_PATH_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seed = call.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+        return x.try_add(&branch.try_drop_path(rate, seed)?);
+    }
+    x.try_add(branch)
+}

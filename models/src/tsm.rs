@@ -183,19 +183,14 @@ fn conv_weight(init: &mut Init, cout: usize, cin: usize, k: usize) -> Result<Ten
 /// from the previous frame (`cache`, (B, C/fold_div, H, W), zeros before the first frame), the
 /// rest from this one. Returns (shifted input, the cache for the next frame) — the official
 /// demo's `cat((shift_buffer, x[:, C//8:]), 1), x[:, :C//8]`.
-/// One function, so that an online-shift kernel can replace the narrow/concat.
 pub fn online_shift(x: &Tensor, cache: &Tensor, fold_div: usize) -> Result<(Tensor, Tensor)> {
-    let c = x.dim(1);
-    let fold = c / fold_div;
-    if fold == 0 {
-        return Ok((x.clone(), cache.clone()));
-    }
+    let fold = x.dim(1) / fold_div.max(1);
     let want = [x.dim(0), fold, x.dim(2), x.dim(3)];
-    if cache.shape() != want {
+    if fold > 0 && cache.shape() != want {
         return Err(Error::Shape(format!("online_shift: cache {:?} for a frame {:?}, expected {want:?}", cache.shape(), x.shape())));
     }
-    let shifted = Tensor::try_cat(&[cache, &x.try_narrow(1, fold, c - fold)?], 1)?;
-    Ok((shifted, x.try_narrow(1, 0, fold)?))
+    // engine/src/ops/temporal_shift_online.rs: one kernel, gradients to x and to the cache.
+    x.try_temporal_shift_online(if fold > 0 { Some(cache) } else { None }, fold_div)
 }
 
 /// torchvision `Bottleneck` (expansion 4, v1.5), with TSM's shift on conv1's input:

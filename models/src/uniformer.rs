@@ -15,8 +15,8 @@
 //! SlowFast list and uses `x[0]`. Conv weights and biases are drawn from a normal with the std of
 //! PyTorch's default (Kaiming-uniform a=√5: std 1/√(3·fan_in)) instead of that uniform; Linear
 //! and LayerNorm follow the official `_init_weights`. Dropout rates are 0 in the released
-//! configs and are not applied; drop path is kept in the config and routed through
-//! [`residual`], which refuses a rate > 0 in training until the engine has the drop-path op.
+//! configs and are not applied; drop path (stochastic depth, linspace over all blocks as the
+//! official `dpr`) goes through [`residual`] (`blocks::residual`).
 //! `SplitSABlock` and the `std` patch embedding are off in every released config and not built.
 
 use tubelet::nn::{Init, LayerNorm, Linear};
@@ -150,24 +150,12 @@ impl Config {
     }
 }
 
-/// `x + drop_path(branch)`: every residual branch of the model goes through here.
-/// NOTE: the engine has no drop-path op yet; a rate > 0 in training is an error rather than a
-/// silent deviation (eval is exact: drop path is the identity there).
-pub fn residual(x: &Tensor, branch: &Tensor, drop_path: f32, train: bool) -> Result<Tensor> {
-    if train && drop_path > 0.0 {
-        return Err(Error::Config(format!(
-            "UniFormer: drop path {drop_path} > 0 in training needs the drop-path op, which the engine \
-             does not have yet; use drop_path_rate 0 (the tiny preset) or eval mode"
-        )));
-    }
-    x.try_add(branch)
-}
+pub use crate::blocks::residual;
 
-/// LayerNorm over the channels of x (B, C, T, H, W) (the official flatten → LN → permute back).
-/// One function, so that a channels-first LayerNorm kernel can replace the two permutes.
+/// LayerNorm over the channels of x (B, C, T, H, W), the official flatten → LN → permute back,
+/// as one strided kernel (engine/src/ops/layer_norm_channels.rs): no permuted copies.
 pub fn layer_norm_channels(x: &Tensor, norm: &LayerNorm) -> Result<Tensor> {
-    let y = norm.forward(&x.try_permute(&[0, 2, 3, 4, 1])?)?; // (B, T, H, W, C)
-    y.try_permute(&[0, 4, 1, 2, 3]) // (B, C, T, H, W)
+    x.try_layer_norm_channels(&norm.weight, &norm.bias, norm.eps)
 }
 
 /// A Conv3d's weight and bias, PyTorch default init (see the deviations above).
