@@ -33,6 +33,7 @@ pub mod conv3d;
 pub mod depthwise_conv3d;
 pub mod pool3d;
 pub mod temporal_shift;
+pub mod patch_merging;
 pub mod unary;
 pub mod window_attention;
 
@@ -74,5 +75,6 @@ macro_rules! for_each_op {
         $m!(conv3d);
         $m!(pool3d);
         $m!(temporal_shift);
+        $m!(patch_merging);
     };
 }
