@@ -10,6 +10,7 @@ use tubelet::{Error, Result, Tensor};
 pub mod blocks;
 pub mod synthetic;
 pub mod vivit;
+pub mod video_swin;
 
 /// The layout a model's official forward takes its clip in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +87,7 @@ pub struct Preset {
 pub fn presets() -> Vec<Preset> {
     let mut all = Vec::new();
     all.extend(vivit::presets());
+    all.extend(video_swin::presets());
     all
 }
 
