@@ -12,6 +12,7 @@ pub mod synthetic;
 pub mod tsm;
 pub mod uniformer;
 pub mod vivit;
+pub mod video_swin;
 
 /// The layout a model's official forward takes its clip in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +91,7 @@ pub fn presets() -> Vec<Preset> {
     all.extend(vivit::presets());
     all.extend(tsm::presets());
     all.extend(uniformer::presets());
+    all.extend(video_swin::presets());
     all
 }
 

@@ -17,3 +17,4 @@ mod softmax;
 mod batch_norm;
 mod tsm;
 mod uniformer;
+mod video_swin;

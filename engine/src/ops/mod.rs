@@ -38,6 +38,7 @@ pub mod temporal_shift;
 pub mod drop_path;
 pub mod temporal_shift_online;
 pub mod layer_norm_channels;
+pub mod patch_merging;
 pub mod unary;
 pub mod window_attention;
 
@@ -84,5 +85,6 @@ macro_rules! for_each_op {
         $m!(drop_path);
         $m!(temporal_shift_online);
         $m!(layer_norm_channels);
+        $m!(patch_merging);
     };
 }

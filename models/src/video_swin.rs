@@ -1,0 +1,585 @@
+//! Video Swin Transformer — Liu, Ning, Cao, Wei, Zhang, Lin, Hu (CVPR 2022), arXiv:2106.13230.
+//!
+//! Implemented: Swin-T, -S, -B (K400 and the SSv2 window 16×7×7) and -L (paper §3.2, Table 1–3
+//! variants), plus a tiny preset for the synthetic set. The method section, top to bottom:
+//! 3D patch partition + linear embedding (PatchEmbed3D, §3.1) → stages of Video Swin blocks
+//! with 3D (shifted) window multi-head self-attention and a 3D relative position bias (§3.2,
+//! eqs. 1–2) → patch merging (2× spatial downsampling, no temporal) → final LayerNorm →
+//! I3D head (global average pool → Linear).
+//! Reference implementation: SwinTransformer/Video-Swin-Transformer @db018fb,
+//! `mmaction/models/backbones/swin_transformer.py` and `mmaction/models/heads/i3d_head.py`
+//! (seed-models.md §3, tag VST). Its semantics are kept: input (B, 3, T, H, W); zero padding at
+//! the end of W, H, D to patch multiples; LayerNorm eps 1e-5; exact (erf) GELU; window clamp
+//! with `<=` and zero shift on a clamped axis; −100 masks; the bias table sliced `[:N, :N]` on a
+//! clamped window; PatchMerging pads an odd H or W and never merges time.
+//!
+//! Parameters carry the official checkpoint keys (`backbone.…`, `cls_head.fc_cls.…`). The
+//! per-block `attn.relative_position_index` is an int64 buffer recomputed from the window (the
+//! fused kernel computes it in place), not a parameter: `named_params` and `named_buffers` leave
+//! it out, so loading an official checkpoint uses the loader's non-strict mode, which ignores it.
+//!
+//! Engine ops: `conv3d` (patch embedding), `window_attention` (pad, cyclic shift, partition,
+//! bias, mask, reverse and crop fused in one op), `patch_merging` (the 2×2 gather), `linear`,
+//! `layer_norm`, `gelu`, `mean`, `dropout`.
+//!
+//! Deviations: none in the computation. Drop path (stochastic depth, `drop_path_rate`) is kept
+//! in the config with the official per-block linspace, but training with a rate > 0 returns an
+//! error until the engine has `try_drop_path` (see [`residual`]); the tiny preset uses 0.
+
+use std::cell::Cell;
+
+use tubelet::nn::{Init, LayerNorm, Linear};
+use tubelet::ops::window_attention::{video_swin_window, SwinWindow};
+use tubelet::{Error, Result, Tensor};
+
+use crate::synthetic::NUM_CLASSES;
+use crate::{InputLayout, Preset, VideoModel};
+
+/// LayerNorm eps: plain `nn.LayerNorm` in the official code.
+const LN_EPS: f32 = 1e-5;
+
+/// A Video Swin configuration, in the official constructor's names (`SwinTransformer3D`).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Default input clip: frames, height, width (the model accepts any size; it pads).
+    pub frames: usize,
+    pub height: usize,
+    pub width: usize,
+    /// `patch_size` (pt, ph, pw): kernel = stride of the Conv3d embedding.
+    pub patch_size: [usize; 3],
+    /// `embed_dim` C of stage 1; stage i has C·2^i channels.
+    pub embed_dim: usize,
+    pub depths: Vec<usize>,
+    pub num_heads: Vec<usize>,
+    /// `window_size` (Wd, Wh, Ww); the shifted blocks shift by ⌊window/2⌋.
+    pub window_size: [usize; 3],
+    pub mlp_ratio: usize,
+    /// Stochastic depth, spread linearly from 0 over all blocks (training only).
+    pub drop_path_rate: f32,
+    /// I3DHead `dropout_ratio` before fc_cls (training only).
+    pub head_dropout: f32,
+    pub num_classes: usize,
+}
+
+impl Config {
+    fn base(embed_dim: usize, depths: &[usize], num_heads: &[usize], drop_path_rate: f32) -> Config {
+        Config {
+            frames: 32,
+            height: 224,
+            width: 224,
+            patch_size: [2, 4, 4],
+            embed_dim,
+            depths: depths.to_vec(),
+            num_heads: num_heads.to_vec(),
+            window_size: [8, 7, 7],
+            mlp_ratio: 4,
+            drop_path_rate,
+            head_dropout: 0.5,
+            num_classes: 400,
+        }
+    }
+
+    /// Swin-T, K400 (VST `configs/recognition/swin/swin_tiny_patch244_window877_kinetics400_1k.py`
+    /// over `configs/_base_/models/swin/swin_tiny.py`): C 96, depths 2,2,6,2, heads 3,6,12,24.
+    pub fn swin_t() -> Config {
+        Config::base(96, &[2, 2, 6, 2], &[3, 6, 12, 24], 0.1)
+    }
+
+    /// Swin-S, K400 (VST `swin_small_patch244_window877_kinetics400_1k.py`): depths 2,2,18,2.
+    pub fn swin_s() -> Config {
+        Config::base(96, &[2, 2, 18, 2], &[3, 6, 12, 24], 0.1)
+    }
+
+    /// Swin-B, K400 (VST `swin_base_patch244_window877_kinetics400_1k.py`): C 128, heads 4..32.
+    pub fn swin_b() -> Config {
+        Config::base(128, &[2, 2, 18, 2], &[4, 8, 16, 32], 0.3)
+    }
+
+    /// Swin-B, Something-Something v2 (VST `swin_base_patch244_window1677_sthv2.py`): window
+    /// 16×7×7 (no temporal shift at 32 frames: D = 16 is clamped), 174 classes.
+    pub fn swin_b_ssv2() -> Config {
+        Config { window_size: [16, 7, 7], num_classes: 174, ..Config::base(128, &[2, 2, 18, 2], &[4, 8, 16, 32], 0.4) }
+    }
+
+    /// Swin-L (VST `configs/_base_/models/swin/swin_large.py`: C 192, heads 6..48) with the
+    /// recognition recipe's patch 2×4×4 and 400 classes. No recognition config is released for
+    /// L; drop path 0.2 is the base files' default.
+    pub fn swin_l() -> Config {
+        Config::base(192, &[2, 2, 18, 2], &[6, 12, 24, 48], 0.2)
+    }
+
+    /// A tiny Video Swin for the synthetic moving-shapes set (8 frames of 32², 8 classes): C 32,
+    /// depths 2,2, heads 1,2 (head dim 32), window 2×4×4. Stage 1 runs on a 4×8×8 grid with
+    /// shift (1,2,2); patch merging gives 4×4×4, where H = W = 4 ≤ 4 clamp the spatial shift to
+    /// 0 (shift (1,0,0)), as stage 4 of Swin-T at 224².
+    pub fn tiny(num_classes: usize) -> Config {
+        Config {
+            frames: 8,
+            height: 32,
+            width: 32,
+            patch_size: [2, 4, 4],
+            embed_dim: 32,
+            depths: vec![2, 2],
+            num_heads: vec![1, 2],
+            window_size: [2, 4, 4],
+            mlp_ratio: 4,
+            drop_path_rate: 0.0,
+            head_dropout: 0.5,
+            num_classes,
+        }
+    }
+
+    /// Channels of stage i: C·2^i.
+    pub fn dim(&self, stage: usize) -> usize {
+        self.embed_dim << stage
+    }
+
+    /// Channels after the last stage (the head's input).
+    pub fn num_features(&self) -> usize {
+        self.dim(self.depths.len() - 1)
+    }
+
+    /// `dpr = torch.linspace(0, drop_path_rate, sum(depths))`: the rate of every block, in order.
+    pub fn drop_path_rates(&self) -> Vec<f32> {
+        let n: usize = self.depths.iter().sum();
+        (0..n).map(|i| if n > 1 { self.drop_path_rate * i as f32 / (n - 1) as f32 } else { 0.0 }).collect()
+    }
+
+    /// Token grid (D, H, W) after the patch embedding of a clip [T, H, W] (padded up).
+    pub fn grid(&self, [t, h, w]: [usize; 3]) -> [usize; 3] {
+        let p = self.patch_size;
+        [t.div_ceil(p[0]), h.div_ceil(p[1]), w.div_ceil(p[2])]
+    }
+
+    /// Parameters, counted from the config (seed-models.md §8): the official model's, with the
+    /// head, without the `relative_position_index` buffers.
+    pub fn num_params(&self) -> usize {
+        let ln = |d: usize| 2 * d;
+        let lin = |i: usize, o: usize| i * o + o;
+        let [pt, ph, pw] = self.patch_size;
+        let [wd, wh, ww] = self.window_size;
+        let table = (2 * wd - 1) * (2 * wh - 1) * (2 * ww - 1);
+        let c0 = self.embed_dim;
+        let mut n = c0 * 3 * pt * ph * pw + c0 + ln(c0); // patch_embed.proj + patch_embed.norm
+        for (i, (&depth, &heads)) in self.depths.iter().zip(&self.num_heads).enumerate() {
+            let (c, m) = (self.dim(i), self.mlp_ratio * self.dim(i));
+            n += depth * (2 * ln(c) + lin(c, 3 * c) + lin(c, c) + table * heads + lin(c, m) + lin(m, c));
+            if i + 1 < self.depths.len() {
+                n += ln(4 * c) + 4 * c * 2 * c; // downsample: norm(4C) + reduction (no bias)
+            }
+        }
+        let f = self.num_features();
+        n + ln(f) + lin(f, self.num_classes)
+    }
+
+    /// Multiply-accumulates of one clip of the default size (conv, linear and the two attention
+    /// matmuls; seed-models.md §8): per block Np·4C² (qkv, proj on the padded windows) +
+    /// 2·Np·Nwin·C (q·kᵀ, attn·v) + N·8C² (MLP); merging (N/4)·8C²; embedding N0·C·3·∏patch.
+    pub fn macs(&self) -> f64 {
+        let [d, mut h, mut w] = self.grid([self.frames, self.height, self.width]);
+        let p = self.patch_size;
+        let mut macs = (d * h * w * self.embed_dim * 3 * p[0] * p[1] * p[2]) as f64;
+        for (i, &depth) in self.depths.iter().enumerate() {
+            let c = self.dim(i) as f64;
+            let win = video_swin_window([d, h, w], self.window_size, [0; 3]).window;
+            let padded: usize = [d, h, w].iter().zip(win).map(|(&g, w)| g.div_ceil(w) * w).product();
+            let (np, n, nwin) = (padded as f64, (d * h * w) as f64, (win[0] * win[1] * win[2]) as f64);
+            let m = self.mlp_ratio as f64;
+            macs += depth as f64 * (np * 4.0 * c * c + 2.0 * np * nwin * c + n * 2.0 * m * c * c);
+            if i + 1 < self.depths.len() {
+                (h, w) = (h.div_ceil(2), w.div_ceil(2));
+                macs += (d * h * w) as f64 * 4.0 * c * 2.0 * c;
+            }
+        }
+        macs + (self.num_features() * self.num_classes) as f64
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::Config(format!("Video Swin config: {what}")));
+        if self.patch_size.contains(&0) || self.window_size.contains(&0) {
+            return bad(format!("patch {:?} and window {:?} must be positive", self.patch_size, self.window_size));
+        }
+        if [self.frames, self.height, self.width].contains(&0) {
+            return bad(format!("clip {}×{}×{} must be non-empty", self.frames, self.height, self.width));
+        }
+        if self.depths.is_empty() || self.depths.len() != self.num_heads.len() || self.depths.contains(&0) {
+            return bad(format!(
+                "depths {:?} and num_heads {:?} must be non-empty, of equal length, depths ≥ 1",
+                self.depths, self.num_heads
+            ));
+        }
+        for (i, &heads) in self.num_heads.iter().enumerate() {
+            if heads == 0 || self.dim(i) % heads != 0 {
+                return bad(format!("stage {i}: {} channels are not divisible by {heads} heads", self.dim(i)));
+            }
+        }
+        if self.embed_dim == 0 || self.mlp_ratio == 0 || self.num_classes == 0 {
+            return bad(format!(
+                "embed_dim {}, mlp_ratio {}, classes {} must be positive",
+                self.embed_dim, self.mlp_ratio, self.num_classes
+            ));
+        }
+        if !(0.0..1.0).contains(&self.drop_path_rate) || !(0.0..1.0).contains(&self.head_dropout) {
+            return bad(format!(
+                "drop_path_rate {} and head dropout {} must be in [0, 1)",
+                self.drop_path_rate, self.head_dropout
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Zero padding at the end of `axis` by `amount` (official `F.pad`), as a concat with zeros.
+fn pad_end(x: &Tensor, axis: usize, amount: usize) -> Result<Tensor> {
+    if amount == 0 {
+        return Ok(x.clone());
+    }
+    let mut shape = x.shape().to_vec();
+    shape[axis] = amount;
+    Tensor::try_cat(&[x, &Tensor::try_full(&shape, 0.0)?], axis)
+}
+
+/// `x + DropPath(branch)`: every residual of the model goes through here. Stochastic depth
+/// (Huang et al. 2016; timm `DropPath`) zeroes a sample's whole branch with probability p and
+/// scales the kept ones by 1/(1 − p), in training only.
+// NOTE: wire `branch.try_drop_path(p, seed)?` here once the engine has the op; until then a
+// training forward with p > 0 is an error rather than a silent deviation.
+fn residual(x: &Tensor, branch: &Tensor, p: f32, train: bool, _seed: u64) -> Result<Tensor> {
+    if train && p > 0.0 {
+        return Err(Error::Config(format!(
+            "Video Swin: drop path (rate {p}) is not available yet in the engine; train with \
+             drop_path_rate = 0, or run the forward in eval mode"
+        )));
+    }
+    x.try_add(branch)
+}
+
+/// PyTorch's default Conv3d init, U(±1/√fan_in) for weight and bias (the official init_weights
+/// touches only Linear and LayerNorm). Glorot's bound √(6/(fan_in + fan_out)) equals 1/√fan_in
+/// for fan_out = 5·fan_in.
+fn conv_default(init: &mut Init, shape: &[usize], fan_in: usize) -> Result<Tensor> {
+    init.xavier_uniform(shape, fan_in, 5 * fan_in)
+}
+
+/// PatchEmbed3D (§3.1): pad to patch multiples, Conv3d(3 → C, k = s = patch), LayerNorm(C).
+pub struct PatchEmbed3D {
+    /// `proj.weight` (C, 3, pt, ph, pw), `proj.bias` (C).
+    pub proj: (Tensor, Tensor),
+    pub norm: LayerNorm,
+    pub patch_size: [usize; 3],
+}
+
+impl PatchEmbed3D {
+    fn new(init: &mut Init, c: usize, patch_size: [usize; 3]) -> Result<Self> {
+        let [pt, ph, pw] = patch_size;
+        let fan_in = 3 * pt * ph * pw;
+        let proj = (conv_default(init, &[c, 3, pt, ph, pw], fan_in)?, conv_default(init, &[c], fan_in)?);
+        Ok(PatchEmbed3D { proj, norm: LayerNorm::torch(init, c, LN_EPS)?, patch_size })
+    }
+
+    /// x (B, 3, T, H, W) -> tokens (B, D, H', W', C), channels-last.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let p = self.patch_size;
+        // Official order: W, then H, then D, each padded at the end to a patch multiple.
+        let mut x = x.clone();
+        for (axis, k) in [(4, p[2]), (3, p[1]), (2, p[0])] {
+            let len = x.dim(axis as isize);
+            x = pad_end(&x, axis, (k - len % k) % k)?;
+        }
+        let y = x.try_conv3d(&self.proj.0, Some(&self.proj.1), p, [0; 3], 1)?; // (B, C, D, H', W')
+        let y = y.try_permute(&[0, 2, 3, 4, 1])?; // (B, D, H', W', C)
+        self.norm.forward(&y)
+    }
+
+    fn params(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
+        out.push((format!("{prefix}.proj.weight"), self.proj.0.clone()));
+        out.push((format!("{prefix}.proj.bias"), self.proj.1.clone()));
+        self.norm.params(&format!("{prefix}.norm"), out);
+    }
+}
+
+/// WindowAttention3D (§3.2, eq. 2): Attention(Q, K, V) = SoftMax(QKᵀ/√d + B)V within 3D
+/// windows, B from the ((2P−1)(2M−1)(2M−1), heads) relative position bias table.
+pub struct WindowAttention3D {
+    /// `relative_position_bias_table` ((2Wd−1)(2Wh−1)(2Ww−1), heads), trunc_normal(0.02).
+    pub relative_position_bias_table: Tensor,
+    pub qkv: Linear,
+    pub proj: Linear,
+    pub num_heads: usize,
+}
+
+impl WindowAttention3D {
+    /// x (B, D, H, W, C), already normalised -> (B, D, H, W, C). Padding to window multiples
+    /// (pad tokens are zeros before qkv, so their q, k, v are the qkv bias), the cyclic shift,
+    /// window partition, bias, shift mask, window reverse and crop are inside the fused op.
+    pub fn forward(&self, x: &Tensor, win: SwinWindow) -> Result<Tensor> {
+        let c = x.dim(-1);
+        let scale = ((c / self.num_heads) as f32).powf(-0.5); // qk_scale = head_dim^−0.5
+        let qkv = self.qkv.forward(x)?; // (B, D, H, W, 3C), last dim [3][heads][hd]
+        let bias = self.qkv.bias.as_ref().expect("qkv_bias=True in every config");
+        let y = qkv.try_window_attention(bias, &self.relative_position_bias_table, self.num_heads, scale, win)?;
+        self.proj.forward(&y) // (B, D, H, W, C)
+    }
+}
+
+/// Mlp: fc1 (C → 4C), exact GELU, fc2 (4C → C).
+pub struct Mlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+}
+
+impl Mlp {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.fc2.forward(&self.fc1.forward(x)?.try_gelu()?)
+    }
+}
+
+/// SwinTransformerBlock3D (§3.2, eq. 3, Fig. 3): W-MSA in even blocks, SW-MSA (shift ⌊w/2⌋)
+/// in odd ones:  ẑ = z + 3DW-MSA(LN(z));  z' = ẑ + FFN(LN(ẑ)).
+pub struct SwinTransformerBlock3D {
+    pub norm1: LayerNorm,
+    pub attn: WindowAttention3D,
+    pub norm2: LayerNorm,
+    pub mlp: Mlp,
+    /// Shift by ⌊window/2⌋ (odd block index) or not.
+    pub shifted: bool,
+    pub drop_path: f32,
+}
+
+impl SwinTransformerBlock3D {
+    fn new(init: &mut Init, c: usize, heads: usize, table: usize, mlp_ratio: usize, shifted: bool, drop_path: f32) -> Result<Self> {
+        Ok(SwinTransformerBlock3D {
+            norm1: LayerNorm::torch(init, c, LN_EPS)?,
+            attn: WindowAttention3D {
+                relative_position_bias_table: init.trunc_normal(&[table, heads], 0.02)?,
+                qkv: Linear::new(init, c, 3 * c, true)?,
+                proj: Linear::new(init, c, c, true)?,
+                num_heads: heads,
+            },
+            norm2: LayerNorm::torch(init, c, LN_EPS)?,
+            mlp: Mlp { fc1: Linear::new(init, c, mlp_ratio * c, true)?, fc2: Linear::new(init, mlp_ratio * c, c, true)? },
+            shifted,
+            drop_path,
+        })
+    }
+
+    /// x (B, D, H, W, C) -> (B, D, H, W, C). `window` is the configured window.
+    pub fn forward(&self, x: &Tensor, window: [usize; 3], train: bool, seed: u64) -> Result<Tensor> {
+        let dims = [x.dim(1), x.dim(2), x.dim(3)];
+        let shift = if self.shifted { window.map(|w| w / 2) } else { [0; 3] };
+        // Official get_window_size: an axis with size ≤ window takes the size and shift 0.
+        let win = video_swin_window(dims, window, shift);
+        let a = self.attn.forward(&self.norm1.forward(x)?, win)?;
+        let x = residual(x, &a, self.drop_path, train, seed)?; // ẑ = z + 3DW-MSA(LN(z))
+        let m = self.mlp.forward(&self.norm2.forward(&x)?)?;
+        residual(&x, &m, self.drop_path, train, seed ^ 0x9e37_79b9) // z' = ẑ + FFN(LN(ẑ))
+    }
+
+    fn params(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
+        self.norm1.params(&format!("{p}.norm1"), out);
+        out.push((format!("{p}.attn.relative_position_bias_table"), self.attn.relative_position_bias_table.clone()));
+        self.attn.qkv.params(&format!("{p}.attn.qkv"), out);
+        self.attn.proj.params(&format!("{p}.attn.proj"), out);
+        self.norm2.params(&format!("{p}.norm2"), out);
+        self.mlp.fc1.params(&format!("{p}.mlp.fc1"), out);
+        self.mlp.fc2.params(&format!("{p}.mlp.fc2"), out);
+    }
+}
+
+/// PatchMerging (§3.1): concatenate each 2×2 spatial neighbourhood (time is not merged),
+/// LayerNorm(4C), Linear(4C → 2C, no bias).
+pub struct PatchMerging {
+    pub reduction: Linear,
+    pub norm: LayerNorm,
+}
+
+impl PatchMerging {
+    /// x (B, D, H, W, C) -> (B, D, ⌈H/2⌉, ⌈W/2⌉, 2C).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.try_patch_merging()?; // (B, D, ⌈H/2⌉, ⌈W/2⌉, 4C), odd H, W zero-padded
+        self.reduction.forward(&self.norm.forward(&x)?)
+    }
+}
+
+/// BasicLayer: one stage of blocks, then PatchMerging except after the last stage. The shift
+/// mask is built per stage in the official code; the fused op derives it from coordinates.
+pub struct BasicLayer {
+    pub blocks: Vec<SwinTransformerBlock3D>,
+    pub downsample: Option<PatchMerging>,
+    pub window_size: [usize; 3],
+}
+
+impl BasicLayer {
+    pub fn forward(&self, x: &Tensor, train: bool, seed: u64) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (j, blk) in self.blocks.iter().enumerate() {
+            x = blk.forward(&x, self.window_size, train, seed.wrapping_add(j as u64 * 2))?;
+        }
+        match &self.downsample {
+            Some(m) => m.forward(&x),
+            None => Ok(x),
+        }
+    }
+}
+
+/// I3DHead (mmaction `heads/i3d_head.py`): AdaptiveAvgPool3d(1) → Dropout → Linear (`fc_cls`,
+/// normal(0.01) init, bias 0).
+pub struct I3DHead {
+    pub fc_cls: Linear,
+    pub dropout: f32,
+}
+
+impl I3DHead {
+    /// x (B, D, H, W, C) -> logits (B, classes).
+    pub fn forward(&self, x: &Tensor, train: bool, seed: u64) -> Result<Tensor> {
+        let mut pooled = x.try_mean(&[1, 2, 3], false)?; // (B, C)
+        if train {
+            pooled = pooled.try_dropout(self.dropout, seed)?;
+        }
+        self.fc_cls.forward(&pooled)
+    }
+}
+
+/// The Video Swin classifier: `SwinTransformer3D` backbone + `I3DHead`.
+pub struct VideoSwin {
+    pub config: Config,
+    pub patch_embed: PatchEmbed3D,
+    pub layers: Vec<BasicLayer>,
+    pub norm: LayerNorm,
+    pub cls_head: I3DHead,
+    /// Training forwards so far: each draws fresh dropout seeds.
+    steps: Cell<u64>,
+    seed: u64,
+}
+
+impl VideoSwin {
+    pub fn new(config: Config, seed: u64) -> Result<VideoSwin> {
+        config.validate()?;
+        let mut init = Init::new(seed);
+        let patch_embed = PatchEmbed3D::new(&mut init, config.embed_dim, config.patch_size)?;
+        let [wd, wh, ww] = config.window_size;
+        let table = (2 * wd - 1) * (2 * wh - 1) * (2 * ww - 1);
+        let mut rates = config.drop_path_rates().into_iter();
+        let n = config.depths.len();
+        let mut layers = Vec::with_capacity(n);
+        for (i, (&depth, &heads)) in config.depths.iter().zip(&config.num_heads).enumerate() {
+            let c = config.dim(i);
+            let blocks = (0..depth)
+                .map(|j| {
+                    let rate = rates.next().expect("one rate per block");
+                    SwinTransformerBlock3D::new(&mut init, c, heads, table, config.mlp_ratio, j % 2 == 1, rate)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let downsample = if i + 1 < n {
+                Some(PatchMerging { reduction: Linear::new(&mut init, 4 * c, 2 * c, false)?, norm: LayerNorm::torch(&mut init, 4 * c, LN_EPS)? })
+            } else {
+                None
+            };
+            layers.push(BasicLayer { blocks, downsample, window_size: config.window_size });
+        }
+        let f = config.num_features();
+        let norm = LayerNorm::torch(&mut init, f, LN_EPS)?;
+        let fc_cls = Linear { weight: init.normal(&[config.num_classes, f], 0.01)?, bias: Some(init.constant(&[config.num_classes], 0.0)?) };
+        let cls_head = I3DHead { fc_cls, dropout: config.head_dropout };
+        Ok(VideoSwin { config, patch_embed, layers, norm, cls_head, steps: Cell::new(0), seed })
+    }
+
+    /// x (B, 3, T, H, W) -> logits (B, classes). Any T, H, W ≥ 1: the embedding and the windows
+    /// pad as the official code does.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if x.rank() != 5 || x.dim(1) != 3 || x.shape().contains(&0) {
+            return Err(Error::Shape(format!(
+                "Video Swin: input of shape {:?}, expected a non-empty (B, 3, T, H, W) clip batch",
+                x.shape()
+            )));
+        }
+        // A fresh seed per training forward (and per block inside), reproducible from the model's.
+        let step = self.steps.get();
+        if train {
+            self.steps.set(step + 1);
+        }
+        let seed = self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (step << 20);
+        let mut h = self.patch_embed.forward(x)?; // (B, D, H/4, W/4, C); pos_drop is p = 0
+        let mut block_seed = seed;
+        for layer in &self.layers {
+            h = layer.forward(&h, train, block_seed)?; // stage i: (B, D, H/2^(i+2), W/2^(i+2), C·2^i)
+            block_seed = block_seed.wrapping_add(2 * layer.blocks.len() as u64);
+        }
+        let h = self.norm.forward(&h)?; // (B, D, H', W', 8C), channels-last as the official rearrange
+        self.cls_head.forward(&h, train, seed ^ 0x5851_f42d)
+    }
+
+    /// Every parameter under its official checkpoint key (`backbone.…`, `cls_head.…`).
+    pub fn named_params(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        self.patch_embed.params("backbone.patch_embed", &mut out);
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (j, blk) in layer.blocks.iter().enumerate() {
+                blk.params(&format!("backbone.layers.{i}.blocks.{j}"), &mut out);
+            }
+            if let Some(m) = &layer.downsample {
+                m.reduction.params(&format!("backbone.layers.{i}.downsample.reduction"), &mut out);
+                m.norm.params(&format!("backbone.layers.{i}.downsample.norm"), &mut out);
+            }
+        }
+        self.norm.params("backbone.norm", &mut out);
+        self.cls_head.fc_cls.params("cls_head.fc_cls", &mut out);
+        out
+    }
+}
+
+impl VideoModel for VideoSwin {
+    fn clip(&self) -> [usize; 3] {
+        [self.config.frames, self.config.height, self.config.width]
+    }
+
+    fn num_classes(&self) -> usize {
+        self.config.num_classes
+    }
+
+    fn input_layout(&self) -> InputLayout {
+        InputLayout::Bcthw
+    }
+
+    /// `train` applies the head dropout (and drop path, see [`residual`]).
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        VideoSwin::forward(self, x, train)
+    }
+
+    fn named_params(&self) -> Vec<(String, Tensor)> {
+        VideoSwin::named_params(self)
+    }
+
+    /// None: the official checkpoint's only buffers are the int64 `relative_position_index`
+    /// tables, which the fused kernel recomputes; the non-strict loader ignores them.
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+}
+
+fn preset(name: &'static str, description: &'static str, config: fn() -> Config, tiny: bool, build: fn(u64) -> Result<Box<dyn VideoModel>>) -> Preset {
+    let c = config();
+    Preset { name, description, params: c.num_params(), gmacs: c.macs() / 1e9, clip: [c.frames, c.height, c.width], tiny, build }
+}
+
+fn tiny_config() -> Config {
+    Config::tiny(NUM_CLASSES)
+}
+
+/// Video Swin presets: the paper's variants at 32×224², and the tiny synthetic-set model.
+pub fn presets() -> Vec<Preset> {
+    vec![
+        preset("swin-t", "Video Swin-T, K400, 32x224, patch 2x4x4, window 8x7x7 (VST swin_tiny_patch244_window877_kinetics400_1k)",
+            Config::swin_t, false, |s| Ok(Box::new(VideoSwin::new(Config::swin_t(), s)?))),
+        preset("swin-s", "Video Swin-S, K400, 32x224 (VST swin_small_patch244_window877_kinetics400_1k)",
+            Config::swin_s, false, |s| Ok(Box::new(VideoSwin::new(Config::swin_s(), s)?))),
+        preset("swin-b", "Video Swin-B, K400, 32x224 (VST swin_base_patch244_window877_kinetics400_1k)",
+            Config::swin_b, false, |s| Ok(Box::new(VideoSwin::new(Config::swin_b(), s)?))),
+        preset("swin-b-ssv2", "Video Swin-B, SSv2, 32x224, window 16x7x7, 174 classes (VST swin_base_patch244_window1677_sthv2)",
+            Config::swin_b_ssv2, false, |s| Ok(Box::new(VideoSwin::new(Config::swin_b_ssv2(), s)?))),
+        preset("swin-l", "Video Swin-L, 32x224, patch 2x4x4, 400 classes (VST _base_/models/swin/swin_large; no released recognition config)",
+            Config::swin_l, false, |s| Ok(Box::new(VideoSwin::new(Config::swin_l(), s)?))),
+        preset("swin-tiny", "Video Swin, tiny: 8x32x32, patch 2x4x4, window 2x4x4, C 32, depths 2,2, heads 1,2",
+            tiny_config, true, |s| Ok(Box::new(VideoSwin::new(tiny_config(), s)?))),
+    ]
+}
