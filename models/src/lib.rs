@@ -9,6 +9,8 @@ use tubelet::{Error, Result, Tensor};
 
 pub mod blocks;
 pub mod synthetic;
+pub mod grid_attention;
+pub mod timesformer;
 pub mod vivit;
 
 /// The layout a model's official forward takes its clip in.
@@ -86,6 +88,7 @@ pub struct Preset {
 pub fn presets() -> Vec<Preset> {
     let mut all = Vec::new();
     all.extend(vivit::presets());
+    all.extend(timesformer::presets());
     all
 }
 
