@@ -163,10 +163,10 @@ impl Config {
         let block = 2 * 2 * d + 4 * (d * d + d) + (d * self.mlp_dim + self.mlp_dim) + (self.mlp_dim * d + d);
         let head = 2 * d + d * self.num_classes + self.num_classes; // encoder_norm, output_projection
         embed + head + match self.model {
-            Model::SpatioTemporal | Model::FactorisedDotProduct => {
-                let cls = if self.model == Model::SpatioTemporal { d } else { 0 };
-                cls + (self.num_patches() + cls / d) * d + self.layers * block
-            }
+            // cls + posemb (N + 1) + blocks.
+            Model::SpatioTemporal => d + (self.num_patches() + 1) * d + self.layers * block,
+            // No cls token (`gap`): posemb (N) + blocks.
+            Model::FactorisedDotProduct => self.num_patches() * d + self.layers * block,
             // cls + posemb (ns + 1) + blocks + norm, spatial; the same, temporal (norm in `head`).
             Model::FactorisedEncoder { temporal_layers } => {
                 d + (ns + 1) * d + self.layers * block + 2 * d + d + (nt + 1) * d + temporal_layers * block

@@ -279,13 +279,14 @@ fn timesformer_loss_falls_in_a_few_steps() {
     // The same batch repeatedly: the loss must fall (memorisation, a plumbing check).
     let (x, y) = clip_batch(&cfg, 8);
     let mut losses = vec![];
-    for _ in 0..10 {
+    for _ in 0..12 {
         let loss = model.forward(&x, true).unwrap().cross_entropy(&y);
         let grads = loss.backward().unwrap();
         losses.push(loss.item().unwrap());
         opt.step(&grads).unwrap();
     }
-    assert!(losses[9] < 0.7 * losses[0], "loss did not fall: {losses:?}");
+    // Every step lowers the loss, by a fifth at least over the 12.
+    assert!(losses.windows(2).all(|w| w[1] < w[0]) && losses[11] < 0.8 * losses[0], "loss did not fall: {losses:?}");
 }
 
 #[test]
