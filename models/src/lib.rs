@@ -11,6 +11,8 @@ pub mod blocks;
 pub mod synthetic;
 pub mod tsm;
 pub mod uniformer;
+pub mod grid_attention;
+pub mod timesformer;
 pub mod vivit;
 pub mod video_swin;
 
@@ -92,6 +94,7 @@ pub fn presets() -> Vec<Preset> {
     all.extend(tsm::presets());
     all.extend(uniformer::presets());
     all.extend(video_swin::presets());
+    all.extend(timesformer::presets());
     all
 }
 

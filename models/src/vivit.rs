@@ -1,8 +1,14 @@
 //! ViViT: A Video Vision Transformer — Arnab, Dehghani, Heigold, Sun, Lučić, Schmid (ICCV 2021),
 //! arXiv:2103.15691.
 //!
-//! Implemented: Model 1, spatio-temporal attention ("joint space-time"): tubelet embedding, a
-//! cls token, a learned position embedding and one ViT encoder over all tokens (§3.3, Fig. 2).
+//! Implemented, all four models of §3.3 (Fig. 2-5), each with scenic's parameter tree:
+//! * Model 1, spatio-temporal attention ("joint space-time"): tubelet embedding, a cls token, a
+//!   learned position embedding and one ViT encoder over all tokens ([`ViViT`], this file).
+//! * Model 2, factorised encoder: a spatial ViT per frame, then a temporal ViT over the frames'
+//!   cls outputs (scenic `SpaceTimeViViT`); Model 3, factorised self-attention (time, then space,
+//!   in every block); Model 4, factorised dot-product attention (half the heads over time, half
+//!   over space). These three are in `vivit/factorised.rs` ([`FactorisedEncoder`],
+//!   [`FactorisedViViT`]); their attentions go through `crate::grid_attention`.
 //! Reference implementation: google-research/scenic, `scenic/projects/vivit/model.py` (Flax).
 //! Its semantics are kept: tanh-approximate GELU (`flax.linen.gelu`), LayerNorm eps 1e-6,
 //! channels-last input (B, T, H, W, 3), and the parameter tree with Flax's names and layouts
@@ -10,6 +16,15 @@
 //!
 //! Deviations: none in the computation. Dropout and stochastic depth are 0 in the released
 //! configs and are not applied here.
+//!
+//! Presets: ViViT-B/16×2 of every model (K400 configs; Models 3 and 4 have no released config,
+//! they take the paper's ViViT-B/16×2 setting with `gap`), ViViT-L/16×2 FE, and tiny models.
+//! NOTE: ViViT-L/16×2 FE takes the released K400 config's 24 temporal layers
+//! (`configs/kinetics400/vivit_large_factorised_encoder.py`: 606.8M parameters); the paper
+//! describes Lt = 4 (354.9M), as do the SSv2 and Epic-Kitchens configs.
+
+mod factorised;
+pub use factorised::{FactorisedEncoder, FactorisedSelfAttentionBlock, FactorisedViViT, Transformer};
 
 use tubelet::nn::{Dense, Init, LayerNorm};
 use tubelet::{Error, Result, Tensor};
@@ -17,7 +32,23 @@ use tubelet::{Error, Result, Tensor};
 use crate::synthetic::NUM_CLASSES;
 use crate::{InputLayout, Preset, VideoModel};
 
-/// Model 1 configuration (paper Table 1 notation: tubelet t×h×w, hidden D, L layers).
+/// The four ViViT models (paper §3.3; scenic `attention_config.type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Model {
+    /// Model 1, `spacetime`: joint attention over all tokens, cls token classifier.
+    SpatioTemporal,
+    /// Model 2, `factorized_encoder`: `layers` spatial blocks per frame, then `temporal_layers`
+    /// temporal blocks over the frame embeddings (same heads and MLP size), cls tokens.
+    FactorisedEncoder { temporal_layers: usize },
+    /// Model 3, `factorized_self_attention_block`: time then space attention in each block,
+    /// `gap` classifier (no cls token).
+    FactorisedSelfAttention,
+    /// Model 4, `factorized_dot_product_attention`: half the heads over time, half over space,
+    /// `gap` classifier (no cls token).
+    FactorisedDotProduct,
+}
+
+/// ViViT configuration (paper Table 1 notation: tubelet t×h×w, hidden D, L layers).
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Input clip: frames, height, width.
@@ -31,6 +62,7 @@ pub struct Config {
     pub heads: usize,
     pub mlp_dim: usize,
     pub num_classes: usize,
+    pub model: Model,
 }
 
 impl Config {
@@ -47,7 +79,38 @@ impl Config {
             heads: 12,
             mlp_dim: 3072,
             num_classes: 400,
+            model: Model::SpatioTemporal,
         }
+    }
+
+    /// ViViT-B/16×2 FE, K400 (scenic `configs/kinetics400/vivit_base_factorised_encoder.py`):
+    /// 12 spatial + 4 temporal layers.
+    pub fn vivit_b_16x2_fe() -> Config {
+        Config { model: Model::FactorisedEncoder { temporal_layers: 4 }, ..Config::vivit_b_16x2() }
+    }
+
+    /// ViViT-L/16×2 FE, K400 (scenic `configs/kinetics400/vivit_large_factorised_encoder.py`):
+    /// D 1024, 16 heads, MLP 4096, 24 spatial + 24 temporal layers as the config says (the
+    /// paper's Lt is 4; see the module notes).
+    pub fn vivit_l_16x2_fe() -> Config {
+        Config {
+            hidden: 1024,
+            layers: 24,
+            heads: 16,
+            mlp_dim: 4096,
+            model: Model::FactorisedEncoder { temporal_layers: 24 },
+            ..Config::vivit_b_16x2()
+        }
+    }
+
+    /// ViViT-B/16×2 Model 3 (paper Table 2 setting; no released config), `gap` classifier.
+    pub fn vivit_b_16x2_fsa() -> Config {
+        Config { model: Model::FactorisedSelfAttention, ..Config::vivit_b_16x2() }
+    }
+
+    /// ViViT-B/16×2 Model 4 (paper Table 2 setting; no released config), `gap` classifier.
+    pub fn vivit_b_16x2_fdp() -> Config {
+        Config { model: Model::FactorisedDotProduct, ..Config::vivit_b_16x2() }
     }
 
     /// A tiny Model 1 for the synthetic moving-shapes set (trains in minutes on lavapipe):
@@ -63,7 +126,14 @@ impl Config {
             heads: 4,
             mlp_dim: 128,
             num_classes,
+            model: Model::SpatioTemporal,
         }
+    }
+
+    /// Tiny `model` for the synthetic set, as [`Config::tiny`]; Model 2 gets 4 spatial and 2
+    /// temporal layers.
+    pub fn tiny_model(model: Model, num_classes: usize) -> Config {
+        Config { model, ..Config::tiny(num_classes) }
     }
 
     /// Tokens per clip without the cls token.
@@ -72,14 +142,38 @@ impl Config {
         (self.frames / ft) * (self.height / fh) * (self.width / fw)
     }
 
+    /// The token grid (T/ft, H/fh, W/fw), t-major.
+    pub fn grid(&self) -> crate::grid_attention::Grid {
+        let [ft, fh, fw] = self.tubelet;
+        crate::grid_attention::Grid {
+            t: self.frames / ft,
+            h: self.height / fh,
+            w: self.width / fw,
+            order: crate::grid_attention::Order::Thw,
+        }
+    }
+
     /// Parameters, counted from the config (the official model's, with the head).
     pub fn num_params(&self) -> usize {
         let [ft, fh, fw] = self.tubelet;
         let d = self.hidden;
+        let g = self.grid();
+        let (nt, ns) = (g.t, g.h * g.w);
         let embed = ft * fh * fw * 3 * d + d;
-        let tokens = (self.num_patches() + 1) * d + d; // pos_embedding + cls
         let block = 2 * 2 * d + 4 * (d * d + d) + (d * self.mlp_dim + self.mlp_dim) + (self.mlp_dim * d + d);
-        embed + tokens + self.layers * block + 2 * d + d * self.num_classes + self.num_classes
+        let head = 2 * d + d * self.num_classes + self.num_classes; // encoder_norm, output_projection
+        embed + head + match self.model {
+            // cls + posemb (N + 1) + blocks.
+            Model::SpatioTemporal => d + (self.num_patches() + 1) * d + self.layers * block,
+            // No cls token (`gap`): posemb (N) + blocks.
+            Model::FactorisedDotProduct => self.num_patches() * d + self.layers * block,
+            // cls + posemb (ns + 1) + blocks + norm, spatial; the same, temporal (norm in `head`).
+            Model::FactorisedEncoder { temporal_layers } => {
+                d + (ns + 1) * d + self.layers * block + 2 * d + d + (nt + 1) * d + temporal_layers * block
+            }
+            // A second LN and attention per block (time and space).
+            Model::FactorisedSelfAttention => self.num_patches() * d + self.layers * (block + 2 * d + 4 * (d * d + d)),
+        }
     }
 
     /// Multiply-accumulates of one clip (conv, linear and the two attention matmuls: the
@@ -87,10 +181,25 @@ impl Config {
     pub fn macs(&self) -> f64 {
         let [ft, fh, fw] = self.tubelet;
         let (n, d, m) = (self.num_patches() as f64, self.hidden as f64, self.mlp_dim as f64);
-        let n1 = n + 1.0;
+        let g = self.grid();
+        let (nt, ns) = (g.t as f64, (g.h * g.w) as f64);
         let embed = n * (ft * fh * fw * 3) as f64 * d;
-        let block = n1 * d * 3.0 * d + 2.0 * n1 * n1 * d + n1 * d * d + 2.0 * n1 * d * m;
-        embed + self.layers as f64 * block + d * self.num_classes as f64
+        // A ViT block over `len` tokens; the attention matmuls over `keys` keys per query.
+        let block = |len: f64, keys: f64| len * d * 3.0 * d + 2.0 * len * keys * d + len * d * d + 2.0 * len * d * m;
+        let layers = self.layers as f64;
+        let body = match self.model {
+            Model::SpatioTemporal => layers * block(n + 1.0, n + 1.0),
+            Model::FactorisedEncoder { temporal_layers } => {
+                nt * layers * block(ns + 1.0, ns + 1.0) + temporal_layers as f64 * block(nt + 1.0, nt + 1.0)
+            }
+            // Time and space attention (4D² each for q, k, v, out), then the MLP.
+            Model::FactorisedSelfAttention => {
+                layers * (2.0 * n * 4.0 * d * d + 2.0 * n * (nt + ns) * d + 2.0 * n * d * m)
+            }
+            // Half the heads (D/2 channels) over nt keys, half over ns.
+            Model::FactorisedDotProduct => layers * (block(n, 0.0) + n * (nt + ns) * d),
+        };
+        embed + body + d * self.num_classes as f64
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -108,7 +217,13 @@ impl Config {
         if self.layers == 0 || self.mlp_dim == 0 || self.num_classes == 0 {
             return bad(format!("layers {}, mlp_dim {}, classes {} must be positive", self.layers, self.mlp_dim, self.num_classes));
         }
-        Ok(())
+        match self.model {
+            Model::FactorisedEncoder { temporal_layers: 0 } => bad("Model 2 needs temporal_layers > 0".into()),
+            Model::FactorisedDotProduct if self.heads % 2 != 0 => {
+                bad(format!("Model 4 splits the heads in two halves: heads {} must be even", self.heads))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -122,7 +237,7 @@ pub struct MultiHeadDotProductAttention {
 }
 
 impl MultiHeadDotProductAttention {
-    fn new(init: &mut Init, d: usize, heads: usize) -> Result<Self> {
+    pub fn new(init: &mut Init, d: usize, heads: usize) -> Result<Self> {
         let hd = d / heads;
         let mut qkv = || -> Result<(Tensor, Tensor)> {
             Ok((init.xavier_uniform(&[d, heads, hd], d, d)?, init.constant(&[heads, hd], 0.0)?))
@@ -134,8 +249,19 @@ impl MultiHeadDotProductAttention {
 
     /// x (B, N, D) -> (B, N, D)
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let qkv = self.qkv(x)?; // (B, N, 3D)
+        // Flax scales the query by 1/√d before the dot product.
+        self.project(&crate::blocks::attention(&qkv, self.heads, self.scale(x.dim(-1)))?) // (B, N, D)
+    }
+
+    /// 1/√d_head, Flax's query scaling.
+    pub fn scale(&self, d: usize) -> f32 {
+        1.0 / ((d / self.heads) as f32).sqrt()
+    }
+
+    /// The packed projections: x (…, D) -> (…, 3D), ordered [q, k, v][heads][d_head].
+    pub fn qkv(&self, x: &Tensor) -> Result<Tensor> {
         let d = x.dim(-1);
-        let hd = d / self.heads;
         // One matmul for q, k and v: kernels (D, D) side by side -> (D, 3D), packed [3][H][d].
         let w = Tensor::try_cat(
             &[&self.query.0.try_reshape(&[d, d])?, &self.key.0.try_reshape(&[d, d])?, &self.value.0.try_reshape(&[d, d])?],
@@ -145,13 +271,16 @@ impl MultiHeadDotProductAttention {
             &[&self.query.1.try_reshape(&[d])?, &self.key.1.try_reshape(&[d])?, &self.value.1.try_reshape(&[d])?],
             0,
         )?;
-        let qkv = x.try_matmul(&w)?.try_add(&b)?; // (B, N, 3D)
-        // Flax scales the query by 1/√d before the dot product.
-        let o = crate::blocks::attention(&qkv, self.heads, 1.0 / (hd as f32).sqrt())?; // (B, N, D)
+        x.try_matmul(&w)?.try_add(&b) // (…, 3D)
+    }
+
+    /// The `out` DenseGeneral: the heads' outputs (…, heads·d_head) -> (…, D).
+    pub fn project(&self, o: &Tensor) -> Result<Tensor> {
+        let d = self.out.1.dim(0);
         o.try_matmul(&self.out.0.try_reshape(&[d, d])?)?.try_add(&self.out.1)
     }
 
-    fn params(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
+    pub fn params(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
         for (name, (k, b)) in [("query", &self.query), ("key", &self.key), ("value", &self.value), ("out", &self.out)] {
             out.push((format!("{p}/{name}/kernel"), k.clone()));
             out.push((format!("{p}/{name}/bias"), b.clone()));
@@ -180,10 +309,78 @@ pub struct EncoderBlock {
 }
 
 impl EncoderBlock {
+    pub fn new(init: &mut Init, d: usize, heads: usize, mlp_dim: usize) -> Result<EncoderBlock> {
+        Ok(EncoderBlock {
+            layer_norm_0: LayerNorm::flax(init, d)?,
+            attention: MultiHeadDotProductAttention::new(init, d, heads)?,
+            layer_norm_1: LayerNorm::flax(init, d)?,
+            mlp: MlpBlock { dense_0: Dense::new(init, d, mlp_dim)?, dense_1: Dense::new(init, mlp_dim, d)? },
+        })
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.try_add(&self.attention.forward(&self.layer_norm_0.forward(x)?)?)?;
         x.try_add(&self.mlp.forward(&self.layer_norm_1.forward(&x)?)?)
     }
+
+    /// The block with another attention function (scenic's `attention_fn`): `core` maps the
+    /// packed qkv (B, N, 3D) to the heads' outputs (B, N, D), before the `out` projection.
+    pub fn forward_with(&self, x: &Tensor, core: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+        let o = core(&self.attention.qkv(&self.layer_norm_0.forward(x)?)?)?;
+        let x = x.try_add(&self.attention.project(&o)?)?;
+        x.try_add(&self.mlp.forward(&self.layer_norm_1.forward(&x)?)?)
+    }
+
+    /// Keys `{p}/LayerNorm_0`, `{p}/MultiHeadDotProductAttention_0`, `{p}/LayerNorm_1`,
+    /// `{p}/MlpBlock_0/Dense_{0,1}`.
+    pub fn params(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
+        self.layer_norm_0.params(&format!("{p}/LayerNorm_0"), out);
+        self.attention.params(&format!("{p}/MultiHeadDotProductAttention_0"), out);
+        self.layer_norm_1.params(&format!("{p}/LayerNorm_1"), out);
+        self.mlp.dense_0.params(&format!("{p}/MlpBlock_0/Dense_0"), out);
+        self.mlp.dense_1.params(&format!("{p}/MlpBlock_0/Dense_1"), out);
+    }
+}
+
+/// Tubelet embedding (scenic `embed_3d_patch`, a VALID Conv3d with kernel = stride):
+/// x (B, T, H, W, 3) -> (B, N, D), tokens t-major, then h, then w. The convolution is a
+/// patchify (one permute) and one matmul with the kernel (ft, fh, fw, 3, D).
+pub fn tubelet_embed(c: &Config, embedding: &(Tensor, Tensor), x: &Tensor) -> Result<Tensor> {
+    let [ft, fh, fw] = c.tubelet;
+    let want = [c.frames, c.height, c.width, 3];
+    if x.rank() != 5 || x.shape()[1..] != want {
+        return Err(Error::Shape(format!(
+            "ViViT: input of shape {:?}, expected (B, {}, {}, {}, 3) channels-last",
+            x.shape(),
+            c.frames,
+            c.height,
+            c.width
+        )));
+    }
+    let b = x.dim(0);
+    let (nt, nh, nw) = (c.frames / ft, c.height / fh, c.width / fw);
+    let p = x
+        .try_reshape(&[b, nt, ft, nh, fh, nw, fw, 3])? // (B, T', ft, H', fh, W', fw, C)
+        .try_permute(&[0, 1, 3, 5, 2, 4, 6, 7])? //       (B, T', H', W', ft, fh, fw, C)
+        .try_reshape(&[b, nt * nh * nw, ft * fh * fw * 3])?; // (B, N, ft·fh·fw·C)
+    let kernel = embedding.0.try_reshape(&[ft * fh * fw * 3, c.hidden])?; // (ft·fh·fw·C, D)
+    p.try_matmul(&kernel)?.try_add(&embedding.1)
+}
+
+/// `embedding/kernel` (ft, fh, fw, 3, D), Xavier-uniform, and `embedding/bias` (D), zero.
+fn new_embedding(init: &mut Init, c: &Config) -> Result<(Tensor, Tensor)> {
+    let [ft, fh, fw] = c.tubelet;
+    let fan_in = ft * fh * fw * 3;
+    Ok((init.xavier_uniform(&[ft, fh, fw, 3, c.hidden], fan_in, c.hidden)?, init.constant(&[c.hidden], 0.0)?))
+}
+
+/// Builds any of the four models from its config.
+pub fn build(config: Config, seed: u64) -> Result<Box<dyn VideoModel>> {
+    Ok(match config.model {
+        Model::SpatioTemporal => Box::new(ViViT::new(config, seed)?),
+        Model::FactorisedEncoder { .. } => Box::new(FactorisedEncoder::new(config, seed)?),
+        Model::FactorisedSelfAttention | Model::FactorisedDotProduct => Box::new(FactorisedViViT::new(config, seed)?),
+    })
 }
 
 /// ViViT Model 1 classifier.
@@ -204,22 +401,16 @@ pub struct ViViT {
 impl ViViT {
     pub fn new(config: Config, seed: u64) -> Result<ViViT> {
         config.validate()?;
+        if config.model != Model::SpatioTemporal {
+            return Err(Error::Config(format!("ViViT::new builds Model 1; {:?} is built by vivit::build", config.model)));
+        }
         let mut init = Init::new(seed);
         let d = config.hidden;
-        let [ft, fh, fw] = config.tubelet;
-        let fan_in = ft * fh * fw * 3;
-        let embedding = (init.xavier_uniform(&[ft, fh, fw, 3, d], fan_in, d)?, init.constant(&[d], 0.0)?);
+        let embedding = new_embedding(&mut init, &config)?;
         let cls = init.constant(&[1, 1, d], 0.0)?;
         let pos_embedding = init.normal(&[1, config.num_patches() + 1, d], 0.02)?;
         let blocks = (0..config.layers)
-            .map(|_| {
-                Ok(EncoderBlock {
-                    layer_norm_0: LayerNorm::flax(&mut init, d)?,
-                    attention: MultiHeadDotProductAttention::new(&mut init, d, config.heads)?,
-                    layer_norm_1: LayerNorm::flax(&mut init, d)?,
-                    mlp: MlpBlock { dense_0: Dense::new(&mut init, d, config.mlp_dim)?, dense_1: Dense::new(&mut init, config.mlp_dim, d)? },
-                })
-            })
+            .map(|_| EncoderBlock::new(&mut init, d, config.heads, config.mlp_dim))
             .collect::<Result<Vec<_>>>()?;
         let encoder_norm = LayerNorm::flax(&mut init, d)?;
         let output_projection = Dense::zeros(&mut init, d, config.num_classes)?;
@@ -227,34 +418,13 @@ impl ViViT {
     }
 
     /// Tubelet embedding: (B, T, H, W, 3) -> (B, N, D), tokens t-major, then h, then w.
-    /// The Conv3d with kernel = stride is a patchify (one permute) and one matmul.
     pub fn tubelet_embed(&self, x: &Tensor) -> Result<Tensor> {
-        let c = &self.config;
-        let [ft, fh, fw] = c.tubelet;
-        let b = x.dim(0);
-        let (nt, nh, nw) = (c.frames / ft, c.height / fh, c.width / fw);
-        let d = c.hidden;
-        let p = x
-            .try_reshape(&[b, nt, ft, nh, fh, nw, fw, 3])? // (B, T', ft, H', fh, W', fw, C)
-            .try_permute(&[0, 1, 3, 5, 2, 4, 6, 7])? //       (B, T', H', W', ft, fh, fw, C)
-            .try_reshape(&[b, nt * nh * nw, ft * fh * fw * 3])?; // (B, N, ft·fh·fw·C)
-        let kernel = self.embedding.0.try_reshape(&[ft * fh * fw * 3, d])?; // (ft·fh·fw·C, D)
-        p.try_matmul(&kernel)?.try_add(&self.embedding.1)
+        tubelet_embed(&self.config, &self.embedding, x)
     }
 
     /// x (B, T, H, W, 3) channels-last -> logits (B, classes).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = &self.config;
-        let want = [c.frames, c.height, c.width, 3];
-        if x.rank() != 5 || x.shape()[1..] != want {
-            return Err(Error::Shape(format!(
-                "ViViT: input of shape {:?}, expected (B, {}, {}, {}, 3) channels-last",
-                x.shape(),
-                c.frames,
-                c.height,
-                c.width
-            )));
-        }
         let b = x.dim(0);
         let tokens = self.tubelet_embed(x)?; // (B, N, D)
         let cls = self.cls.try_broadcast_to(&[b, 1, c.hidden])?; // (B, 1, D)
@@ -276,12 +446,7 @@ impl ViViT {
             ("Transformer/posembed_input/pos_embedding".to_string(), self.pos_embedding.clone()),
         ];
         for (i, blk) in self.blocks.iter().enumerate() {
-            let p = format!("Transformer/encoderblock_{i}");
-            blk.layer_norm_0.params(&format!("{p}/LayerNorm_0"), &mut out);
-            blk.attention.params(&format!("{p}/MultiHeadDotProductAttention_0"), &mut out);
-            blk.layer_norm_1.params(&format!("{p}/LayerNorm_1"), &mut out);
-            blk.mlp.dense_0.params(&format!("{p}/MlpBlock_0/Dense_0"), &mut out);
-            blk.mlp.dense_1.params(&format!("{p}/MlpBlock_0/Dense_1"), &mut out);
+            blk.params(&format!("Transformer/encoderblock_{i}"), &mut out);
         }
         self.encoder_norm.params("Transformer/encoder_norm", &mut out);
         self.output_projection.params("output_projection", &mut out);
@@ -328,12 +493,30 @@ fn preset(name: &'static str, description: &'static str, config: Config, tiny: b
     }
 }
 
-/// ViViT presets (Model 1).
+/// ViViT presets (Models 1-4).
 pub fn presets() -> Vec<Preset> {
+    let fe_tiny = Model::FactorisedEncoder { temporal_layers: 2 };
     vec![
         preset("vivit-b-16x2", "ViViT-B/16x2 Model 1, K400 (scenic vivit_base_k400)", Config::vivit_b_16x2(), false,
             |seed| Ok(Box::new(ViViT::new(Config::vivit_b_16x2(), seed)?))),
         preset("vivit-tiny", "ViViT Model 1, tiny: 8x32x32, tubelet 2x8x8, D 64, 4 layers", Config::tiny(NUM_CLASSES), true,
             |seed| Ok(Box::new(ViViT::new(Config::tiny(NUM_CLASSES), seed)?))),
+        preset("vivit-b-16x2-fe", "ViViT-B/16x2 Model 2 (factorised encoder, Lt 4), K400 (scenic vivit_base_factorised_encoder)",
+            Config::vivit_b_16x2_fe(), false, |seed| build(Config::vivit_b_16x2_fe(), seed)),
+        preset("vivit-l-16x2-fe", "ViViT-L/16x2 Model 2, K400 config as released: Lt 24 (paper: 4) (scenic vivit_large_factorised_encoder)",
+            Config::vivit_l_16x2_fe(), false, |seed| build(Config::vivit_l_16x2_fe(), seed)),
+        preset("vivit-b-16x2-fsa", "ViViT-B/16x2 Model 3 (factorised self-attention), gap (paper Table 2)",
+            Config::vivit_b_16x2_fsa(), false, |seed| build(Config::vivit_b_16x2_fsa(), seed)),
+        preset("vivit-b-16x2-fdp", "ViViT-B/16x2 Model 4 (factorised dot-product attention), gap (paper Table 2)",
+            Config::vivit_b_16x2_fdp(), false, |seed| build(Config::vivit_b_16x2_fdp(), seed)),
+        preset("vivit-fe-tiny", "ViViT Model 2, tiny: 8x32x32, tubelet 2x8x8, D 64, 4 spatial + 2 temporal layers",
+            Config::tiny_model(fe_tiny, NUM_CLASSES), true,
+            |seed| build(Config::tiny_model(Model::FactorisedEncoder { temporal_layers: 2 }, NUM_CLASSES), seed)),
+        preset("vivit-fsa-tiny", "ViViT Model 3, tiny: 8x32x32, tubelet 2x8x8, D 64, 4 layers",
+            Config::tiny_model(Model::FactorisedSelfAttention, NUM_CLASSES), true,
+            |seed| build(Config::tiny_model(Model::FactorisedSelfAttention, NUM_CLASSES), seed)),
+        preset("vivit-fdp-tiny", "ViViT Model 4, tiny: 8x32x32, tubelet 2x8x8, D 64, 4 layers",
+            Config::tiny_model(Model::FactorisedDotProduct, NUM_CLASSES), true,
+            |seed| build(Config::tiny_model(Model::FactorisedDotProduct, NUM_CLASSES), seed)),
     ]
 }

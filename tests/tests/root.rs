@@ -18,3 +18,4 @@ mod batch_norm;
 mod tsm;
 mod uniformer;
 mod video_swin;
+mod timesformer;

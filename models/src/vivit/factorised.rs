@@ -1,0 +1,290 @@
+//! ViViT Models 2, 3 and 4 (Arnab et al. 2021, §3.3, Fig. 4-6): the factorised variants.
+//! Reference: google-research/scenic, `scenic/projects/vivit/model.py` (`SpaceTimeViViT`,
+//! `EncoderFactorizedSelfAttentionBlock`, `Encoder`) and `model_utils.py`
+//! (`factorized_dot_product_attention`, `reshape_to_1d_factorized`). Semantics as in Model 1
+//! (vivit.rs): tanh GELU, LayerNorm eps 1e-6, channels-last input, Flax key paths.
+//!
+//! * Model 2 ([`FactorisedEncoder`]): the tubelets of each frame index t' go through a spatial
+//!   ViT (`SpatialTransformer`, its own `cls_SpatialTransformer` and posemb over ns + 1 tokens,
+//!   weights shared over frames: scenic `jax.vmap` over time), whose cls outputs (B, nt, D) go
+//!   through a temporal ViT (`TemporalTransformer`, `cls_TemporalTransformer`, posemb over
+//!   nt + 1 tokens, its own `encoder_norm`); the head reads the temporal cls.
+//! * Model 3 ([`FactorisedViViT`] with [`FactorisedSelfAttentionBlock`]s): in every block,
+//!   attention over time (each spatial position's nt tokens), then over space (each frame's ns
+//!   tokens), each with its own LN and residual, then the MLP. No cls token: `gap` classifier.
+//! * Model 4 ([`FactorisedViViT`] with [`EncoderBlock`]s): a Model-1 block whose attention
+//!   gives heads [0, H/2) the time axis and heads [H/2, H) the space axis, one shared `out`
+//!   projection. `gap` classifier.
+
+use tubelet::nn::{Dense, Init, LayerNorm};
+use tubelet::{Error, Result, Tensor};
+
+use super::{new_embedding, tubelet_embed, Config, EncoderBlock, MlpBlock, Model, MultiHeadDotProductAttention};
+use crate::grid_attention::{group_attention, head_split_attention, Groups};
+use crate::{InputLayout, VideoModel};
+
+/// scenic `Encoder` with `classifier='token'` (Model 2's spatial and temporal encoders): cls
+/// token in front, learned posemb, blocks, `encoder_norm`, output = the cls row.
+pub struct Transformer {
+    /// The encoder's name in the parameter tree: `SpatialTransformer`, `TemporalTransformer`.
+    pub name: &'static str,
+    /// `cls_{name}` (1, 1, D), zero-initialised.
+    pub cls: Tensor,
+    /// `{name}/posembed_input/pos_embedding` (1, L + 1, D).
+    pub pos_embedding: Tensor,
+    pub blocks: Vec<EncoderBlock>,
+    pub encoder_norm: LayerNorm,
+}
+
+impl Transformer {
+    fn new(init: &mut Init, name: &'static str, c: &Config, len: usize, layers: usize) -> Result<Transformer> {
+        let d = c.hidden;
+        Ok(Transformer {
+            name,
+            cls: init.constant(&[1, 1, d], 0.0)?,
+            pos_embedding: init.normal(&[1, len + 1, d], 0.02)?,
+            blocks: (0..layers).map(|_| EncoderBlock::new(init, d, c.heads, c.mlp_dim)).collect::<Result<_>>()?,
+            encoder_norm: LayerNorm::flax(init, d)?,
+        })
+    }
+
+    /// x (B', L, D) -> the cls token's encoding (B', D).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, d) = (x.dim(0), x.dim(2));
+        let cls = self.cls.try_broadcast_to(&[b, 1, d])?; // (B', 1, D)
+        let mut h = Tensor::try_cat(&[&cls, x], 1)?.try_add(&self.pos_embedding)?; // (B', L + 1, D)
+        for blk in &self.blocks {
+            h = blk.forward(&h)?;
+        }
+        self.encoder_norm.forward(&h.try_select(1, 0)?) // LN is per token: only the cls row is read
+    }
+
+    fn params(&self, out: &mut Vec<(String, Tensor)>) {
+        let n = self.name;
+        out.push((format!("cls_{n}"), self.cls.clone()));
+        out.push((format!("{n}/posembed_input/pos_embedding"), self.pos_embedding.clone()));
+        for (i, blk) in self.blocks.iter().enumerate() {
+            blk.params(&format!("{n}/encoderblock_{i}"), out);
+        }
+        self.encoder_norm.params(&format!("{n}/encoder_norm"), out);
+    }
+}
+
+/// Model 2: factorised encoder (scenic `SpaceTimeViViT`, `classifier='token'`).
+pub struct FactorisedEncoder {
+    pub config: Config,
+    /// `embedding/kernel` (ft, fh, fw, 3, D), `embedding/bias` (D).
+    pub embedding: (Tensor, Tensor),
+    pub spatial: Transformer,
+    pub temporal: Transformer,
+    /// `output_projection`, zero-initialised as in scenic.
+    pub output_projection: Dense,
+}
+
+impl FactorisedEncoder {
+    pub fn new(config: Config, seed: u64) -> Result<FactorisedEncoder> {
+        config.validate()?;
+        let Model::FactorisedEncoder { temporal_layers } = config.model else {
+            return Err(Error::Config(format!("FactorisedEncoder builds Model 2, not {:?}", config.model)));
+        };
+        let mut init = Init::new(seed);
+        let g = config.grid();
+        let embedding = new_embedding(&mut init, &config)?;
+        let spatial = Transformer::new(&mut init, "SpatialTransformer", &config, g.h * g.w, config.layers)?;
+        let temporal = Transformer::new(&mut init, "TemporalTransformer", &config, g.t, temporal_layers)?;
+        let output_projection = Dense::zeros(&mut init, config.hidden, config.num_classes)?;
+        Ok(FactorisedEncoder { config, embedding, spatial, temporal, output_projection })
+    }
+
+    /// x (B, T, H, W, 3) channels-last -> logits (B, classes).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (c, g) = (&self.config, self.config.grid());
+        let b = x.dim(0);
+        let tokens = tubelet_embed(c, &self.embedding, x)?; // (B, nt·ns, D), t-major
+        let frames = tokens.try_reshape(&[b * g.t, g.h * g.w, c.hidden])?; // (B·nt, ns, D)
+        let frames = self.spatial.forward(&frames)?.try_reshape(&[b, g.t, c.hidden])?; // (B, nt, D)
+        self.output_projection.forward(&self.temporal.forward(&frames)?) // (B, classes)
+    }
+
+    /// Every parameter under its scenic checkpoint key.
+    pub fn named_params(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![
+            ("embedding/kernel".to_string(), self.embedding.0.clone()),
+            ("embedding/bias".to_string(), self.embedding.1.clone()),
+        ];
+        self.spatial.params(&mut out);
+        self.temporal.params(&mut out);
+        self.output_projection.params("output_projection", &mut out);
+        out
+    }
+}
+
+/// Model 3's block (scenic `EncoderFactorizedSelfAttentionBlock`, `attention_order='time_space'`):
+/// x + MHSA_time(LN_time(x)) over each position's time line, then the same over each frame's
+/// space, then x + MLP(LN_mlp(x)). No MLP between the two attentions.
+pub struct FactorisedSelfAttentionBlock {
+    pub layer_norm_time: LayerNorm,
+    pub attention_time: MultiHeadDotProductAttention,
+    pub layer_norm_space: LayerNorm,
+    pub attention_space: MultiHeadDotProductAttention,
+    pub layer_norm_mlp: LayerNorm,
+    pub mlp: MlpBlock,
+}
+
+impl FactorisedSelfAttentionBlock {
+    fn new(init: &mut Init, d: usize, heads: usize, mlp_dim: usize) -> Result<Self> {
+        Ok(FactorisedSelfAttentionBlock {
+            layer_norm_time: LayerNorm::flax(init, d)?,
+            attention_time: MultiHeadDotProductAttention::new(init, d, heads)?,
+            layer_norm_space: LayerNorm::flax(init, d)?,
+            attention_space: MultiHeadDotProductAttention::new(init, d, heads)?,
+            layer_norm_mlp: LayerNorm::flax(init, d)?,
+            mlp: MlpBlock { dense_0: Dense::new(init, d, mlp_dim)?, dense_1: Dense::new(init, mlp_dim, d)? },
+        })
+    }
+
+    /// x (B, N, D), tokens t-major -> (B, N, D).
+    pub fn forward(&self, x: &Tensor, c: &Config) -> Result<Tensor> {
+        let mut x = x.clone();
+        let sublayers = [
+            (&self.layer_norm_time, &self.attention_time, Groups::Time), // [B·ns, nt, D]
+            (&self.layer_norm_space, &self.attention_space, Groups::Space), // [B·nt, ns, D]
+        ];
+        for (ln, attn, groups) in sublayers {
+            let qkv = attn.qkv(&ln.forward(&x)?)?; // (B, N, 3D)
+            let o = group_attention(&qkv, c.grid(), groups, c.heads, attn.scale(c.hidden))?; // (B, N, D)
+            x = x.try_add(&attn.project(&o)?)?;
+        }
+        x.try_add(&self.mlp.forward(&self.layer_norm_mlp.forward(&x)?)?)
+    }
+
+    fn params(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
+        self.layer_norm_time.params(&format!("{p}/LayerNorm_time"), out);
+        self.attention_time.params(&format!("{p}/MultiHeadDotProductAttention_time"), out);
+        self.layer_norm_space.params(&format!("{p}/LayerNorm_space"), out);
+        self.attention_space.params(&format!("{p}/MultiHeadDotProductAttention_space"), out);
+        self.layer_norm_mlp.params(&format!("{p}/LayerNorm_mlp"), out);
+        self.mlp.dense_0.params(&format!("{p}/MlpBlock/Dense_0"), out);
+        self.mlp.dense_1.params(&format!("{p}/MlpBlock/Dense_1"), out);
+    }
+}
+
+/// The blocks of Model 3 or Model 4.
+pub enum FactorisedBlocks {
+    SelfAttention(Vec<FactorisedSelfAttentionBlock>),
+    DotProduct(Vec<EncoderBlock>),
+}
+
+/// Models 3 and 4 (scenic `ViViT` with `classifier='gap'`): tubelets + posemb (no cls),
+/// factorised blocks, `encoder_norm`, mean over all tokens, `output_projection`.
+pub struct FactorisedViViT {
+    pub config: Config,
+    pub embedding: (Tensor, Tensor),
+    /// `Transformer/posembed_input/pos_embedding` (1, N, D).
+    pub pos_embedding: Tensor,
+    pub blocks: FactorisedBlocks,
+    pub encoder_norm: LayerNorm,
+    pub output_projection: Dense,
+}
+
+impl FactorisedViViT {
+    pub fn new(config: Config, seed: u64) -> Result<FactorisedViViT> {
+        config.validate()?;
+        let mut init = Init::new(seed);
+        let (d, h, m) = (config.hidden, config.heads, config.mlp_dim);
+        let embedding = new_embedding(&mut init, &config)?;
+        let pos_embedding = init.normal(&[1, config.num_patches(), d], 0.02)?;
+        let blocks = match config.model {
+            Model::FactorisedSelfAttention => FactorisedBlocks::SelfAttention(
+                (0..config.layers).map(|_| FactorisedSelfAttentionBlock::new(&mut init, d, h, m)).collect::<Result<_>>()?,
+            ),
+            Model::FactorisedDotProduct => FactorisedBlocks::DotProduct(
+                (0..config.layers).map(|_| EncoderBlock::new(&mut init, d, h, m)).collect::<Result<_>>()?,
+            ),
+            other => return Err(Error::Config(format!("FactorisedViViT builds Models 3 and 4, not {other:?}"))),
+        };
+        let encoder_norm = LayerNorm::flax(&mut init, d)?;
+        let output_projection = Dense::zeros(&mut init, d, config.num_classes)?;
+        Ok(FactorisedViViT { config, embedding, pos_embedding, blocks, encoder_norm, output_projection })
+    }
+
+    /// x (B, T, H, W, 3) channels-last -> logits (B, classes).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        let mut h = tubelet_embed(c, &self.embedding, x)?.try_add(&self.pos_embedding)?; // (B, N, D)
+        match &self.blocks {
+            FactorisedBlocks::SelfAttention(blocks) => {
+                for blk in blocks {
+                    h = blk.forward(&h, c)?;
+                }
+            }
+            FactorisedBlocks::DotProduct(blocks) => {
+                // scenic applies the block to x viewed as [B, nt, ns, D]; (B, N, D) holds the same.
+                let core = |qkv: &Tensor| head_split_attention(qkv, c.grid(), c.heads, 1.0 / ((c.hidden / c.heads) as f32).sqrt());
+                for blk in blocks {
+                    h = blk.forward_with(&h, core)?;
+                }
+            }
+        }
+        let pooled = self.encoder_norm.forward(&h)?.try_mean(&[1], false)?; // classifier = 'gap': (B, D)
+        self.output_projection.forward(&pooled)
+    }
+
+    /// Every parameter under its scenic checkpoint key.
+    pub fn named_params(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![
+            ("embedding/kernel".to_string(), self.embedding.0.clone()),
+            ("embedding/bias".to_string(), self.embedding.1.clone()),
+            ("Transformer/posembed_input/pos_embedding".to_string(), self.pos_embedding.clone()),
+        ];
+        match &self.blocks {
+            FactorisedBlocks::SelfAttention(blocks) => {
+                for (i, blk) in blocks.iter().enumerate() {
+                    blk.params(&format!("Transformer/encoderblock_{i}"), &mut out);
+                }
+            }
+            FactorisedBlocks::DotProduct(blocks) => {
+                for (i, blk) in blocks.iter().enumerate() {
+                    blk.params(&format!("Transformer/encoderblock_{i}"), &mut out);
+                }
+            }
+        }
+        self.encoder_norm.params("Transformer/encoder_norm", &mut out);
+        self.output_projection.params("output_projection", &mut out);
+        out
+    }
+}
+
+/// Dropout and stochastic depth are 0 in the released configs: train and eval agree.
+macro_rules! video_model {
+    ($t:ty) => {
+        impl VideoModel for $t {
+            fn clip(&self) -> [usize; 3] {
+                [self.config.frames, self.config.height, self.config.width]
+            }
+
+            fn num_classes(&self) -> usize {
+                self.config.num_classes
+            }
+
+            fn input_layout(&self) -> InputLayout {
+                InputLayout::Bthwc
+            }
+
+            fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+                <$t>::forward(self, x)
+            }
+
+            fn named_params(&self) -> Vec<(String, Tensor)> {
+                <$t>::named_params(self)
+            }
+
+            fn named_buffers(&self) -> Vec<(String, Tensor)> {
+                Vec::new()
+            }
+        }
+    };
+}
+
+video_model!(FactorisedEncoder);
+video_model!(FactorisedViViT);
