@@ -1,1 +1,5 @@
-fn main(){}
+//! tubelet's criterion benches: one binary; each file contributes one `criterion_group!`.
+
+mod attention;
+
+criterion::criterion_main!(attention::benches);
