@@ -34,7 +34,10 @@ const TILE: usize = 480;
 const MAX_BK: usize = 64;
 /// Loop iterations an invocation may spend (Mesa 22 llvmpipe stops at 65,535 in total).
 const LOOP_BUDGET: usize = 50_000;
-const TILES: [(&str, f64); 2] = [("BQ", BQ as f64), ("TILE", TILE as f64)];
+/// The kernels' override constants: tiles, and the head dim in vec4s (constant loop bounds).
+fn consts(p: &Params) -> [(&'static str, f64); 3] {
+    [("BQ", BQ as f64), ("TILE", TILE as f64), ("D4", p.d4 as f64)]
+}
 
 /// The window and shift a block uses on a given grid, and the window its bias table was built
 /// for (the official `relative_position_index` is sliced `[:N, :N]` when the window is clamped).
@@ -421,7 +424,7 @@ impl Op for WindowAttention {
         // qkv (B, D, H, W, 3C), bias (3C), table (T, heads) -> y (B, D, H, W, C), lse (B·nW, heads, N)
         gpu().dispatch(
             kernel!(window_attention_forward),
-            &TILES,
+            &consts(&p),
             &[x[0].buffer(), x[1].buffer(), x[2].buffer(), y.buffer(), lse.buffer()],
             &p,
             [p.n.div_ceil(BQ), p.n_inst, p.heads],
@@ -447,8 +450,8 @@ impl Op for WindowAttention {
         let tiles = [p.n.div_ceil(BQ), p.n_inst, p.heads];
         let bufs: Vec<&wgpu::Buffer> = ins.iter().copied().chain([dqkv.buffer(), dpad.buffer()]).collect();
         // -> dqkv (B, D, H, W, 3C) for real tokens, dpad (B, NPAD, 3C) for padding tokens
-        gpu().dispatch(kernel!(window_attention_backward_dq), &TILES, &bufs, &p, tiles)?;
-        gpu().dispatch(kernel!(window_attention_backward_dkv), &TILES, &bufs, &p, tiles)?;
+        gpu().dispatch(kernel!(window_attention_backward_dq), &consts(&p), &bufs, &p, tiles)?;
+        gpu().dispatch(kernel!(window_attention_backward_dkv), &consts(&p), &bufs, &p, tiles)?;
         let dbias = if p.n_pad == 0 {
             Tensor::try_full(&[c3], 0.0)?
         } else {
@@ -459,7 +462,7 @@ impl Op for WindowAttention {
         let part = Tensor::empty(&[p.n_chunks(), t, heads])?;
         let bufs: Vec<&wgpu::Buffer> = ins.iter().copied().chain([part.buffer()]).collect();
         // -> part (NCHUNK, T, heads), one invocation per (chunk, entry, head)
-        gpu().dispatch(kernel!(window_attention_backward_table), &[], &bufs, &p, grid(part.numel(), 64))?;
+        gpu().dispatch(kernel!(window_attention_backward_table), &[("D4", p.d4 as f64)], &bufs, &p, grid(part.numel(), 64))?;
         let dtable = if p.n_chunks() == 1 { part.view(&[t, heads]) } else { reduce_raw(&part, ReduceKind::Sum, &[0])?.view(&[t, heads]) };
         Ok(vec![Some(dqkv), Some(dbias), Some(dtable)])
     }
