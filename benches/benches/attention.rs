@@ -39,7 +39,7 @@ impl Case {
     /// Forward FLOPs of the two attention matmuls, batch 1.
     fn flops(&self) -> u64 {
         match *self {
-            Case::Window { grid, c, heads, window, shift } => {
+            Case::Window { grid, c, window, shift, .. } => {
                 let w = Case::win(grid, window, shift).window;
                 let n = w.iter().product::<usize>();
                 let windows: usize = (0..3).map(|a| grid[a].div_ceil(w[a])).product();
