@@ -10,7 +10,10 @@
 
 override BQ: u32 = 32u;
 override TILE: u32 = 480u;  // vec4 slots per Q (and per dO) tile: 15 KiB for both
-const DMAX4: u32 = 32u;
+const DMAX4: u32 = 32u;     // head dim ≤ 128
+// ceil(HD / 4), set by the host (v2): constant loop bounds let the compiler unroll the head-dim
+// loops and keep the per-lane q / dO / accumulator arrays in registers.
+override D4: u32 = 8u;
 const MAX_BK: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
@@ -78,7 +81,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     var v: array<vec4<f32>, DMAX4>;
     var dk: array<vec4<f32>, DMAX4>;
     var dv: array<vec4<f32>, DMAX4>;
-    for (var c = 0u; c < p.d4; c++) {
+    for (var c = 0u; c < D4; c++) {
         k[c] = tok_ld4(tk, 1u, h, c) * p.scale;
         v[c] = tok_ld4(tk, 2u, h, c);
         dk[c] = vec4<f32>(0.0);
@@ -86,10 +89,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
     for (var t0 = 0u; t0 < p.n; t0 += p.bk) {
         let nq = min(p.bk, p.n - t0);
-        for (var e = lid.x; e < nq * p.d4; e += BQ) {
-            let tq = win_token(g, t0 + e / p.d4);
-            qs[e] = tok_ld4(tq, 0u, h, e % p.d4);
-            gs[e] = dy_ld4(tq, h, e % p.d4);
+        for (var e = lid.x; e < nq * D4; e += BQ) {
+            let tq = win_token(g, t0 + e / D4);
+            qs[e] = tok_ld4(tq, 0u, h, e % D4);
+            gs[e] = dy_ld4(tq, h, e % D4);
         }
         for (var e = lid.x; e < nq; e += BQ) {
             let li = (g * p.heads + h) * p.n + t0 + e;
@@ -101,15 +104,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         for (var i = 0u; i < nq; i++) {
             var sc = table[rel_index(t0 + i, jc) * p.heads + h] + mask_of(labels[i], tk.label);
             var dp = 0.0;
-            for (var c = 0u; c < p.d4; c++) {
-                sc += dot(qs[i * p.d4 + c], k[c]);
-                dp += dot(gs[i * p.d4 + c], v[c]);
+            for (var c = 0u; c < D4; c++) {
+                sc += dot(qs[i * D4 + c], k[c]);
+                dp += dot(gs[i * D4 + c], v[c]);
             }
             let pij = exp(sc - lse_t[i]);
             let ds = pij * (dp - delta_t[i]);
-            for (var c = 0u; c < p.d4; c++) {
-                dv[c] += pij * gs[i * p.d4 + c];
-                dk[c] += ds * qs[i * p.d4 + c];
+            for (var c = 0u; c < D4; c++) {
+                dv[c] += pij * gs[i * D4 + c];
+                dk[c] += ds * qs[i * D4 + c];
             }
         }
         workgroupBarrier();
@@ -117,7 +120,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     if (!live) { return; }
     var base = tk.row * 3u * p.c + h * p.hd;
     if (!tk.real) { base = (tk.b * p.n_pad + tk.pad) * 3u * p.c + h * p.hd; }
-    for (var c = 0u; c < p.d4; c++) {
+    for (var c = 0u; c < D4; c++) {
         let gk = dk[c] * p.scale;
         let gv = dv[c];
         for (var e = 0u; e < 4u; e++) {

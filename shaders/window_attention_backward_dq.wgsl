@@ -11,7 +11,10 @@
 
 override BQ: u32 = 32u;
 override TILE: u32 = 480u;  // vec4 slots per K (and per V) tile: 15 KiB for both
-const DMAX4: u32 = 32u;
+const DMAX4: u32 = 32u;     // head dim ≤ 128
+// ceil(HD / 4), set by the host (v2): constant loop bounds let the compiler unroll the head-dim
+// loops and keep the per-lane q / dO / accumulator arrays in registers.
+override D4: u32 = 8u;
 const MAX_BK: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
@@ -76,7 +79,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     var q: array<vec4<f32>, DMAX4>;
     var go: array<vec4<f32>, DMAX4>;   // dO_i
     var dq: array<vec4<f32>, DMAX4>;
-    for (var c = 0u; c < p.d4; c++) {
+    for (var c = 0u; c < D4; c++) {
         q[c] = tok_ld4(tq, 0u, h, c) * p.scale;
         go[c] = dy_ld4(tq, h, c);
         dq[c] = vec4<f32>(0.0);
@@ -86,10 +89,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let delta_i = delta[li];
     for (var t0 = 0u; t0 < p.n; t0 += p.bk) {
         let nk = min(p.bk, p.n - t0);
-        for (var e = lid.x; e < nk * p.d4; e += BQ) {
-            let tk = win_token(g, t0 + e / p.d4);
-            ks[e] = tok_ld4(tk, 1u, h, e % p.d4);
-            vs[e] = tok_ld4(tk, 2u, h, e % p.d4);
+        for (var e = lid.x; e < nk * D4; e += BQ) {
+            let tk = win_token(g, t0 + e / D4);
+            ks[e] = tok_ld4(tk, 1u, h, e % D4);
+            vs[e] = tok_ld4(tk, 2u, h, e % D4);
         }
         for (var e = lid.x; e < nk; e += BQ) {
             labels[e] = win_token(g, t0 + e).label;
@@ -98,13 +101,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         for (var j = 0u; j < nk; j++) {
             var sc = table[rel_index(ic, t0 + j) * p.heads + h] + mask_of(tq.label, labels[j]);
             var dp = 0.0;
-            for (var c = 0u; c < p.d4; c++) {
-                sc += dot(q[c], ks[j * p.d4 + c]);
-                dp += dot(go[c], vs[j * p.d4 + c]);
+            for (var c = 0u; c < D4; c++) {
+                sc += dot(q[c], ks[j * D4 + c]);
+                dp += dot(go[c], vs[j * D4 + c]);
             }
             let ds = exp(sc - lse_i) * (dp - delta_i);
-            for (var c = 0u; c < p.d4; c++) {
-                dq[c] += ds * ks[j * p.d4 + c];
+            for (var c = 0u; c < D4; c++) {
+                dq[c] += ds * ks[j * D4 + c];
             }
         }
         workgroupBarrier();
@@ -112,7 +115,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     if (!live) { return; }
     var base = tq.row * 3u * p.c + h * p.hd;
     if (!tq.real) { base = (tq.b * p.n_pad + tq.pad) * 3u * p.c + h * p.hd; }
-    for (var c = 0u; c < p.d4; c++) {
+    for (var c = 0u; c < D4; c++) {
         let v = dq[c] * p.scale;
         for (var k = 0u; k < 4u; k++) {
             if (4u * c + k < p.hd) {

@@ -14,6 +14,7 @@
 // #include "lib/window.wgsl"
 
 override WG: u32 = 64u;
+override D4: u32 = 8u;   // ceil(HD / 4), set by the host: a constant loop bound (v2)
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read> qkv_bias: array<f32>;
@@ -93,7 +94,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                     let tk = win_token(g, j);
                     var sc = 0.0;
                     var dp = 0.0;
-                    for (var c = 0u; c < p.d4; c++) {
+                    for (var c = 0u; c < D4; c++) {
                         sc += dot(tok_ld4(tq, 0u, h, c), tok_ld4(tk, 1u, h, c));
                         dp += dot(dy_ld4(tq, h, c), tok_ld4(tk, 2u, h, c));
                     }

@@ -15,6 +15,9 @@
 override BQ: u32 = 32u;     // query tokens per workgroup = workgroup size
 override TILE: u32 = 480u;  // vec4 slots per K (and per V) tile: 15 KiB for both
 const DMAX4: u32 = 32u;     // head dim ≤ 128
+// ceil(HD / 4), set by the host (v2): constant loop bounds let the compiler unroll the head-dim
+// loops and keep the per-lane q / dO / accumulator arrays in registers.
+override D4: u32 = 8u;
 const MAX_BK: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
@@ -60,7 +63,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 
     var q: array<vec4<f32>, DMAX4>;
     var acc: array<vec4<f32>, DMAX4>;
-    for (var c = 0u; c < p.d4; c++) {
+    for (var c = 0u; c < D4; c++) {
         q[c] = tok_ld4(tq, 0u, h, c) * p.scale;
         acc[c] = vec4<f32>(0.0);
     }
@@ -69,10 +72,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     for (var t0 = 0u; t0 < p.n; t0 += p.bk) {
         let nk = min(p.bk, p.n - t0);
         // (nk, D4) tiles of K and V, and the keys' shift-region labels
-        for (var e = lid.x; e < nk * p.d4; e += BQ) {
-            let tk = win_token(g, t0 + e / p.d4);
-            ks[e] = tok_ld4(tk, 1u, h, e % p.d4);
-            vs[e] = tok_ld4(tk, 2u, h, e % p.d4);
+        for (var e = lid.x; e < nk * D4; e += BQ) {
+            let tk = win_token(g, t0 + e / D4);
+            ks[e] = tok_ld4(tk, 1u, h, e % D4);
+            vs[e] = tok_ld4(tk, 2u, h, e % D4);
         }
         for (var e = lid.x; e < nk; e += BQ) {
             labels[e] = win_token(g, t0 + e).label;
@@ -80,15 +83,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         workgroupBarrier();
         for (var j = 0u; j < nk; j++) {
             var sc = table[rel_index(ic, t0 + j) * p.heads + h] + mask_of(tq.label, labels[j]);
-            for (var c = 0u; c < p.d4; c++) {
-                sc += dot(q[c], ks[j * p.d4 + c]);
+            for (var c = 0u; c < D4; c++) {
+                sc += dot(q[c], ks[j * D4 + c]);
             }
             let m_new = max(m, sc);
             let corr = exp(m - m_new);
             let pj = exp(sc - m_new);
             l = l * corr + pj;
-            for (var c = 0u; c < p.d4; c++) {
-                acc[c] = acc[c] * corr + pj * vs[j * p.d4 + c];
+            for (var c = 0u; c < D4; c++) {
+                acc[c] = acc[c] * corr + pj * vs[j * D4 + c];
             }
             m = m_new;
         }
@@ -99,7 +102,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     if (!tq.real) { return; }   // cropped: padding tokens have no output
     let inv = 1.0 / l;
     let obase = tq.row * p.c + h * p.hd;
-    for (var c = 0u; c < p.d4; c++) {
+    for (var c = 0u; c < D4; c++) {
         let o = acc[c] * inv;
         if (4u * c < p.hd) { y[obase + 4u * c] = o.x; }
         if (4u * c + 1u < p.hd) { y[obase + 4u * c + 1u] = o.y; }

@@ -1,12 +1,10 @@
 //! tubelet's criterion benches: one binary, one module per kernel family. To add a family, add
-//! its `mod` line and one `<module>::bench,` line to the group below.
+//! its `mod` line and its group to `criterion_main!` below.
 
 use criterion::{criterion_group, criterion_main};
 
+mod attention;
 mod conv;
 
-criterion_group!(
-    benches,
-    conv::bench,
-);
-criterion_main!(benches);
+criterion_group!(conv_benches, conv::bench);
+criterion_main!(attention::benches, conv_benches);

@@ -77,6 +77,8 @@ pub struct Gpu {
     param_cursor: Mutex<u64>,
     pool: Mutex<Pool>,
     bytes_in_use: AtomicU64,
+    /// Most `bytes_in_use` since the last `reset_memory_peak` (benches' workspace figures).
+    bytes_peak: AtomicU64,
     bytes_pooled: AtomicU64,
     dispatch_count: AtomicU64,
     submit_count: AtomicU64,
@@ -200,6 +202,7 @@ impl Gpu {
             param_cursor: Mutex::new(0),
             pool: Mutex::new(Pool::default()),
             bytes_in_use: AtomicU64::new(0),
+            bytes_peak: AtomicU64::new(0),
             bytes_pooled: AtomicU64::new(0),
             dispatch_count: AtomicU64::new(0),
             submit_count: AtomicU64::new(0),
@@ -228,7 +231,8 @@ impl Gpu {
             )));
         }
         let class = Self::size_class(bytes).min(limit.max(256));
-        self.bytes_in_use.fetch_add(class, Ordering::Relaxed);
+        let now = self.bytes_in_use.fetch_add(class, Ordering::Relaxed) + class;
+        self.bytes_peak.fetch_max(now, Ordering::Relaxed);
         if let Some(buf) = self.pool.lock().unwrap().free.get_mut(&class).and_then(Vec::pop) {
             self.bytes_pooled.fetch_sub(class, Ordering::Relaxed);
             return Ok(buf);
@@ -254,6 +258,16 @@ impl Gpu {
     /// Bytes held by live tensors (rounded up to the pool's size classes).
     pub fn memory_in_use(&self) -> u64 {
         self.bytes_in_use.load(Ordering::Relaxed)
+    }
+
+    /// The most bytes live tensors held at once since the last [`Gpu::reset_memory_peak`].
+    pub fn memory_peak(&self) -> u64 {
+        self.bytes_peak.load(Ordering::Relaxed)
+    }
+
+    /// Restarts the peak from the bytes in use now.
+    pub fn reset_memory_peak(&self) {
+        self.bytes_peak.store(self.memory_in_use(), Ordering::Relaxed);
     }
 
     /// Bytes kept in the pool for reuse.

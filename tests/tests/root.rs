@@ -19,3 +19,4 @@ mod tsm;
 mod uniformer;
 mod video_swin;
 mod timesformer;
+mod window_attention;

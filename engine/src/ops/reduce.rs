@@ -96,7 +96,11 @@ pub(crate) fn reduce_raw(x: &Tensor, kind: ReduceKind, axes: &[usize]) -> Result
         crate::bail!(Shape, "reduce: rank {} above 8 ({:?})", x.rank(), x.shape());
     }
     let p = split(x.shape(), axes);
-    let op = [("OP", if kind == ReduceKind::Sum { 0.0 } else { 1.0 })];
+    // NOTE: a short reduction with many outputs (a broadcast gradient such as (B, H, N, N) →
+    // (H, N, N)) gets a workgroup no wider than its length: 256 lanes and 8 barrier rounds per
+    // 4-element sum made such sums ~100× slower on llvmpipe. Same results: one chunk, tree order.
+    let wg = (p.n_red.max(1) as usize).next_power_of_two().min(256) as f64;
+    let op = [("OP", if kind == ReduceKind::Sum { 0.0 } else { 1.0 }), ("WG", wg)];
     let keep = keepdim_shape(x.shape(), axes);
     if p.n_chunks == 1 {
         let y = Tensor::empty(&keep)?;

@@ -27,14 +27,17 @@ use crate::ops::attention::MAX_HEAD_DIM;
 use crate::ops::reduce::{reduce_raw, ReduceKind};
 use crate::ops::Op;
 use crate::reference::CpuTensor;
-use crate::tensor::Tensor;
+use crate::tensor::{Indices, Tensor};
 
 const BQ: u32 = 32;
 const TILE: usize = 480;
 const MAX_BK: usize = 64;
 /// Loop iterations an invocation may spend (Mesa 22 llvmpipe stops at 65,535 in total).
 const LOOP_BUDGET: usize = 50_000;
-const TILES: [(&str, f64); 2] = [("BQ", BQ as f64), ("TILE", TILE as f64)];
+/// The kernels' override constants: tiles, and the head dim in vec4s (constant loop bounds).
+fn consts(p: &Params) -> [(&'static str, f64); 3] {
+    [("BQ", BQ as f64), ("TILE", TILE as f64), ("D4", p.d4 as f64)]
+}
 
 /// The window and shift a block uses on a given grid, and the window its bias table was built
 /// for (the official `relative_position_index` is sliced `[:N, :N]` when the window is clamped).
@@ -238,27 +241,7 @@ impl RefGeom {
 
     /// Official `compute_mask` on the padded grid: (nW, N, N) of 0 / −100.
     fn mask(&self) -> CpuTensor {
-        let [pd, ph, pw] = self.p;
-        let mut img = CpuTensor::zeros(&[1, pd, ph, pw, 1]);
-        let slices = |len: usize, w: usize, s: usize| {
-            let (w, s) = (w as i64, s as i64);
-            [py_slice(None, Some(-w), len), py_slice(Some(-w), Some(-s), len), py_slice(Some(-s), None, len)]
-        };
-        let mut cnt = 0.0;
-        for sd in slices(pd, self.w[0], self.s[0]) {
-            for sh in slices(ph, self.w[1], self.s[1]) {
-                for sw in slices(pw, self.w[2], self.s[2]) {
-                    for x in sd.clone() {
-                        for y in sh.clone() {
-                            for z in sw.clone() {
-                                *img.at_mut(&[0, x, y, z, 0]) = cnt;
-                            }
-                        }
-                    }
-                    cnt += 1.0;
-                }
-            }
-        }
+        let img = shift_region_image(self.p, self.w, self.s);
         // window_partition of the mask image: the same windows as the batch-0 instances
         let labels = |w: usize, t: usize| {
             let c = self.window_coord(w, t, 0);
@@ -268,6 +251,34 @@ impl RefGeom {
             if labels(i[0], i[1]) != labels(i[0], i[2]) { -100.0 } else { 0.0 }
         })
     }
+}
+
+/// The first half of the official `compute_mask`: `img_mask` (1, Dp, Hp, Wp, 1) of the padded
+/// grid `p`, each token labelled by its shift region (a counter over the product of the slices
+/// `(slice(−w), slice(−w, −s), slice(−s, None))` per axis, d outermost).
+fn shift_region_image(p: [usize; 3], w: [usize; 3], s: [usize; 3]) -> CpuTensor {
+    let [pd, ph, pw] = p;
+    let mut img = CpuTensor::zeros(&[1, pd, ph, pw, 1]);
+    let slices = |len: usize, w: usize, s: usize| {
+        let (w, s) = (w as i64, s as i64);
+        [py_slice(None, Some(-w), len), py_slice(Some(-w), Some(-s), len), py_slice(Some(-s), None, len)]
+    };
+    let mut cnt = 0.0;
+    for sd in slices(pd, w[0], s[0]) {
+        for sh in slices(ph, w[1], s[1]) {
+            for sw in slices(pw, w[2], s[2]) {
+                for x in sd.clone() {
+                    for y in sh.clone() {
+                        for z in sw.clone() {
+                            *img.at_mut(&[0, x, y, z, 0]) = cnt;
+                        }
+                    }
+                }
+                cnt += 1.0;
+            }
+        }
+    }
+    img
 }
 
 /// Official `relative_position_index` of window `o` (coords meshgrid 'ij', d-major), (N0, N0).
@@ -413,7 +424,7 @@ impl Op for WindowAttention {
         // qkv (B, D, H, W, 3C), bias (3C), table (T, heads) -> y (B, D, H, W, C), lse (B·nW, heads, N)
         gpu().dispatch(
             kernel!(window_attention_forward),
-            &TILES,
+            &consts(&p),
             &[x[0].buffer(), x[1].buffer(), x[2].buffer(), y.buffer(), lse.buffer()],
             &p,
             [p.n.div_ceil(BQ), p.n_inst, p.heads],
@@ -439,8 +450,8 @@ impl Op for WindowAttention {
         let tiles = [p.n.div_ceil(BQ), p.n_inst, p.heads];
         let bufs: Vec<&wgpu::Buffer> = ins.iter().copied().chain([dqkv.buffer(), dpad.buffer()]).collect();
         // -> dqkv (B, D, H, W, 3C) for real tokens, dpad (B, NPAD, 3C) for padding tokens
-        gpu().dispatch(kernel!(window_attention_backward_dq), &TILES, &bufs, &p, tiles)?;
-        gpu().dispatch(kernel!(window_attention_backward_dkv), &TILES, &bufs, &p, tiles)?;
+        gpu().dispatch(kernel!(window_attention_backward_dq), &consts(&p), &bufs, &p, tiles)?;
+        gpu().dispatch(kernel!(window_attention_backward_dkv), &consts(&p), &bufs, &p, tiles)?;
         let dbias = if p.n_pad == 0 {
             Tensor::try_full(&[c3], 0.0)?
         } else {
@@ -451,7 +462,7 @@ impl Op for WindowAttention {
         let part = Tensor::empty(&[p.n_chunks(), t, heads])?;
         let bufs: Vec<&wgpu::Buffer> = ins.iter().copied().chain([part.buffer()]).collect();
         // -> part (NCHUNK, T, heads), one invocation per (chunk, entry, head)
-        gpu().dispatch(kernel!(window_attention_backward_table), &[], &bufs, &p, grid(part.numel(), 64))?;
+        gpu().dispatch(kernel!(window_attention_backward_table), &[("D4", p.d4 as f64)], &bufs, &p, grid(part.numel(), 64))?;
         let dtable = if p.n_chunks() == 1 { part.view(&[t, heads]) } else { reduce_raw(&part, ReduceKind::Sum, &[0])?.view(&[t, heads]) };
         Ok(vec![Some(dqkv), Some(dbias), Some(dtable)])
     }
@@ -483,6 +494,108 @@ impl Tensor {
             panic!("window_attention{:?} with bias {:?}, table {:?}: {e}", self.shape(), qkv_bias.shape(), table.shape())
         })
     }
+}
+
+// ---------------------------------------------------------------- the unfused composition
+
+/// Video Swin window attention built only from basic engine ops, step for step as the official
+/// `SwinTransformerBlock3D.forward_part1` + `WindowAttention3D` (minus the two Linears): the
+/// readable definition of what the fused kernels compute, their test oracle on the GPU, and the
+/// baseline of `tubelet bench attention`. Same inputs, output and errors as
+/// [`Tensor::try_window_attention`], so the two can be swapped. Every step materialises its
+/// result (the padded grid, the rolled grid, the windows, the (B·nW, heads, N, N) scores), which
+/// is what the fused op avoids.
+///
+/// ```no_run
+/// use tubelet::Tensor;
+/// use tubelet::ops::window_attention::{video_swin_window, window_attention_unfused};
+/// let qkv = Tensor::randn(&[1, 8, 14, 14, 3 * 96], 0.0, 1.0, 1).unwrap();
+/// let (bias, table) = (Tensor::zeros(&[3 * 96]), Tensor::zeros(&[15 * 13 * 13, 3]));
+/// let win = video_swin_window([8, 14, 14], [8, 7, 7], [4, 3, 3]);
+/// let y = window_attention_unfused(&qkv, &bias, &table, 3, 32f32.powf(-0.5), win).unwrap();
+/// let z = qkv.window_attention(&bias, &table, 3, 32f32.powf(-0.5), win); // same values
+/// ```
+pub fn window_attention_unfused(qkv: &Tensor, qkv_bias: &Tensor, table: &Tensor, heads: usize,
+                                scale: f32, win: SwinWindow) -> Result<Tensor> {
+    let g = WindowAttention::new(heads, scale, win).geometry(qkv.shape(), qkv_bias.shape(), table.shape())?;
+    let SwinWindow { window: w, shift: s, full_window: o } = win;
+    let (b, c3, n, nw) = (g.b as usize, 3 * g.c as usize, g.n as usize, g.n_win as usize);
+    let (c, hd) = (g.c as usize, g.hd as usize);
+    let dims = [g.gd, g.gh, g.gw].map(|v| v as usize);
+    let padded = [g.pd, g.ph, g.pw].map(|v| v as usize);
+    // F.pad at the end of D, H, W (after norm1, before the qkv Linear: pad tokens = qkv bias)
+    let mut x = qkv.clone(); // (B, D, H, W, 3C)
+    for a in 0..3 {
+        if padded[a] > dims[a] {
+            let mut fill = x.shape().to_vec();
+            fill[a + 1] = padded[a] - dims[a];
+            let pad = qkv_bias.try_reshape(&[1, 1, 1, 1, c3])?.try_broadcast_to(&fill)?;
+            x = Tensor::try_cat(&[&x, &pad], a + 1)?;
+        }
+    }
+    // torch.roll(x, (−sd, −sh, −sw), dims=(1, 2, 3))
+    for a in 0..3 {
+        x = roll(&x, a + 1, padded[a] - s[a])?; // (B, Dp, Hp, Wp, 3C)
+    }
+    let xw = window_partition(&x, w)?; // (B·nW, N, 3C)
+    let t = xw.try_reshape(&[b * nw, n, 3, heads, hd])?.try_permute(&[2, 0, 3, 1, 4])?; // (3, B·nW, nH, N, hd)
+    let (q, k, v) = (t.try_select(0, 0)?, t.try_select(0, 1)?, t.try_select(0, 2)?); // (B·nW, nH, N, hd)
+    let mut attn = q.try_mul_scalar(scale)?.try_matmul_nt(&k)?; // (B·nW, nH, N, N)
+    // + table[index[:N, :N].reshape(−1)].reshape(N, N, nH).permute(2, 0, 1)
+    let full = relative_position_index(o);
+    let index: Vec<u32> = (0..n * n).map(|ij| full[ij / n][ij % n] as u32).collect();
+    let bias = table.try_index_select(&Indices::from_slice(&index)?)?; // (N·N, nH)
+    attn = attn.try_add(&bias.try_reshape(&[n, n, heads])?.try_permute(&[2, 0, 1])?)?;
+    if s.iter().any(|&v| v > 0) {
+        // compute_mask: region labels partitioned into windows, −100 where two tokens differ
+        let img = Tensor::from_cpu(&shift_region_image(padded, w, s))?; // (1, Dp, Hp, Wp, 1)
+        let labels = window_partition(&img, w)?; // (nW, N, 1)
+        let diff = labels.try_reshape(&[nw, 1, n])?.try_sub(&labels)?; // (nW, N, N)
+        let ones = Tensor::try_full(&[1], 1.0)?;
+        let mask = diff.try_mul(&diff)?.try_minimum(&ones)?.try_mul_scalar(-100.0)?; // 0 or −100
+        // attn.view(B, nW, nH, N, N) + mask.unsqueeze(1).unsqueeze(0)
+        attn = attn.try_reshape(&[b, nw, heads, n, n])?.try_add(&mask.try_reshape(&[nw, 1, n, n])?)?;
+        attn = attn.try_reshape(&[b * nw, heads, n, n])?;
+    }
+    let y = attn.try_softmax()?.try_matmul(&v)?; // (B·nW, nH, N, hd)
+    let y = y.try_permute(&[0, 2, 1, 3])?.try_reshape(&[b * nw, n, c])?; // (B·nW, N, C)
+    let mut y = window_reverse(&y, w, b, padded)?; // (B, Dp, Hp, Wp, C)
+    for a in 0..3 {
+        y = roll(&y, a + 1, s[a])?; // roll back by (+sd, +sh, +sw)
+    }
+    for a in 0..3 {
+        if padded[a] > dims[a] {
+            y = y.try_narrow(a + 1, 0, dims[a])?; // crop
+        }
+    }
+    Ok(y) // (B, D, H, W, C)
+}
+
+/// `torch.roll(x, k, dims=axis)` for 0 ≤ k ≤ P: y[i] = x[(i − k) mod P], as two narrows and a cat.
+fn roll(x: &Tensor, axis: usize, k: usize) -> Result<Tensor> {
+    let p = x.dim(axis as isize);
+    if k % p == 0 {
+        return Ok(x.clone());
+    }
+    Tensor::try_cat(&[&x.try_narrow(axis, p - k, k)?, &x.try_narrow(axis, 0, p - k)?], axis)
+}
+
+/// Official `window_partition`: (B, Dp, Hp, Wp, K) → (B·nW, N, K), windows batch-major in
+/// (D, H, W) order, tokens d-major inside a window.
+fn window_partition(x: &Tensor, w: [usize; 3]) -> Result<Tensor> {
+    let s = x.shape();
+    let (b, k, nd, nh, nw) = (s[0], s[4], s[1] / w[0], s[2] / w[1], s[3] / w[2]);
+    x.try_reshape(&[b, nd, w[0], nh, w[1], nw, w[2], k])?
+        .try_permute(&[0, 1, 3, 5, 2, 4, 6, 7])? // (B, nD, nH, nW, Wd, Wh, Ww, K)
+        .try_reshape(&[b * nd * nh * nw, w[0] * w[1] * w[2], k])
+}
+
+/// Official `window_reverse`: (B·nW, N, K) → (B, Dp, Hp, Wp, K).
+fn window_reverse(x: &Tensor, w: [usize; 3], b: usize, p: [usize; 3]) -> Result<Tensor> {
+    let (k, nd, nh, nw) = (x.dim(2), p[0] / w[0], p[1] / w[1], p[2] / w[2]);
+    x.try_reshape(&[b, nd, nh, nw, w[0], w[1], w[2], k])?
+        .try_permute(&[0, 1, 4, 2, 5, 3, 6, 7])? // (B, nD, Wd, nH, Wh, nW, Ww, K)
+        .try_reshape(&[b, p[0], p[1], p[2], k])
 }
 
 #[cfg(feature = "testing")]
