@@ -8,6 +8,7 @@
 use tubelet::{Error, Result, Tensor};
 
 pub mod blocks;
+pub mod mvit;
 pub mod synthetic;
 pub mod vivit;
 
@@ -86,6 +87,7 @@ pub struct Preset {
 pub fn presets() -> Vec<Preset> {
     let mut all = Vec::new();
     all.extend(vivit::presets());
+    all.extend(mvit::presets());
     all
 }
 
