@@ -305,11 +305,25 @@ fn mvit_tiny_every_parameter_gets_a_finite_nonzero_gradient() {
         let logits = model.forward(&x, true).unwrap();
         assert_eq!(logits.shape(), [2, NUM_CLASSES]);
         let grads = logits.cross_entropy(&y).backward().unwrap();
+        // NOTE: the head reads only the cls token, and in the last block the q pooling conv
+        // and the rel-pos tables act only on the non-cls query rows (the cls row is split off
+        // before pooling and excluded from the rel-pos terms), so their gradient is exactly 0,
+        // in SF too. Assert that structure rather than skip it.
+        let last = model.blocks.len() - 1;
+        let dead = |name: &str| {
+            version == Version::V2
+                && name.starts_with(&format!("blocks.{last}.attn."))
+                && (name.contains(".pool_q.") || name.contains(".rel_pos_"))
+        };
         for (name, p) in model.named_params() {
             let g = grads.get(&p).unwrap_or_else(|| panic!("{version:?} {name}: no gradient"));
             let v = g.to_vec().unwrap();
             assert!(v.iter().all(|x| x.is_finite()), "{version:?} {name}: non-finite gradient");
-            assert!(v.iter().any(|&x| x != 0.0), "{version:?} {name}: gradient is all zeros");
+            if dead(&name) {
+                assert!(v.iter().all(|&x| x == 0.0), "{version:?} {name}: acts only on non-cls rows yet has a gradient");
+            } else {
+                assert!(v.iter().any(|&x| x != 0.0), "{version:?} {name}: gradient is all zeros");
+            }
         }
     }
 }
@@ -323,7 +337,7 @@ fn mvit_tiny_loss_falls_on_a_fixed_batch() {
         let config = tubelet::optim::AdamWConfig { lr: 2e-3, ..Default::default() };
         let mut opt = tubelet::optim::AdamW::new(model.named_params(), config).unwrap();
         // The same batch repeatedly: the loss must fall (memorisation, a plumbing check).
-        let (x, y) = batch(&cfg, 8, 0);
+        let (x, y) = batch(&cfg, 4, 0);
         let mut losses = vec![];
         for _ in 0..10 {
             let loss = model.forward(&x, true).unwrap().cross_entropy(&y);
@@ -351,3 +365,4 @@ fn mvit_rejects_bad_inputs_and_configs() {
     assert!(err.contains("drop path"), "{err}");
     model.forward(&x, false).unwrap();
 }
+
