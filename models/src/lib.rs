@@ -8,6 +8,7 @@
 use tubelet::{Error, Result, Tensor};
 
 pub mod blocks;
+pub mod mvit;
 pub mod synthetic;
 pub mod tsm;
 pub mod uniformer;
@@ -95,6 +96,7 @@ pub fn presets() -> Vec<Preset> {
     all.extend(uniformer::presets());
     all.extend(video_swin::presets());
     all.extend(timesformer::presets());
+    all.extend(mvit::presets());
     all
 }
 

@@ -5,6 +5,7 @@ mod attention;
 mod autograd;
 mod io;
 mod models;
+mod mvit;
 mod optim;
 mod linear;
 mod matmul;
