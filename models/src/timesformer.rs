@@ -281,15 +281,11 @@ pub struct Block {
     pub drop_path: f32,
 }
 
-/// Per-sample drop path (timm `DropPath`): x (B, …) scaled by 0 or 1/(1 − p) per sample.
+/// Per-sample drop path (timm `DropPath`): x (B, …) scaled by 0 or 1/(1 − p) per sample
+/// (engine/src/ops/drop_path.rs).
 fn drop_path(x: &Tensor, p: f32, seed: Option<u64>) -> Result<Tensor> {
     match seed {
-        Some(seed) if p > 0.0 => {
-            let mut shape = vec![1; x.rank()];
-            shape[0] = x.dim(0);
-            let mask = Tensor::try_full(&shape, 1.0)?.try_dropout(p, seed)?; // (B, 1, …)
-            x.try_mul(&mask)
-        }
+        Some(seed) if p > 0.0 => x.try_drop_path(p, seed),
         _ => Ok(x.clone()),
     }
 }

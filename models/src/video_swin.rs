@@ -22,9 +22,8 @@
 //! bias, mask, reverse and crop fused in one op), `patch_merging` (the 2×2 gather), `linear`,
 //! `layer_norm`, `gelu`, `mean`, `dropout`.
 //!
-//! Deviations: none in the computation. Drop path (stochastic depth, `drop_path_rate`) is kept
-//! in the config with the official per-block linspace, but training with a rate > 0 returns an
-//! error until the engine has `try_drop_path` (see [`residual`]); the tiny preset uses 0.
+//! Deviations: none in the computation. Drop path (stochastic depth, `drop_path_rate`) follows
+//! the official per-block linspace (see [`residual`]); the tiny preset uses 0.
 
 use std::cell::Cell;
 
@@ -242,16 +241,8 @@ fn pad_end(x: &Tensor, axis: usize, amount: usize) -> Result<Tensor> {
 /// `x + DropPath(branch)`: every residual of the model goes through here. Stochastic depth
 /// (Huang et al. 2016; timm `DropPath`) zeroes a sample's whole branch with probability p and
 /// scales the kept ones by 1/(1 − p), in training only.
-// NOTE: wire `branch.try_drop_path(p, seed)?` here once the engine has the op; until then a
-// training forward with p > 0 is an error rather than a silent deviation.
-fn residual(x: &Tensor, branch: &Tensor, p: f32, train: bool, _seed: u64) -> Result<Tensor> {
-    if train && p > 0.0 {
-        return Err(Error::Config(format!(
-            "Video Swin: drop path (rate {p}) is not available yet in the engine; train with \
-             drop_path_rate = 0, or run the forward in eval mode"
-        )));
-    }
-    x.try_add(branch)
+fn residual(x: &Tensor, branch: &Tensor, p: f32, train: bool, seed: u64) -> Result<Tensor> {
+    x.try_add(&branch.try_drop_path_if(train, p, seed)?) // engine/src/ops/drop_path.rs
 }
 
 /// PyTorch's default Conv3d init, U(±1/√fan_in) for weight and bias (the official init_weights

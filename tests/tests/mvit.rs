@@ -357,12 +357,12 @@ fn mvit_rejects_bad_inputs_and_configs() {
     assert!(err.contains("[1, 8, 32, 32, 3]"), "{err}");
     let err = MViT::new(Config { crop: 30, ..Config::tiny(Version::V2, 8) }, 0).err().unwrap().to_string();
     assert!(err.contains("SF requires"), "{err}");
-    // Drop path is routed through one residual function that refuses to train without the op.
-    let cfg = Config { drop_path_rate: 0.1, ..Config::tiny(Version::V1, 8) };
+    // Drop path: trains with finite outputs; eval is unaffected (same logits as rate 0).
+    let cfg = Config { drop_path_rate: 0.5, ..Config::tiny(Version::V1, 8) };
     let model = MViT::new(cfg.clone(), 0).unwrap();
-    let (x, _) = batch(&cfg, 1, 0);
-    let err = model.forward(&x, true).unwrap_err().to_string();
-    assert!(err.contains("drop path"), "{err}");
-    model.forward(&x, false).unwrap();
+    let plain = MViT::new(Config::tiny(Version::V1, 8), 0).unwrap();
+    let (x, _) = batch(&cfg, 2, 0);
+    assert!(model.forward(&x, true).unwrap().to_vec().unwrap().iter().all(|v| v.is_finite()));
+    assert_eq!(model.forward(&x, false).unwrap().to_vec().unwrap(), plain.forward(&x, false).unwrap().to_vec().unwrap());
 }
 

@@ -23,8 +23,7 @@
 //!   `DEPTH` twice and builds 24 layers with other kernels (seed-models.md §6.3).
 //! - MViTv2-L: SF's README gives 217.6M parameters for K400; its own config builds 213,390,112,
 //!   which is what this preset has (seed-models.md §0.1).
-//! - Drop path (stochastic depth) in training waits for the engine's drop_path op: a preset
-//!   with `drop_path_rate > 0` errors when trained (the tiny presets use 0); eval is exact.
+//! - Drop path (stochastic depth, the official linspace) goes through `blocks::residual`.
 //! - The patch-embedding bias starts at 0 (PyTorch's default uniform init is not reproduced);
 //!   every other init follows SF (`trunc_normal(0.02)`, Linear and LayerNorm biases 0.02).
 //! - Only `POOL_KV_STRIDE_ADAPTIVE` schedules (every released config) and pool_first=False.
@@ -361,18 +360,8 @@ pub(crate) fn layer_norm(init: &mut Init, c: usize) -> Result<LayerNorm> {
     Ok(LayerNorm { weight: init.constant(&[c], 1.0)?, bias: init.constant(&[c], 0.02)?, eps: 1e-6, flax: false })
 }
 
-/// x + DropPath(branch). Every residual goes through here, so drop path lands in one place.
-/// NOTE: stochastic depth needs the engine's per-sample drop_path op; until it exists, training
-/// with a positive rate is an error rather than silently a different model.
-pub fn residual(x: &Tensor, branch: &Tensor, drop_path: f32, train: bool) -> Result<Tensor> {
-    if train && drop_path > 0.0 {
-        return Err(Error::Config(format!(
-            "MViT: drop path {drop_path} in training needs the engine's drop_path op, which this build \
-             lacks; set drop_path_rate = 0 (or run in eval)"
-        )));
-    }
-    x.try_add(branch)
-}
+/// `x + drop_path(branch)`: stochastic depth in training, `x + branch` in eval.
+pub use crate::blocks::residual;
 
 /// SF `Mlp`: fc1, GELU (erf), fc2.
 pub struct Mlp {
