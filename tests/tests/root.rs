@@ -13,3 +13,4 @@ mod conv;
 mod ops;
 mod shaders;
 mod softmax;
+mod zoo;
