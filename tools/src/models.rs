@@ -4,6 +4,17 @@
 
 use tubelet::Result;
 
+/// Four significant digits at most, so tiny presets do not print as 0.00.
+fn gflops(g: f64) -> String {
+    if g >= 100.0 {
+        format!("{g:.1}")
+    } else if g >= 1.0 {
+        format!("{g:.2}")
+    } else {
+        format!("{g:.4}")
+    }
+}
+
 pub fn run() -> Result<()> {
     let presets = tubelet_models::presets();
     let nw = presets.iter().map(|p| p.name.len()).max().unwrap_or(5).max(5);
@@ -14,11 +25,11 @@ pub fn run() -> Result<()> {
         let pad = 11usize.saturating_sub(input.chars().count());
         let train = if p.tiny { "yes" } else { "-" };
         println!(
-            "{:<nw$}  {input}{}  {:>12}  {:>9.2}  {:<5}  {}",
+            "{:<nw$}  {input}{}  {:>12}  {:>9}  {:<5}  {}",
             p.name,
             " ".repeat(pad),
             p.params,
-            p.gmacs,
+            gflops(p.gmacs),
             train,
             p.description
         );

@@ -235,7 +235,15 @@ pub fn parse_config(text: &str) -> Result<Value> {
 pub fn run_tensors(module: &str, config: &Value, file: &BTreeMap<String, HostTensor>) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
     let entry = find_module(module)?;
     let input = file.get("input").ok_or_else(|| {
-        Error::Io(format!("the input file has no tensor named \"input\" (it has: {})", file.keys().cloned().collect::<Vec<_>>().join(", ")))
+        let mut some: Vec<&str> = file.keys().map(String::as_str).take(4).collect();
+        if file.len() > 4 {
+            some.push("…");
+        }
+        Error::Io(format!(
+            "the input file has no tensor named \"input\" (it has {} tensors: {})",
+            file.len(),
+            some.join(", ")
+        ))
     })?;
     let cotangent = file.get("cotangent");
     let stray: Vec<&str> = file
