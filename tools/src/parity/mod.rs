@@ -51,6 +51,12 @@ impl Block for Whole {
     }
 }
 
+/// Builds a port from the official config, the input's shape and the training flag.
+pub type BuildFn = fn(config: &mut ConfigReader, input_shape: &[usize], train: bool) -> Result<Box<dyn Block>>;
+
+/// Named tensors on the host as the output file holds them: (key, shape, values).
+pub type HostTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
 /// One entry of the registry.
 pub struct Module {
     /// The official name, e.g. `vivit.ViViT`.
@@ -60,7 +66,7 @@ pub struct Module {
     /// The training flag's default; `None` where the official call requires it (Flax `train`).
     pub train_default: Option<bool>,
     /// Builds the port from the official config and the input's shape.
-    pub build: fn(config: &mut ConfigReader, input_shape: &[usize], train: bool) -> Result<Box<dyn Block>>,
+    pub build: BuildFn,
 }
 
 /// Every module the parity tool knows.
@@ -232,7 +238,7 @@ pub fn parse_config(text: &str) -> Result<Value> {
 }
 
 /// Runs `module` on the tensors of an input file; returns the output file's tensors.
-pub fn run_tensors(module: &str, config: &Value, file: &BTreeMap<String, HostTensor>) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+pub fn run_tensors(module: &str, config: &Value, file: &BTreeMap<String, HostTensor>) -> Result<HostTensors> {
     let entry = find_module(module)?;
     let input = file.get("input").ok_or_else(|| {
         let mut some: Vec<&str> = file.keys().map(String::as_str).take(4).collect();
