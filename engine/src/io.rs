@@ -133,6 +133,18 @@ pub fn load_into(path: &Path, params: &[(String, Tensor)], strict: bool) -> Resu
     for (k, v) in &file {
         by_key.insert(strip_prefix(k), v);
     }
+    assign_by_key(&path.display().to_string(), &by_key, params, strict)
+}
+
+/// Writes host tensors (key → tensor, keys already stripped) into `params` by key, with the same
+/// checks and the same one-message error as [`load_into`]; `source` names where the tensors
+/// came from in that message. Nothing is written unless every key fits.
+pub fn assign_by_key(
+    source: &str,
+    by_key: &BTreeMap<&str, &HostTensor>,
+    params: &[(String, Tensor)],
+    strict: bool,
+) -> Result<()> {
     let mut missing = Vec::new();
     let mut wrong = Vec::new();
     for (name, t) in params {
@@ -147,7 +159,7 @@ pub fn load_into(path: &Path, params: &[(String, Tensor)], strict: bool) -> Resu
     let known: std::collections::HashSet<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
     let unexpected: Vec<&str> = by_key.keys().copied().filter(|k| !known.contains(k)).collect();
     if !missing.is_empty() || !wrong.is_empty() || (strict && !unexpected.is_empty()) {
-        let mut msg = format!("{} does not fit the model:", path.display());
+        let mut msg = format!("{source} does not fit the model:");
         if !missing.is_empty() {
             msg += &format!("\n  missing keys ({}): {}", missing.len(), missing.join(", "));
         }

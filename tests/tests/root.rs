@@ -21,3 +21,4 @@ mod uniformer;
 mod video_swin;
 mod timesformer;
 mod window_attention;
+mod zoo;

@@ -8,7 +8,8 @@ mod bench;
 mod check;
 mod info;
 mod models;
-mod train;
+
+use tubelet_cli::{parity, run, train};
 
 #[derive(Parser)]
 #[command(name = "tubelet", version, about = "Train and study video transformers on any GPU (wgpu)")]
@@ -25,12 +26,17 @@ struct Cli {
 enum Command {
     /// Train a model on the embedded synthetic moving-shapes dataset, then report held-out accuracy.
     Train(train::Args),
+    /// Classify one synthetic clip with any model (tiny or paper size): top-k classes and time.
+    Run(run::Args),
+    /// Run a module or model on a test vector (safetensors) and write its output and gradients,
+    /// to check the port against the official code.
+    Parity(parity::Args),
     /// Check every op's GPU forward and backward against the CPU reference on this machine.
     Check(check::Args),
     /// Benchmark fused kernels against their unfused compositions at the seed models' shapes.
     #[command(subcommand)]
     Bench(bench::Bench),
-    /// List the model presets with their parameters and GFLOPs.
+    /// List the model presets: input, parameters, GFLOPs, and which train on the synthetic set.
     Models,
     /// Print the GPU adapters, the chosen one's backend, driver, features and limits.
     Info,
@@ -48,6 +54,8 @@ fn main() -> ExitCode {
         Command::Info => info::run(),
         Command::Models => models::run(),
         Command::Bench(b) => bench::run(b),
+        Command::Run(args) => run::run(args),
+        Command::Parity(args) => parity::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

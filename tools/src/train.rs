@@ -1,23 +1,32 @@
-//! `tubelet train`: trains a model on the embedded synthetic moving-shapes dataset with AdamW
-//! (linear warm-up, cosine decay), shows loss / accuracy / clips per second, evaluates on the
-//! held-out split and writes the weights atomically.
+//! `tubelet train`: trains any preset of the model registry that is small enough for the
+//! embedded synthetic moving-shapes dataset (`tiny: true`) with AdamW (linear warm-up, cosine
+//! decay), shows loss / accuracy / clips per second, evaluates on the held-out split and writes
+//! the parameters and buffers atomically under their official key names.
 //!
 //! A non-finite loss stops training before the update is applied, so the parameters on the GPU
-//! are the last good ones; they are written to the checkpoint path and the run fails loudly.
+//! are the last good ones; buffers (BatchNorm running statistics), which the failing forward
+//! already updated, are restored from a copy taken before it. That state is written to the
+//! checkpoint path and the run fails loudly.
+//!
+//! Presets that are not tiny (the paper configurations: 224² clips, 400 classes, tens of
+//! millions of parameters) are refused: the synthetic set has 8 classes and 32² clips, and a
+//! single training step of such a model takes minutes on a software rasteriser. `tubelet run`
+//! runs them.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use clap::Args as ClapArgs;
 use indicatif::{ProgressBar, ProgressStyle};
 use tubelet::optim::{AdamW, AdamWConfig};
 use tubelet::{no_grad, Error, Indices, Result, Tensor};
-use tubelet_models::synthetic::{MovingShapes, Split, NUM_CLASSES};
-use tubelet_models::vivit::{Config, ViViT};
+use tubelet_models::synthetic::{Split, NUM_CLASSES};
 
-#[derive(ClapArgs, Debug)]
+use crate::clips::{argmax_rows, find_preset, load_weights, model_input, render, state};
+
+#[derive(clap::Parser, Debug)]
+#[command(name = "train")]
 pub struct Args {
-    /// Model to train (see `tubelet models`).
+    /// Model to train: a preset marked trainable in `tubelet models`.
     #[arg(long, default_value = "vivit-tiny")]
     pub model: String,
     /// Optimiser steps.
@@ -41,9 +50,14 @@ pub struct Args {
     /// Held-out clips to evaluate on at the end.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub eval_clips: u32,
-    /// Where to write the trained weights (safetensors, written atomically).
-    #[arg(long, default_value = "tubelet-vivit-tiny.safetensors")]
-    pub save: PathBuf,
+    /// Start from these weights (safetensors, official key names; prefixes such as `module.`
+    /// are stripped) instead of a fresh initialisation.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Where to write the trained weights (safetensors, written atomically); default
+    /// `tubelet-<model>.safetensors`.
+    #[arg(long)]
+    pub save: Option<PathBuf>,
     /// No progress bar: one line every 50 steps (for logs and CI).
     #[arg(long)]
     pub quiet: bool,
@@ -58,12 +72,23 @@ fn lr_at(step: u32, steps: u32, warmup: u32, peak: f32) -> f32 {
     peak * 0.5 * (1.0 + (std::f32::consts::PI * t).cos())
 }
 
-/// Index of the largest logit of each row.
-fn argmax_rows(logits: &[f32], classes: usize) -> Vec<usize> {
-    logits
-        .chunks(classes)
-        .map(|r| r.iter().enumerate().fold(0, |best, (i, &v)| if v > r[best] { i } else { best }))
-        .collect()
+/// Fails now, not after training, when the checkpoint cannot be written where asked.
+fn check_writable(save: &std::path::Path) -> Result<()> {
+    let dir = match save.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::Config(format!(
+            "--save {}: the folder {} does not exist",
+            save.display(),
+            dir.display()
+        )));
+    }
+    if save.is_dir() {
+        return Err(Error::Config(format!("--save {} is a folder; give a file name", save.display())));
+    }
+    Ok(())
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -73,21 +98,41 @@ pub fn run(args: Args) -> Result<()> {
     if !(0.0..1.0).contains(&args.weight_decay) {
         return Err(Error::Config(format!("--weight-decay must be in [0, 1), got {}", args.weight_decay)));
     }
-    let config = match args.model.as_str() {
-        "vivit-tiny" => Config::tiny(NUM_CLASSES),
-        other => {
-            return Err(Error::Config(format!("unknown model {other:?}; available: vivit-tiny")));
-        }
-    };
+    let preset = find_preset(&args.model)?;
+    if !preset.tiny {
+        let tiny: Vec<String> =
+            tubelet_models::presets().iter().filter(|p| p.tiny).map(|p| p.name.to_string()).collect();
+        return Err(Error::Config(format!(
+            "model {:?} ({} parameters, {}×{}×{} clips) is too large for the synthetic set (8 classes, \
+             32×32 clips); train one of: {} (or run it with `tubelet run --model {}`)",
+            preset.name, preset.params, preset.clip[0], preset.clip[1], preset.clip[2], tiny.join(", "), preset.name
+        )));
+    }
+    let save = args.save.clone().unwrap_or_else(|| PathBuf::from(format!("tubelet-{}.safetensors", preset.name)));
+    check_writable(&save)?;
     let gpu = tubelet::Gpu::global()?;
-    let data = MovingShapes::new(config.frames, config.height, args.seed);
-    let model = ViViT::new(config.clone(), args.seed)?;
+    let model = (preset.build)(args.seed)?;
+    let classes = model.num_classes();
+    if classes != NUM_CLASSES {
+        return Err(Error::Config(format!(
+            "model {:?} has {classes} classes; the synthetic set has {NUM_CLASSES}",
+            preset.name
+        )));
+    }
+    if let Some(w) = &args.weights {
+        load_weights(model.as_ref(), w)?;
+    }
+    let clip = model.clip();
     let params = model.named_params();
+    let buffers = model.named_buffers();
+    let checkpoint = state(model.as_ref());
+    // Copies of the buffers taken before each forward: the NaN guard restores them.
+    let backups = buffers.iter().map(|(_, t)| Tensor::try_full(t.shape(), 0.0)).collect::<Result<Vec<_>>>()?;
     let n_params: usize = params.iter().map(|(_, t)| t.numel()).sum();
     println!(
         "tubelet train: {} ({} parameters) on {} ({:?}); {} steps × {} clips of {}×{}×{}, {} classes",
         args.model, n_params, gpu.info.name, gpu.info.backend, args.steps, args.batch,
-        config.frames, config.height, config.width, NUM_CLASSES
+        clip[0], clip[1], clip[2], NUM_CLASSES
     );
     let mut opt = AdamW::new(
         params.clone(),
@@ -106,21 +151,27 @@ pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let (mut ema_loss, mut ema_acc) = (None::<f32>, None::<f32>);
     for step in 0..args.steps {
-        let (x, y) = data.batch(Split::Train, step as u64 * b as u64, b);
-        let x = Tensor::from_slice(&x, &data.batch_shape(b))?;
+        let (x, y) = render(args.seed, clip, Split::Train, step as u64 * b as u64, b);
+        let x = model_input(model.as_ref(), &x, b)?;
         let labels = Indices::from_slice(&y)?;
-        let logits = model.forward(&x)?; // (B, classes)
+        for ((_, buf), copy) in buffers.iter().zip(&backups) {
+            copy.assign(buf)?;
+        }
+        let logits = model.forward(&x, true)?; // (B, classes)
         let loss = logits.try_cross_entropy(&labels)?;
         let grads = loss.backward()?;
         // One sync a step: the loss and logits for the display and the NaN guard.
         let loss_v = loss.item()?;
         if !loss_v.is_finite() {
             bar.abandon();
-            tubelet::io::save(&args.save, &params, None)?;
+            for ((_, buf), copy) in buffers.iter().zip(&backups) {
+                buf.assign(copy)?;
+            }
+            tubelet::io::save(&save, &checkpoint, None)?;
             return Err(Error::Config(format!(
                 "loss became {loss_v} at step {step}; stopped before applying that update and wrote \
                  the last good weights to {}. Try a lower --lr (now {})",
-                args.save.display(),
+                save.display(),
                 args.lr
             )));
         }
@@ -155,9 +206,9 @@ pub fn run(args: Args) -> Result<()> {
     let mut done = 0usize;
     while done < n_eval {
         let nb = b.min(n_eval - done);
-        let (x, y) = data.batch(Split::Test, done as u64, nb);
-        let x = Tensor::from_slice(&x, &data.batch_shape(nb))?;
-        let logits = no_grad(|| model.forward(&x))?;
+        let (x, y) = render(args.seed, clip, Split::Test, done as u64, nb);
+        let x = model_input(model.as_ref(), &x, nb)?;
+        let logits = no_grad(|| model.forward(&x, false))?;
         let pred = argmax_rows(&logits.to_vec()?, NUM_CLASSES);
         correct += pred.iter().zip(&y).filter(|(p, l)| **p == **l as usize).count();
         done += nb;
@@ -172,7 +223,12 @@ pub fn run(args: Args) -> Result<()> {
         args.steps as f64 * b as f64 / train_s,
         eval_start.elapsed().as_secs_f64()
     );
-    tubelet::io::save(&args.save, &params, None)?;
-    println!("weights: {} ({} tensors, scenic key names)", args.save.display(), params.len());
+    tubelet::io::save(&save, &checkpoint, None)?;
+    println!(
+        "weights: {} ({} parameters and {} buffers, official key names)",
+        save.display(),
+        params.len(),
+        buffers.len()
+    );
     Ok(())
 }

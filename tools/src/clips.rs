@@ -1,0 +1,69 @@
+//! What `train` and `run` share: finding a preset in the registry, rendering synthetic clips at
+//! a preset's clip size, and loading weights into a model by official key names.
+
+use std::path::Path;
+
+use tubelet::{Error, Result, Tensor};
+use tubelet_models::synthetic::{MovingShapes, Split};
+use tubelet_models::{Preset, VideoModel};
+
+/// The preset called `name`, or an error listing the names that exist.
+pub fn find_preset(name: &str) -> Result<Preset> {
+    let all = tubelet_models::presets();
+    let names: Vec<&str> = all.iter().map(|p| p.name).collect();
+    let list = names.join(", ");
+    all.into_iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| Error::Config(format!("unknown model {name:?}; available: {list} (see `tubelet models`)")))
+}
+
+/// Renders clips `first..first + batch` of `split` at `[frames, height, width]`, channels-last:
+/// ((B, T, H, W, 3) values, labels). The synthetic set renders square frames; for H ≠ W it
+/// renders at max(H, W) and keeps the centred H×W window (the shape stays in view: its path
+/// keeps a margin from every edge).
+pub fn render(data_seed: u64, [t, h, w]: [usize; 3], split: Split, first: u64, batch: usize) -> (Vec<f32>, Vec<u32>) {
+    let s = h.max(w);
+    let set = MovingShapes::new(t, s, data_seed);
+    let (full, labels) = set.batch(split, first, batch);
+    if h == w {
+        return (full, labels);
+    }
+    let (y0, x0) = ((s - h) / 2, (s - w) / 2);
+    let mut out = Vec::with_capacity(batch * t * h * w * 3);
+    for frame in full.chunks_exact(s * s * 3) {
+        for y in y0..y0 + h {
+            let row = (y * s + x0) * 3;
+            out.extend_from_slice(&frame[row..row + w * 3]);
+        }
+    }
+    (out, labels)
+}
+
+/// A rendered batch as the model's input: (B, T, H, W, 3) converted to its layout.
+pub fn model_input(model: &dyn VideoModel, data: &[f32], batch: usize) -> Result<Tensor> {
+    let [t, h, w] = model.clip();
+    let x = Tensor::from_slice(data, &[batch, t, h, w, 3])?;
+    model.input_layout().from_channels_last(&x)
+}
+
+/// Everything a checkpoint holds for `model`: parameters, then buffers, by official key.
+pub fn state(model: &dyn VideoModel) -> Vec<(String, Tensor)> {
+    let mut all = model.named_params();
+    all.extend(model.named_buffers());
+    all
+}
+
+/// Loads a checkpoint into the model's parameters and buffers by official key names (known
+/// prefixes such as `module.` or `backbone.` stripped); the error lists every missing,
+/// unexpected and wrongly shaped key.
+pub fn load_weights(model: &dyn VideoModel, path: &Path) -> Result<()> {
+    tubelet::io::load_into(path, &state(model), true)
+}
+
+/// Index of the largest value of each row of `classes` values.
+pub fn argmax_rows(logits: &[f32], classes: usize) -> Vec<usize> {
+    logits
+        .chunks(classes)
+        .map(|r| r.iter().enumerate().fold(0, |best, (i, &v)| if v > r[best] { i } else { best }))
+        .collect()
+}

@@ -1,0 +1,365 @@
+//! `tubelet parity`: runs a building block or a whole model on a test vector and writes the
+//! result, so a port can be checked against the official code.
+//!
+//! Input file (safetensors): `input`; optionally `cotangent` (the output's shape); and
+//! `param.<official key>` for every parameter and buffer. Output file: `output` and, when a
+//! cotangent is given, `grad.input` and `grad.<official key>` for every parameter: the gradients
+//! of sum(output × cotangent).
+//!
+//! Modules are named as in the official code (`vivit.ViViT`) and configured by a JSON object
+//! whose keys are the official constructor's argument names; nested config objects may be
+//! written nested (`{"patches": {"size": [16, 16, 2]}}`) or dotted (`{"patches.size": …}`).
+//! Runtime arguments of the official call go in the same object, with the training flag
+//! (`train` for Flax modules). A missing field takes the official default or is an error that
+//! names it; an unknown field is an error that lists the accepted ones. Arrays keep the official
+//! layouts (Flax: channels-last inputs, Dense kernels (in, out)).
+//!
+//! Adding a module: a `fn modules() -> Vec<Module>` in `parity/<paper>.rs` that maps the
+//! official config onto the port's config, and one line in [`modules`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use serde_json::Value;
+use tubelet::io::HostTensor;
+use tubelet::{no_grad, Error, Result, Tensor};
+use tubelet_models::VideoModel;
+
+pub mod vivit;
+
+/// A module the parity tool can run: one input tensor in its official layout, one output.
+pub trait Block {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+    /// Trainable parameters under their official keys.
+    fn named_params(&self) -> Vec<(String, Tensor)>;
+    /// Non-trainable state under its official keys (read from the input file, no gradient).
+    fn named_buffers(&self) -> Vec<(String, Tensor)>;
+}
+
+/// A whole model of the zoo as a [`Block`]: its input layout is the official one.
+pub struct Whole(pub Box<dyn VideoModel>);
+
+impl Block for Whole {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.0.forward(x, train)
+    }
+    fn named_params(&self) -> Vec<(String, Tensor)> {
+        self.0.named_params()
+    }
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        self.0.named_buffers()
+    }
+}
+
+/// Builds a port from the official config, the input's shape and the training flag.
+pub type BuildFn = fn(config: &mut ConfigReader, input_shape: &[usize], train: bool) -> Result<Box<dyn Block>>;
+
+/// Named tensors on the host as the output file holds them: (key, shape, values).
+pub type HostTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// One entry of the registry.
+pub struct Module {
+    /// The official name, e.g. `vivit.ViViT`.
+    pub name: &'static str,
+    /// What it is and which official configurations the port covers.
+    pub summary: &'static str,
+    /// The training flag's default; `None` where the official call requires it (Flax `train`).
+    pub train_default: Option<bool>,
+    /// Builds the port from the official config and the input's shape.
+    pub build: BuildFn,
+}
+
+/// Every module the parity tool knows.
+pub fn modules() -> Vec<Module> {
+    let mut all = Vec::new();
+    all.extend(vivit::modules());
+    all
+}
+
+/// The module called `name`, or an error listing the names that exist.
+pub fn find_module(name: &str) -> Result<Module> {
+    let all = modules();
+    let names: Vec<&str> = all.iter().map(|m| m.name).collect();
+    let list = names.join(", ");
+    all.into_iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| Error::Config(format!("unknown parity module {name:?}; available: {list}")))
+}
+
+/// Reads an official-style config object by key, tracking which keys were used.
+pub struct ConfigReader {
+    module: String,
+    /// Dotted key → value; nested objects appear both as themselves and as their leaves.
+    values: BTreeMap<String, Value>,
+    used: BTreeSet<String>,
+    asked: BTreeSet<String>,
+}
+
+fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
+    if !prefix.is_empty() {
+        out.insert(prefix.to_string(), v.clone());
+    }
+    if let Value::Object(map) = v {
+        for (k, child) in map {
+            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            flatten(&key, child, out);
+        }
+    }
+}
+
+impl ConfigReader {
+    pub fn new(module: &str, config: &Value) -> Result<ConfigReader> {
+        if !config.is_object() {
+            return Err(Error::Config(format!("{module} config: expected a JSON object, got {config}")));
+        }
+        let mut values = BTreeMap::new();
+        flatten("", config, &mut values);
+        Ok(ConfigReader { module: module.to_string(), values, used: BTreeSet::new(), asked: BTreeSet::new() })
+    }
+
+    fn err(&self, msg: String) -> Error {
+        Error::Config(format!("{} config: {msg}", self.module))
+    }
+
+    /// The value at `key` (null counts as absent), marking it used.
+    fn take(&mut self, key: &str) -> Option<Value> {
+        self.asked.insert(key.to_string());
+        let v = self.values.get(key).filter(|v| !v.is_null()).cloned();
+        if v.is_some() {
+            self.used.insert(key.to_string());
+        }
+        v
+    }
+
+    fn missing(&self, key: &str) -> Error {
+        self.err(format!("missing required field {key:?} (the official constructor has no default for it)"))
+    }
+
+    /// Whether the config object `key` is given (a required ConfigDict field, possibly empty).
+    pub fn require_object(&mut self, key: &str) -> Result<()> {
+        match self.take(key) {
+            Some(Value::Object(_)) => Ok(()),
+            Some(v) => Err(self.err(format!("field {key:?} must be an object, got {v}"))),
+            None => Err(self.missing(key)),
+        }
+    }
+
+    pub fn usize(&mut self, key: &str, default: Option<usize>) -> Result<usize> {
+        match self.take(key) {
+            None => default.ok_or_else(|| self.missing(key)),
+            Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| self.err(format!("field {key:?} must be a non-negative integer, got {v}"))),
+        }
+    }
+
+    /// An optional integer: absent or null is `None`.
+    pub fn opt_usize(&mut self, key: &str) -> Result<Option<usize>> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| self.err(format!("field {key:?} must be a non-negative integer or null, got {v}"))),
+        }
+    }
+
+    pub fn f64(&mut self, key: &str, default: Option<f64>) -> Result<f64> {
+        match self.take(key) {
+            None => default.ok_or_else(|| self.missing(key)),
+            Some(v) => v.as_f64().ok_or_else(|| self.err(format!("field {key:?} must be a number, got {v}"))),
+        }
+    }
+
+    pub fn bool(&mut self, key: &str, default: Option<bool>) -> Result<bool> {
+        match self.take(key) {
+            None => default.ok_or_else(|| self.missing(key)),
+            Some(v) => v.as_bool().ok_or_else(|| self.err(format!("field {key:?} must be true or false, got {v}"))),
+        }
+    }
+
+    pub fn string(&mut self, key: &str, default: Option<&str>) -> Result<String> {
+        match self.take(key) {
+            None => default.map(str::to_string).ok_or_else(|| self.missing(key)),
+            Some(Value::String(s)) => Ok(s),
+            Some(v) => Err(self.err(format!("field {key:?} must be a string, got {v}"))),
+        }
+    }
+
+    /// A list of non-negative integers, of length `len` when given.
+    pub fn usizes(&mut self, key: &str, len: Option<usize>) -> Result<Vec<usize>> {
+        let v = self.take(key).ok_or_else(|| self.missing(key))?;
+        let bad = || {
+            let n = len.map_or(String::new(), |n| format!("{n} "));
+            self.err(format!("field {key:?} must be a list of {n}non-negative integers, got {v}"))
+        };
+        let list = v.as_array().ok_or_else(bad)?;
+        let out: Option<Vec<usize>> = list.iter().map(|x| x.as_u64().map(|n| n as usize)).collect();
+        let out = out.ok_or_else(bad)?;
+        if len.is_some_and(|n| n != out.len()) {
+            return Err(bad());
+        }
+        Ok(out)
+    }
+
+    /// Accepts `key` without using it (settings that only affect initialisation, or that the
+    /// official code reads only in configurations the port rejects anyway).
+    pub fn ignore(&mut self, key: &str) {
+        self.take(key);
+    }
+
+    /// Fails on any key the module did not read, listing the accepted ones.
+    pub fn finish(self) -> Result<()> {
+        let unknown: Vec<&String> = self
+            .values
+            .keys()
+            .filter(|k| !self.used.contains(*k))
+            .filter(|k| {
+                // A nested object is known when one of its leaves was read.
+                let dotted = format!("{k}.");
+                !self.used.iter().any(|u| u.starts_with(&dotted)) && !self.asked.iter().any(|u| u.starts_with(&dotted))
+            })
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = unknown.iter().map(|k| format!("{k:?}")).collect();
+        let accepted: Vec<&str> = self.asked.iter().map(String::as_str).collect();
+        Err(self.err(format!("unknown field(s) {}; accepted: {}", names.join(", "), accepted.join(", "))))
+    }
+}
+
+/// A config given on the command line: a JSON object, or the path of a file holding one.
+pub fn parse_config(text: &str) -> Result<Value> {
+    let (json, source) = if text.trim_start().starts_with('{') {
+        (text.to_string(), "--config".to_string())
+    } else {
+        let s = std::fs::read_to_string(text).map_err(|e| {
+            Error::Config(format!("--config {text:?} is neither a JSON object nor a readable file: {e}"))
+        })?;
+        (s, text.to_string())
+    };
+    serde_json::from_str(&json).map_err(|e| Error::Config(format!("{source}: invalid JSON: {e}")))
+}
+
+/// Runs `module` on the tensors of an input file; returns the output file's tensors.
+pub fn run_tensors(module: &str, config: &Value, file: &BTreeMap<String, HostTensor>) -> Result<HostTensors> {
+    let entry = find_module(module)?;
+    let input = file.get("input").ok_or_else(|| {
+        let mut some: Vec<&str> = file.keys().map(String::as_str).take(4).collect();
+        if file.len() > 4 {
+            some.push("…");
+        }
+        Error::Io(format!(
+            "the input file has no tensor named \"input\" (it has {} tensors: {})",
+            file.len(),
+            some.join(", ")
+        ))
+    })?;
+    let cotangent = file.get("cotangent");
+    let stray: Vec<&str> = file
+        .keys()
+        .map(String::as_str)
+        .filter(|k| *k != "input" && *k != "cotangent" && !k.starts_with("param."))
+        .collect();
+    if !stray.is_empty() {
+        return Err(Error::Io(format!(
+            "the input file holds tensors that are neither input, cotangent nor param.<key>: {}",
+            stray.join(", ")
+        )));
+    }
+
+    let mut reader = ConfigReader::new(module, config)?;
+    let train = reader.bool("train", entry.train_default)?;
+    let block = (entry.build)(&mut reader, &input.shape, train)?;
+    reader.finish()?;
+
+    let params = block.named_params();
+    let mut state = params.clone();
+    state.extend(block.named_buffers());
+    let by_key: BTreeMap<&str, &HostTensor> =
+        file.iter().filter_map(|(k, v)| k.strip_prefix("param.").map(|k| (k, v))).collect();
+    tubelet::io::assign_by_key(&format!("the input file's param.* tensors for {module}"), &by_key, &state, true)?;
+
+    let x = Tensor::from_slice(&input.data, &input.shape)?;
+    let mut out = Vec::new();
+    let Some(cot) = cotangent else {
+        let y = no_grad(|| block.forward(&x, train))?;
+        out.push(("output".to_string(), y.shape().to_vec(), y.to_vec()?));
+        return Ok(out);
+    };
+    let x = x.param();
+    let y = block.forward(&x, train)?;
+    if cot.shape != y.shape() {
+        return Err(Error::Shape(format!(
+            "cotangent has shape {:?}, but {module}'s output has shape {:?}",
+            cot.shape,
+            y.shape()
+        )));
+    }
+    // d/dθ Σ(y ∘ c) is the vector-Jacobian product with upstream gradient c.
+    let grads = y.backward_with(Tensor::from_slice(&cot.data, &cot.shape)?)?;
+    out.push(("output".to_string(), y.shape().to_vec(), y.to_vec()?));
+    let grad_of = |t: &Tensor| -> Result<Vec<f32>> {
+        // A parameter the output does not depend on has a zero gradient.
+        grads.get(t).map_or(Ok(vec![0.0; t.numel()]), Tensor::to_vec)
+    };
+    out.push(("grad.input".to_string(), input.shape.clone(), grad_of(&x)?));
+    for (key, p) in &params {
+        out.push((format!("grad.{key}"), p.shape().to_vec(), grad_of(p)?));
+    }
+    Ok(out)
+}
+
+/// What [`run_files`] wrote.
+#[derive(Debug)]
+pub struct Written {
+    pub tensors: usize,
+    pub output_shape: Vec<usize>,
+    pub with_gradients: bool,
+}
+
+/// `tubelet parity`: reads `input`, runs `module` configured by `config` (JSON text or a file
+/// path) and writes `output` atomically.
+pub fn run_files(module: &str, config: &str, input: &Path, output: &Path) -> Result<Written> {
+    let config_value = parse_config(config)?;
+    let file = tubelet::io::read(input)?;
+    let tensors = run_tensors(module, &config_value, &file)?;
+    let meta = HashMap::from([
+        ("module".to_string(), module.to_string()),
+        ("config".to_string(), config_value.to_string()),
+    ]);
+    tubelet::io::save_host(output, &tensors, Some(meta))?;
+    Ok(Written {
+        tensors: tensors.len(),
+        output_shape: tensors[0].1.clone(),
+        with_gradients: tensors.len() > 1,
+    })
+}
+
+#[derive(clap::Parser, Debug)]
+#[command(name = "parity")]
+pub struct Args {
+    /// The module, named as in the official code (e.g. `vivit.ViViT`).
+    #[arg(long)]
+    pub module: String,
+    /// The official constructor's arguments as a JSON object (or a file holding one), plus the
+    /// runtime arguments and the training flag (`train`).
+    #[arg(long)]
+    pub config: String,
+    /// safetensors with `input`, optionally `cotangent`, and `param.<official key>` for every
+    /// parameter and buffer.
+    #[arg(long)]
+    pub input: std::path::PathBuf,
+    /// Where to write `output` (and `grad.input`, `grad.<official key>` with a cotangent).
+    #[arg(long)]
+    pub output: std::path::PathBuf,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let w = run_files(&args.module, &args.config, &args.input, &args.output)?;
+    println!(
+        "{}: output {:?}{}; wrote {} tensors to {}",
+        args.module,
+        w.output_shape,
+        if w.with_gradients { " with gradients of sum(output × cotangent)" } else { "" },
+        w.tensors,
+        args.output.display()
+    );
+    Ok(())
+}
