@@ -14,11 +14,14 @@
 //! All three take a packed qkv (B, ·, 3·heads·d) in the [3][heads][d] order of a qkv Linear and
 //! return (B, ·, heads·d) in the token order of the input, ready for the output projection.
 //!
-//! NOTE: this is the composition of existing ops (reshape, permute, narrow, concat, mean and the
-//! fused joint attention `blocks::attention`): each call materialises the grouped copies of qkv
-//! and of the output. The fused axis-factorised attention op, when it lands, indexes the groups
-//! where they lie (house-style principle 1); only the bodies below change.
+//! Each call runs the engine's fused grid attention (engine/src/ops/grid_attention.rs), which
+//! indexes the groups where they lie: no grouped or permuted copies (house-style principle 1).
+//! Groups longer than its kernels take (`max_group_len`: e.g. TimeSformer-HR's 785-token
+//! frames) fall back to the composition below, of existing ops (reshape, permute, narrow,
+//! concat, mean and the fused joint attention `blocks::attention`), which is also the readable
+//! definition the tests compare against.
 
+use tubelet::ops::grid_attention::{max_group_len, Cls, Part, Pattern, TokenGrid};
 use tubelet::{Error, Result, Tensor};
 
 /// The order the tokens of a (T, H, W) grid are stored in along the sequence axis.
@@ -152,10 +155,45 @@ fn check(qkv: &Tensor, grid: Grid, cls: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
+impl Grid {
+    /// The engine's description of where these tokens lie.
+    fn tokens(&self, cls: Cls) -> TokenGrid {
+        match self.order {
+            Order::Thw => TokenGrid::t_major([self.t, self.h, self.w], cls),
+            Order::Hwt => TokenGrid::space_major([self.t, self.h, self.w], cls),
+        }
+    }
+}
+
+impl Groups {
+    /// The engine's pattern for these groups, and the length of one group.
+    fn pattern(self, grid: Grid) -> (Pattern, usize) {
+        let (t, h, w) = (grid.t, grid.h, grid.w);
+        match self {
+            Groups::Time => (Pattern::time(), t),
+            Groups::Space => (Pattern::space(), h * w),
+            Groups::Width => (Pattern::width(), w),
+            Groups::Height => (Pattern::height(), h),
+            Groups::LocalWindows => (Pattern::timesformer_local([t, h, w]), t * h.div_ceil(2) * w.div_ceil(2)),
+            Groups::StridedGlobal => (Pattern::timesformer_global(), t.div_ceil(2) * h.div_ceil(2) * w.div_ceil(2)),
+        }
+    }
+}
+
+/// Whether the fused kernels take groups of `len` tokens for this qkv.
+fn fused_fits(qkv: &Tensor, heads: usize, len: usize) -> bool {
+    heads > 0 && len <= max_group_len(qkv.dim(-1) / 3 / heads)
+}
+
 /// Self-attention within each group of the grid. qkv (B, N, 3·heads·d) -> (B, N, heads·d).
 /// softmax(scale·q·kᵀ)·v per head, keys restricted to the query's group.
 pub fn group_attention(qkv: &Tensor, grid: Grid, groups: Groups, heads: usize, scale: f32) -> Result<Tensor> {
     check(qkv, grid, 0, "group_attention")?;
+    let (pattern, len) = groups.pattern(grid);
+    if fused_fits(qkv, heads, len) {
+        factors(grid, groups)?; // the same shape rules (even axes) as the composed path
+        return qkv.try_grid_attention(heads, scale, grid.tokens(Cls::None), pattern);
+    }
     let f = factors(grid, groups)?;
     let q = to_groups(qkv, &f)?; // (B·G, M, 3·heads·d)
     let o = crate::blocks::attention(&q, heads, scale)?; // (B·G, M, heads·d)
@@ -170,6 +208,11 @@ pub fn group_attention(qkv: &Tensor, grid: Grid, groups: Groups, heads: usize, s
 /// the projection is affine and the weights sum to one, so the two are equal.
 pub fn group_attention_with_cls(qkv: &Tensor, grid: Grid, groups: Groups, heads: usize, scale: f32) -> Result<Tensor> {
     check(qkv, grid, 1, "group_attention_with_cls")?;
+    let (pattern, len) = groups.pattern(grid);
+    if fused_fits(qkv, heads, len + 1) {
+        factors(grid, groups)?;
+        return qkv.try_grid_attention(heads, scale, grid.tokens(Cls::Shared), pattern);
+    }
     let (b, c) = (qkv.dim(0), qkv.dim(2));
     let f = factors(grid, groups)?;
     let (_, g, m) = grouping(&f);
@@ -194,6 +237,13 @@ pub fn head_split_attention(qkv: &Tensor, grid: Grid, heads: usize, scale: f32) 
             "head_split_attention: heads = {heads} must be even and divide the last dim of qkv {:?} by 3·heads",
             qkv.shape()
         )));
+    }
+    if fused_fits(qkv, heads, grid.t.max(grid.h * grid.w)) {
+        let parts = [
+            Part { heads: 0..heads / 2, pattern: Pattern::time() },
+            Part { heads: heads / 2..heads, pattern: Pattern::space() },
+        ];
+        return qkv.try_grid_attention_parts(heads, scale, grid.tokens(Cls::None), &parts);
     }
     let (b, n, c) = (qkv.dim(0), qkv.dim(1), qkv.dim(2));
     let half = qkv.try_reshape(&[b, n, 3, 2, c / 6])?; // (B, N, 3, 2 halves, heads/2·d)

@@ -300,3 +300,21 @@ fn timesformer_drop_path_only_in_training() {
     let train = model.forward(&x, true).unwrap().to_vec().unwrap();
     assert_ne!(train, eval(&model));
 }
+
+#[test]
+fn grid_attention_longer_than_the_fused_kernels_take_falls_back_to_the_composition() {
+    let Some(_) = gpu_or_skip() else { return };
+    // Head dim 128: the fused kernels take groups of at most max_group_len(128) = 377 tokens; a
+    // 20×20 frame (400 tokens) takes the composed path, which must give the same attention.
+    let (heads, d) = (1, 128);
+    assert!(tubelet::ops::grid_attention::max_group_len(d) < 400);
+    let g = Grid { t: 1, h: 20, w: 20, order: Order::Thw };
+    let (n, c) = (g.len(), 3 * heads * d);
+    let mut rng = Rng::new(9);
+    let qkv: Vec<f32> = (0..n * c).map(|_| (2.0 * rng.uniform() - 1.0) as f32).collect();
+    let scale = 1.0 / (d as f32).sqrt(); // as `attend`
+    let y = group_attention(&Tensor::from_slice(&qkv, &[1, n, c]).unwrap(), g, Groups::Space, heads, scale).unwrap();
+    let keys: Vec<usize> = (0..n).collect();
+    let want: Vec<f64> = (0..n).flat_map(|i| attend(&qkv, 0, n, i, &keys, 0, heads, d)).collect();
+    assert_close(&y.to_vec().unwrap(), &want, "Space, 400 tokens at head dim 128 (composed fallback)");
+}

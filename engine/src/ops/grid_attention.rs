@@ -69,6 +69,14 @@ const LOOP_BUDGET: usize = 50_000;
 const TILES: [(&str, f64); 2] = [("BQ", BQ as f64), ("TILE", TILE as f64)];
 const MAX_GROUPS: usize = 65_535;
 
+/// The longest group (tokens, a shared cls token included) the kernels take at `head_dim`: each
+/// invocation loops over its whole group, within the loop budget. Longer groups are an error
+/// (they are not split yet); callers with a composed fallback can test this first.
+pub fn max_group_len(head_dim: usize) -> usize {
+    let d4 = head_dim.div_ceil(4);
+    LOOP_BUDGET.saturating_sub(4 * d4) / (4 * d4 + 4)
+}
+
 /// How one grid axis is cut into groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Span {
