@@ -68,6 +68,13 @@ pub trait VideoModel {
     fn named_params(&self) -> Vec<(String, Tensor)>;
     /// Non-trainable state saved with the weights (BatchNorm running stats), official keys.
     fn named_buffers(&self) -> Vec<(String, Tensor)>;
+    /// Parameters whose gradient is exactly zero by the official architecture itself (e.g.
+    /// MViTv2's last-block q pooling, which acts only on tokens the cls head never reads). Tests
+    /// assert these get exactly zero and every other parameter a nonzero gradient. Most models
+    /// have none.
+    fn params_unreachable_from_the_loss(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A named configuration of an architecture.

@@ -110,7 +110,9 @@ impl Config {
     /// A tiny Video Swin for the synthetic moving-shapes set (8 frames of 32², 8 classes): C 32,
     /// depths 2,2, heads 1,2 (head dim 32), window 2×4×4. Stage 1 runs on a 4×8×8 grid with
     /// shift (1,2,2); patch merging gives 4×4×4, where H = W = 4 ≤ 4 clamp the spatial shift to
-    /// 0 (shift (1,0,0)), as stage 4 of Swin-T at 224².
+    /// 0 (shift (1,0,0)), as stage 4 of Swin-T at 224². No head dropout and no drop path, like
+    /// every tiny preset of the zoo: on a 8-class, 4-clip batch a 0.5 head dropout makes the loss
+    /// of single steps too noisy to show learning in a few steps.
     pub fn tiny(num_classes: usize) -> Config {
         Config {
             frames: 8,
@@ -123,7 +125,7 @@ impl Config {
             window_size: [2, 4, 4],
             mlp_ratio: 4,
             drop_path_rate: 0.0,
-            head_dropout: 0.5,
+            head_dropout: 0.0,
             num_classes,
         }
     }

@@ -106,8 +106,8 @@ fn video_swin_loss_falls_in_a_few_steps() {
         tubelet::optim::AdamWConfig { lr: 5e-3, ..Default::default() },
     )
     .unwrap();
-    // The same batch repeatedly, in training mode (the head dropout is on, so single steps are
-    // noisy): the mean of the last three losses must fall well below the first.
+    // The same batch repeatedly, in training mode: the mean of the last three losses must fall
+    // well below the first.
     let (x, y) = clip_batch(&cfg, 4, 0);
     let labels = Indices::from_slice(&y).unwrap();
     let mut losses = vec![];

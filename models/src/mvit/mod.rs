@@ -570,6 +570,22 @@ impl VideoModel for MViT {
     fn named_buffers(&self) -> Vec<(String, Tensor)> {
         Vec::new()
     }
+
+    /// v2: in the last block the q pooling conv and the rel-pos tables act only on the non-cls
+    /// query rows (cls is split off before pooling and excluded from the rel-pos terms), and the
+    /// head reads only the cls token: their gradient is exactly 0, in SF too.
+    fn params_unreachable_from_the_loss(&self) -> Vec<String> {
+        let last = self.blocks.len() - 1;
+        self.named_params()
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| {
+                self.config.version == Version::V2
+                    && name.starts_with(&format!("blocks.{last}.attn."))
+                    && (name.contains(".pool_q.") || name.contains(".rel_pos_"))
+            })
+            .collect()
+    }
 }
 
 fn preset(name: &'static str, description: &'static str, c: Config, tiny: bool,
