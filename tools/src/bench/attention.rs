@@ -9,8 +9,19 @@
 //! - Joint space-time attention (TimeSformer "joint", ViViT model 1): `Tensor::attention`
 //!   (FlashAttention-2 style) against `tubelet_models::blocks::attention_unfused`, at 8 frames ×
 //!   196 patches + 1 cls token, 12 heads, d 64.
-//! - Divided space-time attention (TimeSformer "divided") and the axis-factorised patterns: to be
-//!   added as `Pattern` variants with their fused op (see the NOTE in `shapes`).
+//! - Divided space-time attention (TimeSformer-B "divided", 8 frames × 14×14 patches, 12 heads,
+//!   d 64, tokens `(h w t)` after a cls): `Tensor::grid_attention` (fused) against
+//!   `ops::grid_attention::grid_attention_unfused`. Temporal: `Pattern::time()` on the 8·196
+//!   patch tokens (`Cls::None`, the model's `x[:, 1:]`), groups of 8; spatial: `Pattern::space()`
+//!   with the cls token shared by every frame (`Cls::Shared`), groups of 196 + 1. A "divided
+//!   (T+S)" row adds the two (times, FLOPs, and the baselines' times).
+//! - TimeSformer L+G (sparse local-global, same op): local blocks of 8×7×7 (+ shared cls) and
+//!   the stride-2 global step, and their sum "L+G (L+G)".
+//! - MViT-B 16×4 block 1 pooled attention (`tubelet_models::mvit::MultiScaleAttention`, from the
+//!   model's own schedule: dim 192, 2 heads of 96, Q pooled 1×2×2, K/V pooled 1×4×4, 3×3×3
+//!   conv kernels, + cls, 8×56×56 tokens): composed from engine ops, with no fused variant, so
+//!   it is one row per pass and no speedup (about 9 s forward, 24 s forward+backward on
+//!   lavapipe, so it stays in the default run).
 //!
 //! FLOPs (for GFLOP/s), the FlashAttention-2 paper's convention: the attention matmuls only,
 //! 2 FLOPs per multiply-add. Forward: Q·Kᵀ and P·V, 4·N²·d per head and window (N = tokens per
@@ -25,16 +36,20 @@
 //! ones keep the (windows, heads, N, N) scores and probabilities, quadratic in N.
 
 use clap::Args as ClapArgs;
+use tubelet::nn::Init;
+use tubelet::ops::grid_attention::{self, grid_attention_unfused, Cls, Part, Pattern as GP, Span, TokenGrid};
 use tubelet::ops::window_attention::{video_swin_window, window_attention_unfused};
 use tubelet::{no_grad, Error, Gpu, Result, Tensor};
 use tubelet_models::blocks::attention_unfused;
+use tubelet_models::mvit::{AttentionSpec, Config as MvitConfig, MultiScaleAttention};
 
 use super::{print_table, time_ms, Row};
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
     /// Shapes to run (repeat or comma-separate): swin-small, swin-t-stage1, joint-small,
-    /// timesformer-joint; default all.
+    /// timesformer-joint, divided-small, timesformer-divided, lg-small, timesformer-lg,
+    /// mvit-small, mvit-b-block1; default all.
     #[arg(long, value_delimiter = ',')]
     shape: Vec<String>,
     /// Timed runs per row (the median is reported).
@@ -52,12 +67,36 @@ enum Pattern {
     Window { b: usize, grid: [usize; 3], c: usize, heads: usize, window: [usize; 3], shift: [usize; 3] },
     /// Joint attention over all N tokens (space-time, with the cls token).
     Joint { b: usize, n: usize, heads: usize, hd: usize },
+    /// Attention within the groups of a grid pattern (`grid_attention`), tokens `(h w t)`.
+    Grid { b: usize, dims: [usize; 3], cls: Cls, heads: usize, hd: usize, what: &'static str, pattern: grid_attention::Pattern },
+    /// MViT pooled attention (one `MultiScaleAttention`), composed only: no fused variant.
+    Mvit { b: usize, spec: AttentionSpec },
 }
 
 struct Shape {
     name: &'static str,
     small: bool,
     pattern: Pattern,
+}
+
+/// Inputs of one shape: tensors (parameters, so the backward reaches them), the upstream
+/// gradient, and the module under test where the pattern is a model layer.
+struct Inputs {
+    x: Vec<Tensor>,
+    dy: Tensor,
+    module: Option<MultiScaleAttention>,
+}
+
+/// TimeSformer-B's attention (12 heads, d 64) on `frames` × 14×14 patches, tokens `(h w t)`.
+fn tsf(frames: usize, what: &'static str, cls: Cls, pattern: grid_attention::Pattern) -> Pattern {
+    Pattern::Grid { b: 1, dims: [frames, 14, 14], cls, heads: 12, hd: 64, what, pattern }
+}
+
+/// MViT-B 16×4 block 1's attention (from the model's schedule), on a `t`×`hw`×`hw` grid.
+fn mvit_block1(t: usize, hw: usize) -> Pattern {
+    let mut spec = MvitConfig::mvit_b_16x4().schedule().expect("MViT-B 16x4 schedule")[1].attn.clone();
+    spec.thw = [t, hw, hw];
+    Pattern::Mvit { b: 1, spec }
 }
 
 fn swin(grid: [usize; 3], shift: [usize; 3]) -> Pattern {
@@ -75,9 +114,21 @@ fn shapes() -> Vec<Shape> {
         // TimeSformer-B, joint space-time attention: 2 frames (small) and its 8 frames.
         Shape { name: "joint-small", small: true, pattern: joint(2) },
         Shape { name: "timesformer-joint", small: false, pattern: joint(8) },
-        // NOTE: divided space-time attention (TimeSformer-B: temporal over 8 frames for each of
-        // the 196 patches, then spatial over 196 + 1 per frame) goes here as a `Pattern` variant
-        // once its fused op lands, with the composition of two `attention_unfused` as baseline.
+        // TimeSformer-B divided space-time: temporal (groups of T, cls not taking part: the
+        // model runs it on x[:, 1:]) and spatial (groups of 196 + the shared cls).
+        Shape { name: "divided-small", small: true, pattern: tsf(2, "time", Cls::None, GP::time()) },
+        Shape { name: "divided-small", small: true, pattern: tsf(2, "space", Cls::Shared, GP::space()) },
+        Shape { name: "timesformer-divided", small: false, pattern: tsf(8, "time", Cls::None, GP::time()) },
+        Shape { name: "timesformer-divided", small: false, pattern: tsf(8, "space", Cls::Shared, GP::space()) },
+        // TimeSformer L+G: local T×H/2×W/2 blocks, then the stride-2 global step (cls shared).
+        Shape { name: "lg-small", small: true, pattern: tsf(2, "local", Cls::Shared, GP::timesformer_local([2, 14, 14])) },
+        Shape { name: "lg-small", small: true, pattern: tsf(2, "global", Cls::Shared, GP::timesformer_global()) },
+        Shape { name: "timesformer-lg", small: false, pattern: tsf(8, "local", Cls::Shared, GP::timesformer_local([8, 14, 14])) },
+        Shape { name: "timesformer-lg", small: false, pattern: tsf(8, "global", Cls::Shared, GP::timesformer_global()) },
+        // MViT-B 16×4 block 1 (pooled attention, composed only): a small grid with the same
+        // pools and widths, and the real 8×56×56.
+        Shape { name: "mvit-small", small: true, pattern: mvit_block1(2, 14) },
+        Shape { name: "mvit-b-block1", small: false, pattern: mvit_block1(8, 56) },
     ]
 }
 
@@ -90,13 +141,32 @@ impl Pattern {
                 if shift.iter().any(|&s| s > 0) { format!("{}·{}·{}", shift[0], shift[1], shift[2]) } else { "0".into() }
             ),
             Pattern::Joint { b, n, heads, hd } => format!("B{b} N{n} h{heads} d{hd}"),
+            Pattern::Grid { b, dims, cls, heads, hd, what, .. } => format!(
+                "B{b} {}×{}×{}{} h{heads} d{hd} {what}",
+                dims[0], dims[1], dims[2], if *cls == Cls::None { "" } else { "+cls" }
+            ),
+            Pattern::Mvit { b, spec } => {
+                let (q, kv) = spec.grids().unwrap_or_default();
+                format!(
+                    "B{b} {}×{}×{}+cls C{} h{} d{} q→{}×{}×{} kv→{}×{}×{}",
+                    spec.thw[0], spec.thw[1], spec.thw[2], spec.dim, spec.heads, spec.head_dim(),
+                    q[0], q[1], q[2], kv[0], kv[1], kv[2]
+                )
+            }
         }
+    }
+
+    /// Whether the pattern has a fused variant to compare against its composition.
+    fn has_fused(&self) -> bool {
+        !matches!(self, Pattern::Mvit { .. })
     }
 
     fn tokens(&self) -> usize {
         match self {
             Pattern::Window { b, grid, .. } => b * grid.iter().product::<usize>(),
             Pattern::Joint { b, n, .. } => b * n,
+            Pattern::Grid { b, dims, cls, .. } => b * TokenGrid::space_major(*dims, *cls).n_tokens(),
+            Pattern::Mvit { b, spec } => b * (1 + spec.thw.iter().product::<usize>()),
         }
     }
 
@@ -110,11 +180,51 @@ impl Pattern {
                 4.0 * n * n * (c / heads) as f64 * (*heads * b * windows) as f64
             }
             Pattern::Joint { b, n, heads, hd } => 4.0 * (n * n * hd * heads * b) as f64,
+            Pattern::Grid { b, dims, cls, heads, hd, pattern, .. } => {
+                // Σ over groups of L², L = the group's grid tokens (+ the shared cls).
+                let sizes: Vec<Vec<usize>> = (0..3).map(|a| group_sizes(pattern.0[a], dims[a])).collect();
+                let extra = usize::from(*cls == Cls::Shared);
+                let mut sum_sq = 0usize;
+                for &x in &sizes[0] {
+                    for &y in &sizes[1] {
+                        for &z in &sizes[2] {
+                            sum_sq += (x * y * z + extra).pow(2);
+                        }
+                    }
+                }
+                4.0 * (sum_sq * hd * heads * b) as f64
+            }
+            Pattern::Mvit { b, spec } => {
+                // Q·Kᵀ and P·V on the pooled grids (the cls token included in both).
+                let (q, kv) = spec.grids().unwrap_or_default();
+                let (nq, nk) = (1 + q.iter().product::<usize>(), 1 + kv.iter().product::<usize>());
+                4.0 * (nq * nk * spec.head_dim() * spec.heads * b) as f64
+            }
         }
     }
 
     /// Random inputs (as parameters, so the backward reaches them) and an upstream gradient.
-    fn inputs(&self, seed: u64) -> Result<(Vec<Tensor>, Tensor)> {
+    fn inputs(&self, seed: u64) -> Result<Inputs> {
+        let plain = |(x, dy): (Vec<Tensor>, Tensor)| Inputs { x, dy, module: None };
+        Ok(match self {
+            Pattern::Grid { b, dims, cls, heads, hd, .. } => {
+                let n = TokenGrid::space_major(*dims, *cls).n_tokens();
+                let qkv = Tensor::randn(&[*b, n, 3 * heads * hd], 0.0, 1.0, seed)?.param();
+                plain((vec![qkv], Tensor::randn(&[*b, n, heads * hd], 0.0, 1.0, seed + 3)?))
+            }
+            Pattern::Mvit { b, spec } => {
+                let module = MultiScaleAttention::new(&mut Init::new(seed), spec.clone())?;
+                let n = 1 + spec.thw.iter().product::<usize>();
+                let nq = 1 + spec.grids()?.0.iter().product::<usize>();
+                let x = Tensor::randn(&[*b, n, spec.dim], 0.0, 1.0, seed + 1)?.param();
+                let dy = Tensor::randn(&[*b, nq, spec.dim_out], 0.0, 1.0, seed + 3)?;
+                Inputs { x: vec![x], dy, module: Some(module) }
+            }
+            _ => plain(self.tensor_inputs(seed)?),
+        })
+    }
+
+    fn tensor_inputs(&self, seed: u64) -> Result<(Vec<Tensor>, Tensor)> {
         match self {
             Pattern::Window { b, grid, c, heads, window, .. } => {
                 let [d, h, w] = *grid;
@@ -128,11 +238,13 @@ impl Pattern {
                 let qkv = Tensor::randn(&[*b, *n, 3 * heads * hd], 0.0, 1.0, seed)?.param();
                 Ok((vec![qkv], Tensor::randn(&[*b, *n, heads * hd], 0.0, 1.0, seed + 3)?))
             }
+            Pattern::Grid { .. } | Pattern::Mvit { .. } => unreachable!("built by Pattern::inputs"),
         }
     }
 
     /// The pattern's forward, fused kernels or unfused composition.
-    fn forward(&self, x: &[Tensor], fused: bool) -> Result<Tensor> {
+    fn forward(&self, inp: &Inputs, fused: bool) -> Result<Tensor> {
+        let x = &inp.x;
         match self {
             Pattern::Window { grid, c, heads, window, shift, .. } => {
                 let win = video_swin_window(*grid, *window, *shift);
@@ -151,6 +263,19 @@ impl Pattern {
                     attention_unfused(&x[0], *heads, scale)
                 }
             }
+            Pattern::Grid { dims, cls, heads, hd, pattern, .. } => {
+                let scale = (*hd as f32).powf(-0.5);
+                let grid = TokenGrid::space_major(*dims, *cls);
+                if fused {
+                    x[0].try_grid_attention(*heads, scale, grid, *pattern)
+                } else {
+                    grid_attention_unfused(&x[0], *heads, scale, grid, &[Part { heads: 0..*heads, pattern: *pattern }])
+                }
+            }
+            Pattern::Mvit { .. } => match &inp.module {
+                Some(m) => m.forward(&x[0]),
+                None => Err(Error::Config("bench attention: MViT pattern without its module".into())),
+            },
         }
     }
 
@@ -160,15 +285,34 @@ impl Pattern {
             (Pattern::Window { .. }, false) => "window_attention unfused",
             (Pattern::Joint { .. }, true) => "attention (joint) fused",
             (Pattern::Joint { .. }, false) => "attention (joint) unfused",
+            (Pattern::Grid { .. }, true) => "grid_attention fused",
+            (Pattern::Grid { .. }, false) => "grid_attention unfused",
+            (Pattern::Mvit { .. }, _) => "MultiScaleAttention (composed, no fused variant)",
+        }
+    }
+}
+
+/// Group sizes along one axis of `n` positions under `span` (as the op cuts it).
+fn group_sizes(span: Span, n: usize) -> Vec<usize> {
+    match span {
+        Span::One => vec![1; n],
+        Span::All => vec![n],
+        Span::Block(w) => {
+            let w = w.clamp(1, n);
+            (0..n.div_ceil(w)).map(|g| w.min(n - g * w)).collect()
+        }
+        Span::Stride(s) => {
+            let s = s.clamp(1, n);
+            (0..s).map(|r| (r..n).step_by(s).count()).collect()
         }
     }
 }
 
 /// Forward + backward with the upstream gradient `dy`; the gradients are dropped at the end.
-fn train_step(p: &Pattern, x: &[Tensor], dy: &Tensor, fused: bool) -> Result<()> {
-    let y = p.forward(x, fused)?;
-    let grads = y.backward_with(dy.clone())?;
-    if grads.get(&x[0]).is_none() {
+fn train_step(p: &Pattern, inp: &Inputs, fused: bool) -> Result<()> {
+    let y = p.forward(inp, fused)?;
+    let grads = y.backward_with(inp.dy.clone())?;
+    if grads.get(&inp.x[0]).is_none() {
         return Err(Error::Autograd(format!("bench attention: {} gave no gradient", p.kernel(fused))));
     }
     Ok(())
@@ -210,29 +354,37 @@ pub fn run(args: Args) -> Result<()> {
         and window, forward+backward 3.5×)");
     let mut rows = Vec::new();
     let mut mem = Vec::new();
+    let mut grid_rows: Vec<(&str, &str, usize)> = Vec::new(); // (shape name, step, first row)
     for s in &selected {
         let p = &s.pattern;
         // The big shapes reuse the small shapes' compiled pipelines: a warm-up would double their
         // run time for a few ms of shader compilation.
         let warmup = usize::from(s.small);
         let label = format!("{} {}", s.name, p.label());
-        let (x, dy) = p.inputs(7)?;
-        // Validate before timing: the fused output must match the unfused composition.
-        let diff = no_grad(|| -> Result<f32> { max_abs_diff(&p.forward(&x, true)?, &p.forward(&x, false)?) })?;
-        if diff.is_nan() || diff > 1e-3 {
-            return Err(Error::Config(format!("bench attention: {label}: fused and unfused differ by {diff}")));
-        }
-        eprintln!("{label}: fused and unfused agree (max |Δ| {diff:.1e}); timing ...");
+        let inp = p.inputs(7)?;
+        let variants: &[bool] = if p.has_fused() {
+            // Validate before timing: the fused output must match the unfused composition.
+            let diff = no_grad(|| -> Result<f32> { max_abs_diff(&p.forward(&inp, true)?, &p.forward(&inp, false)?) })?;
+            if diff.is_nan() || diff > 1e-3 {
+                return Err(Error::Config(format!("bench attention: {label}: fused and unfused differ by {diff}")));
+            }
+            eprintln!("{label}: fused and unfused agree (max |Δ| {diff:.1e}); timing ...");
+            &[false, true]
+        } else {
+            eprintln!("{label}: composed only (no fused variant to check against); timing ...");
+            &[false]
+        };
         let mut ms = [[0.0; 2]; 2]; // [fused?][forward, forward+backward]
-        for (fi, fused) in [false, true].into_iter().enumerate() {
-            ms[fi][0] = time_ms(warmup, iters, || no_grad(|| p.forward(&x, fused).map(drop)))?.0;
+        for (fi, &fused) in variants.iter().enumerate() {
+            ms[fi][0] = time_ms(warmup, iters, || no_grad(|| p.forward(&inp, fused).map(drop)))?.0;
             let bytes = workspace_bytes(gpu, || {
-                ms[fi][1] = time_ms(warmup, iters, || train_step(p, &x, &dy, fused))?.0;
+                ms[fi][1] = time_ms(warmup, iters, || train_step(p, &inp, fused))?.0;
                 Ok(())
             })?;
             mem.push((p.kernel(fused), label.clone(), p.tokens(), bytes));
         }
-        for (fi, fused) in [false, true].into_iter().enumerate() {
+        let first = rows.len();
+        for (fi, &fused) in variants.iter().enumerate() {
             for (pi, pass) in ["forward", "forward+backward"].into_iter().enumerate() {
                 rows.push(Row {
                     kernel: format!("{} {pass}", p.kernel(fused)),
@@ -243,10 +395,35 @@ pub fn run(args: Args) -> Result<()> {
                 });
             }
         }
+        if let Pattern::Grid { what, .. } = p {
+            grid_rows.push((s.name, *what, first));
+        }
         gpu.trim_pool();
+    }
+    // The factorised patterns' sums: divided (T+S) and L+G, the rows of both steps added.
+    for (name, a, b, sum) in [("divided", "time", "space", "T+S"), ("lg", "local", "global", "L+G")] {
+        let mut names: Vec<&str> = grid_rows.iter().map(|g| g.0).filter(|n| n.contains(name)).collect();
+        names.dedup();
+        for n in names {
+            let find = |w: &str| grid_rows.iter().find(|g| g.0 == n && g.1 == w).map(|g| g.2);
+            let (Some(ra), Some(rb)) = (find(a), find(b)) else { continue };
+            let shape = rows[ra].shape.replacen(&format!(" {a}"), &format!(" {sum}"), 1);
+            for k in 0..4 {
+                let (x, y) = (&rows[ra + k], &rows[rb + k]);
+                let kernel = x.kernel.replacen("grid_attention", &format!("grid_attention {sum}"), 1);
+                let baseline_ms = x.baseline_ms.zip(y.baseline_ms).map(|(p, q)| p + q);
+                let row = Row { kernel, shape: shape.clone(), ms: x.ms + y.ms, flops: x.flops + y.flops, baseline_ms };
+                rows.push(row);
+            }
+        }
     }
     println!();
     print_table(&rows);
+    if selected.iter().any(|s| !s.pattern.has_fused()) {
+        println!("MultiScaleAttention (MViT pooled attention) has no fused variant: one row per pass, no speedup; \
+            its time includes the qkv and proj linears, the q/k/v conv pools and norms, its FLOPs count \
+            only Q·Kᵀ and P·V on the pooled grids.");
+    }
     println!();
     print_memory(&mem);
     Ok(())
