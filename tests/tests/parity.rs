@@ -77,3 +77,13 @@ fn parity_video_swin_basic_layer() {
 fn parity_video_swin_backbone() {
     check("video_swin.SwinTransformer3D");
 }
+
+#[test]
+fn parity_uniformer_cblock() {
+    check("uniformer.CBlock");
+}
+
+#[test]
+fn parity_uniformer_sablock() {
+    check("uniformer.SABlock");
+}

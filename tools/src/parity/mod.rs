@@ -26,6 +26,7 @@ use tubelet::{no_grad, Error, Result, Tensor};
 use tubelet_models::VideoModel;
 
 pub mod tsm;
+pub mod uniformer;
 pub mod video_swin;
 pub mod vivit;
 
@@ -75,6 +76,7 @@ pub struct Module {
 pub fn modules() -> Vec<Module> {
     let mut all = Vec::new();
     all.extend(tsm::modules());
+    all.extend(uniformer::modules());
     all.extend(video_swin::modules());
     all.extend(vivit::modules());
     all
