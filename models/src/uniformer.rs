@@ -234,7 +234,7 @@ pub struct CBlock {
 }
 
 impl CBlock {
-    fn new(init: &mut Init, c: usize, mlp_ratio: usize, drop_path: f32) -> Result<CBlock> {
+    pub fn new(init: &mut Init, c: usize, mlp_ratio: usize, drop_path: f32) -> Result<CBlock> {
         Ok(CBlock {
             pos_embed: Conv::new(init, c, 1, [3, 3, 3])?,
             norm1: BatchNorm::new(init, c)?,
@@ -258,7 +258,7 @@ impl CBlock {
         residual(&x, &self.fc2.dense(&h, one, zero)?, self.drop_path, train)
     }
 
-    fn params(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
+    pub fn params(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
         self.pos_embed.params(&format!("{p}.pos_embed"), out);
         self.norm1.params(&format!("{p}.norm1"), out);
         self.conv1.params(&format!("{p}.conv1"), out);
@@ -269,7 +269,7 @@ impl CBlock {
         self.fc2.params(&format!("{p}.mlp.fc2"), out);
     }
 
-    fn buffers(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
+    pub fn buffers(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
         self.norm1.buffers(&format!("{p}.norm1"), out);
         self.norm2.buffers(&format!("{p}.norm2"), out);
     }
@@ -290,13 +290,15 @@ pub struct SABlock {
 }
 
 impl SABlock {
-    fn new(init: &mut Init, c: usize, heads: usize, mlp_ratio: usize, qkv_bias: bool, drop_path: f32) -> Result<SABlock> {
+    /// `norm_eps`: the LayerNorms' eps (the block's own default `nn.LayerNorm` is 1e-5; the
+    /// `Uniformer` model passes `partial(nn.LayerNorm, eps=1e-6)`).
+    pub fn new(init: &mut Init, c: usize, heads: usize, mlp_ratio: usize, qkv_bias: bool, drop_path: f32, norm_eps: f32) -> Result<SABlock> {
         Ok(SABlock {
             pos_embed: Conv::new(init, c, 1, [3, 3, 3])?,
-            norm1: LayerNorm::torch(init, c, 1e-6)?,
+            norm1: LayerNorm::torch(init, c, norm_eps)?,
             qkv: Linear::new(init, c, 3 * c, qkv_bias)?,
             proj: Linear::new(init, c, c, true)?,
-            norm2: LayerNorm::torch(init, c, 1e-6)?,
+            norm2: LayerNorm::torch(init, c, norm_eps)?,
             fc1: Linear::new(init, c, mlp_ratio * c, true)?,
             fc2: Linear::new(init, mlp_ratio * c, c, true)?,
             heads,
@@ -320,7 +322,7 @@ impl SABlock {
         x.try_transpose(1, 2)?.try_reshape(&s) // (B, C, T, H, W)
     }
 
-    fn params(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
+    pub fn params(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
         self.pos_embed.params(&format!("{p}.pos_embed"), out);
         self.norm1.params(&format!("{p}.norm1"), out);
         self.qkv.params(&format!("{p}.attn.qkv"), out);
@@ -368,7 +370,7 @@ impl UniFormer {
         let blocks1 = cblocks(&mut init, 0)?;
         let blocks2 = cblocks(&mut init, 1)?;
         let sablocks = |init: &mut Init, s: usize| -> Result<Vec<SABlock>> {
-            (0..config.depth[s]).map(|i| SABlock::new(init, e[s], heads[s], m, config.qkv_bias, dpr(off[s] + i))).collect()
+            (0..config.depth[s]).map(|i| SABlock::new(init, e[s], heads[s], m, config.qkv_bias, dpr(off[s] + i), 1e-6)).collect()
         };
         let blocks3 = sablocks(&mut init, 2)?;
         let blocks4 = sablocks(&mut init, 3)?;

@@ -403,6 +403,46 @@ pub struct BasicLayer {
 }
 
 impl BasicLayer {
+    /// A stage of `depth` blocks of `dim` channels (odd blocks shifted), with drop-path rates
+    /// `drop_path` (one per block), followed by PatchMerging when `downsample`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        init: &mut Init,
+        dim: usize,
+        depth: usize,
+        num_heads: usize,
+        window_size: [usize; 3],
+        mlp_ratio: usize,
+        drop_path: &[f32],
+        downsample: bool,
+    ) -> Result<BasicLayer> {
+        if drop_path.len() != depth {
+            return Err(Error::Config(format!("Video Swin BasicLayer: {} drop-path rates for {depth} blocks", drop_path.len())));
+        }
+        let [wd, wh, ww] = window_size;
+        let table = (2 * wd - 1) * (2 * wh - 1) * (2 * ww - 1);
+        let blocks = (0..depth)
+            .map(|j| SwinTransformerBlock3D::new(init, dim, num_heads, table, mlp_ratio, j % 2 == 1, drop_path[j]))
+            .collect::<Result<Vec<_>>>()?;
+        let downsample = if downsample {
+            Some(PatchMerging { reduction: Linear::new(init, 4 * dim, 2 * dim, false)?, norm: LayerNorm::torch(init, 4 * dim, LN_EPS)? })
+        } else {
+            None
+        };
+        Ok(BasicLayer { blocks, downsample, window_size })
+    }
+
+    /// Parameters under `prefix` (`layers.{i}` in the backbone), official names.
+    pub fn params(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
+        for (j, blk) in self.blocks.iter().enumerate() {
+            blk.params(&format!("{prefix}.blocks.{j}"), out);
+        }
+        if let Some(m) = &self.downsample {
+            m.reduction.params(&format!("{prefix}.downsample.reduction"), out);
+            m.norm.params(&format!("{prefix}.downsample.norm"), out);
+        }
+    }
+
     pub fn forward(&self, x: &Tensor, train: bool, seed: u64) -> Result<Tensor> {
         let mut x = x.clone();
         for (j, blk) in self.blocks.iter().enumerate() {
@@ -450,25 +490,14 @@ impl VideoSwin {
         config.validate()?;
         let mut init = Init::new(seed);
         let patch_embed = PatchEmbed3D::new(&mut init, config.embed_dim, config.patch_size)?;
-        let [wd, wh, ww] = config.window_size;
-        let table = (2 * wd - 1) * (2 * wh - 1) * (2 * ww - 1);
-        let mut rates = config.drop_path_rates().into_iter();
+        let rates = config.drop_path_rates();
         let n = config.depths.len();
         let mut layers = Vec::with_capacity(n);
+        let mut first = 0;
         for (i, (&depth, &heads)) in config.depths.iter().zip(&config.num_heads).enumerate() {
-            let c = config.dim(i);
-            let blocks = (0..depth)
-                .map(|j| {
-                    let rate = rates.next().expect("one rate per block");
-                    SwinTransformerBlock3D::new(&mut init, c, heads, table, config.mlp_ratio, j % 2 == 1, rate)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let downsample = if i + 1 < n {
-                Some(PatchMerging { reduction: Linear::new(&mut init, 4 * c, 2 * c, false)?, norm: LayerNorm::torch(&mut init, 4 * c, LN_EPS)? })
-            } else {
-                None
-            };
-            layers.push(BasicLayer { blocks, downsample, window_size: config.window_size });
+            let layer_rates = &rates[first..first + depth];
+            first += depth;
+            layers.push(BasicLayer::new(&mut init, config.dim(i), depth, heads, config.window_size, config.mlp_ratio, layer_rates, i + 1 < n)?);
         }
         let f = config.num_features();
         let norm = LayerNorm::torch(&mut init, f, LN_EPS)?;
@@ -492,14 +521,31 @@ impl VideoSwin {
             self.steps.set(step + 1);
         }
         let seed = self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (step << 20);
+        let h = self.forward_features_seeded(x, train, seed)?;
+        self.cls_head.forward(&h, train, seed ^ 0x5851_f42d)
+    }
+
+    /// The `SwinTransformer3D` backbone alone: x (B, 3, T, H, W) -> normalised features
+    /// (B, D, H', W', C·2^(stages−1)), channels-last (the official backbone returns them
+    /// permuted to (B, C, D, H', W')). Drop path uses the model's seed of forward 0.
+    pub fn forward_features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if x.rank() != 5 || x.dim(1) != 3 || x.shape().contains(&0) {
+            return Err(Error::Shape(format!(
+                "Video Swin: input of shape {:?}, expected a non-empty (B, 3, T, H, W) clip batch",
+                x.shape()
+            )));
+        }
+        self.forward_features_seeded(x, train, self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+
+    fn forward_features_seeded(&self, x: &Tensor, train: bool, seed: u64) -> Result<Tensor> {
         let mut h = self.patch_embed.forward(x)?; // (B, D, H/4, W/4, C); pos_drop is p = 0
         let mut block_seed = seed;
         for layer in &self.layers {
             h = layer.forward(&h, train, block_seed)?; // stage i: (B, D, H/2^(i+2), W/2^(i+2), C·2^i)
             block_seed = block_seed.wrapping_add(2 * layer.blocks.len() as u64);
         }
-        let h = self.norm.forward(&h)?; // (B, D, H', W', 8C), channels-last as the official rearrange
-        self.cls_head.forward(&h, train, seed ^ 0x5851_f42d)
+        self.norm.forward(&h) // (B, D, H', W', 8C), channels-last as the official rearrange
     }
 
     /// Every parameter under its official checkpoint key (`backbone.…`, `cls_head.…`).
@@ -507,13 +553,7 @@ impl VideoSwin {
         let mut out = Vec::new();
         self.patch_embed.params("backbone.patch_embed", &mut out);
         for (i, layer) in self.layers.iter().enumerate() {
-            for (j, blk) in layer.blocks.iter().enumerate() {
-                blk.params(&format!("backbone.layers.{i}.blocks.{j}"), &mut out);
-            }
-            if let Some(m) = &layer.downsample {
-                m.reduction.params(&format!("backbone.layers.{i}.downsample.reduction"), &mut out);
-                m.norm.params(&format!("backbone.layers.{i}.downsample.norm"), &mut out);
-            }
+            layer.params(&format!("backbone.layers.{i}"), &mut out);
         }
         self.norm.params("backbone.norm", &mut out);
         self.cls_head.fc_cls.params("cls_head.fc_cls", &mut out);

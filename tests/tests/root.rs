@@ -22,3 +22,4 @@ mod video_swin;
 mod timesformer;
 mod window_attention;
 mod zoo;
+mod parity;

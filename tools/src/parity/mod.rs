@@ -25,6 +25,9 @@ use tubelet::io::HostTensor;
 use tubelet::{no_grad, Error, Result, Tensor};
 use tubelet_models::VideoModel;
 
+pub mod tsm;
+pub mod uniformer;
+pub mod video_swin;
 pub mod vivit;
 
 /// A module the parity tool can run: one input tensor in its official layout, one output.
@@ -72,6 +75,9 @@ pub struct Module {
 /// Every module the parity tool knows.
 pub fn modules() -> Vec<Module> {
     let mut all = Vec::new();
+    all.extend(tsm::modules());
+    all.extend(uniformer::modules());
+    all.extend(video_swin::modules());
     all.extend(vivit::modules());
     all
 }
@@ -156,6 +162,20 @@ impl ConfigReader {
         match self.take(key) {
             None => Ok(None),
             Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| self.err(format!("field {key:?} must be a non-negative integer or null, got {v}"))),
+        }
+    }
+
+    /// Whether `key` is given (not null); lists it as accepted without marking it used.
+    pub fn has(&mut self, key: &str) -> bool {
+        self.asked.insert(key.to_string());
+        self.values.get(key).is_some_and(|v| !v.is_null())
+    }
+
+    /// An optional number: absent or null is `None`.
+    pub fn opt_f64(&mut self, key: &str) -> Result<Option<f64>> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.err(format!("field {key:?} must be a number or null, got {v}"))),
         }
     }
 

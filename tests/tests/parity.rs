@@ -1,0 +1,89 @@
+//! PyTorch parity: each module of `tubelet parity` run on a test vector made by the official
+//! code (`models/tests/fixtures/gen_parity.py`, which records the official commits), compared
+//! with the official output and gradients of sum(output × cotangent).
+//!
+//! Relative error of a tensor: max|got − want| / max|want| (over all its elements; a tensor
+//! whose want is all zero must be all zero). Bounds: ≤ 1e-4 for `output`, ≤ 1e-3 for every
+//! `grad.*`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::Value;
+use tubelet::gpu_or_skip;
+use tubelet::io::{self, HostTensor};
+use tubelet_cli::parity;
+
+const FORWARD_TOL: f32 = 1e-4;
+const GRADIENT_TOL: f32 = 1e-3;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures")
+}
+
+/// max|got − want| / max|want|.
+fn relative_error(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = got.iter().zip(want).fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+    if scale == 0.0 {
+        diff
+    } else {
+        diff / scale
+    }
+}
+
+/// Runs `module` on its `.in` fixture and checks every tensor of its `.want` fixture.
+fn check(module: &str) {
+    let Some(_) = gpu_or_skip() else { return };
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("parity.json")).unwrap()).unwrap();
+    let entry = manifest
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["module"] == module)
+        .unwrap_or_else(|| panic!("parity.json has no fixture for {module}"));
+    let input = io::read(&fixtures().join(entry["input"].as_str().unwrap())).unwrap();
+    let want: BTreeMap<String, HostTensor> = io::read(&fixtures().join(entry["want"].as_str().unwrap())).unwrap();
+    let got = parity::run_tensors(module, &entry["config"], &input).unwrap();
+    let got: BTreeMap<&str, (&Vec<usize>, &Vec<f32>)> = got.iter().map(|(k, s, v)| (k.as_str(), (s, v))).collect();
+    let mut worst = Vec::new();
+    for (key, w) in &want {
+        let (shape, g) = got.get(key.as_str()).unwrap_or_else(|| panic!("{module}: tubelet wrote no {key}"));
+        assert_eq!(*shape, &w.shape, "{module}: {key} shape");
+        let err = relative_error(g, &w.data);
+        let tol = if key == "output" { FORWARD_TOL } else { GRADIENT_TOL };
+        worst.push((key.clone(), err, tol));
+    }
+    assert_eq!(got.len(), want.len(), "{module}: tubelet wrote {:?}, want has {:?}", got.keys(), want.keys());
+    let fails: Vec<String> =
+        worst.iter().filter(|(_, e, t)| e.is_nan() || e > t).map(|(k, e, t)| format!("{k}: {e:.2e} > {t:.0e}")).collect();
+    let max_fwd = worst.iter().filter(|w| w.0 == "output").map(|w| w.1).fold(0f32, f32::max);
+    let max_grad = worst.iter().filter(|w| w.0 != "output").map(|w| w.1).fold(0f32, f32::max);
+    eprintln!("{module}: relative error output {max_fwd:.2e}, worst gradient {max_grad:.2e}");
+    assert!(fails.is_empty(), "{module} differs from the official code:\n  {}", fails.join("\n  "));
+}
+
+#[test]
+fn parity_tsm_temporal_shift() {
+    check("tsm.TemporalShift");
+}
+
+#[test]
+fn parity_video_swin_basic_layer() {
+    check("video_swin.BasicLayer");
+}
+
+#[test]
+fn parity_video_swin_backbone() {
+    check("video_swin.SwinTransformer3D");
+}
+
+#[test]
+fn parity_uniformer_cblock() {
+    check("uniformer.CBlock");
+}
+
+#[test]
+fn parity_uniformer_sablock() {
+    check("uniformer.SABlock");
+}

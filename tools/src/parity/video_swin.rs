@@ -1,0 +1,243 @@
+//! Parity modules of Video Swin (SwinTransformer/Video-Swin-Transformer,
+//! `mmaction/models/backbones/swin_transformer.py`). Keys are the modules' own state_dict keys
+//! (no `backbone.` prefix); inputs and outputs are (B, C, D, H, W) as in the official code.
+//!
+//! `video_swin.SwinTransformer3D` (the backbone alone, output (B, 8C, D', H', W') after the
+//! final norm) reads `patch_size` ((4,4,4)), `in_chans` (3), `embed_dim` (96), `depths`
+//! ([2,2,6,2]), `num_heads` ([3,6,12,24]), `window_size` ((2,7,7)), `mlp_ratio` (4.0),
+//! `qkv_bias` (True), `qk_scale` (None), `drop_rate` (0), `attn_drop_rate` (0),
+//! `drop_path_rate` (0.2), `patch_norm` (False), `frozen_stages` (-1), `use_checkpoint`
+//! (False), `pretrained` (None), `pretrained2d` (True).
+//!
+//! `video_swin.BasicLayer` reads `dim`, `depth`, `num_heads` (required), `window_size`
+//! ((1,7,7)), `mlp_ratio` (4.0), `qkv_bias` (False), `qk_scale` (None), `drop`, `attn_drop`,
+//! `drop_path` (a number; 0), `downsample` (a bool here: PatchMerging or None; false),
+//! `use_checkpoint` (False).
+//!
+//! Buffers: each block's int64 `attn.relative_position_index` (carried as f32) is read from the
+//! file and checked against the index the fused kernel computes; a different one is an error.
+//!
+//! The port covers the released configurations: `in_chans` 3, `patch_norm` True, `qkv_bias`
+//! True, `qk_scale` None, an integer `mlp_ratio`; other settings are errors that say so.
+//! Dropout and stochastic depth are random and refused with `train: true` unless 0.
+
+use tubelet::nn::Init;
+use tubelet::{Error, Result, Tensor};
+use tubelet_models::video_swin::{BasicLayer, Config, VideoSwin};
+
+use super::{Block, ConfigReader, Module};
+
+pub fn modules() -> Vec<Module> {
+    vec![
+        Module {
+            name: "video_swin.SwinTransformer3D",
+            summary: "Video Swin backbone (patch embedding, stages, final norm), (B, 3, T, H, W) -> (B, C, D, H, W); ported: patch_norm True, qkv_bias True, qk_scale None",
+            train_default: Some(false),
+            build: build_backbone,
+        },
+        Module {
+            name: "video_swin.BasicLayer",
+            summary: "one Video Swin stage (blocks, shifted in odd ones, + optional PatchMerging), (B, C, D, H, W) -> (B, C', D, H', W'); ported: qkv_bias True, qk_scale None",
+            train_default: Some(false),
+            build: build_layer,
+        },
+    ]
+}
+
+fn unsupported(module: &str, what: String) -> Error {
+    Error::Config(format!("{module}: {what} is not implemented in tubelet's port"))
+}
+
+/// A 3-tuple field (a JSON list of 3 integers), or its default when absent.
+fn triple(c: &mut ConfigReader, key: &str, default: [usize; 3]) -> Result<[usize; 3]> {
+    if !c.has(key) {
+        return Ok(default);
+    }
+    let v = c.usizes(key, Some(3))?;
+    Ok([v[0], v[1], v[2]])
+}
+
+/// Shared arguments: mlp_ratio (an integer here), qkv_bias, qk_scale, and the random rates.
+fn common(c: &mut ConfigReader, module: &str, qkv_default: bool, train: bool, rates: &[(&str, f64)]) -> Result<usize> {
+    let mlp_ratio = c.f64("mlp_ratio", Some(4.0))?;
+    let qkv_bias = c.bool("qkv_bias", Some(qkv_default))?;
+    let qk_scale = c.opt_f64("qk_scale")?;
+    c.bool("use_checkpoint", Some(false))?; // memory only
+    if mlp_ratio.fract() != 0.0 || mlp_ratio < 1.0 {
+        return Err(unsupported(module, format!("mlp_ratio {mlp_ratio} (implemented: a positive integer)")));
+    }
+    if !qkv_bias {
+        return Err(unsupported(module, "qkv_bias false (implemented: true, as every released config)".to_string()));
+    }
+    if let Some(s) = qk_scale {
+        return Err(unsupported(module, format!("qk_scale {s} (implemented: null, head_dim^-0.5)")));
+    }
+    if train {
+        if let Some((k, v)) = rates.iter().find(|(_, v)| *v != 0.0) {
+            return Err(unsupported(module, format!("train: true with {k} {v} (random; set it to 0 or use train: false)")));
+        }
+    }
+    Ok(mlp_ratio as usize)
+}
+
+/// The official `relative_position_index` ((N, N), N = Wd·Wh·Ww) of a window: for tokens i, j
+/// at (d, h, w), ((Δd + Wd−1)·(2Wh−1) + Δh + Wh−1)·(2Ww−1) + Δw + Ww−1, Δ = coords_i − coords_j.
+/// The fused kernel computes it in place; the files carry it as a buffer, which is checked
+/// against this on every forward.
+fn relative_position_index(window: [usize; 3]) -> Vec<f32> {
+    let [wd, wh, ww] = window.map(|w| w as i64);
+    let n = (wd * wh * ww) as usize;
+    let coord = |i: usize| {
+        let i = i as i64;
+        [i / (wh * ww), i / ww % wh, i % ww]
+    };
+    let mut out = Vec::with_capacity(n * n);
+    for i in 0..n {
+        for j in 0..n {
+            let (a, b) = (coord(i), coord(j));
+            let idx = ((a[0] - b[0] + wd - 1) * (2 * wh - 1) + a[1] - b[1] + wh - 1) * (2 * ww - 1) + a[2] - b[2] + ww - 1;
+            out.push(idx as f32);
+        }
+    }
+    out
+}
+
+/// One `relative_position_index` buffer per block under `prefix.blocks.{j}.attn.`.
+fn index_buffers(prefix: &str, depth: usize, window: [usize; 3]) -> Result<Vec<(String, Tensor)>> {
+    let n = window.iter().product::<usize>();
+    let index = relative_position_index(window);
+    (0..depth)
+        .map(|j| Ok((format!("{prefix}blocks.{j}.attn.relative_position_index"), Tensor::from_slice(&index, &[n, n])?)))
+        .collect()
+}
+
+/// Fails when a loaded `relative_position_index` differs from the one the kernel computes.
+fn check_buffers(module: &str, buffers: &[(String, Tensor)], window: [usize; 3]) -> Result<()> {
+    let want = relative_position_index(window);
+    for (key, t) in buffers {
+        if t.to_vec()? != want {
+            return Err(Error::Config(format!(
+                "{module}: {key} differs from the official relative position index of window {window:?}, which tubelet's window_attention kernel computes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+struct Backbone {
+    model: VideoSwin,
+    buffers: Vec<(String, Tensor)>,
+}
+
+impl Block for Backbone {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        check_buffers("video_swin.SwinTransformer3D", &self.buffers, self.model.config.window_size)?;
+        self.model.forward_features(x, train)?.try_permute(&[0, 4, 1, 2, 3])
+    }
+    fn named_params(&self) -> Vec<(String, Tensor)> {
+        self.model
+            .named_params()
+            .into_iter()
+            .filter_map(|(k, t)| k.strip_prefix("backbone.").map(|k| (k.to_string(), t)))
+            .collect()
+    }
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        self.buffers.clone()
+    }
+}
+
+fn build_backbone(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<dyn Block>> {
+    const M: &str = "video_swin.SwinTransformer3D";
+    let patch_size = triple(c, "patch_size", [4, 4, 4])?;
+    let in_chans = c.usize("in_chans", Some(3))?;
+    let embed_dim = c.usize("embed_dim", Some(96))?;
+    let depths = if c.has("depths") { c.usizes("depths", None)? } else { vec![2, 2, 6, 2] };
+    let num_heads = if c.has("num_heads") { c.usizes("num_heads", None)? } else { vec![3, 6, 12, 24] };
+    let window_size = triple(c, "window_size", [2, 7, 7])?;
+    let drop_rate = c.f64("drop_rate", Some(0.0))?;
+    let attn_drop_rate = c.f64("attn_drop_rate", Some(0.0))?;
+    let drop_path_rate = c.f64("drop_path_rate", Some(0.2))?;
+    let patch_norm = c.bool("patch_norm", Some(false))?;
+    c.ignore("frozen_stages"); // requires_grad only
+    c.ignore("pretrained"); // loading only
+    c.ignore("pretrained2d");
+    let rates = [("drop_rate", drop_rate), ("attn_drop_rate", attn_drop_rate), ("drop_path_rate", drop_path_rate)];
+    let mlp_ratio = common(c, M, true, train, &rates)?;
+    if in_chans != 3 {
+        return Err(unsupported(M, format!("in_chans {in_chans} (implemented: 3)")));
+    }
+    if !patch_norm {
+        return Err(unsupported(M, "patch_norm false (implemented: true, as every released config)".to_string()));
+    }
+    if input.len() != 5 || input[1] != 3 {
+        return Err(Error::Shape(format!("{M} takes a clip batch (B, 3, T, H, W); input has shape {input:?}")));
+    }
+    let config = Config {
+        frames: input[2],
+        height: input[3],
+        width: input[4],
+        patch_size,
+        embed_dim,
+        depths,
+        num_heads,
+        window_size,
+        mlp_ratio,
+        drop_path_rate: drop_path_rate as f32,
+        head_dropout: 0.0,
+        num_classes: 1,
+    };
+    let mut buffers = Vec::new();
+    for (i, &depth) in config.depths.iter().enumerate() {
+        buffers.extend(index_buffers(&format!("layers.{i}."), depth, window_size)?);
+    }
+    Ok(Box::new(Backbone { model: VideoSwin::new(config, 0)?, buffers }))
+}
+
+struct Layer {
+    layer: BasicLayer,
+    buffers: Vec<(String, Tensor)>,
+}
+
+impl Block for Layer {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        check_buffers("video_swin.BasicLayer", &self.buffers, self.layer.window_size)?;
+        let y = self.layer.forward(&x.try_permute(&[0, 2, 3, 4, 1])?, train, 0)?;
+        y.try_permute(&[0, 4, 1, 2, 3])
+    }
+    fn named_params(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        self.layer.params("", &mut out);
+        out.into_iter().map(|(k, t)| (k.trim_start_matches('.').to_string(), t)).collect()
+    }
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        self.buffers.clone()
+    }
+}
+
+fn build_layer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<dyn Block>> {
+    const M: &str = "video_swin.BasicLayer";
+    let dim = c.usize("dim", None)?;
+    let depth = c.usize("depth", None)?;
+    let num_heads = c.usize("num_heads", None)?;
+    let window_size = triple(c, "window_size", [1, 7, 7])?;
+    let drop = c.f64("drop", Some(0.0))?;
+    let attn_drop = c.f64("attn_drop", Some(0.0))?;
+    let drop_path = c.f64("drop_path", Some(0.0))?;
+    let downsample = c.bool("downsample", Some(false))?;
+    let mlp_ratio = common(c, M, false, train, &[("drop", drop), ("attn_drop", attn_drop), ("drop_path", drop_path)])?;
+    if input.len() != 5 || input[1] != dim || input.contains(&0) {
+        return Err(Error::Shape(format!("{M} takes x (B, dim = {dim}, D, H, W); input has shape {input:?}")));
+    }
+    if depth == 0 || num_heads == 0 || dim % num_heads != 0 || window_size.contains(&0) {
+        return Err(Error::Config(format!(
+            "{M} config: depth {depth} ≥ 1, dim {dim} divisible by num_heads {num_heads}, window {window_size:?} positive"
+        )));
+    }
+    if !(0.0..1.0).contains(&drop_path) {
+        return Err(Error::Config(format!("{M} config: drop_path {drop_path} must be in [0, 1)")));
+    }
+    let mut init = Init::new(0);
+    let rates = vec![drop_path as f32; depth];
+    let layer = BasicLayer::new(&mut init, dim, depth, num_heads, window_size, mlp_ratio, &rates, downsample)?;
+    Ok(Box::new(Layer { layer, buffers: index_buffers("", depth, window_size)? }))
+}
