@@ -13,6 +13,9 @@
 override BQ: u32 = 32u;     // key members per workgroup = workgroup size
 override TILE: u32 = 480u;  // vec4 slots per Q (and per dO) tile: 15 KiB for both
 const DMAX4: u32 = 32u;
+// D4 = ceil(HD / 4), fixed per pipeline (as in attention_forward.wgsl): constant-trip row loops
+// that llvmpipe unrolls, keeping the row arrays in registers. Never above DMAX4.
+override D4: u32 = 32u;
 const MAX_BK: u32 = 64u;    // rows per tile never exceed this (see ops/grid_attention.rs)
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
@@ -72,7 +75,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var dv: array<vec4<f32>, DMAX4>;
     let krow = qkv_row(b, tk, 1u, h);
     let vrow = qkv_row(b, tk, 2u, h);
-    for (var c = 0u; c < p.d4; c++) {
+    for (var c = 0u; c < D4; c++) {
         k[c] = ld4(krow, c) * p.scale;
         v[c] = ld4(vrow, c);
         dk[c] = vec4<f32>(0.0);
@@ -81,11 +84,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     for (var t0 = 0u; t0 < gr.n; t0 += p.bk) {
         let nq = min(p.bk, gr.n - t0);
         // (nq, D4) tiles of Q and dO, and their rows' lse and Delta
-        for (var e = lid.x; e < nq * p.d4; e += BQ) {
-            let m = t0 + e / p.d4;
+        for (var e = lid.x; e < nq * D4; e += BQ) {
+            let m = t0 + e / D4;
             let tq = member_token(gr, m);
-            qs[e] = ld4(qkv_row(b, tq, 0u, h), e % p.d4);
-            gs[e] = ld4_dy(b, tq, h, m, e % p.d4);
+            qs[e] = ld4(qkv_row(b, tq, 0u, h), e % D4);
+            gs[e] = ld4_dy(b, tq, h, m, e % D4);
         }
         for (var e = lid.x; e < nq; e += BQ) {
             lse_t[e] = lse[inst * p.lmax + t0 + e];
@@ -95,15 +98,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         for (var i = 0u; i < nq; i++) {
             var sc = 0.0;
             var dp = 0.0;
-            for (var c = 0u; c < p.d4; c++) {
-                sc += dot(qs[i * p.d4 + c], k[c]);
-                dp += dot(gs[i * p.d4 + c], v[c]);
+            for (var c = 0u; c < D4; c++) {
+                sc += dot(qs[i * D4 + c], k[c]);
+                dp += dot(gs[i * D4 + c], v[c]);
             }
             let pij = exp(sc - lse_t[i]);
             let ds = pij * (dp - delta_t[i]);
-            for (var c = 0u; c < p.d4; c++) {
-                dv[c] += pij * gs[i * p.d4 + c];
-                dk[c] += ds * qs[i * p.d4 + c];
+            for (var c = 0u; c < D4; c++) {
+                dv[c] += pij * gs[i * D4 + c];
+                dk[c] += ds * qs[i * D4 + c];
             }
         }
         workgroupBarrier();
@@ -115,7 +118,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         kbase = (inst * 3u + 1u) * p.hd;
         vbase = kbase + p.hd;
     }
-    for (var c = 0u; c < p.d4; c++) {
+    for (var c = 0u; c < D4; c++) {
         let gk = dk[c] * p.scale;
         let gv = dv[c];
         for (var e = 0u; e < 4u; e++) {

@@ -13,6 +13,9 @@
 override BQ: u32 = 32u;
 override TILE: u32 = 480u;  // vec4 slots per K (and per V) tile: 15 KiB for both
 const DMAX4: u32 = 32u;
+// D4 = ceil(HD / 4), fixed per pipeline (as in attention_forward.wgsl): constant-trip row loops
+// that llvmpipe unrolls, keeping the row arrays in registers. Never above DMAX4.
+override D4: u32 = 32u;
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
@@ -67,7 +70,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var go: array<vec4<f32>, DMAX4>;   // dO_i
     var dq: array<vec4<f32>, DMAX4>;
     let qrow = qkv_row(b, tq, 0u, h);
-    for (var c = 0u; c < p.d4; c++) {
+    for (var c = 0u; c < D4; c++) {
         q[c] = ld4(qrow, c) * p.scale;
         go[c] = ld4_dy(b, tq, h, ic, c);
         dq[c] = vec4<f32>(0.0);
@@ -76,22 +79,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let delta_i = delta[inst * p.lmax + ic];
     for (var t0 = 0u; t0 < gr.n; t0 += p.bk) {
         let nk = min(p.bk, gr.n - t0);
-        for (var e = lid.x; e < nk * p.d4; e += BQ) {
-            let tk = member_token(gr, t0 + e / p.d4);
-            ks[e] = ld4(qkv_row(b, tk, 1u, h), e % p.d4);
-            vs[e] = ld4(qkv_row(b, tk, 2u, h), e % p.d4);
+        for (var e = lid.x; e < nk * D4; e += BQ) {
+            let tk = member_token(gr, t0 + e / D4);
+            ks[e] = ld4(qkv_row(b, tk, 1u, h), e % D4);
+            vs[e] = ld4(qkv_row(b, tk, 2u, h), e % D4);
         }
         workgroupBarrier();
         for (var j = 0u; j < nk; j++) {
             var sc = 0.0;
             var dp = 0.0;
-            for (var c = 0u; c < p.d4; c++) {
-                sc += dot(q[c], ks[j * p.d4 + c]);
-                dp += dot(go[c], vs[j * p.d4 + c]);
+            for (var c = 0u; c < D4; c++) {
+                sc += dot(q[c], ks[j * D4 + c]);
+                dp += dot(go[c], vs[j * D4 + c]);
             }
             let ds = exp(sc - lse_i) * (dp - delta_i);
-            for (var c = 0u; c < p.d4; c++) {
-                dq[c] += ds * ks[j * p.d4 + c];
+            for (var c = 0u; c < D4; c++) {
+                dq[c] += ds * ks[j * D4 + c];
             }
         }
         workgroupBarrier();
@@ -99,7 +102,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (!live) { return; }
     var base = qrow;   // the q slot of dqkv has the layout of qkv
     if (is_cls(i)) { base = inst * 3u * p.hd; }
-    for (var c = 0u; c < p.d4; c++) {
+    for (var c = 0u; c < D4; c++) {
         let v = dq[c] * p.scale;
         for (var k = 0u; k < 4u; k++) {
             if (4u * c + k < p.hd) {

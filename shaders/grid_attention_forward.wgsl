@@ -18,6 +18,9 @@
 override BQ: u32 = 32u;     // query members per workgroup = workgroup size
 override TILE: u32 = 480u;  // vec4 slots per K (and per V) tile: 15 KiB for both
 const DMAX4: u32 = 32u;     // head dim ≤ 128, one row kept in registers
+// D4 = ceil(HD / 4), fixed per pipeline (as in attention_forward.wgsl): constant-trip row loops
+// that llvmpipe unrolls, keeping the row arrays in registers. Never above DMAX4.
+override D4: u32 = 32u;
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
@@ -57,7 +60,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var q: array<vec4<f32>, DMAX4>;
     var acc: array<vec4<f32>, DMAX4>;
     let qrow = qkv_row(b, tq, 0u, h);
-    for (var c = 0u; c < p.d4; c++) {
+    for (var c = 0u; c < D4; c++) {
         q[c] = ld4(qrow, c) * p.scale;
         acc[c] = vec4<f32>(0.0);
     }
@@ -66,23 +69,23 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     for (var t0 = 0u; t0 < gr.n; t0 += p.bk) {
         let nk = min(p.bk, gr.n - t0);
         // (nk, D4) tiles of the group's K and V
-        for (var e = lid.x; e < nk * p.d4; e += BQ) {
-            let tk = member_token(gr, t0 + e / p.d4);
-            ks[e] = ld4(qkv_row(b, tk, 1u, h), e % p.d4);
-            vs[e] = ld4(qkv_row(b, tk, 2u, h), e % p.d4);
+        for (var e = lid.x; e < nk * D4; e += BQ) {
+            let tk = member_token(gr, t0 + e / D4);
+            ks[e] = ld4(qkv_row(b, tk, 1u, h), e % D4);
+            vs[e] = ld4(qkv_row(b, tk, 2u, h), e % D4);
         }
         workgroupBarrier();
         for (var j = 0u; j < nk; j++) {
             var sc = 0.0;
-            for (var c = 0u; c < p.d4; c++) {
-                sc += dot(q[c], ks[j * p.d4 + c]);
+            for (var c = 0u; c < D4; c++) {
+                sc += dot(q[c], ks[j * D4 + c]);
             }
             let m_new = max(m, sc);
             let corr = exp(m - m_new);
             let pj = exp(sc - m_new);
             l = l * corr + pj;
-            for (var c = 0u; c < p.d4; c++) {
-                acc[c] = acc[c] * corr + pj * vs[j * p.d4 + c];
+            for (var c = 0u; c < D4; c++) {
+                acc[c] = acc[c] * corr + pj * vs[j * D4 + c];
             }
             m = m_new;
         }
@@ -93,7 +96,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let inv = 1.0 / l;
     var obase = out_row(b, tq, h);
     if (is_cls(i)) { obase = inst * p.hd; }
-    for (var c = 0u; c < p.d4; c++) {
+    for (var c = 0u; c < D4; c++) {
         let o = acc[c] * inv;
         for (var k = 0u; k < 4u; k++) {
             if (4u * c + k < p.hd) {

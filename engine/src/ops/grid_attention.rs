@@ -67,6 +67,12 @@ const MAX_BK: usize = 64;
 /// Loop iterations an invocation may spend (Mesa 22 llvmpipe stops at 65,535 in total).
 const LOOP_BUDGET: usize = 50_000;
 const TILES: [(&str, f64); 2] = [("BQ", BQ as f64), ("TILE", TILE as f64)];
+
+/// The row kernels' override constants: the tiles and the head dim in vec4 slots (`D4`), so
+/// every head dim gets its own pipeline with constant-trip row loops.
+fn row_constants(p: &Params) -> [(&'static str, f64); 3] {
+    [TILES[0], TILES[1], ("D4", p.d4 as f64)]
+}
 const MAX_GROUPS: usize = 65_535;
 
 /// The longest group (tokens, a shared cls token included) the kernels take at `head_dim`: each
@@ -482,7 +488,7 @@ impl Op for GridAttention {
             // lse (B, G, nh, L)
             gpu().dispatch(
                 kernel!(grid_attention_forward),
-                &TILES,
+                &row_constants(p),
                 &[x[0].buffer(), y.buffer(), cls_o.buffer(), lse.buffer()],
                 p,
                 launch(p),
@@ -528,8 +534,8 @@ impl Op for GridAttention {
             let bufs = [x[0].buffer(), dy.buffer(), lse.buffer(), delta.buffer(), dqkv.buffer(), dcls.buffer()];
             // -> dqkv (B, N, 3, heads, HD) at this part's heads for grid tokens;
             //    dcls (B, G, nh, 3, HD) for the shared cls token
-            gpu().dispatch(kernel!(grid_attention_backward_dq), &TILES, &bufs, p, launch(p))?;
-            gpu().dispatch(kernel!(grid_attention_backward_dkv), &TILES, &bufs, p, launch(p))?;
+            gpu().dispatch(kernel!(grid_attention_backward_dq), &row_constants(p), &bufs, p, launch(p))?;
+            gpu().dispatch(kernel!(grid_attention_backward_dkv), &row_constants(p), &bufs, p, launch(p))?;
             if shared {
                 // dcls (B, G, nh, 3, HD) -> dqkv[:, 0] (Σ over G)
                 let n = (p.b * p.nh * 3 * p.hd) as usize;
