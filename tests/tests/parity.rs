@@ -32,16 +32,35 @@ fn relative_error(got: &[f32], want: &[f32]) -> f32 {
     }
 }
 
+/// The entries of every manifest in the fixtures folder: `parity.json` and the `parity_<family>.json`
+/// files that the other generator scripts (`gen_parity_<family>.py`) write.
+fn manifest_entries() -> Vec<Value> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("parity") && n.ends_with(".json")
+        })
+        .collect();
+    names.sort();
+    let mut entries = Vec::new();
+    for path in names {
+        let manifest: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        entries.extend(manifest.as_array().unwrap_or_else(|| panic!("{}: not a JSON array", path.display())).iter().cloned());
+    }
+    entries
+}
+
 /// Runs `module` on its `.in` fixture and checks every tensor of its `.want` fixture.
 fn check(module: &str) {
     let Some(_) = gpu_or_skip() else { return };
-    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("parity.json")).unwrap()).unwrap();
-    let entry = manifest
-        .as_array()
-        .unwrap()
+    let entries = manifest_entries();
+    let entry = entries
         .iter()
         .find(|e| e["module"] == module)
-        .unwrap_or_else(|| panic!("parity.json has no fixture for {module}"));
+        .unwrap_or_else(|| panic!("no parity*.json manifest has a fixture for {module}"));
     let input = io::read(&fixtures().join(entry["input"].as_str().unwrap())).unwrap();
     let want: BTreeMap<String, HostTensor> = io::read(&fixtures().join(entry["want"].as_str().unwrap())).unwrap();
     let got = parity::run_tensors(module, &entry["config"], &input).unwrap();
