@@ -293,7 +293,7 @@ fn drop_path(x: &Tensor, p: f32, seed: Option<u64>) -> Result<Tensor> {
 impl Block {
     /// x (B', L, D) -> (B', L, D). For factorised attention x is (B, 1 + N, D), cls first, then
     /// the patches in `(h w t)` order. `seed`: Some in training (drop path).
-    fn forward(&self, x: &Tensor, c: &Config, seed: Option<u64>) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, c: &Config, seed: Option<u64>) -> Result<Tensor> {
         let heads = c.num_heads;
         let scale = 1.0 / ((c.embed_dim / heads) as f32).sqrt();
         let dp = |x: &Tensor, k: u64| drop_path(x, self.drop_path, seed.map(|s| s.wrapping_mul(4).wrapping_add(k)));
@@ -328,7 +328,7 @@ impl Block {
         x.try_add(&dp(&self.fc2.forward(&h)?, 3)?)
     }
 
-    fn params(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
+    pub fn params(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
         self.norm1.params(&format!("{p}.norm1"), out);
         self.attn.params(&format!("{p}.attn"), out);
         for br in &self.branches {

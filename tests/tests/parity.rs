@@ -53,14 +53,16 @@ fn manifest_entries() -> Vec<Value> {
     entries
 }
 
-/// Runs `module` on its `.in` fixture and checks every tensor of its `.want` fixture.
-fn check(module: &str) {
+/// Runs a fixture's module on its `.in` file and checks every tensor of its `.want` file. A
+/// fixture is named by its `case` (when a module has several) or else by its `module`.
+fn check(name: &str) {
     let Some(_) = gpu_or_skip() else { return };
     let entries = manifest_entries();
     let entry = entries
         .iter()
-        .find(|e| e["module"] == module)
-        .unwrap_or_else(|| panic!("no parity*.json manifest has a fixture for {module}"));
+        .find(|e| e.get("case").unwrap_or(&e["module"]) == name)
+        .unwrap_or_else(|| panic!("no parity*.json manifest has a fixture for {name}"));
+    let module = entry["module"].as_str().unwrap();
     let input = io::read(&fixtures().join(entry["input"].as_str().unwrap())).unwrap();
     let want: BTreeMap<String, HostTensor> = io::read(&fixtures().join(entry["want"].as_str().unwrap())).unwrap();
     let got = parity::run_tensors(module, &entry["config"], &input).unwrap();
@@ -78,8 +80,8 @@ fn check(module: &str) {
         worst.iter().filter(|(_, e, t)| e.is_nan() || e > t).map(|(k, e, t)| format!("{k}: {e:.2e} > {t:.0e}")).collect();
     let max_fwd = worst.iter().filter(|w| w.0 == "output").map(|w| w.1).fold(0f32, f32::max);
     let max_grad = worst.iter().filter(|w| w.0 != "output").map(|w| w.1).fold(0f32, f32::max);
-    eprintln!("{module}: relative error output {max_fwd:.2e}, worst gradient {max_grad:.2e}");
-    assert!(fails.is_empty(), "{module} differs from the official code:\n  {}", fails.join("\n  "));
+    eprintln!("{name}: relative error output {max_fwd:.2e}, worst gradient {max_grad:.2e}");
+    assert!(fails.is_empty(), "{name} ({module}) differs from the official code:\n  {}", fails.join("\n  "));
 }
 
 #[test]
@@ -105,4 +107,59 @@ fn parity_uniformer_cblock() {
 #[test]
 fn parity_uniformer_sablock() {
     check("uniformer.SABlock");
+}
+
+#[test]
+fn parity_timesformer_block_divided() {
+    check("timesformer.Block.divided");
+}
+
+#[test]
+fn parity_timesformer_block_space_only() {
+    check("timesformer.Block.space_only");
+}
+
+#[test]
+fn parity_timesformer_block_joint() {
+    check("timesformer.Block.joint");
+}
+
+#[test]
+fn parity_timesformer_model_divided() {
+    check("timesformer.VisionTransformer.divided");
+}
+
+#[test]
+fn parity_timesformer_model_space_only() {
+    check("timesformer.VisionTransformer.space_only");
+}
+
+#[test]
+fn parity_mvit_attention_v1() {
+    check("mvit.MultiScaleAttention.v1");
+}
+
+#[test]
+fn parity_mvit_attention_v2() {
+    check("mvit.MultiScaleAttention.v2");
+}
+
+#[test]
+fn parity_mvit_attention_avg() {
+    check("mvit.MultiScaleAttention.avg");
+}
+
+#[test]
+fn parity_mvit_block_v1() {
+    check("mvit.MultiScaleBlock.v1");
+}
+
+#[test]
+fn parity_mvit_block_v2() {
+    check("mvit.MultiScaleBlock.v2");
+}
+
+#[test]
+fn parity_mvit_block_max() {
+    check("mvit.MultiScaleBlock.max");
 }

@@ -25,6 +25,8 @@ use tubelet::io::HostTensor;
 use tubelet::{no_grad, Error, Result, Tensor};
 use tubelet_models::VideoModel;
 
+pub mod mvit;
+pub mod timesformer;
 pub mod tsm;
 pub mod uniformer;
 pub mod video_swin;
@@ -75,6 +77,8 @@ pub struct Module {
 /// Every module the parity tool knows.
 pub fn modules() -> Vec<Module> {
     let mut all = Vec::new();
+    all.extend(mvit::modules());
+    all.extend(timesformer::modules());
     all.extend(tsm::modules());
     all.extend(uniformer::modules());
     all.extend(video_swin::modules());
