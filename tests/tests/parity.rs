@@ -163,3 +163,41 @@ fn parity_mvit_block_v2() {
 fn parity_mvit_block_max() {
     check("mvit.MultiScaleBlock.max");
 }
+
+/// The TimeSformer and MViT modules' config errors name the field and the offending values.
+#[test]
+fn parity_timesformer_mvit_errors_name_the_problem() {
+    let Some(_) = gpu_or_skip() else { return };
+    let entries = manifest_entries();
+    let run = |case: &str, edit: &dyn Fn(&mut serde_json::Map<String, Value>)| -> String {
+        let entry = entries.iter().find(|e| e.get("case").is_some_and(|c| c == case)).unwrap();
+        let input = io::read(&fixtures().join(entry["input"].as_str().unwrap())).unwrap();
+        let mut config = entry["config"].clone();
+        edit(config.as_object_mut().unwrap());
+        let module = entry["module"].as_str().unwrap();
+        parity::run_tensors(module, &config, &input).err().unwrap_or_else(|| panic!("{case}: no error")).to_string()
+    };
+    let set = |k: &'static str, v: Value| move |c: &mut serde_json::Map<String, Value>| {
+        c.insert(k.into(), v.clone());
+    };
+    let err = run("timesformer.Block.divided", &set("T", 4.into()));
+    assert!(err.contains("B 2, T 4, W 3") && err.contains("[2, 19, 8]"), "{err}");
+    let err = run("timesformer.Block.divided", &set("attention_type", "axial".into()));
+    assert!(err.contains("attention_type \"axial\""), "{err}");
+    let err = run("timesformer.Block.divided", &|c| {
+        c.remove("W");
+    });
+    assert!(err.contains("missing required field \"W\""), "{err}");
+    let err = run("timesformer.VisionTransformer.divided", &set("num_frames", 4.into()));
+    assert!(err.contains("num_frames × img_size = 4 × 8 × 12") && err.contains("resizes"), "{err}");
+    let err = run("timesformer.VisionTransformer.divided", &set("train", true.into()));
+    assert!(err.contains("drop_path_rate 0.1"), "{err}");
+    let err = run("mvit.MultiScaleAttention.v1", &set("has_cls_embed", false.into()));
+    assert!(err.contains("has_cls_embed false") && err.contains("not implemented"), "{err}");
+    let err = run("mvit.MultiScaleAttention.v2", &set("rel_pos_temporal", false.into()));
+    assert!(err.contains("rel_pos_spatial true with rel_pos_temporal false"), "{err}");
+    let err = run("mvit.MultiScaleBlock.v1", &set("thw_shape", serde_json::json!([3, 5, 4])));
+    assert!(err.contains("thw_shape [3, 5, 4]") && err.contains("[2, 76, 8]"), "{err}");
+    let err = run("mvit.MultiScaleBlock.v1", &set("kernel_q", serde_json::json!([3, 3])));
+    assert!(err.contains("kernel_q [3, 3]"), "{err}");
+}

@@ -24,8 +24,7 @@
 
 use tubelet::nn::Init;
 use tubelet::{Error, Result, Tensor};
-use tubelet_models::mvit::{BlockSpec, MultiScaleAttention, MultiScaleBlock, Pool, PoolMode, Version};
-use tubelet_models::mvit::AttentionSpec;
+use tubelet_models::mvit::{AttentionSpec, BlockSpec, MultiScaleAttention, MultiScaleBlock, Pool, PoolMode, Version};
 
 use super::{Block, ConfigReader, Module};
 
@@ -81,8 +80,8 @@ fn pool(module: &str, which: &str, kernel: &[usize], stride: &[usize]) -> Result
     Ok(Some(Pool { kernel: [kernel[0], kernel[1], kernel[2]], stride: [stride[0], stride[1], stride[2]] }))
 }
 
-/// Everything both modules read; returns the attention spec (`att_dim` wide), the LayerNorm
-/// eps and the runtime grid.
+/// What both modules read: the attention spec (`att_dim` wide, on the runtime grid), the
+/// LayerNorm eps, stride_q (for the block's skip pool) and the dropout rate.
 struct Common {
     spec: AttentionSpec,
     eps: f32,
