@@ -53,14 +53,17 @@ fn manifest_entries() -> Vec<Value> {
     entries
 }
 
-/// Runs `module` on its `.in` fixture and checks every tensor of its `.want` fixture.
-fn check(module: &str) {
+/// Runs a fixture's module on its `.in` file and checks every tensor of its `.want` file. The
+/// fixture is named by its manifest entry's `case` (a module with several test vectors) or,
+/// without one, by its `module`.
+fn check(case: &str) {
     let Some(_) = gpu_or_skip() else { return };
     let entries = manifest_entries();
     let entry = entries
         .iter()
-        .find(|e| e["module"] == module)
-        .unwrap_or_else(|| panic!("no parity*.json manifest has a fixture for {module}"));
+        .find(|e| e.get("case").unwrap_or(&e["module"]) == case)
+        .unwrap_or_else(|| panic!("no parity*.json manifest has a fixture for {case}"));
+    let module = entry["module"].as_str().unwrap();
     let input = io::read(&fixtures().join(entry["input"].as_str().unwrap())).unwrap();
     let want: BTreeMap<String, HostTensor> = io::read(&fixtures().join(entry["want"].as_str().unwrap())).unwrap();
     let got = parity::run_tensors(module, &entry["config"], &input).unwrap();
@@ -78,7 +81,7 @@ fn check(module: &str) {
         worst.iter().filter(|(_, e, t)| e.is_nan() || e > t).map(|(k, e, t)| format!("{k}: {e:.2e} > {t:.0e}")).collect();
     let max_fwd = worst.iter().filter(|w| w.0 == "output").map(|w| w.1).fold(0f32, f32::max);
     let max_grad = worst.iter().filter(|w| w.0 != "output").map(|w| w.1).fold(0f32, f32::max);
-    eprintln!("{module}: relative error output {max_fwd:.2e}, worst gradient {max_grad:.2e}");
+    eprintln!("{case}: relative error output {max_fwd:.2e}, worst gradient {max_grad:.2e}");
     assert!(fails.is_empty(), "{module} differs from the official code:\n  {}", fails.join("\n  "));
 }
 
@@ -105,4 +108,34 @@ fn parity_uniformer_cblock() {
 #[test]
 fn parity_uniformer_sablock() {
     check("uniformer.SABlock");
+}
+
+#[test]
+fn parity_tsm_tsn() {
+    check("tsm.TSN");
+}
+
+#[test]
+fn parity_tsm_tsn_train() {
+    check("tsm.TSN.train");
+}
+
+#[test]
+fn parity_uniformer_whole() {
+    check("uniformer.Uniformer");
+}
+
+#[test]
+fn parity_uniformer_whole_train() {
+    check("uniformer.Uniformer.train");
+}
+
+#[test]
+fn parity_mvit_v1_whole() {
+    check("mvit.MViT");
+}
+
+#[test]
+fn parity_mvit_v2_whole() {
+    check("mvit.MViT.v2");
 }
