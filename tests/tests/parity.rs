@@ -200,4 +200,80 @@ fn parity_timesformer_mvit_errors_name_the_problem() {
     assert!(err.contains("thw_shape [3, 5, 4]") && err.contains("[2, 76, 8]"), "{err}");
     let err = run("mvit.MultiScaleBlock.v1", &set("kernel_q", serde_json::json!([3, 3])));
     assert!(err.contains("kernel_q [3, 3]"), "{err}");
+fn parity_tsm_tsn() {
+    check("tsm.TSN");
+}
+
+#[test]
+fn parity_tsm_tsn_train() {
+    check("tsm.TSN.train");
+}
+
+#[test]
+fn parity_uniformer_whole() {
+    check("uniformer.Uniformer");
+}
+
+#[test]
+fn parity_uniformer_whole_train() {
+    check("uniformer.Uniformer.train");
+}
+
+#[test]
+fn parity_mvit_v1_whole() {
+    check("mvit.MViT");
+}
+
+#[test]
+fn parity_mvit_v2_whole() {
+    check("mvit.MViT.v2");
+}
+
+/// The whole-model modules' config errors name the field and the offending value.
+#[test]
+fn parity_whole_model_configs_name_the_problem() {
+    let Some(_) = gpu_or_skip() else { return };
+    let entries = manifest_entries();
+    let run = |case: &str, edit: &dyn Fn(&mut Value)| -> String {
+        let entry = entries.iter().find(|e| e.get("case").unwrap_or(&e["module"]) == case).unwrap();
+        let input = io::read(&fixtures().join(entry["input"].as_str().unwrap())).unwrap();
+        let mut config = entry["config"].clone();
+        edit(&mut config);
+        let module = entry["module"].as_str().unwrap();
+        parity::run_tensors(module, &config, &input).err().expect("an error").to_string()
+    };
+    let set = |ptr: &'static str, v: Value| move |c: &mut Value| *c.pointer_mut(ptr).unwrap() = v.clone();
+
+    let err = run("tsm.TSN.train", &|c| {
+        c.as_object_mut().unwrap().remove("partial_bn");
+    });
+    assert!(err.contains("partial_bn true") && err.contains("not implemented"), "{err}");
+    let err = run("tsm.TSN", &set("/base_model", serde_json::json!("resnet18")));
+    assert!(err.contains("base_model \"resnet18\"") && err.contains("resnet50"), "{err}");
+    let err = run("tsm.TSN", &set("/modality", serde_json::json!("Flow")));
+    assert!(err.contains("modality \"Flow\""), "{err}");
+
+    let err = run("uniformer.Uniformer", &|c| {
+        c["UNIFORMER"]["SPLIT"] = Value::Bool(true);
+    });
+    assert!(err.contains("UNIFORMER.SPLIT true") && err.contains("not implemented"), "{err}");
+    let err = run("uniformer.Uniformer", &|c| {
+        c["UNIFORMER"]["DEPTHS"] = serde_json::json!([1, 1, 1, 1]);
+    });
+    assert!(err.contains("unknown field(s) \"UNIFORMER.DEPTHS\"") && err.contains("UNIFORMER.DEPTH"), "{err}");
+    let err = run("uniformer.Uniformer.train", &|c| {
+        c["UNIFORMER"].as_object_mut().unwrap().remove("DROP_DEPTH_RATE");
+    });
+    assert!(err.contains("DROP_DEPTH_RATE 0.1"), "{err}");
+
+    let err = run("mvit.MViT", &set("/MVIT/SEP_POS_EMBED", Value::Bool(false)));
+    assert!(err.contains("SEP_POS_EMBED false") && err.contains("MViTv2"), "{err}");
+    let err = run("mvit.MViT", &|c| {
+        c["DATA"].as_object_mut().unwrap().remove("TEST_CROP_SIZE");
+    });
+    assert!(err.contains("DATA.TRAIN_CROP_SIZE 20 differs from DATA.TEST_CROP_SIZE 256"), "{err}");
+    let err = run("mvit.MViT", &set("/MVIT/DIM_MUL", serde_json::json!([[1]])));
+    assert!(err.contains("\"MVIT.DIM_MUL\" must be a list of [block, 1 number(s)] lists"), "{err}");
+    let err = run("mvit.MViT.v2", &set("/DATA/NUM_FRAMES", serde_json::json!(8)));
+    assert!(err.contains("DATA.NUM_FRAMES = 8") && err.contains("[2, 3, 4, 20, 20]"), "{err}");
 }

@@ -27,6 +27,7 @@ use tubelet_models::VideoModel;
 
 pub mod mvit;
 pub mod timesformer;
+pub mod mvit_model;
 pub mod tsm;
 pub mod uniformer;
 pub mod video_swin;
@@ -79,6 +80,7 @@ pub fn modules() -> Vec<Module> {
     let mut all = Vec::new();
     all.extend(mvit::modules());
     all.extend(timesformer::modules());
+    all.extend(mvit_model::modules());
     all.extend(tsm::modules());
     all.extend(uniformer::modules());
     all.extend(video_swin::modules());
@@ -219,6 +221,12 @@ impl ConfigReader {
             return Err(bad());
         }
         Ok(out)
+    }
+
+    /// The raw JSON value at `key` (null counts as absent), marking it used: for fields the
+    /// typed readers don't cover (lists of lists, string-or-object).
+    pub fn json(&mut self, key: &str) -> Option<Value> {
+        self.take(key)
     }
 
     /// Accepts `key` without using it (settings that only affect initialisation, or that the

@@ -8,12 +8,30 @@
 //! "partial(nn.LayerNorm, eps=1e-6)" (what the `Uniformer` model passes). CBlock in eval uses
 //! the BatchNorm running statistics from the file; `train: true` uses the batch's (and updates
 //! the buffers, as PyTorch does). Random rates are refused with `train: true` unless 0.
+//!
+//! `uniformer.Uniformer` is the whole model, (B, 3, T, H, W) -> logits (B, classes); the
+//! official forward takes a SlowFast list and uses `x[0]`, here the clip itself. Its
+//! constructor takes a yacs cfg; the config is that cfg's groups with their key names, and a
+//! missing key takes the value of the repository's `slowfast/config/defaults.py`:
+//! `UNIFORMER.DEPTH` ([3,4,8,3]) → depth, `UNIFORMER.EMBED_DIM` ([64,128,320,512]) →
+//! embed_dim, `UNIFORMER.HEAD_DIM` (64; heads = dim / head_dim), `UNIFORMER.MLP_RATIO` (4),
+//! `UNIFORMER.QKV_BIAS` (True), `UNIFORMER.QKV_SCALE` (None), `UNIFORMER.REPRESENTATION_SIZE`
+//! (None), `UNIFORMER.DROPOUT_RATE` (0), `UNIFORMER.ATTENTION_DROPOUT_RATE` (0),
+//! `UNIFORMER.DROP_DEPTH_RATE` (0.1), `UNIFORMER.SPLIT` (False), `UNIFORMER.STD` (False),
+//! `MODEL.NUM_CLASSES` (400), `MODEL.USE_CHECKPOINT` (False) and `MODEL.CHECKPOINT_NUM`
+//! (memory only), `DATA.INPUT_CHANNEL_NUM` ([3,3]; the first must be 3),
+//! `DATA.TRAIN_CROP_SIZE` (224; the patch embeddings' nominal img_size, which the official
+//! forward does not use: the clip size comes from the input, whose H and W must be multiples
+//! of 32 here). `UNIFORMER.PRETRAIN_NAME` is accepted (loading happens outside the
+//! constructor). Ported: SPLIT, STD False, QKV_SCALE and REPRESENTATION_SIZE None, an integer
+//! MLP_RATIO; the dropout rates are not applied (0 in every released config): with `train:
+//! true` they and DROP_DEPTH_RATE must be 0.
 
 use tubelet::nn::Init;
 use tubelet::{Error, Result, Tensor};
-use tubelet_models::uniformer::{CBlock, SABlock};
+use tubelet_models::uniformer::{CBlock, Config, SABlock, UniFormer};
 
-use super::{Block, ConfigReader, Module};
+use super::{Block, ConfigReader, Module, Whole};
 
 pub fn modules() -> Vec<Module> {
     vec![
@@ -28,6 +46,12 @@ pub fn modules() -> Vec<Module> {
             summary: "UniFormer global MHRA block (DPE, LayerNorm, multi-head self-attention, MLP) on (B, C, T, H, W); ported: qk_scale None",
             train_default: Some(false),
             build: build_sablock,
+        },
+        Module {
+            name: "uniformer.Uniformer",
+            summary: "the video UniFormer (SlowFast codebase), cfg fields UNIFORMER.*, MODEL.*, DATA.*, (B, 3, T, H, W) -> (B, classes); ported: SPLIT, STD False",
+            train_default: Some(false),
+            build: build_uniformer,
         },
     ]
 }
@@ -126,4 +150,75 @@ fn build_sablock(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<B
         return Err(Error::Config(format!("{M} config: dim {} is not divisible by num_heads {}", k.dim, k.heads)));
     }
     Ok(Box::new(Sa(SABlock::new(&mut Init::new(0), k.dim, k.heads, k.mlp_ratio, k.qkv_bias, k.drop_path, eps)?)))
+}
+
+/// A list of exactly 4 non-negative integers at `key`, or `default`.
+fn four(c: &mut ConfigReader, key: &str, default: [usize; 4]) -> Result<[usize; 4]> {
+    if !c.has(key) {
+        return Ok(default);
+    }
+    let v = c.usizes(key, Some(4))?;
+    Ok([v[0], v[1], v[2], v[3]])
+}
+
+fn build_uniformer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<dyn Block>> {
+    const M: &str = "uniformer.Uniformer";
+    let unsupported = |what: String| Error::Config(format!("{M}: {what} is not implemented in tubelet's port"));
+    let depth = four(c, "UNIFORMER.DEPTH", [3, 4, 8, 3])?;
+    let embed_dim = four(c, "UNIFORMER.EMBED_DIM", [64, 128, 320, 512])?;
+    let head_dim = c.usize("UNIFORMER.HEAD_DIM", Some(64))?;
+    let mlp_ratio = c.f64("UNIFORMER.MLP_RATIO", Some(4.0))?;
+    let qkv_bias = c.bool("UNIFORMER.QKV_BIAS", Some(true))?;
+    let qk_scale = c.opt_f64("UNIFORMER.QKV_SCALE")?;
+    let representation = c.opt_usize("UNIFORMER.REPRESENTATION_SIZE")?;
+    let drop = c.f64("UNIFORMER.DROPOUT_RATE", Some(0.0))?;
+    let attn_drop = c.f64("UNIFORMER.ATTENTION_DROPOUT_RATE", Some(0.0))?;
+    let drop_path = c.f64("UNIFORMER.DROP_DEPTH_RATE", Some(0.1))?;
+    let split = c.bool("UNIFORMER.SPLIT", Some(false))?;
+    let std = c.bool("UNIFORMER.STD", Some(false))?;
+    c.ignore("UNIFORMER.PRETRAIN_NAME");
+    let num_classes = c.usize("MODEL.NUM_CLASSES", Some(400))?;
+    c.bool("MODEL.USE_CHECKPOINT", Some(false))?; // memory only
+    c.ignore("MODEL.CHECKPOINT_NUM");
+    let in_chans = if c.has("DATA.INPUT_CHANNEL_NUM") { c.usizes("DATA.INPUT_CHANNEL_NUM", None)? } else { vec![3, 3] };
+    c.usize("DATA.TRAIN_CROP_SIZE", Some(224))?; // nominal img_size, unused by the forward
+    if mlp_ratio.fract() != 0.0 || mlp_ratio < 1.0 {
+        return Err(unsupported(format!("UNIFORMER.MLP_RATIO {mlp_ratio} (implemented: a positive integer)")));
+    }
+    if let Some(s) = qk_scale {
+        return Err(unsupported(format!("UNIFORMER.QKV_SCALE {s} (implemented: null, head_dim^-0.5)")));
+    }
+    if let Some(r) = representation.filter(|&r| r > 0) {
+        return Err(unsupported(format!("UNIFORMER.REPRESENTATION_SIZE {r} (implemented: null)")));
+    }
+    if split || std {
+        return Err(unsupported(format!("UNIFORMER.SPLIT {split}, UNIFORMER.STD {std} (implemented: false, as every released config)")));
+    }
+    if in_chans.first() != Some(&3) {
+        return Err(unsupported(format!("DATA.INPUT_CHANNEL_NUM {in_chans:?} (implemented: 3 input channels)")));
+    }
+    if num_classes == 0 {
+        return Err(unsupported("MODEL.NUM_CLASSES 0 (the official head is then the identity)".to_string()));
+    }
+    if train && (drop != 0.0 || attn_drop != 0.0 || drop_path != 0.0) {
+        return Err(unsupported(format!(
+            "train: true with DROPOUT_RATE {drop}, ATTENTION_DROPOUT_RATE {attn_drop}, DROP_DEPTH_RATE {drop_path} (random; set them to 0 or use train: false)"
+        )));
+    }
+    if input.len() != 5 || input[1] != 3 {
+        return Err(Error::Shape(format!("{M} takes a clip batch (B, 3, T, H, W); input has shape {input:?}")));
+    }
+    let config = Config {
+        frames: input[2],
+        height: input[3],
+        width: input[4],
+        embed_dim,
+        depth,
+        head_dim,
+        mlp_ratio: mlp_ratio as usize,
+        qkv_bias,
+        drop_path_rate: drop_path as f32,
+        num_classes,
+    };
+    Ok(Box::new(Whole(Box::new(UniFormer::new(config, 0)?))))
 }
