@@ -53,14 +53,16 @@ fn manifest_entries() -> Vec<Value> {
     entries
 }
 
-/// Runs `module` on its `.in` fixture and checks every tensor of its `.want` fixture.
-fn check(module: &str) {
+/// Runs the fixture's module on its `.in` fixture and checks every tensor of its `.want` fixture.
+/// `name` is an entry's `case` where it has one (several fixtures of one module), else its `module`.
+fn check(name: &str) {
     let Some(_) = gpu_or_skip() else { return };
     let entries = manifest_entries();
     let entry = entries
         .iter()
-        .find(|e| e["module"] == module)
-        .unwrap_or_else(|| panic!("no parity*.json manifest has a fixture for {module}"));
+        .find(|e| e.get("case").map_or(e["module"] == name, |c| c == name))
+        .unwrap_or_else(|| panic!("no parity*.json manifest has a fixture for {name}"));
+    let module = entry["module"].as_str().unwrap();
     let input = io::read(&fixtures().join(entry["input"].as_str().unwrap())).unwrap();
     let want: BTreeMap<String, HostTensor> = io::read(&fixtures().join(entry["want"].as_str().unwrap())).unwrap();
     let got = parity::run_tensors(module, &entry["config"], &input).unwrap();
@@ -78,8 +80,8 @@ fn check(module: &str) {
         worst.iter().filter(|(_, e, t)| e.is_nan() || e > t).map(|(k, e, t)| format!("{k}: {e:.2e} > {t:.0e}")).collect();
     let max_fwd = worst.iter().filter(|w| w.0 == "output").map(|w| w.1).fold(0f32, f32::max);
     let max_grad = worst.iter().filter(|w| w.0 != "output").map(|w| w.1).fold(0f32, f32::max);
-    eprintln!("{module}: relative error output {max_fwd:.2e}, worst gradient {max_grad:.2e}");
-    assert!(fails.is_empty(), "{module} differs from the official code:\n  {}", fails.join("\n  "));
+    eprintln!("{name}: relative error output {max_fwd:.2e}, worst gradient {max_grad:.2e}");
+    assert!(fails.is_empty(), "{name} differs from the official code:\n  {}", fails.join("\n  "));
 }
 
 #[test]
@@ -105,4 +107,24 @@ fn parity_uniformer_cblock() {
 #[test]
 fn parity_uniformer_sablock() {
     check("uniformer.SABlock");
+}
+
+#[test]
+fn parity_vivit_model1_spacetime() {
+    check("vivit.ViViT.spacetime");
+}
+
+#[test]
+fn parity_vivit_model2_factorised_encoder() {
+    check("vivit.SpaceTimeViViT");
+}
+
+#[test]
+fn parity_vivit_model3_factorised_self_attention() {
+    check("vivit.ViViT.factorized_self_attention_block");
+}
+
+#[test]
+fn parity_vivit_model4_factorised_dot_product() {
+    check("vivit.ViViT.factorized_dot_product_attention");
 }
