@@ -276,4 +276,21 @@ fn parity_whole_model_configs_name_the_problem() {
     assert!(err.contains("\"MVIT.DIM_MUL\" must be a list of [block, 1 number(s)] lists"), "{err}");
     let err = run("mvit.MViT.v2", &set("/DATA/NUM_FRAMES", serde_json::json!(8)));
     assert!(err.contains("DATA.NUM_FRAMES = 8") && err.contains("[2, 3, 4, 20, 20]"), "{err}");
+fn parity_vivit_model1_spacetime() {
+    check("vivit.ViViT.spacetime");
+}
+
+#[test]
+fn parity_vivit_model2_factorised_encoder() {
+    check("vivit.SpaceTimeViViT");
+}
+
+#[test]
+fn parity_vivit_model3_factorised_self_attention() {
+    check("vivit.ViViT.factorized_self_attention_block");
+}
+
+#[test]
+fn parity_vivit_model4_factorised_dot_product() {
+    check("vivit.ViViT.factorized_dot_product_attention");
 }

@@ -305,3 +305,56 @@ fn parity_errors_name_the_problem() {
     let err = parity::run_files("vivit.ViViT", "{\"a\": ", &tmp("x"), &tmp("y")).unwrap_err().to_string();
     assert!(err.contains("invalid JSON"), "{err}");
 }
+
+/// The parity tool's ViViT settings beyond Model 1 (scenic's assertions, the port's limits): each
+/// refused with a message that names the field. Config errors come before any GPU work.
+#[test]
+fn parity_vivit_factorised_settings_are_checked() {
+    let file = BTreeMap::from([("input".to_string(), HostTensor { shape: vec![1, 4, 8, 16, 3], data: vec![0.0; 1536] })]);
+    let vivit = |f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        let mut c = vivit_config();
+        f(c.as_object_mut().unwrap());
+        parity::run_tensors("vivit.ViViT", &c, &file).unwrap_err().to_string()
+    };
+    let m3 = json!({"type": "factorized_self_attention_block", "attention_order": "time_space"});
+    let err = vivit(&|c| { c.insert("attention_config".into(), m3.clone()); });
+    assert!(err.contains("no token classifier"), "{err}");
+    let err = vivit(&|c| {
+        c.insert("attention_config".into(), json!({"type": "factorized_self_attention_block"}));
+        c.insert("classifier".into(), json!("gap"));
+    });
+    assert!(err.contains("missing required field \"attention_config.attention_order\""), "{err}");
+    let err = vivit(&|c| {
+        c.insert("attention_config".into(), json!({"type": "factorized_self_attention_block", "attention_order": "space_time"}));
+        c.insert("classifier".into(), json!("gap"));
+    });
+    assert!(err.contains("attention_order \"space_time\"") && err.contains("not implemented"), "{err}");
+    let err = vivit(&|c| {
+        c.insert("attention_config".into(), json!({"type": "factorized_dot_product_attention"}));
+        c.insert("classifier".into(), json!("gap"));
+        c.insert("num_heads".into(), json!(1));
+    });
+    assert!(err.contains("num_heads 1 must be even"), "{err}");
+    let err = vivit(&|c| { c.insert("attention_config".into(), json!({})); });
+    assert!(err.contains("missing required field \"attention_config.type\""), "{err}");
+
+    let fe = |f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        let mut c = json!({
+            "num_classes": 5, "hidden_size": 16, "patches": {"size": [4, 8, 2]},
+            "spatial_mlp_dim": 24, "spatial_num_layers": 2, "spatial_num_heads": 2,
+            "temporal_mlp_dim": 24, "temporal_num_layers": 1, "temporal_num_heads": 2,
+            "temporal_encoding_config": {"method": "3d_conv"}, "attention_config": {"type": "factorized_encoder"},
+            "classifier": "token", "train": false
+        });
+        f(c.as_object_mut().unwrap());
+        parity::run_tensors("vivit.SpaceTimeViViT", &c, &file).unwrap_err().to_string()
+    };
+    let err = fe(&|c| { c.insert("temporal_num_heads".into(), json!(4)); });
+    assert!(err.contains("temporal_num_heads 4") && err.contains("not implemented"), "{err}");
+    let err = fe(&|c| { c.remove("classifier"); });
+    assert!(err.contains("classifier \"gap\"") && err.contains("not implemented"), "{err}");
+    let err = fe(&|c| { c.insert("attention_config".into(), json!({"type": "factorized_encoder", "spatial_only_baseline": true})); });
+    assert!(err.contains("spatial_only_baseline"), "{err}");
+    let err = fe(&|c| { c.remove("spatial_num_layers"); });
+    assert!(err.contains("missing required field \"spatial_num_layers\""), "{err}");
+}

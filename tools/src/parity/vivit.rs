@@ -1,109 +1,244 @@
 //! Parity modules of ViViT (scenic, `scenic/projects/vivit/model.py`). scenic's keys are the
 //! flattened Flax parameter paths joined by '/', its arrays keep Flax layouts, and its inputs
-//! are channels-last (B, T, H, W, C).
+//! are channels-last (B, T, H, W, C). The clip size comes from the input.
 //!
-//! `vivit.ViViT` reads the constructor's fields: `num_classes`, `mlp_dim`, `num_layers`,
-//! `num_heads`, `hidden_size`, `patches.size` = (fh, fw, ft), `temporal_encoding_config.method`,
-//! `attention_config.type` (default 'spacetime', as `ViViT.__call__` reads it),
+//! `vivit.ViViT` (Models 1, 3, 4) reads the constructor's fields: `num_classes`, `mlp_dim`,
+//! `num_layers`, `num_heads`, `hidden_size`, `patches.size` = (fh, fw, ft),
+//! `temporal_encoding_config.method`, `attention_config.type` (required: scenic's `Encoder` reads
+//! it without a default) and, for Model 3, `attention_config.attention_order` (required there),
 //! `representation_size` (None), `dropout_rate` (0.1), `attention_dropout_rate` (0.1),
 //! `stochastic_droplayer_rate` (0), `classifier` ('gap'), `return_prelogits` (False),
 //! `return_preclassifier` (False), `dtype` (float32); and the call's `train` (required) and
-//! `debug` (False). The clip size comes from the input.
+//! `debug` (False).
 //!
-//! The port covers Model 1 as released: `3d_conv` tubelets, 'spacetime' attention, the 'token'
-//! classifier, no pre-logits layer. Other settings are errors that say so; dropout and
+//! `vivit.SpaceTimeViViT` (Model 2, the factorised encoder) reads `spatial_mlp_dim`,
+//! `spatial_num_layers`, `spatial_num_heads`, `temporal_mlp_dim`, `temporal_num_layers`,
+//! `temporal_num_heads` (the fields that `ViViTClassificationModel` fills from the config's
+//! `model.spatial_transformer` / `model.temporal_transformer`), `attention_config.type` (the
+//! encoders' blocks: 'spacetime' or 'factorized_encoder') and
+//! `attention_config.spatial_only_baseline` (False), and the fields above that it shares with
+//! `ViViT` (no `return_preclassifier`).
+//!
+//! Ported: `3d_conv` tubelets and no pre-logits layer throughout; Model 1 ('spacetime', or
+//! 'factorized_encoder', which scenic's `ViViT` runs as 'spacetime') with the 'token'
+//! classifier; Model 3 ('factorized_self_attention_block', attention_order 'time_space') and
+//! Model 4 ('factorized_dot_product_attention') with 'gap' (scenic asserts that they have no
+//! token classifier); Model 2 with the 'token' classifier and the same heads and MLP size in
+//! both encoders (as every released config). Other settings are errors that say so; dropout and
 //! stochastic depth are refused only with `train: true` (they are inert in eval).
 
 use tubelet::{Error, Result};
-use tubelet_models::vivit::{Config, ViViT};
+use tubelet_models::vivit::{build, Config, Model};
 
 use super::{Block, ConfigReader, Module, Whole};
 
 pub fn modules() -> Vec<Module> {
-    vec![Module {
-        name: "vivit.ViViT",
-        summary: "scenic ViViT; ported: Model 1 (spacetime attention, 3d_conv tubelets, token classifier)",
-        train_default: None,
-        build: build_vivit,
-    }]
+    vec![
+        Module {
+            name: "vivit.ViViT",
+            summary: "scenic ViViT; ported: Model 1 (spacetime, token classifier), Model 3 \
+                      (factorized_self_attention_block, gap), Model 4 (factorized_dot_product_attention, gap); \
+                      3d_conv tubelets",
+            train_default: None,
+            build: build_vivit,
+        },
+        Module {
+            name: "vivit.SpaceTimeViViT",
+            summary: "scenic SpaceTimeViViT (Model 2, factorised encoder); ported: token classifier, 3d_conv \
+                      tubelets, equal spatial and temporal heads and MLP sizes",
+            train_default: None,
+            build: build_space_time_vivit,
+        },
+    ]
 }
 
-fn unsupported(what: String) -> Error {
-    Error::Config(format!("vivit.ViViT: {what} is not implemented in tubelet's port (it covers ViViT Model 1 as released)"))
+fn unsupported(module: &str, what: String) -> Error {
+    Error::Config(format!("{module}: {what} is not implemented in tubelet's port"))
 }
 
-fn build_vivit(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<dyn Block>> {
+/// The fields that `ViViT` and `SpaceTimeViViT` share, read and checked.
+struct Common {
+    num_classes: usize,
+    hidden_size: usize,
+    /// (ft, fh, fw), from scenic's `patches.size` = (fh, fw, ft).
+    tubelet: [usize; 3],
+    classifier: String,
+}
+
+fn read_common(module: &str, c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Common> {
     let num_classes = c.usize("num_classes", None)?;
-    let mlp_dim = c.usize("mlp_dim", None)?;
-    let num_layers = c.usize("num_layers", None)?;
-    let num_heads = c.usize("num_heads", None)?;
     let hidden_size = c.usize("hidden_size", None)?;
     // scenic embed_3d_patch: `fh, fw, ft = patches.size`, kernel (ft, fh, fw).
     let size = c.usizes("patches.size", Some(3))?;
-    let (fh, fw, ft) = (size[0], size[1], size[2]);
     c.require_object("temporal_encoding_config")?;
     let method = c.string("temporal_encoding_config.method", None)?;
     c.ignore("temporal_encoding_config.kernel_init_method"); // initialisation only
     c.ignore("temporal_encoding_config.n_sampled_frames"); // read by 'temporal_sampling' only
-    c.require_object("attention_config")?;
-    let attention = c.string("attention_config.type", Some("spacetime"))?;
-    c.ignore("attention_config.attention_order"); // read by the factorised types only
-    c.ignore("attention_config.attention_kernel_init_method"); // initialisation only
     let representation_size = c.opt_usize("representation_size")?;
     let dropout_rate = c.f64("dropout_rate", Some(0.1))?;
     let attention_dropout_rate = c.f64("attention_dropout_rate", Some(0.1))?;
     let droplayer = c.f64("stochastic_droplayer_rate", Some(0.0))?;
     let classifier = c.string("classifier", Some("gap"))?;
     let return_prelogits = c.bool("return_prelogits", Some(false))?;
-    let return_preclassifier = c.bool("return_preclassifier", Some(false))?;
     let dtype = c.string("dtype", Some("float32"))?;
     c.bool("debug", Some(false))?;
 
     if method != "3d_conv" {
-        return Err(unsupported(format!("temporal_encoding_config.method {method:?} (implemented: \"3d_conv\")")));
+        return Err(unsupported(module, format!("temporal_encoding_config.method {method:?} (implemented: \"3d_conv\")")));
     }
-    if attention != "spacetime" {
-        return Err(unsupported(format!("attention_config.type {attention:?} (implemented: \"spacetime\")")));
-    }
-    if classifier != "token" {
-        return Err(unsupported(format!(
-            "classifier {classifier:?} (scenic's default is \"gap\"; implemented: \"token\", the released configs' choice)"
+    if !["token", "0", "gap", "gmp", "gsp"].contains(&classifier.as_str()) {
+        return Err(Error::Config(format!(
+            "{module} config: classifier {classifier:?} is not one of scenic's \"token\", \"0\", \"gap\", \"gmp\", \"gsp\""
         )));
     }
     if let Some(r) = representation_size {
-        return Err(unsupported(format!("representation_size {r} (a pre_logits layer; implemented: null)")));
+        return Err(unsupported(module, format!("representation_size {r} (a pre_logits layer; implemented: null)")));
     }
-    if return_prelogits || return_preclassifier {
-        return Err(unsupported("return_prelogits / return_preclassifier".to_string()));
+    if return_prelogits {
+        return Err(unsupported(module, "return_prelogits".to_string()));
     }
     if dtype != "float32" {
-        return Err(unsupported(format!("dtype {dtype:?} (implemented: \"float32\")")));
+        return Err(unsupported(module, format!("dtype {dtype:?} (implemented: \"float32\")")));
     }
     if train && (dropout_rate != 0.0 || attention_dropout_rate != 0.0 || droplayer != 0.0) {
-        return Err(unsupported(format!(
-            "train: true with dropout_rate {dropout_rate}, attention_dropout_rate {attention_dropout_rate}, \
-             stochastic_droplayer_rate {droplayer} (random; set them to 0, as the released configs do, or \
-             use train: false)"
-        )));
+        return Err(unsupported(
+            module,
+            format!(
+                "train: true with dropout_rate {dropout_rate}, attention_dropout_rate {attention_dropout_rate}, \
+                 stochastic_droplayer_rate {droplayer} (random; set them to 0, as the released configs do, or \
+                 use train: false)"
+            ),
+        ));
     }
     if input.len() != 5 || input[4] != 3 {
-        return Err(Error::Shape(format!(
-            "vivit.ViViT takes a channels-last clip (B, T, H, W, 3); input has shape {input:?}"
-        )));
+        return Err(Error::Shape(format!("{module} takes a channels-last clip (B, T, H, W, 3); input has shape {input:?}")));
     }
-    // NOTE: the update keeps this compiling when other ViViT models add fields to Config.
-    #[allow(clippy::needless_update)]
-    let config = Config {
+    Ok(Common { num_classes, hidden_size, tubelet: [size[2], size[0], size[1]], classifier })
+}
+
+/// The port's config for a clip of `input`'s size.
+fn port_config(common: &Common, input: &[usize], layers: usize, heads: usize, mlp_dim: usize, model: Model) -> Config {
+    Config {
         frames: input[1],
         height: input[2],
         width: input[3],
-        tubelet: [ft, fh, fw],
-        hidden: hidden_size,
-        layers: num_layers,
-        heads: num_heads,
+        tubelet: common.tubelet,
+        hidden: common.hidden_size,
+        layers,
+        heads,
         mlp_dim,
-        num_classes,
-        ..Config::tiny(num_classes)
+        num_classes: common.num_classes,
+        model,
+    }
+}
+
+fn build_vivit(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<dyn Block>> {
+    const M: &str = "vivit.ViViT";
+    let mlp_dim = c.usize("mlp_dim", None)?;
+    let num_layers = c.usize("num_layers", None)?;
+    let num_heads = c.usize("num_heads", None)?;
+    c.require_object("attention_config")?;
+    let attention = c.string("attention_config.type", None)?;
+    c.ignore("attention_config.attention_kernel_init_method"); // initialisation only
+    let return_preclassifier = c.bool("return_preclassifier", Some(false))?;
+    let common = read_common(M, c, input, train)?;
+    if return_preclassifier {
+        return Err(unsupported(M, "return_preclassifier".to_string()));
+    }
+    let classifier = common.classifier.as_str();
+    let token = classifier == "token" || classifier == "0";
+    let model = match attention.as_str() {
+        // scenic's Encoder runs 'factorized_encoder' with the plain EncoderBlock too.
+        "spacetime" | "factorized_encoder" => {
+            c.ignore("attention_config.attention_order"); // read by Model 3 only
+            if classifier != "token" {
+                return Err(unsupported(
+                    M,
+                    format!("classifier {classifier:?} with spacetime attention (scenic's default is \"gap\"; implemented: \"token\", the released configs' choice)"),
+                ));
+            }
+            Model::SpatioTemporal
+        }
+        "factorized_self_attention_block" | "factorized_dot_product_attention" => {
+            if token {
+                return Err(Error::Config(format!(
+                    "{M} config: classifier {classifier:?} with attention_config.type {attention:?}: scenic asserts that \
+                     the factorised attentions have no token classifier; use \"gap\""
+                )));
+            }
+            if classifier != "gap" {
+                return Err(unsupported(M, format!("classifier {classifier:?} (implemented for {attention:?}: \"gap\")")));
+            }
+            if attention == "factorized_self_attention_block" {
+                let order = c.string("attention_config.attention_order", None)?;
+                if order != "time_space" {
+                    return Err(unsupported(M, format!("attention_config.attention_order {order:?} (implemented: \"time_space\")")));
+                }
+                Model::FactorisedSelfAttention
+            } else {
+                c.ignore("attention_config.attention_order"); // read by Model 3 only
+                if num_heads % 2 != 0 {
+                    return Err(Error::Config(format!(
+                        "{M} config: factorized_dot_product_attention splits the heads between time and space: \
+                         num_heads {num_heads} must be even"
+                    )));
+                }
+                Model::FactorisedDotProduct
+            }
+        }
+        other => {
+            return Err(unsupported(
+                M,
+                format!(
+                    "attention_config.type {other:?} (implemented: \"spacetime\", \"factorized_self_attention_block\", \
+                     \"factorized_dot_product_attention\"; Model 2 is vivit.SpaceTimeViViT)"
+                ),
+            ))
+        }
     };
-    Ok(Box::new(Whole(Box::new(ViViT::new(config, 0)?))))
+    let config = port_config(&common, input, num_layers, num_heads, mlp_dim, model);
+    Ok(Box::new(Whole(build(config, 0)?)))
+}
+
+fn build_space_time_vivit(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<dyn Block>> {
+    const M: &str = "vivit.SpaceTimeViViT";
+    let spatial_mlp_dim = c.usize("spatial_mlp_dim", None)?;
+    let spatial_num_layers = c.usize("spatial_num_layers", None)?;
+    let spatial_num_heads = c.usize("spatial_num_heads", None)?;
+    let temporal_mlp_dim = c.usize("temporal_mlp_dim", None)?;
+    let temporal_num_layers = c.usize("temporal_num_layers", None)?;
+    let temporal_num_heads = c.usize("temporal_num_heads", None)?;
+    c.require_object("attention_config")?;
+    let attention = c.string("attention_config.type", None)?;
+    c.ignore("attention_config.attention_kernel_init_method"); // initialisation only
+    let spatial_only = c.bool("attention_config.spatial_only_baseline", Some(false))?;
+    let common = read_common(M, c, input, train)?;
+    if attention != "spacetime" && attention != "factorized_encoder" {
+        return Err(unsupported(
+            M,
+            format!("attention_config.type {attention:?} in the encoders (implemented: \"factorized_encoder\", \"spacetime\")"),
+        ));
+    }
+    if spatial_only {
+        return Err(unsupported(M, "attention_config.spatial_only_baseline true (a mean over frames instead of the temporal encoder)".to_string()));
+    }
+    if common.classifier != "token" {
+        return Err(unsupported(
+            M,
+            format!("classifier {:?} (scenic's default is \"gap\"; implemented: \"token\", the released configs' choice)", common.classifier),
+        ));
+    }
+    if (temporal_num_heads, temporal_mlp_dim) != (spatial_num_heads, spatial_mlp_dim) {
+        return Err(unsupported(
+            M,
+            format!(
+                "temporal_num_heads {temporal_num_heads} / temporal_mlp_dim {temporal_mlp_dim} differing from \
+                 spatial_num_heads {spatial_num_heads} / spatial_mlp_dim {spatial_mlp_dim} (the port's encoders share \
+                 them, as every released config does)"
+            ),
+        ));
+    }
+    let model = Model::FactorisedEncoder { temporal_layers: temporal_num_layers };
+    let config = port_config(&common, input, spatial_num_layers, spatial_num_heads, spatial_mlp_dim, model);
+    Ok(Box::new(Whole(build(config, 0)?)))
 }
