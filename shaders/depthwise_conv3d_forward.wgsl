@@ -10,7 +10,8 @@
 //     block are override constants, so every loop has a constant trip count, unrolls, and the
 //     blocks stay in registers; `// #bounded-loops` lets Mesa see those trip counts (gpu.rs).
 //     The block index is decoded once per lane; padding is a select on the load, no branches.
-//     A workgroup is WG consecutive blocks of one (n, c): its weights are uniform loads.
+//     A workgroup is WG consecutive blocks of one (n, c): each t-tap's KH·KW weights are uniform
+//     loads into registers (read per product, the flipped indices cost the FLIP pass 2.4×).
 // Reference: engine/src/ops/depthwise_conv3d.rs::reference.
 // Backward: this kernel (FLIP = 1, stride 1), depthwise_conv3d_backward_input.wgsl (strided),
 //           depthwise_conv3d_backward_weight.wgsl.
@@ -71,7 +72,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var acc: array<f32, 64>;
     for (var k = 0u; k < R * V; k++) { acc[k] = 0.0; }
     var xs: array<f32, 64>;
+    var wr: array<f32, 125>;
     for (var a = 0u; a < KT; a++) {
+        // the KH·KW weights of this t-tap, in registers (uniform loads)
+        for (var k = 0u; k < KH * KW; k++) {
+            let kk = a * KH * KW + k;
+            wr[k] = w[wbase + select(kk, taps - 1u - kk, FLIP == 1u)];
+        }
         let ti = t0 + i32(a);
         let tok = ti >= 0 && ti < i32(p.t);
         let xplane = xbase + ti * i32(p.h * p.w);
@@ -90,9 +97,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 if (ih < r * SH || ih - r * SH >= KH) { continue; }
                 let i = ih - r * SH;
                 for (var e = 0u; e < KW; e++) {
-                    var k = (a * KH + i) * KW + e;
-                    if (FLIP == 1u) { k = taps - 1u - k; }
-                    let wv = w[wbase + k];
+                    let wv = wr[i * KW + e];
                     for (var v = 0u; v < V; v++) {
                         acc[r * V + v] += wv * xs[v * SW + e];
                     }
