@@ -17,13 +17,6 @@ use crate::ops::Op;
 use crate::reference::CpuTensor;
 use crate::tensor::Tensor;
 
-/// Lanes of a workgroup that runs along a row of `len` elements: a power of two in 8..=64
-/// (8 = one 256-bit llvmpipe vector), so short MViT rows (7 wide) do not idle 57 of 64 lanes.
-/// (The strided input gradient's v2 kernel.)
-fn wg_for(len: usize) -> usize {
-    len.next_power_of_two().clamp(8, 64)
-}
-
 /// Most output rows (R) and columns (V) one lane of the v3 kernels owns, and their product:
 /// the sizes of the kernels' register arrays.
 const MAX_R: usize = 8;
@@ -54,6 +47,17 @@ fn tiles(out: [usize; 3], k: [usize; 3], s: [usize; 3], max_wg: usize) -> Tiles 
     let even = |n: usize, most: usize| n.div_ceil(n.div_ceil(most.max(1)));
     let v = even(out[2], MAX_V.min((MAX_SPAN - k[2]) / s[2] + 1));
     let r = even(out[1], (24 / k[1]).clamp(1, MAX_R));
+    let (lw, hb) = (out[2].div_ceil(v), out[1].div_ceil(r));
+    let blocks = out[0] * hb * lw;
+    let wg = blocks.next_multiple_of(8).min(max_wg);
+    Tiles { v, r, wg, lw, hb, blocks, gpc: blocks.div_ceil(wg) }
+}
+
+/// The strided input gradient's tiling of dx (T, H, W): blocks start on a stride phase, so R
+/// is a multiple of SH and V of SW (R·V ≤ 64 needs SH·SW ≤ 64, checked in `check`).
+fn strided_tiles(out: [usize; 3], k: [usize; 3], s: [usize; 3], max_wg: usize) -> Tiles {
+    let v = s[2] * (MAX_V / s[2]).max(1);
+    let r = s[1] * ((24 / k[1]).clamp(1, MAX_R).min(64 / v) / s[1]).max(1);
     let (lw, hb) = (out[2].div_ceil(v), out[1].div_ceil(r));
     let blocks = out[0] * hb * lw;
     let wg = blocks.next_multiple_of(8).min(max_wg);
@@ -136,34 +140,6 @@ fn consts(k: &[usize], s: [usize; 3], tl: Tiles) -> Vec<(&'static str, f64)> {
         ("SW", s[2] as f64), ("V", tl.v as f64), ("R", tl.r as f64), ("WG", tl.wg as f64)]
 }
 
-/// Parameters of the v2 input-gradient gather (strided convolutions).
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct GatherParams {
-    bc: u32,
-    t: u32,
-    h: u32,
-    w: u32,
-    to: u32,
-    ho: u32,
-    wo: u32,
-    c: u32,
-    kt: u32,
-    kh: u32,
-    kw: u32,
-    n: u32,
-    st: u32,
-    sh: u32,
-    sw: u32,
-    chunk: u32,
-    pt: u32,
-    ph: u32,
-    pw: u32,
-    n_chunks: u32,
-    tiles: u32,
-    _pad: [u32; 3],
-}
-
 impl DepthwiseConv3d {
     /// The output shape, or an error naming the op, the shapes and the parameters.
     fn check(&self, x: &[usize], w: &[usize], b: Option<&[usize]>) -> Result<[usize; 5]> {
@@ -182,9 +158,10 @@ impl DepthwiseConv3d {
         if w[2..].contains(&0) || self.stride.contains(&0) {
             return Err(Error::Shape(format!("{}: kernel and stride must be ≥ 1", what())));
         }
-        if w[3] * w[4] > MAX_TAPS || w[4] > MAX_SPAN {
+        if w[3] * w[4] > MAX_TAPS || w[4] > MAX_SPAN || self.stride[1] * self.stride[2] > MAX_SPAN {
             return Err(Error::Shape(format!(
-                "{}: the kernels hold at most KH·KW = {MAX_TAPS} taps and KW = {MAX_SPAN} per lane", what())));
+                "{}: the kernels hold at most KH·KW = {MAX_TAPS} taps, KW = {MAX_SPAN} and SH·SW = {MAX_SPAN} per lane",
+                what())));
         }
         if b.is_some_and(|b| b != [x[1]]) {
             return Err(Error::Shape(format!("{}: bias must be ({},)", what(), x[1])));
@@ -197,34 +174,6 @@ impl DepthwiseConv3d {
             })?;
         }
         Ok(out)
-    }
-
-    fn gather_params(&self, x: &[usize], w: &[usize], y: &[usize]) -> GatherParams {
-        let wg = wg_for(x[4]);
-        GatherParams {
-            bc: (x[0] * x[1]) as u32,
-            t: x[2] as u32,
-            h: x[3] as u32,
-            w: x[4] as u32,
-            to: y[2] as u32,
-            ho: y[3] as u32,
-            wo: y[4] as u32,
-            c: x[1] as u32,
-            kt: w[2] as u32,
-            kh: w[3] as u32,
-            kw: w[4] as u32,
-            n: (x[0] * x[1] * x[2] * x[3]) as u32,
-            st: self.stride[0] as u32,
-            sh: self.stride[1] as u32,
-            sw: self.stride[2] as u32,
-            chunk: 0,
-            pt: self.padding[0] as u32,
-            ph: self.padding[1] as u32,
-            pw: self.padding[2] as u32,
-            n_chunks: 0,
-            tiles: x[4].div_ceil(wg) as u32,
-            _pad: [0; 3],
-        }
     }
 
     fn pad(&self) -> [isize; 3] {
@@ -345,11 +294,14 @@ impl Op for DepthwiseConv3d {
                 gpu().dispatch(kernel!(depthwise_conv3d_forward), &consts,
                     &[dy.buffer(), x[1].buffer(), x[1].buffer(), dx.buffer()], &p, grid_rows(p.n as usize))?;
             } else {
-                let p = self.gather_params(xs, ws, ys);
+                let tl = strided_tiles([xs[2], xs[3], xs[4]], k, self.stride, 64);
+                let p = Params::new(ys, xs, self.stride[0], self.pad(), tl);
+                let mut consts = consts(&k, self.stride, tl);
+                consts.extend([("PH", self.padding[1] as f64), ("PW", self.padding[2] as f64)]);
                 // (B, C, TO, HO, WO), (C, 1, KT, KH, KW) -> (B, C, T, H, W), one workgroup per
-                // input row and tile of WG along W
-                gpu().dispatch(kernel!(depthwise_conv3d_backward_input), &[("WG", wg_for(xs[4]) as f64)],
-                    &[dy.buffer(), x[1].buffer(), dx.buffer()], &p, grid_rows(p.n as usize * p.tiles as usize))?;
+                // WG blocks of R × V elements of one (n, c)
+                gpu().dispatch(kernel!(depthwise_conv3d_backward_input), &consts,
+                    &[dy.buffer(), x[1].buffer(), dx.buffer()], &p, grid_rows(p.n as usize))?;
             }
             Some(dx)
         } else {
