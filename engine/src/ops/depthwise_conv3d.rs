@@ -5,8 +5,11 @@
 //! y (B, C, TO, HO, WO) with TO = (T + 2·pt − KT)/st + 1 (likewise HO, WO).
 //! Used by UniFormer's DPE (k3 p1) and local MHRA (k5 p2) and MViT's attention pooling
 //! (k3, stride 1×{1,2,4,8}², p1; seed-models.md §5, §6).
-//! Kernels: shaders/depthwise_conv3d_forward.wgsl, shaders/depthwise_conv3d_backward_input.wgsl,
+//! Kernels: shaders/depthwise_conv3d_forward.wgsl (also dx at stride 1, the kernel flipped),
+//! shaders/depthwise_conv3d_backward_input.wgsl (strided dx),
 //! shaders/depthwise_conv3d_backward_weight.wgsl (pass 1 of dw; pass 2 is reduce::reduce_raw).
+//! Their lanes hold register blocks sized by override constants, which bounds the geometry:
+//! KH·KW ≤ 125, KW ≤ 64 and SH·SW ≤ 64 (an error names the shapes otherwise).
 
 use crate::autograd::apply;
 use crate::error::{Error, Result};
@@ -17,8 +20,8 @@ use crate::ops::Op;
 use crate::reference::CpuTensor;
 use crate::tensor::Tensor;
 
-/// Most output rows (R) and columns (V) one lane of the v3 kernels owns, and their product:
-/// the sizes of the kernels' register arrays.
+/// Most output rows (R) and columns (V) one lane of the v3 kernels owns; MAX_SPAN is the size
+/// of the kernels' register arrays (R·V accumulators, a row's (V − 1)·SW + KW inputs).
 const MAX_R: usize = 8;
 const MAX_V: usize = 7;
 const MAX_SPAN: usize = 64;
@@ -41,8 +44,9 @@ struct Tiles {
 
 /// Blocks of at most 7 columns and 24/KH (≤ 8) rows, split evenly (a 56-wide row is 8 blocks
 /// of 7, not 7 of 8 and a remainder): larger blocks load less (each input row is read once
-/// per block) but past ~64 accumulators llvmpipe spills (k5 with R = 8 ran 3.7× slower
-/// than R = 4). WG is the blocks of one (n, c), up to `max_wg`, in whole 8-lane vectors.
+/// per block), but measured on lavapipe, blocks past 56 accumulators or with more than ~8 rows
+/// of work per input row ran 2-4× slower (k3: V8·R8 3.8× slower than V7·R8; k5: R8 3.7×
+/// slower than R4). WG is the blocks of one (n, c), up to `max_wg`, in whole 8-lane vectors.
 fn tiles(out: [usize; 3], k: [usize; 3], s: [usize; 3], max_wg: usize) -> Tiles {
     let even = |n: usize, most: usize| n.div_ceil(n.div_ceil(most.max(1)));
     let v = even(out[2], MAX_V.min((MAX_SPAN - k[2]) / s[2] + 1));
@@ -57,7 +61,7 @@ fn tiles(out: [usize; 3], k: [usize; 3], s: [usize; 3], max_wg: usize) -> Tiles 
 /// is a multiple of SH and V of SW (R·V ≤ 64 needs SH·SW ≤ 64, checked in `check`).
 fn strided_tiles(out: [usize; 3], k: [usize; 3], s: [usize; 3], max_wg: usize) -> Tiles {
     let v = s[2] * (MAX_V / s[2]).max(1);
-    let r = s[1] * ((24 / k[1]).clamp(1, MAX_R).min(64 / v) / s[1]).max(1);
+    let r = s[1] * ((24 / k[1]).clamp(1, MAX_R).min(MAX_SPAN / v) / s[1]).max(1);
     let (lw, hb) = (out[2].div_ceil(v), out[1].div_ceil(r));
     let blocks = out[0] * hb * lw;
     let wg = blocks.next_multiple_of(8).min(max_wg);
@@ -81,7 +85,7 @@ pub struct DepthwiseConv3d {
     pub padding: [usize; 3],
 }
 
-/// Parameters of the v3 kernels (forward, stride-1 input gradient, weight gradient).
+/// Parameters of the v3 kernels (forward, both input-gradient paths, weight gradient).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
