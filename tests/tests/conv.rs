@@ -42,6 +42,13 @@ fn depthwise_conv3d_errors_name_shapes_and_parameters() {
     let b = Tensor::zeros(&[5]);
     let err = x.try_depthwise_conv3d(&w, Some(&b), [1, 1, 1], [1, 1, 1]).err().expect("error").to_string();
     assert!(err.contains("bias Some([5])"), "{err}");
+    // the kernels' per-lane register blocks bound KH·KW and SH·SW
+    let w = Tensor::zeros(&[4, 1, 1, 13, 13]);
+    let err = x.try_depthwise_conv3d(&w, None, [1, 1, 1], [0, 6, 6]).err().expect("error").to_string();
+    assert!(err.contains("KH·KW = 125") && err.contains("[4, 1, 1, 13, 13]"), "{err}");
+    let w = Tensor::zeros(&[4, 1, 1, 1, 1]);
+    let err = x.try_depthwise_conv3d(&w, None, [1, 16, 8], [0, 0, 0]).err().expect("error").to_string();
+    assert!(err.contains("SH·SW = 64") && err.contains("stride [1, 16, 8]"), "{err}");
 }
 
 #[test]

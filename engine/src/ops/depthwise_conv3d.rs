@@ -5,8 +5,11 @@
 //! y (B, C, TO, HO, WO) with TO = (T + 2·pt − KT)/st + 1 (likewise HO, WO).
 //! Used by UniFormer's DPE (k3 p1) and local MHRA (k5 p2) and MViT's attention pooling
 //! (k3, stride 1×{1,2,4,8}², p1; seed-models.md §5, §6).
-//! Kernels: shaders/depthwise_conv3d_forward.wgsl, shaders/depthwise_conv3d_backward_input.wgsl,
+//! Kernels: shaders/depthwise_conv3d_forward.wgsl (also dx at stride 1, the kernel flipped),
+//! shaders/depthwise_conv3d_backward_input.wgsl (strided dx),
 //! shaders/depthwise_conv3d_backward_weight.wgsl (pass 1 of dw; pass 2 is reduce::reduce_raw).
+//! Their lanes hold register blocks sized by override constants, which bounds the geometry:
+//! KH·KW ≤ 125, KW ≤ 64 and SH·SW ≤ 64 (an error names the shapes otherwise).
 
 use crate::autograd::apply;
 use crate::error::{Error, Result};
@@ -17,20 +20,52 @@ use crate::ops::Op;
 use crate::reference::CpuTensor;
 use crate::tensor::Tensor;
 
-/// Most loop trips one lane of the weight-gradient pass makes (rows of a chunk × W tiles).
-const MAX_TRIPS: usize = 4096;
-/// Output rows (n, to, ho) one workgroup of the weight-gradient pass sums, at most.
-const ROW_CHUNK: usize = 64;
+/// Most output rows (R) and columns (V) one lane of the v3 kernels owns; MAX_SPAN is the size
+/// of the kernels' register arrays (R·V accumulators, a row's (V − 1)·SW + KW inputs).
+const MAX_R: usize = 8;
+const MAX_V: usize = 7;
+const MAX_SPAN: usize = 64;
+/// Taps one workgroup of the weight-gradient pass accumulates (its register array).
+const MAX_TAPS: usize = 125;
 
-/// Lanes of a workgroup that runs along a row of `len` elements: a power of two in 8..=64
-/// (8 = one 256-bit llvmpipe vector), so short MViT rows (7 wide) do not idle 57 of 64 lanes.
-fn wg_for(len: usize) -> usize {
-    len.next_power_of_two().clamp(8, 64)
+/// The v3 kernels' tiling of an output volume (TO, HO, WO): lanes own R × V blocks of one
+/// (n, c, to); a workgroup is WG consecutive blocks of one (n, c).
+#[derive(Clone, Copy, Debug)]
+struct Tiles {
+    v: usize,
+    r: usize,
+    wg: usize,
+    lw: usize,
+    hb: usize,
+    blocks: usize,
+    /// Workgroups per (n, c).
+    gpc: usize,
 }
 
-/// Output rows per workgroup of the weight-gradient pass, for rows `wo` wide.
-fn weight_chunk(wo: usize) -> usize {
-    (MAX_TRIPS / wo.div_ceil(wg_for(wo))).clamp(1, ROW_CHUNK)
+/// Blocks of at most 7 columns and 24/KH (≤ 8) rows, split evenly (a 56-wide row is 8 blocks
+/// of 7, not 7 of 8 and a remainder): larger blocks load less (each input row is read once
+/// per block), but measured on lavapipe, blocks past 56 accumulators or with more than ~8 rows
+/// of work per input row ran 2-4× slower (k3: V8·R8 3.8× slower than V7·R8; k5: R8 3.7×
+/// slower than R4). WG is the blocks of one (n, c), up to `max_wg`, in whole 8-lane vectors.
+fn tiles(out: [usize; 3], k: [usize; 3], s: [usize; 3], max_wg: usize) -> Tiles {
+    let even = |n: usize, most: usize| n.div_ceil(n.div_ceil(most.max(1)));
+    let v = even(out[2], MAX_V.min((MAX_SPAN - k[2]) / s[2] + 1));
+    let r = even(out[1], (24 / k[1]).clamp(1, MAX_R));
+    let (lw, hb) = (out[2].div_ceil(v), out[1].div_ceil(r));
+    let blocks = out[0] * hb * lw;
+    let wg = blocks.next_multiple_of(8).min(max_wg);
+    Tiles { v, r, wg, lw, hb, blocks, gpc: blocks.div_ceil(wg) }
+}
+
+/// The strided input gradient's tiling of dx (T, H, W): blocks start on a stride phase, so R
+/// is a multiple of SH and V of SW (R·V ≤ 64 needs SH·SW ≤ 64, checked in `check`).
+fn strided_tiles(out: [usize; 3], k: [usize; 3], s: [usize; 3], max_wg: usize) -> Tiles {
+    let v = s[2] * (MAX_V / s[2]).max(1);
+    let r = s[1] * ((24 / k[1]).clamp(1, MAX_R).min(MAX_SPAN / v) / s[1]).max(1);
+    let (lw, hb) = (out[2].div_ceil(v), out[1].div_ceil(r));
+    let blocks = out[0] * hb * lw;
+    let wg = blocks.next_multiple_of(8).min(max_wg);
+    Tiles { v, r, wg, lw, hb, blocks, gpc: blocks.div_ceil(wg) }
 }
 
 /// Output length of a convolution/pooling axis: (n + 2p − k)/s + 1, or None when the padded
@@ -50,31 +85,63 @@ pub struct DepthwiseConv3d {
     pub padding: [usize; 3],
 }
 
+/// Parameters of the v3 kernels (forward, both input-gradient paths, weight gradient).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    bc: u32,
     t: u32,
     h: u32,
     w: u32,
+    c: u32,
     to: u32,
     ho: u32,
     wo: u32,
-    c: u32,
-    kt: u32,
-    kh: u32,
-    kw: u32,
+    gpc: u32,
+    lw: u32,
+    hb: u32,
+    blocks: u32,
     n: u32,
     st: u32,
-    sh: u32,
-    sw: u32,
-    chunk: u32,
-    pt: u32,
-    ph: u32,
-    pw: u32,
+    pt: i32,
+    ph: i32,
+    pw: i32,
+    ag: u32,
     n_chunks: u32,
-    tiles: u32,
-    _pad: [u32; 3],
+    _pad: [u32; 2],
+}
+
+impl Params {
+    /// x (B, C, T, H, W) read by a pass with T stride `st` and padding `pad` into outputs
+    /// (B, C, TO, HO, WO) tiled by `tl`.
+    fn new(x: &[usize], out: &[usize], st: usize, pad: [isize; 3], tl: Tiles) -> Params {
+        Params {
+            t: x[2] as u32,
+            h: x[3] as u32,
+            w: x[4] as u32,
+            c: x[1] as u32,
+            to: out[2] as u32,
+            ho: out[3] as u32,
+            wo: out[4] as u32,
+            gpc: tl.gpc as u32,
+            lw: tl.lw as u32,
+            hb: tl.hb as u32,
+            blocks: tl.blocks as u32,
+            n: (x[0] * x[1] * tl.gpc) as u32,
+            st: st as u32,
+            pt: pad[0] as i32,
+            ph: pad[1] as i32,
+            pw: pad[2] as i32,
+            ag: 1,
+            n_chunks: 0,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// Override constants of a v3 kernel: kernel, H/W strides and tiling.
+fn consts(k: &[usize], s: [usize; 3], tl: Tiles) -> Vec<(&'static str, f64)> {
+    vec![("KT", k[0] as f64), ("KH", k[1] as f64), ("KW", k[2] as f64), ("SH", s[1] as f64),
+        ("SW", s[2] as f64), ("V", tl.v as f64), ("R", tl.r as f64), ("WG", tl.wg as f64)]
 }
 
 impl DepthwiseConv3d {
@@ -95,6 +162,11 @@ impl DepthwiseConv3d {
         if w[2..].contains(&0) || self.stride.contains(&0) {
             return Err(Error::Shape(format!("{}: kernel and stride must be ≥ 1", what())));
         }
+        if w[3] * w[4] > MAX_TAPS || w[4] > MAX_SPAN || self.stride[1] * self.stride[2] > MAX_SPAN {
+            return Err(Error::Shape(format!(
+                "{}: the kernels hold at most KH·KW = {MAX_TAPS} taps, KW = {MAX_SPAN} and SH·SW = {MAX_SPAN} per lane",
+                what())));
+        }
         if b.is_some_and(|b| b != [x[1]]) {
             return Err(Error::Shape(format!("{}: bias must be ({},)", what(), x[1])));
         }
@@ -108,33 +180,8 @@ impl DepthwiseConv3d {
         Ok(out)
     }
 
-    fn params(&self, x: &[usize], w: &[usize], y: &[usize]) -> Params {
-        let rows = y[0] * y[2] * y[3];
-        let chunk = weight_chunk(y[4]);
-        Params {
-            bc: (x[0] * x[1]) as u32,
-            t: x[2] as u32,
-            h: x[3] as u32,
-            w: x[4] as u32,
-            to: y[2] as u32,
-            ho: y[3] as u32,
-            wo: y[4] as u32,
-            c: x[1] as u32,
-            kt: w[2] as u32,
-            kh: w[3] as u32,
-            kw: w[4] as u32,
-            n: 0,
-            st: self.stride[0] as u32,
-            sh: self.stride[1] as u32,
-            sw: self.stride[2] as u32,
-            chunk: chunk as u32,
-            pt: self.padding[0] as u32,
-            ph: self.padding[1] as u32,
-            pw: self.padding[2] as u32,
-            n_chunks: rows.div_ceil(chunk).max(1) as u32,
-            tiles: 1,
-            _pad: [0; 3],
-        }
+    fn pad(&self) -> [isize; 3] {
+        self.padding.map(|p| p as isize)
     }
 
     /// Calls `f(n, c, o, q, k)` for every output o = (to, ho, wo), tap k = (a, i, j) and the
@@ -213,53 +260,75 @@ impl Op for DepthwiseConv3d {
 
     fn forward(&mut self, x: &[&Tensor]) -> Result<Tensor> {
         let bias = x.get(2).copied();
-        let y_shape = self.check(x[0].shape(), x[1].shape(), bias.map(Tensor::shape))?;
+        let (xs, ws) = (x[0].shape(), x[1].shape());
+        let y_shape = self.check(xs, ws, bias.map(Tensor::shape))?;
         let y = Tensor::empty(&y_shape)?;
         if y.numel() == 0 {
             return Ok(y);
         }
-        let mut p = self.params(x[0].shape(), x[1].shape(), &y_shape);
-        let wg = wg_for(y_shape[4]);
-        let rows = y_shape[0] * y_shape[1] * y_shape[2] * y_shape[3];
-        p.n = rows as u32;
-        p.tiles = y_shape[4].div_ceil(wg) as u32;
+        let tl = tiles([y_shape[2], y_shape[3], y_shape[4]], [ws[2], ws[3], ws[4]], self.stride, 64);
+        let p = Params::new(xs, &y_shape, self.stride[0], self.pad(), tl);
         // NOTE: without a bias the b binding still has to exist; w stands in and is never read.
         let b = bias.unwrap_or(x[1]);
-        let consts = [("HAS_BIAS", f64::from(u8::from(bias.is_some()))), ("WG", wg as f64)];
+        let mut consts = consts(&ws[2..], self.stride, tl);
+        consts.push(("HAS_BIAS", f64::from(u8::from(bias.is_some()))));
         // (B, C, T, H, W) ⊛ (C, 1, KT, KH, KW) + (C) -> (B, C, TO, HO, WO), one workgroup per
-        // output row and tile of WG along WO
+        // WG blocks of R × V outputs of one (n, c)
         gpu().dispatch(kernel!(depthwise_conv3d_forward), &consts,
-            &[x[0].buffer(), x[1].buffer(), b.buffer(), y.buffer()], &p, grid_rows(rows * p.tiles as usize))?;
+            &[x[0].buffer(), x[1].buffer(), b.buffer(), y.buffer()], &p, grid_rows(p.n as usize))?;
         Ok(y)
     }
 
-    // dx[n,c,q] = Σ_{k, o: o·s − p + k = q} w[c,k] · dy[n,c,o]      (a gather per input element)
+    // dx[n,c,q] = Σ_{k, o: o·s − p + k = q} w[c,k] · dy[n,c,o]      (stride 1: dy ⊛ flip(w))
     // dw[c,k]   = Σ_{n,o} dy[n,c,o] · x[n,c, o·s − p + k]            (chunk partials, then reduce)
     // db[c]     = Σ_{n,o} dy[n,c,o]                                  (reduce over B and TO·HO·WO)
     fn backward(&self, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let (xs, ws, ys) = (x[0].shape(), x[1].shape(), y.shape());
-        let mut p = self.params(xs, ws, ys);
+        let k = [ws[2], ws[3], ws[4]];
         let dx = if x[0].requires_grad() {
             let dx = Tensor::empty(xs)?;
-            let wg = wg_for(xs[4]);
-            let rows = xs[0] * xs[1] * xs[2] * xs[3];
-            p.n = rows as u32;
-            p.tiles = xs[4].div_ceil(wg) as u32;
-            // (B, C, TO, HO, WO), (C, 1, KT, KH, KW) -> (B, C, T, H, W), one workgroup per input
-            // row and tile of WG along W
-            gpu().dispatch(kernel!(depthwise_conv3d_backward_input), &[("WG", wg as f64)],
-                &[dy.buffer(), x[1].buffer(), dx.buffer()], &p, grid_rows(rows * p.tiles as usize))?;
+            if self.stride == [1, 1, 1] {
+                // The forward kernel on dy with the kernel reversed and padding K − 1 − p (which
+                // is negative, a crop, when p ≥ K): (B, C, TO, HO, WO) -> (B, C, T, H, W)
+                let tl = tiles([xs[2], xs[3], xs[4]], k, [1, 1, 1], 64);
+                let pad: [isize; 3] = std::array::from_fn(|d| k[d] as isize - 1 - self.padding[d] as isize);
+                let p = Params::new(ys, xs, 1, pad, tl);
+                let mut consts = consts(&k, [1, 1, 1], tl);
+                consts.push(("FLIP", 1.0));
+                gpu().dispatch(kernel!(depthwise_conv3d_forward), &consts,
+                    &[dy.buffer(), x[1].buffer(), x[1].buffer(), dx.buffer()], &p, grid_rows(p.n as usize))?;
+            } else {
+                let tl = strided_tiles([xs[2], xs[3], xs[4]], k, self.stride, 64);
+                let p = Params::new(ys, xs, self.stride[0], self.pad(), tl);
+                let mut consts = consts(&k, self.stride, tl);
+                consts.extend([("PH", self.padding[1] as f64), ("PW", self.padding[2] as f64)]);
+                // (B, C, TO, HO, WO), (C, 1, KT, KH, KW) -> (B, C, T, H, W), one workgroup per
+                // WG blocks of R × V elements of one (n, c)
+                gpu().dispatch(kernel!(depthwise_conv3d_backward_input), &consts,
+                    &[dy.buffer(), x[1].buffer(), dx.buffer()], &p, grid_rows(p.n as usize))?;
+            }
             Some(dx)
         } else {
             None
         };
         let dw = if x[1].requires_grad() {
-            let taps = ws[2] * ws[3] * ws[4];
-            let rows = xs[1] * taps;
-            let part = Tensor::empty(&[rows, p.n_chunks as usize])?;
-            p.n = (rows * p.n_chunks as usize) as u32;
-            // (B, C, T, H, W), (B, C, TO, HO, WO) -> (C·KT·KH·KW, N_CHUNKS), chunks of rows
-            gpu().dispatch(kernel!(depthwise_conv3d_backward_weight), &[("WG", wg_for(ys[4]) as f64)],
+            let taps = k[0] * k[1] * k[2];
+            // t-taps per workgroup: the accumulators (AT·KH·KW ≤ 125) and workgroup memory
+            // (AT·KH·KW·WG floats) bound it
+            let at = k[0].min(MAX_TAPS / (k[1] * k[2]));
+            let floats = gpu().limits.max_compute_workgroup_storage_size as usize / 4;
+            let max_wg = (floats / (at * k[1] * k[2]) / 8 * 8).clamp(8, 64);
+            let tl = tiles([ys[2], ys[3], ys[4]], k, self.stride, max_wg);
+            let mut p = Params::new(xs, ys, self.stride[0], self.pad(), tl);
+            p.ag = k[0].div_ceil(at) as u32;
+            p.n *= p.ag;
+            p.n_chunks = (xs[0] * tl.gpc) as u32;
+            let part = Tensor::empty(&[xs[1] * taps, p.n_chunks as usize])?;
+            let mut consts = consts(&k, self.stride, tl);
+            consts.push(("AT", at as f64));
+            // (B, C, T, H, W), (B, C, TO, HO, WO) -> (C·KT·KH·KW, N_CHUNKS), one chunk per
+            // workgroup of WG blocks of one (n, c) and group of AT t-taps
+            gpu().dispatch(kernel!(depthwise_conv3d_backward_weight), &consts,
                 &[x[0].buffer(), dy.buffer(), part.buffer()], &p, grid_rows(p.n as usize))?;
             let dw = if p.n_chunks == 1 { part } else { reduce_raw(&part, ReduceKind::Sum, &[1])? };
             Some(dw.view(ws))
