@@ -34,6 +34,7 @@ override TILE: u32 = 896u;  // vec4 slots per Q (and per dO) tile: 28 KiB for bo
 const DMAX4: u32 = 32u;     // head dim ≤ 128
 override D4: u32 = 32u;     // ceil(D / 4), fixed per pipeline (constant-trip row loops)
 override REL: bool = false; // a rel input is bound
+const KB: u32 = 8u;         // queries per inner step (tiles are padded to KB with zero rows)
 const MAX_BK: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> q: array<f32>;
@@ -121,36 +122,62 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let ox = p.kt + p.kh + g % p.kw;
     for (var t0 = q_lo; t0 < q_hi; t0 += p.bk) {
         let nq = min(p.bk, q_hi - t0);
-        // (nq, D4) tiles of Q and dO, and their rows' lse and Delta
-        for (var e = lid.x; e < nq * D4; e += BQ) {
-            let base = (bh * p.nq + t0 + e / D4) * p.d;
-            qs[e] = ld_q(base, e % D4);
-            gs[e] = ld_dy(base, e % D4);
+        let nqp = (nq + KB - 1u) / KB * KB;   // padded to whole sub-tiles: zero rows, P = 0
+        // (nqp, D4) tiles of Q and dO, and their rows' lse and Delta
+        for (var e = lid.x; e < nqp * D4; e += BQ) {
+            let ii = e / D4;
+            let c = e % D4;
+            if (ii < nq) {
+                let base = (bh * p.nq + t0 + ii) * p.d;
+                qs[e] = ld_q(base, c);
+                gs[e] = ld_dy(base, c);
+            } else {
+                qs[e] = vec4<f32>(0.0);
+                gs[e] = vec4<f32>(0.0);
+            }
         }
-        for (var e = lid.x; e < nq; e += BQ) {
-            lse_t[e] = lse[bh * p.nq + t0 + e];
-            delta_t[e] = delta[bh * p.nq + t0 + e];
+        for (var e = lid.x; e < nqp; e += BQ) {
+            let r = bh * p.nq + t0 + min(e, nq - 1u);
+            lse_t[e] = select(3.0e38, lse[r], e < nq);   // exp(s − 3e38) = 0 on padding rows
+            delta_t[e] = delta[r];
         }
         workgroupBarrier();
-        for (var i = 0u; i < nq; i++) {
-            var sc = 0.0;
-            var dp = 0.0;
+        for (var i0 = 0u; i0 < nqp; i0 += KB) {
+            // s and dO·v for KB queries: head-dim slots outer, queries inner (each k, v slot
+            // read once per KB queries).
+            var sc: array<f32, KB>;
+            var dp: array<f32, KB>;
+            for (var ii = 0u; ii < KB; ii++) { sc[ii] = 0.0; dp[ii] = 0.0; }
             for (var c = 0u; c < D4; c++) {
-                sc += dot(qs[i * D4 + c], kr[c]);
-                dp += dot(gs[i * D4 + c], vr[c]);
-            }
-            if (REL) {
-                let qi = t0 + i;
-                if (key_rel && qi >= p.cls) {
-                    let rb = (bh * (p.nq - p.cls) + qi - p.cls) * p.r;
-                    sc += rel[rb + ot] + rel[rb + oy] + rel[rb + ox];
+                let kc = kr[c];
+                let vc = vr[c];
+                for (var ii = 0u; ii < KB; ii++) {
+                    sc[ii] += dot(qs[(i0 + ii) * D4 + c], kc);
+                    dp[ii] += dot(gs[(i0 + ii) * D4 + c], vc);
                 }
             }
-            let pij = exp(sc - lse_t[i]);
-            let ds = pij * (dp - delta_t[i]);
+            for (var ii = 0u; ii < KB; ii++) {
+                var sj = sc[ii];
+                if (REL) {
+                    let qi = t0 + i0 + ii;
+                    if (key_rel && qi >= p.cls && i0 + ii < nq) {
+                        let rb = (bh * (p.nq - p.cls) + qi - p.cls) * p.r;
+                        sj += rel[rb + ot] + rel[rb + oy] + rel[rb + ox];
+                    }
+                }
+                let pij = exp(sj - lse_t[i0 + ii]);
+                sc[ii] = pij;
+                dp[ii] = pij * (dp[ii] - delta_t[i0 + ii]);   // dS
+            }
             for (var c = 0u; c < D4; c++) {
-                gv[c] += pij * gs[i * D4 + c];
-                gk[c] += ds * qs[i * D4 + c];
+                var a = gk[c];
+                var b = gv[c];
+                for (var ii = 0u; ii < KB; ii++) {
+                    b += sc[ii] * gs[(i0 + ii) * D4 + c];
+                    a += dp[ii] * qs[(i0 + ii) * D4 + c];
+                }
+                gk[c] = a;
+                gv[c] = b;
             }
         }
         workgroupBarrier();

@@ -171,14 +171,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         }
         workgroupBarrier();
         for (var j0 = 0u; j0 < nkp; j0 += KB) {
+            // s and dO·v of KB keys: head-dim slots outer, keys inner (each q, dO slot read
+            // once per KB keys).
+            var sc: array<f32, KB>;
+            var dp: array<f32, KB>;
+            for (var jj = 0u; jj < KB; jj++) { sc[jj] = 0.0; dp[jj] = 0.0; }
+            for (var c = 0u; c < D4; c++) {
+                let qc = qr[c];
+                let gc = g[c];
+                for (var jj = 0u; jj < KB; jj++) {
+                    sc[jj] += dot(qc, ks[(j0 + jj) * D4 + c]);
+                    dp[jj] += dot(gc, vs[(j0 + jj) * D4 + c]);
+                }
+            }
             for (var jj = 0u; jj < KB; jj++) {
                 let j = j0 + jj;
-                var sj = 0.0;
-                var dp = 0.0;
-                for (var c = 0u; c < D4; c++) {
-                    sj += dot(qr[c], ks[j * D4 + c]);
-                    dp += dot(g[c], vs[j * D4 + c]);
-                }
+                var sj = sc[jj];
                 var o = vec4<u32>(0u);
                 if (REL) {
                     o = koff[j];
@@ -186,10 +194,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
                         sj += rel[rb + o.x] + rel[rb + o.y] + rel[rb + o.z];
                     }
                 }
-                let ds = select(0.0, exp(sj - lse_i) * (dp - delta_i), j < nk);
-                for (var c = 0u; c < D4; c++) {
-                    acc[c] += ds * ks[j * D4 + c];
-                }
+                let ds = select(0.0, exp(sj - lse_i) * (dp[jj] - delta_i), j < nk);
+                sc[jj] = ds;
                 if (REL) {
                     if (own_rel && o.w == 1u) {
                         drel[db + o.x] += ds;
@@ -197,6 +203,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
                         drel[db + o.z] += ds;
                     }
                 }
+            }
+            for (var c = 0u; c < D4; c++) {
+                var a = acc[c];
+                for (var jj = 0u; jj < KB; jj++) {
+                    a += sc[jj] * ks[(j0 + jj) * D4 + c];
+                }
+                acc[c] = a;
             }
         }
         workgroupBarrier();

@@ -137,36 +137,42 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         }
         workgroupBarrier();
         for (var j0 = 0u; j0 < nkp; j0 += KB) {
+            // Scores of KB keys: head-dim slots outer, keys inner, so each q slot is read once
+            // per KB keys (llvmpipe: loads, not FMAs, set the speed).
             var sc: array<f32, KB>;
+            for (var jj = 0u; jj < KB; jj++) { sc[jj] = 0.0; }
+            for (var c = 0u; c < D4; c++) {
+                let qc = qr[c];
+                for (var jj = 0u; jj < KB; jj++) {
+                    sc[jj] += dot(qc, ks[(j0 + jj) * D4 + c]);
+                }
+            }
             var mt = m;
             for (var jj = 0u; jj < KB; jj++) {
-                let j = j0 + jj;
-                var sj = 0.0;
-                for (var c = 0u; c < D4; c++) {
-                    sj += dot(qr[c], ks[j * D4 + c]);
-                }
+                var sj = sc[jj];
                 if (REL) {
-                    let o = koff[j];
+                    let o = koff[j0 + jj];
                     if (rel_row && o.w == 1u) {
                         sj += rel[rb + o.x] + rel[rb + o.y] + rel[rb + o.z];
                     }
                 }
-                sj = select(-3.0e38, sj, j < nk);
+                sj = select(-3.0e38, sj, j0 + jj < nk);
                 sc[jj] = sj;
                 mt = max(mt, sj);
             }
+            // One rescale per KB keys, one exp per key.
             let corr = exp(m - mt);
             l = l * corr;
-            for (var c = 0u; c < D4; c++) {
-                acc[c] = acc[c] * corr;
-            }
             for (var jj = 0u; jj < KB; jj++) {
-                let pj = exp(sc[jj] - mt);   // 0 for the padding rows
-                l += pj;
-                let row = (j0 + jj) * D4;
-                for (var c = 0u; c < D4; c++) {
-                    acc[c] += pj * vs[row + c];
+                sc[jj] = exp(sc[jj] - mt);   // 0 for the padding rows
+                l += sc[jj];
+            }
+            for (var c = 0u; c < D4; c++) {
+                var a = acc[c] * corr;
+                for (var jj = 0u; jj < KB; jj++) {
+                    a += sc[jj] * vs[(j0 + jj) * D4 + c];
                 }
+                acc[c] = a;
             }
             m = mt;
         }

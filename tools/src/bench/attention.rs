@@ -41,6 +41,7 @@
 use clap::Args as ClapArgs;
 use tubelet::nn::Init;
 use tubelet::ops::grid_attention::{self, grid_attention_unfused, Cls, Part, Pattern as GP, Span, TokenGrid};
+use tubelet::ops::pooled_attention::pooled_attention_unfused;
 use tubelet::ops::window_attention::{video_swin_window, window_attention_unfused};
 use tubelet::{no_grad, Error, Gpu, Result, Tensor};
 use tubelet_models::blocks::attention_unfused;
@@ -52,7 +53,8 @@ use super::{print_table, time_ms, Row};
 pub struct Args {
     /// Shapes to run (repeat or comma-separate): swin-small, swin-t-stage1, joint-small,
     /// timesformer-joint, divided-small, timesformer-divided, lg-small, timesformer-lg,
-    /// mvit-small, mvit-b-block1, mvitv2-small, mvitv2-s-block1; default all.
+    /// mvit-small, mvit-b-block1, mvitv2-small, mvitv2-s-block1, mvit-attn-small,
+    /// mvit-b-block1-attn; default all.
     #[arg(long, value_delimiter = ',')]
     shape: Vec<String>,
     /// Timed runs per row (the median is reported).
@@ -74,6 +76,9 @@ enum Pattern {
     Grid { b: usize, dims: [usize; 3], cls: Cls, heads: usize, hd: usize, what: &'static str, pattern: grid_attention::Pattern },
     /// MViT pooled attention (one `MultiScaleAttention`): fused `forward` or `forward_unfused`.
     Mvit { b: usize, spec: AttentionSpec },
+    /// The pooled attention op alone (`Tensor::pooled_attention` against
+    /// `pooled_attention_unfused`) on the q and kv grids of an MViT layer, + cls.
+    Pooled { b: usize, heads: usize, hd: usize, q: [usize; 3], kv: [usize; 3], rel: bool },
 }
 
 struct Shape {
@@ -100,6 +105,10 @@ fn mvit_block1(cfg: MvitConfig, t: usize, hw: usize) -> Pattern {
     let mut spec = cfg.schedule().expect("MViT schedule")[1].attn.clone();
     spec.thw = [t, hw, hw];
     Pattern::Mvit { b: 1, spec }
+}
+
+fn pooled(q: [usize; 3], kv: [usize; 3], rel: bool) -> Pattern {
+    Pattern::Pooled { b: 1, heads: 2, hd: 96, q, kv, rel }
 }
 
 fn swin(grid: [usize; 3], shift: [usize; 3]) -> Pattern {
@@ -134,6 +143,12 @@ fn shapes() -> Vec<Shape> {
         Shape { name: "mvit-b-block1", small: false, pattern: mvit_block1(MvitConfig::mvit_b_16x4(), 8, 56) },
         Shape { name: "mvitv2-small", small: true, pattern: mvit_block1(MvitConfig::mvitv2_s_16x4(), 2, 14) },
         Shape { name: "mvitv2-s-block1", small: false, pattern: mvit_block1(MvitConfig::mvitv2_s_16x4(), 8, 56) },
+        // The op alone at MViT-B 16×4 block 1's grids (q 8×28×28, kv 8×14×14, 2 heads of 96),
+        // without and with the v2 rel-pos term.
+        Shape { name: "mvit-attn-small", small: true, pattern: pooled([2, 7, 7], [2, 4, 4], false) },
+        Shape { name: "mvit-attn-small", small: true, pattern: pooled([2, 7, 7], [2, 4, 4], true) },
+        Shape { name: "mvit-b-block1-attn", small: false, pattern: pooled([8, 28, 28], [8, 14, 14], false) },
+        Shape { name: "mvit-b-block1-attn", small: false, pattern: pooled([8, 28, 28], [8, 14, 14], true) },
     ]
 }
 
@@ -146,6 +161,10 @@ impl Pattern {
                 if shift.iter().any(|&s| s > 0) { format!("{}·{}·{}", shift[0], shift[1], shift[2]) } else { "0".into() }
             ),
             Pattern::Joint { b, n, heads, hd } => format!("B{b} N{n} h{heads} d{hd}"),
+            Pattern::Pooled { b, heads, hd, q, kv, rel } => format!(
+                "B{b} h{heads} d{hd} q {}×{}×{}+cls kv {}×{}×{}+cls{}",
+                q[0], q[1], q[2], kv[0], kv[1], kv[2], if *rel { " rel" } else { "" }
+            ),
             Pattern::Grid { b, dims, cls, heads, hd, what, .. } => format!(
                 "B{b} {}×{}×{}{} h{heads} d{hd} {what}",
                 dims[0], dims[1], dims[2], if *cls == Cls::None { "" } else { "+cls" }
@@ -167,6 +186,7 @@ impl Pattern {
             Pattern::Joint { b, n, .. } => b * n,
             Pattern::Grid { b, dims, cls, .. } => b * TokenGrid::space_major(*dims, *cls).n_tokens(),
             Pattern::Mvit { b, spec } => b * (1 + spec.thw.iter().product::<usize>()),
+            Pattern::Pooled { b, q, .. } => b * (1 + q.iter().product::<usize>()),
         }
     }
 
@@ -180,6 +200,10 @@ impl Pattern {
                 4.0 * n * n * (c / heads) as f64 * (*heads * b * windows) as f64
             }
             Pattern::Joint { b, n, heads, hd } => 4.0 * (n * n * hd * heads * b) as f64,
+            Pattern::Pooled { b, heads, hd, q, kv, .. } => {
+                let (nq, nk) = (1 + q.iter().product::<usize>(), 1 + kv.iter().product::<usize>());
+                4.0 * (nq * nk * hd * heads * b) as f64
+            }
             Pattern::Grid { b, dims, cls, heads, hd, pattern, .. } => {
                 // Σ over groups of L², L = the group's grid tokens (+ the shared cls).
                 let sizes: Vec<Vec<usize>> = (0..3).map(|a| group_sizes(pattern.0[a], dims[a])).collect();
@@ -234,6 +258,15 @@ impl Pattern {
                 let table = Tensor::trunc_normal(&[t, *heads], 0.02, seed + 2)?.param();
                 Ok((vec![qkv, bias, table], Tensor::randn(&[*b, d, h, w, *c], 0.0, 1.0, seed + 3)?))
             }
+            Pattern::Pooled { b, heads, hd, q, kv, rel } => {
+                let (nq, nk) = (1 + q.iter().product::<usize>(), 1 + kv.iter().product::<usize>());
+                let t = |n: usize, s: u64| Tensor::randn(&[*b, *heads, n, *hd], 0.0, 1.0, seed + s).map(|t| t.param());
+                let mut x = vec![t(nq, 0)?, t(nk, 1)?, t(nk, 2)?];
+                if *rel {
+                    x.push(Tensor::randn(&[*b, *heads, nq - 1, kv.iter().sum()], 0.0, 0.5, seed + 4)?.param());
+                }
+                Ok((x, Tensor::randn(&[*b, *heads, nq, *hd], 0.0, 1.0, seed + 3)?))
+            }
             Pattern::Joint { b, n, heads, hd } => {
                 let qkv = Tensor::randn(&[*b, *n, 3 * heads * hd], 0.0, 1.0, seed)?.param();
                 Ok((vec![qkv], Tensor::randn(&[*b, *n, heads * hd], 0.0, 1.0, seed + 3)?))
@@ -272,6 +305,14 @@ impl Pattern {
                     grid_attention_unfused(&x[0], *heads, scale, grid, &[Part { heads: 0..*heads, pattern: *pattern }])
                 }
             }
+            Pattern::Pooled { hd, kv, .. } => {
+                let scale = (*hd as f32).powf(-0.5);
+                if fused {
+                    x[0].try_pooled_attention(&x[1], &x[2], x.get(3), scale, true, *kv)
+                } else {
+                    pooled_attention_unfused(&x[0], &x[1], &x[2], x.get(3), scale, true, *kv)
+                }
+            }
             Pattern::Mvit { .. } => match &inp.module {
                 Some(m) if fused => m.forward(&x[0]),
                 Some(m) => m.forward_unfused(&x[0]),
@@ -288,6 +329,8 @@ impl Pattern {
             (Pattern::Joint { .. }, false) => "attention (joint) unfused",
             (Pattern::Grid { .. }, true) => "grid_attention fused",
             (Pattern::Grid { .. }, false) => "grid_attention unfused",
+            (Pattern::Pooled { .. }, true) => "pooled_attention fused",
+            (Pattern::Pooled { .. }, false) => "pooled_attention unfused",
             (Pattern::Mvit { .. }, true) => "MultiScaleAttention (pooled_attention) fused",
             (Pattern::Mvit { .. }, false) => "MultiScaleAttention (pooled_attention) unfused",
         }
