@@ -24,7 +24,9 @@
 //!   the two paths. MViT-B 16×4 block 1 (v1: dim 192, 2 heads of 96, Q pooled 1×2×2 to
 //!   8×28×28, K/V pooled 1×4×4 to 8×14×14, 3×3×3 conv kernels, + cls, 8×56×56 tokens) and
 //!   MViTv2-S 16×4 block 1 (the same grids and widths, plus the decomposed rel-pos term and
-//!   residual pooling).
+//!   residual pooling). And the op alone (`Tensor::pooled_attention` against
+//!   `ops::pooled_attention::pooled_attention_unfused`: Q·Kᵀ, the expanded rel-pos term,
+//!   softmax, P·V) at block 1's grids, 2 heads of 96, without and with the rel-pos input.
 //!
 //! FLOPs (for GFLOP/s), the FlashAttention-2 paper's convention: the attention matmuls only,
 //! 2 FLOPs per multiply-add. Forward: Q·Kᵀ and P·V, 4·N²·d per head and window (N = tokens per
