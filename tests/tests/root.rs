@@ -6,6 +6,7 @@ mod autograd;
 mod io;
 mod models;
 mod mvit;
+mod mvit_attention;
 mod optim;
 mod linear;
 mod matmul;

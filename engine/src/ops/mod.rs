@@ -34,6 +34,7 @@ pub mod reshape;
 pub mod conv3d;
 pub mod depthwise_conv3d;
 pub mod pool3d;
+pub mod pooled_attention;
 pub mod temporal_shift;
 pub mod drop_path;
 pub mod temporal_shift_online;
@@ -86,5 +87,6 @@ macro_rules! for_each_op {
         $m!(temporal_shift_online);
         $m!(layer_norm_channels);
         $m!(patch_merging);
+        $m!(pooled_attention);
     };
 }

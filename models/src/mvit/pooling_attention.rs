@@ -11,10 +11,12 @@
 //! `cal_rel_pos_spatial`, `cal_rel_pos_temporal`, `MultiScaleAttention`), read at 287ec00;
 //! torchvision `models/video/mvit.py` is the same math.
 //!
-//! NOTE: composed from engine ops (matmul, softmax, depthwise_conv3d, pool3d, layer_norm,
-//! index_select), not the fused `try_attention` kernel: that kernel takes one packed qkv with
-//! Nq = Nk and no additive bias, while here the pooled q has fewer tokens than k and v (or more),
-//! and v2 adds position terms that depend on the query. The Nq × Nk scores are materialised.
+//! The attention itself is the engine's fused `pooled_attention` kernel (Nq ≠ Nk, cls row and
+//! column, the v2 rel-pos term given per query and key coordinate): the Nq × Nk scores and the
+//! (Nq, Nk) rel-pos expansion never reach memory. `RelPos::forward` computes only the small
+//! (B, heads, Nq − 1, kt + kh + kw) term with composed ops, so its gradient reaches q and the
+//! tables through them. `MultiScaleAttention::forward_unfused` keeps the composed path
+//! (matmul, add the expanded rel-pos term, softmax, matmul) as the test oracle and bench baseline.
 
 use tubelet::nn::{Init, LayerNorm, Linear};
 use tubelet::{Error, Indices, Result, Tensor};
@@ -234,36 +236,52 @@ pub struct RelPos {
 }
 
 impl RelPos {
-    /// The additive term for the scores, zero on the cls row and column:
-    /// q (B, heads, 1 + Nq', hd), normalised and unscaled -> (B, heads, 1 + Nq', 1 + Nk').
-    ///   R[b,n,(t,y,x),(t',y',x')] = q·Rt[t,t'] + q·Rh[y,y'] + q·Rw[x,x']   (MViTv2 eq. 4)
+    /// The per-query, per-key-coordinate terms of MViTv2 eq. 4, linear in tokens:
+    /// q (B, heads, 1 + Nq', hd), normalised and unscaled -> (B, heads, Nq', kt + kh + kw), the
+    /// columns q·Rt[t, ·] (kt), then q·Rh[y, ·] (kh), then q·Rw[x, ·] (kw); the cls row is dropped.
     /// The three einsums (`bythwc,hkc->bythwk` and its w, t twins) are batched matmuls whose
-    /// table operand broadcasts over (B, heads, …).
+    /// table operand broadcasts over (B, heads, …). `pooled_attention` adds
+    /// rel[i, t'] + rel[i, kt + y'] + rel[i, kt + kh + x'] to the score of key (t', y', x').
     pub fn forward(&self, q: &Tensor) -> Result<Tensor> {
         let (b, nh, nq, hd) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
         let [at, ah, aw] = &self.axes;
         let (qt, qh, qw) = (at.q, ah.q, aw.q);
         let (kt, kh, kw) = (at.k, ah.k, aw.k);
+        let mq = qt * qh * qw;
         let r_q = q.try_narrow(2, 1, nq - 1)?.try_reshape(&[b, nh, qt, qh, qw, hd])?; // (B, n, qt, qh, qw, hd)
         // Rh (qh, kh, hd): batch over y, rows over x.
         let rh = ah.lookup(&self.rel_pos_h)?.try_reshape(&[1, 1, 1, qh, kh, hd])?;
-        let rel_h = r_q.try_matmul_nt(&rh)?.try_reshape(&[b, nh, qt, qh, qw, 1, kh, 1])?;
+        let rel_h = r_q.try_matmul_nt(&rh)?.try_reshape(&[b, nh, mq, kh])?; // (B, n, qt·qh·qw, kh)
         // Rw (qw, kw, hd): batch over x, so x moves before y and back.
         let rw = aw.lookup(&self.rel_pos_w)?.try_reshape(&[1, 1, 1, qw, kw, hd])?;
         let rel_w = r_q
             .try_permute(&[0, 1, 2, 4, 3, 5])? // (B, n, qt, qw, qh, hd)
             .try_matmul_nt(&rw)? // (B, n, qt, qw, qh, kw)
             .try_permute(&[0, 1, 2, 4, 3, 5])?
-            .try_reshape(&[b, nh, qt, qh, qw, 1, 1, kw])?;
+            .try_reshape(&[b, nh, mq, kw])?;
         // Rt (qt, kt, hd): batch over t, rows over (y, x).
         let rt = at.lookup(&self.rel_pos_t)?.try_reshape(&[1, 1, qt, kt, hd])?;
         let rel_t = r_q
             .try_reshape(&[b, nh, qt, qh * qw, hd])?
             .try_matmul_nt(&rt)? // (B, n, qt, qh·qw, kt)
-            .try_reshape(&[b, nh, qt, qh, qw, kt, 1, 1])?;
-        let rel = rel_t.try_add(&rel_h)?.try_add(&rel_w)?; // (B, n, qt, qh, qw, kt, kh, kw)
+            .try_reshape(&[b, nh, mq, kt])?;
+        Tensor::try_cat(&[&rel_t, &rel_h, &rel_w], 3) // (B, n, Nq', kt + kh + kw)
+    }
+
+    /// The additive term of the unfused scores, expanded to every (query, key) pair, zero on the
+    /// cls row and column: q (B, heads, 1 + Nq', hd) -> (B, heads, 1 + Nq', 1 + Nk').
+    ///   R[b,n,(t,y,x),(t',y',x')] = q·Rt[t,t'] + q·Rh[y,y'] + q·Rw[x,x']   (MViTv2 eq. 4)
+    pub fn expanded(&self, q: &Tensor) -> Result<Tensor> {
+        let (b, nh) = (q.dim(0), q.dim(1));
+        let [at, ah, aw] = &self.axes;
+        let (qt, qh, qw) = (at.q, ah.q, aw.q);
+        let (kt, kh, kw) = (at.k, ah.k, aw.k);
         let (mq, mk) = (qt * qh * qw, kt * kh * kw);
-        let rel = rel.try_reshape(&[b, nh, mq, mk])?;
+        let rel = self.forward(q)?; // (B, n, Nq', kt + kh + kw)
+        let rel_t = rel.try_narrow(3, 0, kt)?.try_reshape(&[b, nh, mq, kt, 1, 1])?;
+        let rel_h = rel.try_narrow(3, kt, kh)?.try_reshape(&[b, nh, mq, 1, kh, 1])?;
+        let rel_w = rel.try_narrow(3, kt + kh, kw)?.try_reshape(&[b, nh, mq, 1, 1, kw])?;
+        let rel = rel_t.try_add(&rel_h)?.try_add(&rel_w)?.try_reshape(&[b, nh, mq, mk])?; // (B, n, Nq', Nk')
         // Zero cls column, then zero cls row: (B, n, 1 + Nq', 1 + Nk').
         let rel = Tensor::try_cat(&[&Tensor::try_full(&[b, nh, mq, 1], 0.0)?, &rel], 3)?;
         Tensor::try_cat(&[&Tensor::try_full(&[b, nh, 1, mk + 1], 0.0)?, &rel], 2)
@@ -316,8 +334,8 @@ impl MultiScaleAttention {
         Ok(MultiScaleAttention { spec, qkv, proj, pool_q, pool_k, pool_v, rel_pos, q_thw, kv_thw })
     }
 
-    /// x (B, 1 + T·H·W, dim) -> (B, 1 + T'·H'·W', dim_out) on the query grid `self.q_thw`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// x (B, 1 + T·H·W, dim) -> pooled and normed q (B, heads, Nq, hd), k and v (B, heads, Nk, hd).
+    fn pooled_qkv(&self, x: &Tensor) -> Result<[Tensor; 3]> {
         let s = &self.spec;
         let (b, n) = (x.dim(0), x.dim(1));
         let (nh, hd) = (s.heads, s.head_dim());
@@ -333,16 +351,14 @@ impl MultiScaleAttention {
                 None => Ok(t),
             }
         };
-        let q = pooled(0, &self.pool_q)?; // (B, heads, Nq, hd)
-        let k = pooled(1, &self.pool_k)?; // (B, heads, Nk, hd)
-        let v = pooled(2, &self.pool_v)?; // (B, heads, Nk, hd)
-        let nq = q.dim(2);
-        // (q·scale)·kᵀ, the scale applied to the scores (the same product).
-        let mut attn = q.try_matmul_nt(&k)?.try_mul_scalar((hd as f32).powf(-0.5))?; // (B, heads, Nq, Nk)
-        if let Some(r) = &self.rel_pos {
-            attn = attn.try_add(&r.forward(&q)?)?; // unscaled q (SF passes q, not q·scale)
-        }
-        let mut y = attn.try_softmax()?.try_matmul(&v)?; // (B, heads, Nq, hd)
+        Ok([pooled(0, &self.pool_q)?, pooled(1, &self.pool_k)?, pooled(2, &self.pool_v)?])
+    }
+
+    /// Attention output y (B, heads, Nq, hd) -> (B, Nq, dim_out): v2 residual pooling, proj.
+    fn finish(&self, y: Tensor, q: &Tensor) -> Result<Tensor> {
+        let s = &self.spec;
+        let (b, nh, nq, hd) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
+        let mut y = y;
         if s.residual_pooling {
             // x[:, :, 1:] += q[:, :, 1:]: the cls row gets nothing.
             let q_body = Tensor::try_cat(&[&Tensor::try_full(&[b, nh, 1, hd], 0.0)?, &q.try_narrow(2, 1, nq - 1)?], 2)?;
@@ -350,6 +366,31 @@ impl MultiScaleAttention {
         }
         let y = y.try_permute(&[0, 2, 1, 3])?.try_reshape(&[b, nq, s.dim_out])?; // (B, Nq, att)
         self.proj.forward(&y)
+    }
+
+    /// x (B, 1 + T·H·W, dim) -> (B, 1 + T'·H'·W', dim_out) on the query grid `self.q_thw`.
+    /// softmax(scale·q·kᵀ [+ rel]) v is the fused `pooled_attention` kernel.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let [q, k, v] = self.pooled_qkv(x)?;
+        let scale = (self.spec.head_dim() as f32).powf(-0.5);
+        // The rel-pos term uses the unscaled q (SF passes q, not q·scale).
+        let rel = self.rel_pos.as_ref().map(|r| r.forward(&q)).transpose()?; // (B, heads, Nq − 1, kt + kh + kw)
+        let y = q.try_pooled_attention(&k, &v, rel.as_ref(), scale, true, self.kv_thw)?; // (B, heads, Nq, hd)
+        self.finish(y, &q)
+    }
+
+    /// [`forward`](Self::forward) composed from basic ops, the (B, heads, Nq, Nk) scores (and
+    /// for v2 the expanded rel-pos term) materialised: the oracle of the fused path's tests and
+    /// the bench's baseline.
+    pub fn forward_unfused(&self, x: &Tensor) -> Result<Tensor> {
+        let [q, k, v] = self.pooled_qkv(x)?;
+        // (q·scale)·kᵀ, the scale applied to the scores (the same product).
+        let mut attn = q.try_matmul_nt(&k)?.try_mul_scalar((self.spec.head_dim() as f32).powf(-0.5))?; // (B, heads, Nq, Nk)
+        if let Some(r) = &self.rel_pos {
+            attn = attn.try_add(&r.expanded(&q)?)?; // unscaled q (SF passes q, not q·scale)
+        }
+        let y = attn.try_softmax()?.try_matmul(&v)?; // (B, heads, Nq, hd)
+        self.finish(y, &q)
     }
 
     /// Parameters under SF keys, below `prefix` (e.g. `blocks.3.attn`).

@@ -17,11 +17,16 @@
 //!   (T+S)" row adds the two (times, FLOPs, and the baselines' times).
 //! - TimeSformer L+G (sparse local-global, same op): local blocks of 8×7×7 (+ shared cls) and
 //!   the stride-2 global step, and their sum "L+G (L+G)".
-//! - MViT-B 16×4 block 1 pooled attention (`tubelet_models::mvit::MultiScaleAttention`, from the
-//!   model's own schedule: dim 192, 2 heads of 96, Q pooled 1×2×2, K/V pooled 1×4×4, 3×3×3
-//!   conv kernels, + cls, 8×56×56 tokens): composed from engine ops, with no fused variant, so
-//!   it is one row per pass and no speedup (about 9 s forward, 24 s forward+backward on
-//!   lavapipe, so it stays in the default run).
+//! - MViT pooled attention, one whole `tubelet_models::mvit::MultiScaleAttention` from the
+//!   model's own schedule: `forward` (the fused `pooled_attention` kernels) against
+//!   `forward_unfused` (materialised Q·Kᵀ, the expanded v2 rel-pos term, softmax, P·V). Both
+//!   include the qkv and proj linears and the q/k/v conv pools and norms, which are the same in
+//!   the two paths. MViT-B 16×4 block 1 (v1: dim 192, 2 heads of 96, Q pooled 1×2×2 to
+//!   8×28×28, K/V pooled 1×4×4 to 8×14×14, 3×3×3 conv kernels, + cls, 8×56×56 tokens) and
+//!   MViTv2-S 16×4 block 1 (the same grids and widths, plus the decomposed rel-pos term and
+//!   residual pooling). And the op alone (`Tensor::pooled_attention` against
+//!   `ops::pooled_attention::pooled_attention_unfused`: Q·Kᵀ, the expanded rel-pos term,
+//!   softmax, P·V) at block 1's grids, 2 heads of 96, without and with the rel-pos input.
 //!
 //! FLOPs (for GFLOP/s), the FlashAttention-2 paper's convention: the attention matmuls only,
 //! 2 FLOPs per multiply-add. Forward: Q·Kᵀ and P·V, 4·N²·d per head and window (N = tokens per
@@ -38,6 +43,7 @@
 use clap::Args as ClapArgs;
 use tubelet::nn::Init;
 use tubelet::ops::grid_attention::{self, grid_attention_unfused, Cls, Part, Pattern as GP, Span, TokenGrid};
+use tubelet::ops::pooled_attention::pooled_attention_unfused;
 use tubelet::ops::window_attention::{video_swin_window, window_attention_unfused};
 use tubelet::{no_grad, Error, Gpu, Result, Tensor};
 use tubelet_models::blocks::attention_unfused;
@@ -49,7 +55,8 @@ use super::{print_table, time_ms, Row};
 pub struct Args {
     /// Shapes to run (repeat or comma-separate): swin-small, swin-t-stage1, joint-small,
     /// timesformer-joint, divided-small, timesformer-divided, lg-small, timesformer-lg,
-    /// mvit-small, mvit-b-block1; default all.
+    /// mvit-small, mvit-b-block1, mvitv2-small, mvitv2-s-block1, mvit-attn-small,
+    /// mvit-b-block1-attn; default all.
     #[arg(long, value_delimiter = ',')]
     shape: Vec<String>,
     /// Timed runs per row (the median is reported).
@@ -69,8 +76,11 @@ enum Pattern {
     Joint { b: usize, n: usize, heads: usize, hd: usize },
     /// Attention within the groups of a grid pattern (`grid_attention`), tokens `(h w t)`.
     Grid { b: usize, dims: [usize; 3], cls: Cls, heads: usize, hd: usize, what: &'static str, pattern: grid_attention::Pattern },
-    /// MViT pooled attention (one `MultiScaleAttention`), composed only: no fused variant.
+    /// MViT pooled attention (one `MultiScaleAttention`): fused `forward` or `forward_unfused`.
     Mvit { b: usize, spec: AttentionSpec },
+    /// The pooled attention op alone (`Tensor::pooled_attention` against
+    /// `pooled_attention_unfused`) on the q and kv grids of an MViT layer, + cls.
+    Pooled { b: usize, heads: usize, hd: usize, q: [usize; 3], kv: [usize; 3], rel: bool },
 }
 
 struct Shape {
@@ -92,11 +102,15 @@ fn tsf(frames: usize, what: &'static str, cls: Cls, pattern: grid_attention::Pat
     Pattern::Grid { b: 1, dims: [frames, 14, 14], cls, heads: 12, hd: 64, what, pattern }
 }
 
-/// MViT-B 16×4 block 1's attention (from the model's schedule), on a `t`×`hw`×`hw` grid.
-fn mvit_block1(t: usize, hw: usize) -> Pattern {
-    let mut spec = MvitConfig::mvit_b_16x4().schedule().expect("MViT-B 16x4 schedule")[1].attn.clone();
+/// Block 1's attention of an MViT config (from the model's schedule), on a `t`×`hw`×`hw` grid.
+fn mvit_block1(cfg: MvitConfig, t: usize, hw: usize) -> Pattern {
+    let mut spec = cfg.schedule().expect("MViT schedule")[1].attn.clone();
     spec.thw = [t, hw, hw];
     Pattern::Mvit { b: 1, spec }
+}
+
+fn pooled(q: [usize; 3], kv: [usize; 3], rel: bool) -> Pattern {
+    Pattern::Pooled { b: 1, heads: 2, hd: 96, q, kv, rel }
 }
 
 fn swin(grid: [usize; 3], shift: [usize; 3]) -> Pattern {
@@ -125,10 +139,18 @@ fn shapes() -> Vec<Shape> {
         Shape { name: "lg-small", small: true, pattern: tsf(2, "global", Cls::Shared, GP::timesformer_global()) },
         Shape { name: "timesformer-lg", small: false, pattern: tsf(8, "local", Cls::Shared, GP::timesformer_local([8, 14, 14])) },
         Shape { name: "timesformer-lg", small: false, pattern: tsf(8, "global", Cls::Shared, GP::timesformer_global()) },
-        // MViT-B 16×4 block 1 (pooled attention, composed only): a small grid with the same
-        // pools and widths, and the real 8×56×56.
-        Shape { name: "mvit-small", small: true, pattern: mvit_block1(2, 14) },
-        Shape { name: "mvit-b-block1", small: false, pattern: mvit_block1(8, 56) },
+        // MViT-B 16×4 and MViTv2-S 16×4 block 1 (pooled attention; v2 with rel-pos and
+        // residual pooling): a small grid with the same pools and widths, and the real 8×56×56.
+        Shape { name: "mvit-small", small: true, pattern: mvit_block1(MvitConfig::mvit_b_16x4(), 2, 14) },
+        Shape { name: "mvit-b-block1", small: false, pattern: mvit_block1(MvitConfig::mvit_b_16x4(), 8, 56) },
+        Shape { name: "mvitv2-small", small: true, pattern: mvit_block1(MvitConfig::mvitv2_s_16x4(), 2, 14) },
+        Shape { name: "mvitv2-s-block1", small: false, pattern: mvit_block1(MvitConfig::mvitv2_s_16x4(), 8, 56) },
+        // The op alone at MViT-B 16×4 block 1's grids (q 8×28×28, kv 8×14×14, 2 heads of 96),
+        // without and with the v2 rel-pos term.
+        Shape { name: "mvit-attn-small", small: true, pattern: pooled([2, 7, 7], [2, 4, 4], false) },
+        Shape { name: "mvit-attn-small", small: true, pattern: pooled([2, 7, 7], [2, 4, 4], true) },
+        Shape { name: "mvit-b-block1-attn", small: false, pattern: pooled([8, 28, 28], [8, 14, 14], false) },
+        Shape { name: "mvit-b-block1-attn", small: false, pattern: pooled([8, 28, 28], [8, 14, 14], true) },
     ]
 }
 
@@ -141,6 +163,10 @@ impl Pattern {
                 if shift.iter().any(|&s| s > 0) { format!("{}·{}·{}", shift[0], shift[1], shift[2]) } else { "0".into() }
             ),
             Pattern::Joint { b, n, heads, hd } => format!("B{b} N{n} h{heads} d{hd}"),
+            Pattern::Pooled { b, heads, hd, q, kv, rel } => format!(
+                "B{b} h{heads} d{hd} q {}×{}×{}+cls kv {}×{}×{}+cls{}",
+                q[0], q[1], q[2], kv[0], kv[1], kv[2], if *rel { " rel" } else { "" }
+            ),
             Pattern::Grid { b, dims, cls, heads, hd, what, .. } => format!(
                 "B{b} {}×{}×{}{} h{heads} d{hd} {what}",
                 dims[0], dims[1], dims[2], if *cls == Cls::None { "" } else { "+cls" }
@@ -148,17 +174,12 @@ impl Pattern {
             Pattern::Mvit { b, spec } => {
                 let (q, kv) = spec.grids().unwrap_or_default();
                 format!(
-                    "B{b} {}×{}×{}+cls C{} h{} d{} q→{}×{}×{} kv→{}×{}×{}",
+                    "B{b} {}×{}×{}+cls C{} h{} d{} q→{}×{}×{} kv→{}×{}×{}{}",
                     spec.thw[0], spec.thw[1], spec.thw[2], spec.dim, spec.heads, spec.head_dim(),
-                    q[0], q[1], q[2], kv[0], kv[1], kv[2]
+                    q[0], q[1], q[2], kv[0], kv[1], kv[2], if spec.rel_pos.is_some() { " rel" } else { "" }
                 )
             }
         }
-    }
-
-    /// Whether the pattern has a fused variant to compare against its composition.
-    fn has_fused(&self) -> bool {
-        !matches!(self, Pattern::Mvit { .. })
     }
 
     fn tokens(&self) -> usize {
@@ -167,6 +188,7 @@ impl Pattern {
             Pattern::Joint { b, n, .. } => b * n,
             Pattern::Grid { b, dims, cls, .. } => b * TokenGrid::space_major(*dims, *cls).n_tokens(),
             Pattern::Mvit { b, spec } => b * (1 + spec.thw.iter().product::<usize>()),
+            Pattern::Pooled { b, q, .. } => b * (1 + q.iter().product::<usize>()),
         }
     }
 
@@ -180,6 +202,10 @@ impl Pattern {
                 4.0 * n * n * (c / heads) as f64 * (*heads * b * windows) as f64
             }
             Pattern::Joint { b, n, heads, hd } => 4.0 * (n * n * hd * heads * b) as f64,
+            Pattern::Pooled { b, heads, hd, q, kv, .. } => {
+                let (nq, nk) = (1 + q.iter().product::<usize>(), 1 + kv.iter().product::<usize>());
+                4.0 * (nq * nk * hd * heads * b) as f64
+            }
             Pattern::Grid { b, dims, cls, heads, hd, pattern, .. } => {
                 // Σ over groups of L², L = the group's grid tokens (+ the shared cls).
                 let sizes: Vec<Vec<usize>> = (0..3).map(|a| group_sizes(pattern.0[a], dims[a])).collect();
@@ -234,6 +260,15 @@ impl Pattern {
                 let table = Tensor::trunc_normal(&[t, *heads], 0.02, seed + 2)?.param();
                 Ok((vec![qkv, bias, table], Tensor::randn(&[*b, d, h, w, *c], 0.0, 1.0, seed + 3)?))
             }
+            Pattern::Pooled { b, heads, hd, q, kv, rel } => {
+                let (nq, nk) = (1 + q.iter().product::<usize>(), 1 + kv.iter().product::<usize>());
+                let t = |n: usize, s: u64| Tensor::randn(&[*b, *heads, n, *hd], 0.0, 1.0, seed + s).map(|t| t.param());
+                let mut x = vec![t(nq, 0)?, t(nk, 1)?, t(nk, 2)?];
+                if *rel {
+                    x.push(Tensor::randn(&[*b, *heads, nq - 1, kv.iter().sum()], 0.0, 0.5, seed + 4)?.param());
+                }
+                Ok((x, Tensor::randn(&[*b, *heads, nq, *hd], 0.0, 1.0, seed + 3)?))
+            }
             Pattern::Joint { b, n, heads, hd } => {
                 let qkv = Tensor::randn(&[*b, *n, 3 * heads * hd], 0.0, 1.0, seed)?.param();
                 Ok((vec![qkv], Tensor::randn(&[*b, *n, heads * hd], 0.0, 1.0, seed + 3)?))
@@ -272,8 +307,17 @@ impl Pattern {
                     grid_attention_unfused(&x[0], *heads, scale, grid, &[Part { heads: 0..*heads, pattern: *pattern }])
                 }
             }
+            Pattern::Pooled { hd, kv, .. } => {
+                let scale = (*hd as f32).powf(-0.5);
+                if fused {
+                    x[0].try_pooled_attention(&x[1], &x[2], x.get(3), scale, true, *kv)
+                } else {
+                    pooled_attention_unfused(&x[0], &x[1], &x[2], x.get(3), scale, true, *kv)
+                }
+            }
             Pattern::Mvit { .. } => match &inp.module {
-                Some(m) => m.forward(&x[0]),
+                Some(m) if fused => m.forward(&x[0]),
+                Some(m) => m.forward_unfused(&x[0]),
                 None => Err(Error::Config("bench attention: MViT pattern without its module".into())),
             },
         }
@@ -287,7 +331,10 @@ impl Pattern {
             (Pattern::Joint { .. }, false) => "attention (joint) unfused",
             (Pattern::Grid { .. }, true) => "grid_attention fused",
             (Pattern::Grid { .. }, false) => "grid_attention unfused",
-            (Pattern::Mvit { .. }, _) => "MultiScaleAttention (composed, no fused variant)",
+            (Pattern::Pooled { .. }, true) => "pooled_attention fused",
+            (Pattern::Pooled { .. }, false) => "pooled_attention unfused",
+            (Pattern::Mvit { .. }, true) => "MultiScaleAttention (pooled_attention) fused",
+            (Pattern::Mvit { .. }, false) => "MultiScaleAttention (pooled_attention) unfused",
         }
     }
 }
@@ -362,18 +409,13 @@ pub fn run(args: Args) -> Result<()> {
         let warmup = usize::from(s.small);
         let label = format!("{} {}", s.name, p.label());
         let inp = p.inputs(7)?;
-        let variants: &[bool] = if p.has_fused() {
-            // Validate before timing: the fused output must match the unfused composition.
-            let diff = no_grad(|| -> Result<f32> { max_abs_diff(&p.forward(&inp, true)?, &p.forward(&inp, false)?) })?;
-            if diff.is_nan() || diff > 1e-3 {
-                return Err(Error::Config(format!("bench attention: {label}: fused and unfused differ by {diff}")));
-            }
-            eprintln!("{label}: fused and unfused agree (max |Δ| {diff:.1e}); timing ...");
-            &[false, true]
-        } else {
-            eprintln!("{label}: composed only (no fused variant to check against); timing ...");
-            &[false]
-        };
+        // Validate before timing: the fused output must match the unfused composition.
+        let diff = no_grad(|| -> Result<f32> { max_abs_diff(&p.forward(&inp, true)?, &p.forward(&inp, false)?) })?;
+        if diff.is_nan() || diff > 1e-3 {
+            return Err(Error::Config(format!("bench attention: {label}: fused and unfused differ by {diff}")));
+        }
+        eprintln!("{label}: fused and unfused agree (max |Δ| {diff:.1e}); timing ...");
+        let variants = [false, true];
         let mut ms = [[0.0; 2]; 2]; // [fused?][forward, forward+backward]
         for (fi, &fused) in variants.iter().enumerate() {
             ms[fi][0] = time_ms(warmup, iters, || no_grad(|| p.forward(&inp, fused).map(drop)))?.0;
@@ -419,10 +461,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!();
     print_table(&rows);
-    if selected.iter().any(|s| !s.pattern.has_fused()) {
-        println!("MultiScaleAttention (MViT pooled attention) has no fused variant: one row per pass, no speedup; \
-            its time includes the qkv and proj linears, the q/k/v conv pools and norms, its FLOPs count \
-            only Q·Kᵀ and P·V on the pooled grids.");
+    if selected.iter().any(|s| matches!(s.pattern, Pattern::Mvit { .. })) {
+        println!("MultiScaleAttention rows (MViT pooled attention) time the whole layer in both paths: the \
+            qkv and proj linears and the q/k/v conv pools and norms (the same in both) besides the attention; \
+            their FLOPs count only Q·Kᵀ and P·V on the pooled grids.");
     }
     println!();
     print_memory(&mem);
