@@ -370,10 +370,17 @@ impl Gpu {
             return Ok(p.clone());
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let desc = wgpu::ShaderModuleDescriptor {
             label: Some(kernel.name),
             source: wgpu::ShaderSource::Wgsl(kernel.source.into()),
-        });
+        };
+        // NOTE: naga's loop bounding (a hidden 64-bit counter and break in every loop, against
+        //   infinite loops in untrusted shaders) blocks loop unrolling and keeps per-lane arrays
+        //   in memory on llvmpipe. Every kernel is this crate's own, with loops bounded by its
+        //   params, so it is turned off; bounds checks stay on.
+        let checks = wgpu::ShaderRuntimeChecks { force_loop_bounding: false, ..wgpu::ShaderRuntimeChecks::checked() };
+        // SAFETY: the kernels are ours (shaders/, validated by build.rs) and every loop is bounded.
+        let module = unsafe { self.device.create_shader_module_trusted(desc, checks) };
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(kernel.name),
             layout: None,
