@@ -17,7 +17,10 @@
 //!
 //! Kernels: shaders/window_attention_forward.wgsl, window_attention_backward_delta.wgsl,
 //! window_attention_backward_dq.wgsl, window_attention_backward_dkv.wgsl,
-//! window_attention_backward_table.wgsl (+ reduce_forward for the two sums).
+//! window_attention_backward_table.wgsl (+ reduce_forward for the two sums): the portable
+//! variant (2). With SUBGROUP (subgroups of ≥ 8 lanes) the shipped variant is 3:
+//! window_attention_forward_v3_subgroup.wgsl, window_attention_backward_dq_v3_subgroup.wgsl (dq
+//! and the table gradient in one pass) and window_attention_backward_dkv_v3_subgroup.wgsl.
 
 use crate::autograd::apply;
 use crate::error::{Error, Result};
