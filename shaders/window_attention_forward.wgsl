@@ -19,6 +19,9 @@ const DMAX4: u32 = 32u;     // head dim ≤ 128
 // loops and keep the per-lane q / dO / accumulator arrays in registers.
 override D4: u32 = 8u;
 const MAX_BK: u32 = 64u;
+// Keys scored per step (v3): KB logits in registers, one max and one rescale per step, one exp
+// per key. The host's tile rows p.bk are a multiple of KB.
+const KB: u32 = 8u;
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read> qkv_bias: array<f32>;
@@ -29,7 +32,8 @@ const MAX_BK: u32 = 64u;
 
 var<workgroup> ks: array<vec4<f32>, TILE>;
 var<workgroup> vs: array<vec4<f32>, TILE>;
-var<workgroup> labels: array<u32, MAX_BK>;
+var<workgroup> krel: array<u32, MAX_BK>;   // rel_key(j)·heads + h: the key's share of the table row
+var<workgroup> klab: array<u32, MAX_BK>;   // mask_label of the key
 
 // Components 4c..4c+3 of slot t ∈ {q, k, v}, head h, of a window token: its qkv row, or the qkv
 // Linear's bias for a padding token (zero-padding happens before the Linear in Video Swin).
@@ -60,6 +64,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let live = i < p.n;   // dead rows still load tiles and meet the barriers
     let ic = min(i, p.n - 1u);
     let tq = win_token(g, ic);
+    let qrel = rel_off(ic) * p.heads;   // table[qrel + krel[j]] = table[index[i, j], h]
+    let qlab = mask_label(tq);
 
     var q: array<vec4<f32>, DMAX4>;
     var acc: array<vec4<f32>, DMAX4>;
@@ -71,29 +77,50 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     var l = 0.0;
     for (var t0 = 0u; t0 < p.n; t0 += p.bk) {
         let nk = min(p.bk, p.n - t0);
-        // (nk, D4) tiles of K and V, and the keys' shift-region labels
-        for (var e = lid.x; e < nk * D4; e += BQ) {
-            let tk = win_token(g, t0 + e / D4);
-            ks[e] = tok_ld4(tk, 1u, h, e % D4);
-            vs[e] = tok_ld4(tk, 2u, h, e % D4);
-        }
-        for (var e = lid.x; e < nk; e += BQ) {
-            labels[e] = win_token(g, t0 + e).label;
+        let nkp = (nk + KB - 1u) / KB * KB;
+        // (nk, D4) tiles of K and V, one key per lane (its geometry once), zero rows up to a
+        // multiple of KB so the scoring steps read no stale slot
+        for (var e = lid.x; e < nkp; e += BQ) {
+            let tk = win_token(g, t0 + min(e, nk - 1u));
+            for (var c = 0u; c < D4; c++) {
+                var kc = vec4<f32>(0.0);
+                var vc = vec4<f32>(0.0);
+                if (e < nk) {
+                    kc = tok_ld4(tk, 1u, h, c);
+                    vc = tok_ld4(tk, 2u, h, c);
+                }
+                ks[e * D4 + c] = kc;
+                vs[e * D4 + c] = vc;
+            }
+            krel[e] = rel_key(t0 + min(e, nk - 1u)) * p.heads + h;
+            klab[e] = mask_label(tk);
         }
         workgroupBarrier();
-        for (var j = 0u; j < nk; j++) {
-            var sc = table[rel_index(ic, t0 + j) * p.heads + h] + mask_of(tq.label, labels[j]);
-            for (var c = 0u; c < D4; c++) {
-                sc += dot(q[c], ks[j * D4 + c]);
+        for (var j0 = 0u; j0 < nk; j0 += KB) {
+            var s: array<f32, KB>;
+            var mt = m;
+            for (var u = 0u; u < KB; u++) {
+                let j = j0 + u;
+                var sc = table[qrel + krel[j]] + mask_pair(qlab, klab[j]);
+                for (var c = 0u; c < D4; c++) {
+                    sc += dot(q[c], ks[j * D4 + c]);
+                }
+                s[u] = select(-3.0e38, sc, j < nk);
+                mt = max(mt, s[u]);
             }
-            let m_new = max(m, sc);
-            let corr = exp(m - m_new);
-            let pj = exp(sc - m_new);
-            l = l * corr + pj;
+            let corr = exp(m - mt);
+            l *= corr;
             for (var c = 0u; c < D4; c++) {
-                acc[c] = acc[c] * corr + pj * vs[j * D4 + c];
+                acc[c] *= corr;
             }
-            m = m_new;
+            for (var u = 0u; u < KB; u++) {
+                let pj = exp(s[u] - mt);
+                l += pj;
+                for (var c = 0u; c < D4; c++) {
+                    acc[c] += pj * vs[(j0 + u) * D4 + c];
+                }
+            }
+            m = mt;
         }
         workgroupBarrier();
     }

@@ -70,16 +70,36 @@ fn win_token(g: u32, t: u32) -> Tok {
 
 // relative_position_index[i, j] of the ORIGINAL window (Od, Oh, Ow) at flat i, j < N: the
 // official code slices index[:N, :N] when the window is clamped, so i and j are decomposed with
-// the original window's dims even then.
+// the original window's dims even then. The index is linear in the coordinates:
+//   index[i, j] = rel_off(i) + (rel_off(N0 − 1) − rel_off(j)),  N0 = Od·Oh·Ow,
+// with rel_off(d, h, w) = (d·(2Oh − 1) + h)·(2Ow − 1) + w, so kernels compute rel_off once per
+// query and rel_key once per key (div/mod are scalarised per SIMD lane on llvmpipe: never per pair).
+fn rel_off(t: u32) -> u32 {
+    let d = t / (p.oh * p.ow);
+    let h = (t / p.ow) % p.oh;
+    let w = t % p.ow;
+    return (d * (2u * p.oh - 1u) + h) * (2u * p.ow - 1u) + w;
+}
+
+// The key's share of index[i, j]: rel_off(N0 − 1) − rel_off(j) (≥ 0: rel_off grows with t).
+fn rel_key(j: u32) -> u32 {
+    return rel_off(p.od * p.oh * p.ow - 1u) - rel_off(j);
+}
+
 fn rel_index(i: u32, j: u32) -> u32 {
-    let di = i / (p.oh * p.ow);
-    let hi = (i / p.ow) % p.oh;
-    let wi = i % p.ow;
-    let dj = j / (p.oh * p.ow);
-    let hj = (j / p.ow) % p.oh;
-    let wj = j % p.ow;
-    return ((di + p.od - 1u - dj) * (2u * p.oh - 1u) + (hi + p.oh - 1u - hj)) * (2u * p.ow - 1u)
-        + (wi + p.ow - 1u - wj);
+    return rel_off(i) + rel_key(j);
+}
+
+// Shift-region label of a token as the kernels compare it: 0 for every token when no shift is
+// applied, so `mask_pair` needs no test of p.masked per pair.
+fn mask_label(tk: Tok) -> u32 {
+    return select(0u, tk.label, p.masked != 0u);
+}
+
+// −100 between tokens of different shift regions (official compute_mask: −100, not −∞), given
+// mask_label of both.
+fn mask_pair(li: u32, lj: u32) -> f32 {
+    return select(0.0, -100.0, li != lj);
 }
 
 // The additive logit terms of pair (i, j) in head h: the bias-table entry, and −100 between

@@ -17,7 +17,10 @@
 //!
 //! Kernels: shaders/window_attention_forward.wgsl, window_attention_backward_delta.wgsl,
 //! window_attention_backward_dq.wgsl, window_attention_backward_dkv.wgsl,
-//! window_attention_backward_table.wgsl (+ reduce_forward for the two sums).
+//! window_attention_backward_table.wgsl (+ reduce_forward for the two sums): the portable
+//! variant (2). With SUBGROUP (subgroups of ≥ 8 lanes) the shipped variant is 3:
+//! window_attention_forward_v3_subgroup.wgsl, window_attention_backward_dq_v3_subgroup.wgsl (dq
+//! and the table gradient in one pass) and window_attention_backward_dkv_v3_subgroup.wgsl.
 
 use crate::autograd::apply;
 use crate::error::{Error, Result};
@@ -32,8 +35,26 @@ use crate::tensor::{Indices, Tensor};
 const BQ: u32 = 32;
 const TILE: usize = 480;
 const MAX_BK: usize = 64;
+/// Keys the forward scores per step (its `KB`): the tile rows are a multiple of it.
+const KB: usize = 8;
 /// Loop iterations an invocation may spend (Mesa 22 llvmpipe stops at 65,535 in total).
 const LOOP_BUDGET: usize = 50_000;
+/// Window chunks of the v3 dq pass: each workgroup sums the table gradient of a chunk of
+/// windows, so the partial tables (one per chunk and query tile) stay few.
+const V3_CHUNKS: u32 = 8;
+/// Table entries per head the v3 dq pass sums in workgroup memory (its `TMAX`, 16 KiB); larger
+/// tables take the portable kernels.
+const V3_TMAX: usize = 4096;
+/// Queries per lane of the v3 (subgroup) kernels: their `R`.
+const SG_R: u32 = 4;
+
+/// Whether the adapter runs the v3 kernels: SUBGROUP with subgroups of at least 8 lanes (a
+/// workgroup of 8 invocations is then one subgroup, lanes 0..7), as matmul v3.
+fn subgroups() -> bool {
+    let g = gpu();
+    g.has_subgroups() && g.info.subgroup_min_size >= 8
+}
+
 /// The kernels' override constants: tiles, and the head dim in vec4s (constant loop bounds).
 fn consts(p: &Params) -> [(&'static str, f64); 3] {
     [("BQ", BQ as f64), ("TILE", TILE as f64), ("D4", p.d4 as f64)]
@@ -75,6 +96,10 @@ pub struct WindowAttention {
     pub heads: usize,
     pub scale: f32,
     pub win: SwinWindow,
+    /// Kernel variant: 0 the shipped one for this adapter (v3 with subgroups of ≥ 8 lanes,
+    /// else v2), 2 the portable workgroup-memory kernels, 3 the subgroup kernels. For benches
+    /// and the property tests, which exercise both.
+    pub variant: u32,
     lse: Option<Tensor>,
 }
 
@@ -102,7 +127,18 @@ impl Params {
 
 impl WindowAttention {
     pub fn new(heads: usize, scale: f32, win: SwinWindow) -> WindowAttention {
-        WindowAttention { heads, scale, win, lse: None }
+        WindowAttention { heads, scale, win, variant: 0, lse: None }
+    }
+
+    /// Whether this op runs the v3 (subgroup) kernels, by `variant`.
+    fn v3(&self) -> Result<bool> {
+        match self.variant {
+            0 => Ok(subgroups()),
+            2 => Ok(false),
+            3 if subgroups() => Ok(true),
+            v => crate::bail!(Config, "window_attention: no kernel variant {v} on {} (0 shipped, \
+                2 portable, 3 subgroup: needs SUBGROUP with subgroups of ≥ 8 lanes)", gpu().info.name),
+        }
     }
 
     /// Validates the three input shapes and the window; returns the kernels' geometry.
@@ -155,7 +191,7 @@ impl WindowAttention {
             sd: u(s[0]), sh: u(s[1]), sw: u(s[2]), masked: u(s.iter().any(|&v| v > 0) as usize),
             pd: u(pd), ph: u(ph), pw: u(pw), n_win: u(n_win),
             od: u(o[0]), oh: u(o[1]), ow: u(o[2]), heads: u(self.heads),
-            hd: u(hd), d4: u(d4), bk: u((TILE / d4).min(MAX_BK)), c: u(c3 / 3),
+            hd: u(hd), d4: u(d4), bk: u((TILE / d4).min(MAX_BK) / KB * KB), c: u(c3 / 3),
             scale: self.scale, n_pad: u(pd * ph * pw - qkv[1] * qkv[2] * qkv[3]),
             chunk: u(chunk), n_inst: u(qkv[0] * n_win),
         })
@@ -422,13 +458,13 @@ impl Op for WindowAttention {
         let y = Tensor::empty(&[s[0], s[1], s[2], s[3], s[4] / 3])?;
         let lse = Tensor::empty(&[p.n_inst as usize, p.heads as usize, p.n as usize])?;
         // qkv (B, D, H, W, 3C), bias (3C), table (T, heads) -> y (B, D, H, W, C), lse (B·nW, heads, N)
-        gpu().dispatch(
-            kernel!(window_attention_forward),
-            &consts(&p),
-            &[x[0].buffer(), x[1].buffer(), x[2].buffer(), y.buffer(), lse.buffer()],
-            &p,
-            [p.n.div_ceil(BQ), p.n_inst, p.heads],
-        )?;
+        let bufs = [x[0].buffer(), x[1].buffer(), x[2].buffer(), y.buffer(), lse.buffer()];
+        if self.v3()? {
+            let groups = [p.n.div_ceil(8 * SG_R), p.n_inst, p.heads];
+            gpu().dispatch(kernel!(window_attention_forward_v3_subgroup), &[("D4", p.d4 as f64)], &bufs, &p, groups)?;
+        } else {
+            gpu().dispatch(kernel!(window_attention_forward), &consts(&p), &bufs, &p, [p.n.div_ceil(BQ), p.n_inst, p.heads])?;
+        }
         self.lse = Some(lse);
         Ok(y)
     }
@@ -447,23 +483,43 @@ impl Op for WindowAttention {
         let dqkv = Tensor::empty(x[0].shape())?;
         let dpad = Tensor::empty(&[(b * p.n_pad as usize).max(1), c3])?;
         let ins = [x[0].buffer(), x[1].buffer(), x[2].buffer(), dy.buffer(), lse.buffer(), delta.buffer()];
-        let tiles = [p.n.div_ceil(BQ), p.n_inst, p.heads];
-        let bufs: Vec<&wgpu::Buffer> = ins.iter().copied().chain([dqkv.buffer(), dpad.buffer()]).collect();
-        // -> dqkv (B, D, H, W, 3C) for real tokens, dpad (B, NPAD, 3C) for padding tokens
-        gpu().dispatch(kernel!(window_attention_backward_dq), &consts(&p), &bufs, &p, tiles)?;
-        gpu().dispatch(kernel!(window_attention_backward_dkv), &consts(&p), &bufs, &p, tiles)?;
+        let t = p.table_len();
+        let part = if self.v3()? && t <= V3_TMAX {
+            // v3: dq and the table gradient in one pass, partial tables per workgroup (chunks of
+            // windows bound their number), then dk, dv.
+            let qt = p.n.div_ceil(8 * SG_R);
+            let mut p = p;
+            p.chunk = p.n_inst.div_ceil(V3_CHUNKS.min(p.n_inst));
+            let n_chunks = p.n_inst.div_ceil(p.chunk);
+            let part = Tensor::empty(&[(n_chunks * qt) as usize, t, heads])?;
+            let bufs: Vec<&wgpu::Buffer> = ins.iter().copied().chain([dqkv.buffer(), dpad.buffer(), part.buffer()]).collect();
+            let consts = [("D4", p.d4 as f64)];
+            // -> dqkv q slots (B, D, H, W, 3C), dpad (B, NPAD, 3C), part (NSLOT, T, heads)
+            gpu().dispatch(kernel!(window_attention_backward_dq_v3_subgroup), &consts, &bufs, &p, [qt, n_chunks, p.heads])?;
+            let bufs: Vec<&wgpu::Buffer> = ins.iter().copied().chain([dqkv.buffer(), dpad.buffer()]).collect();
+            // -> dqkv k, v slots, dpad k, v slots
+            gpu().dispatch(kernel!(window_attention_backward_dkv_v3_subgroup), &[("D4", p.d4 as f64)], &bufs, &p, [qt, p.n_inst, p.heads])?;
+            part
+        } else {
+            let tiles = [p.n.div_ceil(BQ), p.n_inst, p.heads];
+            let bufs: Vec<&wgpu::Buffer> = ins.iter().copied().chain([dqkv.buffer(), dpad.buffer()]).collect();
+            // -> dqkv (B, D, H, W, 3C) for real tokens, dpad (B, NPAD, 3C) for padding tokens
+            gpu().dispatch(kernel!(window_attention_backward_dq), &consts(&p), &bufs, &p, tiles)?;
+            gpu().dispatch(kernel!(window_attention_backward_dkv), &consts(&p), &bufs, &p, tiles)?;
+            let part = Tensor::empty(&[p.n_chunks(), t, heads])?;
+            let bufs: Vec<&wgpu::Buffer> = ins.iter().copied().chain([part.buffer()]).collect();
+            // -> part (NCHUNK, T, heads), one invocation per (chunk, entry, head)
+            gpu().dispatch(kernel!(window_attention_backward_table), &[("D4", p.d4 as f64)], &bufs, &p, grid(part.numel(), 64))?;
+            part
+        };
         let dbias = if p.n_pad == 0 {
             Tensor::try_full(&[c3], 0.0)?
         } else {
             // (B·NPAD, 3C) -> (3C), a fixed-order tree sum
             reduce_raw(&dpad, ReduceKind::Sum, &[0])?.view(&[c3])
         };
-        let t = p.table_len();
-        let part = Tensor::empty(&[p.n_chunks(), t, heads])?;
-        let bufs: Vec<&wgpu::Buffer> = ins.iter().copied().chain([part.buffer()]).collect();
-        // -> part (NCHUNK, T, heads), one invocation per (chunk, entry, head)
-        gpu().dispatch(kernel!(window_attention_backward_table), &[("D4", p.d4 as f64)], &bufs, &p, grid(part.numel(), 64))?;
-        let dtable = if p.n_chunks() == 1 { part.view(&[t, heads]) } else { reduce_raw(&part, ReduceKind::Sum, &[0])?.view(&[t, heads]) };
+        // (NSLOT, T, heads) -> (T, heads), a fixed-order tree sum
+        let dtable = if part.dim(0) == 1 { part.view(&[t, heads]) } else { reduce_raw(&part, ReduceKind::Sum, &[0])?.view(&[t, heads]) };
         Ok(vec![Some(dqkv), Some(dbias), Some(dtable)])
     }
 }
@@ -614,7 +670,11 @@ pub fn test_spec() -> crate::testing::TestSpec<WindowAttention> {
         let table = CpuTensor::uniform(&[t, heads], -1.0, 1.0, &mut rng);
         let scale = k * (hd as f32).powf(-0.5);
         let label = format!("B {b} heads {heads} hd {hd} grid {dims:?} {win:?} scale {scale}");
-        Case::new(WindowAttention::new(heads, scale, win), vec![qkv, bias, table], label)
+        // A third of the cases run the portable kernels (the shipped ones are v3 on lavapipe).
+        let mut op = WindowAttention::new(heads, scale, win);
+        op.variant = if seed % 3 == 0 { 2 } else { 0 };
+        let label = format!("{label} variant {}", op.variant);
+        Case::new(op, vec![qkv, bias, table], label)
     }
     // Grid sizes that are not multiples of the windows, and windows larger than the grid.
     let dim = prop::sample::select(vec![1usize, 2, 3, 4, 5, 7, 9]);

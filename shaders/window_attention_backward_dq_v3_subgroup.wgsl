@@ -1,0 +1,204 @@
+// window_attention_backward_dq_v3_subgroup — dQ and the bias-table gradient of the fused window
+// attention (FlashAttention-2 Algorithm 2), for subgroups of ≥ 8 lanes:
+//   s_ij = scale·q_i·k_j + table[index[i,j], h] + mask_ij,  P_ij = exp(s_ij − lse_i),
+//   dS_ij = P_ij·(dO_i·v_j − Delta_i),  dq_i = scale·Σ_j dS_ij k_j,
+//   part[slot, e, h] = Σ over this workgroup's windows and pairs with index[i,j] = e of dS_ij.
+// v3: a workgroup is one subgroup of 8 lanes and owns R·8 queries of one head in a chunk of
+//     p.chunk window instances. Keys stream 8 at a time: lane l loads key j0 + l and
+//     subgroupBroadcast hands it to every lane (llvmpipe scalarises every memory load per lane,
+//     so each key row is loaded once per workgroup and block, not once per lane). dS is used
+//     where it is made: the table gradient of the workgroup's pairs is summed in workgroup memory
+//     (one head's table, ≤ TMAX floats), race-free because the R·8 queries of a step share one key
+//     and rel_off is injective, so they hit distinct entries; a barrier separates the steps.
+//     Each workgroup writes its partial table once; reduce_forward sums the slots (no atomics,
+//     a fixed order: deterministic).
+// Reference: engine/src/ops/window_attention.rs::reference_backward.
+// Layout: as window_attention_backward_dq.wgsl; part f32[NSLOT, T, heads], slot = chunk·QT + qt
+//   (QT = ceil(N / (8·R)) query tiles).
+// Dispatch: (QT, NCHUNK, heads) workgroups of 8 invocations.
+// #include "lib/window.wgsl"
+
+const DMAX4: u32 = 32u;     // head dim ≤ 128
+override D4: u32 = 8u;      // ceil(HD / 4), set by the host
+// Room for one head's table, (2Od−1)(2Oh−1)(2Ow−1) ≤ TMAX entries (16 KiB, WebGPU's default
+// workgroup storage; Swin's 8×7×7 window needs 2535). A constant, not an override: one pipeline
+// for every window (compiling this kernel takes about a second on llvmpipe).
+const TMAX: u32 = 4096u;
+const R: u32 = 4u;          // query tokens per lane
+
+@group(0) @binding(0) var<storage, read> qkv: array<f32>;
+@group(0) @binding(1) var<storage, read> qkv_bias: array<f32>;
+@group(0) @binding(2) var<storage, read> table: array<f32>;
+@group(0) @binding(3) var<storage, read> dy: array<f32>;
+@group(0) @binding(4) var<storage, read> lse: array<f32>;
+@group(0) @binding(5) var<storage, read> delta: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dqkv: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dpad: array<f32>;
+@group(0) @binding(8) var<storage, read_write> part: array<f32>;
+@group(0) @binding(9) var<uniform> p: Params;
+
+var<workgroup> dtab: array<f32, TMAX>;
+
+// This lane's R queries (q pre-scaled, dO, dq accumulators): index r·DMAX4 + c.
+var<private> q: array<vec4<f32>, 128>;
+var<private> go: array<vec4<f32>, 128>;
+var<private> dq: array<vec4<f32>, 128>;
+var<private> qrel: array<u32, R>;    // rel_off(i): the query's share of the table entry
+var<private> qlab: array<u32, R>;
+var<private> lse_q: array<f32, R>;
+var<private> delta_q: array<f32, R>;
+var<private> live: array<f32, R>;    // 0 for the clamped copies past N
+// This lane's key of the block (j0 + lane) and, broadcast, the key of the step.
+var<private> kk: array<vec4<f32>, DMAX4>;
+var<private> vv: array<vec4<f32>, DMAX4>;
+var<private> kb: array<vec4<f32>, DMAX4>;
+var<private> vb: array<vec4<f32>, DMAX4>;
+
+fn tok_ld4(tk: Tok, t: u32, h: u32, c: u32) -> vec4<f32> {
+    let off = t * p.c + h * p.hd;
+    let e = 4u * c;
+    var v = vec4<f32>(0.0);
+    if (tk.real) {
+        let base = tk.row * 3u * p.c + off;
+        if (e < p.hd) { v.x = qkv[base + e]; }
+        if (e + 1u < p.hd) { v.y = qkv[base + e + 1u]; }
+        if (e + 2u < p.hd) { v.z = qkv[base + e + 2u]; }
+        if (e + 3u < p.hd) { v.w = qkv[base + e + 3u]; }
+    } else {
+        if (e < p.hd) { v.x = qkv_bias[off + e]; }
+        if (e + 1u < p.hd) { v.y = qkv_bias[off + e + 1u]; }
+        if (e + 2u < p.hd) { v.z = qkv_bias[off + e + 2u]; }
+        if (e + 3u < p.hd) { v.w = qkv_bias[off + e + 3u]; }
+    }
+    return v;
+}
+
+// dO of a window token, head h (0 for padding tokens: their outputs are cropped away).
+fn dy_ld4(tk: Tok, h: u32, c: u32) -> vec4<f32> {
+    let e = 4u * c;
+    var v = vec4<f32>(0.0);
+    if (tk.real) {
+        let base = tk.row * p.c + h * p.hd;
+        if (e < p.hd) { v.x = dy[base + e]; }
+        if (e + 1u < p.hd) { v.y = dy[base + e + 1u]; }
+        if (e + 2u < p.hd) { v.z = dy[base + e + 2u]; }
+        if (e + 3u < p.hd) { v.w = dy[base + e + 3u]; }
+    }
+    return v;
+}
+
+// One key (broadcast into kb, vb) against query r of this lane; ok = the key exists.
+// NOTE: loops over r are spelled out as R calls with a literal r, so the private arrays keep
+// constant indices (registers); see window_attention_forward_v3_subgroup.wgsl.
+fn pair(r: u32, h: u32, krel: u32, klab: u32, ok: bool) {
+    var sc = table[(qrel[r] + krel) * p.heads + h] + mask_pair(qlab[r], klab);
+    var dp = 0.0;
+    for (var c = 0u; c < D4; c++) {
+        sc += dot(q[r * DMAX4 + c], kb[c]);
+        dp += dot(go[r * DMAX4 + c], vb[c]);
+    }
+    let d = select(0.0, live[r] * exp(sc - lse_q[r]) * (dp - delta_q[r]), ok);
+    for (var c = 0u; c < D4; c++) {
+        dq[r * DMAX4 + c] += d * kb[c];
+    }
+    // The R·8 queries of a step share its key: distinct table entries, no race. (The clamped
+    // copies past N would hit a live query's entry: they skip the write.)
+    if (live[r] != 0.0) {
+        dtab[qrel[r] + krel] += d;
+    }
+}
+
+fn step(h: u32, krel: u32, klab: u32, ok: bool) {
+    pair(0u, h, krel, klab, ok);
+    pair(1u, h, krel, klab, ok);
+    pair(2u, h, krel, klab, ok);
+    pair(3u, h, krel, klab, ok);
+    workgroupBarrier();   // the next step's key may hit the same entries from other lanes
+}
+
+// Query r of this lane (token i) of window instance g: load q, dO, lse, Delta; clear dq.
+fn init(r: u32, g: u32, h: u32, i: u32) {
+    let ic = min(i, p.n - 1u);
+    let tq = win_token(g, ic);
+    qrel[r] = rel_off(ic);
+    qlab[r] = mask_label(tq);
+    let li = (g * p.heads + h) * p.n + ic;
+    lse_q[r] = lse[li];
+    delta_q[r] = delta[li];
+    live[r] = select(0.0, 1.0, i < p.n);
+    for (var c = 0u; c < D4; c++) {
+        q[r * DMAX4 + c] = tok_ld4(tq, 0u, h, c) * p.scale;
+        go[r * DMAX4 + c] = dy_ld4(tq, h, c);
+        dq[r * DMAX4 + c] = vec4<f32>(0.0);
+    }
+}
+
+// Query r of this lane (token i): its dq row (dqkv for real tokens, dpad for padding).
+fn finish(r: u32, g: u32, h: u32, i: u32) {
+    if (i >= p.n) { return; }
+    let tq = win_token(g, i);
+    var base = tq.row * 3u * p.c + h * p.hd;
+    if (!tq.real) { base = (tq.b * p.n_pad + tq.pad) * 3u * p.c + h * p.hd; }
+    for (var c = 0u; c < D4; c++) {
+        let v = dq[r * DMAX4 + c] * p.scale;
+        for (var k = 0u; k < 4u; k++) {
+            if (4u * c + k < p.hd) {
+                if (tq.real) { dqkv[base + 4u * c + k] = v[k]; } else { dpad[base + 4u * c + k] = v[k]; }
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(8)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    let h = wg.z;
+    let n_tab = (2u * p.od - 1u) * (2u * p.oh - 1u) * (2u * p.ow - 1u);
+    for (var e = lane; e < n_tab; e += 8u) {
+        dtab[e] = 0.0;
+    }
+    workgroupBarrier();
+    let g_hi = min(p.n_inst, (wg.y + 1u) * p.chunk);
+    for (var g = wg.y * p.chunk; g < g_hi; g++) {
+        let i0 = wg.x * 8u * R + lane;
+        init(0u, g, h, i0);
+        init(1u, g, h, i0 + 8u);
+        init(2u, g, h, i0 + 16u);
+        init(3u, g, h, i0 + 24u);
+        for (var j0 = 0u; j0 < p.n; j0 += 8u) {
+            let j = min(j0 + lane, p.n - 1u);
+            let tk = win_token(g, j);
+            for (var c = 0u; c < D4; c++) {
+                kk[c] = tok_ld4(tk, 1u, h, c);
+                vv[c] = tok_ld4(tk, 2u, h, c);
+            }
+            let krel = rel_key(j);
+            let klab = mask_label(tk);
+            // subgroupBroadcast takes a constant lane: the 8 keys are spelled out.
+            for (var c = 0u; c < D4; c++) { kb[c] = subgroupBroadcast(kk[c], 0u); vb[c] = subgroupBroadcast(vv[c], 0u); }
+            step(h, subgroupBroadcast(krel, 0u), subgroupBroadcast(klab, 0u), j0 + 0u < p.n);
+            for (var c = 0u; c < D4; c++) { kb[c] = subgroupBroadcast(kk[c], 1u); vb[c] = subgroupBroadcast(vv[c], 1u); }
+            step(h, subgroupBroadcast(krel, 1u), subgroupBroadcast(klab, 1u), j0 + 1u < p.n);
+            for (var c = 0u; c < D4; c++) { kb[c] = subgroupBroadcast(kk[c], 2u); vb[c] = subgroupBroadcast(vv[c], 2u); }
+            step(h, subgroupBroadcast(krel, 2u), subgroupBroadcast(klab, 2u), j0 + 2u < p.n);
+            for (var c = 0u; c < D4; c++) { kb[c] = subgroupBroadcast(kk[c], 3u); vb[c] = subgroupBroadcast(vv[c], 3u); }
+            step(h, subgroupBroadcast(krel, 3u), subgroupBroadcast(klab, 3u), j0 + 3u < p.n);
+            for (var c = 0u; c < D4; c++) { kb[c] = subgroupBroadcast(kk[c], 4u); vb[c] = subgroupBroadcast(vv[c], 4u); }
+            step(h, subgroupBroadcast(krel, 4u), subgroupBroadcast(klab, 4u), j0 + 4u < p.n);
+            for (var c = 0u; c < D4; c++) { kb[c] = subgroupBroadcast(kk[c], 5u); vb[c] = subgroupBroadcast(vv[c], 5u); }
+            step(h, subgroupBroadcast(krel, 5u), subgroupBroadcast(klab, 5u), j0 + 5u < p.n);
+            for (var c = 0u; c < D4; c++) { kb[c] = subgroupBroadcast(kk[c], 6u); vb[c] = subgroupBroadcast(vv[c], 6u); }
+            step(h, subgroupBroadcast(krel, 6u), subgroupBroadcast(klab, 6u), j0 + 6u < p.n);
+            for (var c = 0u; c < D4; c++) { kb[c] = subgroupBroadcast(kk[c], 7u); vb[c] = subgroupBroadcast(vv[c], 7u); }
+            step(h, subgroupBroadcast(krel, 7u), subgroupBroadcast(klab, 7u), j0 + 7u < p.n);
+        }
+        finish(0u, g, h, i0);
+        finish(1u, g, h, i0 + 8u);
+        finish(2u, g, h, i0 + 16u);
+        finish(3u, g, h, i0 + 24u);
+    }
+    // This workgroup's partial table: part[slot, e, h].
+    let slot = wg.y * ((p.n + 8u * R - 1u) / (8u * R)) + wg.x;
+    for (var e = lane; e < n_tab; e += 8u) {
+        part[(slot * n_tab + e) * p.heads + h] = dtab[e];
+    }
+}
