@@ -200,6 +200,9 @@ fn parity_timesformer_mvit_errors_name_the_problem() {
     assert!(err.contains("thw_shape [3, 5, 4]") && err.contains("[2, 76, 8]"), "{err}");
     let err = run("mvit.MultiScaleBlock.v1", &set("kernel_q", serde_json::json!([3, 3])));
     assert!(err.contains("kernel_q [3, 3]"), "{err}");
+}
+
+#[test]
 fn parity_tsm_tsn() {
     check("tsm.TSN");
 }
@@ -276,6 +279,9 @@ fn parity_whole_model_configs_name_the_problem() {
     assert!(err.contains("\"MVIT.DIM_MUL\" must be a list of [block, 1 number(s)] lists"), "{err}");
     let err = run("mvit.MViT.v2", &set("/DATA/NUM_FRAMES", serde_json::json!(8)));
     assert!(err.contains("DATA.NUM_FRAMES = 8") && err.contains("[2, 3, 4, 20, 20]"), "{err}");
+}
+
+#[test]
 fn parity_vivit_model1_spacetime() {
     check("vivit.ViViT.spacetime");
 }
