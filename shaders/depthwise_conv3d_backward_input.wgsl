@@ -15,6 +15,7 @@
 //           HB = ceil(H / R), LW = ceil(W / V) (depthwise_conv3d.rs::tiles); a gather: no two
 //           invocations write the same element. Loop trip counts are override products.
 // #include "lib/index.wgsl"
+// #bounded-loops
 
 struct Params {
     t: u32, h: u32, w: u32, c: u32,         // dy's TO, HO, WO and C

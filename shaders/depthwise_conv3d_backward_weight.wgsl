@@ -9,7 +9,7 @@
 //     27 times). The workgroup then sums its lanes' accumulators through workgroup memory (lane k
 //     sums tap k over the WG lanes, a fixed order) and writes one partial per tap. A chunk is
 //     one workgroup: WG blocks of one (n, c). Loops have override trip counts and unroll
-//     (gpu.rs drops naga's loop guard); AT < KT splits the t-taps over workgroups when
+//     (`// #bounded-loops`, gpu.rs); AT < KT splits the t-taps over workgroups when
 //     KT·KH·KW > 125 (the accumulator array).
 // Reference: engine/src/ops/depthwise_conv3d.rs::reference_backward.
 // Layout: x f32[B, C, T, H, W]; dy f32[B, C, TO, HO, WO]; part f32[C, KT·KH·KW, N_CHUNKS],
@@ -18,6 +18,7 @@
 //           (n, c) as in the forward (depthwise_conv3d.rs::tiles). Loop trip counts: products
 //           of override constants and WG, far below Mesa 22's silent 65,535 cut.
 // #include "lib/index.wgsl"
+// #bounded-loops
 
 struct Params {
     t: u32, h: u32, w: u32, c: u32,

@@ -8,7 +8,7 @@
 //     W): 4.8 loads per output at k3, R8, V7, where v2 loaded all 27 taps per output (llvmpipe
 //     runs every per-lane load as a scalar loop, so loads set the speed). Kernel size, strides and
 //     block are override constants, so every loop has a constant trip count, unrolls, and the
-//     blocks stay in registers; gpu.rs creates modules without naga's loop guard, so Mesa sees those trip counts.
+//     blocks stay in registers; `// #bounded-loops` lets Mesa see those trip counts (gpu.rs).
 //     The block index is decoded once per lane; padding is a select on the load, no branches.
 //     A workgroup is WG consecutive blocks of one (n, c): each t-tap's KH·KW weights are uniform
 //     loads into registers (read per product, the flipped indices cost the FLIP pass 2.4×).
@@ -21,6 +21,7 @@
 //           HB = ceil(HO / R), LW = ceil(WO / V) (depthwise_conv3d.rs::tiles); every loop's trip
 //           count is a product of override constants (≤ a few hundred).
 // #include "lib/index.wgsl"
+// #bounded-loops
 
 struct Params {
     t: u32, h: u32, w: u32, c: u32,         // the input's T, H, W and C

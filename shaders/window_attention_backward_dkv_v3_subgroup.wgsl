@@ -10,6 +10,7 @@
 // Layout: as window_attention_backward_dkv.wgsl (k and v slots of dqkv, or of dpad for padding).
 // Dispatch: (ceil(N / (8·R)), B·nW, heads) workgroups of 8 invocations.
 // #include "lib/window.wgsl"
+// #bounded-loops
 
 const DMAX4: u32 = 32u;     // head dim ≤ 128
 override D4: u32 = 8u;      // ceil(HD / 4), set by the host

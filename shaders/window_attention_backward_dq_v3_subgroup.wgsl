@@ -17,6 +17,7 @@
 //   (QT = ceil(N / (8·R)) query tiles).
 // Dispatch: (QT, NCHUNK, heads) workgroups of 8 invocations.
 // #include "lib/window.wgsl"
+// #bounded-loops
 
 const DMAX4: u32 = 32u;     // head dim ≤ 128
 override D4: u32 = 8u;      // ceil(HD / 4), set by the host

@@ -12,6 +12,7 @@
 // Dispatch: (ceil(N / (8·R)), B·nW, heads) workgroups of 8 invocations (window_attention.rs checks
 //   SUBGROUP with subgroups of ≥ 8 lanes first).
 // #include "lib/window.wgsl"
+// #bounded-loops
 
 const DMAX4: u32 = 32u;     // head dim ≤ 128
 // ceil(HD / 4), set by the host: constant loop bounds unroll the head-dim loops.
