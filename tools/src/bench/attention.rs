@@ -386,7 +386,13 @@ pub fn run(args: Args) -> Result<()> {
     let known = shapes();
     for s in &args.shape {
         if !known.iter().any(|k| k.name == s) {
-            let names: Vec<&str> = known.iter().map(|k| k.name).collect();
+            // A name covers several rows (shift 0 and shifted, T and S...): list each once.
+            let mut names: Vec<&str> = Vec::new();
+            for k in &known {
+                if !names.contains(&k.name) {
+                    names.push(k.name);
+                }
+            }
             return Err(Error::Config(format!("bench attention: unknown --shape {s:?} (known: {})", names.join(", "))));
         }
     }
