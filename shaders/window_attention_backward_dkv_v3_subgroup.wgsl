@@ -9,11 +9,14 @@
 // Reference: engine/src/ops/window_attention.rs::reference_backward.
 // Layout: as window_attention_backward_dkv.wgsl (k and v slots of dqkv, or of dpad for padding).
 // Dispatch: (ceil(N / (8·R)), B·nW, heads) workgroups of 8 invocations.
+// v3.1: the window geometry comes from window_attention_tokens.wgsl's per-token descriptors,
+//     and HD_EXACT (head dim a multiple of 4) drops the per-component load tests; as the forward.
 // #include "lib/window.wgsl"
 // #bounded-loops
 
 const DMAX4: u32 = 32u;     // head dim ≤ 128
 override D4: u32 = 8u;      // ceil(HD / 4), set by the host
+override HD_EXACT: bool = false;   // hd % 4 == 0, set by the host
 const R: u32 = 4u;          // key tokens per lane
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
@@ -22,9 +25,10 @@ const R: u32 = 4u;          // key tokens per lane
 @group(0) @binding(3) var<storage, read> dy: array<f32>;
 @group(0) @binding(4) var<storage, read> lse: array<f32>;
 @group(0) @binding(5) var<storage, read> delta: array<f32>;
-@group(0) @binding(6) var<storage, read_write> dqkv: array<f32>;
-@group(0) @binding(7) var<storage, read_write> dpad: array<f32>;
-@group(0) @binding(8) var<uniform> p: Params;
+@group(0) @binding(6) var<storage, read> toks: array<vec2<u32>>;
+@group(0) @binding(7) var<storage, read_write> dqkv: array<f32>;
+@group(0) @binding(8) var<storage, read_write> dpad: array<f32>;
+@group(0) @binding(9) var<uniform> p: Params;
 
 // This lane's R keys (k pre-scaled, v) and their gradients: index r·DMAX4 + c.
 var<private> k: array<vec4<f32>, 128>;
@@ -39,35 +43,39 @@ var<private> gg: array<vec4<f32>, DMAX4>;
 var<private> qb: array<vec4<f32>, DMAX4>;
 var<private> gb: array<vec4<f32>, DMAX4>;
 
-fn tok_ld4(tk: Tok, t: u32, h: u32, c: u32) -> vec4<f32> {
+fn tok_ld4(tk: WTok, t: u32, h: u32, c: u32) -> vec4<f32> {
     let off = t * p.c + h * p.hd;
     let e = 4u * c;
     var x = vec4<f32>(0.0);
     if (tk.real) {
-        let base = tk.row * 3u * p.c + off;
-        if (e < p.hd) { x.x = qkv[base + e]; }
-        if (e + 1u < p.hd) { x.y = qkv[base + e + 1u]; }
-        if (e + 2u < p.hd) { x.z = qkv[base + e + 2u]; }
-        if (e + 3u < p.hd) { x.w = qkv[base + e + 3u]; }
+        let base = tk.row * 3u * p.c + off + e;
+        if (HD_EXACT) { return vec4<f32>(qkv[base], qkv[base + 1u], qkv[base + 2u], qkv[base + 3u]); }
+        if (e < p.hd) { x.x = qkv[base]; }
+        if (e + 1u < p.hd) { x.y = qkv[base + 1u]; }
+        if (e + 2u < p.hd) { x.z = qkv[base + 2u]; }
+        if (e + 3u < p.hd) { x.w = qkv[base + 3u]; }
     } else {
-        if (e < p.hd) { x.x = qkv_bias[off + e]; }
-        if (e + 1u < p.hd) { x.y = qkv_bias[off + e + 1u]; }
-        if (e + 2u < p.hd) { x.z = qkv_bias[off + e + 2u]; }
-        if (e + 3u < p.hd) { x.w = qkv_bias[off + e + 3u]; }
+        let base = off + e;
+        if (HD_EXACT) { return vec4<f32>(qkv_bias[base], qkv_bias[base + 1u], qkv_bias[base + 2u], qkv_bias[base + 3u]); }
+        if (e < p.hd) { x.x = qkv_bias[base]; }
+        if (e + 1u < p.hd) { x.y = qkv_bias[base + 1u]; }
+        if (e + 2u < p.hd) { x.z = qkv_bias[base + 2u]; }
+        if (e + 3u < p.hd) { x.w = qkv_bias[base + 3u]; }
     }
     return x;
 }
 
 // dO of a window token, head h (0 for padding tokens: their outputs are cropped away).
-fn dy_ld4(tk: Tok, h: u32, c: u32) -> vec4<f32> {
+fn dy_ld4(tk: WTok, h: u32, c: u32) -> vec4<f32> {
     let e = 4u * c;
     var x = vec4<f32>(0.0);
     if (tk.real) {
-        let base = tk.row * p.c + h * p.hd;
-        if (e < p.hd) { x.x = dy[base + e]; }
-        if (e + 1u < p.hd) { x.y = dy[base + e + 1u]; }
-        if (e + 2u < p.hd) { x.z = dy[base + e + 2u]; }
-        if (e + 3u < p.hd) { x.w = dy[base + e + 3u]; }
+        let base = tk.row * p.c + h * p.hd + e;
+        if (HD_EXACT) { return vec4<f32>(dy[base], dy[base + 1u], dy[base + 2u], dy[base + 3u]); }
+        if (e < p.hd) { x.x = dy[base]; }
+        if (e + 1u < p.hd) { x.y = dy[base + 1u]; }
+        if (e + 2u < p.hd) { x.z = dy[base + 2u]; }
+        if (e + 3u < p.hd) { x.w = dy[base + 3u]; }
     }
     return x;
 }
@@ -100,9 +108,9 @@ fn step(h: u32, qrel: u32, qlab: u32, lse_i: f32, delta_i: f32, ok: bool) {
 // Key r of this lane (token j) of window instance g: load k, v; clear dk, dv.
 fn init(r: u32, g: u32, h: u32, j: u32) {
     let jc = min(j, p.n - 1u);
-    let tk = win_token(g, jc);
-    krel[r] = rel_key(jc);
-    klab[r] = mask_label(tk);
+    let tk = wtok(toks[g * p.n + jc]);
+    krel[r] = rel_key_of(tk.rel);
+    klab[r] = tk.label;
     for (var c = 0u; c < D4; c++) {
         k[r * DMAX4 + c] = tok_ld4(tk, 1u, h, c) * p.scale;
         v[r * DMAX4 + c] = tok_ld4(tk, 2u, h, c);
@@ -114,9 +122,8 @@ fn init(r: u32, g: u32, h: u32, j: u32) {
 // Key r of this lane (token j): its dk, dv rows (dqkv for real tokens, dpad for padding).
 fn finish(r: u32, g: u32, h: u32, j: u32) {
     if (j >= p.n) { return; }
-    let tk = win_token(g, j);
-    var base = tk.row * 3u * p.c + h * p.hd;
-    if (!tk.real) { base = (tk.b * p.n_pad + tk.pad) * 3u * p.c + h * p.hd; }
+    let tk = wtok(toks[g * p.n + j]);
+    let base = tk.row * 3u * p.c + h * p.hd;   // a dqkv row, or a dpad row for padding
     for (var c = 0u; c < D4; c++) {
         let gk = dk[r * DMAX4 + c] * p.scale;
         let gv = dv[r * DMAX4 + c];
@@ -147,7 +154,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) l
     // Every lane runs every block (queries past N are loaded clamped and weigh 0).
     for (var i0 = 0u; i0 < p.n; i0 += 8u) {
         let i = min(i0 + lane, p.n - 1u);
-        let tq = win_token(g, i);
+        let tq = wtok(toks[g * p.n + i]);
         for (var c = 0u; c < D4; c++) {
             qq[c] = tok_ld4(tq, 0u, h, c);
             gg[c] = dy_ld4(tq, h, c);
@@ -155,8 +162,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) l
         let li = (g * p.heads + h) * p.n + i;
         let ls = lse[li];
         let dl = delta[li];
-        let qrel = rel_off(i);
-        let qlab = mask_label(tq);
+        let qrel = tq.rel;
+        let qlab = tq.label;
         // subgroupBroadcast takes a constant lane: the 8 queries are spelled out.
         for (var c = 0u; c < D4; c++) { qb[c] = subgroupBroadcast(qq[c], 0u); gb[c] = subgroupBroadcast(gg[c], 0u); }
         step(h, subgroupBroadcast(qrel, 0u), subgroupBroadcast(qlab, 0u), subgroupBroadcast(ls, 0u), subgroupBroadcast(dl, 0u), i0 + 0u < p.n);

@@ -16,11 +16,14 @@
 // Layout: as window_attention_backward_dq.wgsl; part f32[NSLOT, T, heads], slot = chunk·QT + qt
 //   (QT = ceil(N / (8·R)) query tiles).
 // Dispatch: (QT, NCHUNK, heads) workgroups of 8 invocations.
+// v3.1: the window geometry comes from window_attention_tokens.wgsl's per-token descriptors,
+//     and HD_EXACT (head dim a multiple of 4) drops the per-component load tests; as the forward.
 // #include "lib/window.wgsl"
 // #bounded-loops
 
 const DMAX4: u32 = 32u;     // head dim ≤ 128
 override D4: u32 = 8u;      // ceil(HD / 4), set by the host
+override HD_EXACT: bool = false;   // hd % 4 == 0, set by the host
 // Room for one head's table, (2Od−1)(2Oh−1)(2Ow−1) ≤ TMAX entries (16 KiB, WebGPU's default
 // workgroup storage; Swin's 8×7×7 window needs 2535). A constant, not an override: one pipeline
 // for every window (compiling this kernel takes about a second on llvmpipe).
@@ -33,10 +36,11 @@ const R: u32 = 4u;          // query tokens per lane
 @group(0) @binding(3) var<storage, read> dy: array<f32>;
 @group(0) @binding(4) var<storage, read> lse: array<f32>;
 @group(0) @binding(5) var<storage, read> delta: array<f32>;
-@group(0) @binding(6) var<storage, read_write> dqkv: array<f32>;
-@group(0) @binding(7) var<storage, read_write> dpad: array<f32>;
-@group(0) @binding(8) var<storage, read_write> part: array<f32>;
-@group(0) @binding(9) var<uniform> p: Params;
+@group(0) @binding(6) var<storage, read> toks: array<vec2<u32>>;
+@group(0) @binding(7) var<storage, read_write> dqkv: array<f32>;
+@group(0) @binding(8) var<storage, read_write> dpad: array<f32>;
+@group(0) @binding(9) var<storage, read_write> part: array<f32>;
+@group(0) @binding(10) var<uniform> p: Params;
 
 var<workgroup> dtab: array<f32, TMAX>;
 
@@ -55,37 +59,41 @@ var<private> vv: array<vec4<f32>, DMAX4>;
 var<private> kb: array<vec4<f32>, DMAX4>;
 var<private> vb: array<vec4<f32>, DMAX4>;
 
-fn tok_ld4(tk: Tok, t: u32, h: u32, c: u32) -> vec4<f32> {
+fn tok_ld4(tk: WTok, t: u32, h: u32, c: u32) -> vec4<f32> {
     let off = t * p.c + h * p.hd;
     let e = 4u * c;
-    var v = vec4<f32>(0.0);
+    var x = vec4<f32>(0.0);
     if (tk.real) {
-        let base = tk.row * 3u * p.c + off;
-        if (e < p.hd) { v.x = qkv[base + e]; }
-        if (e + 1u < p.hd) { v.y = qkv[base + e + 1u]; }
-        if (e + 2u < p.hd) { v.z = qkv[base + e + 2u]; }
-        if (e + 3u < p.hd) { v.w = qkv[base + e + 3u]; }
+        let base = tk.row * 3u * p.c + off + e;
+        if (HD_EXACT) { return vec4<f32>(qkv[base], qkv[base + 1u], qkv[base + 2u], qkv[base + 3u]); }
+        if (e < p.hd) { x.x = qkv[base]; }
+        if (e + 1u < p.hd) { x.y = qkv[base + 1u]; }
+        if (e + 2u < p.hd) { x.z = qkv[base + 2u]; }
+        if (e + 3u < p.hd) { x.w = qkv[base + 3u]; }
     } else {
-        if (e < p.hd) { v.x = qkv_bias[off + e]; }
-        if (e + 1u < p.hd) { v.y = qkv_bias[off + e + 1u]; }
-        if (e + 2u < p.hd) { v.z = qkv_bias[off + e + 2u]; }
-        if (e + 3u < p.hd) { v.w = qkv_bias[off + e + 3u]; }
+        let base = off + e;
+        if (HD_EXACT) { return vec4<f32>(qkv_bias[base], qkv_bias[base + 1u], qkv_bias[base + 2u], qkv_bias[base + 3u]); }
+        if (e < p.hd) { x.x = qkv_bias[base]; }
+        if (e + 1u < p.hd) { x.y = qkv_bias[base + 1u]; }
+        if (e + 2u < p.hd) { x.z = qkv_bias[base + 2u]; }
+        if (e + 3u < p.hd) { x.w = qkv_bias[base + 3u]; }
     }
-    return v;
+    return x;
 }
 
 // dO of a window token, head h (0 for padding tokens: their outputs are cropped away).
-fn dy_ld4(tk: Tok, h: u32, c: u32) -> vec4<f32> {
+fn dy_ld4(tk: WTok, h: u32, c: u32) -> vec4<f32> {
     let e = 4u * c;
-    var v = vec4<f32>(0.0);
+    var x = vec4<f32>(0.0);
     if (tk.real) {
-        let base = tk.row * p.c + h * p.hd;
-        if (e < p.hd) { v.x = dy[base + e]; }
-        if (e + 1u < p.hd) { v.y = dy[base + e + 1u]; }
-        if (e + 2u < p.hd) { v.z = dy[base + e + 2u]; }
-        if (e + 3u < p.hd) { v.w = dy[base + e + 3u]; }
+        let base = tk.row * p.c + h * p.hd + e;
+        if (HD_EXACT) { return vec4<f32>(dy[base], dy[base + 1u], dy[base + 2u], dy[base + 3u]); }
+        if (e < p.hd) { x.x = dy[base]; }
+        if (e + 1u < p.hd) { x.y = dy[base + 1u]; }
+        if (e + 2u < p.hd) { x.z = dy[base + 2u]; }
+        if (e + 3u < p.hd) { x.w = dy[base + 3u]; }
     }
-    return v;
+    return x;
 }
 
 // One key (broadcast into kb, vb) against query r of this lane; ok = the key exists.
@@ -120,9 +128,9 @@ fn step(h: u32, krel: u32, klab: u32, ok: bool) {
 // Query r of this lane (token i) of window instance g: load q, dO, lse, Delta; clear dq.
 fn init(r: u32, g: u32, h: u32, i: u32) {
     let ic = min(i, p.n - 1u);
-    let tq = win_token(g, ic);
-    qrel[r] = rel_off(ic);
-    qlab[r] = mask_label(tq);
+    let tq = wtok(toks[g * p.n + ic]);
+    qrel[r] = tq.rel;
+    qlab[r] = tq.label;
     let li = (g * p.heads + h) * p.n + ic;
     lse_q[r] = lse[li];
     delta_q[r] = delta[li];
@@ -137,9 +145,8 @@ fn init(r: u32, g: u32, h: u32, i: u32) {
 // Query r of this lane (token i): its dq row (dqkv for real tokens, dpad for padding).
 fn finish(r: u32, g: u32, h: u32, i: u32) {
     if (i >= p.n) { return; }
-    let tq = win_token(g, i);
-    var base = tq.row * 3u * p.c + h * p.hd;
-    if (!tq.real) { base = (tq.b * p.n_pad + tq.pad) * 3u * p.c + h * p.hd; }
+    let tq = wtok(toks[g * p.n + i]);
+    let base = tq.row * 3u * p.c + h * p.hd;   // a dqkv row, or a dpad row for padding
     for (var c = 0u; c < D4; c++) {
         let v = dq[r * DMAX4 + c] * p.scale;
         for (var k = 0u; k < 4u; k++) {
@@ -158,6 +165,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) l
         dtab[e] = 0.0;
     }
     workgroupBarrier();
+    let rel_max = rel_off(p.od * p.oh * p.ow - 1u);
     let g_hi = min(p.n_inst, (wg.y + 1u) * p.chunk);
     for (var g = wg.y * p.chunk; g < g_hi; g++) {
         let i0 = wg.x * 8u * R + lane;
@@ -167,13 +175,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) l
         init(3u, g, h, i0 + 24u);
         for (var j0 = 0u; j0 < p.n; j0 += 8u) {
             let j = min(j0 + lane, p.n - 1u);
-            let tk = win_token(g, j);
+            let tk = wtok(toks[g * p.n + j]);
             for (var c = 0u; c < D4; c++) {
                 kk[c] = tok_ld4(tk, 1u, h, c);
                 vv[c] = tok_ld4(tk, 2u, h, c);
             }
-            let krel = rel_key(j);
-            let klab = mask_label(tk);
+            let krel = rel_max - tk.rel;
+            let klab = tk.label;
             // subgroupBroadcast takes a constant lane: the 8 keys are spelled out.
             for (var c = 0u; c < D4; c++) { kb[c] = subgroupBroadcast(kk[c], 0u); vb[c] = subgroupBroadcast(vv[c], 0u); }
             step(h, subgroupBroadcast(krel, 0u), subgroupBroadcast(klab, 0u), j0 + 0u < p.n);

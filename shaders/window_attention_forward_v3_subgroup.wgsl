@@ -11,21 +11,27 @@
 // Layout: as window_attention_forward.wgsl.
 // Dispatch: (ceil(N / (8·R)), B·nW, heads) workgroups of 8 invocations (window_attention.rs checks
 //   SUBGROUP with subgroups of ≥ 8 lanes first).
+// v3.1: the window geometry comes from window_attention_tokens.wgsl's per-token descriptors
+//     (one load per token instead of a dozen div/mods), and with HD_EXACT (head dim a multiple
+//     of 4, every seed model) the vec4 loads skip their per-component bounds tests.
 // #include "lib/window.wgsl"
 // #bounded-loops
 
 const DMAX4: u32 = 32u;     // head dim ≤ 128
 // ceil(HD / 4), set by the host: constant loop bounds unroll the head-dim loops.
 override D4: u32 = 8u;
+// hd % 4 == 0, set by the host: whole vec4s, no per-component tests.
+override HD_EXACT: bool = false;
 const R: u32 = 4u;          // query tokens per lane (spelled out below: init(0..3), ...)
 const NEG: f32 = -3.0e38;   // finite "−∞": exp(NEG − m) is 0, never NaN
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read> qkv_bias: array<f32>;
 @group(0) @binding(2) var<storage, read> table: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read_write> lse: array<f32>;
-@group(0) @binding(5) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read> toks: array<vec2<u32>>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(6) var<uniform> p: Params;
 
 // This lane's R queries (pre-scaled) and output accumulators: index r·DMAX4 + c.
 var<private> q: array<vec4<f32>, 128>;
@@ -43,21 +49,24 @@ var<private> kb: array<vec4<f32>, DMAX4>;
 
 // Components 4c..4c+3 of slot t ∈ {q, k, v}, head h, of a window token: its qkv row, or the qkv
 // Linear's bias for a padding token (zero-padding happens before the Linear in Video Swin).
-fn tok_ld4(tk: Tok, t: u32, h: u32, c: u32) -> vec4<f32> {
+fn tok_ld4(tk: WTok, t: u32, h: u32, c: u32) -> vec4<f32> {
     let off = t * p.c + h * p.hd;
     let e = 4u * c;
     var v = vec4<f32>(0.0);
     if (tk.real) {
-        let base = tk.row * 3u * p.c + off;
-        if (e < p.hd) { v.x = qkv[base + e]; }
-        if (e + 1u < p.hd) { v.y = qkv[base + e + 1u]; }
-        if (e + 2u < p.hd) { v.z = qkv[base + e + 2u]; }
-        if (e + 3u < p.hd) { v.w = qkv[base + e + 3u]; }
+        let base = tk.row * 3u * p.c + off + e;
+        if (HD_EXACT) { return vec4<f32>(qkv[base], qkv[base + 1u], qkv[base + 2u], qkv[base + 3u]); }
+        if (e < p.hd) { v.x = qkv[base]; }
+        if (e + 1u < p.hd) { v.y = qkv[base + 1u]; }
+        if (e + 2u < p.hd) { v.z = qkv[base + 2u]; }
+        if (e + 3u < p.hd) { v.w = qkv[base + 3u]; }
     } else {
-        if (e < p.hd) { v.x = qkv_bias[off + e]; }
-        if (e + 1u < p.hd) { v.y = qkv_bias[off + e + 1u]; }
-        if (e + 2u < p.hd) { v.z = qkv_bias[off + e + 2u]; }
-        if (e + 3u < p.hd) { v.w = qkv_bias[off + e + 3u]; }
+        let base = off + e;
+        if (HD_EXACT) { return vec4<f32>(qkv_bias[base], qkv_bias[base + 1u], qkv_bias[base + 2u], qkv_bias[base + 3u]); }
+        if (e < p.hd) { v.x = qkv_bias[base]; }
+        if (e + 1u < p.hd) { v.y = qkv_bias[base + 1u]; }
+        if (e + 2u < p.hd) { v.z = qkv_bias[base + 2u]; }
+        if (e + 3u < p.hd) { v.w = qkv_bias[base + 3u]; }
     }
     return v;
 }
@@ -113,9 +122,9 @@ fn accumulate4(u: u32) {
 
 // Query r of this lane: load q, clear the accumulators.
 fn init(r: u32, g: u32, h: u32, i: u32) {
-    let tq = win_token(g, min(i, p.n - 1u));
-    qrel[r] = rel_off(min(i, p.n - 1u)) * p.heads + h;
-    qlab[r] = mask_label(tq);
+    let tq = wtok(toks[g * p.n + min(i, p.n - 1u)]);
+    qrel[r] = tq.rel * p.heads + h;
+    qlab[r] = tq.label;
     for (var c = 0u; c < D4; c++) {
         q[r * DMAX4 + c] = tok_ld4(tq, 0u, h, c) * p.scale;
         acc[r * DMAX4 + c] = vec4<f32>(0.0);
@@ -128,7 +137,7 @@ fn init(r: u32, g: u32, h: u32, i: u32) {
 fn finish(r: u32, g: u32, h: u32, i: u32) {
     if (i >= p.n) { return; }
     lse[(g * p.heads + h) * p.n + i] = m[r] + log(l[r]);
-    let tq = win_token(g, i);
+    let tq = wtok(toks[g * p.n + i]);
     if (!tq.real) { return; }   // cropped: padding tokens have no output
     let inv = 1.0 / l[r];
     let obase = tq.row * p.c + h * p.hd;
@@ -146,6 +155,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) l
     let g = wg.y;
     let h = wg.z;
     let i0 = wg.x * 8u * R + lane;
+    let rel_max = rel_off(p.od * p.oh * p.ow - 1u);
     init(0u, g, h, i0);
     init(1u, g, h, i0 + 8u);
     init(2u, g, h, i0 + 16u);
@@ -155,13 +165,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) l
     for (var j0 = 0u; j0 < p.n; j0 += 8u) {
         let j = min(j0 + lane, p.n - 1u);
         let ok = j0 + lane < p.n;
-        let tk = win_token(g, j);
+        let tk = wtok(toks[g * p.n + j]);
         for (var c = 0u; c < D4; c++) {
             kk[c] = select(vec4<f32>(0.0), tok_ld4(tk, 1u, h, c), ok);
             vv[c] = select(vec4<f32>(0.0), tok_ld4(tk, 2u, h, c), ok);
         }
-        let krel = rel_key(j) * p.heads;
-        let klab = mask_label(tk);
+        let krel = (rel_max - tk.rel) * p.heads;
+        let klab = tk.label;
         // subgroupBroadcast takes a constant lane: the 8 keys are spelled out.
         for (var c = 0u; c < D4; c++) { kb[c] = subgroupBroadcast(kk[c], 0u); }
         score4(0u, subgroupBroadcast(krel, 0u), subgroupBroadcast(klab, 0u), j0 + 0u < p.n);

@@ -107,3 +107,25 @@ fn mask_pair(li: u32, lj: u32) -> f32 {
 fn mask_of(li: u32, lj: u32) -> f32 {
     return select(0.0, -100.0, p.masked != 0u && li != lj);
 }
+
+// A token as the v3 kernels read it from window_attention_tokens.wgsl's descriptors.
+struct WTok {
+    real: bool,
+    row: u32,     // real: its row in (B, D, H, W, ·) tensors; padding: b·NPAD + pad_index
+    rel: u32,     // rel_off(t)
+    label: u32,   // mask_label
+}
+
+fn wtok(d: vec2<u32>) -> WTok {
+    var tk: WTok;
+    tk.real = (d.x & 0x80000000u) == 0u;
+    tk.row = d.x & 0x7fffffffu;
+    tk.rel = d.y & 0xffffffu;
+    tk.label = d.y >> 24u;
+    return tk;
+}
+
+// rel_key of a token from its rel_off (see rel_key).
+fn rel_key_of(rel: u32) -> u32 {
+    return rel_off(p.od * p.oh * p.ow - 1u) - rel;
+}

@@ -60,6 +60,27 @@ fn consts(p: &Params) -> [(&'static str, f64); 3] {
     [("BQ", BQ as f64), ("TILE", TILE as f64), ("D4", p.d4 as f64)]
 }
 
+/// The v3 kernels' override constants: the head dim in vec4s, and whether it is a multiple of 4.
+fn v3_consts(p: &Params) -> [(&'static str, f64); 2] {
+    [("D4", p.d4 as f64), ("HD_EXACT", (p.hd % 4 == 0) as u32 as f64)]
+}
+
+/// The v3 kernels' per-token descriptors (window_attention_tokens.wgsl): u32 pairs
+/// (B·nW, N, 2) in a tensor's storage, 8 bytes a token.
+fn tokens(p: &Params) -> Result<Tensor> {
+    // The descriptor packs rel_off below 2^24 and rows below 2^31.
+    let rows = p.b as usize * (p.pd * p.ph * p.pw) as usize;
+    if p.table_len() >= 1 << 24 || rows >= 1 << 31 {
+        crate::bail!(Shape, "window_attention: {rows} padded tokens or a {}-entry table is past the \
+            v3 kernels' token descriptors (2^31 rows, 2^24 entries)", p.table_len());
+    }
+    let n = p.n_inst as usize * p.n as usize;
+    let toks = Tensor::empty(&[2 * n])?;
+    // -> toks (B·nW, N, 2) u32
+    gpu().dispatch(kernel!(window_attention_tokens), &[], &[toks.buffer()], p, grid(n, 256))?;
+    Ok(toks)
+}
+
 /// The window and shift a block uses on a given grid, and the window its bias table was built
 /// for (the official `relative_position_index` is sliced `[:N, :N]` when the window is clamped).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +122,9 @@ pub struct WindowAttention {
     /// and the property tests, which exercise both.
     pub variant: u32,
     lse: Option<Tensor>,
+    /// v3: the per-token descriptors of window_attention_tokens.wgsl (u32 pairs), made by the
+    /// forward and read again by the backward.
+    toks: Option<Tensor>,
 }
 
 /// Shared by every window_attention kernel: `struct Params` of shaders/lib/window.wgsl.
@@ -127,7 +151,7 @@ impl Params {
 
 impl WindowAttention {
     pub fn new(heads: usize, scale: f32, win: SwinWindow) -> WindowAttention {
-        WindowAttention { heads, scale, win, variant: 0, lse: None }
+        WindowAttention { heads, scale, win, variant: 0, lse: None, toks: None }
     }
 
     /// Whether this op runs the v3 (subgroup) kernels, by `variant`.
@@ -460,8 +484,11 @@ impl Op for WindowAttention {
         // qkv (B, D, H, W, 3C), bias (3C), table (T, heads) -> y (B, D, H, W, C), lse (B·nW, heads, N)
         let bufs = [x[0].buffer(), x[1].buffer(), x[2].buffer(), y.buffer(), lse.buffer()];
         if self.v3()? {
+            let toks = tokens(&p)?;
+            let bufs = [x[0].buffer(), x[1].buffer(), x[2].buffer(), toks.buffer(), y.buffer(), lse.buffer()];
             let groups = [p.n.div_ceil(8 * SG_R), p.n_inst, p.heads];
-            gpu().dispatch(kernel!(window_attention_forward_v3_subgroup), &[("D4", p.d4 as f64)], &bufs, &p, groups)?;
+            gpu().dispatch(kernel!(window_attention_forward_v3_subgroup), &v3_consts(&p), &bufs, &p, groups)?;
+            self.toks = Some(toks);
         } else {
             gpu().dispatch(kernel!(window_attention_forward), &consts(&p), &bufs, &p, [p.n.div_ceil(BQ), p.n_inst, p.heads])?;
         }
@@ -492,13 +519,14 @@ impl Op for WindowAttention {
             p.chunk = p.n_inst.div_ceil(V3_CHUNKS.min(p.n_inst));
             let n_chunks = p.n_inst.div_ceil(p.chunk);
             let part = Tensor::empty(&[(n_chunks * qt) as usize, t, heads])?;
-            let bufs: Vec<&wgpu::Buffer> = ins.iter().copied().chain([dqkv.buffer(), dpad.buffer(), part.buffer()]).collect();
-            let consts = [("D4", p.d4 as f64)];
+            let toks = self.toks.as_ref().ok_or_else(|| Error::Autograd("window_attention: backward before forward".into()))?;
+            let bufs: Vec<&wgpu::Buffer> =
+                ins.iter().copied().chain([toks.buffer(), dqkv.buffer(), dpad.buffer(), part.buffer()]).collect();
             // -> dqkv q slots (B, D, H, W, 3C), dpad (B, NPAD, 3C), part (NSLOT, T, heads)
-            gpu().dispatch(kernel!(window_attention_backward_dq_v3_subgroup), &consts, &bufs, &p, [qt, n_chunks, p.heads])?;
-            let bufs: Vec<&wgpu::Buffer> = ins.iter().copied().chain([dqkv.buffer(), dpad.buffer()]).collect();
+            gpu().dispatch(kernel!(window_attention_backward_dq_v3_subgroup), &v3_consts(&p), &bufs, &p, [qt, n_chunks, p.heads])?;
+            let bufs: Vec<&wgpu::Buffer> = ins.iter().copied().chain([toks.buffer(), dqkv.buffer(), dpad.buffer()]).collect();
             // -> dqkv k, v slots, dpad k, v slots
-            gpu().dispatch(kernel!(window_attention_backward_dkv_v3_subgroup), &[("D4", p.d4 as f64)], &bufs, &p, [qt, p.n_inst, p.heads])?;
+            gpu().dispatch(kernel!(window_attention_backward_dkv_v3_subgroup), &v3_consts(&p), &bufs, &p, [qt, p.n_inst, p.heads])?;
             part
         } else {
             let tiles = [p.n.div_ceil(BQ), p.n_inst, p.heads];
