@@ -67,6 +67,12 @@ fn window_attention_fused_matches_unfused_forward_and_gradients() {
         Shape { b: 1, heads: 2, hd: 32, grid: [2, 4, 4], window: [2, 2, 2], shift: [0, 1, 0] },
         // a single token
         Shape { b: 1, heads: 1, hd: 1, grid: [1, 1, 1], window: [2, 2, 2], shift: [1, 1, 1] },
+        // Swin's window width 7 (the v3 dq pass's query rows are Ow wide), W padded 9 -> 14
+        Shape { b: 1, heads: 2, hd: 4, grid: [2, 3, 9], window: [2, 2, 7], shift: [1, 1, 3] },
+        // Ow 8, the widest the v3 backward takes, clamped on D (rows of the original window)
+        Shape { b: 1, heads: 1, hd: 8, grid: [1, 3, 8], window: [2, 2, 8], shift: [1, 1, 4] },
+        // Ow 9: the backward takes the portable kernels after a v3 forward
+        Shape { b: 1, heads: 1, hd: 4, grid: [1, 2, 10], window: [1, 2, 9], shift: [0, 1, 4] },
     ];
     for (i, s) in shapes.iter().enumerate() {
         check(s, 100 + i as u64);

@@ -45,7 +45,10 @@ const V3_CHUNKS: u32 = 8;
 /// Table entries per head the v3 dq pass sums in workgroup memory (its `TMAX`, 16 KiB); larger
 /// tables take the portable kernels.
 const V3_TMAX: usize = 4096;
-/// Queries per lane of the v3 (subgroup) kernels: their `R`.
+/// The widest original window (Ow) the v3 backward takes: the dq pass holds a row of Ow queries
+/// per lane (its `RMAX`); wider windows take the portable kernels.
+const V3_MAX_OW: u32 = 8;
+/// Queries per lane of the v3 (subgroup) forward and dkv kernels: their `R`.
 const SG_R: u32 = 4;
 
 /// Whether the adapter runs the v3 kernels: SUBGROUP with subgroups of at least 8 lanes (a
@@ -511,19 +514,23 @@ impl Op for WindowAttention {
         let dpad = Tensor::empty(&[(b * p.n_pad as usize).max(1), c3])?;
         let ins = [x[0].buffer(), x[1].buffer(), x[2].buffer(), dy.buffer(), lse.buffer(), delta.buffer()];
         let t = p.table_len();
-        let part = if self.v3()? && t <= V3_TMAX {
+        let part = if self.v3()? && t <= V3_TMAX && p.ow <= V3_MAX_OW {
             // v3: dq and the table gradient in one pass, partial tables per workgroup (chunks of
-            // windows bound their number), then dk, dv.
+            // windows bound their number), then dk, dv. The dq pass gives each lane a row of Ow
+            // queries (its header says why): 8 rows a workgroup.
+            let qt_rows = p.n.div_ceil(p.ow).div_ceil(8);
             let qt = p.n.div_ceil(8 * SG_R);
             let mut p = p;
             p.chunk = p.n_inst.div_ceil(V3_CHUNKS.min(p.n_inst));
             let n_chunks = p.n_inst.div_ceil(p.chunk);
-            let part = Tensor::empty(&[(n_chunks * qt) as usize, t, heads])?;
+            let part = Tensor::empty(&[(n_chunks * qt_rows) as usize, t, heads])?;
             let toks = self.toks.as_ref().ok_or_else(|| Error::Autograd("window_attention: backward before forward".into()))?;
             let bufs: Vec<&wgpu::Buffer> =
                 ins.iter().copied().chain([toks.buffer(), dqkv.buffer(), dpad.buffer(), part.buffer()]).collect();
             // -> dqkv q slots (B, D, H, W, 3C), dpad (B, NPAD, 3C), part (NSLOT, T, heads)
-            gpu().dispatch(kernel!(window_attention_backward_dq_v3_subgroup), &v3_consts(&p), &bufs, &p, [qt, n_chunks, p.heads])?;
+            let [d4, exact] = v3_consts(&p);
+            let consts = [d4, exact, ("RW", p.ow as f64)];
+            gpu().dispatch(kernel!(window_attention_backward_dq_v3_subgroup), &consts, &bufs, &p, [qt_rows, n_chunks, p.heads])?;
             let bufs: Vec<&wgpu::Buffer> = ins.iter().copied().chain([toks.buffer(), dqkv.buffer(), dpad.buffer()]).collect();
             // -> dqkv k, v slots, dpad k, v slots
             gpu().dispatch(kernel!(window_attention_backward_dkv_v3_subgroup), &v3_consts(&p), &bufs, &p, [qt, p.n_inst, p.heads])?;
