@@ -369,6 +369,7 @@ impl Gpu {
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
+        let t0 = std::time::Instant::now();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(kernel.name),
@@ -407,6 +408,9 @@ impl Gpu {
                 kernel.name, self.info.name
             )));
         }
+        if log_pipelines() {
+            eprintln!("tubelet: pipeline {} {constants:?} created in {:.0} ms", kernel.name, t0.elapsed().as_secs_f64() * 1e3);
+        }
         let pipeline = Arc::new(pipeline);
         self.pipelines.lock().unwrap().insert(key, pipeline.clone());
         Ok(pipeline)
@@ -433,6 +437,7 @@ impl Gpu {
         if groups.contains(&0) {
             return Ok(());
         }
+        let fresh = log_pipelines() && !self.has_pipeline(kernel, constants);
         let pipeline = self.pipeline(kernel, constants)?;
         let bytes = bytemuck::bytes_of(params);
         assert!(bytes.len() as u64 <= PARAM_SLOT, "{}: Params larger than one slot", kernel.name);
@@ -485,8 +490,29 @@ impl Gpu {
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         batch.dispatches += 1;
         self.dispatch_count.fetch_add(1, Ordering::Relaxed);
+        if fresh {
+            // A driver may compile at the first dispatch, not at pipeline creation (llvmpipe
+            // JITs its code then): time it alone.
+            drop(batch);
+            let t0 = std::time::Instant::now();
+            self.sync()?;
+            eprintln!("tubelet: pipeline {} {constants:?}: first dispatch {groups:?} took {:.0} ms", kernel.name, t0.elapsed().as_secs_f64() * 1e3);
+        }
         Ok(())
     }
+
+    fn has_pipeline(&self, kernel: &Kernel, constants: &[(&'static str, f64)]) -> bool {
+        let key: PipelineKey = (kernel.name, constants.iter().map(|&(k, v)| (k, v.to_bits())).collect());
+        self.pipelines.lock().unwrap().contains_key(&key)
+    }
+}
+
+/// `TUBELET_LOG_PIPELINES=1`: say on stderr when each pipeline is created and how long its first
+/// dispatch takes (the driver's compile: seconds for an unrolled kernel on llvmpipe, once per
+/// kernel and override set). Slows the first use of every pipeline down to a synchronous one.
+fn log_pipelines() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("TUBELET_LOG_PIPELINES").is_some_and(|v| v == "1"))
 }
 
 /// Workgroups for `n` invocations at `wg` per group, folded into a 2-D grid when the count
