@@ -12,11 +12,11 @@
 // v3.1: the window geometry comes from window_attention_tokens.wgsl's per-token descriptors,
 //     and HD_EXACT (head dim a multiple of 4) drops the per-component load tests; as the forward.
 // #include "lib/window.wgsl"
+// #include "lib/window_v3.wgsl"
 // #bounded-loops
 
 const DMAX4: u32 = 32u;     // head dim ≤ 128
 override D4: u32 = 8u;      // ceil(HD / 4), set by the host
-override HD_EXACT: bool = false;   // hd % 4 == 0, set by the host
 const R: u32 = 4u;          // key tokens per lane
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
@@ -42,28 +42,6 @@ var<private> qq: array<vec4<f32>, DMAX4>;
 var<private> gg: array<vec4<f32>, DMAX4>;
 var<private> qb: array<vec4<f32>, DMAX4>;
 var<private> gb: array<vec4<f32>, DMAX4>;
-
-fn tok_ld4(tk: WTok, t: u32, h: u32, c: u32) -> vec4<f32> {
-    let off = t * p.c + h * p.hd;
-    let e = 4u * c;
-    var x = vec4<f32>(0.0);
-    if (tk.real) {
-        let base = tk.row * 3u * p.c + off + e;
-        if (HD_EXACT) { return vec4<f32>(qkv[base], qkv[base + 1u], qkv[base + 2u], qkv[base + 3u]); }
-        if (e < p.hd) { x.x = qkv[base]; }
-        if (e + 1u < p.hd) { x.y = qkv[base + 1u]; }
-        if (e + 2u < p.hd) { x.z = qkv[base + 2u]; }
-        if (e + 3u < p.hd) { x.w = qkv[base + 3u]; }
-    } else {
-        let base = off + e;
-        if (HD_EXACT) { return vec4<f32>(qkv_bias[base], qkv_bias[base + 1u], qkv_bias[base + 2u], qkv_bias[base + 3u]); }
-        if (e < p.hd) { x.x = qkv_bias[base]; }
-        if (e + 1u < p.hd) { x.y = qkv_bias[base + 1u]; }
-        if (e + 2u < p.hd) { x.z = qkv_bias[base + 2u]; }
-        if (e + 3u < p.hd) { x.w = qkv_bias[base + 3u]; }
-    }
-    return x;
-}
 
 // dO of a window token, head h (0 for padding tokens: their outputs are cropped away).
 fn dy_ld4(tk: WTok, h: u32, c: u32) -> vec4<f32> {

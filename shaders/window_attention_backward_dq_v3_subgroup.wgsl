@@ -5,7 +5,8 @@
 //   part[slot, e, h] = Σ over this workgroup's windows and pairs with index[i,j] = e of dS_ij.
 // v3: a workgroup is one subgroup of 8 lanes and owns 8 query rows of one head in a chunk of
 //     p.chunk window instances; a row is Ow consecutive tokens (the ORIGINAL window's width: the
-//     tokens whose rel_off differ in w only) and lane l owns row 8·wg.x + l, RW = Ow queries.
+//     tokens whose rel_off differ in w only) and lane l owns RW = k·Ow queries (k whole rows:
+//     rows 4 and 8 wide take one, narrower rows several, so that few RW values are compiled).
 //     Keys stream a row at a time: lane l < Ow loads key l of the row and subgroupBroadcast hands
 //     it to every lane (llvmpipe scalarises every memory load per lane, so each key row is loaded
 //     once per workgroup, not once per lane). dS is used where it is made: the table gradient of
@@ -20,16 +21,16 @@
 //     a fixed order: deterministic).
 // Reference: engine/src/ops/window_attention.rs::reference_backward.
 // Layout: as window_attention_backward_dq.wgsl; part f32[NSLOT, T, heads], slot = chunk·QT + qt
-//   (QT = ceil(ceil(N / Ow) / 8) query tiles).
+//   (QT = ceil(N / (8·RW)) query tiles).
 // Dispatch: (QT, NCHUNK, heads) workgroups of 8 invocations.
 // v3.1: the window geometry comes from window_attention_tokens.wgsl's per-token descriptors,
 //     and HD_EXACT (head dim a multiple of 4) drops the per-component load tests; as the forward.
 // #include "lib/window.wgsl"
+// #include "lib/window_v3.wgsl"
 // #bounded-loops
 
 const DMAX4: u32 = 32u;     // head dim ≤ 128
 override D4: u32 = 8u;      // ceil(HD / 4), set by the host
-override HD_EXACT: bool = false;   // hd % 4 == 0, set by the host
 // Room for one head's table, (2Od−1)(2Oh−1)(2Ow−1) ≤ TMAX entries (16 KiB, WebGPU's default
 // workgroup storage; Swin's 8×7×7 window needs 2535). A constant, not an override: one pipeline
 // for every window (compiling this kernel takes about a second on llvmpipe).
@@ -37,7 +38,7 @@ const TMAX: u32 = 4096u;
 // Queries per lane and keys per step block: the original window's width Ow (≤ RMAX), set by the
 // host. The loops over r and u are spelled out to RMAX with `RW > r` tests, which fold at pipeline
 // creation: the private arrays then keep constant indices (registers, see the forward's NOTE).
-override RW: u32 = 7u;
+override RW: u32 = 7u;   // k·Ow (whole rows), ≤ RMAX
 const RMAX: u32 = 8u;
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
@@ -68,28 +69,6 @@ var<private> kk: array<vec4<f32>, DMAX4>;
 var<private> vv: array<vec4<f32>, DMAX4>;
 var<private> kb: array<vec4<f32>, DMAX4>;
 var<private> vb: array<vec4<f32>, DMAX4>;
-
-fn tok_ld4(tk: WTok, t: u32, h: u32, c: u32) -> vec4<f32> {
-    let off = t * p.c + h * p.hd;
-    let e = 4u * c;
-    var x = vec4<f32>(0.0);
-    if (tk.real) {
-        let base = tk.row * 3u * p.c + off + e;
-        if (HD_EXACT) { return vec4<f32>(qkv[base], qkv[base + 1u], qkv[base + 2u], qkv[base + 3u]); }
-        if (e < p.hd) { x.x = qkv[base]; }
-        if (e + 1u < p.hd) { x.y = qkv[base + 1u]; }
-        if (e + 2u < p.hd) { x.z = qkv[base + 2u]; }
-        if (e + 3u < p.hd) { x.w = qkv[base + 3u]; }
-    } else {
-        let base = off + e;
-        if (HD_EXACT) { return vec4<f32>(qkv_bias[base], qkv_bias[base + 1u], qkv_bias[base + 2u], qkv_bias[base + 3u]); }
-        if (e < p.hd) { x.x = qkv_bias[base]; }
-        if (e + 1u < p.hd) { x.y = qkv_bias[base + 1u]; }
-        if (e + 2u < p.hd) { x.z = qkv_bias[base + 2u]; }
-        if (e + 3u < p.hd) { x.w = qkv_bias[base + 3u]; }
-    }
-    return x;
-}
 
 // dO of a window token, head h (0 for padding tokens: their outputs are cropped away).
 fn dy_ld4(tk: WTok, h: u32, c: u32) -> vec4<f32> {
@@ -181,7 +160,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) l
     workgroupBarrier();
     let rel_max = rel_off(p.od * p.oh * p.ow - 1u);
     let g_hi = min(p.n_inst, (wg.y + 1u) * p.chunk);
-    let i0 = (wg.x * 8u + lane) * RW;   // this lane's query row
+    let i0 = (wg.x * 8u + lane) * RW;   // this lane's query rows (RW is a multiple of Ow)
     for (var g = wg.y * p.chunk; g < g_hi; g++) {
         if (RW > 0u) { init(0u, g, h, i0); }
         if (RW > 1u) { init(1u, g, h, i0 + 1u); }
@@ -191,9 +170,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) l
         if (RW > 5u) { init(5u, g, h, i0 + 5u); }
         if (RW > 6u) { init(6u, g, h, i0 + 6u); }
         if (RW > 7u) { init(7u, g, h, i0 + 7u); }
-        for (var j0 = 0u; j0 < p.n; j0 += RW) {
-            // Lane l < RW loads key j0 + l of the row (lanes past RW load a clamped copy, unused).
-            let j = min(j0 + min(lane, RW - 1u), p.n - 1u);
+        for (var j0 = 0u; j0 < p.n; j0 += p.ow) {
+            // Lane l < Ow loads key j0 + l of the row (lanes past Ow load a clamped copy, unused).
+            let j = min(j0 + min(lane, p.ow - 1u), p.n - 1u);
             let tk = wtok(toks[g * p.n + j]);
             for (var c = 0u; c < D4; c++) {
                 kk[c] = tok_ld4(tk, 1u, h, c);
@@ -201,36 +180,36 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) l
             }
             let krel = rel_max - tk.rel;
             let klab = tk.label;
-            // subgroupBroadcast takes a constant lane: the RW keys are spelled out.
-            if (RW > 0u) {
+            // subgroupBroadcast takes a constant lane: the Ow ≤ RW keys are spelled out.
+            if (RW > 0u && p.ow > 0u) {
                 for (var c = 0u; c < D4; c++) { kb[c] = subgroupBroadcast(kk[c], 0u); vb[c] = subgroupBroadcast(vv[c], 0u); }
                 step(h, subgroupBroadcast(krel, 0u), subgroupBroadcast(klab, 0u), j0 + 0u < p.n);
             }
-            if (RW > 1u) {
+            if (RW > 1u && p.ow > 1u) {
                 for (var c = 0u; c < D4; c++) { kb[c] = subgroupBroadcast(kk[c], 1u); vb[c] = subgroupBroadcast(vv[c], 1u); }
                 step(h, subgroupBroadcast(krel, 1u), subgroupBroadcast(klab, 1u), j0 + 1u < p.n);
             }
-            if (RW > 2u) {
+            if (RW > 2u && p.ow > 2u) {
                 for (var c = 0u; c < D4; c++) { kb[c] = subgroupBroadcast(kk[c], 2u); vb[c] = subgroupBroadcast(vv[c], 2u); }
                 step(h, subgroupBroadcast(krel, 2u), subgroupBroadcast(klab, 2u), j0 + 2u < p.n);
             }
-            if (RW > 3u) {
+            if (RW > 3u && p.ow > 3u) {
                 for (var c = 0u; c < D4; c++) { kb[c] = subgroupBroadcast(kk[c], 3u); vb[c] = subgroupBroadcast(vv[c], 3u); }
                 step(h, subgroupBroadcast(krel, 3u), subgroupBroadcast(klab, 3u), j0 + 3u < p.n);
             }
-            if (RW > 4u) {
+            if (RW > 4u && p.ow > 4u) {
                 for (var c = 0u; c < D4; c++) { kb[c] = subgroupBroadcast(kk[c], 4u); vb[c] = subgroupBroadcast(vv[c], 4u); }
                 step(h, subgroupBroadcast(krel, 4u), subgroupBroadcast(klab, 4u), j0 + 4u < p.n);
             }
-            if (RW > 5u) {
+            if (RW > 5u && p.ow > 5u) {
                 for (var c = 0u; c < D4; c++) { kb[c] = subgroupBroadcast(kk[c], 5u); vb[c] = subgroupBroadcast(vv[c], 5u); }
                 step(h, subgroupBroadcast(krel, 5u), subgroupBroadcast(klab, 5u), j0 + 5u < p.n);
             }
-            if (RW > 6u) {
+            if (RW > 6u && p.ow > 6u) {
                 for (var c = 0u; c < D4; c++) { kb[c] = subgroupBroadcast(kk[c], 6u); vb[c] = subgroupBroadcast(vv[c], 6u); }
                 step(h, subgroupBroadcast(krel, 6u), subgroupBroadcast(klab, 6u), j0 + 6u < p.n);
             }
-            if (RW > 7u) {
+            if (RW > 7u && p.ow > 7u) {
                 for (var c = 0u; c < D4; c++) { kb[c] = subgroupBroadcast(kk[c], 7u); vb[c] = subgroupBroadcast(vv[c], 7u); }
                 step(h, subgroupBroadcast(krel, 7u), subgroupBroadcast(klab, 7u), j0 + 7u < p.n);
             }

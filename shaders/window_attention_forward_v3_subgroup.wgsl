@@ -15,13 +15,12 @@
 //     (one load per token instead of a dozen div/mods), and with HD_EXACT (head dim a multiple
 //     of 4, every seed model) the vec4 loads skip their per-component bounds tests.
 // #include "lib/window.wgsl"
+// #include "lib/window_v3.wgsl"
 // #bounded-loops
 
 const DMAX4: u32 = 32u;     // head dim ≤ 128
 // ceil(HD / 4), set by the host: constant loop bounds unroll the head-dim loops.
 override D4: u32 = 8u;
-// hd % 4 == 0, set by the host: whole vec4s, no per-component tests.
-override HD_EXACT: bool = false;
 const R: u32 = 4u;          // query tokens per lane (spelled out below: init(0..3), ...)
 const NEG: f32 = -3.0e38;   // finite "−∞": exp(NEG − m) is 0, never NaN
 
@@ -46,30 +45,6 @@ var<private> s: array<f32, 32>;
 var<private> kk: array<vec4<f32>, DMAX4>;
 var<private> vv: array<vec4<f32>, DMAX4>;
 var<private> kb: array<vec4<f32>, DMAX4>;
-
-// Components 4c..4c+3 of slot t ∈ {q, k, v}, head h, of a window token: its qkv row, or the qkv
-// Linear's bias for a padding token (zero-padding happens before the Linear in Video Swin).
-fn tok_ld4(tk: WTok, t: u32, h: u32, c: u32) -> vec4<f32> {
-    let off = t * p.c + h * p.hd;
-    let e = 4u * c;
-    var v = vec4<f32>(0.0);
-    if (tk.real) {
-        let base = tk.row * 3u * p.c + off + e;
-        if (HD_EXACT) { return vec4<f32>(qkv[base], qkv[base + 1u], qkv[base + 2u], qkv[base + 3u]); }
-        if (e < p.hd) { v.x = qkv[base]; }
-        if (e + 1u < p.hd) { v.y = qkv[base + 1u]; }
-        if (e + 2u < p.hd) { v.z = qkv[base + 2u]; }
-        if (e + 3u < p.hd) { v.w = qkv[base + 3u]; }
-    } else {
-        let base = off + e;
-        if (HD_EXACT) { return vec4<f32>(qkv_bias[base], qkv_bias[base + 1u], qkv_bias[base + 2u], qkv_bias[base + 3u]); }
-        if (e < p.hd) { v.x = qkv_bias[base]; }
-        if (e + 1u < p.hd) { v.y = qkv_bias[base + 1u]; }
-        if (e + 2u < p.hd) { v.z = qkv_bias[base + 2u]; }
-        if (e + 3u < p.hd) { v.w = qkv_bias[base + 3u]; }
-    }
-    return v;
-}
 
 // Logits of key u of the block (its K row broadcast into kb) against query r of this lane.
 // NOTE: every loop over r is spelled out as R calls with a literal r (see main): after inlining

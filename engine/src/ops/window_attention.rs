@@ -518,7 +518,10 @@ impl Op for WindowAttention {
             // v3: dq and the table gradient in one pass, partial tables per workgroup (chunks of
             // windows bound their number), then dk, dv. The dq pass gives each lane a row of Ow
             // queries (its header says why): 8 rows a workgroup.
-            let qt_rows = p.n.div_ceil(p.ow).div_ceil(8);
+            // RW = k·Ow queries a lane (whole rows): 4 or Ow, so the property tests' small
+            // windows compile few pipelines (each is tens of seconds on llvmpipe).
+            let rw = if p.ow <= 4 { 4 / p.ow * p.ow } else { p.ow };
+            let qt_rows = p.n.div_ceil(8 * rw);
             let qt = p.n.div_ceil(8 * SG_R);
             let mut p = p;
             p.chunk = p.n_inst.div_ceil(V3_CHUNKS.min(p.n_inst));
@@ -529,7 +532,7 @@ impl Op for WindowAttention {
                 ins.iter().copied().chain([toks.buffer(), dqkv.buffer(), dpad.buffer(), part.buffer()]).collect();
             // -> dqkv q slots (B, D, H, W, 3C), dpad (B, NPAD, 3C), part (NSLOT, T, heads)
             let [d4, exact] = v3_consts(&p);
-            let consts = [d4, exact, ("RW", p.ow as f64)];
+            let consts = [d4, exact, ("RW", rw as f64)];
             gpu().dispatch(kernel!(window_attention_backward_dq_v3_subgroup), &consts, &bufs, &p, [qt_rows, n_chunks, p.heads])?;
             let bufs: Vec<&wgpu::Buffer> = ins.iter().copied().chain([toks.buffer(), dqkv.buffer(), dpad.buffer()]).collect();
             // -> dqkv k, v slots, dpad k, v slots
