@@ -364,8 +364,7 @@ impl Gpu {
         kernel: &Kernel,
         constants: &[(&'static str, f64)],
     ) -> Result<Arc<wgpu::ComputePipeline>> {
-        let key: PipelineKey =
-            (kernel.name, constants.iter().map(|&(k, v)| (k, v.to_bits())).collect());
+        let key = pipeline_key(kernel, constants);
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
@@ -502,9 +501,13 @@ impl Gpu {
     }
 
     fn has_pipeline(&self, kernel: &Kernel, constants: &[(&'static str, f64)]) -> bool {
-        let key: PipelineKey = (kernel.name, constants.iter().map(|&(k, v)| (k, v.to_bits())).collect());
-        self.pipelines.lock().unwrap().contains_key(&key)
+        self.pipelines.lock().unwrap().contains_key(&pipeline_key(kernel, constants))
     }
+}
+
+/// A pipeline's cache key: the kernel and its override constants (bit patterns).
+fn pipeline_key(kernel: &Kernel, constants: &[(&'static str, f64)]) -> PipelineKey {
+    (kernel.name, constants.iter().map(|&(k, v)| (k, v.to_bits())).collect())
 }
 
 /// `TUBELET_LOG_PIPELINES=1`: say on stderr when each pipeline is created and how long its first

@@ -20,7 +20,8 @@
 //! window_attention_backward_table.wgsl (+ reduce_forward for the two sums): the portable
 //! variant (2). With SUBGROUP (subgroups of ≥ 8 lanes) the shipped variant is 3:
 //! window_attention_forward_v3_subgroup.wgsl, window_attention_backward_dq_v3_subgroup.wgsl (dq
-//! and the table gradient in one pass) and window_attention_backward_dkv_v3_subgroup.wgsl.
+//! and the table gradient in one pass) and window_attention_backward_dkv_v3_subgroup.wgsl, which
+//! read per-token descriptors made once per forward by window_attention_tokens.wgsl.
 
 use crate::autograd::apply;
 use crate::error::{Error, Result};
@@ -45,8 +46,8 @@ const V3_CHUNKS: u32 = 8;
 /// Table entries per head the v3 dq pass sums in workgroup memory (its `TMAX`, 16 KiB); larger
 /// tables take the portable kernels.
 const V3_TMAX: usize = 4096;
-/// The widest original window (Ow) the v3 backward takes: the dq pass holds a row of Ow queries
-/// per lane (its `RMAX`); wider windows take the portable kernels.
+/// The widest original window (Ow) the v3 backward takes: the dq pass holds whole rows of Ow
+/// queries per lane, at most `RMAX` queries; wider windows take the portable kernels.
 const V3_MAX_OW: u32 = 8;
 /// Queries per lane of the v3 (subgroup) forward and dkv kernels: their `R`.
 const SG_R: u32 = 4;
@@ -516,9 +517,8 @@ impl Op for WindowAttention {
         let t = p.table_len();
         let part = if self.v3()? && t <= V3_TMAX && p.ow <= V3_MAX_OW {
             // v3: dq and the table gradient in one pass, partial tables per workgroup (chunks of
-            // windows bound their number), then dk, dv. The dq pass gives each lane a row of Ow
-            // queries (its header says why): 8 rows a workgroup.
-            // RW = k·Ow queries a lane (whole rows): 4 or Ow, so the property tests' small
+            // windows bound their number), then dk, dv. The dq pass gives each lane RW = k·Ow
+            // queries, whole rows (its header says why): 4 or Ow, so the property tests' small
             // windows compile few pipelines (each is tens of seconds on llvmpipe).
             let rw = if p.ow <= 4 { 4 / p.ow * p.ow } else { p.ow };
             let qt_rows = p.n.div_ceil(8 * rw);
