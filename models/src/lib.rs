@@ -9,7 +9,6 @@ use tubelet::{Error, Result, Tensor};
 
 pub mod blocks;
 pub mod mvit;
-pub mod synthetic;
 pub mod tsm;
 pub mod uniformer;
 pub mod grid_attention;
@@ -76,6 +75,10 @@ pub trait VideoModel {
         Vec::new()
     }
 }
+
+/// Classes of the tiny presets when no count is asked for: the embedded synthetic set's 8 motions
+/// (`tubelet_data::synthetic`). The zoo does not depend on any dataset; this is only a default.
+pub const TINY_CLASSES: usize = 8;
 
 /// A named configuration of an architecture.
 pub struct Preset {

@@ -33,7 +33,7 @@ use tubelet::nn::{Init, LayerNorm, Linear};
 use tubelet::{Error, Result, Tensor};
 
 use crate::grid_attention::{group_attention, group_attention_with_cls, Grid, Groups, Order};
-use crate::synthetic::NUM_CLASSES;
+use crate::TINY_CLASSES as NUM_CLASSES;
 use crate::{InputLayout, Preset, VideoModel};
 
 /// The self-attention scheme of every block (paper §3, Fig. 2, Table 1; TSF `attention_type`).

@@ -26,7 +26,7 @@ use tubelet::nn::{Init, Linear};
 use tubelet::{Error, Result, Tensor};
 
 use crate::blocks::BatchNorm;
-use crate::synthetic::NUM_CLASSES;
+use crate::TINY_CLASSES as NUM_CLASSES;
 use crate::{InputLayout, Preset, VideoModel};
 
 /// TSM-ResNet configuration.

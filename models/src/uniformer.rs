@@ -23,7 +23,7 @@ use tubelet::nn::{Init, LayerNorm, Linear};
 use tubelet::{Error, Result, Tensor};
 
 use crate::blocks::BatchNorm;
-use crate::synthetic::NUM_CLASSES;
+use crate::TINY_CLASSES as NUM_CLASSES;
 use crate::{InputLayout, Preset, VideoModel};
 
 /// UniFormer configuration (UNI `config/defaults.py` + `exp/*/config.yaml`).

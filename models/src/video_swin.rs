@@ -31,7 +31,7 @@ use tubelet::nn::{Init, LayerNorm, Linear};
 use tubelet::ops::window_attention::{video_swin_window, SwinWindow};
 use tubelet::{Error, Result, Tensor};
 
-use crate::synthetic::NUM_CLASSES;
+use crate::TINY_CLASSES as NUM_CLASSES;
 use crate::{InputLayout, Preset, VideoModel};
 
 /// LayerNorm eps: plain `nn.LayerNorm` in the official code.

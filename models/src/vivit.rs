@@ -29,7 +29,7 @@ pub use factorised::{FactorisedEncoder, FactorisedSelfAttentionBlock, Factorised
 use tubelet::nn::{Dense, Init, LayerNorm};
 use tubelet::{Error, Result, Tensor};
 
-use crate::synthetic::NUM_CLASSES;
+use crate::TINY_CLASSES as NUM_CLASSES;
 use crate::{InputLayout, Preset, VideoModel};
 
 /// The four ViViT models (paper §3.3; scenic `attention_config.type`).

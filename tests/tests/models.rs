@@ -1,7 +1,7 @@
 //! The vertical slice: the synthetic dataset and the ViViT Model 1 classifier.
 
 use tubelet::{gpu_or_skip, Indices, Tensor};
-use tubelet_models::synthetic::{MovingShapes, Split, NUM_CLASSES};
+use tubelet_data::synthetic::{MovingShapes, Split, NUM_CLASSES};
 use tubelet_models::vivit::{Config, ViViT};
 
 #[test]

@@ -8,7 +8,7 @@ use tubelet::nn::Init;
 use tubelet::{gpu_or_skip, Indices, Rng, Tensor};
 use tubelet_models::mvit::pooling_attention::{rel_pos_index, rel_pos_resize};
 use tubelet_models::mvit::{AttentionSpec, Config, MViT, MultiScaleAttention, Pool, PoolMode, Version};
-use tubelet_models::synthetic::{MovingShapes, Split, NUM_CLASSES};
+use tubelet_data::synthetic::{MovingShapes, Split, NUM_CLASSES};
 use tubelet_models::{InputLayout, VideoModel};
 
 #[test]

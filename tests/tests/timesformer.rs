@@ -4,7 +4,7 @@
 
 use tubelet::{gpu_or_skip, Indices, Rng, Tensor};
 use tubelet_models::grid_attention::{group_attention, group_attention_with_cls, head_split_attention, Grid, Groups, Order};
-use tubelet_models::synthetic::{MovingShapes, Split, NUM_CLASSES};
+use tubelet_data::synthetic::{MovingShapes, Split, NUM_CLASSES};
 use tubelet_models::timesformer::{Attention, Config, TimeSformer};
 use tubelet_models::{InputLayout, VideoModel};
 

@@ -2,7 +2,7 @@
 
 use tubelet::optim::{AdamW, AdamWConfig};
 use tubelet::{gpu_or_skip, Indices, Tensor};
-use tubelet_models::synthetic::{MovingShapes, Split, NUM_CLASSES};
+use tubelet_data::synthetic::{MovingShapes, Split, NUM_CLASSES};
 use tubelet_models::tsm::{Config, OnlineState, Tsm};
 use tubelet_models::VideoModel;
 

@@ -3,7 +3,7 @@
 //! a falling loss, and shapes at small sizes that need padding and a window clamp.
 
 use tubelet::{gpu_or_skip, Indices, Tensor};
-use tubelet_models::synthetic::{MovingShapes, Split, NUM_CLASSES};
+use tubelet_data::synthetic::{MovingShapes, Split, NUM_CLASSES};
 use tubelet_models::video_swin::{Config, VideoSwin};
 use tubelet_models::InputLayout;
 

@@ -11,7 +11,7 @@ use tubelet::optim::{AdamW, AdamWConfig};
 use tubelet::{gpu_or_skip, Indices, Rng, Tensor};
 use tubelet_cli::clips::{model_input, render};
 use tubelet_cli::{parity, run, train};
-use tubelet_models::synthetic::{Split, NUM_CLASSES};
+use tubelet_data::synthetic::{Split, NUM_CLASSES};
 use tubelet_models::vivit::{Config, ViViT};
 
 fn tmp(name: &str) -> PathBuf {

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use tubelet::{Error, Result, Tensor};
-use tubelet_models::synthetic::{MovingShapes, Split};
+use tubelet_data::synthetic::{MovingShapes, Split};
 use tubelet_models::{Preset, VideoModel};
 
 /// The preset called `name`, or an error listing the names that exist.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use tubelet::{no_grad, Error, Result};
-use tubelet_models::synthetic::{Split, CLASS_NAMES, NUM_CLASSES};
+use tubelet_data::synthetic::{Split, CLASS_NAMES, NUM_CLASSES};
 
 use crate::clips::{find_preset, load_weights, model_input, render};
 

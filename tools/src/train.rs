@@ -19,7 +19,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use tubelet::optim::{AdamW, AdamWConfig};
 use tubelet::{no_grad, Error, Indices, Result, Tensor};
-use tubelet_models::synthetic::{Split, NUM_CLASSES};
+use tubelet_data::synthetic::{Split, NUM_CLASSES};
 
 use crate::clips::{argmax_rows, find_preset, load_weights, model_input, render, state};
 

@@ -33,7 +33,7 @@ use std::cell::Cell;
 use tubelet::nn::{Init, LayerNorm, Linear};
 use tubelet::{Error, Result, Tensor};
 
-use crate::synthetic::NUM_CLASSES;
+use crate::TINY_CLASSES as NUM_CLASSES;
 use crate::{InputLayout, Preset, VideoModel};
 
 pub mod pooling_attention;

@@ -1,4 +1,5 @@
-//! The embedded synthetic video dataset: "moving shapes", rendered on the fly.
+//! The embedded synthetic video dataset: "moving shapes", rendered on the fly (moved here from
+//! the zoo: models do not depend on a dataset).
 //!
 //! Each clip shows one shape (bar, triangle or square) of a random colour, size, position and
 //! orientation over a noisy background. Its class is the *motion*, so no single frame tells it:

@@ -1,0 +1,4 @@
+//! tubelet-train: fine-tuning and training of the zoo's models on tubelet-data's datasets: the
+//! loop, the papers' recipes, schedules, evaluation as the papers report it, checkpoints that
+//! hold the whole state (and resume exactly), official checkpoint files, metrics and plots.
+//! The `tubelet` binary only parses arguments and prints.
