@@ -127,7 +127,8 @@ fn mesa_needed() -> Option<String> {
     if let Some(v) = mesa_version() {
         // Mesa 22's llvmpipe silently cuts loops at 65,535 iterations; the kernels keep under it,
         // but tubelet is tested on 25 (shared/spec/engine-notes.md).
-        let major: u32 = v.split(['.', ':']).find_map(|s| s.parse().ok()).unwrap_or(0);
+        let upstream = v.split_once(':').map_or(v.as_str(), |(_epoch, rest)| rest);
+        let major: u32 = upstream.split('.').next().and_then(|s| s.parse().ok()).unwrap_or(0);
         return (major < 25).then(|| format!("Mesa {v} is older than 25"));
     }
     let icds = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"];
