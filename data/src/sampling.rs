@@ -14,14 +14,20 @@ use tubelet::Rng;
 
 use crate::spec::{Mode, Sampling};
 
-/// A source of uniform integers in `[low, high)` (numpy's `randint(low, high)`).
+/// The random draws of sampling and crops: numpy's `randint(low, high)` (uniform integer in
+/// `[low, high)`) and `uniform()` in [0, 1).
 pub trait Draw {
     fn randint(&mut self, low: usize, high: usize) -> usize;
+    fn uniform(&mut self) -> f64;
 }
 
 impl Draw for Rng {
     fn randint(&mut self, low: usize, high: usize) -> usize {
         low + self.below(high.saturating_sub(low).max(1))
+    }
+
+    fn uniform(&mut self) -> f64 {
+        Rng::uniform(self)
     }
 }
 

@@ -9,8 +9,7 @@
 //! normalisation in one bilinear pass per output pixel (OpenCV's half-pixel-centre convention,
 //! `cv2.resize(INTER_LINEAR)`, edge pixels clamped), writing channels-last f32.
 
-use tubelet::Rng;
-
+use crate::sampling::Draw;
 use crate::spec::{Normalize, TestCrop, TrainCrop};
 use crate::Frames;
 
@@ -45,7 +44,7 @@ pub fn short_side_size(h: usize, w: usize, short: usize) -> (usize, usize) {
 /// `RandomResizedCrop.get_crop_bbox(img_shape, area_range, aspect_ratio_range, 10)`: up to 10
 /// candidates (log-uniform aspect, uniform area), the first that fits, at a uniform offset;
 /// else the centred square of the short side.
-pub fn random_resized_crop(h: usize, w: usize, area: [f64; 2], aspect: [f64; 2], rng: &mut Rng) -> [i64; 4] {
+pub fn random_resized_crop(h: usize, w: usize, area: [f64; 2], aspect: [f64; 2], rng: &mut impl Draw) -> [i64; 4] {
     const ATTEMPTS: usize = 10;
     let (hi, wi) = (h as i64, w as i64);
     let full = (h * w) as f64;
@@ -58,8 +57,8 @@ pub fn random_resized_crop(h: usize, w: usize, area: [f64; 2], aspect: [f64; 2],
         let ch = (a / r).sqrt().round_ties_even() as i64;
         if ch <= hi && cw <= wi {
             // Python's random.randint(a, b) includes b.
-            let x = rng.below((wi - cw + 1) as usize) as i64;
-            let y = rng.below((hi - ch + 1) as usize) as i64;
+            let x = rng.randint(0, (wi - cw + 1) as usize) as i64;
+            let y = rng.randint(0, (hi - ch + 1) as usize) as i64;
             return [x, y, x + cw, y + ch];
         }
     }
@@ -72,7 +71,7 @@ pub fn random_resized_crop(h: usize, w: usize, area: [f64; 2], aspect: [f64; 2],
 /// num_fixed_crops=5)`: a (w, h) pair of scaled short sides whose scale levels differ by at
 /// most `max_gap` (a side within 2 px of the input size snaps to it), at one of five fixed
 /// offsets (corners and centre, in steps of a quarter of the slack).
-pub fn multi_scale_crop(h: usize, w: usize, input: [usize; 2], scales: &[f64], max_gap: usize, rng: &mut Rng) -> [i64; 4] {
+pub fn multi_scale_crop(h: usize, w: usize, input: [usize; 2], scales: &[f64], max_gap: usize, rng: &mut impl Draw) -> [i64; 4] {
     let base = h.min(w) as f64;
     let sizes: Vec<i64> = scales.iter().map(|s| (base * s) as i64).collect();
     let mut candidates = Vec::new();
@@ -83,7 +82,7 @@ pub fn multi_scale_crop(h: usize, w: usize, input: [usize; 2], scales: &[f64], m
             }
         }
     }
-    let mut crop = candidates[rng.below(candidates.len())];
+    let mut crop = candidates[rng.randint(0, candidates.len())];
     // input_size is (w, h) in mmaction2.
     let input_wh = [input[1] as i64, input[0] as i64];
     for k in 0..2 {
@@ -94,7 +93,7 @@ pub fn multi_scale_crop(h: usize, w: usize, input: [usize; 2], scales: &[f64], m
     let [cw, ch] = crop;
     let (ws, hs) = ((w as i64 - cw).div_euclid(4), (h as i64 - ch).div_euclid(4));
     let offsets = [(0, 0), (4 * ws, 0), (0, 4 * hs), (4 * ws, 4 * hs), (2 * ws, 2 * hs)];
-    let (x, y) = offsets[rng.below(offsets.len())];
+    let (x, y) = offsets[rng.randint(0, offsets.len())];
     [x, y, x + cw, y + ch]
 }
 
@@ -127,7 +126,7 @@ pub fn three_crop(h: usize, w: usize, size: [usize; 2]) -> Result<[[i64; 4]; 3],
 }
 
 /// The training crop box in an h×w (resized) frame.
-pub fn train_box(crop: &TrainCrop, h: usize, w: usize, size: [usize; 2], rng: &mut Rng) -> CropBox {
+pub fn train_box(crop: &TrainCrop, h: usize, w: usize, size: [usize; 2], rng: &mut impl Draw) -> CropBox {
     CropBox::ltrb(match crop {
         TrainCrop::RandomResized { area, aspect } => random_resized_crop(h, w, *area, *aspect, rng),
         TrainCrop::MultiScale { scales, max_gap } => multi_scale_crop(h, w, size, scales, *max_gap, rng),
