@@ -2,10 +2,11 @@
 //! count, resolution and codec or the problem that would make the loader skip it, plus the
 //! items per class.
 //!
-//! A video is opened (its packets indexed) and its first and last frames decoded; a frame
-//! folder has every listed frame file looked up (a missing one is named) and its first and
-//! last frames decoded. That finds unreadable, empty, truncated and short files without
-//! decoding every frame.
+//! Quick mode: a video is opened (its packets indexed) and its first and last frames decoded;
+//! a frame folder has every listed frame file looked up (a missing or empty one is named) and
+//! its first and last frames decoded. That finds unreadable, empty, truncated and short files
+//! without decoding every frame. Full mode (`full`) decodes every frame, which also finds a
+//! corrupt or odd-sized frame in the middle.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -44,8 +45,9 @@ impl CheckReport {
 }
 
 /// Scans every item of `spec` (a video list, rawframes list or folder per class) with up to
-/// `threads` threads. An unreadable or malformed list is an error; a bad file is a row.
-pub fn scan(spec: &DataSpec, threads: usize) -> Result<CheckReport> {
+/// `threads` threads; `full` decodes every frame. An unreadable or malformed list is an
+/// error; a bad file is a row.
+pub fn scan(spec: &DataSpec, threads: usize, full: bool) -> Result<CheckReport> {
     // The pipeline does not matter for a scan; any valid one parses the list.
     let ds = FileDataset::open(spec, Pipeline::simple(1, 1, [1, 1]), Mode::Test)?;
     let items = ds.items();
@@ -55,7 +57,7 @@ pub fn scan(spec: &DataSpec, threads: usize) -> Result<CheckReport> {
     std::thread::scope(|s| {
         let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|part| s.spawn(|| part.iter().map(|it| scan_item(&ds, it)).collect::<Vec<_>>()))
+            .map(|part| s.spawn(|| part.iter().map(|it| scan_item(&ds, it, full)).collect::<Vec<_>>()))
             .collect();
         for h in handles {
             files.extend(h.join().expect("scan thread"));
@@ -68,7 +70,7 @@ pub fn scan(spec: &DataSpec, threads: usize) -> Result<CheckReport> {
     Ok(CheckReport { files, class_counts, class_names: crate::Dataset::class_names(&ds), num_classes: crate::Dataset::num_classes(&ds) })
 }
 
-fn scan_item(ds: &FileDataset, item: &crate::dataset::Item) -> FileReport {
+fn scan_item(ds: &FileDataset, item: &crate::dataset::Item, full: bool) -> FileReport {
     let mut r = FileReport { path: item.path.clone(), label: item.label, frames: None, size: None, codec: None, problem: None };
     let result: Result<()> = (|| match item.kind {
         ItemKind::Video => {
@@ -80,7 +82,12 @@ fn scan_item(ds: &FileDataset, item: &crate::dataset::Item) -> FileReport {
             if info.frames == 0 {
                 return Err(DataError::Decode { path: item.path.clone(), msg: "has no frames".into() });
             }
-            reader.get_frames(&[0, info.frames - 1], None).map(|_| ())
+            let wanted: Vec<usize> = if full { (0..info.frames).collect() } else { vec![0, info.frames - 1] };
+            // In chunks, so a long video is never held whole.
+            for part in wanted.chunks(64) {
+                reader.get_frames(part, Some([info.height.min(64), info.width.min(64)]))?;
+            }
+            Ok(())
         }
         ItemKind::Frames { total } => {
             r.frames = Some(total);
@@ -90,22 +97,32 @@ fn scan_item(ds: &FileDataset, item: &crate::dataset::Item) -> FileReport {
             if total == 0 {
                 return Err(DataError::Decode { path: item.path.clone(), msg: "has no frames (total_frames 0)".into() });
             }
-            let missing: Vec<usize> = (0..total).filter(|&i| !ds.frame_path(&item.path, i).is_file()).collect();
+            let name = |i: usize| {
+                let p = ds.frame_path(&item.path, i);
+                p.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+            };
+            let sizes: Vec<Option<u64>> =
+                (0..total).map(|i| std::fs::metadata(ds.frame_path(&item.path, i)).ok().map(|m| m.len())).collect();
+            let missing: Vec<usize> = (0..total).filter(|&i| sizes[i].is_none()).collect();
             if let Some(&first) = missing.first() {
-                let name = ds.frame_path(&item.path, first);
-                return Err(DataError::Decode {
-                    path: item.path.clone(),
-                    msg: format!(
-                        "{} of {total} listed frames are missing, the first {}",
-                        missing.len(),
-                        name.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-                    ),
-                });
+                let msg = format!("{} of {total} listed frames are missing, the first {}", missing.len(), name(first));
+                return Err(DataError::Decode { path: item.path.clone(), msg });
+            }
+            if let Some(empty) = (0..total).find(|&i| sizes[i] == Some(0)) {
+                return Err(DataError::Decode { path: item.path.clone(), msg: format!("{} is empty (0 bytes)", name(empty)) });
             }
             let first = ds.frame_path(&item.path, 0);
             r.codec = first.extension().map(|e| e.to_string_lossy().to_lowercase());
-            let frames = read_frames(&[first, ds.frame_path(&item.path, total - 1)])?;
-            r.size = Some([frames.shape[1], frames.shape[2]]);
+            let wanted: Vec<usize> = if full { (0..total).collect() } else { vec![0, total - 1] };
+            let mut size = None;
+            // In chunks, and each chunk against the first frame's size.
+            for part in wanted.chunks(64) {
+                let mut paths = vec![first.clone()];
+                paths.extend(part.iter().map(|&i| ds.frame_path(&item.path, i)));
+                let frames = read_frames(&paths)?;
+                size = Some([frames.shape[1], frames.shape[2]]);
+            }
+            r.size = size;
             Ok(())
         }
     })();

@@ -257,7 +257,7 @@ pub fn read_image(path: &Path) -> Result<image::RgbImage> {
         return Err(DataError::Decode { path: path.to_path_buf(), msg: "empty file (0 bytes)".into() });
     }
     let img = image::load_from_memory(&bytes)
-        .map_err(|e| DataError::Decode { path: path.to_path_buf(), msg: format!("cannot decode image: {e}") })?;
+        .map_err(|e| DataError::Decode { path: path.to_path_buf(), msg: format!("cannot decode image: {}", e.to_string().trim_end()) })?;
     Ok(img.into_rgb8())
 }
 

@@ -2,5 +2,7 @@
 //! datasets and bad data (rawframes sets written by the tests), the loader's determinism.
 
 mod common;
+mod datasets;
 mod loader;
 mod sampling;
+mod transforms;
