@@ -57,7 +57,9 @@ pub fn scan(spec: &DataSpec, threads: usize, full: bool) -> Result<CheckReport> 
     std::thread::scope(|s| {
         let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|part| s.spawn(|| part.iter().map(|it| scan_item(&ds, it, full)).collect::<Vec<_>>()))
+            .map(|part| {
+                s.spawn(|| part.iter().map(|it| scan_item(&ds, it, full)).collect::<Vec<_>>())
+            })
             .collect();
         for h in handles {
             files.extend(h.join().expect("scan thread"));
@@ -67,11 +69,23 @@ pub fn scan(spec: &DataSpec, threads: usize, full: bool) -> Result<CheckReport> 
     for it in items {
         *class_counts.entry(it.label).or_insert(0) += 1;
     }
-    Ok(CheckReport { files, class_counts, class_names: crate::Dataset::class_names(&ds), num_classes: crate::Dataset::num_classes(&ds) })
+    Ok(CheckReport {
+        files,
+        class_counts,
+        class_names: crate::Dataset::class_names(&ds),
+        num_classes: crate::Dataset::num_classes(&ds),
+    })
 }
 
 fn scan_item(ds: &FileDataset, item: &crate::dataset::Item, full: bool) -> FileReport {
-    let mut r = FileReport { path: item.path.clone(), label: item.label, frames: None, size: None, codec: None, problem: None };
+    let mut r = FileReport {
+        path: item.path.clone(),
+        label: item.label,
+        frames: None,
+        size: None,
+        codec: None,
+        problem: None,
+    };
     let result: Result<()> = (|| match item.kind {
         ItemKind::Video => {
             let mut reader = VideoReader::open(&item.path)?;
@@ -80,9 +94,13 @@ fn scan_item(ds: &FileDataset, item: &crate::dataset::Item, full: bool) -> FileR
             r.size = Some([info.height, info.width]);
             r.codec = Some(info.codec.clone());
             if info.frames == 0 {
-                return Err(DataError::Decode { path: item.path.clone(), msg: "has no frames".into() });
+                return Err(DataError::Decode {
+                    path: item.path.clone(),
+                    msg: "has no frames".into(),
+                });
             }
-            let wanted: Vec<usize> = if full { (0..info.frames).collect() } else { vec![0, info.frames - 1] };
+            let wanted: Vec<usize> =
+                if full { (0..info.frames).collect() } else { vec![0, info.frames - 1] };
             // In chunks, so a long video is never held whole.
             for part in wanted.chunks(64) {
                 reader.get_frames(part, Some([info.height.min(64), info.width.min(64)]))?;
@@ -92,24 +110,38 @@ fn scan_item(ds: &FileDataset, item: &crate::dataset::Item, full: bool) -> FileR
         ItemKind::Frames { total } => {
             r.frames = Some(total);
             if !item.path.is_dir() {
-                return Err(DataError::Io { path: item.path.clone(), msg: "frame folder does not exist".into() });
+                return Err(DataError::Io {
+                    path: item.path.clone(),
+                    msg: "frame folder does not exist".into(),
+                });
             }
             if total == 0 {
-                return Err(DataError::Decode { path: item.path.clone(), msg: "has no frames (total_frames 0)".into() });
+                return Err(DataError::Decode {
+                    path: item.path.clone(),
+                    msg: "has no frames (total_frames 0)".into(),
+                });
             }
             let name = |i: usize| {
                 let p = ds.frame_path(&item.path, i);
                 p.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
             };
-            let sizes: Vec<Option<u64>> =
-                (0..total).map(|i| std::fs::metadata(ds.frame_path(&item.path, i)).ok().map(|m| m.len())).collect();
+            let sizes: Vec<Option<u64>> = (0..total)
+                .map(|i| std::fs::metadata(ds.frame_path(&item.path, i)).ok().map(|m| m.len()))
+                .collect();
             let missing: Vec<usize> = (0..total).filter(|&i| sizes[i].is_none()).collect();
             if let Some(&first) = missing.first() {
-                let msg = format!("{} of {total} listed frames are missing, the first {}", missing.len(), name(first));
+                let msg = format!(
+                    "{} of {total} listed frames are missing, the first {}",
+                    missing.len(),
+                    name(first)
+                );
                 return Err(DataError::Decode { path: item.path.clone(), msg });
             }
             if let Some(empty) = (0..total).find(|&i| sizes[i] == Some(0)) {
-                return Err(DataError::Decode { path: item.path.clone(), msg: format!("{} is empty (0 bytes)", name(empty)) });
+                return Err(DataError::Decode {
+                    path: item.path.clone(),
+                    msg: format!("{} is empty (0 bytes)", name(empty)),
+                });
             }
             let first = ds.frame_path(&item.path, 0);
             r.codec = first.extension().map(|e| e.to_string_lossy().to_lowercase());

@@ -92,13 +92,22 @@ impl FileDataset {
                 (items, Some(names))
             }
             Source::Synthetic { .. } => {
-                return Err(DataError::Config("the synthetic set is not file-backed; use tubelet_data::open".into()))
+                return Err(DataError::Config(
+                    "the synthetic set is not file-backed; use tubelet_data::open".into(),
+                ))
             }
         };
-        let seen = classes.as_ref().map_or_else(|| items.iter().map(|i| i.label as usize + 1).max().unwrap_or(0), |c| c.len());
+        let seen = classes.as_ref().map_or_else(
+            || items.iter().map(|i| i.label as usize + 1).max().unwrap_or(0),
+            |c| c.len(),
+        );
         let num_classes = match spec.num_classes {
             Some(n) if n < seen => {
-                let (i, item) = items.iter().enumerate().find(|(_, i)| i.label as usize >= n).expect("a label ≥ n exists");
+                let (i, item) = items
+                    .iter()
+                    .enumerate()
+                    .find(|(_, i)| i.label as usize >= n)
+                    .expect("a label ≥ n exists");
                 return Err(DataError::Config(format!(
                     "{} has label {} (item {i}), but the dataset is declared to have {n} classes",
                     item.path.display(),
@@ -108,7 +117,15 @@ impl FileDataset {
             Some(n) => n,
             None => seen,
         };
-        Ok(FileDataset { items, classes, num_classes, pipeline, mode, template, start_index: spec.start_index })
+        Ok(FileDataset {
+            items,
+            classes,
+            num_classes,
+            pipeline,
+            mode,
+            template,
+            start_index: spec.start_index,
+        })
     }
 
     pub fn items(&self) -> &[Item] {
@@ -124,7 +141,12 @@ impl FileDataset {
     /// Decodes frames `indices` (0-based, any order, repeats allowed) of `item`, resizing to
     /// `size` [h, w] when given; returns the distinct frames in ascending order and, for
     /// each wanted index, its position among them.
-    fn decode(&self, item: &Item, indices: &[usize], short: Option<usize>) -> Result<(Frames, Vec<usize>)> {
+    fn decode(
+        &self,
+        item: &Item,
+        indices: &[usize],
+        short: Option<usize>,
+    ) -> Result<(Frames, Vec<usize>)> {
         let mut distinct: Vec<usize> = indices.to_vec();
         distinct.sort_unstable();
         distinct.dedup();
@@ -141,7 +163,8 @@ impl FileDataset {
                 reader.get_frames(&distinct, size)?
             }
             ItemKind::Frames { .. } => {
-                let paths: Vec<PathBuf> = distinct.iter().map(|&i| self.frame_path(&item.path, i)).collect();
+                let paths: Vec<PathBuf> =
+                    distinct.iter().map(|&i| self.frame_path(&item.path, i)).collect();
                 read_frames(&paths)?
             }
         };
@@ -221,7 +244,14 @@ impl Dataset for FileDataset {
         for b in boxes {
             for v in 0..views.len() {
                 let ts = &pos[v * t..(v + 1) * t];
-                out.push(transform::resample_clip(&frames, ts, to_decoded(b), p.size, flip, &p.norm));
+                out.push(transform::resample_clip(
+                    &frames,
+                    ts,
+                    to_decoded(b),
+                    p.size,
+                    flip,
+                    &p.norm,
+                ));
             }
         }
         Ok(out)
@@ -251,13 +281,22 @@ pub fn read_frames(paths: &[PathBuf]) -> Result<Frames> {
 pub fn read_image(path: &Path) -> Result<image::RgbImage> {
     let bytes = std::fs::read(path).map_err(|e| DataError::Decode {
         path: path.to_path_buf(),
-        msg: if e.kind() == std::io::ErrorKind::NotFound { "missing frame file".into() } else { e.to_string() },
+        msg: if e.kind() == std::io::ErrorKind::NotFound {
+            "missing frame file".into()
+        } else {
+            e.to_string()
+        },
     })?;
     if bytes.is_empty() {
-        return Err(DataError::Decode { path: path.to_path_buf(), msg: "empty file (0 bytes)".into() });
+        return Err(DataError::Decode {
+            path: path.to_path_buf(),
+            msg: "empty file (0 bytes)".into(),
+        });
     }
-    let img = image::load_from_memory(&bytes)
-        .map_err(|e| DataError::Decode { path: path.to_path_buf(), msg: format!("cannot decode image: {}", e.to_string().trim_end()) })?;
+    let img = image::load_from_memory(&bytes).map_err(|e| DataError::Decode {
+        path: path.to_path_buf(),
+        msg: format!("cannot decode image: {}", e.to_string().trim_end()),
+    })?;
     Ok(img.into_rgb8())
 }
 
@@ -290,7 +329,11 @@ impl Template {
             0
         } else {
             let digits = spec.strip_prefix('0').ok_or_else(bad)?;
-            if digits.is_empty() { 0 } else { digits.parse().map_err(|_| bad())? }
+            if digits.is_empty() {
+                0
+            } else {
+                digits.parse().map_err(|_| bad())?
+            }
         };
         Ok(Template { prefix: prefix.into(), width, suffix: suffix.into() })
     }
@@ -304,12 +347,17 @@ impl Template {
 /// (rawframes), paths relative to `root` (default: the list's folder). Blank lines are
 /// skipped; anything else malformed is an error with the file and line number.
 pub fn parse_list(list: &Path, root: Option<&Path>, rawframes: bool) -> Result<Vec<Item>> {
-    let text = std::fs::read_to_string(list)
-        .map_err(|e| DataError::Io { path: list.to_path_buf(), msg: format!("cannot read annotation list: {e}") })?;
-    let root = root.map(Path::to_path_buf).unwrap_or_else(|| list.parent().unwrap_or(Path::new("")).to_path_buf());
+    let text = std::fs::read_to_string(list).map_err(|e| DataError::Io {
+        path: list.to_path_buf(),
+        msg: format!("cannot read annotation list: {e}"),
+    })?;
+    let root = root
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| list.parent().unwrap_or(Path::new("")).to_path_buf());
     let mut items = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let err = |msg: String| DataError::Annotation { path: list.to_path_buf(), line: n + 1, msg };
+        let err =
+            |msg: String| DataError::Annotation { path: list.to_path_buf(), line: n + 1, msg };
         let line = line.trim();
         if line.is_empty() {
             continue;
@@ -320,13 +368,13 @@ pub fn parse_list(list: &Path, root: Option<&Path>, rawframes: bool) -> Result<V
         if fields.len() != expected {
             return Err(err(format!("expected {want}, got {} fields: {line:?}", fields.len())));
         }
-        let label: u32 = fields[expected - 1]
-            .parse()
-            .map_err(|_| err(format!("label {:?} is not a non-negative integer ({want})", fields[expected - 1])))?;
+        let label: u32 = fields[expected - 1].parse().map_err(|_| {
+            err(format!("label {:?} is not a non-negative integer ({want})", fields[expected - 1]))
+        })?;
         let kind = if rawframes {
-            let total: usize = fields[1]
-                .parse()
-                .map_err(|_| err(format!("total_frames {:?} is not a non-negative integer ({want})", fields[1])))?;
+            let total: usize = fields[1].parse().map_err(|_| {
+                err(format!("total_frames {:?} is not a non-negative integer ({want})", fields[1]))
+            })?;
             ItemKind::Frames { total }
         } else {
             ItemKind::Video
@@ -334,7 +382,10 @@ pub fn parse_list(list: &Path, root: Option<&Path>, rawframes: bool) -> Result<V
         items.push(Item { path: root.join(fields[0]), kind, label });
     }
     if items.is_empty() {
-        return Err(DataError::Io { path: list.to_path_buf(), msg: "annotation list has no entries".into() });
+        return Err(DataError::Io {
+            path: list.to_path_buf(),
+            msg: "annotation list has no entries".into(),
+        });
     }
     Ok(items)
 }
@@ -342,8 +393,13 @@ pub fn parse_list(list: &Path, root: Option<&Path>, rawframes: bool) -> Result<V
 /// Scans `root/<class>/<entry>`: classes are the sub-folders in sorted order (label = rank);
 /// an entry is a video file, or a folder of frame files named by `template` (its frame count is
 /// the number of consecutive files from `start_index`). Hidden entries are ignored.
-pub fn scan_class_folders(root: &Path, template: &Template, start_index: usize) -> Result<(Vec<Item>, Vec<String>)> {
-    let io = |p: &Path, e: std::io::Error| DataError::Io { path: p.to_path_buf(), msg: e.to_string() };
+pub fn scan_class_folders(
+    root: &Path,
+    template: &Template,
+    start_index: usize,
+) -> Result<(Vec<Item>, Vec<String>)> {
+    let io =
+        |p: &Path, e: std::io::Error| DataError::Io { path: p.to_path_buf(), msg: e.to_string() };
     let listing = |dir: &Path| -> Result<Vec<(String, PathBuf)>> {
         let mut v = Vec::new();
         for e in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
@@ -356,9 +412,13 @@ pub fn scan_class_folders(root: &Path, template: &Template, start_index: usize) 
         v.sort();
         Ok(v)
     };
-    let classes: Vec<(String, PathBuf)> = listing(root)?.into_iter().filter(|(_, p)| p.is_dir()).collect();
+    let classes: Vec<(String, PathBuf)> =
+        listing(root)?.into_iter().filter(|(_, p)| p.is_dir()).collect();
     if classes.is_empty() {
-        return Err(DataError::Io { path: root.to_path_buf(), msg: "has no class folders (expected root/<class>/<video>)".into() });
+        return Err(DataError::Io {
+            path: root.to_path_buf(),
+            msg: "has no class folders (expected root/<class>/<video>)".into(),
+        });
     }
     let mut items = Vec::new();
     for (label, (_, dir)) in classes.iter().enumerate() {

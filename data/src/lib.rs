@@ -38,7 +38,9 @@ pub use pending_video::{encode, video};
 pub use dataset::{write_class_list, Dataset, FileDataset};
 pub use error::{DataError, Result};
 pub use loader::{Batch, Epoch, Loader, LoaderConfig};
-pub use spec::{open, DataSpec, Mode, Normalize, Pipeline, PixelScale, Sampling, Source, TestCrop, TrainCrop};
+pub use spec::{
+    open, DataSpec, Mode, Normalize, Pipeline, PixelScale, Sampling, Source, TestCrop, TrainCrop,
+};
 
 /// Decoded frames of one clip, RGB, 8 bits per channel, channels-last (T, H, W, 3).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -107,10 +107,16 @@ impl Loader {
             return bad("loader: batch must be at least 1".into());
         }
         if cfg.world == 0 || cfg.rank >= cfg.world {
-            return bad(format!("loader: rank {} must be below world {} (world ≥ 1)", cfg.rank, cfg.world));
+            return bad(format!(
+                "loader: rank {} must be below world {} (world ≥ 1)",
+                cfg.rank, cfg.world
+            ));
         }
         if !(0.0..=1.0).contains(&cfg.max_bad_fraction) {
-            return bad(format!("loader: max_bad_fraction {} must be in [0, 1]", cfg.max_bad_fraction));
+            return bad(format!(
+                "loader: max_bad_fraction {} must be in [0, 1]",
+                cfg.max_bad_fraction
+            ));
         }
         if dataset.is_empty() {
             return bad("loader: the dataset has no items".into());
@@ -140,7 +146,8 @@ impl Loader {
         let n = self.dataset.len();
         let mut idx: Vec<usize> = (0..n).collect();
         if self.cfg.shuffle {
-            let mut rng = Rng::new(Rng::new(self.cfg.seed ^ 0x5348_5546_464c_4500).next_u64() ^ epoch);
+            let mut rng =
+                Rng::new(Rng::new(self.cfg.seed ^ 0x5348_5546_464c_4500).next_u64() ^ epoch);
             for i in (1..n).rev() {
                 idx.swap(i, rng.below(i + 1));
             }
@@ -175,9 +182,15 @@ impl Loader {
         let end = self.batches_per_epoch();
         let jobs: Vec<Vec<usize>> =
             (0..end).map(|k| order[k * b..((k + 1) * b).min(order.len())].to_vec()).collect();
-        let known_bad: Arc<HashMap<usize, (String, String)>> = Arc::new(self.bad.lock().expect("bad log").files.clone());
+        let known_bad: Arc<HashMap<usize, (String, String)>> =
+            Arc::new(self.bad.lock().expect("bad log").files.clone());
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { next_job: start, consumed: start, done: BTreeMap::new(), stop: false }),
+            state: Mutex::new(State {
+                next_job: start,
+                consumed: start,
+                done: BTreeMap::new(),
+                stop: false,
+            }),
             cv: Condvar::new(),
         });
         let workers = self.workers();
@@ -185,9 +198,12 @@ impl Loader {
         let jobs = Arc::new(jobs);
         let handles = (0..workers.min(end.saturating_sub(start)).max(1))
             .map(|_| {
-                let (shared, jobs, ds, known_bad) = (shared.clone(), jobs.clone(), self.dataset.clone(), known_bad.clone());
+                let (shared, jobs, ds, known_bad) =
+                    (shared.clone(), jobs.clone(), self.dataset.clone(), known_bad.clone());
                 let (seed, epoch_n) = (self.cfg.seed, epoch);
-                std::thread::spawn(move || worker(&shared, &jobs, end, prefetch, ds.as_ref(), &known_bad, seed, epoch_n))
+                std::thread::spawn(move || {
+                    worker(&shared, &jobs, end, prefetch, ds.as_ref(), &known_bad, seed, epoch_n)
+                })
             })
             .collect();
         Epoch {
@@ -334,8 +350,12 @@ impl Epoch {
         }
         let n = log.order.len();
         if n as f64 > self.max_bad * self.dataset_len as f64 {
-            let first: Vec<String> =
-                log.order.iter().take(5).map(|i| format!("  {}: {}", log.files[i].0, log.files[i].1)).collect();
+            let first: Vec<String> = log
+                .order
+                .iter()
+                .take(5)
+                .map(|i| format!("  {}: {}", log.files[i].0, log.files[i].1))
+                .collect();
             return Err(DataError::TooManyBad(format!(
                 "{n} of {} files of this split are bad (more than {:.1}%); first ones:\n{}",
                 self.dataset_len,

@@ -35,7 +35,11 @@ pub mod video {
         }
 
         /// Frames `indices` (0-based), RGB, resized to `size` = [h, w] when given.
-        pub fn get_frames(&mut self, _indices: &[usize], _size: Option<[usize; 2]>) -> Result<Frames> {
+        pub fn get_frames(
+            &mut self,
+            _indices: &[usize],
+            _size: Option<[usize; 2]>,
+        ) -> Result<Frames> {
             Err(DataError::Config("video support is not built in".into()))
         }
     }
@@ -59,7 +63,13 @@ pub mod encode {
     }
 
     impl VideoWriter {
-        pub fn create(path: &Path, _codec: Codec, _width: usize, _height: usize, _fps: f64) -> Result<VideoWriter> {
+        pub fn create(
+            path: &Path,
+            _codec: Codec,
+            _width: usize,
+            _height: usize,
+            _fps: f64,
+        ) -> Result<VideoWriter> {
             Err(DataError::NoVideoSupport { path: path.to_path_buf() })
         }
 

@@ -33,7 +33,12 @@ impl Draw for Rng {
 
 /// `SampleFrames._get_train_clips` (keep_tail_frames = False): the start offset of each of
 /// `num_clips` clips spanning `ori_clip_len` = clip_len·interval frames.
-pub fn train_clip_offsets(total: usize, ori_clip_len: usize, num_clips: usize, rng: &mut impl Draw) -> Vec<usize> {
+pub fn train_clip_offsets(
+    total: usize,
+    ori_clip_len: usize,
+    num_clips: usize,
+    rng: &mut impl Draw,
+) -> Vec<usize> {
     // avg_interval = (num_frames − ori_clip_len + 1) // num_clips, in signed arithmetic.
     let room = total as i64 - ori_clip_len as i64 + 1;
     let avg = room.div_euclid(num_clips as i64);
@@ -75,12 +80,17 @@ pub fn sample_frames(
     mode: Mode,
     rng: &mut impl Draw,
 ) -> Vec<Vec<usize>> {
-    assert!(total > 0 && clip_len > 0 && interval > 0 && num_clips > 0, "sample_frames: zero argument");
+    assert!(
+        total > 0 && clip_len > 0 && interval > 0 && num_clips > 0,
+        "sample_frames: zero argument"
+    );
     if mode == Mode::Test && clip_len == 1 {
         // The 2D-recogniser branch: centres of `num_clips` equal segments, in floats, then
         // `% total` and truncation (numpy: mod on the float array, astype(int32) at the end).
         let avg = total as f64 / num_clips as f64;
-        return (0..num_clips).map(|k| vec![((k as f64 * avg + avg / 2.0) % total as f64) as usize]).collect();
+        return (0..num_clips)
+            .map(|k| vec![((k as f64 * avg + avg / 2.0) % total as f64) as usize])
+            .collect();
     }
     let offsets = match mode {
         Mode::Train => train_clip_offsets(total, clip_len * interval, num_clips, rng),
@@ -91,36 +101,58 @@ pub fn sample_frames(
 
 /// TSN/TSM segment sampling (`SampleFrames(1, 1, segments)`): one frame per segment, random
 /// within it in training, its centre in testing; a single clip of T = `segments` frames.
-pub fn segment_frames(total: usize, segments: usize, mode: Mode, rng: &mut impl Draw) -> Vec<usize> {
+pub fn segment_frames(
+    total: usize,
+    segments: usize,
+    mode: Mode,
+    rng: &mut impl Draw,
+) -> Vec<usize> {
     sample_frames(total, 1, 1, segments, mode, rng).into_iter().flatten().collect()
 }
 
 /// `UniformSample(clip_len, num_clips)`: `clip_len` equal segments of [0, total − 1]; training
 /// draws one frame from each (one clip); testing takes `num_clips` clips, clip k shifted by
 /// (k + 1)/(num_clips + 1) of a segment. No looping: a short video repeats frames.
-pub fn uniform_sample(total: usize, clip_len: usize, num_clips: usize, mode: Mode, rng: &mut impl Draw) -> Vec<Vec<usize>> {
+pub fn uniform_sample(
+    total: usize,
+    clip_len: usize,
+    num_clips: usize,
+    mode: Mode,
+    rng: &mut impl Draw,
+) -> Vec<Vec<usize>> {
     assert!(total > 0 && clip_len > 0 && num_clips > 0, "uniform_sample: zero argument");
     let seg = (total - 1) as f64 / clip_len as f64;
     let start = |i: usize| (seg * i as f64).round_ties_even() as usize;
     match mode {
-        Mode::Train => vec![(0..clip_len).map(|i| rng.randint(start(i), start(i + 1) + 1)).collect()],
+        Mode::Train => {
+            vec![(0..clip_len).map(|i| rng.randint(start(i), start(i + 1) + 1)).collect()]
+        }
         Mode::Test => {
             let duration = seg / (num_clips + 1) as f64;
             (0..num_clips)
-                .map(|k| (0..clip_len).map(|i| start(i) + (duration * (k + 1) as f64) as usize).collect())
+                .map(|k| {
+                    (0..clip_len).map(|i| start(i) + (duration * (k + 1) as f64) as usize).collect()
+                })
                 .collect()
         }
     }
 }
 
 /// The temporal views of one item under `sampling`: (views, T) frame indices in [0, total).
-pub fn sample(sampling: &Sampling, total: usize, mode: Mode, rng: &mut impl Draw) -> Vec<Vec<usize>> {
+pub fn sample(
+    sampling: &Sampling,
+    total: usize,
+    mode: Mode,
+    rng: &mut impl Draw,
+) -> Vec<Vec<usize>> {
     match *sampling {
         Sampling::Clips { clip_len, frame_interval, train_clips, test_clips } => {
             let n = if mode == Mode::Train { train_clips } else { test_clips };
             sample_frames(total, clip_len, frame_interval, n, mode, rng)
         }
         Sampling::Segments { segments } => vec![segment_frames(total, segments, mode, rng)],
-        Sampling::Uniform { clip_len, test_clips } => uniform_sample(total, clip_len, test_clips, mode, rng),
+        Sampling::Uniform { clip_len, test_clips } => {
+            uniform_sample(total, clip_len, test_clips, mode, rng)
+        }
     }
 }

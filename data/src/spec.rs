@@ -39,6 +39,31 @@ pub enum Source {
     Synthetic { seed: u64, len: usize },
 }
 
+impl Source {
+    /// The source a `--data PATH` names: a folder is a folder per class; a file is an
+    /// annotation list, rawframes when its first entry has 3 fields, videos when it has 2.
+    pub fn detect(path: &std::path::Path) -> Result<Source> {
+        if path.is_dir() {
+            return Ok(Source::FolderPerClass(path.to_path_buf()));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| DataError::Io {
+            path: path.to_path_buf(),
+            msg: format!("cannot read annotation list: {e}"),
+        })?;
+        let first = text.lines().enumerate().find(|(_, l)| !l.trim().is_empty());
+        match first.map(|(n, l)| (n, l.split_whitespace().count())) {
+            Some((_, 3)) => Ok(Source::RawframesList(path.to_path_buf())),
+            Some((_, 2)) => Ok(Source::VideoList(path.to_path_buf())),
+            Some((n, k)) => Err(DataError::Annotation {
+                path: path.to_path_buf(),
+                line: n + 1,
+                msg: format!("expected `path label` (videos) or `frame_dir total_frames label` (rawframes), got {k} fields"),
+            }),
+            None => Err(DataError::Io { path: path.to_path_buf(), msg: "annotation list has no entries".into() }),
+        }
+    }
+}
+
 /// Which dataset: a source plus where its relative paths live and how frames are named.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DataSpec {
@@ -59,7 +84,13 @@ pub struct DataSpec {
 impl DataSpec {
     /// A spec for `source` with mmaction2's defaults (`img_{:05}.jpg`, frames numbered from 1).
     pub fn new(source: Source) -> DataSpec {
-        DataSpec { source, root: None, template: "img_{:05}.jpg".into(), start_index: 1, num_classes: None }
+        DataSpec {
+            source,
+            root: None,
+            template: "img_{:05}.jpg".into(),
+            start_index: 1,
+            num_classes: None,
+        }
     }
 
     /// The synthetic set's spec: `len` clips rendered from `seed`.
@@ -152,8 +183,11 @@ pub struct Normalize {
 
 impl Normalize {
     /// ImageNet mean/std in 0–255, as mmaction2's Kinetics configs (Video Swin, TSM, MViT there).
-    pub const IMAGENET_255: Normalize =
-        Normalize { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375], scale: PixelScale::Byte };
+    pub const IMAGENET_255: Normalize = Normalize {
+        mean: [123.675, 116.28, 103.53],
+        std: [58.395, 57.12, 57.375],
+        scale: PixelScale::Byte,
+    };
     /// SlowFast / TimeSformer / pytorchvideo Kinetics mean/std in 0–1.
     pub const KINETICS_UNIT: Normalize =
         Normalize { mean: [0.45, 0.45, 0.45], std: [0.225, 0.225, 0.225], scale: PixelScale::Unit };
@@ -195,7 +229,12 @@ impl Pipeline {
     pub fn simple(clip_len: usize, interval: usize, size: [usize; 2]) -> Pipeline {
         let short = size[0].max(size[1]);
         Pipeline {
-            sampling: Sampling::Clips { clip_len, frame_interval: interval, train_clips: 1, test_clips: 1 },
+            sampling: Sampling::Clips {
+                clip_len,
+                frame_interval: interval,
+                train_clips: 1,
+                test_clips: 1,
+            },
             size,
             train_short_side: Some(short),
             test_short_side: Some(short),
@@ -210,11 +249,19 @@ impl Pipeline {
     /// 256 + RandomResizedCrop + flip in training; 4 clips × 3 crops at short side 224 in testing.
     pub fn video_swin_32x2(size: usize) -> Pipeline {
         Pipeline {
-            sampling: Sampling::Clips { clip_len: 32, frame_interval: 2, train_clips: 1, test_clips: 4 },
+            sampling: Sampling::Clips {
+                clip_len: 32,
+                frame_interval: 2,
+                train_clips: 1,
+                test_clips: 4,
+            },
             size: [size, size],
             train_short_side: Some(256 * size / 224),
             test_short_side: Some(size),
-            train_crop: TrainCrop::RandomResized { area: [0.08, 1.0], aspect: [3.0 / 4.0, 4.0 / 3.0] },
+            train_crop: TrainCrop::RandomResized {
+                area: [0.08, 1.0],
+                aspect: [3.0 / 4.0, 4.0 / 3.0],
+            },
             test_crop: TestCrop::Three,
             flip: true,
             norm: Normalize::IMAGENET_255,
@@ -259,22 +306,15 @@ impl Pipeline {
     /// Checks the values a user can set; the message names the field and the value.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(DataError::Config(m));
-        match self.sampling {
+        let ok = match self.sampling {
             Sampling::Clips { clip_len, frame_interval, train_clips, test_clips } => {
-                if clip_len == 0 || frame_interval == 0 || train_clips == 0 || test_clips == 0 {
-                    return bad(format!(
-                        "sampling: clip_len {clip_len}, frame_interval {frame_interval}, clips \
-                         {train_clips}/{test_clips} must all be at least 1"
-                    ));
-                }
+                clip_len > 0 && frame_interval > 0 && train_clips > 0 && test_clips > 0
             }
-            Sampling::Segments { segments } if segments == 0 => {
-                return bad("sampling: segments must be at least 1".into())
-            }
-            Sampling::Uniform { clip_len, test_clips } if clip_len == 0 || test_clips == 0 => {
-                return bad(format!("sampling: uniform clip_len {clip_len}, test_clips {test_clips} must be at least 1"))
-            }
-            _ => {}
+            Sampling::Segments { segments } => segments > 0,
+            Sampling::Uniform { clip_len, test_clips } => clip_len > 0 && test_clips > 0,
+        };
+        if !ok {
+            return bad(format!("sampling {:?}: every count must be at least 1", self.sampling));
         }
         if self.size[0] == 0 || self.size[1] == 0 {
             return bad(format!("clip size {:?} must be at least 1×1", self.size));
@@ -284,19 +324,28 @@ impl Pipeline {
         }
         if let TrainCrop::RandomResized { area, aspect } = &self.train_crop {
             if !(0.0 < area[0] && area[0] <= area[1] && area[1] <= 1.0) {
-                return bad(format!("RandomResizedCrop area range {area:?} must satisfy 0 < lo ≤ hi ≤ 1"));
+                return bad(format!(
+                    "RandomResizedCrop area range {area:?} must satisfy 0 < lo ≤ hi ≤ 1"
+                ));
             }
             if !(0.0 < aspect[0] && aspect[0] <= aspect[1]) {
-                return bad(format!("RandomResizedCrop aspect range {aspect:?} must satisfy 0 < lo ≤ hi"));
+                return bad(format!(
+                    "RandomResizedCrop aspect range {aspect:?} must satisfy 0 < lo ≤ hi"
+                ));
             }
         }
         if let TrainCrop::MultiScale { scales, .. } = &self.train_crop {
             if scales.is_empty() || scales.iter().any(|s| !(*s > 0.0 && *s <= 1.0)) {
-                return bad(format!("MultiScaleCrop scales {scales:?} must be in (0, 1] and not empty"));
+                return bad(format!(
+                    "MultiScaleCrop scales {scales:?} must be in (0, 1] and not empty"
+                ));
             }
         }
         if self.norm.std.iter().any(|s| !(s.is_finite() && *s != 0.0)) {
-            return bad(format!("normalisation std {:?} must be finite and non-zero", self.norm.std));
+            return bad(format!(
+                "normalisation std {:?} must be finite and non-zero",
+                self.norm.std
+            ));
         }
         Ok(())
     }

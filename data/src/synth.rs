@@ -6,6 +6,7 @@
 //!   `train/clip_00000 <frames> <label>` (mmaction2 `RawframeDataset`, start index 1);
 //! - mp4 (H.264) / webm (VP9): `train/clip_00000.mp4` and lines `train/clip_00000.mp4 <label>`
 //!   (mmaction2 `VideoDataset`), encoded through `encode::VideoWriter`;
+//!
 //! and the same for `val` (the synthetic test split), plus `classes.txt`.
 //! Paths in the lists are relative to `out`, the lists' own folder (the default data root).
 //!
@@ -68,13 +69,19 @@ pub fn to_bytes(clip: &[f32]) -> Vec<u8> {
 
 /// Writes the set under `out` (created if missing).
 pub fn write_set(out: &Path, opt: &SynthOptions) -> Result<Written> {
-    let io = |p: &Path, e: std::io::Error| DataError::Io { path: p.to_path_buf(), msg: e.to_string() };
+    let io =
+        |p: &Path, e: std::io::Error| DataError::Io { path: p.to_path_buf(), msg: e.to_string() };
     let [t, h, w] = opt.clip;
     if t == 0 || h == 0 || w == 0 {
-        return Err(DataError::Config(format!("synth: clip {:?} must be at least 1×1×1", opt.clip)));
+        return Err(DataError::Config(format!(
+            "synth: clip {:?} must be at least 1×1×1",
+            opt.clip
+        )));
     }
     let mut lists = Vec::new();
-    for (name, split, n) in [("train", Split::Train, opt.train_clips), ("val", Split::Test, opt.val_clips)] {
+    for (name, split, n) in
+        [("train", Split::Train, opt.train_clips), ("val", Split::Test, opt.val_clips)]
+    {
         let dir = out.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let mut list = String::new();
@@ -89,17 +96,25 @@ pub fn write_set(out: &Path, opt: &SynthOptions) -> Result<Written> {
                     std::fs::create_dir_all(&d).map_err(|e| io(&d, e))?;
                     for k in 0..t {
                         let p = d.join(format!("img_{:05}.jpg", k + 1));
-                        let img = image::RgbImage::from_raw(w as u32, h as u32, frame(k).to_vec()).expect("sized");
+                        let img = image::RgbImage::from_raw(w as u32, h as u32, frame(k).to_vec())
+                            .expect("sized");
                         let mut buf = Vec::new();
                         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 95)
                             .encode_image(&img)
-                            .map_err(|e| DataError::Io { path: p.clone(), msg: format!("cannot encode JPEG: {e}") })?;
+                            .map_err(|e| DataError::Io {
+                                path: p.clone(),
+                                msg: format!("cannot encode JPEG: {e}"),
+                            })?;
                         std::fs::write(&p, buf).map_err(|e| io(&p, e))?;
                     }
                     list.push_str(&format!("{name}/{stem} {t} {}\n", labels[0]));
                 }
                 Format::Mp4 | Format::Webm => {
-                    let (ext, codec) = if opt.format == Format::Mp4 { ("mp4", Codec::H264) } else { ("webm", Codec::Vp9) };
+                    let (ext, codec) = if opt.format == Format::Mp4 {
+                        ("mp4", Codec::H264)
+                    } else {
+                        ("webm", Codec::Vp9)
+                    };
                     let p = dir.join(format!("{stem}.{ext}"));
                     let mut wr = VideoWriter::create(&p, codec, w, h, opt.fps)?;
                     for k in 0..t {

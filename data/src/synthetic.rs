@@ -64,7 +64,8 @@ impl MovingShapes {
         let label = rng.below(NUM_CLASSES) as u32;
         let (t_n, s) = (self.frames, self.size as f64);
         let shape = rng.below(3);
-        let color = [0.4 + 0.6 * rng.uniform(), 0.4 + 0.6 * rng.uniform(), 0.4 + 0.6 * rng.uniform()];
+        let color =
+            [0.4 + 0.6 * rng.uniform(), 0.4 + 0.6 * rng.uniform(), 0.4 + 0.6 * rng.uniform()];
         let mut radius = s * (0.14 + 0.08 * rng.uniform());
         let mut angle = std::f64::consts::TAU * rng.uniform();
         let span = (t_n.max(2) - 1) as f64;
@@ -105,9 +106,9 @@ impl MovingShapes {
                     let (px, py) = (x as f64 + 0.5 - cx, y as f64 + 0.5 - cy);
                     let (u, v) = ((px * cos + py * sin) / radius, (-px * sin + py * cos) / radius);
                     let inside = match shape {
-                        0 => u.abs() <= 1.0 && v.abs() <= 0.35,            // bar
+                        0 => u.abs() <= 1.0 && v.abs() <= 0.35, // bar
                         1 => v >= -0.5 && v <= 1.0 - 1.5 * u.abs() && u.abs() <= 1.0, // triangle
-                        _ => u.abs() <= 0.75 && v.abs() <= 0.75,           // square
+                        _ => u.abs() <= 0.75 && v.abs() <= 0.75, // square
                     };
                     for c in color {
                         let base = if inside { c } else { 0.1 };
@@ -146,7 +147,13 @@ impl MovingShapes {
 /// ((B, T, H, W, 3) values, labels). The set renders square frames; for H ≠ W it renders at
 /// max(H, W) and keeps the centred H×W window (the shape stays in view: its path keeps a
 /// margin from every edge). Same function as `tools/src/clips.rs::render`.
-pub fn render(data_seed: u64, [t, h, w]: [usize; 3], split: Split, first: u64, batch: usize) -> (Vec<f32>, Vec<u32>) {
+pub fn render(
+    data_seed: u64,
+    [t, h, w]: [usize; 3],
+    split: Split,
+    first: u64,
+    batch: usize,
+) -> (Vec<f32>, Vec<u32>) {
     let s = h.max(w);
     let set = MovingShapes::new(t, s, data_seed);
     let (full, labels) = set.batch(split, first, batch);

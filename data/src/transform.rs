@@ -44,14 +44,21 @@ pub fn short_side_size(h: usize, w: usize, short: usize) -> (usize, usize) {
 /// `RandomResizedCrop.get_crop_bbox(img_shape, area_range, aspect_ratio_range, 10)`: up to 10
 /// candidates (log-uniform aspect, uniform area), the first that fits, at a uniform offset;
 /// else the centred square of the short side.
-pub fn random_resized_crop(h: usize, w: usize, area: [f64; 2], aspect: [f64; 2], rng: &mut impl Draw) -> [i64; 4] {
+pub fn random_resized_crop(
+    h: usize,
+    w: usize,
+    area: [f64; 2],
+    aspect: [f64; 2],
+    rng: &mut impl Draw,
+) -> [i64; 4] {
     const ATTEMPTS: usize = 10;
     let (hi, wi) = (h as i64, w as i64);
     let full = (h * w) as f64;
     // numpy draws all aspect ratios first, then all areas.
     let (la, lb) = (aspect[0].ln(), aspect[1].ln());
     let ratios: Vec<f64> = (0..ATTEMPTS).map(|_| (la + (lb - la) * rng.uniform()).exp()).collect();
-    let areas: Vec<f64> = (0..ATTEMPTS).map(|_| (area[0] + (area[1] - area[0]) * rng.uniform()) * full).collect();
+    let areas: Vec<f64> =
+        (0..ATTEMPTS).map(|_| (area[0] + (area[1] - area[0]) * rng.uniform()) * full).collect();
     for (r, a) in ratios.into_iter().zip(areas) {
         let cw = (a * r).sqrt().round_ties_even() as i64;
         let ch = (a / r).sqrt().round_ties_even() as i64;
@@ -71,7 +78,14 @@ pub fn random_resized_crop(h: usize, w: usize, area: [f64; 2], aspect: [f64; 2],
 /// num_fixed_crops=5)`: a (w, h) pair of scaled short sides whose scale levels differ by at
 /// most `max_gap` (a side within 2 px of the input size snaps to it), at one of five fixed
 /// offsets (corners and centre, in steps of a quarter of the slack).
-pub fn multi_scale_crop(h: usize, w: usize, input: [usize; 2], scales: &[f64], max_gap: usize, rng: &mut impl Draw) -> [i64; 4] {
+pub fn multi_scale_crop(
+    h: usize,
+    w: usize,
+    input: [usize; 2],
+    scales: &[f64],
+    max_gap: usize,
+    rng: &mut impl Draw,
+) -> [i64; 4] {
     let base = h.min(w) as f64;
     let sizes: Vec<i64> = scales.iter().map(|s| (base * s) as i64).collect();
     let mut candidates = Vec::new();
@@ -126,16 +140,29 @@ pub fn three_crop(h: usize, w: usize, size: [usize; 2]) -> Result<[[i64; 4]; 3],
 }
 
 /// The training crop box in an h×w (resized) frame.
-pub fn train_box(crop: &TrainCrop, h: usize, w: usize, size: [usize; 2], rng: &mut impl Draw) -> CropBox {
+pub fn train_box(
+    crop: &TrainCrop,
+    h: usize,
+    w: usize,
+    size: [usize; 2],
+    rng: &mut impl Draw,
+) -> CropBox {
     CropBox::ltrb(match crop {
         TrainCrop::RandomResized { area, aspect } => random_resized_crop(h, w, *area, *aspect, rng),
-        TrainCrop::MultiScale { scales, max_gap } => multi_scale_crop(h, w, size, scales, *max_gap, rng),
+        TrainCrop::MultiScale { scales, max_gap } => {
+            multi_scale_crop(h, w, size, scales, *max_gap, rng)
+        }
         TrainCrop::Center => center_crop(h, w, size),
     })
 }
 
 /// The test crop boxes (one view each) in an h×w (resized) frame.
-pub fn test_boxes(crop: TestCrop, h: usize, w: usize, size: [usize; 2]) -> Result<Vec<CropBox>, String> {
+pub fn test_boxes(
+    crop: TestCrop,
+    h: usize,
+    w: usize,
+    size: [usize; 2],
+) -> Result<Vec<CropBox>, String> {
     Ok(match crop {
         TestCrop::Center => vec![CropBox::ltrb(center_crop(h, w, size))],
         TestCrop::Three => three_crop(h, w, size)?.into_iter().map(CropBox::ltrb).collect(),
@@ -159,7 +186,14 @@ fn taps(start: f64, len: f64, out: usize, limit: usize) -> Vec<(usize, usize, f3
 
 /// Crops `bbox` out of frames `ts` of `frames`, resizes it to `size` [h, w] (bilinear),
 /// mirrors it when `flip`, and normalises: a (T, H, W, 3) f32 clip, channels-last.
-pub fn resample_clip(frames: &Frames, ts: &[usize], bbox: CropBox, size: [usize; 2], flip: bool, norm: &Normalize) -> Vec<f32> {
+pub fn resample_clip(
+    frames: &Frames,
+    ts: &[usize],
+    bbox: CropBox,
+    size: [usize; 2],
+    flip: bool,
+    norm: &Normalize,
+) -> Vec<f32> {
     let [_, fh, fw] = frames.shape;
     let [oh, ow] = size;
     let ys = taps(bbox.y, bbox.h, oh, fh);

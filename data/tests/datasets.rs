@@ -45,9 +45,16 @@ fn malformed_annotation_lines_name_file_and_line() {
     let mut spec = DataSpec::new(Source::VideoList(list.clone()));
     let ok = open(&spec, &Pipeline::simple(4, 1, [8, 8]), Mode::Train).unwrap();
     assert_eq!((ok.len(), ok.num_classes(), ok.label(1)), (2, 8, 7));
-    assert_eq!(ok.describe(0), dir.path().join("a.mp4").display().to_string(), "paths under the list's folder");
+    assert_eq!(
+        ok.describe(0),
+        dir.path().join("a.mp4").display().to_string(),
+        "paths under the list's folder"
+    );
     spec.root = Some("/data/k400".into());
-    assert_eq!(open(&spec, &Pipeline::simple(4, 1, [8, 8]), Mode::Train).unwrap().describe(1), "/data/k400/b.mp4");
+    assert_eq!(
+        open(&spec, &Pipeline::simple(4, 1, [8, 8]), Mode::Train).unwrap().describe(1),
+        "/data/k400/b.mp4"
+    );
     spec.num_classes = Some(5);
     let e = open(&spec, &Pipeline::simple(4, 1, [8, 8]), Mode::Train).err().unwrap().to_string();
     assert!(e.contains("label 7") && e.contains("5 classes"), "{e}");
@@ -69,7 +76,9 @@ fn templates_follow_python_format() {
 fn png_frames(dir: &Path, n: usize, h: u32, w: u32, name: impl Fn(usize) -> String) {
     std::fs::create_dir_all(dir).unwrap();
     for i in 0..n {
-        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(i * 40) as u8, (x * 9) as u8, (y * 9) as u8]));
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(i * 40) as u8, (x * 9) as u8, (y * 9) as u8])
+        });
         img.save(dir.join(name(i))).unwrap();
     }
 }
@@ -103,16 +112,29 @@ fn folder_per_class_with_template_and_start_index() {
     let mut spec = DataSpec::new(Source::RawframesList(dir.path().join("list.txt")));
     spec.template = "f{}.png".into();
     spec.start_index = 0;
-    let a = open(&spec, &Pipeline::simple(4, 1, [8, 8]), Mode::Test).unwrap().load(0, 0, 0).unwrap();
-    let b = open(&DataSpec { source: Source::FolderPerClass(root), ..spec.clone() }, &Pipeline::simple(4, 1, [8, 8]), Mode::Test)
-        .unwrap()
-        .load(3, 0, 0)
-        .unwrap();
+    let a =
+        open(&spec, &Pipeline::simple(4, 1, [8, 8]), Mode::Test).unwrap().load(0, 0, 0).unwrap();
+    let b = open(
+        &DataSpec { source: Source::FolderPerClass(root), ..spec.clone() },
+        &Pipeline::simple(4, 1, [8, 8]),
+        Mode::Test,
+    )
+    .unwrap()
+    .load(3, 0, 0)
+    .unwrap();
     assert_eq!(a, b);
     // Start index 1 with the same frames misses f5.png.
     spec.start_index = 1;
-    let e = open(&spec, &Pipeline::simple(5, 1, [8, 8]), Mode::Test).unwrap().load(0, 0, 0).unwrap_err();
-    assert!(e.is_bad_file() && e.to_string().contains("f5.png") && e.to_string().contains("missing frame file"), "{e}");
+    let e = open(&spec, &Pipeline::simple(5, 1, [8, 8]), Mode::Test)
+        .unwrap()
+        .load(0, 0, 0)
+        .unwrap_err();
+    assert!(
+        e.is_bad_file()
+            && e.to_string().contains("f5.png")
+            && e.to_string().contains("missing frame file"),
+        "{e}"
+    );
 }
 
 /// Breaks items 1–6 of a rawframes set of `n` six-frame clips, one way each.
@@ -124,8 +146,10 @@ fn broken_set(dir: &Path, n: usize) -> std::path::PathBuf {
     std::fs::write(clip(3).join("img_00006.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").unwrap(); // corrupt
     std::fs::remove_dir_all(clip(4)).unwrap(); // the whole folder gone
     image::RgbImage::new(20, 16).save(clip(5).join("img_00003.jpg")).unwrap(); // another size (JPEG by extension)
-    // Item 6: the list promises more frames than the folder has.
-    let list = std::fs::read_to_string(&w.train_list).unwrap().replace("train/clip_00006 6", "train/clip_00006 9");
+                                                                               // Item 6: the list promises more frames than the folder has.
+    let list = std::fs::read_to_string(&w.train_list)
+        .unwrap()
+        .replace("train/clip_00006 6", "train/clip_00006 9");
     write(&w.train_list, &list);
     w.train_list
 }
@@ -136,7 +160,13 @@ fn bad_files_are_skipped_with_reasons_and_counted() {
     let list = broken_set(dir.path(), 40);
     let p = Pipeline::simple(6, 1, [8, 8]);
     let ds = open(&DataSpec::new(Source::RawframesList(list.clone())), &p, Mode::Train).unwrap();
-    let cfg = LoaderConfig { batch: 4, workers: 2, shuffle: false, max_bad_fraction: 0.2, ..LoaderConfig::default() };
+    let cfg = LoaderConfig {
+        batch: 4,
+        workers: 2,
+        shuffle: false,
+        max_bad_fraction: 0.2,
+        ..LoaderConfig::default()
+    };
     let loader = Loader::new(ds, cfg.clone()).unwrap();
     let batches: Vec<_> = loader.epoch(0, 0).map(|b| b.unwrap()).collect();
     let items: usize = batches.iter().map(|b| b.labels.len()).sum();
@@ -168,7 +198,11 @@ fn bad_files_are_skipped_with_reasons_and_counted() {
     let e = results.last().unwrap().as_ref().unwrap_err();
     assert!(matches!(e, DataError::TooManyBad(_)), "{e}");
     let s = e.to_string();
-    assert!(s.starts_with("3 of 40 files") && s.contains("clip_00001: img_00004.jpg: missing frame file"), "{s}");
+    assert!(
+        s.starts_with("3 of 40 files")
+            && s.contains("clip_00001: img_00004.jpg: missing frame file"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -179,15 +213,29 @@ fn check_reports_every_problem() {
     let bad = |full| {
         let report = scan(&spec, 2, full).unwrap();
         assert_eq!(report.files.len(), 8);
-        report.files.iter().enumerate().filter(|(_, f)| f.problem.is_some()).map(|(i, _)| i).collect::<Vec<_>>()
+        report
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.problem.is_some())
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>()
     };
     // Quick mode finds all but the odd-sized frame in the middle of item 5.
     assert_eq!(bad(false), [1, 2, 3, 4, 6]);
     assert_eq!(bad(true), [1, 2, 3, 4, 5, 6]);
     let report = scan(&spec, 1, false).unwrap();
-    assert!(report.files[2].problem.as_ref().unwrap().ends_with("clip_00002: img_00002.jpg is empty (0 bytes)"));
+    assert!(report.files[2]
+        .problem
+        .as_ref()
+        .unwrap()
+        .ends_with("clip_00002: img_00002.jpg is empty (0 bytes)"));
     let ok = &report.files[0];
     assert_eq!((ok.frames, ok.size, ok.codec.as_deref()), (Some(6), Some([16, 16]), Some("jpg")));
-    assert!(report.files[6].problem.as_ref().unwrap().contains("3 of 9 listed frames are missing, the first img_00007.jpg"));
+    assert!(report.files[6]
+        .problem
+        .as_ref()
+        .unwrap()
+        .contains("3 of 9 listed frames are missing, the first img_00007.jpg"));
     assert_eq!(report.class_counts.values().sum::<usize>(), 8);
 }

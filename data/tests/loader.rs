@@ -16,7 +16,8 @@ fn all(loader: &Loader, epoch: u64, start: usize) -> Vec<Batch> {
 
 #[test]
 fn synthetic_dataset_is_the_rendered_set() {
-    let ds = open(&DataSpec::synthetic(7, 10), &Pipeline::simple(4, 1, [16, 16]), Mode::Train).unwrap();
+    let ds =
+        open(&DataSpec::synthetic(7, 10), &Pipeline::simple(4, 1, [16, 16]), Mode::Train).unwrap();
     assert_eq!((ds.len(), ds.num_classes(), ds.views(), ds.clip()), (10, 8, 1, [4, 16, 16]));
     assert_eq!(ds.describe(3), "synthetic train #3");
     let cfg = LoaderConfig { batch: 4, workers: 2, shuffle: false, ..LoaderConfig::default() };
@@ -35,7 +36,8 @@ fn synthetic_dataset_is_the_rendered_set() {
         }
     }
     // H ≠ W keeps render's centred window; the test split is the held-out one.
-    let ds = open(&DataSpec::synthetic(7, 3), &Pipeline::simple(4, 1, [12, 16]), Mode::Test).unwrap();
+    let ds =
+        open(&DataSpec::synthetic(7, 3), &Pipeline::simple(4, 1, [12, 16]), Mode::Test).unwrap();
     assert_eq!(ds.load(2, 0, 0).unwrap()[0], render(7, [4, 12, 16], Split::Test, 2, 1).0);
 }
 
@@ -54,12 +56,18 @@ fn order_and_crops_do_not_depend_on_workers_and_resume_mid_epoch() {
     let many = all(&three, 1, 0);
     assert_eq!(one.len(), 4);
     for (a, b) in one.iter().zip(&many) {
-        assert_eq!((&a.indices, &a.labels, a.index, a.shape), (&b.indices, &b.labels, b.index, b.shape));
+        assert_eq!(
+            (&a.indices, &a.labels, a.index, a.shape),
+            (&b.indices, &b.labels, b.index, b.shape)
+        );
         assert!(a.data == b.data, "batch {} differs between 1 and 3 workers", a.index);
     }
     // Another epoch shuffles differently; resuming at batch 2 gives batches 2 and 3.
     let other = all(&three, 2, 0);
-    assert_ne!(one.iter().flat_map(|b| b.indices.clone()).collect::<Vec<_>>(), other.iter().flat_map(|b| b.indices.clone()).collect::<Vec<_>>());
+    assert_ne!(
+        one.iter().flat_map(|b| b.indices.clone()).collect::<Vec<_>>(),
+        other.iter().flat_map(|b| b.indices.clone()).collect::<Vec<_>>()
+    );
     let resumed = all(&three, 1, 2);
     assert_eq!(resumed.len(), 2);
     assert_eq!(resumed[0].index, 2);
@@ -72,9 +80,11 @@ fn order_and_crops_do_not_depend_on_workers_and_resume_mid_epoch() {
 
 #[test]
 fn sharding_pads_like_distributed_sampler() {
-    let ds: Arc<dyn Dataset> = open(&DataSpec::synthetic(0, 10), &Pipeline::simple(1, 1, [2, 2]), Mode::Train).unwrap();
+    let ds: Arc<dyn Dataset> =
+        open(&DataSpec::synthetic(0, 10), &Pipeline::simple(1, 1, [2, 2]), Mode::Train).unwrap();
     let cfg = |rank| LoaderConfig { batch: 2, rank, world: 4, seed: 5, ..LoaderConfig::default() };
-    let orders: Vec<Vec<usize>> = (0..4).map(|r| Loader::new(ds.clone(), cfg(r)).unwrap().order(3)).collect();
+    let orders: Vec<Vec<usize>> =
+        (0..4).map(|r| Loader::new(ds.clone(), cfg(r)).unwrap().order(3)).collect();
     // ceil(10 / 4) = 3 each; the padded order of 12 repeats the first 2 of the shuffled 10.
     assert!(orders.iter().all(|o| o.len() == 3));
     let mut flat: Vec<usize> = (0..3).flat_map(|k| orders.iter().map(move |o| o[k])).collect();
@@ -92,10 +102,17 @@ fn test_mode_gives_every_view() {
     let dir = Scratch::new("loader-views");
     let w = rawframes_set(dir.path(), 2, [9, 16, 24]);
     let mut p = Pipeline::video_swin_32x2(16);
-    p.sampling = tubelet_data::Sampling::Clips { clip_len: 3, frame_interval: 2, train_clips: 1, test_clips: 2 };
+    p.sampling = tubelet_data::Sampling::Clips {
+        clip_len: 3,
+        frame_interval: 2,
+        train_clips: 1,
+        test_clips: 2,
+    };
     let ds = open(&DataSpec::new(Source::RawframesList(w.val_list)), &p, Mode::Test).unwrap();
     assert_eq!(ds.views(), 6);
-    let loader = Loader::new(ds, LoaderConfig { batch: 4, shuffle: false, ..LoaderConfig::default() }).unwrap();
+    let loader =
+        Loader::new(ds, LoaderConfig { batch: 4, shuffle: false, ..LoaderConfig::default() })
+            .unwrap();
     let b = all(&loader, 0, 0);
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].shape, [24, 3, 16, 16, 3]);

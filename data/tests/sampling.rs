@@ -54,7 +54,14 @@ fn sample_frames_matches_mmaction2() {
     assert_eq!(f["mmaction2_commit"], "4d6c93474730cad2f25e51109adcf96824efc7a3");
     for c in f["sample_frames"].as_array().unwrap() {
         let mut rng = Replay(u(&c["start"]));
-        let got = sample_frames(u(&c["total"]), u(&c["clip_len"]), u(&c["interval"]), u(&c["num_clips"]), mode(c), &mut rng);
+        let got = sample_frames(
+            u(&c["total"]),
+            u(&c["clip_len"]),
+            u(&c["interval"]),
+            u(&c["num_clips"]),
+            mode(c),
+            &mut rng,
+        );
         assert!(got.iter().all(|v| v.len() == u(&c["clip_len"])));
         let got: Vec<i64> = got.into_iter().flatten().map(|i| i as i64).collect();
         assert_eq!(got, list(&c["inds"]), "SampleFrames case {c}");
@@ -64,8 +71,14 @@ fn sample_frames_matches_mmaction2() {
 #[test]
 fn segments_are_sample_frames_of_one_frame() {
     let f = fixture();
-    let c = f["sample_frames"].as_array().unwrap().iter().find(|c| c["clip_len"] == 1 && c["total"] == 10 && c["test"] == true).unwrap();
-    let got: Vec<i64> = segment_frames(10, 8, Mode::Test, &mut Replay(0)).into_iter().map(|i| i as i64).collect();
+    let c = f["sample_frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["clip_len"] == 1 && c["total"] == 10 && c["test"] == true)
+        .unwrap();
+    let got: Vec<i64> =
+        segment_frames(10, 8, Mode::Test, &mut Replay(0)).into_iter().map(|i| i as i64).collect();
     assert_eq!(got, list(&c["inds"]));
 }
 
@@ -73,7 +86,13 @@ fn segments_are_sample_frames_of_one_frame() {
 fn uniform_sample_matches_mmaction2() {
     for c in fixture()["uniform_sample"].as_array().unwrap() {
         let mut rng = Replay(u(&c["start"]));
-        let got = uniform_sample(u(&c["total"]), u(&c["clip_len"]), u(&c["num_clips"]), mode(c), &mut rng);
+        let got = uniform_sample(
+            u(&c["total"]),
+            u(&c["clip_len"]),
+            u(&c["num_clips"]),
+            mode(c),
+            &mut rng,
+        );
         let got: Vec<i64> = got.into_iter().flatten().map(|i| i as i64).collect();
         assert_eq!(got, list(&c["inds"]), "UniformSample case {c}");
     }
@@ -86,17 +105,33 @@ fn crop_boxes_match_mmaction2() {
         let size = || [u(&c["size"][0]), u(&c["size"][1])];
         match c["kind"].as_str().unwrap() {
             "multi_scale" => {
-                let b = multi_scale_crop(h, w, size(), &[1.0, 0.875, 0.75, 0.66], 1, &mut Replay(u(&c["start"])));
+                let b = multi_scale_crop(
+                    h,
+                    w,
+                    size(),
+                    &[1.0, 0.875, 0.75, 0.66],
+                    1,
+                    &mut Replay(u(&c["start"])),
+                );
                 assert_eq!(b.to_vec(), list(&c["box"]), "MultiScaleCrop {c}");
             }
             "random_resized" => {
                 let f = |v: &Value| [v[0].as_f64().unwrap(), v[1].as_f64().unwrap()];
-                let b = random_resized_crop(h, w, f(&c["area"]), f(&c["aspect"]), &mut Replay(u(&c["start"])));
+                let b = random_resized_crop(
+                    h,
+                    w,
+                    f(&c["area"]),
+                    f(&c["aspect"]),
+                    &mut Replay(u(&c["start"])),
+                );
                 assert_eq!(b.to_vec(), list(&c["box"]), "RandomResizedCrop {c}");
             }
-            "center" => assert_eq!(center_crop(h, w, size()).to_vec(), list(&c["box"]), "CenterCrop {c}"),
+            "center" => {
+                assert_eq!(center_crop(h, w, size()).to_vec(), list(&c["box"]), "CenterCrop {c}")
+            }
             "three" => {
-                let got: Vec<Vec<i64>> = three_crop(h, w, size()).unwrap().iter().map(|b| b.to_vec()).collect();
+                let got: Vec<Vec<i64>> =
+                    three_crop(h, w, size()).unwrap().iter().map(|b| b.to_vec()).collect();
                 let want: Vec<Vec<i64>> = c["boxes"].as_array().unwrap().iter().map(list).collect();
                 assert_eq!(got, want, "ThreeCrop {c}");
             }
@@ -110,7 +145,10 @@ fn sampled_indices_stay_in_range_for_any_length() {
     let mut rng = tubelet::Rng::new(1);
     for total in 1..80 {
         for m in [Mode::Train, Mode::Test] {
-            for v in sample_frames(total, 8, 3, 2, m, &mut rng).into_iter().chain(uniform_sample(total, 6, 2, m, &mut rng)) {
+            for v in sample_frames(total, 8, 3, 2, m, &mut rng)
+                .into_iter()
+                .chain(uniform_sample(total, 6, 2, m, &mut rng))
+            {
                 assert!(v.iter().all(|&i| i < total), "total {total} {m:?}: {v:?}");
             }
         }

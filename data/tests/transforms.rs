@@ -27,12 +27,16 @@ fn identity_crop_returns_the_pixels_and_flip_mirrors_them() {
     for y in 0..3 {
         for x in 0..4 {
             for c in 0..3 {
-                assert_eq!(flipped[(y * 4 + x) * 3 + c], f.frame(0)[(y * 4 + 3 - x) * 3 + c] as f32);
+                assert_eq!(
+                    flipped[(y * 4 + x) * 3 + c],
+                    f.frame(0)[(y * 4 + 3 - x) * 3 + c] as f32
+                );
             }
         }
     }
     // A 2×2 crop at (1, 1) of frame 0.
-    let crop = resample_clip(&f, &[0], CropBox { x: 1.0, y: 1.0, w: 2.0, h: 2.0 }, [2, 2], false, &RAW);
+    let crop =
+        resample_clip(&f, &[0], CropBox { x: 1.0, y: 1.0, w: 2.0, h: 2.0 }, [2, 2], false, &RAW);
     let px = |y: usize, x: usize, c: usize| f.frame(0)[(y * 4 + x) * 3 + c] as f32;
     assert_eq!(crop[..3], [px(1, 1, 0), px(1, 1, 1), px(1, 1, 2)]);
     assert_eq!(crop[9..], [px(2, 2, 0), px(2, 2, 1), px(2, 2, 2)]);
@@ -43,7 +47,8 @@ fn downscale_by_two_averages_pixel_pairs() {
     // OpenCV's half-pixel convention: output pixel 0 of a 2× downscale samples at 0.5.
     let mut f = Frames::with_capacity(1, 1, 4);
     f.push(&[0, 0, 0, 10, 10, 10, 20, 20, 20, 40, 40, 40]);
-    let out = resample_clip(&f, &[0], CropBox { x: 0.0, y: 0.0, w: 4.0, h: 1.0 }, [1, 2], false, &RAW);
+    let out =
+        resample_clip(&f, &[0], CropBox { x: 0.0, y: 0.0, w: 4.0, h: 1.0 }, [1, 2], false, &RAW);
     assert_eq!(out, vec![5.0, 5.0, 5.0, 30.0, 30.0, 30.0]);
 }
 
@@ -58,7 +63,11 @@ fn normalisation_in_both_scales() {
         assert!((a - b).abs() < 1e-5, "{v:?} vs {want:?}");
     }
     let v = resample_clip(&f, &[0], one, [1, 1], false, &Normalize::SYMMETRIC_UNIT);
-    assert!((v[0] - 1.0).abs() < 1e-6 && (v[1] + 1.0).abs() < 1e-6 && (v[2] - (128.0 / 127.5 - 1.0)).abs() < 1e-6);
+    assert!(
+        (v[0] - 1.0).abs() < 1e-6
+            && (v[1] + 1.0).abs() < 1e-6
+            && (v[2] - (128.0 / 127.5 - 1.0)).abs() < 1e-6
+    );
 }
 
 #[test]
