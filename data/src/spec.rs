@@ -140,8 +140,8 @@ pub enum TrainCrop {
     /// mmaction2 `RandomResizedCrop(area_range, aspect_ratio_range)` (defaults 0.08–1, 3/4–4/3).
     RandomResized { area: [f64; 2], aspect: [f64; 2] },
     /// mmaction2 `MultiScaleCrop(size, scales, max_wh_scale_gap, random_crop=False,
-    /// num_fixed_crops=5)` (TSM: scales 1, .875, .75, .66, gap 1).
-    MultiScale { scales: Vec<f64>, max_gap: usize },
+    /// num_fixed_crops)`, `fixed_crops` 5 or 13 (TSM: scales 1, .875, .75, .66, gap 1, 13).
+    MultiScale { scales: Vec<f64>, max_gap: usize, fixed_crops: usize },
     /// `CenterCrop(size)`: no spatial augmentation.
     Center,
 }
@@ -245,8 +245,10 @@ impl Pipeline {
         }
     }
 
-    /// Video Swin (Liu et al. 2022) on Kinetics as mmaction2's config: 32×2×1 clips, short side
-    /// 256 + RandomResizedCrop + flip in training; 4 clips × 3 crops at short side 224 in testing.
+    /// Video Swin (Liu et al. 2022) as mmaction2's
+    /// `swin-tiny-p244-w877_in1k-pre_8xb8-amp-32x2x1-30e_kinetics400-rgb.py`: 32×2×1 clips,
+    /// short side 256 + RandomResizedCrop + flip in training; 4 clips × 3 crops at short side
+    /// 224 in testing. `size` scales both short sides (224 is the paper's).
     pub fn video_swin_32x2(size: usize) -> Pipeline {
         Pipeline {
             sampling: Sampling::Clips {
@@ -268,18 +270,51 @@ impl Pipeline {
         }
     }
 
-    /// TSM (Lin et al. 2019) as mmaction2's Kinetics config: 8 segments, short side 256 +
-    /// MultiScaleCrop(1, .875, .75, .66) + flip in training; centre crop in testing.
+    /// TSM (Lin et al. 2019) as mmaction2's
+    /// `tsm_imagenet-pretrained-r50_8xb16-1x1x8-50e_kinetics400-rgb.py`: 8 segments, short
+    /// side 256 + MultiScaleCrop(1, .875, .75, .66; 13 fixed crops) + flip in training; its
+    /// validation protocol (short side 256, centre crop) in testing (its TenCrop test is not
+    /// implemented).
     pub fn tsm_8(size: usize) -> Pipeline {
         Pipeline {
             sampling: Sampling::Segments { segments: 8 },
             size: [size, size],
             train_short_side: Some(256 * size / 224),
             test_short_side: Some(256 * size / 224),
-            train_crop: TrainCrop::MultiScale { scales: vec![1.0, 0.875, 0.75, 0.66], max_gap: 1 },
+            train_crop: TrainCrop::MultiScale {
+                scales: vec![1.0, 0.875, 0.75, 0.66],
+                max_gap: 1,
+                fixed_crops: 13,
+            },
             test_crop: TestCrop::Center,
             flip: true,
             norm: Normalize::IMAGENET_255,
+        }
+    }
+
+    /// MViTv2-S 16×4 (Li et al. 2022) as mmaction2's
+    /// `mvit-small-p244_32xb16-16x4x1-200e_kinetics400-rgb.py`: 16×4×1 clips, short side 256
+    /// + RandomResizedCrop + flip in training (its RandAugment and RandomErasing are not
+    /// implemented); 5 clips × centre crop at short side 224 in testing; mean 114.75, std
+    /// 57.375 (0–255).
+    pub fn mvit_16x4(size: usize) -> Pipeline {
+        Pipeline {
+            sampling: Sampling::Clips {
+                clip_len: 16,
+                frame_interval: 4,
+                train_clips: 1,
+                test_clips: 5,
+            },
+            size: [size, size],
+            train_short_side: Some(256 * size / 224),
+            test_short_side: Some(size),
+            train_crop: TrainCrop::RandomResized {
+                area: [0.08, 1.0],
+                aspect: [3.0 / 4.0, 4.0 / 3.0],
+            },
+            test_crop: TestCrop::Center,
+            flip: true,
+            norm: Normalize { mean: [114.75; 3], std: [57.375; 3], scale: PixelScale::Byte },
         }
     }
 
@@ -332,6 +367,11 @@ impl Pipeline {
                 return bad(format!(
                     "RandomResizedCrop aspect range {aspect:?} must satisfy 0 < lo ≤ hi"
                 ));
+            }
+        }
+        if let TrainCrop::MultiScale { fixed_crops, .. } = &self.train_crop {
+            if ![5, 13].contains(fixed_crops) {
+                return bad(format!("MultiScaleCrop fixed_crops {fixed_crops} must be 5 or 13"));
             }
         }
         if let TrainCrop::MultiScale { scales, .. } = &self.train_crop {

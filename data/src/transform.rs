@@ -2,7 +2,7 @@
 //!
 //! The box functions transcribe mmaction2 `mmaction/datasets/transforms/processing.py` (commit
 //! 4d6c934): `Resize(-1, S)` through mmcv's `rescale_size`, `RandomResizedCrop.get_crop_bbox`,
-//! `MultiScaleCrop` (fixed 5 crops), `CenterCrop`, `ThreeCrop`. Boxes are
+//! `MultiScaleCrop` (5 or 13 fixed crops), `CenterCrop`, `ThreeCrop`. Boxes are
 //! `[left, top, right, bottom]` in pixels of the short-side-resized frame, as there.
 //!
 //! [`resample_clip`] then does crop + resize to the output size + optional horizontal flip +
@@ -75,15 +75,16 @@ pub fn random_resized_crop(
 }
 
 /// `MultiScaleCrop(input_size, scales, max_wh_scale_gap, random_crop=False,
-/// num_fixed_crops=5)`: a (w, h) pair of scaled short sides whose scale levels differ by at
-/// most `max_gap` (a side within 2 px of the input size snaps to it), at one of five fixed
-/// offsets (corners and centre, in steps of a quarter of the slack).
+/// num_fixed_crops)` (5 or 13): a (w, h) pair of scaled short sides whose scale levels
+/// differ by at most `max_gap` (a side within 2 px of the input size snaps to it), at one of the fixed
+/// offsets (in steps of a quarter of the slack).
 pub fn multi_scale_crop(
     h: usize,
     w: usize,
     input: [usize; 2],
     scales: &[f64],
     max_gap: usize,
+    fixed_crops: usize,
     rng: &mut impl Draw,
 ) -> [i64; 4] {
     let base = h.min(w) as f64;
@@ -106,8 +107,24 @@ pub fn multi_scale_crop(
     }
     let [cw, ch] = crop;
     let (ws, hs) = ((w as i64 - cw).div_euclid(4), (h as i64 - ch).div_euclid(4));
-    let offsets = [(0, 0), (4 * ws, 0), (0, 4 * hs), (4 * ws, 4 * hs), (2 * ws, 2 * hs)];
-    let (x, y) = offsets[rng.randint(0, offsets.len())];
+    // Corners and centre; 13 adds the edge centres and the quarter points.
+    let offsets = [
+        (0, 0),
+        (4 * ws, 0),
+        (0, 4 * hs),
+        (4 * ws, 4 * hs),
+        (2 * ws, 2 * hs),
+        (0, 2 * hs),
+        (4 * ws, 2 * hs),
+        (2 * ws, 4 * hs),
+        (2 * ws, 0),
+        (ws, hs),
+        (3 * ws, hs),
+        (ws, 3 * hs),
+        (3 * ws, 3 * hs),
+    ];
+    let n = if fixed_crops == 13 { 13 } else { 5 };
+    let (x, y) = offsets[rng.randint(0, n)];
     [x, y, x + cw, y + ch]
 }
 
@@ -149,8 +166,8 @@ pub fn train_box(
 ) -> CropBox {
     CropBox::ltrb(match crop {
         TrainCrop::RandomResized { area, aspect } => random_resized_crop(h, w, *area, *aspect, rng),
-        TrainCrop::MultiScale { scales, max_gap } => {
-            multi_scale_crop(h, w, size, scales, *max_gap, rng)
+        TrainCrop::MultiScale { scales, max_gap, fixed_crops } => {
+            multi_scale_crop(h, w, size, scales, *max_gap, *fixed_crops, rng)
         }
         TrainCrop::Center => center_crop(h, w, size),
     })

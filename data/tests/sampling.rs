@@ -111,6 +111,7 @@ fn crop_boxes_match_mmaction2() {
                     size(),
                     &[1.0, 0.875, 0.75, 0.66],
                     1,
+                    u(&c["fixed"]),
                     &mut Replay(u(&c["start"])),
                 );
                 assert_eq!(b.to_vec(), list(&c["box"]), "MultiScaleCrop {c}");

@@ -78,3 +78,23 @@ fn short_side_resize_follows_mmcv_rescale_size() {
     assert_eq!(short_side_size(360, 640, 224), (224, 398));
     assert_eq!(short_side_size(100, 100, 32), (32, 32));
 }
+
+#[test]
+fn presets_declare_their_papers_protocols() {
+    use tubelet_data::{Mode, Pipeline};
+    let swin = Pipeline::video_swin_32x2(224);
+    assert_eq!((swin.clip(), swin.views(Mode::Train), swin.views(Mode::Test)), ([32, 224, 224], 1, 12));
+    let tsm = Pipeline::tsm_8(224);
+    assert_eq!((tsm.clip(), tsm.views(Mode::Train), tsm.views(Mode::Test)), ([8, 224, 224], 1, 1));
+    let mvit = Pipeline::mvit_16x4(224);
+    assert_eq!((mvit.clip(), mvit.views(Mode::Test)), ([16, 224, 224], 5));
+    for p in [swin, tsm, mvit, Pipeline::simple(8, 1, [32, 32])] {
+        p.validate().unwrap();
+    }
+    let mut bad = Pipeline::simple(0, 1, [32, 32]);
+    assert!(bad.validate().unwrap_err().to_string().contains("at least 1"));
+    bad = Pipeline::tsm_8(224);
+    bad.train_crop =
+        tubelet_data::TrainCrop::MultiScale { scales: vec![1.0], max_gap: 1, fixed_crops: 7 };
+    assert!(bad.validate().unwrap_err().to_string().contains("fixed_crops 7"));
+}
