@@ -138,12 +138,13 @@ impl FileDataset {
         dir.join(self.template.format(i + self.start_index))
     }
 
-    /// Decodes frames `indices` (0-based, any order, repeats allowed) of `item`, resizing to
-    /// `size` [h, w] when given; returns the distinct frames in ascending order and, for
+    /// Decodes frames `indices` (0-based, any order, repeats allowed) of `item` (through
+    /// `reader` for a video), a video resized to the `short` side in the decoder; returns the distinct frames in ascending order and, for
     /// each wanted index, its position among them.
     fn decode(
         &self,
         item: &Item,
+        reader: Option<&mut VideoReader>,
         indices: &[usize],
         short: Option<usize>,
     ) -> Result<(Frames, Vec<usize>)> {
@@ -151,9 +152,8 @@ impl FileDataset {
         distinct.sort_unstable();
         distinct.dedup();
         let pos = indices.iter().map(|i| distinct.binary_search(i).expect("present")).collect();
-        let frames = match item.kind {
-            ItemKind::Video => {
-                let mut reader = VideoReader::open(&item.path)?;
+        let frames = match reader {
+            Some(reader) => {
                 let info = reader.info();
                 // swscale resizes in the decoding pass: ask for the short-side size directly.
                 let size = short.map(|s| {
@@ -162,7 +162,7 @@ impl FileDataset {
                 });
                 reader.get_frames(&distinct, size)?
             }
-            ItemKind::Frames { .. } => {
+            None => {
                 let paths: Vec<PathBuf> =
                     distinct.iter().map(|&i| self.frame_path(&item.path, i)).collect();
                 read_frames(&paths)?
@@ -211,9 +211,15 @@ impl Dataset for FileDataset {
         let item = &self.items[index];
         let p = &self.pipeline;
         let mut rng = item_rng(seed, epoch, index);
-        let total = match item.kind {
-            ItemKind::Frames { total } => total,
-            ItemKind::Video => VideoReader::open(&item.path)?.info().frames,
+        // A video is opened (its packets indexed) once per load.
+        let mut reader = match item.kind {
+            ItemKind::Video => Some(VideoReader::open(&item.path)?),
+            ItemKind::Frames { .. } => None,
+        };
+        let total = match (&reader, &item.kind) {
+            (Some(r), _) => r.info().frames,
+            (None, ItemKind::Frames { total }) => *total,
+            (None, ItemKind::Video) => 0,
         };
         if total == 0 {
             return Err(DataError::Decode { path: item.path.clone(), msg: "has no frames".into() });
@@ -225,7 +231,7 @@ impl Dataset for FileDataset {
             Mode::Train => p.train_short_side,
             Mode::Test => p.test_short_side,
         };
-        let (frames, pos) = self.decode(item, &wanted, short)?;
+        let (frames, pos) = self.decode(item, reader.as_mut(), &wanted, short)?;
         let [_, dh, dw] = frames.shape;
         // Crop geometry lives in the short-side-resized frame (as mmaction2 computes it); the
         // box is mapped back to the decoded frame so one bilinear pass does resize and crop.

@@ -219,17 +219,28 @@ pub fn resample_clip(
         xs.reverse();
     }
     let aff = norm.affine();
+    // Columns the taps touch: each output row blends two source rows over this span once
+    // (vertical pass), then every output pixel blends two of those (horizontal pass).
+    let lo = xs.iter().map(|t| t.0).min().unwrap_or(0);
+    let hi = xs.iter().map(|t| t.1).max().unwrap_or(0);
+    let xs: Vec<(usize, usize, f32)> =
+        xs.into_iter().map(|(x0, x1, wx)| ((x0 - lo) * 3, (x1 - lo) * 3, wx)).collect();
+    let mut row = vec![0f32; (hi - lo + 1) * 3];
     let mut out = Vec::with_capacity(ts.len() * oh * ow * 3); // (T, H, W, 3)
     for &t in ts {
         let f = frames.frame(t);
         for &(y0, y1, wy) in &ys {
-            let (r0, r1) = (&f[y0 * fw * 3..(y0 + 1) * fw * 3], &f[y1 * fw * 3..(y1 + 1) * fw * 3]);
-            for &(x0, x1, wx) in &xs {
-                for (c, &(a, b)) in aff.iter().enumerate() {
-                    let p = |r: &[u8], x: usize| r[x * 3 + c] as f32;
-                    let top = p(r0, x0) + (p(r0, x1) - p(r0, x0)) * wx;
-                    let bot = p(r1, x0) + (p(r1, x1) - p(r1, x0)) * wx;
-                    out.push((top + (bot - top) * wy) * a + b);
+            let r0 = &f[(y0 * fw + lo) * 3..(y0 * fw + hi + 1) * 3];
+            let r1 = &f[(y1 * fw + lo) * 3..(y1 * fw + hi + 1) * 3];
+            for ((d, &a), &b) in row.iter_mut().zip(r0).zip(r1) {
+                let a = a as f32;
+                *d = a + (b as f32 - a) * wy;
+            }
+            for &(i0, i1, wx) in &xs {
+                let (p0, p1) = (&row[i0..i0 + 3], &row[i1..i1 + 3]);
+                for c in 0..3 {
+                    let v = p0[c] + (p1[c] - p0[c]) * wx;
+                    out.push(v * aff[c].0 + aff[c].1);
                 }
             }
         }
