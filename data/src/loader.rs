@@ -259,7 +259,20 @@ fn worker(
             st.next_job += 1;
             st.next_job - 1
         };
-        let made = make_batch(ds, &jobs[job], job, known_bad, seed, epoch);
+        // A panic inside a dataset must not leave the consumer waiting forever for this batch.
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            make_batch(ds, &jobs[job], job, known_bad, seed, epoch)
+        }))
+        .unwrap_or_else(|p| {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(DataError::Config(format!(
+                "a loader worker panicked while making batch {job}: {what}"
+            )))
+        });
         let mut st = shared.state.lock().expect("loader state");
         st.done.insert(job, made);
         shared.cv.notify_all();

@@ -119,3 +119,44 @@ fn test_mode_gives_every_view() {
     assert_eq!(b[0].views, 6);
     assert!(b[0].data.iter().all(|v| v.is_finite()));
 }
+
+/// A dataset whose item 5 panics: the epoch ends with an error, not a hang.
+struct Panics;
+
+impl Dataset for Panics {
+    fn len(&self) -> usize {
+        8
+    }
+    fn num_classes(&self) -> usize {
+        2
+    }
+    fn class_names(&self) -> Option<Vec<String>> {
+        None
+    }
+    fn label(&self, _: usize) -> u32 {
+        0
+    }
+    fn describe(&self, i: usize) -> String {
+        format!("item {i}")
+    }
+    fn clip(&self) -> [usize; 3] {
+        [1, 1, 1]
+    }
+    fn views(&self) -> usize {
+        1
+    }
+    fn load(&self, i: usize, _: u64, _: u64) -> tubelet_data::Result<Vec<Vec<f32>>> {
+        assert!(i != 5, "item five is broken");
+        Ok(vec![vec![0.0; 3]])
+    }
+}
+
+#[test]
+fn a_panicking_dataset_ends_the_epoch_with_an_error() {
+    let cfg = LoaderConfig { batch: 2, workers: 2, shuffle: false, ..LoaderConfig::default() };
+    let loader = Loader::new(Arc::new(Panics), cfg).unwrap();
+    let results: Vec<_> = loader.epoch(0, 0).collect();
+    assert_eq!(results.len(), 3, "batches 0 and 1, then the error of batch 2");
+    let e = results[2].as_ref().unwrap_err().to_string();
+    assert!(e.contains("batch 2") && e.contains("item five is broken"), "{e}");
+}
