@@ -293,8 +293,8 @@ impl Pipeline {
     }
 
     /// MViTv2-S 16×4 (Li et al. 2022) as mmaction2's
-    /// `mvit-small-p244_32xb16-16x4x1-200e_kinetics400-rgb.py`: 16×4×1 clips, short side 256
-    /// + RandomResizedCrop + flip in training (its RandAugment and RandomErasing are not
+    /// `mvit-small-p244_32xb16-16x4x1-200e_kinetics400-rgb.py`: 16×4×1 clips, short side 256,
+    /// RandomResizedCrop and flip in training (its RandAugment and RandomErasing are not
     /// implemented); 5 clips × centre crop at short side 224 in testing; mean 114.75, std
     /// 57.375 (0–255).
     pub fn mvit_16x4(size: usize) -> Pipeline {
