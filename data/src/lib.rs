@@ -8,8 +8,10 @@
 //! (B, T, H, W, 3), which `tubelet_models::InputLayout::from_channels_last` turns into a model's
 //! own layout.
 
+pub mod encode;
 pub mod error;
 pub mod synthetic;
+pub mod video;
 
 pub use error::{DataError, Result};
 
