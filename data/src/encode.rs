@@ -203,7 +203,7 @@ mod writer {
                 ffi::avformat_query_codec(
                     oformat,
                     enc_codec.id().into(),
-                    ffi::FF_COMPLIANCE_NORMAL as i32,
+                    ffi::FF_COMPLIANCE_NORMAL,
                 )
             };
             if fits == 0 {
@@ -270,7 +270,7 @@ mod writer {
                                 codec::Flags::empty()
                             },
                     );
-                    enc.set_global_quality(2 * ffi::FF_QP2LAMBDA as i32);
+                    enc.set_global_quality(2 * ffi::FF_QP2LAMBDA);
                     enc.set_qmin(2);
                     enc.set_qmax(2);
                 }

@@ -14,7 +14,8 @@
 //! Counterparts: `encode.rs` writes the files the tests read; `data/tests/video.rs` checks exact
 //! indices on clips that stamp their own index; decord's `VideoReader::SeekAccurate`
 //! (dmlc/decord src/video/video_reader.cc) and the traps listed by video_reader-rs are the
-//! behaviour this matches. The FFmpeg side lives in `video/reader.rs`. Without the cargo feature `video` the same API exists and every
+//! behaviour this matches. The FFmpeg side lives in `video/index.rs` (the index pass) and
+//! `video/reader.rs` (seeking, decoding, conversion). Without the cargo feature `video` the same API exists and every
 //! video is `DataError::NoVideoSupport`.
 //!
 //! NOTE: memory stays bounded by the request: only the wanted frames are kept (converted), a
@@ -163,6 +164,8 @@ pub(crate) fn init_ffmpeg() {
     });
 }
 
+#[cfg(feature = "video")]
+mod index;
 #[cfg(feature = "video")]
 mod reader;
 

@@ -1,6 +1,7 @@
-//! The FFmpeg side of `VideoReader` (see `video.rs` for the contract): the index pass, seeking
-//! to a keyframe and decoding forward, sequential decoding when timestamps cannot be trusted,
-//! and swscale's colour conversion and resize in one pass.
+//! The FFmpeg side of `VideoReader` (see `video.rs` for the contract): seeking to a keyframe
+//! and decoding forward, each decoded frame named by its timestamp through the index
+//! (`index.rs`); sequential decoding when timestamps cannot be trusted; swscale's colour
+//! conversion and resize in one pass.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -11,23 +12,9 @@ use ffmpeg::util::format::Pixel;
 use ffmpeg::{codec, format, frame, media, Packet, Rational};
 use ffmpeg_next as ffmpeg;
 
+use super::index::Index;
 use super::{SendScaler, VideoInfo};
 use crate::{DataError, Frames, Result};
-
-/// One packet of the video stream, in decode order, as the index saw it.
-#[derive(Clone, Copy, Debug)]
-struct PacketInfo {
-    pts: Option<i64>,
-    dts: Option<i64>,
-    key: bool,
-    /// The demuxer says: decode this (it may be a reference) but do not show it (e.g. a
-    /// frame an mp4 edit list cuts away). It is not one of the video's frames.
-    discard: bool,
-    /// The demuxer says the packet is damaged (e.g. cut short at the end of the file).
-    corrupt: bool,
-    pos: i64,
-    size: usize,
-}
 
 /// Why a fast path gave up; `Untrusted` switches the reader to sequential decoding.
 enum Fail {
@@ -80,21 +67,10 @@ pub(super) struct Reader {
     path: PathBuf,
     input: format::context::Input,
     stream: usize,
-    time_base: Rational,
     decoder: ffmpeg::decoder::Video,
     info: VideoInfo,
     header_frames: Option<usize>,
-    why_sequential: Option<String>,
-    /// Every packet of the stream, decode order.
-    packets: Vec<PacketInfo>,
-    /// Frame i (presentation order) -> its packet's decode index.
-    frame_packet: Vec<usize>,
-    /// Frame i -> its pts (ascending; seek mode only).
-    frame_pts: Vec<i64>,
-    /// pts -> decode index of every packet (seek mode only).
-    by_pts: HashMap<i64, usize>,
-    /// Decode indices of keyframe packets, ascending.
-    keys: Vec<usize>,
+    index: Index,
     run: Run,
     /// A packet read but not yet fed (sequential mode checks the first packet after a seek).
     pending: Option<Packet>,
@@ -197,39 +173,10 @@ impl Reader {
             ));
         }
 
-        // The index: demux every packet, decode none.
-        let mut packets = Vec::new();
-        let mut invalid_in_a_row = 0;
-        let mut stop: Option<String> = None;
-        loop {
-            let mut pkt = Packet::empty();
-            match pkt.read(&mut input) {
-                Ok(()) => {
-                    invalid_in_a_row = 0;
-                    if pkt.stream() == stream_index {
-                        packets.push(packet_info(&pkt));
-                    }
-                }
-                Err(ffmpeg::Error::Eof) => break,
-                // A demuxer can resync past one bad packet; many in a row means garbage.
-                Err(ffmpeg::Error::InvalidData) if invalid_in_a_row < 64 => invalid_in_a_row += 1,
-                Err(e) => {
-                    stop = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        // A truncated file ends with packets cut short (empty, or flagged corrupt by the
-        // demuxer): they would decode to garbage, so they are not frames of the video.
-        while packets
-            .last()
-            .is_some_and(|p: &PacketInfo| p.size == 0 || p.corrupt)
-        {
-            packets.pop();
-        }
-        let frames = packets.iter().filter(|p| !p.discard).count();
+        let index = Index::read(&mut input, stream_index);
+        let frames = index.frames();
         if frames == 0 {
-            let why = match &stop {
+            let why = match &index.stop {
                 Some(e) => format!("no video frames could be read ({codec_name}; {e})"),
                 None => format!("the {codec_name} stream has no frames"),
             };
@@ -240,7 +187,6 @@ impl Reader {
             path: path.to_path_buf(),
             input,
             stream: stream_index,
-            time_base,
             decoder,
             info: VideoInfo {
                 frames,
@@ -249,15 +195,10 @@ impl Reader {
                 fps: 0.0,
                 codec: codec_name,
                 duration_s: 0.0,
-                seekable: false,
+                seekable: index.seekable(),
             },
             header_frames,
-            why_sequential: None,
-            packets,
-            frame_packet: Vec::new(),
-            frame_pts: Vec::new(),
-            by_pts: HashMap::new(),
-            keys: Vec::new(),
+            index,
             run: Run::default(),
             pending: None,
             decoded: frame::Video::empty(),
@@ -267,12 +208,9 @@ impl Reader {
             decode_errors: 0,
             last_decode_error: None,
         };
-        match reader.check_timestamps() {
-            Ok(()) => reader.info.seekable = true,
-            Err(why) => reader.why_sequential = Some(why),
-        }
-        reader.build_index();
-        reader.info.duration_s = reader.duration_s(stream_duration);
+        reader.info.duration_s = reader
+            .index
+            .duration_s(f64::from(time_base), stream_duration);
         reader.info.fps =
             rate(avg_rate)
                 .or(rate(real_rate))
@@ -287,72 +225,6 @@ impl Reader {
         Ok(reader)
     }
 
-    /// Ok when frame order and seeking can rest on the timestamps.
-    fn check_timestamps(&self) -> std::result::Result<(), String> {
-        let mut seen = HashMap::with_capacity(self.packets.len());
-        let mut last_dts: Option<i64> = None;
-        for (i, p) in self.packets.iter().enumerate() {
-            let Some(pts) = p.pts else {
-                return Err(format!("packet {i} has no presentation timestamp"));
-            };
-            if pts < 0 && !p.discard {
-                return Err(format!("packet {i} has a negative timestamp ({pts})"));
-            }
-            if seen.insert(pts, i).is_some() {
-                return Err(format!("two packets share the timestamp {pts}"));
-            }
-            if let (Some(d), Some(l)) = (p.dts, last_dts) {
-                if d <= l {
-                    return Err(format!("decode timestamps go backwards at packet {i}"));
-                }
-            }
-            last_dts = p.dts.or(last_dts);
-        }
-        Ok(())
-    }
-
-    /// Presentation order, keyframes and the pts lookup.
-    fn build_index(&mut self) {
-        self.keys = (0..self.packets.len())
-            .filter(|&i| self.packets[i].key)
-            .collect();
-        let mut shown: Vec<usize> = (0..self.packets.len())
-            .filter(|&i| !self.packets[i].discard)
-            .collect();
-        if self.info.seekable {
-            shown.sort_by_key(|&i| self.packets[i].pts);
-            self.frame_pts = shown
-                .iter()
-                .map(|&i| self.packets[i].pts.unwrap_or(0))
-                .collect();
-            self.by_pts = self
-                .packets
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (p.pts.unwrap_or(0), i))
-                .collect();
-        } else {
-            self.frame_pts.clear();
-            self.by_pts.clear();
-        }
-        self.frame_packet = shown;
-    }
-
-    fn duration_s(&self, stream_duration: i64) -> f64 {
-        let tb = f64::from(self.time_base);
-        if self.info.seekable && self.frame_pts.len() > 1 {
-            let n = self.frame_pts.len();
-            let (first, last) = (self.frame_pts[0], self.frame_pts[n - 1]);
-            // Add one mean frame period for the last frame's own display time.
-            let span = (last - first) as f64 * tb;
-            return span + span / (n - 1) as f64;
-        }
-        if stream_duration > 0 {
-            return stream_duration as f64 * tb;
-        }
-        0.0
-    }
-
     pub(super) fn info(&self) -> &VideoInfo {
         &self.info
     }
@@ -362,13 +234,12 @@ impl Reader {
     }
 
     pub(super) fn sequential_reason(&self) -> Option<&str> {
-        self.why_sequential.as_deref()
+        self.index.untrusted.as_deref()
     }
 
     pub(super) fn set_sequential(&mut self, why: String) {
         self.info.seekable = false;
-        self.why_sequential = Some(why);
-        self.build_index();
+        self.index.set_untrusted(why);
         self.run = Run::default();
     }
 
@@ -482,8 +353,8 @@ impl Reader {
                 (target, attempts) = (t, 0);
                 self.run.no_seek = false;
             }
-            let t_pts = self.frame_pts[t];
-            let key = self.keyframe_for(t);
+            let t_pts = self.index.frame_pts[t];
+            let key = self.index.keyframe_for(t);
             let covers = self.run.active
                 && (self.run.no_seek || (self.run.started <= key && key < self.run.next));
             let behind = self.run.eof || self.run.last_out.is_some_and(|l| l >= t_pts);
@@ -494,10 +365,9 @@ impl Reader {
             let start = if covers && attempts > 0 {
                 // Skipped by a run started for it: start earlier.
                 attempts += 1;
-                let earlier = self.keys.partition_point(|&k| k < last_start);
-                match attempts {
-                    2 if earlier > 0 => self.keys[earlier - 1],
-                    2 | 3 if last_start > 0 => 0,
+                match (attempts, self.index.key_before(last_start)) {
+                    (2, Some(earlier)) => earlier,
+                    (2 | 3, _) if last_start > 0 => 0,
                     _ => {
                         want.remaining.remove(&t);
                         want.missing.insert(t);
@@ -517,24 +387,6 @@ impl Reader {
         Ok(())
     }
 
-    /// Decode index of the keyframe to start from for frame `t`: the last key packet at or
-    /// before t's packet in decode order whose pts is not after t's. The pts condition
-    /// matters for open GOPs: a leading picture follows its keyframe in decode order but
-    /// is shown before it and needs the previous GOP.
-    fn keyframe_for(&self, t: usize) -> usize {
-        let d = self.frame_packet[t];
-        let t_pts = self.frame_pts[t];
-        let mut k = self.keys.partition_point(|&key| key <= d);
-        while k > 0 {
-            let key = self.keys[k - 1];
-            if self.packets[key].pts.is_some_and(|p| p <= t_pts) {
-                return key;
-            }
-            k -= 1;
-        }
-        0
-    }
-
     /// Seeks so that the next packet read is packet `k` (decode order), flushing the
     /// decoder. The demuxer's seek is only a hint: packets before `k` are read and dropped
     /// without decoding, and a seek that lands after `k` is redone from the start.
@@ -546,11 +398,7 @@ impl Reader {
             next: k,
             ..Run::default()
         };
-        let target = self.packets[k];
-        let ts = match (target.dts, target.pts) {
-            (Some(d), Some(p)) => d.min(p),
-            (d, p) => d.or(p).unwrap_or(i64::MIN),
-        };
+        let ts = self.index.packets[k].seek_ts().unwrap_or(i64::MIN);
         if k == 0 || !self.seek_stream(ts) {
             self.seek_start()?;
         }
@@ -583,7 +431,7 @@ impl Reader {
     /// Which packet of the index this is (seek mode: by its unique pts).
     fn decode_index(&self, pkt: &Packet) -> std::result::Result<usize, Fail> {
         pkt.pts()
-            .and_then(|p| self.by_pts.get(&p).copied())
+            .and_then(|p| self.index.packet_of_pts(p))
             .ok_or_else(|| {
                 Fail::Untrusted(format!(
                     "a packet with timestamp {:?} is not in the index",
@@ -623,16 +471,12 @@ impl Reader {
     /// Back to the first packet: a seek to the first timestamp, checked against the index;
     /// when the demuxer cannot do that, the file is opened again.
     fn seek_start(&mut self) -> std::result::Result<(), Fail> {
-        let first = self.packets[0];
-        let ts = match (first.dts, first.pts) {
-            (Some(d), Some(p)) => Some(d.min(p)),
-            (d, p) => d.or(p),
-        };
-        let mut ok = ts.is_some_and(|ts| self.seek_stream(ts));
+        let first = self.index.packets[0];
+        let mut ok = first.seek_ts().is_some_and(|ts| self.seek_stream(ts));
         if ok {
             // The first packet read must be packet 0.
             match self.read_stream_packet()? {
-                Some(pkt) if same_packet(&pkt, &first) => self.pending = Some(pkt),
+                Some(pkt) if first.is(&pkt) => self.pending = Some(pkt),
                 _ => ok = false,
             }
         }
@@ -666,7 +510,7 @@ impl Reader {
     /// Feeds the next packet (or the end of stream) to the decoder and takes every frame
     /// that comes out.
     fn pump(&mut self, want: &mut Want) -> std::result::Result<(), Fail> {
-        let pkt = if self.run.next < self.packets.len() {
+        let pkt = if self.run.next < self.index.packets.len() {
             self.read_stream_packet()?
         } else {
             None
@@ -719,8 +563,8 @@ impl Reader {
             let Some(pts) = self.decoded.pts() else {
                 return Err(Fail::Untrusted("a decoded frame has no timestamp".into()));
             };
-            let Ok(i) = self.frame_pts.binary_search(&pts) else {
-                if self.by_pts.contains_key(&pts) {
+            let Some(i) = self.index.frame_of_pts(pts) else {
+                if self.index.packet_of_pts(pts).is_some() {
                     return Ok(()); // a discarded packet's frame: not one of the video's
                 }
                 return Err(Fail::Untrusted(format!(
@@ -830,29 +674,6 @@ impl Reader {
         }
         Ok(())
     }
-}
-
-fn packet_info(pkt: &Packet) -> PacketInfo {
-    // NOTE: ffmpeg-next's `Flags` drops the bits it has no name for, DISCARD among them.
-    // SAFETY: reads a field of a packet we own.
-    let flags = unsafe { (*ffmpeg::packet::Ref::as_ptr(pkt)).flags };
-    PacketInfo {
-        pts: pkt.pts(),
-        dts: pkt.dts(),
-        key: pkt.is_key(),
-        discard: flags & ffi::AV_PKT_FLAG_DISCARD != 0,
-        corrupt: pkt.is_corrupt(),
-        pos: pkt.position() as i64,
-        size: pkt.size(),
-    }
-}
-
-fn same_packet(pkt: &Packet, info: &PacketInfo) -> bool {
-    let pos = pkt.position() as i64;
-    if pos >= 0 && info.pos >= 0 {
-        return pos == info.pos && pkt.size() == info.size;
-    }
-    pkt.pts() == info.pts && pkt.dts() == info.dts && pkt.size() == info.size
 }
 
 fn rate(r: Rational) -> Option<f64> {
