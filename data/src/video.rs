@@ -152,13 +152,15 @@ pub(crate) fn init_ffmpeg() {
         // NOTE: init() only registers things in FFmpeg 5+; it cannot fail there.
         let _ = ffmpeg_next::init();
         let level = match std::env::var("TUBELET_FFMPEG_LOG").as_deref() {
-            Ok("quiet") => Level::Quiet,
+            Ok("fatal") => Level::Fatal,
             Ok("error") => Level::Error,
             Ok("warning") => Level::Warning,
             Ok("info") => Level::Info,
             Ok("verbose") => Level::Verbose,
             Ok("debug") => Level::Debug,
-            _ => Level::Fatal,
+            // Even FFmpeg's "fatal" messages are per-file problems (MJPEG logs a bad frame
+            // as fatal); our errors say them once, naming the file.
+            _ => Level::Quiet,
         };
         set_level(level);
     });

@@ -293,6 +293,54 @@ mod with_video {
     }
 
     #[test]
+    fn hevc_open_gop_and_audio_stream_exact_indices() {
+        let dir = scratch("hevc");
+        // x265 makes open GOPs (CRA keyframes whose leading pictures need the GOP before).
+        let x265 = "keyint=12:min-keyint=12:bframes=3:open-gop=1:scenecut=0:log-level=none";
+        let args = ["-c:v", "libx265", "-x265-params", x265, "-tag:v", "hvc1"];
+        let Some(p) = cli_clip(&dir.join("open.mp4"), 48, 64, 72, &args) else {
+            return;
+        };
+        let r = check_clip(&p, 72, 48, 64, 12);
+        assert_eq!(r.info().codec, "hevc");
+        // An audio stream interleaved with the video: its packets are skipped, not counted.
+        let args = [
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=3",
+            "-c:v",
+            "libx264",
+            "-g",
+            "10",
+        ];
+        let args = [&args[..], &["-bf", "2", "-c:a", "aac", "-shortest"]].concat();
+        let Some(p) = cli_clip(&dir.join("av.mp4"), 48, 64, 60, &args) else {
+            return;
+        };
+        check_clip(&p, 60, 48, 64, 10);
+    }
+
+    #[test]
+    fn decoder_threads_give_the_same_frames() {
+        let dir = scratch("threads");
+        let p = writer_clip(&dir.join("t.mp4"), Codec::H264, 48, 64, 50, 10);
+        let idx = scrambled(50, 20, 3);
+        let one = VideoReader::open(&p)
+            .unwrap()
+            .get_frames(&idx, None)
+            .unwrap();
+        // NOTE: global; other tests running now may also get 3 threads, which must not change
+        // their results either.
+        tubelet_data::video::set_decoder_threads(3);
+        let three = VideoReader::open(&p);
+        tubelet_data::video::set_decoder_threads(1);
+        let three = three.unwrap().get_frames(&idx, None).unwrap();
+        assert!(one == three, "3 decoder threads gave other frames than 1");
+        assert_eq!(stamps(&three), idx);
+    }
+
+    #[test]
     fn vp9_webm_exact_indices() {
         let dir = scratch("vp9");
         let Some(p) = cli_clip(
@@ -687,6 +735,12 @@ mod with_video {
                     }
                     (best * 1e3, packets)
                 };
+                if start == 0 {
+                    let t = Instant::now();
+                    let r = VideoReader::open(&p).unwrap();
+                    let ms = t.elapsed().as_secs_f64() * 1e3;
+                    println!("{name}: open + index {ms:.1} ms, {:?}", r.info());
+                }
                 let (ra, ra_p) = time(false);
                 let (sq, sq_p) = time(true);
                 println!(
