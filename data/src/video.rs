@@ -15,8 +15,13 @@
 //! indices on clips that stamp their own index; decord's `VideoReader::SeekAccurate`
 //! (dmlc/decord src/video/video_reader.cc) and the traps listed by video_reader-rs are the
 //! behaviour this matches. The FFmpeg side lives in `video/index.rs` (the index pass) and
-//! `video/reader.rs` (seeking, decoding, conversion). Without the cargo feature `video` the same API exists and every
-//! video is `DataError::NoVideoSupport`.
+//! `video/reader.rs` (seeking, decoding, conversion). Without the cargo feature `video` the
+//! same API exists and every video is `DataError::NoVideoSupport`.
+//!
+//! NOTE: a frame the decoder skips after a seek (FFmpeg's H.264 decoder started at a non-IDR
+//! keyframe can drop the GOP's last frame) is decoded again from the keyframe before, then
+//! from the start; only a frame that never decodes is an error, which says how many of the
+//! asked frames decoded. Nothing is padded or repeated.
 //!
 //! NOTE: memory stays bounded by the request: only the wanted frames are kept (converted), a
 //! decoder holds a few reference frames, and the index is ~40 bytes per packet.

@@ -46,7 +46,7 @@ struct Run {
     /// Frames out since the run started at packet 0 (sequential mode's frame numbers).
     out_count: usize,
     eof: bool,
-    /// Decode straight on, no more seeks (after a retry from the start).
+    /// Decode straight on, no seeks: a retry for a frame the decoder skipped.
     no_seek: bool,
 }
 
@@ -528,10 +528,14 @@ impl Reader {
                 }
                 self.run.next += 1;
                 self.packets_decoded += 1;
-                if let Err(e) = self.decoder.send_packet(&pkt) {
-                    if !is_again(&e) {
-                        self.note_decode_error(&e);
-                    }
+                let mut sent = self.decoder.send_packet(&pkt);
+                if sent.as_ref().is_err_and(is_again) {
+                    // Full: take what is ready, then the packet goes in.
+                    self.drain(want)?;
+                    sent = self.decoder.send_packet(&pkt);
+                }
+                if let Err(e) = sent {
+                    self.note_decode_error(&e);
                 }
             }
             None => {
@@ -539,17 +543,21 @@ impl Reader {
                 self.run.eof = true;
             }
         }
+        self.drain(want)
+    }
+
+    /// Takes every frame the decoder has ready.
+    fn drain(&mut self, want: &mut Want) -> std::result::Result<(), Fail> {
         loop {
             match self.decoder.receive_frame(&mut self.decoded) {
                 Ok(()) => self.take_frame(want)?,
-                Err(e) if is_again(&e) || e == ffmpeg::Error::Eof => break,
+                Err(e) if is_again(&e) || e == ffmpeg::Error::Eof => return Ok(()),
                 Err(e) => {
                     self.note_decode_error(&e);
-                    break;
+                    return Ok(());
                 }
             }
         }
-        Ok(())
     }
 
     fn note_decode_error(&mut self, e: &ffmpeg::Error) {
