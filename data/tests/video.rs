@@ -508,6 +508,61 @@ mod with_video {
         assert_eq!(r.get_frames(&[], Some([5, 6])).unwrap().shape, [0, 5, 6]);
     }
 
+    /// Colour conversion and resizing match FFmpeg's own (`-sws_flags bilinear`, the CLI's
+    /// rgb24 output) byte for byte, on a colourful B-frame clip, native and resized, whole
+    /// and by random access.
+    #[test]
+    fn rgb_equals_the_ffmpeg_cli_byte_for_byte() {
+        let dir = scratch("cli");
+        let Some(ffmpeg) = ffmpeg_cli() else { return };
+        let p = dir.join("colour.mp4");
+        let quiet = ["-hide_banner", "-loglevel", "error", "-y"];
+        let ok = Command::new(ffmpeg)
+            .args(quiet)
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=96x64:rate=25:duration=1.2",
+            ])
+            .args(["-c:v", "libx264", "-bf", "2", "-g", "10"])
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        for (size, scale) in [(None, "scale=96:64"), (Some([40, 56]), "scale=56:40")] {
+            let raw = dir.join("frames.rgb");
+            let ok = Command::new(ffmpeg)
+                .args(quiet)
+                .arg("-i")
+                .arg(&p)
+                .args(["-sws_flags", "bilinear", "-vf", scale, "-pix_fmt", "rgb24"])
+                .args(["-f", "rawvideo"])
+                .arg(&raw)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            let cli = std::fs::read(&raw).unwrap();
+            let mut r = VideoReader::open(&p).unwrap();
+            let n = r.info().frames;
+            assert_eq!(n, 30);
+            let all = r.get_frames(&(0..n).collect::<Vec<_>>(), size).unwrap();
+            assert!(all.data == cli, "{scale}: our RGB differs from FFmpeg's");
+            let bytes = all.data.len() / n;
+            let idx = scrambled(n, 12, 11);
+            let some = VideoReader::open(&p)
+                .unwrap()
+                .get_frames(&idx, size)
+                .unwrap();
+            for (k, &i) in idx.iter().enumerate() {
+                assert!(
+                    some.frame(k) == &cli[i * bytes..(i + 1) * bytes],
+                    "{scale}: frame {i}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn frame_past_the_end_is_an_error_naming_the_count() {
         let dir = scratch("past");
