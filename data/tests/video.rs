@@ -143,6 +143,17 @@ mod with_video {
         Some(out.to_path_buf())
     }
 
+    /// Runs the ffmpeg CLI quietly, overwriting: `args` then the output `out`.
+    fn ffmpeg_run(ffmpeg: &str, args: &[&str], out: &Path) {
+        let ok = Command::new(ffmpeg)
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(args)
+            .arg(out)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ffmpeg {args:?} {} failed", out.display());
+    }
+
     /// Writes `n` stamped frames with our own encoder.
     fn writer_clip(out: &Path, codec: Codec, h: usize, w: usize, n: usize, gop: u32) -> PathBuf {
         let mut vw = VideoWriter::create_with_gop(out, codec, w, h, 25, gop).unwrap();
@@ -516,32 +527,20 @@ mod with_video {
         let dir = scratch("cli");
         let Some(ffmpeg) = ffmpeg_cli() else { return };
         let p = dir.join("colour.mp4");
-        let quiet = ["-hide_banner", "-loglevel", "error", "-y"];
-        let ok = Command::new(ffmpeg)
-            .args(quiet)
-            .args([
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=96x64:rate=25:duration=1.2",
-            ])
-            .args(["-c:v", "libx264", "-bf", "2", "-g", "10"])
-            .arg(&p)
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        let src = "testsrc2=size=96x64:rate=25:duration=1.2";
+        let args = [
+            "-f", "lavfi", "-i", src, "-c:v", "libx264", "-bf", "2", "-g", "10",
+        ];
+        ffmpeg_run(ffmpeg, &args, &p);
         for (size, scale) in [(None, "scale=96:64"), (Some([40, 56]), "scale=56:40")] {
             let raw = dir.join("frames.rgb");
-            let ok = Command::new(ffmpeg)
-                .args(quiet)
-                .arg("-i")
-                .arg(&p)
-                .args(["-sws_flags", "bilinear", "-vf", scale, "-pix_fmt", "rgb24"])
-                .args(["-f", "rawvideo"])
-                .arg(&raw)
-                .status()
-                .unwrap();
-            assert!(ok.success());
+            let input = p.to_str().unwrap();
+            let args = ["-i", input, "-sws_flags", "bilinear", "-vf", scale];
+            ffmpeg_run(
+                ffmpeg,
+                &[&args[..], &["-pix_fmt", "rgb24", "-f", "rawvideo"]].concat(),
+                &raw,
+            );
             let cli = std::fs::read(&raw).unwrap();
             let mut r = VideoReader::open(&p).unwrap();
             let n = r.info().frames;
@@ -620,21 +619,11 @@ mod with_video {
 
         let Some(ffmpeg) = ffmpeg_cli() else { return };
         let audio = dir.join("tone.wav");
-        let ok = Command::new(ffmpeg)
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-            ])
-            .args(["sine=frequency=440:duration=1"])
-            .arg(&audio)
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        ffmpeg_run(
+            ffmpeg,
+            &["-f", "lavfi", "-i", "sine=frequency=440:duration=1"],
+            &audio,
+        );
         assert_bad(&audio, &["no video stream", "Audio"]);
 
         // mp4 with its index (moov) at the end, cut in half: the index is gone.
@@ -760,19 +749,9 @@ mod with_video {
         let Some(ffmpeg) = ffmpeg_cli() else { return };
         for (name, gop) in [("keyint250.mp4", "250"), ("keyint25.mp4", "25")] {
             let p = dir.join(name);
-            let ok = Command::new(ffmpeg)
-                .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi"])
-                .args([
-                    "-i",
-                    "testsrc2=size=568x320:rate=25:duration=10",
-                    "-c:v",
-                    "libx264",
-                ])
-                .args(["-g", gop, "-pix_fmt", "yuv420p"])
-                .arg(&p)
-                .status()
-                .unwrap();
-            assert!(ok.success());
+            let src = "testsrc2=size=568x320:rate=25:duration=10";
+            let args = ["-f", "lavfi", "-i", src, "-c:v", "libx264", "-g", gop];
+            ffmpeg_run(ffmpeg, &[&args[..], &["-pix_fmt", "yuv420p"]].concat(), &p);
             for start in [0usize, 100, 180] {
                 let idx: Vec<usize> = (0..32).map(|k| start + 2 * k).collect();
                 let time = |seq: bool| {
