@@ -21,6 +21,7 @@
 
 pub mod check;
 pub mod dataset;
+pub mod encode;
 pub mod error;
 pub mod loader;
 pub mod sampling;
@@ -28,12 +29,8 @@ pub mod spec;
 pub mod synth;
 pub mod synthetic;
 pub mod transform;
+pub mod video;
 
-// MERGE: the video branch's data/src/video.rs and data/src/encode.rs replace this file: delete
-// pending_video.rs and these two lines and declare `pub mod video; pub mod encode;`. Until then
-// it holds their agreed API (a build without the `video` feature), so callers here are final.
-mod pending_video;
-pub use pending_video::{encode, video};
 
 pub use dataset::{write_class_list, Dataset, FileDataset};
 pub use error::{DataError, Result};

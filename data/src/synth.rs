@@ -51,7 +51,7 @@ pub struct SynthOptions {
     /// [T, H, W] of every clip.
     pub clip: [usize; 3],
     pub seed: u64,
-    pub fps: f64,
+    pub fps: u32,
 }
 
 /// Where the written set's lists are.

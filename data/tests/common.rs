@@ -35,7 +35,7 @@ pub fn rawframes_set(dir: &Path, train: usize, clip: [usize; 3]) -> Written {
         val_clips: 4,
         clip,
         seed: 3,
-        fps: 25.0,
+        fps: 25,
     };
     write_set(dir, &opt).expect("write rawframes set")
 }

@@ -6,3 +6,4 @@ mod datasets;
 mod loader;
 mod sampling;
 mod transforms;
+mod video;

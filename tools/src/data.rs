@@ -180,7 +180,7 @@ fn synth(a: SynthArgs) -> Result<()> {
         val_clips: a.val_clips.unwrap_or((a.clips / 4).max(1)),
         clip: [a.frames, a.size, a.size],
         seed: a.seed,
-        fps: 25.0,
+        fps: 25,
     };
     let t0 = std::time::Instant::now();
     let w = write_set(&a.out, &opt)?;

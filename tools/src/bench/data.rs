@@ -64,7 +64,7 @@ pub fn run(args: Args) -> Result<()> {
                 val_clips: 1,
                 clip: [96, 320, 426],
                 seed: 0,
-                fps: 30.0,
+                fps: 30,
             };
             println!(
                 "writing {} synthetic 426×320 H.264 files of 96 frames to {}",
