@@ -41,6 +41,9 @@ pub struct Config {
     pub head_dim: usize,
     pub mlp_ratio: usize,
     pub qkv_bias: bool,
+    /// `UNIFORMER.QKV_SCALE` (the blocks' `qk_scale`): the attention logits' scale; `None` is
+    /// head_dim^−0.5 (`qk_scale or head_dim ** -0.5`).
+    pub qk_scale: Option<f32>,
     /// Stochastic depth, linearly increasing over all blocks (`UNIFORMER.DROP_DEPTH_RATE`).
     pub drop_path_rate: f32,
     pub num_classes: usize,
@@ -59,6 +62,7 @@ impl Config {
             head_dim: 64,
             mlp_ratio: 4,
             qkv_bias: true,
+            qk_scale: None,
             drop_path_rate: 0.1,
             num_classes: 400,
         }
@@ -81,6 +85,7 @@ impl Config {
             head_dim: 16,
             mlp_ratio: 4,
             qkv_bias: true,
+            qk_scale: None,
             drop_path_rate: 0.0,
             num_classes,
         }
@@ -287,12 +292,25 @@ pub struct SABlock {
     pub fc2: Linear,
     pub heads: usize,
     pub drop_path: f32,
+    /// `qk_scale`; `None` is head_dim^−0.5.
+    pub qk_scale: Option<f32>,
 }
 
 impl SABlock {
     /// `norm_eps`: the LayerNorms' eps (the block's own default `nn.LayerNorm` is 1e-5; the
     /// `Uniformer` model passes `partial(nn.LayerNorm, eps=1e-6)`).
-    pub fn new(init: &mut Init, c: usize, heads: usize, mlp_ratio: usize, qkv_bias: bool, drop_path: f32, norm_eps: f32) -> Result<SABlock> {
+    /// `qkv_bias`, `qk_scale` as the official `Attention`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        init: &mut Init,
+        c: usize,
+        heads: usize,
+        mlp_ratio: usize,
+        qkv_bias: bool,
+        qk_scale: Option<f32>,
+        drop_path: f32,
+        norm_eps: f32,
+    ) -> Result<SABlock> {
         Ok(SABlock {
             pos_embed: Conv::new(init, c, 1, [3, 3, 3])?,
             norm1: LayerNorm::torch(init, c, norm_eps)?,
@@ -303,6 +321,7 @@ impl SABlock {
             fc2: Linear::new(init, mlp_ratio * c, c, true)?,
             heads,
             drop_path,
+            qk_scale,
         })
     }
 
@@ -314,7 +333,7 @@ impl SABlock {
         let x = x.try_reshape(&[b, c, s[2] * s[3] * s[4]])?.try_transpose(1, 2)?; // (B, N, C)
         // qkv (B, N, 3C) ordered [3][heads][d], as the official reshape(B, N, 3, heads, d) reads it
         let qkv = self.qkv.forward(&self.norm1.forward(&x)?)?;
-        let scale = 1.0 / ((c / self.heads) as f32).sqrt(); // head_dim^-0.5, on q·kᵀ
+        let scale = self.qk_scale.unwrap_or(1.0 / ((c / self.heads) as f32).sqrt()); // qk_scale or head_dim^-0.5, on q·kᵀ
         let a = self.proj.forward(&crate::blocks::attention(&qkv, self.heads, scale)?)?;
         let x = residual(&x, &a, self.drop_path, train)?;
         let h = self.fc1.forward(&self.norm2.forward(&x)?)?.try_gelu()?;
@@ -370,7 +389,7 @@ impl UniFormer {
         let blocks1 = cblocks(&mut init, 0)?;
         let blocks2 = cblocks(&mut init, 1)?;
         let sablocks = |init: &mut Init, s: usize| -> Result<Vec<SABlock>> {
-            (0..config.depth[s]).map(|i| SABlock::new(init, e[s], heads[s], m, config.qkv_bias, dpr(off[s] + i), 1e-6)).collect()
+            (0..config.depth[s]).map(|i| SABlock::new(init, e[s], heads[s], m, config.qkv_bias, config.qk_scale, dpr(off[s] + i), 1e-6)).collect()
         };
         let blocks3 = sablocks(&mut init, 2)?;
         let blocks4 = sablocks(&mut init, 3)?;

@@ -325,10 +325,10 @@ fn parity_vivit_factorised_settings_are_checked() {
     });
     assert!(err.contains("missing required field \"attention_config.attention_order\""), "{err}");
     let err = vivit(&|c| {
-        c.insert("attention_config".into(), json!({"type": "factorized_self_attention_block", "attention_order": "space_time"}));
+        c.insert("attention_config".into(), json!({"type": "factorized_self_attention_block", "attention_order": "spacetime"}));
         c.insert("classifier".into(), json!("gap"));
     });
-    assert!(err.contains("attention_order \"space_time\"") && err.contains("not implemented"), "{err}");
+    assert!(err.contains("attention_order \"spacetime\"") && err.contains("scenic accepts"), "{err}");
     let err = vivit(&|c| {
         c.insert("attention_config".into(), json!({"type": "factorized_dot_product_attention"}));
         c.insert("classifier".into(), json!("gap"));

@@ -11,7 +11,8 @@
 //!   nt + 1 tokens, its own `encoder_norm`); the head reads the temporal cls.
 //! * Model 3 ([`FactorisedViViT`] with [`FactorisedSelfAttentionBlock`]s): in every block,
 //!   attention over time (each spatial position's nt tokens), then over space (each frame's ns
-//!   tokens), each with its own LN and residual, then the MLP. No cls token: `gap` classifier.
+//!   tokens), or the other way round (`attention_order` 'space_time'), each with its own LN
+//!   and residual, then the MLP. No cls token: `gap` classifier.
 //! * Model 4 ([`FactorisedViViT`] with [`EncoderBlock`]s): a Model-1 block whose attention
 //!   gives heads [0, H/2) the time axis and heads [H/2, H) the space axis, one shared `out`
 //!   projection. `gap` classifier.
@@ -19,7 +20,8 @@
 use tubelet::nn::{Dense, Init, LayerNorm};
 use tubelet::{Error, Result, Tensor};
 
-use super::{new_embedding, tubelet_embed, Config, EncoderBlock, MlpBlock, Model, MultiHeadDotProductAttention};
+use super::{classify, head_params, new_embedding, new_head, tubelet_embed, AttentionOrder, Config, EncoderBlock, MlpBlock};
+use super::{Model, MultiHeadDotProductAttention};
 use crate::grid_attention::{group_attention, head_split_attention, Groups};
 use crate::{InputLayout, VideoModel};
 
@@ -77,6 +79,8 @@ pub struct FactorisedEncoder {
     pub embedding: (Tensor, Tensor),
     pub spatial: Transformer,
     pub temporal: Transformer,
+    /// `pre_logits` Dense(D → R), when `representation_size` is set (then tanh).
+    pub pre_logits: Option<Dense>,
     /// `output_projection`, zero-initialised as in scenic.
     pub output_projection: Dense,
 }
@@ -92,8 +96,8 @@ impl FactorisedEncoder {
         let embedding = new_embedding(&mut init, &config)?;
         let spatial = Transformer::new(&mut init, "SpatialTransformer", &config, g.h * g.w, config.layers)?;
         let temporal = Transformer::new(&mut init, "TemporalTransformer", &config, g.t, temporal_layers)?;
-        let output_projection = Dense::zeros(&mut init, config.hidden, config.num_classes)?;
-        Ok(FactorisedEncoder { config, embedding, spatial, temporal, output_projection })
+        let (pre_logits, output_projection) = new_head(&mut init, &config)?;
+        Ok(FactorisedEncoder { config, embedding, spatial, temporal, pre_logits, output_projection })
     }
 
     /// x (B, T, H, W, 3) channels-last -> logits (B, classes).
@@ -103,7 +107,7 @@ impl FactorisedEncoder {
         let tokens = tubelet_embed(c, &self.embedding, x)?; // (B, nt·ns, D), t-major
         let frames = tokens.try_reshape(&[b * g.t, g.h * g.w, c.hidden])?; // (B·nt, ns, D)
         let frames = self.spatial.forward(&frames)?.try_reshape(&[b, g.t, c.hidden])?; // (B, nt, D)
-        self.output_projection.forward(&self.temporal.forward(&frames)?) // (B, classes)
+        classify(&self.pre_logits, &self.output_projection, &self.temporal.forward(&frames)?) // (B, classes)
     }
 
     /// Every parameter under its scenic checkpoint key.
@@ -114,14 +118,15 @@ impl FactorisedEncoder {
         ];
         self.spatial.params(&mut out);
         self.temporal.params(&mut out);
-        self.output_projection.params("output_projection", &mut out);
+        head_params(&self.pre_logits, &self.output_projection, &mut out);
         out
     }
 }
 
-/// Model 3's block (scenic `EncoderFactorizedSelfAttentionBlock`, `attention_order='time_space'`):
-/// x + MHSA_time(LN_time(x)) over each position's time line, then the same over each frame's
-/// space, then x + MLP(LN_mlp(x)). No MLP between the two attentions.
+/// Model 3's block (scenic `EncoderFactorizedSelfAttentionBlock`): with `attention_order`
+/// 'time_space', x + MHSA_time(LN_time(x)) over each position's time line, then the same over
+/// each frame's space ('space_time': space first); then x + MLP(LN_mlp(x)). No MLP between the
+/// two attentions; the parameters keep their axis names whatever the order.
 pub struct FactorisedSelfAttentionBlock {
     pub layer_norm_time: LayerNorm,
     pub attention_time: MultiHeadDotProductAttention,
@@ -146,10 +151,12 @@ impl FactorisedSelfAttentionBlock {
     /// x (B, N, D), tokens t-major -> (B, N, D).
     pub fn forward(&self, x: &Tensor, c: &Config) -> Result<Tensor> {
         let mut x = x.clone();
-        let sublayers = [
-            (&self.layer_norm_time, &self.attention_time, Groups::Time), // [B·ns, nt, D]
-            (&self.layer_norm_space, &self.attention_space, Groups::Space), // [B·nt, ns, D]
-        ];
+        let time = (&self.layer_norm_time, &self.attention_time, Groups::Time); // [B·ns, nt, D]
+        let space = (&self.layer_norm_space, &self.attention_space, Groups::Space); // [B·nt, ns, D]
+        let sublayers = match c.attention_order {
+            AttentionOrder::TimeSpace => [time, space],
+            AttentionOrder::SpaceTime => [space, time],
+        };
         for (ln, attn, groups) in sublayers {
             let qkv = attn.qkv(&ln.forward(&x)?)?; // (B, N, 3D)
             let o = group_attention(&qkv, c.grid(), groups, c.heads, attn.scale(c.hidden))?; // (B, N, D)
@@ -184,6 +191,8 @@ pub struct FactorisedViViT {
     pub pos_embedding: Tensor,
     pub blocks: FactorisedBlocks,
     pub encoder_norm: LayerNorm,
+    /// `pre_logits` Dense(D → R), when `representation_size` is set (then tanh).
+    pub pre_logits: Option<Dense>,
     pub output_projection: Dense,
 }
 
@@ -204,8 +213,8 @@ impl FactorisedViViT {
             other => return Err(Error::Config(format!("FactorisedViViT builds Models 3 and 4, not {other:?}"))),
         };
         let encoder_norm = LayerNorm::flax(&mut init, d)?;
-        let output_projection = Dense::zeros(&mut init, d, config.num_classes)?;
-        Ok(FactorisedViViT { config, embedding, pos_embedding, blocks, encoder_norm, output_projection })
+        let (pre_logits, output_projection) = new_head(&mut init, &config)?;
+        Ok(FactorisedViViT { config, embedding, pos_embedding, blocks, encoder_norm, pre_logits, output_projection })
     }
 
     /// x (B, T, H, W, 3) channels-last -> logits (B, classes).
@@ -227,7 +236,7 @@ impl FactorisedViViT {
             }
         }
         let pooled = self.encoder_norm.forward(&h)?.try_mean(&[1], false)?; // classifier = 'gap': (B, D)
-        self.output_projection.forward(&pooled)
+        classify(&self.pre_logits, &self.output_projection, &pooled)
     }
 
     /// Every parameter under its scenic checkpoint key.
@@ -250,7 +259,7 @@ impl FactorisedViViT {
             }
         }
         self.encoder_norm.params("Transformer/encoder_norm", &mut out);
-        self.output_projection.params("output_projection", &mut out);
+        head_params(&self.pre_logits, &self.output_projection, &mut out);
         out
     }
 }

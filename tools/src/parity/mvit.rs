@@ -98,15 +98,7 @@ fn common(c: &mut ConfigReader, module: &str, input: &[usize], att_dim: usize, h
     let kernel_kv = window(c, module, "kernel_kv")?;
     let stride_q = window(c, module, "stride_q")?;
     let stride_kv = window(c, module, "stride_kv")?;
-    let eps = match c.string("norm_layer", Some("nn.LayerNorm"))?.as_str() {
-        "nn.LayerNorm" => 1e-5,
-        "partial(nn.LayerNorm, eps=1e-6)" => 1e-6,
-        other => {
-            return Err(Error::Config(format!(
-                "{module} config: norm_layer {other:?}; accepted: \"nn.LayerNorm\", \"partial(nn.LayerNorm, eps=1e-6)\""
-            )))
-        }
-    };
+    let eps = c.layer_norm_eps("norm_layer", 1e-5)?;
     let has_cls = c.bool("has_cls_embed", Some(true))?;
     let mode = c.string("mode", Some("conv"))?;
     let pool_first = c.bool("pool_first", Some(false))?;

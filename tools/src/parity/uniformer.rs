@@ -23,7 +23,7 @@
 //! `DATA.TRAIN_CROP_SIZE` (224; the patch embeddings' nominal img_size, which the official
 //! forward does not use: the clip size comes from the input, whose H and W must be multiples
 //! of 32 here). `UNIFORMER.PRETRAIN_NAME` is accepted (loading happens outside the
-//! constructor). Ported: SPLIT, STD False, QKV_SCALE and REPRESENTATION_SIZE None, an integer
+//! constructor). Ported: SPLIT, STD False, any QKV_SCALE, REPRESENTATION_SIZE None, an integer
 //! MLP_RATIO; the dropout rates are not applied (0 in every released config): with `train:
 //! true` they and DROP_DEPTH_RATE must be 0.
 
@@ -43,7 +43,7 @@ pub fn modules() -> Vec<Module> {
         },
         Module {
             name: "uniformer.SABlock",
-            summary: "UniFormer global MHRA block (DPE, LayerNorm, multi-head self-attention, MLP) on (B, C, T, H, W); ported: qk_scale None",
+            summary: "UniFormer global MHRA block (DPE, LayerNorm, multi-head self-attention, MLP) on (B, C, T, H, W); any qkv_bias, qk_scale",
             train_default: Some(false),
             build: build_sablock,
         },
@@ -61,6 +61,7 @@ struct Common {
     heads: usize,
     mlp_ratio: usize,
     qkv_bias: bool,
+    qk_scale: Option<f32>,
     drop_path: f32,
 }
 
@@ -69,16 +70,13 @@ fn common(c: &mut ConfigReader, module: &str, input: &[usize], train: bool) -> R
     let heads = c.usize("num_heads", None)?;
     let mlp_ratio = c.f64("mlp_ratio", Some(4.0))?;
     let qkv_bias = c.bool("qkv_bias", Some(false))?;
-    let qk_scale = c.opt_f64("qk_scale")?;
+    let qk_scale = c.qk_scale("qk_scale")?;
     let drop = c.f64("drop", Some(0.0))?;
     let attn_drop = c.f64("attn_drop", Some(0.0))?;
     let drop_path = c.f64("drop_path", Some(0.0))?;
     let unsupported = |what: String| Error::Config(format!("{module}: {what} is not implemented in tubelet's port"));
     if mlp_ratio.fract() != 0.0 || mlp_ratio < 1.0 {
         return Err(unsupported(format!("mlp_ratio {mlp_ratio} (implemented: a positive integer)")));
-    }
-    if let Some(s) = qk_scale {
-        return Err(unsupported(format!("qk_scale {s} (implemented: null, head_dim^-0.5)")));
     }
     if train && (drop != 0.0 || attn_drop != 0.0 || drop_path != 0.0) {
         return Err(unsupported(format!(
@@ -91,7 +89,7 @@ fn common(c: &mut ConfigReader, module: &str, input: &[usize], train: bool) -> R
     if input.len() != 5 || input[1] != dim || input.contains(&0) {
         return Err(Error::Shape(format!("{module} takes x (B, dim = {dim}, T, H, W); input has shape {input:?}")));
     }
-    Ok(Common { dim, heads, mlp_ratio: mlp_ratio as usize, qkv_bias, drop_path: drop_path as f32 })
+    Ok(Common { dim, heads, mlp_ratio: mlp_ratio as usize, qkv_bias, qk_scale, drop_path: drop_path as f32 })
 }
 
 struct C(CBlock);
@@ -135,21 +133,12 @@ impl Block for Sa {
 
 fn build_sablock(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<dyn Block>> {
     const M: &str = "uniformer.SABlock";
-    let norm = c.string("norm_layer", Some("nn.LayerNorm"))?;
-    let eps = match norm.as_str() {
-        "nn.LayerNorm" => 1e-5,
-        "partial(nn.LayerNorm, eps=1e-6)" => 1e-6,
-        other => {
-            return Err(Error::Config(format!(
-                "{M} config: norm_layer {other:?}; accepted: \"nn.LayerNorm\", \"partial(nn.LayerNorm, eps=1e-6)\""
-            )))
-        }
-    };
+    let eps = c.layer_norm_eps("norm_layer", 1e-5)?;
     let k = common(c, M, input, train)?;
     if k.heads == 0 || k.dim % k.heads != 0 {
         return Err(Error::Config(format!("{M} config: dim {} is not divisible by num_heads {}", k.dim, k.heads)));
     }
-    Ok(Box::new(Sa(SABlock::new(&mut Init::new(0), k.dim, k.heads, k.mlp_ratio, k.qkv_bias, k.drop_path, eps)?)))
+    Ok(Box::new(Sa(SABlock::new(&mut Init::new(0), k.dim, k.heads, k.mlp_ratio, k.qkv_bias, k.qk_scale, k.drop_path, eps)?)))
 }
 
 /// A list of exactly 4 non-negative integers at `key`, or `default`.
@@ -169,7 +158,7 @@ fn build_uniformer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result
     let head_dim = c.usize("UNIFORMER.HEAD_DIM", Some(64))?;
     let mlp_ratio = c.f64("UNIFORMER.MLP_RATIO", Some(4.0))?;
     let qkv_bias = c.bool("UNIFORMER.QKV_BIAS", Some(true))?;
-    let qk_scale = c.opt_f64("UNIFORMER.QKV_SCALE")?;
+    let qk_scale = c.qk_scale("UNIFORMER.QKV_SCALE")?;
     let representation = c.opt_usize("UNIFORMER.REPRESENTATION_SIZE")?;
     let drop = c.f64("UNIFORMER.DROPOUT_RATE", Some(0.0))?;
     let attn_drop = c.f64("UNIFORMER.ATTENTION_DROPOUT_RATE", Some(0.0))?;
@@ -184,9 +173,6 @@ fn build_uniformer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result
     c.usize("DATA.TRAIN_CROP_SIZE", Some(224))?; // nominal img_size, unused by the forward
     if mlp_ratio.fract() != 0.0 || mlp_ratio < 1.0 {
         return Err(unsupported(format!("UNIFORMER.MLP_RATIO {mlp_ratio} (implemented: a positive integer)")));
-    }
-    if let Some(s) = qk_scale {
-        return Err(unsupported(format!("UNIFORMER.QKV_SCALE {s} (implemented: null, head_dim^-0.5)")));
     }
     if let Some(r) = representation.filter(|&r| r > 0) {
         return Err(unsupported(format!("UNIFORMER.REPRESENTATION_SIZE {r} (implemented: null)")));
@@ -217,6 +203,7 @@ fn build_uniformer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result
         head_dim,
         mlp_ratio: mlp_ratio as usize,
         qkv_bias,
+        qk_scale,
         drop_path_rate: drop_path as f32,
         num_classes,
     };

@@ -11,19 +11,21 @@
 //!
 //! `video_swin.BasicLayer` reads `dim`, `depth`, `num_heads` (required), `window_size`
 //! ((1,7,7)), `mlp_ratio` (4.0), `qkv_bias` (False), `qk_scale` (None), `drop`, `attn_drop`,
-//! `drop_path` (a number; 0), `downsample` (a bool here: PatchMerging or None; false),
+//! `drop_path` (a number; 0), `norm_layer` ("nn.LayerNorm", by name), `downsample` (a class
+//! by name: "PatchMerging" or null, the default; true / false are accepted for them),
 //! `use_checkpoint` (False).
 //!
 //! Buffers: each block's int64 `attn.relative_position_index` (carried as f32) is read from the
 //! file and checked against the index the fused kernel computes; a different one is an error.
 //!
-//! The port covers the released configurations: `in_chans` 3, `patch_norm` True, `qkv_bias`
-//! True, `qk_scale` None, an integer `mlp_ratio`; other settings are errors that say so.
+//! `qkv_bias`, `qk_scale` (None or 0: head_dim^−0.5, as the official `qk_scale or head_dim **
+//! -0.5`) and `patch_norm` are the model's own config fields. Not ported: `in_chans` other than
+//! 3, a non-integer `mlp_ratio`, a norm eps other than 1e-5; these are errors that say so.
 //! Dropout and stochastic depth are random and refused with `train: true` unless 0.
 
 use tubelet::nn::Init;
 use tubelet::{Error, Result, Tensor};
-use tubelet_models::video_swin::{BasicLayer, Config, VideoSwin};
+use tubelet_models::video_swin::{AttnOptions, BasicLayer, Config, VideoSwin};
 
 use super::{Block, ConfigReader, Module};
 
@@ -31,13 +33,13 @@ pub fn modules() -> Vec<Module> {
     vec![
         Module {
             name: "video_swin.SwinTransformer3D",
-            summary: "Video Swin backbone (patch embedding, stages, final norm), (B, 3, T, H, W) -> (B, C, D, H, W); ported: patch_norm True, qkv_bias True, qk_scale None",
+            summary: "Video Swin backbone (patch embedding, stages, final norm), (B, 3, T, H, W) -> (B, C, D, H, W); any patch_norm, qkv_bias, qk_scale",
             train_default: Some(false),
             build: build_backbone,
         },
         Module {
             name: "video_swin.BasicLayer",
-            summary: "one Video Swin stage (blocks, shifted in odd ones, + optional PatchMerging), (B, C, D, H, W) -> (B, C', D, H', W'); ported: qkv_bias True, qk_scale None",
+            summary: "one Video Swin stage (blocks, shifted in odd ones, + optional PatchMerging), (B, C, D, H, W) -> (B, C', D, H', W'); any qkv_bias, qk_scale",
             train_default: Some(false),
             build: build_layer,
         },
@@ -57,27 +59,26 @@ fn triple(c: &mut ConfigReader, key: &str, default: [usize; 3]) -> Result<[usize
     Ok([v[0], v[1], v[2]])
 }
 
-/// Shared arguments: mlp_ratio (an integer here), qkv_bias, qk_scale, and the random rates.
-fn common(c: &mut ConfigReader, module: &str, qkv_default: bool, train: bool, rates: &[(&str, f64)]) -> Result<usize> {
+/// Shared arguments: mlp_ratio (an integer here), qkv_bias, qk_scale, norm_layer (by name),
+/// and the random rates.
+fn common(c: &mut ConfigReader, module: &str, qkv_default: bool, train: bool, rates: &[(&str, f64)]) -> Result<(usize, AttnOptions)> {
     let mlp_ratio = c.f64("mlp_ratio", Some(4.0))?;
     let qkv_bias = c.bool("qkv_bias", Some(qkv_default))?;
-    let qk_scale = c.opt_f64("qk_scale")?;
+    let qk_scale = c.qk_scale("qk_scale")?;
     c.bool("use_checkpoint", Some(false))?; // memory only
+    let eps = c.layer_norm_eps("norm_layer", 1e-5)?;
     if mlp_ratio.fract() != 0.0 || mlp_ratio < 1.0 {
         return Err(unsupported(module, format!("mlp_ratio {mlp_ratio} (implemented: a positive integer)")));
     }
-    if !qkv_bias {
-        return Err(unsupported(module, "qkv_bias false (implemented: true, as every released config)".to_string()));
-    }
-    if let Some(s) = qk_scale {
-        return Err(unsupported(module, format!("qk_scale {s} (implemented: null, head_dim^-0.5)")));
+    if eps != 1e-5 {
+        return Err(unsupported(module, format!("norm_layer with eps {eps} (implemented: nn.LayerNorm, eps 1e-5)")));
     }
     if train {
         if let Some((k, v)) = rates.iter().find(|(_, v)| *v != 0.0) {
             return Err(unsupported(module, format!("train: true with {k} {v} (random; set it to 0 or use train: false)")));
         }
     }
-    Ok(mlp_ratio as usize)
+    Ok((mlp_ratio as usize, AttnOptions { qkv_bias, qk_scale }))
 }
 
 /// The official `relative_position_index` ((N, N), N = Wd·Wh·Ww) of a window: for tokens i, j
@@ -162,12 +163,9 @@ fn build_backbone(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<
     c.ignore("pretrained"); // loading only
     c.ignore("pretrained2d");
     let rates = [("drop_rate", drop_rate), ("attn_drop_rate", attn_drop_rate), ("drop_path_rate", drop_path_rate)];
-    let mlp_ratio = common(c, M, true, train, &rates)?;
+    let (mlp_ratio, attn) = common(c, M, true, train, &rates)?;
     if in_chans != 3 {
         return Err(unsupported(M, format!("in_chans {in_chans} (implemented: 3)")));
-    }
-    if !patch_norm {
-        return Err(unsupported(M, "patch_norm false (implemented: true, as every released config)".to_string()));
     }
     if input.len() != 5 || input[1] != 3 {
         return Err(Error::Shape(format!("{M} takes a clip batch (B, 3, T, H, W); input has shape {input:?}")));
@@ -185,6 +183,8 @@ fn build_backbone(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<
         drop_path_rate: drop_path_rate as f32,
         head_dropout: 0.0,
         num_classes: 1,
+        attn,
+        patch_norm,
     };
     let mut buffers = Vec::new();
     for (i, &depth) in config.depths.iter().enumerate() {
@@ -223,8 +223,18 @@ fn build_layer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
     let drop = c.f64("drop", Some(0.0))?;
     let attn_drop = c.f64("attn_drop", Some(0.0))?;
     let drop_path = c.f64("drop_path", Some(0.0))?;
-    let downsample = c.bool("downsample", Some(false))?;
-    let mlp_ratio = common(c, M, false, train, &[("drop", drop), ("attn_drop", attn_drop), ("drop_path", drop_path)])?;
+    // A class or None (default None); true / false stand for PatchMerging / None.
+    let downsample = match c.class("downsample", None, Some("PatchMerging"))? {
+        None => false,
+        Some(name) if name == "PatchMerging" => true,
+        Some(other) => {
+            return Err(Error::Config(format!(
+                "{M} config: downsample {other:?} is not a class of the official module; accepted: \"PatchMerging\", null (or true / false)"
+            )))
+        }
+    };
+    let rates = [("drop", drop), ("attn_drop", attn_drop), ("drop_path", drop_path)];
+    let (mlp_ratio, attn) = common(c, M, false, train, &rates)?;
     if input.len() != 5 || input[1] != dim || input.contains(&0) {
         return Err(Error::Shape(format!("{M} takes x (B, dim = {dim}, D, H, W); input has shape {input:?}")));
     }
@@ -238,6 +248,6 @@ fn build_layer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
     }
     let mut init = Init::new(0);
     let rates = vec![drop_path as f32; depth];
-    let layer = BasicLayer::new(&mut init, dim, depth, num_heads, window_size, mlp_ratio, &rates, downsample)?;
+    let layer = BasicLayer::new(&mut init, dim, depth, num_heads, window_size, mlp_ratio, &rates, downsample, attn)?;
     Ok(Box::new(Layer { layer, buffers: index_buffers("", depth, window_size)? }))
 }

@@ -1,0 +1,191 @@
+//! Parity of the official constructors' options (issue 17): defaults left out, `qkv_bias` false,
+//! `qk_scale` set, `null` where the official code takes None, class-valued arguments by name,
+//! and scenic ViViT's pre-logits layer, both factorised attention orders and uniform frame
+//! sampling. The test vectors were made by the official code:
+//! `models/tests/fixtures/gen_parity_options.py` (Video Swin, TimeSformer, UniFormer; manifest
+//! `parity_options.json`) and `gen_parity_vivit_options.py` (scenic; `parity_vivit_options.json`),
+//! which record the official commits. Each fixture's config leaves out the defaults it tests, so
+//! passing means `tubelet parity` gives the official result with them left out.
+//!
+//! Bounds as the other parity tests: relative error max|got − want| / max|want| ≤ 1e-4 for
+//! `output`, ≤ 1e-3 for every `grad.*`. Options the official code rejects are errors that name
+//! them (checked before any GPU work).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+use tubelet::gpu_or_skip;
+use tubelet::io::{self, HostTensor};
+use tubelet_cli::parity;
+
+const FORWARD_TOL: f32 = 1e-4;
+const GRADIENT_TOL: f32 = 1e-3;
+const MANIFESTS: [&str; 2] = ["parity_options.json", "parity_vivit_options.json"];
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures")
+}
+
+/// The fixture called `case` in this file's manifests.
+fn entry(case: &str) -> Value {
+    for name in MANIFESTS {
+        let path = fixtures().join(name);
+        let manifest: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if let Some(e) = manifest.as_array().unwrap().iter().find(|e| e["case"] == case) {
+            return e.clone();
+        }
+    }
+    panic!("no fixture {case} in {MANIFESTS:?}")
+}
+
+/// max|got − want| / max|want| (the plain difference where want is all zero).
+fn relative_error(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = got.iter().zip(want).fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+    if scale == 0.0 {
+        diff
+    } else {
+        diff / scale
+    }
+}
+
+/// Runs the fixture's module with its config and checks every tensor of its `.want` file.
+fn check(case: &str) {
+    let Some(_) = gpu_or_skip() else { return };
+    let e = entry(case);
+    let module = e["module"].as_str().unwrap();
+    let input = io::read(&fixtures().join(e["input"].as_str().unwrap())).unwrap();
+    let want: BTreeMap<String, HostTensor> = io::read(&fixtures().join(e["want"].as_str().unwrap())).unwrap();
+    let got = parity::run_tensors(module, &e["config"], &input).unwrap_or_else(|err| panic!("{case}: {err}"));
+    let got: BTreeMap<&str, (&Vec<usize>, &Vec<f32>)> = got.iter().map(|(k, s, v)| (k.as_str(), (s, v))).collect();
+    assert_eq!(got.len(), want.len(), "{case}: tubelet wrote {:?}, want has {:?}", got.keys(), want.keys());
+    let mut fails = Vec::new();
+    let (mut max_fwd, mut max_grad) = (0f32, 0f32);
+    for (key, w) in &want {
+        let (shape, g) = got.get(key.as_str()).unwrap_or_else(|| panic!("{case}: tubelet wrote no {key}"));
+        assert_eq!(*shape, &w.shape, "{case}: {key} shape");
+        let err = relative_error(g, &w.data);
+        let tol = if key == "output" { FORWARD_TOL } else { GRADIENT_TOL };
+        if key == "output" { max_fwd = err } else { max_grad = max_grad.max(err) }
+        if err.is_nan() || err > tol {
+            fails.push(format!("{key}: {err:.2e} > {tol:.0e}"));
+        }
+    }
+    eprintln!("{case}: relative error output {max_fwd:.2e}, worst gradient {max_grad:.2e}");
+    assert!(fails.is_empty(), "{case} ({module}) differs from the official code:\n  {}", fails.join("\n  "));
+}
+
+#[test]
+fn parity_options_video_swin_basic_layer_defaults() {
+    check("video_swin.BasicLayer.defaults");
+}
+
+#[test]
+fn parity_options_video_swin_basic_layer_no_downsample() {
+    check("video_swin.BasicLayer.no_downsample");
+}
+
+#[test]
+fn parity_options_video_swin_backbone_defaults() {
+    check("video_swin.SwinTransformer3D.defaults");
+}
+
+#[test]
+fn parity_options_timesformer_block_defaults() {
+    check("timesformer.Block.defaults");
+}
+
+#[test]
+fn parity_options_timesformer_model_defaults() {
+    check("timesformer.VisionTransformer.defaults");
+}
+
+#[test]
+fn parity_options_uniformer_sablock_qk_scale() {
+    check("uniformer.SABlock.qk_scale");
+}
+
+#[test]
+fn parity_options_vivit_representation_size() {
+    check("vivit.ViViT.representation_size");
+}
+
+#[test]
+fn parity_options_vivit_space_time_order() {
+    check("vivit.ViViT.space_time");
+}
+
+#[test]
+fn parity_options_vivit_temporal_sampling() {
+    check("vivit.ViViT.temporal_sampling");
+}
+
+#[test]
+fn parity_options_vivit_temporal_sampling_fdp() {
+    check("vivit.ViViT.temporal_sampling_fdp");
+}
+
+#[test]
+fn parity_options_vivit_factorised_encoder_temporal_sampling() {
+    check("vivit.SpaceTimeViViT.temporal_sampling");
+}
+
+/// The error `module` gives for the config of fixture `case` edited by `edit`. (A null left
+/// unread is found after the module is built, which makes tensors: the test needs an adapter.)
+fn config_error(case: &str, edit: &dyn Fn(&mut serde_json::Map<String, Value>)) -> String {
+    let e = entry(case);
+    let mut config = e["config"].clone();
+    edit(config.as_object_mut().unwrap());
+    let shape: Vec<usize> = io::read(&fixtures().join(e["input"].as_str().unwrap())).unwrap()["input"].shape.clone();
+    let file = BTreeMap::from([("input".to_string(), HostTensor { data: vec![0.0; shape.iter().product()], shape })]);
+    parity::run_tensors(e["module"].as_str().unwrap(), &config, &file).err().expect("an error").to_string()
+}
+
+/// What the official code rejects (a class it does not have, an attention order or temporal
+/// encoding it raises on, a patch size of the wrong length, None where it calls the argument)
+/// is an error naming the field and the value.
+#[test]
+fn parity_options_official_rejections_name_the_field() {
+    let Some(_) = gpu_or_skip() else { return };
+    let err = config_error("video_swin.BasicLayer.defaults", &|c| {
+        c.insert("downsample".into(), json!("PatchMerging3D"));
+    });
+    assert!(err.contains("downsample \"PatchMerging3D\"") && err.contains("\"PatchMerging\", null"), "{err}");
+    let err = config_error("video_swin.BasicLayer.defaults", &|c| {
+        c.insert("norm_layer".into(), json!("nn.BatchNorm3d"));
+    });
+    assert!(err.contains("norm_layer") && err.contains("nn.BatchNorm3d") && err.contains("not a LayerNorm"), "{err}");
+    let err = config_error("video_swin.BasicLayer.no_downsample", &|c| {
+        c.insert("norm_layer".into(), Value::Null);
+    });
+    assert!(err.contains("\"norm_layer\" is null"), "{err}");
+    // None where the official default is not None (window_size) is refused, naming it.
+    let err = config_error("video_swin.BasicLayer.defaults", &|c| {
+        c.insert("window_size".into(), Value::Null);
+    });
+    assert!(err.contains("\"window_size\" is null"), "{err}");
+    let err = config_error("timesformer.Block.defaults", &|c| {
+        c.insert("qkv_bias".into(), Value::Null);
+    });
+    assert!(err.contains("\"qkv_bias\" is null"), "{err}");
+
+    let err = config_error("vivit.ViViT.space_time", &|c| {
+        c.insert("attention_config".into(), json!({"type": "factorized_self_attention_block", "attention_order": "time"}));
+    });
+    assert!(err.contains("attention_order \"time\"") && err.contains("\"space_time\""), "{err}");
+    let err = config_error("vivit.ViViT.temporal_sampling", &|c| {
+        c.insert("temporal_encoding_config".into(), json!({"method": "2d_conv"}));
+    });
+    assert!(err.contains("method \"2d_conv\"") && err.contains("\"temporal_sampling\""), "{err}");
+    // 2-D patches for temporal sampling (scenic's `fh, fw = patches.size`).
+    let err = config_error("vivit.ViViT.temporal_sampling", &|c| {
+        c.insert("patches".into(), json!({"size": [3, 2, 2]}));
+    });
+    assert!(err.contains("\"patches.size\" must be a list of 2"), "{err}");
+    let err = config_error("vivit.ViViT.temporal_sampling", &|c| {
+        c.insert("temporal_encoding_config".into(), json!({"method": "temporal_sampling"}));
+    });
+    assert!(err.contains("missing required field \"temporal_encoding_config.n_sampled_frames\""), "{err}");
+}
