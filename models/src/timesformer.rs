@@ -19,6 +19,9 @@
 //! attention (TSF README), the joint and space-only baselines, L+G and T+W+H at base size, and a
 //! tiny model for the synthetic set.
 //!
+//! `qkv_bias`, `qk_scale` and the norm layer's eps of the official constructors are [`Config`]
+//! fields (the `TimeSformer` class passes qkv_bias True and eps 1e-6).
+//!
 //! Deviations: the position and time embeddings are not resized at run time (the official
 //! forward interpolates them, nearest, when the input's grid differs): the model takes the clip
 //! it was built for and errors otherwise. Attention and MLP dropout are 0 in the official configs
@@ -418,15 +421,7 @@ impl TimeSformer {
     /// PatchEmbed: (B, 3, T, H, W) -> (B·T, n, D), patches h-major within a frame. The Conv2d
     /// with kernel = stride is a patchify (one permute) and one Linear.
     pub fn patch_embed(&self, x: &Tensor) -> Result<Tensor> {
-        let c = &self.config;
-        let (b, p, d) = (x.dim(0), c.patch, c.embed_dim);
-        let (nh, nw) = (c.height / p, c.width / p);
-        let patches = x
-            .try_reshape(&[b, 3, c.frames, nh, p, nw, p])? // (B, C, T, H', P, W', P)
-            .try_permute(&[0, 2, 3, 5, 1, 4, 6])? //          (B, T, H', W', C, P, P)
-            .try_reshape(&[b * c.frames, nh * nw, 3 * p * p])?; // (B·T, n, C·P·P)
-        let w = self.patch_embed.0.try_reshape(&[d, 3 * p * p])?; // (D, C·P·P)
-        patches.try_linear(&w, Some(&self.patch_embed.1)) // (B·T, n, D)
+        patch_embed(&self.patch_embed, self.config.patch, x)
     }
 
     /// x (B, 3, T, H, W) -> logits (B, classes). `train` applies drop path.
@@ -555,4 +550,26 @@ pub fn presets() -> Vec<Preset> {
         preset("timesformer-tiny", "TimeSformer divided space-time, tiny: 8x32x32, patch 8, D 64, 4 blocks",
             Config::tiny(NUM_CLASSES), |s| Ok(Box::new(TimeSformer::new(Config::tiny(NUM_CLASSES), s)?))),
     ]
+}
+
+/// TimeSformer `PatchEmbed`: `rearrange('b c t h w -> (b t) c h w')`, Conv2d(kernel = stride =
+/// P), `flatten(2).transpose(1, 2)`: x (B, C, T, H, W) -> (B·T, n, D), patches h-major. The
+/// convolution is a patchify (one permute) and one Linear with `proj.weight` (D, C, P, P);
+/// H and W must be multiples of P (the official VALID conv would drop the remainder).
+pub fn patch_embed(proj: &(Tensor, Tensor), p: usize, x: &Tensor) -> Result<Tensor> {
+    let s = x.shape();
+    let d = proj.0.dim(0);
+    if x.rank() != 5 || p == 0 || s[3] % p != 0 || s[4] % p != 0 || proj.0.shape() != [d, s[1], p, p] {
+        return Err(Error::Shape(format!(
+            "TimeSformer PatchEmbed: x {s:?} must be (B, C, T, H, W) with H, W multiples of the patch {p}, for proj.weight {:?}",
+            proj.0.shape()
+        )));
+    }
+    let (b, ch, t, nh, nw) = (s[0], s[1], s[2], s[3] / p, s[4] / p);
+    let patches = x
+        .try_reshape(&[b, ch, t, nh, p, nw, p])? // (B, C, T, H', P, W', P)
+        .try_permute(&[0, 2, 3, 5, 1, 4, 6])? //    (B, T, H', W', C, P, P)
+        .try_reshape(&[b * t, nh * nw, ch * p * p])?; // (B·T, n, C·P·P)
+    let w = proj.0.try_reshape(&[d, ch * p * p])?; // (D, C·P·P)
+    patches.try_linear(&w, Some(&proj.1)) // (B·T, n, D)
 }

@@ -17,7 +17,9 @@
 //! and LayerNorm follow the official `_init_weights`. Dropout rates are 0 in the released
 //! configs and are not applied; drop path (stochastic depth, linspace over all blocks as the
 //! official `dpr`) goes through [`residual`] (`blocks::residual`).
-//! `SplitSABlock` and the `std` patch embedding are off in every released config and not built.
+//! `SplitSABlock` and the `std` patch embedding are off in every released config and not built
+//! by [`UniFormer`] (the `std` embedding exists as [`PatchEmbed::plain`] for parity).
+//! `qkv_bias` and `qk_scale` (`UNIFORMER.QKV_BIAS`, `UNIFORMER.QKV_SCALE`) are [`Config`] fields.
 
 use tubelet::nn::{Init, LayerNorm, Linear};
 use tubelet::{Error, Result, Tensor};
@@ -206,8 +208,23 @@ pub struct PatchEmbed {
 }
 
 impl PatchEmbed {
-    fn new(init: &mut Init, cin: usize, cout: usize, special: bool) -> Result<PatchEmbed> {
-        let (k, stride, padding) = if special { ([3, 4, 4], [2, 4, 4], [1, 0, 0]) } else { ([1, 2, 2], [1, 2, 2], [0, 0, 0]) };
+    /// `SpeicalPatchEmbed(patch_size = p, in_chans = cin, embed_dim = cout)` (official
+    /// spelling): `conv_3xnxn`, Conv3d k (3, p, p), s (2, p, p), padding (1, 0, 0).
+    pub fn special(init: &mut Init, cin: usize, cout: usize, p: usize) -> Result<PatchEmbed> {
+        PatchEmbed::with_conv(init, cin, cout, [3, p, p], [2, p, p], [1, 0, 0])
+    }
+
+    /// `PatchEmbed(patch_size = p, in_chans = cin, embed_dim = cout, std)`: `conv_1xnxn`, k = s
+    /// = (1, p, p); with `std`, `conv_3xnxn_std`, k (3, p, p), s (1, p, p), padding (1, 0, 0).
+    pub fn plain(init: &mut Init, cin: usize, cout: usize, p: usize, std: bool) -> Result<PatchEmbed> {
+        if std {
+            PatchEmbed::with_conv(init, cin, cout, [3, p, p], [1, p, p], [1, 0, 0])
+        } else {
+            PatchEmbed::with_conv(init, cin, cout, [1, p, p], [1, p, p], [0, 0, 0])
+        }
+    }
+
+    fn with_conv(init: &mut Init, cin: usize, cout: usize, k: [usize; 3], stride: [usize; 3], padding: [usize; 3]) -> Result<PatchEmbed> {
         Ok(PatchEmbed { proj: Conv::new(init, cout, cin, k)?, norm: LayerNorm::torch(init, cout, 1e-5)?, stride, padding })
     }
 
@@ -216,7 +233,8 @@ impl PatchEmbed {
         layer_norm_channels(&self.proj.dense(x, self.stride, self.padding)?, &self.norm)
     }
 
-    fn params(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
+    /// Parameters under `prefix` (`patch_embed{1..4}` in the model), official names.
+    pub fn params(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
         self.proj.params(&format!("{prefix}.proj"), out);
         self.norm.params(&format!("{prefix}.norm"), out);
     }
@@ -372,10 +390,10 @@ impl UniFormer {
         let mut init = Init::new(seed);
         let e = config.embed_dim;
         let patch_embed = [
-            PatchEmbed::new(&mut init, 3, e[0], true)?,
-            PatchEmbed::new(&mut init, e[0], e[1], false)?,
-            PatchEmbed::new(&mut init, e[1], e[2], false)?,
-            PatchEmbed::new(&mut init, e[2], e[3], false)?,
+            PatchEmbed::special(&mut init, 3, e[0], 4)?,
+            PatchEmbed::plain(&mut init, e[0], e[1], 2, false)?,
+            PatchEmbed::plain(&mut init, e[1], e[2], 2, false)?,
+            PatchEmbed::plain(&mut init, e[2], e[3], 2, false)?,
         ];
         // Stochastic depth decay rule: linspace(0, rate, Σ depth) over all blocks in order.
         let total: usize = config.depth.iter().sum();

@@ -22,6 +22,9 @@
 //! bias, mask, reverse and crop fused in one op), `patch_merging` (the 2×2 gather), `linear`,
 //! `layer_norm`, `gelu`, `mean`, `dropout`.
 //!
+//! Options of the official constructors in [`Config`]: `qkv_bias` and `qk_scale`
+//! ([`AttnOptions`]; `BasicLayer` defaults to qkv_bias False), `patch_norm`.
+//!
 //! Deviations: none in the computation. Drop path (stochastic depth, `drop_path_rate`) follows
 //! the official per-block linspace (see [`residual`]); the tiny preset uses 0.
 
@@ -289,16 +292,17 @@ pub struct PatchEmbed3D {
 }
 
 impl PatchEmbed3D {
-    /// `norm_eps`: the norm layer's eps, `None` for no norm (`norm_layer=None`).
-    pub fn new(init: &mut Init, c: usize, patch_size: [usize; 3], norm_eps: Option<f32>) -> Result<Self> {
+    /// `PatchEmbed3D(patch_size, in_chans, embed_dim = c, norm_layer)`; `norm_eps`: the norm
+    /// layer's eps, `None` for no norm (`norm_layer=None`, the class's default).
+    pub fn new(init: &mut Init, in_chans: usize, c: usize, patch_size: [usize; 3], norm_eps: Option<f32>) -> Result<Self> {
         let [pt, ph, pw] = patch_size;
-        let fan_in = 3 * pt * ph * pw;
-        let proj = (conv_default(init, &[c, 3, pt, ph, pw], fan_in)?, conv_default(init, &[c], fan_in)?);
+        let fan_in = in_chans * pt * ph * pw;
+        let proj = (conv_default(init, &[c, in_chans, pt, ph, pw], fan_in)?, conv_default(init, &[c], fan_in)?);
         let norm = norm_eps.map(|eps| LayerNorm::torch(init, c, eps)).transpose()?;
         Ok(PatchEmbed3D { proj, norm, patch_size })
     }
 
-    /// x (B, 3, T, H, W) -> tokens (B, D, H', W', C), channels-last.
+    /// x (B, in_chans, T, H, W) -> tokens (B, D, H', W', C), channels-last.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let p = self.patch_size;
         // Official order: W, then H, then D, each padded at the end to a patch multiple.
@@ -552,7 +556,7 @@ impl VideoSwin {
     pub fn new(config: Config, seed: u64) -> Result<VideoSwin> {
         config.validate()?;
         let mut init = Init::new(seed);
-        let patch_embed = PatchEmbed3D::new(&mut init, config.embed_dim, config.patch_size, config.patch_norm.then_some(LN_EPS))?;
+        let patch_embed = PatchEmbed3D::new(&mut init, 3, config.embed_dim, config.patch_size, config.patch_norm.then_some(LN_EPS))?;
         let rates = config.drop_path_rates();
         let n = config.depths.len();
         let mut layers = Vec::with_capacity(n);

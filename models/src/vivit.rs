@@ -14,6 +14,12 @@
 //! channels-last input (B, T, H, W, 3), and the parameter tree with Flax's names and layouts
 //! (Dense kernels (in, out); `query/kernel` (D, heads, d_head)), joined by '/'.
 //!
+//! Options of scenic's constructors (all in [`Config`]): the two tokenisations of §3.2,
+//! tubelet embedding (`3d_conv`, every released config) and uniform frame sampling
+//! (`temporal_sampling`: `n_sampled_frames` frames picked as scenic's `sample_frames_uniformly`,
+//! 2-D patches); the pre-logits layer (`representation_size`: Dense + tanh before the
+//! classifier); Model 3's `attention_order` ('time_space' or 'space_time').
+//!
 //! Deviations: none in the computation. Dropout and stochastic depth are 0 in the released
 //! configs and are not applied here.
 //!

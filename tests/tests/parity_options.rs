@@ -4,7 +4,9 @@
 //! sampling. The test vectors were made by the official code:
 //! `models/tests/fixtures/gen_parity_options.py` (Video Swin, TimeSformer, UniFormer; manifest
 //! `parity_options.json`) and `gen_parity_vivit_options.py` (scenic; `parity_vivit_options.json`),
-//! which record the official commits. Each fixture's config leaves out the defaults it tests, so
+//! which record the official commits. The building blocks each paper describes (Swin
+//! `PatchEmbed3D`, `PatchMerging`, TimeSformer `PatchEmbed`, UniFormer `SpeicalPatchEmbed` and
+//! `PatchEmbed`, SlowFast `PatchEmbed`) are checked as parity modules of their own. Each fixture's config leaves out the defaults it tests, so
 //! passing means `tubelet parity` gives the official result with them left out.
 //!
 //! Bounds as the other parity tests: relative error max|got − want| / max|want| ≤ 1e-4 for
@@ -33,7 +35,8 @@ fn entry(case: &str) -> Value {
         let path = fixtures().join(name);
         let manifest: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        if let Some(e) = manifest.as_array().unwrap().iter().find(|e| e["case"] == case) {
+        // A fixture is named by its `case`, or by its `module` when it is the module's only one.
+        if let Some(e) = manifest.as_array().unwrap().iter().find(|e| e.get("case").unwrap_or(&e["module"]) == case) {
             return e.clone();
         }
     }
@@ -130,6 +133,46 @@ fn parity_options_vivit_temporal_sampling_fdp() {
 #[test]
 fn parity_options_vivit_factorised_encoder_temporal_sampling() {
     check("vivit.SpaceTimeViViT.temporal_sampling");
+}
+
+#[test]
+fn parity_options_block_video_swin_patch_embed_3d() {
+    check("video_swin.PatchEmbed3D");
+}
+
+#[test]
+fn parity_options_block_video_swin_patch_embed_3d_norm() {
+    check("video_swin.PatchEmbed3D.norm");
+}
+
+#[test]
+fn parity_options_block_video_swin_patch_merging() {
+    check("video_swin.PatchMerging");
+}
+
+#[test]
+fn parity_options_block_timesformer_patch_embed() {
+    check("timesformer.PatchEmbed");
+}
+
+#[test]
+fn parity_options_block_uniformer_speical_patch_embed() {
+    check("uniformer.SpeicalPatchEmbed");
+}
+
+#[test]
+fn parity_options_block_uniformer_patch_embed() {
+    check("uniformer.PatchEmbed");
+}
+
+#[test]
+fn parity_options_block_uniformer_patch_embed_std() {
+    check("uniformer.PatchEmbed.std");
+}
+
+#[test]
+fn parity_options_block_mvit_patch_embed() {
+    check("mvit.PatchEmbed");
 }
 
 /// The error `module` gives for the config of fixture `case` edited by `edit`. (A null left

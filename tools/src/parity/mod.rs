@@ -57,6 +57,30 @@ impl Block for Whole {
     }
 }
 
+/// A building block of the port as a parity module (no buffers, train and eval alike): its
+/// forward and its parameters' keys, so a port can be bisected block by block.
+pub struct Part<T> {
+    pub part: T,
+    /// The forward, input and output in the official layouts.
+    pub forward: fn(&T, &Tensor) -> Result<Tensor>,
+    /// The parameters under `prefix` (called with ""; a leading '.' is dropped).
+    pub params: fn(&T, &str, &mut Vec<(String, Tensor)>),
+}
+
+impl<T> Block for Part<T> {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        (self.forward)(&self.part, x)
+    }
+    fn named_params(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        (self.params)(&self.part, "", &mut out);
+        out.into_iter().map(|(k, t)| (k.trim_start_matches('.').to_string(), t)).collect()
+    }
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+}
+
 /// Builds a port from the official config, the input's shape and the training flag.
 pub type BuildFn = fn(config: &mut ConfigReader, input_shape: &[usize], train: bool) -> Result<Box<dyn Block>>;
 

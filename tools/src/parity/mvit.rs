@@ -26,10 +26,16 @@ use tubelet::nn::Init;
 use tubelet::{Error, Result, Tensor};
 use tubelet_models::mvit::{AttentionSpec, BlockSpec, MultiScaleAttention, MultiScaleBlock, Pool, PoolMode, Version};
 
-use super::{Block, ConfigReader, Module};
+use super::{Block, ConfigReader, Module, Part};
 
 pub fn modules() -> Vec<Module> {
     vec![
+        Module {
+            name: "mvit.PatchEmbed",
+            summary: "SlowFast PatchEmbed (MViT's stem): Conv3d(dim_in -> dim_out, kernel, stride, padding), flattened, (B, dim_in, T, H, W) -> (B, T'·H'·W', dim_out); ported: conv_2d False",
+            train_default: Some(false),
+            build: build_patch_embed,
+        },
         Module {
             name: "mvit.MultiScaleAttention",
             summary: "MViT pooling attention (conv/avg/max pooling of q, k, v; v2 rel pos and residual pooling) on (B, 1 + T·H·W, dim); runtime thw_shape; ported: cls on, pool_first False",
@@ -277,4 +283,51 @@ fn build_block(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
     block.norm2.eps = k.eps;
     set_eps(&mut block.attn, k.eps);
     Ok(Box::new(Blk(block)))
+}
+
+/// A 3-tuple of `key`, or `default` when absent.
+fn triple_or(c: &mut ConfigReader, key: &str, default: [usize; 3]) -> Result<[usize; 3]> {
+    if !c.has(key) {
+        return Ok(default);
+    }
+    let v = c.usizes(key, Some(3))?;
+    Ok([v[0], v[1], v[2]])
+}
+
+/// The SF stem's weights and geometry.
+struct Stem {
+    proj: (Tensor, Tensor),
+    stride: [usize; 3],
+    padding: [usize; 3],
+}
+
+fn build_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Result<Box<dyn Block>> {
+    const M: &str = "mvit.PatchEmbed";
+    let dim_in = c.usize("dim_in", Some(3))?;
+    let dim_out = c.usize("dim_out", Some(768))?;
+    let kernel = triple_or(c, "kernel", [1, 16, 16])?;
+    let stride = triple_or(c, "stride", [1, 4, 4])?;
+    let padding = triple_or(c, "padding", [1, 7, 7])?;
+    let conv_2d = c.bool("conv_2d", Some(false))?;
+    c.bool("keep_spatial", Some(false))?; // the forward's flag: the tensor is the same, unflattened
+    if conv_2d {
+        return Err(unsupported(M, "conv_2d true (a Conv2d stem on (B, C, H, W))".to_string()));
+    }
+    if kernel.contains(&0) || stride.contains(&0) || dim_out == 0 {
+        return Err(Error::Config(format!("{M} config: kernel {kernel:?}, stride {stride:?} and dim_out {dim_out} must be positive")));
+    }
+    if input.len() != 5 || input[1] != dim_in || input.contains(&0) {
+        return Err(Error::Shape(format!("{M} takes x (B, dim_in = {dim_in}, T, H, W); input has shape {input:?}")));
+    }
+    let mut init = Init::new(0);
+    let [kt, kh, kw] = kernel;
+    let proj = (init.trunc_normal(&[dim_out, dim_in, kt, kh, kw], 0.02)?, init.constant(&[dim_out], 0.0)?);
+    Ok(Box::new(Part {
+        part: Stem { proj, stride, padding },
+        forward: |s, x| tubelet_models::mvit::patch_embed(&s.proj, s.stride, s.padding, x),
+        params: |s, p, out| {
+            out.push((format!("{p}.proj.weight"), s.proj.0.clone()));
+            out.push((format!("{p}.proj.bias"), s.proj.1.clone()));
+        },
+    }))
 }

@@ -20,6 +20,10 @@
 //! `qkv_bias` and `qk_scale` (a number, or None / 0 for head_dim^−0.5, as timm's `qk_scale or
 //! head_dim ** -0.5`) are the model's own config fields.
 //!
+//! `timesformer.PatchEmbed` reads `img_size` (224; unused by the forward), `patch_size` (16, an
+//! integer or a square pair), `in_chans` (3), `embed_dim` (768); x (B, in_chans, T, H, W) with H,
+//! W multiples of the patch, output the (B·T, n, embed_dim) of the official (x, T, W).
+//!
 //! Ported: in_chans 3, num_classes > 0, a clip of exactly img_size ×
 //! num_frames (the official forward resizes pos_embed / time_embed, nearest, for other clips;
 //! tubelet's model does not, see `models/src/timesformer.rs`). Dropout and drop path are random
@@ -30,10 +34,16 @@ use tubelet::{Error, Result, Tensor};
 use tubelet_models::grid_attention::Groups;
 use tubelet_models::timesformer::{Attention, Attn, Block as TsfBlock, Branch, Config, TimeSformer};
 
-use super::{Block, ConfigReader, Module, Whole};
+use super::{Block, ConfigReader, Module, Part, Whole};
 
 pub fn modules() -> Vec<Module> {
     vec![
+        Module {
+            name: "timesformer.PatchEmbed",
+            summary: "TimeSformer PatchEmbed: per-frame Conv2d(in_chans -> embed_dim, k = s = patch_size), (B, in_chans, T, H, W) -> (B·T, H/P·W/P, embed_dim) (the official tuple's tensor)",
+            train_default: Some(false),
+            build: build_patch_embed,
+        },
         Module {
             name: "timesformer.Block",
             summary: "one TimeSformer block (divided space-time, space-only or joint attention, then MLP) on (B, 1 + H·W·T, D) / (B·T, 1 + H·W, D); runtime B, T, W; any qkv_bias, qk_scale",
@@ -272,4 +282,40 @@ fn build_model(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
         norm_eps: eps,
     };
     Ok(Box::new(Whole(Box::new(TimeSformer::new(config, 0)?))))
+}
+
+/// `proj.weight` (D, C, P, P), `proj.bias` (D) and P.
+struct Stem {
+    proj: (Tensor, Tensor),
+    patch: usize,
+}
+
+fn build_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Result<Box<dyn Block>> {
+    const M: &str = "timesformer.PatchEmbed";
+    pair(c, "img_size", 224)?; // num_patches only; the forward does not check it
+    let patch = pair(c, "patch_size", 16)?;
+    let in_chans = c.usize("in_chans", Some(3))?;
+    let embed_dim = c.usize("embed_dim", Some(768))?;
+    if patch[0] != patch[1] {
+        return Err(unsupported(M, format!("patch_size {patch:?} (implemented: square patches)")));
+    }
+    let p = patch[0];
+    if p == 0 || embed_dim == 0 {
+        return Err(Error::Config(format!("{M} config: patch_size {p} and embed_dim {embed_dim} must be positive")));
+    }
+    if input.len() != 5 || input[1] != in_chans || input.contains(&0) || input[3] % p != 0 || input[4] % p != 0 {
+        return Err(Error::Shape(format!(
+            "{M} takes x (B, in_chans = {in_chans}, T, H, W), H and W multiples of patch_size {p}; input has shape {input:?}"
+        )));
+    }
+    let mut init = Init::new(0);
+    let proj = (init.trunc_normal(&[embed_dim, in_chans, p, p], 0.02)?, init.constant(&[embed_dim], 0.0)?);
+    Ok(Box::new(Part {
+        part: Stem { proj, patch: p },
+        forward: |s, x| tubelet_models::timesformer::patch_embed(&s.proj, s.patch, x),
+        params: |s, prefix, out| {
+            out.push((format!("{prefix}.proj.weight"), s.proj.0.clone()));
+            out.push((format!("{prefix}.proj.bias"), s.proj.1.clone()));
+        },
+    }))
 }

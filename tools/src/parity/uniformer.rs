@@ -9,6 +9,11 @@
 //! the BatchNorm running statistics from the file; `train: true` uses the batch's (and updates
 //! the buffers, as PyTorch does). Random rates are refused with `train: true` unless 0.
 //!
+//! `uniformer.SpeicalPatchEmbed` and `uniformer.PatchEmbed` (the official names, spelling
+//! included) read `img_size` (224; unused by the forward), `patch_size` (16, an integer or a
+//! pair of which the official conv uses the first), `in_chans` (3), `embed_dim` (768), and for
+//! PatchEmbed `std` (False); x (B, in_chans, T, H, W).
+//!
 //! `uniformer.Uniformer` is the whole model, (B, 3, T, H, W) -> logits (B, classes); the
 //! official forward takes a SlowFast list and uses `x[0]`, here the clip itself. Its
 //! constructor takes a yacs cfg; the config is that cfg's groups with their key names, and a
@@ -29,12 +34,24 @@
 
 use tubelet::nn::Init;
 use tubelet::{Error, Result, Tensor};
-use tubelet_models::uniformer::{CBlock, Config, SABlock, UniFormer};
+use tubelet_models::uniformer::{CBlock, Config, PatchEmbed, SABlock, UniFormer};
 
-use super::{Block, ConfigReader, Module, Whole};
+use super::{Block, ConfigReader, Module, Part, Whole};
 
 pub fn modules() -> Vec<Module> {
     vec![
+        Module {
+            name: "uniformer.SpeicalPatchEmbed",
+            summary: "UniFormer stage-1 patch embedding (official spelling): Conv3d k (3, p, p), s (2, p, p), pad (1, 0, 0), LayerNorm over channels, (B, in_chans, T, H, W) -> (B, embed_dim, T', H', W')",
+            train_default: Some(false),
+            build: build_special_patch_embed,
+        },
+        Module {
+            name: "uniformer.PatchEmbed",
+            summary: "UniFormer stage 2-4 patch embedding: Conv3d k = s = (1, p, p) (std: k (3, p, p), s (1, p, p), pad (1, 0, 0)), LayerNorm over channels, (B, in_chans, T, H, W) -> (B, embed_dim, T', H', W')",
+            train_default: Some(false),
+            build: build_patch_embed,
+        },
         Module {
             name: "uniformer.CBlock",
             summary: "UniFormer local MHRA block (DPE, BatchNorm, 1x1x1 / depthwise 5^3 / 1x1x1 convs, conv MLP) on (B, C, T, H, W)",
@@ -208,4 +225,38 @@ fn build_uniformer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result
         num_classes,
     };
     Ok(Box::new(Whole(Box::new(UniFormer::new(config, 0)?))))
+}
+
+/// The patch-embedding arguments: (patch, in_chans, embed_dim); `img_size` is accepted (the
+/// official forward's size check is commented out).
+fn patch_args(c: &mut ConfigReader, module: &str, input: &[usize]) -> Result<(usize, usize, usize)> {
+    c.ignore("img_size");
+    // to_2tuple(patch_size), then conv_*xnxn(kernel_size=patch_size[0], stride=patch_size[0]).
+    let patch = match c.json("patch_size") {
+        None => 16,
+        Some(v) if v.is_u64() => c.usize("patch_size", None)?,
+        Some(_) => c.usizes("patch_size", Some(2))?[0],
+    };
+    let in_chans = c.usize("in_chans", Some(3))?;
+    let embed_dim = c.usize("embed_dim", Some(768))?;
+    if patch == 0 || embed_dim == 0 {
+        return Err(Error::Config(format!("{module} config: patch_size {patch} and embed_dim {embed_dim} must be positive")));
+    }
+    if input.len() != 5 || input[1] != in_chans || input.contains(&0) {
+        return Err(Error::Shape(format!("{module} takes x (B, in_chans = {in_chans}, T, H, W); input has shape {input:?}")));
+    }
+    Ok((patch, in_chans, embed_dim))
+}
+
+fn build_special_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Result<Box<dyn Block>> {
+    let (p, cin, cout) = patch_args(c, "uniformer.SpeicalPatchEmbed", input)?;
+    let part = PatchEmbed::special(&mut Init::new(0), cin, cout, p)?;
+    Ok(Box::new(Part { part, forward: |m, x| m.forward(x), params: |m, prefix, out| m.params(prefix, out) }))
+}
+
+fn build_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Result<Box<dyn Block>> {
+    let (p, cin, cout) = patch_args(c, "uniformer.PatchEmbed", input)?;
+    let std = c.bool("std", Some(false))?;
+    let part = PatchEmbed::plain(&mut Init::new(0), cin, cout, p, std)?;
+    Ok(Box::new(Part { part, forward: |m, x| m.forward(x), params: |m, prefix, out| m.params(prefix, out) }))
 }

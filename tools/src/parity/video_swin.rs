@@ -15,6 +15,11 @@
 //! by name: "PatchMerging" or null, the default; true / false are accepted for them),
 //! `use_checkpoint` (False).
 //!
+//! `video_swin.PatchEmbed3D` reads `patch_size` ((2,4,4)), `in_chans` (3), `embed_dim` (96),
+//! `norm_layer` (a class by name, or null: the default None); x (B, in_chans, D, H, W) -> (B,
+//! embed_dim, D', H', W'). `video_swin.PatchMerging` reads `dim` (required) and `norm_layer`
+//! ("nn.LayerNorm"); x (B, D, H, W, dim) channels-last -> (B, D, ⌈H/2⌉, ⌈W/2⌉, 2·dim).
+//!
 //! Buffers: each block's int64 `attn.relative_position_index` (carried as f32) is read from the
 //! file and checked against the index the fused kernel computes; a different one is an error.
 //!
@@ -25,12 +30,24 @@
 
 use tubelet::nn::Init;
 use tubelet::{Error, Result, Tensor};
-use tubelet_models::video_swin::{AttnOptions, BasicLayer, Config, VideoSwin};
+use tubelet_models::video_swin::{AttnOptions, BasicLayer, Config, PatchEmbed3D, PatchMerging, VideoSwin};
 
-use super::{Block, ConfigReader, Module};
+use super::{Block, ConfigReader, Module, Part};
 
 pub fn modules() -> Vec<Module> {
     vec![
+        Module {
+            name: "video_swin.PatchEmbed3D",
+            summary: "Video Swin patch embedding (pad to patch multiples, Conv3d k = s = patch_size, optional LayerNorm), (B, in_chans, D, H, W) -> (B, embed_dim, D', H', W')",
+            train_default: Some(false),
+            build: build_patch_embed,
+        },
+        Module {
+            name: "video_swin.PatchMerging",
+            summary: "Video Swin patch merging (2x2 spatial neighbours concatenated, LayerNorm(4C), Linear 4C -> 2C), (B, D, H, W, C) -> (B, D, H/2, W/2, 2C)",
+            train_default: Some(false),
+            build: build_patch_merging,
+        },
         Module {
             name: "video_swin.SwinTransformer3D",
             summary: "Video Swin backbone (patch embedding, stages, final norm), (B, 3, T, H, W) -> (B, C, D, H, W); any patch_norm, qkv_bias, qk_scale",
@@ -250,4 +267,52 @@ fn build_layer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
     let rates = vec![drop_path as f32; depth];
     let layer = BasicLayer::new(&mut init, dim, depth, num_heads, window_size, mlp_ratio, &rates, downsample, attn)?;
     Ok(Box::new(Layer { layer, buffers: index_buffers("", depth, window_size)? }))
+}
+
+/// eps 1e-5 (`nn.LayerNorm`) or an error: the port's Swin norms are PyTorch's default.
+fn swin_norm(module: &str, eps: f32) -> Result<()> {
+    if eps != 1e-5 {
+        return Err(unsupported(module, format!("norm_layer with eps {eps} (implemented: nn.LayerNorm, eps 1e-5)")));
+    }
+    Ok(())
+}
+
+fn build_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Result<Box<dyn Block>> {
+    const M: &str = "video_swin.PatchEmbed3D";
+    let patch_size = triple(c, "patch_size", [2, 4, 4])?;
+    let in_chans = c.usize("in_chans", Some(3))?;
+    let embed_dim = c.usize("embed_dim", Some(96))?;
+    // norm_layer=None by default: no norm; a LayerNorm class by name otherwise.
+    let norm = match c.class("norm_layer", None, None)? {
+        None => None,
+        Some(_) => {
+            let eps = c.layer_norm_eps("norm_layer", 1e-5)?;
+            swin_norm(M, eps)?;
+            Some(eps)
+        }
+    };
+    if patch_size.contains(&0) || embed_dim == 0 {
+        return Err(Error::Config(format!("{M} config: patch_size {patch_size:?} and embed_dim {embed_dim} must be positive")));
+    }
+    if input.len() != 5 || input[1] != in_chans || input.contains(&0) {
+        return Err(Error::Shape(format!("{M} takes x (B, in_chans = {in_chans}, D, H, W); input has shape {input:?}")));
+    }
+    let part = PatchEmbed3D::new(&mut Init::new(0), in_chans, embed_dim, patch_size, norm)?;
+    Ok(Box::new(Part {
+        part,
+        // (B, D', H', W', C) channels-last -> the official (B, C, D', H', W').
+        forward: |p, x| p.forward(x)?.try_permute(&[0, 4, 1, 2, 3]),
+        params: |p, prefix, out| p.params(prefix, out),
+    }))
+}
+
+fn build_patch_merging(c: &mut ConfigReader, input: &[usize], _train: bool) -> Result<Box<dyn Block>> {
+    const M: &str = "video_swin.PatchMerging";
+    let dim = c.usize("dim", None)?;
+    swin_norm(M, c.layer_norm_eps("norm_layer", 1e-5)?)?;
+    if input.len() != 5 || input[4] != dim || input.contains(&0) {
+        return Err(Error::Shape(format!("{M} takes x (B, D, H, W, dim = {dim}) channels-last; input has shape {input:?}")));
+    }
+    let part = PatchMerging::new(&mut Init::new(0), dim)?;
+    Ok(Box::new(Part { part, forward: |p, x| p.forward(x), params: |p, prefix, out| p.params(prefix, out) }))
 }
