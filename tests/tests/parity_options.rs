@@ -232,3 +232,46 @@ fn parity_options_official_rejections_name_the_field() {
     });
     assert!(err.contains("missing required field \"temporal_encoding_config.n_sampled_frames\""), "{err}");
 }
+
+/// The options are fields of the zoo's configs, so presets can use them: a model built with
+/// each has the parameters its config counts, and runs.
+#[test]
+fn parity_options_are_config_fields_of_the_zoo() {
+    use tubelet_models::{timesformer, video_swin, vivit};
+    let Some(_) = gpu_or_skip() else { return };
+    let count = |m: &dyn tubelet_models::VideoModel| m.named_params().iter().map(|(_, t)| t.numel()).sum::<usize>();
+
+    let base = vivit::Config { frames: 5, height: 8, width: 8, tubelet: [1, 4, 4], hidden: 8, layers: 1, heads: 2, mlp_dim: 8, ..vivit::Config::tiny(3) };
+    let sampling = vivit::TemporalEncoding::UniformFrameSampling { n_sampled_frames: 2 };
+    for config in [
+        vivit::Config { representation_size: Some(6), ..base.clone() },
+        vivit::Config { temporal_encoding: sampling, ..base.clone() },
+        vivit::Config {
+            temporal_encoding: sampling,
+            representation_size: Some(4),
+            model: vivit::Model::FactorisedSelfAttention,
+            attention_order: vivit::AttentionOrder::SpaceTime,
+            ..base.clone()
+        },
+        vivit::Config { temporal_encoding: sampling, model: vivit::Model::FactorisedEncoder { temporal_layers: 1 }, ..base.clone() },
+    ] {
+        // 5 frames: T/(n+1) = 5/3, frames round(1.67), round(3.33) = 2, 3 (as scenic, checked with jax).
+        if config.temporal_encoding == sampling {
+            assert_eq!(config.sampled_frames(), Some(vec![2, 3]));
+        }
+        let model = vivit::build(config.clone(), 0).unwrap();
+        assert_eq!(count(model.as_ref()), config.num_params(), "{config:?}");
+        let x = tubelet::Tensor::zeros(&[1, 5, 8, 8, 3]);
+        assert_eq!(model.forward(&x, false).unwrap().shape(), [1, 3]);
+    }
+
+    let attn = video_swin::AttnOptions { qkv_bias: false, qk_scale: Some(0.3) };
+    let config = video_swin::Config { attn, patch_norm: false, ..video_swin::Config::tiny(3) };
+    let model = video_swin::VideoSwin::new(config.clone(), 0).unwrap();
+    assert_eq!(count(&model), config.num_params());
+    assert!(!model.named_params().iter().any(|(k, _)| k.contains("patch_embed.norm") || k.ends_with("qkv.bias")));
+
+    let config = timesformer::Config { qkv_bias: false, qk_scale: Some(0.2), norm_eps: 1e-5, ..timesformer::Config::tiny(3) };
+    let model = timesformer::TimeSformer::new(config.clone(), 0).unwrap();
+    assert_eq!(count(&model), config.num_params());
+}
