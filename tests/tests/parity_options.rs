@@ -6,7 +6,8 @@
 //! `parity_options.json`) and `gen_parity_vivit_options.py` (scenic; `parity_vivit_options.json`),
 //! which record the official commits. The building blocks each paper describes (Swin
 //! `PatchEmbed3D`, `PatchMerging`, TimeSformer `PatchEmbed`, UniFormer `SpeicalPatchEmbed` and
-//! `PatchEmbed`, SlowFast `PatchEmbed`) are checked as parity modules of their own. Each fixture's config leaves out the defaults it tests, so
+//! `PatchEmbed`, SlowFast `PatchEmbed`; the heads, mmaction `I3DHead` and SlowFast
+//! `TransformerBasicHead`) are checked as parity modules of their own. Each fixture's config leaves out the defaults it tests, so
 //! passing means `tubelet parity` gives the official result with them left out.
 //!
 //! Bounds as the other parity tests: relative error max|got − want| / max|want| ≤ 1e-4 for
@@ -173,6 +174,26 @@ fn parity_options_block_uniformer_patch_embed_std() {
 #[test]
 fn parity_options_block_mvit_patch_embed() {
     check("mvit.PatchEmbed");
+}
+
+#[test]
+fn parity_options_head_video_swin_i3d_head() {
+    check("video_swin.I3DHead");
+}
+
+#[test]
+fn parity_options_head_video_swin_i3d_head_no_pool() {
+    check("video_swin.I3DHead.no_pool");
+}
+
+#[test]
+fn parity_options_head_mvit_transformer_basic_head() {
+    check("mvit.TransformerBasicHead");
+}
+
+#[test]
+fn parity_options_head_mvit_transformer_basic_head_sigmoid() {
+    check("mvit.TransformerBasicHead.sigmoid");
 }
 
 /// The error `module` gives for the config of fixture `case` edited by `edit`. (A null left

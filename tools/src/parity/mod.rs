@@ -282,16 +282,6 @@ impl ConfigReader {
         self.take_opt(key)
     }
 
-    /// An optional string (an argument whose official default is `None`): absent or null is
-    /// `None`.
-    pub fn opt_string(&mut self, key: &str) -> Result<Option<String>> {
-        match self.take_opt(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(v) => Err(self.err(format!("field {key:?} must be a string or null, got {v}"))),
-        }
-    }
-
     /// A class-valued argument (a class, or a `partial(...)` of one) given by its name as the
     /// official code spells it, e.g. `"nn.LayerNorm"` or `"PatchMerging"`. `null` is `None`
     /// (where the official default is `None`, or where `None` is accepted); `true` / `false`

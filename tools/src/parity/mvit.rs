@@ -22,6 +22,14 @@
 //! or 1; other settings are errors that say so. Dropout and drop path are random and refused
 //! with `train: true` unless 0.
 
+//!
+//! `mvit.PatchEmbed` (SlowFast `stem_helper.PatchEmbed`, MViT's stem) reads `dim_in` (3),
+//! `dim_out` (768), `kernel` ((1,16,16)), `stride` ((1,4,4)), `padding` ((1,7,7)), `conv_2d`
+//! (False; True is not ported) and the forward's `keep_spatial` (False); x (B, dim_in, T, H, W)
+//! -> (B, T'·H'·W', dim_out). `mvit.TransformerBasicHead` (`head_helper`) reads `dim_in`,
+//! `num_classes` (required), `dropout_rate` (0), `act_func` ("softmax"; applied in eval only, as
+//! SlowFast does) and the cfg keys it reads, `CONTRASTIVE.NUM_MLP_LAYERS` (1) and
+//! `MODEL.DETACH_FINAL_FC` (False); x (B, dim_in).
 use tubelet::nn::Init;
 use tubelet::{Error, Result, Tensor};
 use tubelet_models::mvit::{AttentionSpec, BlockSpec, MultiScaleAttention, MultiScaleBlock, Pool, PoolMode, Version};
@@ -30,6 +38,12 @@ use super::{Block, ConfigReader, Module, Part};
 
 pub fn modules() -> Vec<Module> {
     vec![
+        Module {
+            name: "mvit.TransformerBasicHead",
+            summary: "SlowFast TransformerBasicHead (MViT's head): dropout, projection Linear, then in eval softmax / sigmoid / none (act_func), (B, dim_in) -> (B, num_classes); ported: CONTRASTIVE.NUM_MLP_LAYERS 1, MODEL.DETACH_FINAL_FC False",
+            train_default: Some(false),
+            build: build_head,
+        },
         Module {
             name: "mvit.PatchEmbed",
             summary: "SlowFast PatchEmbed (MViT's stem): Conv3d(dim_in -> dim_out, kernel, stride, padding), flattened, (B, dim_in, T, H, W) -> (B, T'·H'·W', dim_out); ported: conv_2d False",
@@ -330,4 +344,62 @@ fn build_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Res
             out.push((format!("{p}.proj.bias"), s.proj.1.clone()));
         },
     }))
+}
+
+/// SF's head: `projection`, and the eval activation.
+struct Head {
+    projection: tubelet::nn::Linear,
+    act: String,
+}
+
+impl Block for Head {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.projection.forward(x)?; // (B, classes)
+        if train {
+            return Ok(y); // the activation is for evaluation and testing only
+        }
+        match self.act.as_str() {
+            "softmax" => y.try_softmax(), // nn.Softmax(dim=1) on (B, classes): the last axis
+            "sigmoid" => y.try_sigmoid(),
+            _ => Ok(y),
+        }
+    }
+    fn named_params(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        self.projection.params("projection", &mut out);
+        out
+    }
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+}
+
+fn build_head(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<dyn Block>> {
+    const M: &str = "mvit.TransformerBasicHead";
+    let dim_in = c.usize("dim_in", None)?;
+    let num_classes = c.usize("num_classes", None)?;
+    let dropout_rate = c.f64("dropout_rate", Some(0.0))?;
+    let act = c.string("act_func", Some("softmax"))?;
+    // The constructor reads cfg.CONTRASTIVE.NUM_MLP_LAYERS and cfg.MODEL.DETACH_FINAL_FC
+    // (SF defaults.py: 1, False), given here as cfg groups as the mvit.MViT module reads them.
+    let mlp_layers = c.usize("CONTRASTIVE.NUM_MLP_LAYERS", Some(1))?;
+    let detach = c.bool("MODEL.DETACH_FINAL_FC", Some(false))?;
+    if !["softmax", "sigmoid", "none"].contains(&act.as_str()) {
+        // SF: raise NotImplementedError("… is not supported as an activation function").
+        return Err(Error::Config(format!("{M} config: act_func {act:?}; SlowFast accepts \"softmax\", \"sigmoid\", \"none\"")));
+    }
+    if mlp_layers != 1 {
+        return Err(unsupported(M, format!("CONTRASTIVE.NUM_MLP_LAYERS {mlp_layers} (an MLPHead; implemented: 1, a Linear)")));
+    }
+    if detach {
+        return Err(unsupported(M, "MODEL.DETACH_FINAL_FC true".to_string()));
+    }
+    if train && dropout_rate != 0.0 {
+        return Err(unsupported(M, format!("train: true with dropout_rate {dropout_rate} (random; set it to 0 or use train: false)")));
+    }
+    if input.len() != 2 || input[1] != dim_in || input[0] == 0 {
+        return Err(Error::Shape(format!("{M} takes x (B, dim_in = {dim_in}) (as MViT calls it); input has shape {input:?}")));
+    }
+    let projection = tubelet::nn::Linear::new(&mut Init::new(0), dim_in, num_classes, true)?;
+    Ok(Box::new(Head { projection, act }))
 }

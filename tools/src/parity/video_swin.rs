@@ -20,6 +20,12 @@
 //! embed_dim, D', H', W'). `video_swin.PatchMerging` reads `dim` (required) and `norm_layer`
 //! ("nn.LayerNorm"); x (B, D, H, W, dim) channels-last -> (B, D, ⌈H/2⌉, ⌈W/2⌉, 2·dim).
 //!
+//! `video_swin.I3DHead` (mmaction `heads/i3d_head.py`) reads `num_classes`, `in_channels`
+//! (required), `spatial_type` ('avg'; anything else: no pooling, the input flattened),
+//! `dropout_ratio` (0.5; random, refused with `train: true` unless 0), and accepts `loss_cls`,
+//! `multi_class`, `label_smooth_eps` and `init_std` (loss and initialisation only); x (B,
+//! in_channels, D, H, W).
+//!
 //! Buffers: each block's int64 `attn.relative_position_index` (carried as f32) is read from the
 //! file and checked against the index the fused kernel computes; a different one is an error.
 //!
@@ -30,12 +36,19 @@
 
 use tubelet::nn::Init;
 use tubelet::{Error, Result, Tensor};
-use tubelet_models::video_swin::{AttnOptions, BasicLayer, Config, PatchEmbed3D, PatchMerging, VideoSwin};
+use tubelet::nn::Linear;
+use tubelet_models::video_swin::{AttnOptions, BasicLayer, Config, I3DHead, PatchEmbed3D, PatchMerging, VideoSwin};
 
 use super::{Block, ConfigReader, Module, Part};
 
 pub fn modules() -> Vec<Module> {
     vec![
+        Module {
+            name: "video_swin.I3DHead",
+            summary: "mmaction's I3DHead as Video Swin uses it: AdaptiveAvgPool3d(1) (spatial_type 'avg'; else none), dropout, fc_cls, (B, in_channels, D, H, W) -> (B, num_classes)",
+            train_default: Some(false),
+            build: build_i3d_head,
+        },
         Module {
             name: "video_swin.PatchEmbed3D",
             summary: "Video Swin patch embedding (pad to patch multiples, Conv3d k = s = patch_size, optional LayerNorm), (B, in_chans, D, H, W) -> (B, embed_dim, D', H', W')",
@@ -315,4 +328,60 @@ fn build_patch_merging(c: &mut ConfigReader, input: &[usize], _train: bool) -> R
     }
     let part = PatchMerging::new(&mut Init::new(0), dim)?;
     Ok(Box::new(Part { part, forward: |p, x| p.forward(x), params: |p, prefix, out| p.params(prefix, out) }))
+}
+
+/// mmaction I3DHead: pooled (or flattened) features through `fc_cls`.
+struct Head {
+    head: I3DHead,
+    pool: bool,
+}
+
+impl Block for Head {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if self.pool {
+            // (B, C, D, H, W) -> channels-last (B, D, H, W, C), as the port's head reads it.
+            return self.head.forward(&x.try_permute(&[0, 2, 3, 4, 1])?, train, 0);
+        }
+        // No pooling: x.view(N, -1), then fc_cls (dropout is refused in training above).
+        let b = x.dim(0);
+        self.head.fc_cls.forward(&x.try_reshape(&[b, x.numel() / b])?)
+    }
+    fn named_params(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        self.head.fc_cls.params("fc_cls", &mut out);
+        out
+    }
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+}
+
+fn build_i3d_head(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<dyn Block>> {
+    const M: &str = "video_swin.I3DHead";
+    let num_classes = c.usize("num_classes", None)?;
+    let in_channels = c.usize("in_channels", None)?;
+    // 'avg' (the default) pools; None or any other string leaves the features as they are.
+    let pool = c.class("spatial_type", Some("avg"), None)?.as_deref() == Some("avg");
+    let dropout = c.f64("dropout_ratio", Some(0.5))?;
+    c.ignore("loss_cls"); // the training loss, not the forward
+    c.ignore("init_std"); // initialisation only
+    c.ignore("multi_class"); // BaseHead: the loss's, not the forward's
+    c.ignore("label_smooth_eps");
+    if !(0.0..1.0).contains(&dropout) {
+        return Err(Error::Config(format!("{M} config: dropout_ratio {dropout} must be in [0, 1)")));
+    }
+    if train && dropout != 0.0 {
+        return Err(unsupported(M, format!("train: true with dropout_ratio {dropout} (random; set it to 0 or use train: false)")));
+    }
+    let flat = input.iter().skip(1).product::<usize>();
+    let ok = if pool { input.len() == 5 && input[1] == in_channels } else { !input.is_empty() && flat == in_channels };
+    if !ok || input.contains(&0) {
+        return Err(Error::Shape(format!(
+            "{M} takes x (B, in_channels = {in_channels}, D, H, W){}; input has shape {input:?}",
+            if pool { "" } else { " whose B-th slices hold in_channels values (no pooling)" }
+        )));
+    }
+    let mut init = Init::new(0);
+    let fc_cls = Linear::new(&mut init, in_channels, num_classes, true)?;
+    Ok(Box::new(Head { head: I3DHead { fc_cls, dropout: dropout as f32 }, pool }))
 }
