@@ -65,6 +65,48 @@ pub enum TemporalEncoding {
     UniformFrameSampling { n_sampled_frames: usize },
 }
 
+/// How the encoded tokens become one vector (scenic `classifier`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Classifier {
+    /// `token`: a learned cls token in front of the patches; its row is read.
+    Token,
+    /// `0`: the first row is read, without a cls token (scenic adds one for 'token' only).
+    First,
+    /// `gap`, `gmp`, `gsp`: mean, max or sum over the tokens.
+    Gap,
+    Gmp,
+    Gsp,
+}
+
+impl Classifier {
+    /// scenic's spelling: 'token', '0', 'gap', 'gmp', 'gsp'.
+    pub fn parse(name: &str) -> Option<Classifier> {
+        Some(match name {
+            "token" => Classifier::Token,
+            "0" => Classifier::First,
+            "gap" => Classifier::Gap,
+            "gmp" => Classifier::Gmp,
+            "gsp" => Classifier::Gsp,
+            _ => return None,
+        })
+    }
+
+    /// x (B, L, D), after encoder_norm -> (B, D).
+    pub fn pool(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Classifier::Token | Classifier::First => x.try_select(1, 0),
+            Classifier::Gap => x.try_mean(&[1], false),
+            Classifier::Gmp => x.try_max(&[1], false),
+            Classifier::Gsp => x.try_sum(&[1], false),
+        }
+    }
+
+    /// 1 with a cls token, else 0.
+    pub fn cls_tokens(self) -> usize {
+        usize::from(self == Classifier::Token)
+    }
+}
+
 /// The order of Model 3's two attentions in every block (scenic `attention_order`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttentionOrder {
@@ -97,6 +139,9 @@ pub struct Config {
     pub representation_size: Option<usize>,
     /// `attention_config.attention_order` of Model 3 (unused by the others).
     pub attention_order: AttentionOrder,
+    /// `classifier`: 'token' for Models 1 and 2 in the released configs; Models 3 and 4 take
+    /// 'gap', 'gmp' or 'gsp' (scenic asserts they have no token classifier).
+    pub classifier: Classifier,
 }
 
 impl Config {
@@ -117,6 +162,7 @@ impl Config {
             temporal_encoding: TemporalEncoding::TubeletEmbedding,
             representation_size: None,
             attention_order: AttentionOrder::TimeSpace,
+            classifier: Classifier::Token,
         }
     }
 
@@ -142,12 +188,12 @@ impl Config {
 
     /// ViViT-B/16×2 Model 3 (paper Table 2 setting; no released config), `gap` classifier.
     pub fn vivit_b_16x2_fsa() -> Config {
-        Config { model: Model::FactorisedSelfAttention, ..Config::vivit_b_16x2() }
+        Config { model: Model::FactorisedSelfAttention, classifier: Classifier::Gap, ..Config::vivit_b_16x2() }
     }
 
     /// ViViT-B/16×2 Model 4 (paper Table 2 setting; no released config), `gap` classifier.
     pub fn vivit_b_16x2_fdp() -> Config {
-        Config { model: Model::FactorisedDotProduct, ..Config::vivit_b_16x2() }
+        Config { model: Model::FactorisedDotProduct, classifier: Classifier::Gap, ..Config::vivit_b_16x2() }
     }
 
     /// A tiny Model 1 for the synthetic moving-shapes set (trains in minutes on lavapipe):
@@ -167,13 +213,18 @@ impl Config {
             temporal_encoding: TemporalEncoding::TubeletEmbedding,
             representation_size: None,
             attention_order: AttentionOrder::TimeSpace,
+            classifier: Classifier::Token,
         }
     }
 
     /// Tiny `model` for the synthetic set, as [`Config::tiny`]; Model 2 gets 4 spatial and 2
     /// temporal layers.
     pub fn tiny_model(model: Model, num_classes: usize) -> Config {
-        Config { model, ..Config::tiny(num_classes) }
+        let classifier = match model {
+            Model::SpatioTemporal | Model::FactorisedEncoder { .. } => Classifier::Token,
+            Model::FactorisedSelfAttention | Model::FactorisedDotProduct => Classifier::Gap,
+        };
+        Config { model, classifier, ..Config::tiny(num_classes) }
     }
 
     /// The embedding's kernel (ft, fh, fw): the tubelet, or (1, fh, fw) for uniform frame
@@ -234,14 +285,15 @@ impl Config {
         // encoder_norm, pre_logits, output_projection
         let pre_logits = self.representation_size.map_or(0, |r| d * r + r);
         let head = 2 * d + pre_logits + self.head_dim() * self.num_classes + self.num_classes;
+        let k = self.classifier.cls_tokens(); // 1 with a cls token (and its posemb row)
         embed + head + match self.model {
             // cls + posemb (N + 1) + blocks.
-            Model::SpatioTemporal => d + (self.num_patches() + 1) * d + self.layers * block,
+            Model::SpatioTemporal => k * d + (self.num_patches() + k) * d + self.layers * block,
             // No cls token (`gap`): posemb (N) + blocks.
             Model::FactorisedDotProduct => self.num_patches() * d + self.layers * block,
             // cls + posemb (ns + 1) + blocks + norm, spatial; the same, temporal (norm in `head`).
             Model::FactorisedEncoder { temporal_layers } => {
-                d + (ns + 1) * d + self.layers * block + 2 * d + d + (nt + 1) * d + temporal_layers * block
+                k * d + (ns + k) * d + self.layers * block + 2 * d + k * d + (nt + k) * d + temporal_layers * block
             }
             // A second LN and attention per block (time and space).
             Model::FactorisedSelfAttention => self.num_patches() * d + self.layers * (block + 2 * d + 4 * (d * d + d)),
@@ -259,10 +311,11 @@ impl Config {
         // A ViT block over `len` tokens; the attention matmuls over `keys` keys per query.
         let block = |len: f64, keys: f64| len * d * 3.0 * d + 2.0 * len * keys * d + len * d * d + 2.0 * len * d * m;
         let layers = self.layers as f64;
+        let k = self.classifier.cls_tokens() as f64;
         let body = match self.model {
-            Model::SpatioTemporal => layers * block(n + 1.0, n + 1.0),
+            Model::SpatioTemporal => layers * block(n + k, n + k),
             Model::FactorisedEncoder { temporal_layers } => {
-                nt * layers * block(ns + 1.0, ns + 1.0) + temporal_layers as f64 * block(nt + 1.0, nt + 1.0)
+                nt * layers * block(ns + k, ns + k) + temporal_layers as f64 * block(nt + k, nt + k)
             }
             // Time and space attention (4D² each for q, k, v, out), then the MLP.
             Model::FactorisedSelfAttention => {
@@ -297,12 +350,23 @@ impl Config {
             return bad(format!("layers {}, mlp_dim {}, classes {} must be positive", self.layers, self.mlp_dim, self.num_classes));
         }
         match self.model {
-            Model::FactorisedEncoder { temporal_layers: 0 } => bad("Model 2 needs temporal_layers > 0".into()),
+            Model::FactorisedEncoder { temporal_layers: 0 } => return bad("Model 2 needs temporal_layers > 0".into()),
             Model::FactorisedDotProduct if self.heads % 2 != 0 => {
-                bad(format!("Model 4 splits the heads in two halves: heads {} must be even", self.heads))
+                return bad(format!("Model 4 splits the heads in two halves: heads {} must be even", self.heads))
             }
-            _ => Ok(()),
+            _ => {}
         }
+        let factorised = matches!(self.model, Model::FactorisedSelfAttention | Model::FactorisedDotProduct);
+        if factorised && matches!(self.classifier, Classifier::Token | Classifier::First) {
+            // scenic ViViT: assert self.classifier not in ['token', '0'] for these attentions.
+            // NOTE: `Config { model: Model 3 or 4, ..Config::tiny(n) }` keeps tiny's 'token':
+            // set `classifier` too, or use `Config::tiny_model`.
+            return bad(format!(
+                "{:?} has no token classifier (scenic asserts it): classifier {:?}; use Gap, Gmp or Gsp",
+                self.model, self.classifier
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -510,9 +574,9 @@ pub struct ViViT {
     pub config: Config,
     /// `embedding/kernel` (ft, fh, fw, 3, D) and `embedding/bias` (D): the tubelet Conv3d.
     pub embedding: (Tensor, Tensor),
-    /// `cls` (1, 1, D), zero-initialised.
-    pub cls: Tensor,
-    /// `Transformer/posembed_input/pos_embedding` (1, N + 1, D).
+    /// `cls` (1, 1, D), zero-initialised; with the 'token' classifier only.
+    pub cls: Option<Tensor>,
+    /// `Transformer/posembed_input/pos_embedding` (1, N + 1, D) (N without a cls token).
     pub pos_embedding: Tensor,
     pub blocks: Vec<EncoderBlock>,
     pub encoder_norm: LayerNorm,
@@ -531,8 +595,9 @@ impl ViViT {
         let mut init = Init::new(seed);
         let d = config.hidden;
         let embedding = new_embedding(&mut init, &config)?;
-        let cls = init.constant(&[1, 1, d], 0.0)?;
-        let pos_embedding = init.normal(&[1, config.num_patches() + 1, d], 0.02)?;
+        let k = config.classifier.cls_tokens();
+        let cls = if k == 1 { Some(init.constant(&[1, 1, d], 0.0)?) } else { None };
+        let pos_embedding = init.normal(&[1, config.num_patches() + k, d], 0.02)?;
         let blocks = (0..config.layers)
             .map(|_| EncoderBlock::new(&mut init, d, config.heads, config.mlp_dim))
             .collect::<Result<Vec<_>>>()?;
@@ -551,13 +616,16 @@ impl ViViT {
         let c = &self.config;
         let b = x.dim(0);
         let tokens = self.tubelet_embed(x)?; // (B, N, D)
-        let cls = self.cls.try_broadcast_to(&[b, 1, c.hidden])?; // (B, 1, D)
-        let mut h = Tensor::try_cat(&[&cls, &tokens], 1)?.try_add(&self.pos_embedding)?; // (B, N+1, D)
+        let tokens = match &self.cls {
+            Some(cls) => Tensor::try_cat(&[&cls.try_broadcast_to(&[b, 1, c.hidden])?, &tokens], 1)?, // (B, N+1, D)
+            None => tokens,
+        };
+        let mut h = tokens.try_add(&self.pos_embedding)?; // (B, N(+1), D)
         for block in &self.blocks {
             h = block.forward(&h)?;
         }
         let h = self.encoder_norm.forward(&h)?;
-        let pooled = h.try_select(1, 0)?; // classifier = 'token': (B, D)
+        let pooled = c.classifier.pool(&h)?; // (B, D)
         classify(&self.pre_logits, &self.output_projection, &pooled)
     }
 
@@ -566,9 +634,11 @@ impl ViViT {
         let mut out = vec![
             ("embedding/kernel".to_string(), self.embedding.0.clone()),
             ("embedding/bias".to_string(), self.embedding.1.clone()),
-            ("cls".to_string(), self.cls.clone()),
-            ("Transformer/posembed_input/pos_embedding".to_string(), self.pos_embedding.clone()),
         ];
+        if let Some(cls) = &self.cls {
+            out.push(("cls".to_string(), cls.clone()));
+        }
+        out.push(("Transformer/posembed_input/pos_embedding".to_string(), self.pos_embedding.clone()));
         for (i, blk) in self.blocks.iter().enumerate() {
             blk.params(&format!("Transformer/encoderblock_{i}"), &mut out);
         }

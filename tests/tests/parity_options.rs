@@ -1,7 +1,7 @@
 //! Parity of the official constructors' options (issue 17): defaults left out, `qkv_bias` false,
 //! `qk_scale` set, `null` where the official code takes None, class-valued arguments by name,
-//! and scenic ViViT's pre-logits layer, both factorised attention orders and uniform frame
-//! sampling. The test vectors were made by the official code:
+//! and scenic ViViT's pre-logits layer, both factorised attention orders, uniform frame
+//! sampling and every classifier. The test vectors were made by the official code:
 //! `models/tests/fixtures/gen_parity_options.py` (Video Swin, TimeSformer, UniFormer; manifest
 //! `parity_options.json`) and `gen_parity_vivit_options.py` (scenic; `parity_vivit_options.json`),
 //! which record the official commits. The building blocks each paper describes (Swin
@@ -137,6 +137,26 @@ fn parity_options_vivit_factorised_encoder_temporal_sampling() {
 }
 
 #[test]
+fn parity_options_vivit_classifier_gap_default() {
+    check("vivit.ViViT.gap");
+}
+
+#[test]
+fn parity_options_vivit_classifier_first_token() {
+    check("vivit.ViViT.first_token");
+}
+
+#[test]
+fn parity_options_vivit_classifier_gmp() {
+    check("vivit.ViViT.gmp");
+}
+
+#[test]
+fn parity_options_vivit_factorised_encoder_classifier_gsp() {
+    check("vivit.SpaceTimeViViT.gsp");
+}
+
+#[test]
 fn parity_options_block_video_swin_patch_embed_3d() {
     check("video_swin.PatchEmbed3D");
 }
@@ -263,6 +283,7 @@ fn parity_options_are_config_fields_of_the_zoo() {
     let count = |m: &dyn tubelet_models::VideoModel| m.named_params().iter().map(|(_, t)| t.numel()).sum::<usize>();
 
     let base = vivit::Config { frames: 5, height: 8, width: 8, tubelet: [1, 4, 4], hidden: 8, layers: 1, heads: 2, mlp_dim: 8, ..vivit::Config::tiny(3) };
+    let gap = vivit::Classifier::Gap;
     let sampling = vivit::TemporalEncoding::UniformFrameSampling { n_sampled_frames: 2 };
     for config in [
         vivit::Config { representation_size: Some(6), ..base.clone() },
@@ -272,8 +293,11 @@ fn parity_options_are_config_fields_of_the_zoo() {
             representation_size: Some(4),
             model: vivit::Model::FactorisedSelfAttention,
             attention_order: vivit::AttentionOrder::SpaceTime,
+            classifier: gap,
             ..base.clone()
         },
+        vivit::Config { classifier: vivit::Classifier::First, ..base.clone() },
+        vivit::Config { classifier: vivit::Classifier::Gmp, model: vivit::Model::FactorisedEncoder { temporal_layers: 1 }, ..base.clone() },
         vivit::Config { temporal_encoding: sampling, model: vivit::Model::FactorisedEncoder { temporal_layers: 1 }, ..base.clone() },
     ] {
         // 5 frames: T/(n+1) = 5/3, frames round(1.67), round(3.33) = 2, 3 (as scenic, checked with jax).

@@ -21,7 +21,7 @@ use tubelet::nn::{Dense, Init, LayerNorm};
 use tubelet::{Error, Result, Tensor};
 
 use super::{classify, head_params, new_embedding, new_head, tubelet_embed, AttentionOrder, Config, EncoderBlock, MlpBlock};
-use super::{Model, MultiHeadDotProductAttention};
+use super::{Classifier, Model, MultiHeadDotProductAttention};
 use crate::grid_attention::{group_attention, head_split_attention, Groups};
 use crate::{InputLayout, VideoModel};
 
@@ -30,40 +30,52 @@ use crate::{InputLayout, VideoModel};
 pub struct Transformer {
     /// The encoder's name in the parameter tree: `SpatialTransformer`, `TemporalTransformer`.
     pub name: &'static str,
-    /// `cls_{name}` (1, 1, D), zero-initialised.
-    pub cls: Tensor,
-    /// `{name}/posembed_input/pos_embedding` (1, L + 1, D).
+    /// `cls_{name}` (1, 1, D), zero-initialised; with the 'token' classifier only.
+    pub cls: Option<Tensor>,
+    /// `{name}/posembed_input/pos_embedding` (1, L + 1, D) (L without a cls token).
     pub pos_embedding: Tensor,
     pub blocks: Vec<EncoderBlock>,
     pub encoder_norm: LayerNorm,
+    pub classifier: Classifier,
 }
 
 impl Transformer {
     fn new(init: &mut Init, name: &'static str, c: &Config, len: usize, layers: usize) -> Result<Transformer> {
         let d = c.hidden;
+        let k = c.classifier.cls_tokens();
         Ok(Transformer {
             name,
-            cls: init.constant(&[1, 1, d], 0.0)?,
-            pos_embedding: init.normal(&[1, len + 1, d], 0.02)?,
+            cls: if k == 1 { Some(init.constant(&[1, 1, d], 0.0)?) } else { None },
+            pos_embedding: init.normal(&[1, len + k, d], 0.02)?,
             blocks: (0..layers).map(|_| EncoderBlock::new(init, d, c.heads, c.mlp_dim)).collect::<Result<_>>()?,
             encoder_norm: LayerNorm::flax(init, d)?,
+            classifier: c.classifier,
         })
     }
 
-    /// x (B', L, D) -> the cls token's encoding (B', D).
+    /// x (B', L, D) -> the classifier's vector (B', D): the cls token's encoding, or the pool.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, d) = (x.dim(0), x.dim(2));
-        let cls = self.cls.try_broadcast_to(&[b, 1, d])?; // (B', 1, D)
-        let mut h = Tensor::try_cat(&[&cls, x], 1)?.try_add(&self.pos_embedding)?; // (B', L + 1, D)
+        let x = match &self.cls {
+            Some(cls) => Tensor::try_cat(&[&cls.try_broadcast_to(&[b, 1, d])?, x], 1)?, // (B', L + 1, D)
+            None => x.clone(),
+        };
+        let mut h = x.try_add(&self.pos_embedding)?;
         for blk in &self.blocks {
             h = blk.forward(&h)?;
         }
-        self.encoder_norm.forward(&h.try_select(1, 0)?) // LN is per token: only the cls row is read
+        match self.classifier {
+            // LN is per token: only the first row is read.
+            Classifier::Token | Classifier::First => self.encoder_norm.forward(&h.try_select(1, 0)?),
+            pooled => pooled.pool(&self.encoder_norm.forward(&h)?),
+        }
     }
 
     fn params(&self, out: &mut Vec<(String, Tensor)>) {
         let n = self.name;
-        out.push((format!("cls_{n}"), self.cls.clone()));
+        if let Some(cls) = &self.cls {
+            out.push((format!("cls_{n}"), cls.clone()));
+        }
         out.push((format!("{n}/posembed_input/pos_embedding"), self.pos_embedding.clone()));
         for (i, blk) in self.blocks.iter().enumerate() {
             blk.params(&format!("{n}/encoderblock_{i}"), out);
@@ -235,7 +247,7 @@ impl FactorisedViViT {
                 }
             }
         }
-        let pooled = self.encoder_norm.forward(&h)?.try_mean(&[1], false)?; // classifier = 'gap': (B, D)
+        let pooled = c.classifier.pool(&self.encoder_norm.forward(&h)?)?; // 'gap', 'gmp' or 'gsp': (B, D)
         classify(&self.pre_logits, &self.output_projection, &pooled)
     }
 

@@ -23,16 +23,17 @@
 //! fw, ft)) and `temporal_sampling` (uniform frame sampling of `n_sampled_frames` frames, 2-D
 //! patches; `patches.size` (fh, fw)); `kernel_init_method` only initialises the kernel and is
 //! accepted and unused. The pre-logits layer (`representation_size`: Dense + tanh, or null)
-//! throughout; Model 1 ('spacetime', or 'factorized_encoder', which scenic's `ViViT` runs as
-//! 'spacetime') with the 'token' classifier; Model 3 ('factorized_self_attention_block',
-//! attention_order 'time_space' or 'space_time') and Model 4
-//! ('factorized_dot_product_attention') with 'gap' (scenic asserts that they have no token
-//! classifier); Model 2 with the 'token' classifier and the same heads and MLP size in both
-//! encoders (as every released config). Other settings are errors that say so; dropout and
-//! stochastic depth are refused only with `train: true` (they are inert in eval).
+//! and every `classifier` ('token', '0', 'gap', 'gmp', 'gsp'; the factorised attentions without
+//! 'token' and '0', as scenic asserts) throughout; Model 1 ('spacetime', or
+//! 'factorized_encoder', which scenic's `ViViT` runs as 'spacetime'); Model 3
+//! ('factorized_self_attention_block', attention_order 'time_space' or 'space_time'); Model 4
+//! ('factorized_dot_product_attention'); Model 2 with the same heads and MLP size in both
+//! encoders (as every released config) and without `spatial_only_baseline`. Other settings are
+//! errors that say so; dropout and stochastic depth are refused only with `train: true` (they
+//! are inert in eval).
 
 use tubelet::{Error, Result};
-use tubelet_models::vivit::{build, AttentionOrder, Config, Model, TemporalEncoding};
+use tubelet_models::vivit::{build, AttentionOrder, Classifier, Config, Model, TemporalEncoding};
 
 use super::{Block, ConfigReader, Module, Whole};
 
@@ -40,16 +41,16 @@ pub fn modules() -> Vec<Module> {
     vec![
         Module {
             name: "vivit.ViViT",
-            summary: "scenic ViViT; ported: Model 1 (spacetime, token classifier), Model 3 \
-                      (factorized_self_attention_block, time_space or space_time, gap), Model 4 \
-                      (factorized_dot_product_attention, gap); 3d_conv tubelets or temporal_sampling; \
-                      representation_size",
+            summary: "scenic ViViT; ported: Model 1 (spacetime), Model 3 \
+                      (factorized_self_attention_block, time_space or space_time), Model 4 \
+                      (factorized_dot_product_attention); every classifier scenic allows; 3d_conv \
+                      tubelets or temporal_sampling; representation_size",
             train_default: None,
             build: build_vivit,
         },
         Module {
             name: "vivit.SpaceTimeViViT",
-            summary: "scenic SpaceTimeViViT (Model 2, factorised encoder); ported: token classifier, 3d_conv \
+            summary: "scenic SpaceTimeViViT (Model 2, factorised encoder); ported: every classifier, 3d_conv \
                       tubelets or temporal_sampling, representation_size, equal spatial and temporal heads and MLP sizes",
             train_default: None,
             build: build_space_time_vivit,
@@ -109,7 +110,7 @@ fn read_common(module: &str, c: &mut ConfigReader, input: &[usize], train: bool)
     let dtype = c.string("dtype", Some("float32"))?;
     c.bool("debug", Some(false))?;
 
-    if !["token", "0", "gap", "gmp", "gsp"].contains(&classifier.as_str()) {
+    if Classifier::parse(&classifier).is_none() {
         return Err(Error::Config(format!(
             "{module} config: classifier {classifier:?} is not one of scenic's \"token\", \"0\", \"gap\", \"gmp\", \"gsp\""
         )));
@@ -155,6 +156,7 @@ fn port_config(common: &Common, input: &[usize], layers: usize, heads: usize, ml
         temporal_encoding: common.temporal_encoding,
         representation_size: common.representation_size,
         attention_order: AttentionOrder::TimeSpace,
+        classifier: Classifier::parse(&common.classifier).expect("checked in read_common"),
     }
 }
 
@@ -178,23 +180,14 @@ fn build_vivit(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
         // scenic's Encoder runs 'factorized_encoder' with the plain EncoderBlock too.
         "spacetime" | "factorized_encoder" => {
             c.ignore("attention_config.attention_order"); // read by Model 3 only
-            if classifier != "token" {
-                return Err(unsupported(
-                    M,
-                    format!("classifier {classifier:?} with spacetime attention (scenic's default is \"gap\"; implemented: \"token\", the released configs' choice)"),
-                ));
-            }
             Model::SpatioTemporal
         }
         "factorized_self_attention_block" | "factorized_dot_product_attention" => {
             if token {
                 return Err(Error::Config(format!(
                     "{M} config: classifier {classifier:?} with attention_config.type {attention:?}: scenic asserts that \
-                     the factorised attentions have no token classifier; use \"gap\""
+                     the factorised attentions have no token classifier; use \"gap\", \"gmp\" or \"gsp\""
                 )));
-            }
-            if classifier != "gap" {
-                return Err(unsupported(M, format!("classifier {classifier:?} (implemented for {attention:?}: \"gap\")")));
             }
             if attention == "factorized_self_attention_block" {
                 let order = c.string("attention_config.attention_order", None)?;
@@ -255,12 +248,6 @@ fn build_space_time_vivit(c: &mut ConfigReader, input: &[usize], train: bool) ->
     }
     if spatial_only {
         return Err(unsupported(M, "attention_config.spatial_only_baseline true (a mean over frames instead of the temporal encoder)".to_string()));
-    }
-    if common.classifier != "token" {
-        return Err(unsupported(
-            M,
-            format!("classifier {:?} (scenic's default is \"gap\"; implemented: \"token\", the released configs' choice)", common.classifier),
-        ));
     }
     if (temporal_num_heads, temporal_mlp_dim) != (spatial_num_heads, spatial_mlp_dim) {
         return Err(unsupported(
