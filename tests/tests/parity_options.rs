@@ -272,6 +272,12 @@ fn parity_options_official_rejections_name_the_field() {
         c.insert("temporal_encoding_config".into(), json!({"method": "temporal_sampling"}));
     });
     assert!(err.contains("missing required field \"temporal_encoding_config.n_sampled_frames\""), "{err}");
+
+    // UniFormer's constructor fails on a representation size (nn.Linear(list of widths, r)).
+    let file = BTreeMap::from([("input".to_string(), HostTensor { shape: vec![1, 3, 2, 32, 32], data: vec![0.0; 6144] })]);
+    let config = json!({"UNIFORMER": {"REPRESENTATION_SIZE": 6}});
+    let err = parity::run_tensors("uniformer.Uniformer", &config, &file).err().expect("an error").to_string();
+    assert!(err.contains("REPRESENTATION_SIZE 6") && err.contains("official constructor fails"), "{err}");
 }
 
 /// The options are fields of the zoo's configs, so presets can use them: a model built with

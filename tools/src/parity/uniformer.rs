@@ -28,7 +28,8 @@
 //! `DATA.TRAIN_CROP_SIZE` (224; the patch embeddings' nominal img_size, which the official
 //! forward does not use: the clip size comes from the input, whose H and W must be multiples
 //! of 32 here). `UNIFORMER.PRETRAIN_NAME` is accepted (loading happens outside the
-//! constructor). Ported: SPLIT, STD False, any QKV_SCALE, REPRESENTATION_SIZE None, an integer
+//! constructor). Ported: SPLIT, STD False, any QKV_SCALE, REPRESENTATION_SIZE None or 0 (the official
+//! constructor fails on any other), an integer
 //! MLP_RATIO; the dropout rates are not applied (0 in every released config): with `train:
 //! true` they and DROP_DEPTH_RATE must be 0.
 
@@ -192,7 +193,12 @@ fn build_uniformer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result
         return Err(unsupported(format!("UNIFORMER.MLP_RATIO {mlp_ratio} (implemented: a positive integer)")));
     }
     if let Some(r) = representation.filter(|&r| r > 0) {
-        return Err(unsupported(format!("UNIFORMER.REPRESENTATION_SIZE {r} (implemented: null)")));
+        // Uniformer.__init__ builds nn.Linear(embed_dim, r) with embed_dim the list of the four
+        // stages' widths, which PyTorch refuses; and its head would not take r features either.
+        return Err(Error::Config(format!(
+            "{M} config: UNIFORMER.REPRESENTATION_SIZE {r}: the official constructor fails on it (its pre_logits \
+             nn.Linear gets the list UNIFORMER.EMBED_DIM as in_features); use null or 0"
+        )));
     }
     if split || std {
         return Err(unsupported(format!("UNIFORMER.SPLIT {split}, UNIFORMER.STD {std} (implemented: false, as every released config)")));
