@@ -142,6 +142,11 @@ pub struct Config {
     /// `classifier`: 'token' for Models 1 and 2 in the released configs; Models 3 and 4 take
     /// 'gap', 'gmp' or 'gsp' (scenic asserts they have no token classifier).
     pub classifier: Classifier,
+    /// Model 2's temporal encoder: heads and MLP width (scenic `temporal_num_heads`,
+    /// `temporal_mlp_dim`); `None` is the spatial encoder's (`heads`, `mlp_dim`), as in every
+    /// released config.
+    pub temporal_heads: Option<usize>,
+    pub temporal_mlp_dim: Option<usize>,
 }
 
 impl Config {
@@ -163,6 +168,8 @@ impl Config {
             representation_size: None,
             attention_order: AttentionOrder::TimeSpace,
             classifier: Classifier::Token,
+            temporal_heads: None,
+            temporal_mlp_dim: None,
         }
     }
 
@@ -214,6 +221,8 @@ impl Config {
             representation_size: None,
             attention_order: AttentionOrder::TimeSpace,
             classifier: Classifier::Token,
+            temporal_heads: None,
+            temporal_mlp_dim: None,
         }
     }
 
@@ -281,7 +290,8 @@ impl Config {
         let g = self.grid();
         let (nt, ns) = (g.t, g.h * g.w);
         let embed = ft * fh * fw * 3 * d + d;
-        let block = 2 * 2 * d + 4 * (d * d + d) + (d * self.mlp_dim + self.mlp_dim) + (self.mlp_dim * d + d);
+        let block_of = |m: usize| 2 * 2 * d + 4 * (d * d + d) + (d * m + m) + (m * d + d);
+        let block = block_of(self.mlp_dim);
         // encoder_norm, pre_logits, output_projection
         let pre_logits = self.representation_size.map_or(0, |r| d * r + r);
         let head = 2 * d + pre_logits + self.head_dim() * self.num_classes + self.num_classes;
@@ -293,7 +303,8 @@ impl Config {
             Model::FactorisedDotProduct => self.num_patches() * d + self.layers * block,
             // cls + posemb (ns + 1) + blocks + norm, spatial; the same, temporal (norm in `head`).
             Model::FactorisedEncoder { temporal_layers } => {
-                k * d + (ns + k) * d + self.layers * block + 2 * d + k * d + (nt + k) * d + temporal_layers * block
+                let temporal_block = block_of(self.temporal_mlp_dim.unwrap_or(self.mlp_dim));
+                k * d + (ns + k) * d + self.layers * block + 2 * d + k * d + (nt + k) * d + temporal_layers * temporal_block
             }
             // A second LN and attention per block (time and space).
             Model::FactorisedSelfAttention => self.num_patches() * d + self.layers * (block + 2 * d + 4 * (d * d + d)),
@@ -309,13 +320,15 @@ impl Config {
         let (nt, ns) = (g.t as f64, (g.h * g.w) as f64);
         let embed = n * (ft * fh * fw * 3) as f64 * d;
         // A ViT block over `len` tokens; the attention matmuls over `keys` keys per query.
-        let block = |len: f64, keys: f64| len * d * 3.0 * d + 2.0 * len * keys * d + len * d * d + 2.0 * len * d * m;
+        let block_of = |len: f64, keys: f64, m: f64| len * d * 3.0 * d + 2.0 * len * keys * d + len * d * d + 2.0 * len * d * m;
+        let block = |len: f64, keys: f64| block_of(len, keys, m);
         let layers = self.layers as f64;
         let k = self.classifier.cls_tokens() as f64;
         let body = match self.model {
             Model::SpatioTemporal => layers * block(n + k, n + k),
             Model::FactorisedEncoder { temporal_layers } => {
-                nt * layers * block(ns + k, ns + k) + temporal_layers as f64 * block(nt + k, nt + k)
+                let mt = self.temporal_mlp_dim.unwrap_or(self.mlp_dim) as f64;
+                nt * layers * block(ns + k, ns + k) + temporal_layers as f64 * block_of(nt + k, nt + k, mt)
             }
             // Time and space attention (4D² each for q, k, v, out), then the MLP.
             Model::FactorisedSelfAttention => {
@@ -348,6 +361,10 @@ impl Config {
         }
         if self.layers == 0 || self.mlp_dim == 0 || self.num_classes == 0 {
             return bad(format!("layers {}, mlp_dim {}, classes {} must be positive", self.layers, self.mlp_dim, self.num_classes));
+        }
+        let (th, tm) = (self.temporal_heads.unwrap_or(self.heads), self.temporal_mlp_dim.unwrap_or(self.mlp_dim));
+        if th == 0 || self.hidden % th != 0 || tm == 0 {
+            return bad(format!("temporal encoder: hidden {} is not divisible by heads {th}, or mlp_dim {tm} is 0", self.hidden));
         }
         match self.model {
             Model::FactorisedEncoder { temporal_layers: 0 } => return bad("Model 2 needs temporal_layers > 0".into()),

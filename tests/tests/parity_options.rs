@@ -157,6 +157,11 @@ fn parity_options_vivit_factorised_encoder_classifier_gsp() {
 }
 
 #[test]
+fn parity_options_vivit_factorised_encoder_temporal_sizes() {
+    check("vivit.SpaceTimeViViT.temporal_sizes");
+}
+
+#[test]
 fn parity_options_block_video_swin_patch_embed_3d() {
     check("video_swin.PatchEmbed3D");
 }
@@ -304,6 +309,12 @@ fn parity_options_are_config_fields_of_the_zoo() {
         },
         vivit::Config { classifier: vivit::Classifier::First, ..base.clone() },
         vivit::Config { classifier: vivit::Classifier::Gmp, model: vivit::Model::FactorisedEncoder { temporal_layers: 1 }, ..base.clone() },
+        vivit::Config {
+            temporal_heads: Some(4),
+            temporal_mlp_dim: Some(20),
+            model: vivit::Model::FactorisedEncoder { temporal_layers: 2 },
+            ..base.clone()
+        },
         vivit::Config { temporal_encoding: sampling, model: vivit::Model::FactorisedEncoder { temporal_layers: 1 }, ..base.clone() },
     ] {
         // 5 frames: T/(n+1) = 5/3, frames round(1.67), round(3.33) = 2, 3 (as scenic, checked with jax).

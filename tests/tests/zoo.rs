@@ -349,8 +349,8 @@ fn parity_vivit_factorised_settings_are_checked() {
         f(c.as_object_mut().unwrap());
         parity::run_tensors("vivit.SpaceTimeViViT", &c, &file).unwrap_err().to_string()
     };
-    let err = fe(&|c| { c.insert("temporal_num_heads".into(), json!(4)); });
-    assert!(err.contains("temporal_num_heads 4") && err.contains("not implemented"), "{err}");
+    let err = fe(&|c| { c.insert("temporal_num_heads".into(), json!(3)); });
+    assert!(err.contains("hidden 16 is not divisible by heads 3"), "{err}");
     let err = fe(&|c| { c.insert("classifier".into(), json!("cls")); });
     assert!(err.contains("classifier \"cls\" is not one of scenic's"), "{err}");
     let err = fe(&|c| { c.insert("attention_config".into(), json!({"type": "factorized_encoder", "spatial_only_baseline": true})); });

@@ -40,14 +40,15 @@ pub struct Transformer {
 }
 
 impl Transformer {
-    fn new(init: &mut Init, name: &'static str, c: &Config, len: usize, layers: usize) -> Result<Transformer> {
+    /// `layers` blocks of `heads` heads and MLP width `mlp_dim` over `len` tokens (+ cls).
+    fn new(init: &mut Init, name: &'static str, c: &Config, len: usize, layers: usize, heads: usize, mlp_dim: usize) -> Result<Transformer> {
         let d = c.hidden;
         let k = c.classifier.cls_tokens();
         Ok(Transformer {
             name,
             cls: if k == 1 { Some(init.constant(&[1, 1, d], 0.0)?) } else { None },
             pos_embedding: init.normal(&[1, len + k, d], 0.02)?,
-            blocks: (0..layers).map(|_| EncoderBlock::new(init, d, c.heads, c.mlp_dim)).collect::<Result<_>>()?,
+            blocks: (0..layers).map(|_| EncoderBlock::new(init, d, heads, mlp_dim)).collect::<Result<_>>()?,
             encoder_norm: LayerNorm::flax(init, d)?,
             classifier: c.classifier,
         })
@@ -106,8 +107,9 @@ impl FactorisedEncoder {
         let mut init = Init::new(seed);
         let g = config.grid();
         let embedding = new_embedding(&mut init, &config)?;
-        let spatial = Transformer::new(&mut init, "SpatialTransformer", &config, g.h * g.w, config.layers)?;
-        let temporal = Transformer::new(&mut init, "TemporalTransformer", &config, g.t, temporal_layers)?;
+        let (c, (th, tm)) = (&config, (config.temporal_heads.unwrap_or(config.heads), config.temporal_mlp_dim.unwrap_or(config.mlp_dim)));
+        let spatial = Transformer::new(&mut init, "SpatialTransformer", c, g.h * g.w, c.layers, c.heads, c.mlp_dim)?;
+        let temporal = Transformer::new(&mut init, "TemporalTransformer", c, g.t, temporal_layers, th, tm)?;
         let (pre_logits, output_projection) = new_head(&mut init, &config)?;
         Ok(FactorisedEncoder { config, embedding, spatial, temporal, pre_logits, output_projection })
     }

@@ -27,8 +27,8 @@
 //! 'token' and '0', as scenic asserts) throughout; Model 1 ('spacetime', or
 //! 'factorized_encoder', which scenic's `ViViT` runs as 'spacetime'); Model 3
 //! ('factorized_self_attention_block', attention_order 'time_space' or 'space_time'); Model 4
-//! ('factorized_dot_product_attention'); Model 2 with the same heads and MLP size in both
-//! encoders (as every released config) and without `spatial_only_baseline`. Other settings are
+//! ('factorized_dot_product_attention'); Model 2 (its encoders' own heads and MLP sizes) without
+//! `spatial_only_baseline`. Other settings are
 //! errors that say so; dropout and stochastic depth are refused only with `train: true` (they
 //! are inert in eval).
 
@@ -51,7 +51,7 @@ pub fn modules() -> Vec<Module> {
         Module {
             name: "vivit.SpaceTimeViViT",
             summary: "scenic SpaceTimeViViT (Model 2, factorised encoder); ported: every classifier, 3d_conv \
-                      tubelets or temporal_sampling, representation_size, equal spatial and temporal heads and MLP sizes",
+                      tubelets or temporal_sampling, representation_size, any heads and MLP sizes",
             train_default: None,
             build: build_space_time_vivit,
         },
@@ -157,6 +157,8 @@ fn port_config(common: &Common, input: &[usize], layers: usize, heads: usize, ml
         representation_size: common.representation_size,
         attention_order: AttentionOrder::TimeSpace,
         classifier: Classifier::parse(&common.classifier).expect("checked in read_common"),
+        temporal_heads: None,
+        temporal_mlp_dim: None,
     }
 }
 
@@ -249,17 +251,11 @@ fn build_space_time_vivit(c: &mut ConfigReader, input: &[usize], train: bool) ->
     if spatial_only {
         return Err(unsupported(M, "attention_config.spatial_only_baseline true (a mean over frames instead of the temporal encoder)".to_string()));
     }
-    if (temporal_num_heads, temporal_mlp_dim) != (spatial_num_heads, spatial_mlp_dim) {
-        return Err(unsupported(
-            M,
-            format!(
-                "temporal_num_heads {temporal_num_heads} / temporal_mlp_dim {temporal_mlp_dim} differing from \
-                 spatial_num_heads {spatial_num_heads} / spatial_mlp_dim {spatial_mlp_dim} (the port's encoders share \
-                 them, as every released config does)"
-            ),
-        ));
-    }
     let model = Model::FactorisedEncoder { temporal_layers: temporal_num_layers };
-    let config = port_config(&common, input, spatial_num_layers, spatial_num_heads, spatial_mlp_dim, model);
+    let config = Config {
+        temporal_heads: Some(temporal_num_heads),
+        temporal_mlp_dim: Some(temporal_mlp_dim),
+        ..port_config(&common, input, spatial_num_layers, spatial_num_heads, spatial_mlp_dim, model)
+    };
     Ok(Box::new(Whole(build(config, 0)?)))
 }
