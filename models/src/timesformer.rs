@@ -19,6 +19,9 @@
 //! attention (TSF README), the joint and space-only baselines, L+G and T+W+H at base size, and a
 //! tiny model for the synthetic set.
 //!
+//! `qkv_bias`, `qk_scale` and the norm layer's eps of the official constructors are [`Config`]
+//! fields (the `TimeSformer` class passes qkv_bias True and eps 1e-6).
+//!
 //! Deviations: the position and time embeddings are not resized at run time (the official
 //! forward interpolates them, nearest, when the input's grid differs): the model takes the clip
 //! it was built for and errors otherwise. Attention and MLP dropout are 0 in the official configs
@@ -103,6 +106,15 @@ pub struct Config {
     pub attention: Attention,
     /// Stochastic depth rate of the last block (linspace from 0), applied in training.
     pub drop_path: f32,
+    /// `qkv_bias`: the qkv Linear has a bias (the `TimeSformer` class passes True; the
+    /// `VisionTransformer` and `Block` constructors default to False).
+    pub qkv_bias: bool,
+    /// `qk_scale`: the attention logits' scale; `None` is head_dim^−0.5 (timm's `qk_scale or
+    /// head_dim ** -0.5`, so an explicit 0 also means the default: see the parity reader).
+    pub qk_scale: Option<f32>,
+    /// `norm_layer`'s eps: `partial(nn.LayerNorm, eps=1e-6)` in the `TimeSformer` class, 1e-5
+    /// for the constructors' default `nn.LayerNorm`.
+    pub norm_eps: f32,
 }
 
 impl Config {
@@ -121,6 +133,9 @@ impl Config {
             num_classes: 400,
             attention,
             drop_path: 0.1,
+            qkv_bias: true,
+            qk_scale: None,
+            norm_eps: 1e-6,
         }
     }
 
@@ -155,6 +170,9 @@ impl Config {
             num_classes,
             attention: Attention::DividedSpaceTime,
             drop_path: 0.1,
+            qkv_bias: true,
+            qk_scale: None,
+            norm_eps: 1e-6,
         }
     }
 
@@ -172,7 +190,7 @@ impl Config {
     pub fn num_params(&self) -> usize {
         let (d, m, p) = (self.embed_dim, self.mlp_dim, self.patch);
         let lin = |i: usize, o: usize| i * o + o;
-        let attn = lin(d, 3 * d) + lin(d, d);
+        let attn = lin(d, 3 * d) - if self.qkv_bias { 0 } else { 3 * d } + lin(d, d);
         let embed = 3 * p * p * d + d + d + (self.num_patches() + 1) * d; // proj, cls, pos_embed
         let time = if self.attention == Attention::SpaceOnly { 0 } else { self.frames * d };
         let branch = 2 * d + attn + lin(d, d); // LN, attention, fc
@@ -248,8 +266,9 @@ pub struct Attn {
 }
 
 impl Attn {
-    fn new(init: &mut Init, d: usize) -> Result<Attn> {
-        Ok(Attn { qkv: Linear::new(init, d, 3 * d, true)?, proj: Linear::new(init, d, d, true)? })
+    /// `qkv` with a bias when `qkv_bias`; `proj` always has one.
+    pub fn new(init: &mut Init, d: usize, qkv_bias: bool) -> Result<Attn> {
+        Ok(Attn { qkv: Linear::new(init, d, 3 * d, qkv_bias)?, proj: Linear::new(init, d, d, true)? })
     }
 
     fn params(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
@@ -295,7 +314,8 @@ impl Block {
     /// the patches in `(h w t)` order. `seed`: Some in training (drop path).
     pub fn forward(&self, x: &Tensor, c: &Config, seed: Option<u64>) -> Result<Tensor> {
         let heads = c.num_heads;
-        let scale = 1.0 / ((c.embed_dim / heads) as f32).sqrt();
+        // timm Attention: self.scale = qk_scale or head_dim ** -0.5.
+        let scale = c.qk_scale.unwrap_or(1.0 / ((c.embed_dim / heads) as f32).sqrt());
         let dp = |x: &Tensor, k: u64| drop_path(x, self.drop_path, seed.map(|s| s.wrapping_mul(4).wrapping_add(k)));
         let x = match c.attention.final_groups() {
             // Joint and space-only: a plain ViT block, x + attn(norm1(x)).
@@ -373,12 +393,12 @@ impl TimeSformer {
             Attention::SpaceOnly => None,
             _ => Some(init.constant(&[1, config.frames, d], 0.0)?),
         };
-        let ln = |init: &mut Init| LayerNorm::torch(init, d, 1e-6);
+        let ln = |init: &mut Init| LayerNorm::torch(init, d, config.norm_eps);
         let mut blocks = Vec::with_capacity(config.depth);
         for i in 0..config.depth {
             let mut branches = Vec::new();
             for &(name, groups) in config.attention.branches() {
-                let (norm, attn) = (ln(&mut init)?, Attn::new(&mut init, d)?);
+                let (norm, attn) = (ln(&mut init)?, Attn::new(&mut init, d, config.qkv_bias)?);
                 let fc = Linear { weight: init.constant(&[d, d], 0.0)?, bias: Some(init.constant(&[d], 0.0)?) };
                 branches.push(Branch { name, groups, norm, attn, fc });
             }
@@ -386,7 +406,7 @@ impl TimeSformer {
             blocks.push(Block {
                 branches,
                 norm1: ln(&mut init)?,
-                attn: Attn::new(&mut init, d)?,
+                attn: Attn::new(&mut init, d, config.qkv_bias)?,
                 norm2: ln(&mut init)?,
                 fc1: Linear::new(&mut init, d, config.mlp_dim, true)?,
                 fc2: Linear::new(&mut init, config.mlp_dim, d, true)?,
@@ -401,15 +421,7 @@ impl TimeSformer {
     /// PatchEmbed: (B, 3, T, H, W) -> (B·T, n, D), patches h-major within a frame. The Conv2d
     /// with kernel = stride is a patchify (one permute) and one Linear.
     pub fn patch_embed(&self, x: &Tensor) -> Result<Tensor> {
-        let c = &self.config;
-        let (b, p, d) = (x.dim(0), c.patch, c.embed_dim);
-        let (nh, nw) = (c.height / p, c.width / p);
-        let patches = x
-            .try_reshape(&[b, 3, c.frames, nh, p, nw, p])? // (B, C, T, H', P, W', P)
-            .try_permute(&[0, 2, 3, 5, 1, 4, 6])? //          (B, T, H', W', C, P, P)
-            .try_reshape(&[b * c.frames, nh * nw, 3 * p * p])?; // (B·T, n, C·P·P)
-        let w = self.patch_embed.0.try_reshape(&[d, 3 * p * p])?; // (D, C·P·P)
-        patches.try_linear(&w, Some(&self.patch_embed.1)) // (B·T, n, D)
+        patch_embed(&self.patch_embed, self.config.patch, x)
     }
 
     /// x (B, 3, T, H, W) -> logits (B, classes). `train` applies drop path.
@@ -538,4 +550,26 @@ pub fn presets() -> Vec<Preset> {
         preset("timesformer-tiny", "TimeSformer divided space-time, tiny: 8x32x32, patch 8, D 64, 4 blocks",
             Config::tiny(NUM_CLASSES), |s| Ok(Box::new(TimeSformer::new(Config::tiny(NUM_CLASSES), s)?))),
     ]
+}
+
+/// TimeSformer `PatchEmbed`: `rearrange('b c t h w -> (b t) c h w')`, Conv2d(kernel = stride =
+/// P), `flatten(2).transpose(1, 2)`: x (B, C, T, H, W) -> (B·T, n, D), patches h-major. The
+/// convolution is a patchify (one permute) and one Linear with `proj.weight` (D, C, P, P);
+/// H and W must be multiples of P (the official VALID conv would drop the remainder).
+pub fn patch_embed(proj: &(Tensor, Tensor), p: usize, x: &Tensor) -> Result<Tensor> {
+    let s = x.shape();
+    let d = proj.0.dim(0);
+    if x.rank() != 5 || p == 0 || s[3] % p != 0 || s[4] % p != 0 || proj.0.shape() != [d, s[1], p, p] {
+        return Err(Error::Shape(format!(
+            "TimeSformer PatchEmbed: x {s:?} must be (B, C, T, H, W) with H, W multiples of the patch {p}, for proj.weight {:?}",
+            proj.0.shape()
+        )));
+    }
+    let (b, ch, t, nh, nw) = (s[0], s[1], s[2], s[3] / p, s[4] / p);
+    let patches = x
+        .try_reshape(&[b, ch, t, nh, p, nw, p])? // (B, C, T, H', P, W', P)
+        .try_permute(&[0, 2, 3, 5, 1, 4, 6])? //    (B, T, H', W', C, P, P)
+        .try_reshape(&[b * t, nh * nw, ch * p * p])?; // (B·T, n, C·P·P)
+    let w = proj.0.try_reshape(&[d, ch * p * p])?; // (D, C·P·P)
+    patches.try_linear(&w, Some(&proj.1)) // (B·T, n, D)
 }

@@ -17,7 +17,9 @@
 //! and LayerNorm follow the official `_init_weights`. Dropout rates are 0 in the released
 //! configs and are not applied; drop path (stochastic depth, linspace over all blocks as the
 //! official `dpr`) goes through [`residual`] (`blocks::residual`).
-//! `SplitSABlock` and the `std` patch embedding are off in every released config and not built.
+//! `SplitSABlock` and the `std` patch embedding are off in every released config and not built
+//! by [`UniFormer`] (the `std` embedding exists as [`PatchEmbed::plain`] for parity).
+//! `qkv_bias` and `qk_scale` (`UNIFORMER.QKV_BIAS`, `UNIFORMER.QKV_SCALE`) are [`Config`] fields.
 
 use tubelet::nn::{Init, LayerNorm, Linear};
 use tubelet::{Error, Result, Tensor};
@@ -41,6 +43,9 @@ pub struct Config {
     pub head_dim: usize,
     pub mlp_ratio: usize,
     pub qkv_bias: bool,
+    /// `UNIFORMER.QKV_SCALE` (the blocks' `qk_scale`): the attention logits' scale; `None` is
+    /// head_dim^−0.5 (`qk_scale or head_dim ** -0.5`).
+    pub qk_scale: Option<f32>,
     /// Stochastic depth, linearly increasing over all blocks (`UNIFORMER.DROP_DEPTH_RATE`).
     pub drop_path_rate: f32,
     pub num_classes: usize,
@@ -59,6 +64,7 @@ impl Config {
             head_dim: 64,
             mlp_ratio: 4,
             qkv_bias: true,
+            qk_scale: None,
             drop_path_rate: 0.1,
             num_classes: 400,
         }
@@ -81,6 +87,7 @@ impl Config {
             head_dim: 16,
             mlp_ratio: 4,
             qkv_bias: true,
+            qk_scale: None,
             drop_path_rate: 0.0,
             num_classes,
         }
@@ -201,8 +208,23 @@ pub struct PatchEmbed {
 }
 
 impl PatchEmbed {
-    fn new(init: &mut Init, cin: usize, cout: usize, special: bool) -> Result<PatchEmbed> {
-        let (k, stride, padding) = if special { ([3, 4, 4], [2, 4, 4], [1, 0, 0]) } else { ([1, 2, 2], [1, 2, 2], [0, 0, 0]) };
+    /// `SpeicalPatchEmbed(patch_size = p, in_chans = cin, embed_dim = cout)` (official
+    /// spelling): `conv_3xnxn`, Conv3d k (3, p, p), s (2, p, p), padding (1, 0, 0).
+    pub fn special(init: &mut Init, cin: usize, cout: usize, p: usize) -> Result<PatchEmbed> {
+        PatchEmbed::with_conv(init, cin, cout, [3, p, p], [2, p, p], [1, 0, 0])
+    }
+
+    /// `PatchEmbed(patch_size = p, in_chans = cin, embed_dim = cout, std)`: `conv_1xnxn`, k = s
+    /// = (1, p, p); with `std`, `conv_3xnxn_std`, k (3, p, p), s (1, p, p), padding (1, 0, 0).
+    pub fn plain(init: &mut Init, cin: usize, cout: usize, p: usize, std: bool) -> Result<PatchEmbed> {
+        if std {
+            PatchEmbed::with_conv(init, cin, cout, [3, p, p], [1, p, p], [1, 0, 0])
+        } else {
+            PatchEmbed::with_conv(init, cin, cout, [1, p, p], [1, p, p], [0, 0, 0])
+        }
+    }
+
+    fn with_conv(init: &mut Init, cin: usize, cout: usize, k: [usize; 3], stride: [usize; 3], padding: [usize; 3]) -> Result<PatchEmbed> {
         Ok(PatchEmbed { proj: Conv::new(init, cout, cin, k)?, norm: LayerNorm::torch(init, cout, 1e-5)?, stride, padding })
     }
 
@@ -211,7 +233,8 @@ impl PatchEmbed {
         layer_norm_channels(&self.proj.dense(x, self.stride, self.padding)?, &self.norm)
     }
 
-    fn params(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
+    /// Parameters under `prefix` (`patch_embed{1..4}` in the model), official names.
+    pub fn params(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
         self.proj.params(&format!("{prefix}.proj"), out);
         self.norm.params(&format!("{prefix}.norm"), out);
     }
@@ -287,12 +310,25 @@ pub struct SABlock {
     pub fc2: Linear,
     pub heads: usize,
     pub drop_path: f32,
+    /// `qk_scale`; `None` is head_dim^−0.5.
+    pub qk_scale: Option<f32>,
 }
 
 impl SABlock {
     /// `norm_eps`: the LayerNorms' eps (the block's own default `nn.LayerNorm` is 1e-5; the
     /// `Uniformer` model passes `partial(nn.LayerNorm, eps=1e-6)`).
-    pub fn new(init: &mut Init, c: usize, heads: usize, mlp_ratio: usize, qkv_bias: bool, drop_path: f32, norm_eps: f32) -> Result<SABlock> {
+    /// `qkv_bias`, `qk_scale` as the official `Attention`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        init: &mut Init,
+        c: usize,
+        heads: usize,
+        mlp_ratio: usize,
+        qkv_bias: bool,
+        qk_scale: Option<f32>,
+        drop_path: f32,
+        norm_eps: f32,
+    ) -> Result<SABlock> {
         Ok(SABlock {
             pos_embed: Conv::new(init, c, 1, [3, 3, 3])?,
             norm1: LayerNorm::torch(init, c, norm_eps)?,
@@ -303,6 +339,7 @@ impl SABlock {
             fc2: Linear::new(init, mlp_ratio * c, c, true)?,
             heads,
             drop_path,
+            qk_scale,
         })
     }
 
@@ -314,7 +351,7 @@ impl SABlock {
         let x = x.try_reshape(&[b, c, s[2] * s[3] * s[4]])?.try_transpose(1, 2)?; // (B, N, C)
         // qkv (B, N, 3C) ordered [3][heads][d], as the official reshape(B, N, 3, heads, d) reads it
         let qkv = self.qkv.forward(&self.norm1.forward(&x)?)?;
-        let scale = 1.0 / ((c / self.heads) as f32).sqrt(); // head_dim^-0.5, on q·kᵀ
+        let scale = self.qk_scale.unwrap_or(1.0 / ((c / self.heads) as f32).sqrt()); // qk_scale or head_dim^-0.5, on q·kᵀ
         let a = self.proj.forward(&crate::blocks::attention(&qkv, self.heads, scale)?)?;
         let x = residual(&x, &a, self.drop_path, train)?;
         let h = self.fc1.forward(&self.norm2.forward(&x)?)?.try_gelu()?;
@@ -353,10 +390,10 @@ impl UniFormer {
         let mut init = Init::new(seed);
         let e = config.embed_dim;
         let patch_embed = [
-            PatchEmbed::new(&mut init, 3, e[0], true)?,
-            PatchEmbed::new(&mut init, e[0], e[1], false)?,
-            PatchEmbed::new(&mut init, e[1], e[2], false)?,
-            PatchEmbed::new(&mut init, e[2], e[3], false)?,
+            PatchEmbed::special(&mut init, 3, e[0], 4)?,
+            PatchEmbed::plain(&mut init, e[0], e[1], 2, false)?,
+            PatchEmbed::plain(&mut init, e[1], e[2], 2, false)?,
+            PatchEmbed::plain(&mut init, e[2], e[3], 2, false)?,
         ];
         // Stochastic depth decay rule: linspace(0, rate, Σ depth) over all blocks in order.
         let total: usize = config.depth.iter().sum();
@@ -370,7 +407,7 @@ impl UniFormer {
         let blocks1 = cblocks(&mut init, 0)?;
         let blocks2 = cblocks(&mut init, 1)?;
         let sablocks = |init: &mut Init, s: usize| -> Result<Vec<SABlock>> {
-            (0..config.depth[s]).map(|i| SABlock::new(init, e[s], heads[s], m, config.qkv_bias, dpr(off[s] + i), 1e-6)).collect()
+            (0..config.depth[s]).map(|i| SABlock::new(init, e[s], heads[s], m, config.qkv_bias, config.qk_scale, dpr(off[s] + i), 1e-6)).collect()
         };
         let blocks3 = sablocks(&mut init, 2)?;
         let blocks4 = sablocks(&mut init, 3)?;

@@ -22,6 +22,9 @@
 //! bias, mask, reverse and crop fused in one op), `patch_merging` (the 2×2 gather), `linear`,
 //! `layer_norm`, `gelu`, `mean`, `dropout`.
 //!
+//! Options of the official constructors in [`Config`]: `qkv_bias` and `qk_scale`
+//! ([`AttnOptions`]; `BasicLayer` defaults to qkv_bias False), `patch_norm`.
+//!
 //! Deviations: none in the computation. Drop path (stochastic depth, `drop_path_rate`) follows
 //! the official per-block linspace (see [`residual`]); the tiny preset uses 0.
 
@@ -58,6 +61,26 @@ pub struct Config {
     /// I3DHead `dropout_ratio` before fc_cls (training only).
     pub head_dropout: f32,
     pub num_classes: usize,
+    /// `qkv_bias` (True in the backbone's signature and every config; `BasicLayer` and
+    /// `WindowAttention3D` default to False) and `qk_scale` (None: head_dim^−0.5).
+    pub attn: AttnOptions,
+    /// `patch_norm`: a LayerNorm after the patch embedding (True in every released config; the
+    /// constructor's default is False).
+    pub patch_norm: bool,
+}
+
+/// The attention options every Swin block takes (`qkv_bias`, `qk_scale`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnOptions {
+    /// The qkv Linear has a bias.
+    pub qkv_bias: bool,
+    /// The logits' scale; `None` is head_dim^−0.5 (`qk_scale or head_dim ** -0.5`).
+    pub qk_scale: Option<f32>,
+}
+
+impl AttnOptions {
+    /// The released configurations' choice: qkv bias, head_dim^−0.5.
+    pub const RELEASED: AttnOptions = AttnOptions { qkv_bias: true, qk_scale: None };
 }
 
 impl Config {
@@ -75,6 +98,8 @@ impl Config {
             drop_path_rate,
             head_dropout: 0.5,
             num_classes: 400,
+            attn: AttnOptions::RELEASED,
+            patch_norm: true,
         }
     }
 
@@ -127,6 +152,8 @@ impl Config {
             drop_path_rate: 0.0,
             head_dropout: 0.0,
             num_classes,
+            attn: AttnOptions::RELEASED,
+            patch_norm: true,
         }
     }
 
@@ -161,10 +188,11 @@ impl Config {
         let [wd, wh, ww] = self.window_size;
         let table = (2 * wd - 1) * (2 * wh - 1) * (2 * ww - 1);
         let c0 = self.embed_dim;
-        let mut n = c0 * 3 * pt * ph * pw + c0 + ln(c0); // patch_embed.proj + patch_embed.norm
+        let mut n = c0 * 3 * pt * ph * pw + c0 + if self.patch_norm { ln(c0) } else { 0 }; // patch_embed.proj + .norm
         for (i, (&depth, &heads)) in self.depths.iter().zip(&self.num_heads).enumerate() {
             let (c, m) = (self.dim(i), self.mlp_ratio * self.dim(i));
-            n += depth * (2 * ln(c) + lin(c, 3 * c) + lin(c, c) + table * heads + lin(c, m) + lin(m, c));
+            let qkv = lin(c, 3 * c) - if self.attn.qkv_bias { 0 } else { 3 * c };
+            n += depth * (2 * ln(c) + qkv + lin(c, c) + table * heads + lin(c, m) + lin(m, c));
             if i + 1 < self.depths.len() {
                 n += ln(4 * c) + 4 * c * 2 * c; // downsample: norm(4C) + reduction (no bias)
             }
@@ -254,23 +282,27 @@ fn conv_default(init: &mut Init, shape: &[usize], fan_in: usize) -> Result<Tenso
     init.xavier_uniform(shape, fan_in, 5 * fan_in)
 }
 
-/// PatchEmbed3D (§3.1): pad to patch multiples, Conv3d(3 → C, k = s = patch), LayerNorm(C).
+/// PatchEmbed3D (§3.1): pad to patch multiples, Conv3d(3 → C, k = s = patch), then
+/// LayerNorm(C) when `patch_norm` (the official `norm_layer`, None by default).
 pub struct PatchEmbed3D {
     /// `proj.weight` (C, 3, pt, ph, pw), `proj.bias` (C).
     pub proj: (Tensor, Tensor),
-    pub norm: LayerNorm,
+    pub norm: Option<LayerNorm>,
     pub patch_size: [usize; 3],
 }
 
 impl PatchEmbed3D {
-    fn new(init: &mut Init, c: usize, patch_size: [usize; 3]) -> Result<Self> {
+    /// `PatchEmbed3D(patch_size, in_chans, embed_dim = c, norm_layer)`; `norm_eps`: the norm
+    /// layer's eps, `None` for no norm (`norm_layer=None`, the class's default).
+    pub fn new(init: &mut Init, in_chans: usize, c: usize, patch_size: [usize; 3], norm_eps: Option<f32>) -> Result<Self> {
         let [pt, ph, pw] = patch_size;
-        let fan_in = 3 * pt * ph * pw;
-        let proj = (conv_default(init, &[c, 3, pt, ph, pw], fan_in)?, conv_default(init, &[c], fan_in)?);
-        Ok(PatchEmbed3D { proj, norm: LayerNorm::torch(init, c, LN_EPS)?, patch_size })
+        let fan_in = in_chans * pt * ph * pw;
+        let proj = (conv_default(init, &[c, in_chans, pt, ph, pw], fan_in)?, conv_default(init, &[c], fan_in)?);
+        let norm = norm_eps.map(|eps| LayerNorm::torch(init, c, eps)).transpose()?;
+        Ok(PatchEmbed3D { proj, norm, patch_size })
     }
 
-    /// x (B, 3, T, H, W) -> tokens (B, D, H', W', C), channels-last.
+    /// x (B, in_chans, T, H, W) -> tokens (B, D, H', W', C), channels-last.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let p = self.patch_size;
         // Official order: W, then H, then D, each padded at the end to a patch multiple.
@@ -281,13 +313,19 @@ impl PatchEmbed3D {
         }
         let y = x.try_conv3d(&self.proj.0, Some(&self.proj.1), p, [0; 3], 1)?; // (B, C, D, H', W')
         let y = y.try_permute(&[0, 2, 3, 4, 1])?; // (B, D, H', W', C)
-        self.norm.forward(&y)
+        match &self.norm {
+            Some(norm) => norm.forward(&y),
+            None => Ok(y),
+        }
     }
 
-    fn params(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
+    /// Parameters under `prefix` (`patch_embed` in the backbone), official names.
+    pub fn params(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
         out.push((format!("{prefix}.proj.weight"), self.proj.0.clone()));
         out.push((format!("{prefix}.proj.bias"), self.proj.1.clone()));
-        self.norm.params(&format!("{prefix}.norm"), out);
+        if let Some(norm) = &self.norm {
+            norm.params(&format!("{prefix}.norm"), out);
+        }
     }
 }
 
@@ -299,6 +337,8 @@ pub struct WindowAttention3D {
     pub qkv: Linear,
     pub proj: Linear,
     pub num_heads: usize,
+    /// `qk_scale`; `None` is head_dim^−0.5.
+    pub qk_scale: Option<f32>,
 }
 
 impl WindowAttention3D {
@@ -307,9 +347,17 @@ impl WindowAttention3D {
     /// window partition, bias, shift mask, window reverse and crop are inside the fused op.
     pub fn forward(&self, x: &Tensor, win: SwinWindow) -> Result<Tensor> {
         let c = x.dim(-1);
-        let scale = ((c / self.num_heads) as f32).powf(-0.5); // qk_scale = head_dim^−0.5
+        let scale = self.qk_scale.unwrap_or(((c / self.num_heads) as f32).powf(-0.5)); // qk_scale or head_dim^−0.5
         let qkv = self.qkv.forward(x)?; // (B, D, H, W, 3C), last dim [3][heads][hd]
-        let bias = self.qkv.bias.as_ref().expect("qkv_bias=True in every config");
+        // The op gives pad tokens the qkv of a zero row, i.e. the bias: zeros without one.
+        let zero;
+        let bias = match self.qkv.bias.as_ref() {
+            Some(b) => b,
+            None => {
+                zero = Tensor::try_full(&[3 * c], 0.0)?;
+                &zero
+            }
+        };
         let y = qkv.try_window_attention(bias, &self.relative_position_bias_table, self.num_heads, scale, win)?;
         self.proj.forward(&y) // (B, D, H, W, C)
     }
@@ -340,14 +388,25 @@ pub struct SwinTransformerBlock3D {
 }
 
 impl SwinTransformerBlock3D {
-    fn new(init: &mut Init, c: usize, heads: usize, table: usize, mlp_ratio: usize, shifted: bool, drop_path: f32) -> Result<Self> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        init: &mut Init,
+        c: usize,
+        heads: usize,
+        table: usize,
+        mlp_ratio: usize,
+        shifted: bool,
+        drop_path: f32,
+        attn: AttnOptions,
+    ) -> Result<Self> {
         Ok(SwinTransformerBlock3D {
             norm1: LayerNorm::torch(init, c, LN_EPS)?,
             attn: WindowAttention3D {
                 relative_position_bias_table: init.trunc_normal(&[table, heads], 0.02)?,
-                qkv: Linear::new(init, c, 3 * c, true)?,
+                qkv: Linear::new(init, c, 3 * c, attn.qkv_bias)?,
                 proj: Linear::new(init, c, c, true)?,
                 num_heads: heads,
+                qk_scale: attn.qk_scale,
             },
             norm2: LayerNorm::torch(init, c, LN_EPS)?,
             mlp: Mlp { fc1: Linear::new(init, c, mlp_ratio * c, true)?, fc2: Linear::new(init, mlp_ratio * c, c, true)? },
@@ -387,6 +446,17 @@ pub struct PatchMerging {
 }
 
 impl PatchMerging {
+    /// `PatchMerging(dim)`: reduction Linear(4·dim → 2·dim, no bias), norm LayerNorm(4·dim).
+    pub fn new(init: &mut Init, dim: usize) -> Result<PatchMerging> {
+        Ok(PatchMerging { reduction: Linear::new(init, 4 * dim, 2 * dim, false)?, norm: LayerNorm::torch(init, 4 * dim, LN_EPS)? })
+    }
+
+    /// Parameters under `prefix` (`layers.{i}.downsample` in the backbone), official names.
+    pub fn params(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
+        self.reduction.params(&format!("{prefix}.reduction"), out);
+        self.norm.params(&format!("{prefix}.norm"), out);
+    }
+
     /// x (B, D, H, W, C) -> (B, D, ⌈H/2⌉, ⌈W/2⌉, 2C).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.try_patch_merging()?; // (B, D, ⌈H/2⌉, ⌈W/2⌉, 4C), odd H, W zero-padded
@@ -404,7 +474,8 @@ pub struct BasicLayer {
 
 impl BasicLayer {
     /// A stage of `depth` blocks of `dim` channels (odd blocks shifted), with drop-path rates
-    /// `drop_path` (one per block), followed by PatchMerging when `downsample`.
+    /// `drop_path` (one per block), followed by PatchMerging when `downsample`; `attn` is the
+    /// blocks' `qkv_bias` and `qk_scale`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         init: &mut Init,
@@ -415,6 +486,7 @@ impl BasicLayer {
         mlp_ratio: usize,
         drop_path: &[f32],
         downsample: bool,
+        attn: AttnOptions,
     ) -> Result<BasicLayer> {
         if drop_path.len() != depth {
             return Err(Error::Config(format!("Video Swin BasicLayer: {} drop-path rates for {depth} blocks", drop_path.len())));
@@ -422,13 +494,9 @@ impl BasicLayer {
         let [wd, wh, ww] = window_size;
         let table = (2 * wd - 1) * (2 * wh - 1) * (2 * ww - 1);
         let blocks = (0..depth)
-            .map(|j| SwinTransformerBlock3D::new(init, dim, num_heads, table, mlp_ratio, j % 2 == 1, drop_path[j]))
+            .map(|j| SwinTransformerBlock3D::new(init, dim, num_heads, table, mlp_ratio, j % 2 == 1, drop_path[j], attn))
             .collect::<Result<Vec<_>>>()?;
-        let downsample = if downsample {
-            Some(PatchMerging { reduction: Linear::new(init, 4 * dim, 2 * dim, false)?, norm: LayerNorm::torch(init, 4 * dim, LN_EPS)? })
-        } else {
-            None
-        };
+        let downsample = if downsample { Some(PatchMerging::new(init, dim)?) } else { None };
         Ok(BasicLayer { blocks, downsample, window_size })
     }
 
@@ -438,8 +506,7 @@ impl BasicLayer {
             blk.params(&format!("{prefix}.blocks.{j}"), out);
         }
         if let Some(m) = &self.downsample {
-            m.reduction.params(&format!("{prefix}.downsample.reduction"), out);
-            m.norm.params(&format!("{prefix}.downsample.norm"), out);
+            m.params(&format!("{prefix}.downsample"), out);
         }
     }
 
@@ -489,7 +556,7 @@ impl VideoSwin {
     pub fn new(config: Config, seed: u64) -> Result<VideoSwin> {
         config.validate()?;
         let mut init = Init::new(seed);
-        let patch_embed = PatchEmbed3D::new(&mut init, config.embed_dim, config.patch_size)?;
+        let patch_embed = PatchEmbed3D::new(&mut init, 3, config.embed_dim, config.patch_size, config.patch_norm.then_some(LN_EPS))?;
         let rates = config.drop_path_rates();
         let n = config.depths.len();
         let mut layers = Vec::with_capacity(n);
@@ -497,7 +564,7 @@ impl VideoSwin {
         for (i, (&depth, &heads)) in config.depths.iter().zip(&config.num_heads).enumerate() {
             let layer_rates = &rates[first..first + depth];
             first += depth;
-            layers.push(BasicLayer::new(&mut init, config.dim(i), depth, heads, config.window_size, config.mlp_ratio, layer_rates, i + 1 < n)?);
+            layers.push(BasicLayer::new(&mut init, config.dim(i), depth, heads, config.window_size, config.mlp_ratio, layer_rates, i + 1 < n, config.attn)?);
         }
         let f = config.num_features();
         let norm = LayerNorm::torch(&mut init, f, LN_EPS)?;

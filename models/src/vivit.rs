@@ -14,6 +14,12 @@
 //! channels-last input (B, T, H, W, 3), and the parameter tree with Flax's names and layouts
 //! (Dense kernels (in, out); `query/kernel` (D, heads, d_head)), joined by '/'.
 //!
+//! Options of scenic's constructors (all in [`Config`]): the two tokenisations of §3.2,
+//! tubelet embedding (`3d_conv`, every released config) and uniform frame sampling
+//! (`temporal_sampling`: `n_sampled_frames` frames picked as scenic's `sample_frames_uniformly`,
+//! 2-D patches); the pre-logits layer (`representation_size`: Dense + tanh before the
+//! classifier); Model 3's `attention_order` ('time_space' or 'space_time').
+//!
 //! Deviations: none in the computation. Dropout and stochastic depth are 0 in the released
 //! configs and are not applied here.
 //!
@@ -48,6 +54,68 @@ pub enum Model {
     FactorisedDotProduct,
 }
 
+/// How the clip becomes tokens (paper §3.2; scenic `temporal_encoding_config.method`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TemporalEncoding {
+    /// `3d_conv`, tubelet embedding (Fig. 3): a Conv3d with kernel = stride (ft, fh, fw).
+    TubeletEmbedding,
+    /// `temporal_sampling`, uniform frame sampling (Fig. 2): `n_sampled_frames` frames picked
+    /// uniformly (scenic `video_utils.sample_frames_uniformly`), each cut into 2-D (fh, fw)
+    /// patches by a Conv2d (`embedding/kernel` (fh, fw, 3, D)); the tubelet's ft is unused.
+    UniformFrameSampling { n_sampled_frames: usize },
+}
+
+/// How the encoded tokens become one vector (scenic `classifier`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Classifier {
+    /// `token`: a learned cls token in front of the patches; its row is read.
+    Token,
+    /// `0`: the first row is read, without a cls token (scenic adds one for 'token' only).
+    First,
+    /// `gap`, `gmp`, `gsp`: mean, max or sum over the tokens.
+    Gap,
+    Gmp,
+    Gsp,
+}
+
+impl Classifier {
+    /// scenic's spelling: 'token', '0', 'gap', 'gmp', 'gsp'.
+    pub fn parse(name: &str) -> Option<Classifier> {
+        Some(match name {
+            "token" => Classifier::Token,
+            "0" => Classifier::First,
+            "gap" => Classifier::Gap,
+            "gmp" => Classifier::Gmp,
+            "gsp" => Classifier::Gsp,
+            _ => return None,
+        })
+    }
+
+    /// x (B, L, D), after encoder_norm -> (B, D).
+    pub fn pool(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Classifier::Token | Classifier::First => x.try_select(1, 0),
+            Classifier::Gap => x.try_mean(&[1], false),
+            Classifier::Gmp => x.try_max(&[1], false),
+            Classifier::Gsp => x.try_sum(&[1], false),
+        }
+    }
+
+    /// 1 with a cls token, else 0.
+    pub fn cls_tokens(self) -> usize {
+        usize::from(self == Classifier::Token)
+    }
+}
+
+/// The order of Model 3's two attentions in every block (scenic `attention_order`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionOrder {
+    /// `time_space`: over time first, then over space (scenic's default).
+    TimeSpace,
+    /// `space_time`: over space first, then over time.
+    SpaceTime,
+}
+
 /// ViViT configuration (paper Table 1 notation: tubelet t×h×w, hidden D, L layers).
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -55,7 +123,8 @@ pub struct Config {
     pub frames: usize,
     pub height: usize,
     pub width: usize,
-    /// Tubelet (ft, fh, fw): kernel = stride of the 3D-conv embedding.
+    /// Tubelet (ft, fh, fw): kernel = stride of the 3D-conv embedding (scenic `patches.size`
+    /// is (fh, fw, ft)); with uniform frame sampling only (fh, fw) is used.
     pub tubelet: [usize; 3],
     pub hidden: usize,
     pub layers: usize,
@@ -63,6 +132,21 @@ pub struct Config {
     pub mlp_dim: usize,
     pub num_classes: usize,
     pub model: Model,
+    /// `temporal_encoding_config.method` (every released config: `3d_conv`).
+    pub temporal_encoding: TemporalEncoding,
+    /// `representation_size`: a `pre_logits` Dense(D → R) and tanh before the classifier
+    /// (scenic's default None: none, as in every released config).
+    pub representation_size: Option<usize>,
+    /// `attention_config.attention_order` of Model 3 (unused by the others).
+    pub attention_order: AttentionOrder,
+    /// `classifier`: 'token' for Models 1 and 2 in the released configs; Models 3 and 4 take
+    /// 'gap', 'gmp' or 'gsp' (scenic asserts they have no token classifier).
+    pub classifier: Classifier,
+    /// Model 2's temporal encoder: heads and MLP width (scenic `temporal_num_heads`,
+    /// `temporal_mlp_dim`); `None` is the spatial encoder's (`heads`, `mlp_dim`), as in every
+    /// released config.
+    pub temporal_heads: Option<usize>,
+    pub temporal_mlp_dim: Option<usize>,
 }
 
 impl Config {
@@ -80,6 +164,12 @@ impl Config {
             mlp_dim: 3072,
             num_classes: 400,
             model: Model::SpatioTemporal,
+            temporal_encoding: TemporalEncoding::TubeletEmbedding,
+            representation_size: None,
+            attention_order: AttentionOrder::TimeSpace,
+            classifier: Classifier::Token,
+            temporal_heads: None,
+            temporal_mlp_dim: None,
         }
     }
 
@@ -105,12 +195,12 @@ impl Config {
 
     /// ViViT-B/16×2 Model 3 (paper Table 2 setting; no released config), `gap` classifier.
     pub fn vivit_b_16x2_fsa() -> Config {
-        Config { model: Model::FactorisedSelfAttention, ..Config::vivit_b_16x2() }
+        Config { model: Model::FactorisedSelfAttention, classifier: Classifier::Gap, ..Config::vivit_b_16x2() }
     }
 
     /// ViViT-B/16×2 Model 4 (paper Table 2 setting; no released config), `gap` classifier.
     pub fn vivit_b_16x2_fdp() -> Config {
-        Config { model: Model::FactorisedDotProduct, ..Config::vivit_b_16x2() }
+        Config { model: Model::FactorisedDotProduct, classifier: Classifier::Gap, ..Config::vivit_b_16x2() }
     }
 
     /// A tiny Model 1 for the synthetic moving-shapes set (trains in minutes on lavapipe):
@@ -127,49 +217,94 @@ impl Config {
             mlp_dim: 128,
             num_classes,
             model: Model::SpatioTemporal,
+            temporal_encoding: TemporalEncoding::TubeletEmbedding,
+            representation_size: None,
+            attention_order: AttentionOrder::TimeSpace,
+            classifier: Classifier::Token,
+            temporal_heads: None,
+            temporal_mlp_dim: None,
         }
     }
 
     /// Tiny `model` for the synthetic set, as [`Config::tiny`]; Model 2 gets 4 spatial and 2
     /// temporal layers.
     pub fn tiny_model(model: Model, num_classes: usize) -> Config {
-        Config { model, ..Config::tiny(num_classes) }
+        let classifier = match model {
+            Model::SpatioTemporal | Model::FactorisedEncoder { .. } => Classifier::Token,
+            Model::FactorisedSelfAttention | Model::FactorisedDotProduct => Classifier::Gap,
+        };
+        Config { model, classifier, ..Config::tiny(num_classes) }
+    }
+
+    /// The embedding's kernel (ft, fh, fw): the tubelet, or (1, fh, fw) for uniform frame
+    /// sampling (a 2-D patch is a tubelet one frame long).
+    pub fn patch(&self) -> [usize; 3] {
+        let [ft, fh, fw] = self.tubelet;
+        match self.temporal_encoding {
+            TemporalEncoding::TubeletEmbedding => [ft, fh, fw],
+            TemporalEncoding::UniformFrameSampling { .. } => [1, fh, fw],
+        }
+    }
+
+    /// The frames uniform frame sampling keeps (`None` for tubelets), as scenic's
+    /// `sample_frames_uniformly`: with n < T, round(arange(T/(n+1), T, T/(n+1))) clamped to
+    /// T − 1; otherwise every frame.
+    /// NOTE: `arange` over floats has ceil((T − s)/s) elements, which can be n + 1 when
+    /// T/(n+1) rounds down (computed here in f64, as numpy and jax with x64 do).
+    pub fn sampled_frames(&self) -> Option<Vec<usize>> {
+        let TemporalEncoding::UniformFrameSampling { n_sampled_frames: n } = self.temporal_encoding else {
+            return None;
+        };
+        let t = self.frames;
+        if n >= t {
+            return Some((0..t).collect());
+        }
+        let step = t as f64 / (n + 1) as f64;
+        let len = ((t as f64 - step) / step).ceil() as usize;
+        Some((0..len).map(|i| ((step + i as f64 * step).round_ties_even() as usize).min(t - 1)).collect())
     }
 
     /// Tokens per clip without the cls token.
     pub fn num_patches(&self) -> usize {
-        let [ft, fh, fw] = self.tubelet;
-        (self.frames / ft) * (self.height / fh) * (self.width / fw)
+        let g = self.grid();
+        g.t * g.h * g.w
     }
 
-    /// The token grid (T/ft, H/fh, W/fw), t-major.
+    /// The token grid (T/ft, H/fh, W/fw), t-major; T is the sampled frames' count with uniform
+    /// frame sampling.
     pub fn grid(&self) -> crate::grid_attention::Grid {
-        let [ft, fh, fw] = self.tubelet;
-        crate::grid_attention::Grid {
-            t: self.frames / ft,
-            h: self.height / fh,
-            w: self.width / fw,
-            order: crate::grid_attention::Order::Thw,
-        }
+        let [ft, fh, fw] = self.patch();
+        let t = self.sampled_frames().map_or(self.frames / ft, |f| f.len());
+        crate::grid_attention::Grid { t, h: self.height / fh, w: self.width / fw, order: crate::grid_attention::Order::Thw }
+    }
+
+    /// The classifier's input width: `representation_size`, or D.
+    pub fn head_dim(&self) -> usize {
+        self.representation_size.unwrap_or(self.hidden)
     }
 
     /// Parameters, counted from the config (the official model's, with the head).
     pub fn num_params(&self) -> usize {
-        let [ft, fh, fw] = self.tubelet;
+        let [ft, fh, fw] = self.patch();
         let d = self.hidden;
         let g = self.grid();
         let (nt, ns) = (g.t, g.h * g.w);
         let embed = ft * fh * fw * 3 * d + d;
-        let block = 2 * 2 * d + 4 * (d * d + d) + (d * self.mlp_dim + self.mlp_dim) + (self.mlp_dim * d + d);
-        let head = 2 * d + d * self.num_classes + self.num_classes; // encoder_norm, output_projection
+        let block_of = |m: usize| 2 * 2 * d + 4 * (d * d + d) + (d * m + m) + (m * d + d);
+        let block = block_of(self.mlp_dim);
+        // encoder_norm, pre_logits, output_projection
+        let pre_logits = self.representation_size.map_or(0, |r| d * r + r);
+        let head = 2 * d + pre_logits + self.head_dim() * self.num_classes + self.num_classes;
+        let k = self.classifier.cls_tokens(); // 1 with a cls token (and its posemb row)
         embed + head + match self.model {
             // cls + posemb (N + 1) + blocks.
-            Model::SpatioTemporal => d + (self.num_patches() + 1) * d + self.layers * block,
+            Model::SpatioTemporal => k * d + (self.num_patches() + k) * d + self.layers * block,
             // No cls token (`gap`): posemb (N) + blocks.
             Model::FactorisedDotProduct => self.num_patches() * d + self.layers * block,
             // cls + posemb (ns + 1) + blocks + norm, spatial; the same, temporal (norm in `head`).
             Model::FactorisedEncoder { temporal_layers } => {
-                d + (ns + 1) * d + self.layers * block + 2 * d + d + (nt + 1) * d + temporal_layers * block
+                let temporal_block = block_of(self.temporal_mlp_dim.unwrap_or(self.mlp_dim));
+                k * d + (ns + k) * d + self.layers * block + 2 * d + k * d + (nt + k) * d + temporal_layers * temporal_block
             }
             // A second LN and attention per block (time and space).
             Model::FactorisedSelfAttention => self.num_patches() * d + self.layers * (block + 2 * d + 4 * (d * d + d)),
@@ -179,18 +314,21 @@ impl Config {
     /// Multiply-accumulates of one clip (conv, linear and the two attention matmuls: the
     /// papers' "FLOPs" convention).
     pub fn macs(&self) -> f64 {
-        let [ft, fh, fw] = self.tubelet;
+        let [ft, fh, fw] = self.patch();
         let (n, d, m) = (self.num_patches() as f64, self.hidden as f64, self.mlp_dim as f64);
         let g = self.grid();
         let (nt, ns) = (g.t as f64, (g.h * g.w) as f64);
         let embed = n * (ft * fh * fw * 3) as f64 * d;
         // A ViT block over `len` tokens; the attention matmuls over `keys` keys per query.
-        let block = |len: f64, keys: f64| len * d * 3.0 * d + 2.0 * len * keys * d + len * d * d + 2.0 * len * d * m;
+        let block_of = |len: f64, keys: f64, m: f64| len * d * 3.0 * d + 2.0 * len * keys * d + len * d * d + 2.0 * len * d * m;
+        let block = |len: f64, keys: f64| block_of(len, keys, m);
         let layers = self.layers as f64;
+        let k = self.classifier.cls_tokens() as f64;
         let body = match self.model {
-            Model::SpatioTemporal => layers * block(n + 1.0, n + 1.0),
+            Model::SpatioTemporal => layers * block(n + k, n + k),
             Model::FactorisedEncoder { temporal_layers } => {
-                nt * layers * block(ns + 1.0, ns + 1.0) + temporal_layers as f64 * block(nt + 1.0, nt + 1.0)
+                let mt = self.temporal_mlp_dim.unwrap_or(self.mlp_dim) as f64;
+                nt * layers * block(ns + k, ns + k) + temporal_layers as f64 * block_of(nt + k, nt + k, mt)
             }
             // Time and space attention (4D² each for q, k, v, out), then the MLP.
             Model::FactorisedSelfAttention => {
@@ -199,12 +337,19 @@ impl Config {
             // Half the heads (D/2 channels) over nt keys, half over ns.
             Model::FactorisedDotProduct => layers * (block(n, 0.0) + n * (nt + ns) * d),
         };
-        embed + body + d * self.num_classes as f64
+        let pre_logits = self.representation_size.map_or(0.0, |r| d * r as f64);
+        embed + body + pre_logits + self.head_dim() as f64 * self.num_classes as f64
     }
 
     pub fn validate(&self) -> Result<()> {
-        let [ft, fh, fw] = self.tubelet;
+        let [ft, fh, fw] = self.patch();
         let bad = |what: String| Err(Error::Config(format!("ViViT config: {what}")));
+        if self.temporal_encoding == (TemporalEncoding::UniformFrameSampling { n_sampled_frames: 0 }) {
+            return bad("uniform frame sampling needs n_sampled_frames ≥ 1".into());
+        }
+        if self.representation_size == Some(0) {
+            return bad("representation_size 0 (a pre_logits layer of width 0); use None for none".into());
+        }
         if ft == 0 || fh == 0 || fw == 0 || self.frames % ft != 0 || self.height % fh != 0 || self.width % fw != 0 {
             return bad(format!(
                 "clip {}×{}×{} is not a multiple of the tubelet {ft}×{fh}×{fw}",
@@ -217,13 +362,28 @@ impl Config {
         if self.layers == 0 || self.mlp_dim == 0 || self.num_classes == 0 {
             return bad(format!("layers {}, mlp_dim {}, classes {} must be positive", self.layers, self.mlp_dim, self.num_classes));
         }
-        match self.model {
-            Model::FactorisedEncoder { temporal_layers: 0 } => bad("Model 2 needs temporal_layers > 0".into()),
-            Model::FactorisedDotProduct if self.heads % 2 != 0 => {
-                bad(format!("Model 4 splits the heads in two halves: heads {} must be even", self.heads))
-            }
-            _ => Ok(()),
+        let (th, tm) = (self.temporal_heads.unwrap_or(self.heads), self.temporal_mlp_dim.unwrap_or(self.mlp_dim));
+        if th == 0 || self.hidden % th != 0 || tm == 0 {
+            return bad(format!("temporal encoder: hidden {} is not divisible by heads {th}, or mlp_dim {tm} is 0", self.hidden));
         }
+        match self.model {
+            Model::FactorisedEncoder { temporal_layers: 0 } => return bad("Model 2 needs temporal_layers > 0".into()),
+            Model::FactorisedDotProduct if self.heads % 2 != 0 => {
+                return bad(format!("Model 4 splits the heads in two halves: heads {} must be even", self.heads))
+            }
+            _ => {}
+        }
+        let factorised = matches!(self.model, Model::FactorisedSelfAttention | Model::FactorisedDotProduct);
+        if factorised && matches!(self.classifier, Classifier::Token | Classifier::First) {
+            // scenic ViViT: assert self.classifier not in ['token', '0'] for these attentions.
+            // NOTE: `Config { model: Model 3 or 4, ..Config::tiny(n) }` keeps tiny's 'token':
+            // set `classifier` too, or use `Config::tiny_model`.
+            return bad(format!(
+                "{:?} has no token classifier (scenic asserts it): classifier {:?}; use Gap, Gmp or Gsp",
+                self.model, self.classifier
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -345,8 +505,12 @@ impl EncoderBlock {
 /// Tubelet embedding (scenic `embed_3d_patch`, a VALID Conv3d with kernel = stride):
 /// x (B, T, H, W, 3) -> (B, N, D), tokens t-major, then h, then w. The convolution is a
 /// patchify (one permute) and one matmul with the kernel (ft, fh, fw, 3, D).
+/// With uniform frame sampling (scenic `temporal_encode`, method `temporal_sampling`) the kept
+/// frames are gathered first and patchified with ft = 1 by the Conv2d kernel (fh, fw, 3, D):
+/// scenic stacks the frames as one (B, T'·H, W, 3) image, whose patches are the frames' own
+/// since fh divides H (`validate`).
 pub fn tubelet_embed(c: &Config, embedding: &(Tensor, Tensor), x: &Tensor) -> Result<Tensor> {
-    let [ft, fh, fw] = c.tubelet;
+    let [ft, fh, fw] = c.patch();
     let want = [c.frames, c.height, c.width, 3];
     if x.rank() != 5 || x.shape()[1..] != want {
         return Err(Error::Shape(format!(
@@ -358,7 +522,16 @@ pub fn tubelet_embed(c: &Config, embedding: &(Tensor, Tensor), x: &Tensor) -> Re
         )));
     }
     let b = x.dim(0);
-    let (nt, nh, nw) = (c.frames / ft, c.height / fh, c.width / fw);
+    let x = match c.sampled_frames() {
+        // (B, T', H, W, 3): the kept frames, in order (a frame may repeat only when T' = T).
+        Some(frames) => {
+            let picked = frames.iter().map(|&f| x.try_narrow(1, f, 1)).collect::<Result<Vec<_>>>()?;
+            Tensor::try_cat(&picked.iter().collect::<Vec<_>>(), 1)?
+        }
+        None => x.clone(),
+    };
+    let g = c.grid();
+    let (nt, nh, nw) = (g.t, g.h, g.w);
     let p = x
         .try_reshape(&[b, nt, ft, nh, fh, nw, fw, 3])? // (B, T', ft, H', fh, W', fw, C)
         .try_permute(&[0, 1, 3, 5, 2, 4, 6, 7])? //       (B, T', H', W', ft, fh, fw, C)
@@ -367,11 +540,41 @@ pub fn tubelet_embed(c: &Config, embedding: &(Tensor, Tensor), x: &Tensor) -> Re
     p.try_matmul(&kernel)?.try_add(&embedding.1)
 }
 
-/// `embedding/kernel` (ft, fh, fw, 3, D), Xavier-uniform, and `embedding/bias` (D), zero.
+/// `embedding/kernel` (ft, fh, fw, 3, D) (Conv3d) or (fh, fw, 3, D) (Conv2d, uniform frame
+/// sampling), Xavier-uniform, and `embedding/bias` (D), zero.
 fn new_embedding(init: &mut Init, c: &Config) -> Result<(Tensor, Tensor)> {
-    let [ft, fh, fw] = c.tubelet;
+    let [ft, fh, fw] = c.patch();
     let fan_in = ft * fh * fw * 3;
-    Ok((init.xavier_uniform(&[ft, fh, fw, 3, c.hidden], fan_in, c.hidden)?, init.constant(&[c.hidden], 0.0)?))
+    let shape = match c.temporal_encoding {
+        TemporalEncoding::TubeletEmbedding => vec![ft, fh, fw, 3, c.hidden],
+        TemporalEncoding::UniformFrameSampling { .. } => vec![fh, fw, 3, c.hidden],
+    };
+    Ok((init.xavier_uniform(&shape, fan_in, c.hidden)?, init.constant(&[c.hidden], 0.0)?))
+}
+
+/// scenic's `pre_logits`: a Dense(D → R) followed by tanh when `representation_size` is set
+/// (an IdentityLayer, no parameters, otherwise); the zero-initialised `output_projection`
+/// (R or D → classes) follows it.
+fn new_head(init: &mut Init, c: &Config) -> Result<(Option<Dense>, Dense)> {
+    let pre_logits = c.representation_size.map(|r| Dense::new(init, c.hidden, r)).transpose()?;
+    Ok((pre_logits, Dense::zeros(init, c.head_dim(), c.num_classes)?))
+}
+
+/// pooled (B, D) -> logits (B, classes): output_projection(tanh(pre_logits(x))) or
+/// output_projection(x).
+fn classify(pre_logits: &Option<Dense>, output_projection: &Dense, x: &Tensor) -> Result<Tensor> {
+    match pre_logits {
+        Some(dense) => output_projection.forward(&dense.forward(x)?.try_tanh()?), // (B, R) -> (B, classes)
+        None => output_projection.forward(x),
+    }
+}
+
+/// Keys `pre_logits/{kernel,bias}` (when present), then `output_projection/{kernel,bias}`.
+fn head_params(pre_logits: &Option<Dense>, output_projection: &Dense, out: &mut Vec<(String, Tensor)>) {
+    if let Some(dense) = pre_logits {
+        dense.params("pre_logits", out);
+    }
+    output_projection.params("output_projection", out);
 }
 
 /// Builds any of the four models from its config.
@@ -388,12 +591,14 @@ pub struct ViViT {
     pub config: Config,
     /// `embedding/kernel` (ft, fh, fw, 3, D) and `embedding/bias` (D): the tubelet Conv3d.
     pub embedding: (Tensor, Tensor),
-    /// `cls` (1, 1, D), zero-initialised.
-    pub cls: Tensor,
-    /// `Transformer/posembed_input/pos_embedding` (1, N + 1, D).
+    /// `cls` (1, 1, D), zero-initialised; with the 'token' classifier only.
+    pub cls: Option<Tensor>,
+    /// `Transformer/posembed_input/pos_embedding` (1, N + 1, D) (N without a cls token).
     pub pos_embedding: Tensor,
     pub blocks: Vec<EncoderBlock>,
     pub encoder_norm: LayerNorm,
+    /// `pre_logits` Dense(D → R), when `representation_size` is set (then tanh).
+    pub pre_logits: Option<Dense>,
     /// `output_projection`, zero-initialised as in scenic.
     pub output_projection: Dense,
 }
@@ -407,14 +612,15 @@ impl ViViT {
         let mut init = Init::new(seed);
         let d = config.hidden;
         let embedding = new_embedding(&mut init, &config)?;
-        let cls = init.constant(&[1, 1, d], 0.0)?;
-        let pos_embedding = init.normal(&[1, config.num_patches() + 1, d], 0.02)?;
+        let k = config.classifier.cls_tokens();
+        let cls = if k == 1 { Some(init.constant(&[1, 1, d], 0.0)?) } else { None };
+        let pos_embedding = init.normal(&[1, config.num_patches() + k, d], 0.02)?;
         let blocks = (0..config.layers)
             .map(|_| EncoderBlock::new(&mut init, d, config.heads, config.mlp_dim))
             .collect::<Result<Vec<_>>>()?;
         let encoder_norm = LayerNorm::flax(&mut init, d)?;
-        let output_projection = Dense::zeros(&mut init, d, config.num_classes)?;
-        Ok(ViViT { config, embedding, cls, pos_embedding, blocks, encoder_norm, output_projection })
+        let (pre_logits, output_projection) = new_head(&mut init, &config)?;
+        Ok(ViViT { config, embedding, cls, pos_embedding, blocks, encoder_norm, pre_logits, output_projection })
     }
 
     /// Tubelet embedding: (B, T, H, W, 3) -> (B, N, D), tokens t-major, then h, then w.
@@ -427,14 +633,17 @@ impl ViViT {
         let c = &self.config;
         let b = x.dim(0);
         let tokens = self.tubelet_embed(x)?; // (B, N, D)
-        let cls = self.cls.try_broadcast_to(&[b, 1, c.hidden])?; // (B, 1, D)
-        let mut h = Tensor::try_cat(&[&cls, &tokens], 1)?.try_add(&self.pos_embedding)?; // (B, N+1, D)
+        let tokens = match &self.cls {
+            Some(cls) => Tensor::try_cat(&[&cls.try_broadcast_to(&[b, 1, c.hidden])?, &tokens], 1)?, // (B, N+1, D)
+            None => tokens,
+        };
+        let mut h = tokens.try_add(&self.pos_embedding)?; // (B, N(+1), D)
         for block in &self.blocks {
             h = block.forward(&h)?;
         }
         let h = self.encoder_norm.forward(&h)?;
-        let pooled = h.try_select(1, 0)?; // classifier = 'token': (B, D)
-        self.output_projection.forward(&pooled)
+        let pooled = c.classifier.pool(&h)?; // (B, D)
+        classify(&self.pre_logits, &self.output_projection, &pooled)
     }
 
     /// Every parameter under its scenic checkpoint key.
@@ -442,14 +651,16 @@ impl ViViT {
         let mut out = vec![
             ("embedding/kernel".to_string(), self.embedding.0.clone()),
             ("embedding/bias".to_string(), self.embedding.1.clone()),
-            ("cls".to_string(), self.cls.clone()),
-            ("Transformer/posembed_input/pos_embedding".to_string(), self.pos_embedding.clone()),
         ];
+        if let Some(cls) = &self.cls {
+            out.push(("cls".to_string(), cls.clone()));
+        }
+        out.push(("Transformer/posembed_input/pos_embedding".to_string(), self.pos_embedding.clone()));
         for (i, blk) in self.blocks.iter().enumerate() {
             blk.params(&format!("Transformer/encoderblock_{i}"), &mut out);
         }
         self.encoder_norm.params("Transformer/encoder_norm", &mut out);
-        self.output_projection.params("output_projection", &mut out);
+        head_params(&self.pre_logits, &self.output_projection, &mut out);
         out
     }
 }

@@ -288,8 +288,8 @@ fn parity_errors_name_the_problem() {
     assert!(err.contains("unknown field(s) \"hidden_dim\"") && err.contains("hidden_size"), "{err}");
     let err = edit(&|c| { c.insert("num_heads".into(), json!("2")); });
     assert!(err.contains("\"num_heads\" must be a non-negative integer"), "{err}");
-    let err = edit(&|c| { c.remove("classifier"); });
-    assert!(err.contains("classifier \"gap\"") && err.contains("not implemented"), "{err}");
+    let err = edit(&|c| { c.insert("classifier".into(), json!("max")); });
+    assert!(err.contains("classifier \"max\" is not one of scenic's"), "{err}");
     let err = edit(&|c| { c.remove("dropout_rate"); });
     assert!(err.contains("dropout_rate 0.1"), "{err}");
     // Dotted keys work like nested ones; a wrong patch order shows as misshaped parameters.
@@ -325,10 +325,10 @@ fn parity_vivit_factorised_settings_are_checked() {
     });
     assert!(err.contains("missing required field \"attention_config.attention_order\""), "{err}");
     let err = vivit(&|c| {
-        c.insert("attention_config".into(), json!({"type": "factorized_self_attention_block", "attention_order": "space_time"}));
+        c.insert("attention_config".into(), json!({"type": "factorized_self_attention_block", "attention_order": "spacetime"}));
         c.insert("classifier".into(), json!("gap"));
     });
-    assert!(err.contains("attention_order \"space_time\"") && err.contains("not implemented"), "{err}");
+    assert!(err.contains("attention_order \"spacetime\"") && err.contains("scenic accepts"), "{err}");
     let err = vivit(&|c| {
         c.insert("attention_config".into(), json!({"type": "factorized_dot_product_attention"}));
         c.insert("classifier".into(), json!("gap"));
@@ -349,10 +349,10 @@ fn parity_vivit_factorised_settings_are_checked() {
         f(c.as_object_mut().unwrap());
         parity::run_tensors("vivit.SpaceTimeViViT", &c, &file).unwrap_err().to_string()
     };
-    let err = fe(&|c| { c.insert("temporal_num_heads".into(), json!(4)); });
-    assert!(err.contains("temporal_num_heads 4") && err.contains("not implemented"), "{err}");
-    let err = fe(&|c| { c.remove("classifier"); });
-    assert!(err.contains("classifier \"gap\"") && err.contains("not implemented"), "{err}");
+    let err = fe(&|c| { c.insert("temporal_num_heads".into(), json!(3)); });
+    assert!(err.contains("hidden 16 is not divisible by heads 3"), "{err}");
+    let err = fe(&|c| { c.insert("classifier".into(), json!("cls")); });
+    assert!(err.contains("classifier \"cls\" is not one of scenic's"), "{err}");
     let err = fe(&|c| { c.insert("attention_config".into(), json!({"type": "factorized_encoder", "spatial_only_baseline": true})); });
     assert!(err.contains("spatial_only_baseline"), "{err}");
     let err = fe(&|c| { c.remove("spatial_num_layers"); });

@@ -499,11 +499,8 @@ impl MViT {
         let d = c.embed_dim;
         let [t, h, w] = self.grid;
         let l = t * h * w;
-        let (pw, pb) = &self.patch_embed;
-        let tokens = x
-            .try_conv3d(pw, Some(pb), c.patch_stride, c.patch_padding, 1)? // (B, D, T, H, W)
-            .try_reshape(&[b, d, l])?
-            .try_permute(&[0, 2, 1])?; // (B, T·H·W, D), t-major
+        let tokens = patch_embed(&self.patch_embed, c.patch_stride, c.patch_padding, x)?; // (B, T·H·W, D), t-major
+        debug_assert_eq!(tokens.dim(1), l);
         let cls = self.cls_token.try_broadcast_to(&[b, 1, d])?;
         let mut x = Tensor::try_cat(&[&cls, &tokens], 1)?; // (B, 1 + T·H·W, D)
         if let Some(p) = &self.pos_embed {
@@ -623,4 +620,14 @@ pub fn presets() -> Vec<Preset> {
         preset("mvitv2-tiny", "MViTv2, tiny: 8x32x32, embed 32, 3 blocks, one q-pool stage", v2(), true,
             |seed| Ok(Box::new(MViT::new(Config::tiny(Version::V2, NUM_CLASSES), seed)?))),
     ]
+}
+
+/// SlowFast `PatchEmbed` (3-D): Conv3d(proj, stride, padding), then `flatten(2).transpose(1,
+/// 2)`: x (B, 3, T, H, W) -> tokens (B, T'·H'·W', D), t-major. `proj` is `proj.weight` (D, C,
+/// kT, kH, kW) and `proj.bias` (D).
+pub fn patch_embed(proj: &(Tensor, Tensor), stride: [usize; 3], padding: [usize; 3], x: &Tensor) -> Result<Tensor> {
+    let y = x.try_conv3d(&proj.0, Some(&proj.1), stride, padding, 1)?; // (B, D, T', H', W')
+    let (b, d) = (y.dim(0), y.dim(1));
+    let l = y.numel() / (b * d);
+    y.try_reshape(&[b, d, l])?.try_permute(&[0, 2, 1]) // (B, T'·H'·W', D)
 }

@@ -11,7 +11,8 @@
 //!   nt + 1 tokens, its own `encoder_norm`); the head reads the temporal cls.
 //! * Model 3 ([`FactorisedViViT`] with [`FactorisedSelfAttentionBlock`]s): in every block,
 //!   attention over time (each spatial position's nt tokens), then over space (each frame's ns
-//!   tokens), each with its own LN and residual, then the MLP. No cls token: `gap` classifier.
+//!   tokens), or the other way round (`attention_order` 'space_time'), each with its own LN
+//!   and residual, then the MLP. No cls token: `gap` classifier.
 //! * Model 4 ([`FactorisedViViT`] with [`EncoderBlock`]s): a Model-1 block whose attention
 //!   gives heads [0, H/2) the time axis and heads [H/2, H) the space axis, one shared `out`
 //!   projection. `gap` classifier.
@@ -19,7 +20,8 @@
 use tubelet::nn::{Dense, Init, LayerNorm};
 use tubelet::{Error, Result, Tensor};
 
-use super::{new_embedding, tubelet_embed, Config, EncoderBlock, MlpBlock, Model, MultiHeadDotProductAttention};
+use super::{classify, head_params, new_embedding, new_head, tubelet_embed, AttentionOrder, Config, EncoderBlock, MlpBlock};
+use super::{Classifier, Model, MultiHeadDotProductAttention};
 use crate::grid_attention::{group_attention, head_split_attention, Groups};
 use crate::{InputLayout, VideoModel};
 
@@ -28,40 +30,53 @@ use crate::{InputLayout, VideoModel};
 pub struct Transformer {
     /// The encoder's name in the parameter tree: `SpatialTransformer`, `TemporalTransformer`.
     pub name: &'static str,
-    /// `cls_{name}` (1, 1, D), zero-initialised.
-    pub cls: Tensor,
-    /// `{name}/posembed_input/pos_embedding` (1, L + 1, D).
+    /// `cls_{name}` (1, 1, D), zero-initialised; with the 'token' classifier only.
+    pub cls: Option<Tensor>,
+    /// `{name}/posembed_input/pos_embedding` (1, L + 1, D) (L without a cls token).
     pub pos_embedding: Tensor,
     pub blocks: Vec<EncoderBlock>,
     pub encoder_norm: LayerNorm,
+    pub classifier: Classifier,
 }
 
 impl Transformer {
-    fn new(init: &mut Init, name: &'static str, c: &Config, len: usize, layers: usize) -> Result<Transformer> {
+    /// `layers` blocks of `heads` heads and MLP width `mlp_dim` over `len` tokens (+ cls).
+    fn new(init: &mut Init, name: &'static str, c: &Config, len: usize, layers: usize, heads: usize, mlp_dim: usize) -> Result<Transformer> {
         let d = c.hidden;
+        let k = c.classifier.cls_tokens();
         Ok(Transformer {
             name,
-            cls: init.constant(&[1, 1, d], 0.0)?,
-            pos_embedding: init.normal(&[1, len + 1, d], 0.02)?,
-            blocks: (0..layers).map(|_| EncoderBlock::new(init, d, c.heads, c.mlp_dim)).collect::<Result<_>>()?,
+            cls: if k == 1 { Some(init.constant(&[1, 1, d], 0.0)?) } else { None },
+            pos_embedding: init.normal(&[1, len + k, d], 0.02)?,
+            blocks: (0..layers).map(|_| EncoderBlock::new(init, d, heads, mlp_dim)).collect::<Result<_>>()?,
             encoder_norm: LayerNorm::flax(init, d)?,
+            classifier: c.classifier,
         })
     }
 
-    /// x (B', L, D) -> the cls token's encoding (B', D).
+    /// x (B', L, D) -> the classifier's vector (B', D): the cls token's encoding, or the pool.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, d) = (x.dim(0), x.dim(2));
-        let cls = self.cls.try_broadcast_to(&[b, 1, d])?; // (B', 1, D)
-        let mut h = Tensor::try_cat(&[&cls, x], 1)?.try_add(&self.pos_embedding)?; // (B', L + 1, D)
+        let x = match &self.cls {
+            Some(cls) => Tensor::try_cat(&[&cls.try_broadcast_to(&[b, 1, d])?, x], 1)?, // (B', L + 1, D)
+            None => x.clone(),
+        };
+        let mut h = x.try_add(&self.pos_embedding)?;
         for blk in &self.blocks {
             h = blk.forward(&h)?;
         }
-        self.encoder_norm.forward(&h.try_select(1, 0)?) // LN is per token: only the cls row is read
+        match self.classifier {
+            // LN is per token: only the first row is read.
+            Classifier::Token | Classifier::First => self.encoder_norm.forward(&h.try_select(1, 0)?),
+            pooled => pooled.pool(&self.encoder_norm.forward(&h)?),
+        }
     }
 
     fn params(&self, out: &mut Vec<(String, Tensor)>) {
         let n = self.name;
-        out.push((format!("cls_{n}"), self.cls.clone()));
+        if let Some(cls) = &self.cls {
+            out.push((format!("cls_{n}"), cls.clone()));
+        }
         out.push((format!("{n}/posembed_input/pos_embedding"), self.pos_embedding.clone()));
         for (i, blk) in self.blocks.iter().enumerate() {
             blk.params(&format!("{n}/encoderblock_{i}"), out);
@@ -77,6 +92,8 @@ pub struct FactorisedEncoder {
     pub embedding: (Tensor, Tensor),
     pub spatial: Transformer,
     pub temporal: Transformer,
+    /// `pre_logits` Dense(D → R), when `representation_size` is set (then tanh).
+    pub pre_logits: Option<Dense>,
     /// `output_projection`, zero-initialised as in scenic.
     pub output_projection: Dense,
 }
@@ -90,10 +107,11 @@ impl FactorisedEncoder {
         let mut init = Init::new(seed);
         let g = config.grid();
         let embedding = new_embedding(&mut init, &config)?;
-        let spatial = Transformer::new(&mut init, "SpatialTransformer", &config, g.h * g.w, config.layers)?;
-        let temporal = Transformer::new(&mut init, "TemporalTransformer", &config, g.t, temporal_layers)?;
-        let output_projection = Dense::zeros(&mut init, config.hidden, config.num_classes)?;
-        Ok(FactorisedEncoder { config, embedding, spatial, temporal, output_projection })
+        let (c, (th, tm)) = (&config, (config.temporal_heads.unwrap_or(config.heads), config.temporal_mlp_dim.unwrap_or(config.mlp_dim)));
+        let spatial = Transformer::new(&mut init, "SpatialTransformer", c, g.h * g.w, c.layers, c.heads, c.mlp_dim)?;
+        let temporal = Transformer::new(&mut init, "TemporalTransformer", c, g.t, temporal_layers, th, tm)?;
+        let (pre_logits, output_projection) = new_head(&mut init, &config)?;
+        Ok(FactorisedEncoder { config, embedding, spatial, temporal, pre_logits, output_projection })
     }
 
     /// x (B, T, H, W, 3) channels-last -> logits (B, classes).
@@ -103,7 +121,7 @@ impl FactorisedEncoder {
         let tokens = tubelet_embed(c, &self.embedding, x)?; // (B, nt·ns, D), t-major
         let frames = tokens.try_reshape(&[b * g.t, g.h * g.w, c.hidden])?; // (B·nt, ns, D)
         let frames = self.spatial.forward(&frames)?.try_reshape(&[b, g.t, c.hidden])?; // (B, nt, D)
-        self.output_projection.forward(&self.temporal.forward(&frames)?) // (B, classes)
+        classify(&self.pre_logits, &self.output_projection, &self.temporal.forward(&frames)?) // (B, classes)
     }
 
     /// Every parameter under its scenic checkpoint key.
@@ -114,14 +132,15 @@ impl FactorisedEncoder {
         ];
         self.spatial.params(&mut out);
         self.temporal.params(&mut out);
-        self.output_projection.params("output_projection", &mut out);
+        head_params(&self.pre_logits, &self.output_projection, &mut out);
         out
     }
 }
 
-/// Model 3's block (scenic `EncoderFactorizedSelfAttentionBlock`, `attention_order='time_space'`):
-/// x + MHSA_time(LN_time(x)) over each position's time line, then the same over each frame's
-/// space, then x + MLP(LN_mlp(x)). No MLP between the two attentions.
+/// Model 3's block (scenic `EncoderFactorizedSelfAttentionBlock`): with `attention_order`
+/// 'time_space', x + MHSA_time(LN_time(x)) over each position's time line, then the same over
+/// each frame's space ('space_time': space first); then x + MLP(LN_mlp(x)). No MLP between the
+/// two attentions; the parameters keep their axis names whatever the order.
 pub struct FactorisedSelfAttentionBlock {
     pub layer_norm_time: LayerNorm,
     pub attention_time: MultiHeadDotProductAttention,
@@ -146,10 +165,12 @@ impl FactorisedSelfAttentionBlock {
     /// x (B, N, D), tokens t-major -> (B, N, D).
     pub fn forward(&self, x: &Tensor, c: &Config) -> Result<Tensor> {
         let mut x = x.clone();
-        let sublayers = [
-            (&self.layer_norm_time, &self.attention_time, Groups::Time), // [B·ns, nt, D]
-            (&self.layer_norm_space, &self.attention_space, Groups::Space), // [B·nt, ns, D]
-        ];
+        let time = (&self.layer_norm_time, &self.attention_time, Groups::Time); // [B·ns, nt, D]
+        let space = (&self.layer_norm_space, &self.attention_space, Groups::Space); // [B·nt, ns, D]
+        let sublayers = match c.attention_order {
+            AttentionOrder::TimeSpace => [time, space],
+            AttentionOrder::SpaceTime => [space, time],
+        };
         for (ln, attn, groups) in sublayers {
             let qkv = attn.qkv(&ln.forward(&x)?)?; // (B, N, 3D)
             let o = group_attention(&qkv, c.grid(), groups, c.heads, attn.scale(c.hidden))?; // (B, N, D)
@@ -184,6 +205,8 @@ pub struct FactorisedViViT {
     pub pos_embedding: Tensor,
     pub blocks: FactorisedBlocks,
     pub encoder_norm: LayerNorm,
+    /// `pre_logits` Dense(D → R), when `representation_size` is set (then tanh).
+    pub pre_logits: Option<Dense>,
     pub output_projection: Dense,
 }
 
@@ -204,8 +227,8 @@ impl FactorisedViViT {
             other => return Err(Error::Config(format!("FactorisedViViT builds Models 3 and 4, not {other:?}"))),
         };
         let encoder_norm = LayerNorm::flax(&mut init, d)?;
-        let output_projection = Dense::zeros(&mut init, d, config.num_classes)?;
-        Ok(FactorisedViViT { config, embedding, pos_embedding, blocks, encoder_norm, output_projection })
+        let (pre_logits, output_projection) = new_head(&mut init, &config)?;
+        Ok(FactorisedViViT { config, embedding, pos_embedding, blocks, encoder_norm, pre_logits, output_projection })
     }
 
     /// x (B, T, H, W, 3) channels-last -> logits (B, classes).
@@ -226,8 +249,8 @@ impl FactorisedViViT {
                 }
             }
         }
-        let pooled = self.encoder_norm.forward(&h)?.try_mean(&[1], false)?; // classifier = 'gap': (B, D)
-        self.output_projection.forward(&pooled)
+        let pooled = c.classifier.pool(&self.encoder_norm.forward(&h)?)?; // 'gap', 'gmp' or 'gsp': (B, D)
+        classify(&self.pre_logits, &self.output_projection, &pooled)
     }
 
     /// Every parameter under its scenic checkpoint key.
@@ -250,7 +273,7 @@ impl FactorisedViViT {
             }
         }
         self.encoder_norm.params("Transformer/encoder_norm", &mut out);
-        self.output_projection.params("output_projection", &mut out);
+        head_params(&self.pre_logits, &self.output_projection, &mut out);
         out
     }
 }

@@ -57,6 +57,30 @@ impl Block for Whole {
     }
 }
 
+/// A building block of the port as a parity module (no buffers, train and eval alike): its
+/// forward and its parameters' keys, so a port can be bisected block by block.
+pub struct Part<T> {
+    pub part: T,
+    /// The forward, input and output in the official layouts.
+    pub forward: fn(&T, &Tensor) -> Result<Tensor>,
+    /// The parameters under `prefix` (called with ""; a leading '.' is dropped).
+    pub params: fn(&T, &str, &mut Vec<(String, Tensor)>),
+}
+
+impl<T> Block for Part<T> {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        (self.forward)(&self.part, x)
+    }
+    fn named_params(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        (self.params)(&self.part, "", &mut out);
+        out.into_iter().map(|(k, t)| (k.trim_start_matches('.').to_string(), t)).collect()
+    }
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+}
+
 /// Builds a port from the official config, the input's shape and the training flag.
 pub type BuildFn = fn(config: &mut ConfigReader, input_shape: &[usize], train: bool) -> Result<Box<dyn Block>>;
 
@@ -133,14 +157,31 @@ impl ConfigReader {
         Error::Config(format!("{} config: {msg}", self.module))
     }
 
-    /// The value at `key` (null counts as absent), marking it used.
-    fn take(&mut self, key: &str) -> Option<Value> {
+    /// The value at `key`, marking it used; `null` is an error that names the field, since the
+    /// readers that call this stand for arguments whose official default is not `None`.
+    fn take(&mut self, key: &str) -> Result<Option<Value>> {
+        match self.take_nullable(key) {
+            Some(Value::Null) => Err(self.err(format!(
+                "field {key:?} is null, but the official constructor takes no None for it; leave it out for the default"
+            ))),
+            v => Ok(v),
+        }
+    }
+
+    /// The value at `key`, `null` included, marking it used (an argument whose official value
+    /// may be `None`: the caller decides what `null` means).
+    fn take_nullable(&mut self, key: &str) -> Option<Value> {
         self.asked.insert(key.to_string());
-        let v = self.values.get(key).filter(|v| !v.is_null()).cloned();
+        let v = self.values.get(key).cloned();
         if v.is_some() {
             self.used.insert(key.to_string());
         }
         v
+    }
+
+    /// A nullable value with `null` read as absent.
+    fn take_opt(&mut self, key: &str) -> Option<Value> {
+        self.take_nullable(key).filter(|v| !v.is_null())
     }
 
     fn missing(&self, key: &str) -> Error {
@@ -149,7 +190,7 @@ impl ConfigReader {
 
     /// Whether the config object `key` is given (a required ConfigDict field, possibly empty).
     pub fn require_object(&mut self, key: &str) -> Result<()> {
-        match self.take(key) {
+        match self.take(key)? {
             Some(Value::Object(_)) => Ok(()),
             Some(v) => Err(self.err(format!("field {key:?} must be an object, got {v}"))),
             None => Err(self.missing(key)),
@@ -157,7 +198,7 @@ impl ConfigReader {
     }
 
     pub fn usize(&mut self, key: &str, default: Option<usize>) -> Result<usize> {
-        match self.take(key) {
+        match self.take(key)? {
             None => default.ok_or_else(|| self.missing(key)),
             Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| self.err(format!("field {key:?} must be a non-negative integer, got {v}"))),
         }
@@ -165,42 +206,54 @@ impl ConfigReader {
 
     /// An optional integer: absent or null is `None`.
     pub fn opt_usize(&mut self, key: &str) -> Result<Option<usize>> {
-        match self.take(key) {
+        match self.take_opt(key) {
             None => Ok(None),
             Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| self.err(format!("field {key:?} must be a non-negative integer or null, got {v}"))),
         }
     }
 
-    /// Whether `key` is given (not null); lists it as accepted without marking it used.
+    /// Whether `key` is given (not null); lists it as accepted without marking it used. A
+    /// `null` left unread is refused by [`ConfigReader::finish`], as for a field whose official
+    /// default is not `None`; use [`ConfigReader::has_opt`] where the official default is `None`.
     pub fn has(&mut self, key: &str) -> bool {
         self.asked.insert(key.to_string());
         self.values.get(key).is_some_and(|v| !v.is_null())
     }
 
+    /// Whether `key` is given and not null, for an argument whose official default is `None`:
+    /// an explicit `null` is accepted (marked used) and reads as absent.
+    pub fn has_opt(&mut self, key: &str) -> bool {
+        if self.values.get(key).is_some_and(Value::is_null) {
+            self.take_nullable(key);
+            return false;
+        }
+        self.has(key)
+    }
+
     /// An optional number: absent or null is `None`.
     pub fn opt_f64(&mut self, key: &str) -> Result<Option<f64>> {
-        match self.take(key) {
+        match self.take_opt(key) {
             None => Ok(None),
             Some(v) => v.as_f64().map(Some).ok_or_else(|| self.err(format!("field {key:?} must be a number or null, got {v}"))),
         }
     }
 
     pub fn f64(&mut self, key: &str, default: Option<f64>) -> Result<f64> {
-        match self.take(key) {
+        match self.take(key)? {
             None => default.ok_or_else(|| self.missing(key)),
             Some(v) => v.as_f64().ok_or_else(|| self.err(format!("field {key:?} must be a number, got {v}"))),
         }
     }
 
     pub fn bool(&mut self, key: &str, default: Option<bool>) -> Result<bool> {
-        match self.take(key) {
+        match self.take(key)? {
             None => default.ok_or_else(|| self.missing(key)),
             Some(v) => v.as_bool().ok_or_else(|| self.err(format!("field {key:?} must be true or false, got {v}"))),
         }
     }
 
     pub fn string(&mut self, key: &str, default: Option<&str>) -> Result<String> {
-        match self.take(key) {
+        match self.take(key)? {
             None => default.map(str::to_string).ok_or_else(|| self.missing(key)),
             Some(Value::String(s)) => Ok(s),
             Some(v) => Err(self.err(format!("field {key:?} must be a string, got {v}"))),
@@ -209,7 +262,7 @@ impl ConfigReader {
 
     /// A list of non-negative integers, of length `len` when given.
     pub fn usizes(&mut self, key: &str, len: Option<usize>) -> Result<Vec<usize>> {
-        let v = self.take(key).ok_or_else(|| self.missing(key))?;
+        let v = self.take(key)?.ok_or_else(|| self.missing(key))?;
         let bad = || {
             let n = len.map_or(String::new(), |n| format!("{n} "));
             self.err(format!("field {key:?} must be a list of {n}non-negative integers, got {v}"))
@@ -223,16 +276,56 @@ impl ConfigReader {
         Ok(out)
     }
 
-    /// The raw JSON value at `key` (null counts as absent), marking it used: for fields the
-    /// typed readers don't cover (lists of lists, string-or-object).
+    /// The raw JSON value at `key` (null counts as absent, and is accepted), marking it used:
+    /// for fields the typed readers don't cover (lists of lists, string-or-object).
     pub fn json(&mut self, key: &str) -> Option<Value> {
-        self.take(key)
+        self.take_opt(key)
+    }
+
+    /// A class-valued argument (a class, or a `partial(...)` of one) given by its name as the
+    /// official code spells it, e.g. `"nn.LayerNorm"` or `"PatchMerging"`. `null` is `None`
+    /// (where the official default is `None`, or where `None` is accepted); `true` / `false`
+    /// stand for `true_class` / `None` where the port took booleans before. Returns the name,
+    /// with a leading module path (`nn.`, `torch.nn.`) kept as written.
+    pub fn class(&mut self, key: &str, default: Option<&str>, true_class: Option<&str>) -> Result<Option<String>> {
+        if !self.values.contains_key(key) {
+            self.asked.insert(key.to_string());
+            return Ok(default.map(str::to_string));
+        }
+        match self.take_nullable(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+            Some(Value::Bool(b)) if true_class.is_some() => Ok(b.then(|| true_class.unwrap().to_string())),
+            Some(v) => Err(self.err(format!("field {key:?} must be a class name (a string) or null, got {v}"))),
+        }
+    }
+
+    /// `norm_layer` given by name: `nn.LayerNorm` (eps 1e-5), `partial(nn.LayerNorm,
+    /// eps=1e-6)` (any eps), returning the eps. `torch.nn.` and a bare `LayerNorm` are the same
+    /// class. Anything else, `null` included where the official code calls `norm_layer(dim)`
+    /// unconditionally, is an error naming the field.
+    pub fn layer_norm_eps(&mut self, key: &str, default_eps: f32) -> Result<f32> {
+        let name = self.class(key, Some("nn.LayerNorm"), None)?;
+        let Some(name) = name else {
+            return Err(self.err(format!("field {key:?} is null, but the official code calls {key}(dim) (a norm layer is required here)")));
+        };
+        parse_layer_norm(&name, default_eps)
+            .ok_or_else(|| self.err(format!(
+                "field {key:?} {name:?} is not a LayerNorm; accepted: \"nn.LayerNorm\" or \"partial(nn.LayerNorm, eps=<number>)\""
+            )))
+    }
+
+    /// `qk_scale` (default `None`): the attention logits' scale, `None` for head_dim^−0.5.
+    /// NOTE: the official code writes `qk_scale or head_dim ** -0.5`, so 0 means the default
+    /// too (Python's truthiness); so it does here.
+    pub fn qk_scale(&mut self, key: &str) -> Result<Option<f32>> {
+        Ok(self.opt_f64(key)?.filter(|s| *s != 0.0).map(|s| s as f32))
     }
 
     /// Accepts `key` without using it (settings that only affect initialisation, or that the
     /// official code reads only in configurations the port rejects anyway).
     pub fn ignore(&mut self, key: &str) {
-        self.take(key);
+        self.take_nullable(key);
     }
 
     /// Fails on any key the module did not read, listing the accepted ones.
@@ -250,10 +343,30 @@ impl ConfigReader {
         if unknown.is_empty() {
             return Ok(());
         }
+        // A null the module asked for but did not accept: an argument with a non-None default.
+        if let Some(k) = unknown.iter().find(|k| self.asked.contains(**k) && self.values[**k].is_null()) {
+            return Err(self.err(format!(
+                "field {k:?} is null, but the official constructor takes no None for it; leave it out for the default"
+            )));
+        }
         let names: Vec<String> = unknown.iter().map(|k| format!("{k:?}")).collect();
         let accepted: Vec<&str> = self.asked.iter().map(String::as_str).collect();
         Err(self.err(format!("unknown field(s) {}; accepted: {}", names.join(", "), accepted.join(", "))))
     }
+}
+
+/// The eps of a LayerNorm class spelt `nn.LayerNorm` / `torch.nn.LayerNorm` / `LayerNorm`
+/// (`default_eps`: PyTorch's 1e-5), or `partial(<that>, eps=<number>)`; `None` for any other.
+fn parse_layer_norm(name: &str, default_eps: f32) -> Option<f32> {
+    let is_ln = |s: &str| matches!(s.trim(), "nn.LayerNorm" | "torch.nn.LayerNorm" | "LayerNorm");
+    if is_ln(name) {
+        return Some(default_eps);
+    }
+    let inner = name.strip_prefix("partial(")?.strip_suffix(')')?;
+    let (class, eps) = inner.split_once(',')?;
+    let eps = eps.trim().strip_prefix("eps")?.trim_start().strip_prefix('=')?.trim();
+    let eps: f32 = eps.parse().ok()?;
+    (is_ln(class) && eps > 0.0).then_some(eps)
 }
 
 /// A config given on the command line: a JSON object, or the path of a file holding one.

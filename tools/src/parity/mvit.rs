@@ -22,14 +22,34 @@
 //! or 1; other settings are errors that say so. Dropout and drop path are random and refused
 //! with `train: true` unless 0.
 
+//!
+//! `mvit.PatchEmbed` (SlowFast `stem_helper.PatchEmbed`, MViT's stem) reads `dim_in` (3),
+//! `dim_out` (768), `kernel` ((1,16,16)), `stride` ((1,4,4)), `padding` ((1,7,7)), `conv_2d`
+//! (False; True is not ported) and the forward's `keep_spatial` (False); x (B, dim_in, T, H, W)
+//! -> (B, T'·H'·W', dim_out). `mvit.TransformerBasicHead` (`head_helper`) reads `dim_in`,
+//! `num_classes` (required), `dropout_rate` (0), `act_func` ("softmax"; applied in eval only, as
+//! SlowFast does) and the cfg keys it reads, `CONTRASTIVE.NUM_MLP_LAYERS` (1) and
+//! `MODEL.DETACH_FINAL_FC` (False); x (B, dim_in).
 use tubelet::nn::Init;
 use tubelet::{Error, Result, Tensor};
 use tubelet_models::mvit::{AttentionSpec, BlockSpec, MultiScaleAttention, MultiScaleBlock, Pool, PoolMode, Version};
 
-use super::{Block, ConfigReader, Module};
+use super::{Block, ConfigReader, Module, Part};
 
 pub fn modules() -> Vec<Module> {
     vec![
+        Module {
+            name: "mvit.TransformerBasicHead",
+            summary: "SlowFast TransformerBasicHead (MViT's head): dropout, projection Linear, then in eval softmax / sigmoid / none (act_func), (B, dim_in) -> (B, num_classes); ported: CONTRASTIVE.NUM_MLP_LAYERS 1, MODEL.DETACH_FINAL_FC False",
+            train_default: Some(false),
+            build: build_head,
+        },
+        Module {
+            name: "mvit.PatchEmbed",
+            summary: "SlowFast PatchEmbed (MViT's stem): Conv3d(dim_in -> dim_out, kernel, stride, padding), flattened, (B, dim_in, T, H, W) -> (B, T'·H'·W', dim_out); ported: conv_2d False",
+            train_default: Some(false),
+            build: build_patch_embed,
+        },
         Module {
             name: "mvit.MultiScaleAttention",
             summary: "MViT pooling attention (conv/avg/max pooling of q, k, v; v2 rel pos and residual pooling) on (B, 1 + T·H·W, dim); runtime thw_shape; ported: cls on, pool_first False",
@@ -98,15 +118,7 @@ fn common(c: &mut ConfigReader, module: &str, input: &[usize], att_dim: usize, h
     let kernel_kv = window(c, module, "kernel_kv")?;
     let stride_q = window(c, module, "stride_q")?;
     let stride_kv = window(c, module, "stride_kv")?;
-    let eps = match c.string("norm_layer", Some("nn.LayerNorm"))?.as_str() {
-        "nn.LayerNorm" => 1e-5,
-        "partial(nn.LayerNorm, eps=1e-6)" => 1e-6,
-        other => {
-            return Err(Error::Config(format!(
-                "{module} config: norm_layer {other:?}; accepted: \"nn.LayerNorm\", \"partial(nn.LayerNorm, eps=1e-6)\""
-            )))
-        }
-    };
+    let eps = c.layer_norm_eps("norm_layer", 1e-5)?;
     let has_cls = c.bool("has_cls_embed", Some(true))?;
     let mode = c.string("mode", Some("conv"))?;
     let pool_first = c.bool("pool_first", Some(false))?;
@@ -285,4 +297,109 @@ fn build_block(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
     block.norm2.eps = k.eps;
     set_eps(&mut block.attn, k.eps);
     Ok(Box::new(Blk(block)))
+}
+
+/// A 3-tuple of `key`, or `default` when absent.
+fn triple_or(c: &mut ConfigReader, key: &str, default: [usize; 3]) -> Result<[usize; 3]> {
+    if !c.has(key) {
+        return Ok(default);
+    }
+    let v = c.usizes(key, Some(3))?;
+    Ok([v[0], v[1], v[2]])
+}
+
+/// The SF stem's weights and geometry.
+struct Stem {
+    proj: (Tensor, Tensor),
+    stride: [usize; 3],
+    padding: [usize; 3],
+}
+
+fn build_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Result<Box<dyn Block>> {
+    const M: &str = "mvit.PatchEmbed";
+    let dim_in = c.usize("dim_in", Some(3))?;
+    let dim_out = c.usize("dim_out", Some(768))?;
+    let kernel = triple_or(c, "kernel", [1, 16, 16])?;
+    let stride = triple_or(c, "stride", [1, 4, 4])?;
+    let padding = triple_or(c, "padding", [1, 7, 7])?;
+    let conv_2d = c.bool("conv_2d", Some(false))?;
+    c.bool("keep_spatial", Some(false))?; // the forward's flag: the tensor is the same, unflattened
+    if conv_2d {
+        return Err(unsupported(M, "conv_2d true (a Conv2d stem on (B, C, H, W))".to_string()));
+    }
+    if kernel.contains(&0) || stride.contains(&0) || dim_out == 0 {
+        return Err(Error::Config(format!("{M} config: kernel {kernel:?}, stride {stride:?} and dim_out {dim_out} must be positive")));
+    }
+    if input.len() != 5 || input[1] != dim_in || input.contains(&0) {
+        return Err(Error::Shape(format!("{M} takes x (B, dim_in = {dim_in}, T, H, W); input has shape {input:?}")));
+    }
+    let mut init = Init::new(0);
+    let [kt, kh, kw] = kernel;
+    let proj = (init.trunc_normal(&[dim_out, dim_in, kt, kh, kw], 0.02)?, init.constant(&[dim_out], 0.0)?);
+    Ok(Box::new(Part {
+        part: Stem { proj, stride, padding },
+        forward: |s, x| tubelet_models::mvit::patch_embed(&s.proj, s.stride, s.padding, x),
+        params: |s, p, out| {
+            out.push((format!("{p}.proj.weight"), s.proj.0.clone()));
+            out.push((format!("{p}.proj.bias"), s.proj.1.clone()));
+        },
+    }))
+}
+
+/// SF's head: `projection`, and the eval activation.
+struct Head {
+    projection: tubelet::nn::Linear,
+    act: String,
+}
+
+impl Block for Head {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.projection.forward(x)?; // (B, classes)
+        if train {
+            return Ok(y); // the activation is for evaluation and testing only
+        }
+        match self.act.as_str() {
+            "softmax" => y.try_softmax(), // nn.Softmax(dim=1) on (B, classes): the last axis
+            "sigmoid" => y.try_sigmoid(),
+            _ => Ok(y),
+        }
+    }
+    fn named_params(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        self.projection.params("projection", &mut out);
+        out
+    }
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+}
+
+fn build_head(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<dyn Block>> {
+    const M: &str = "mvit.TransformerBasicHead";
+    let dim_in = c.usize("dim_in", None)?;
+    let num_classes = c.usize("num_classes", None)?;
+    let dropout_rate = c.f64("dropout_rate", Some(0.0))?;
+    let act = c.string("act_func", Some("softmax"))?;
+    // The constructor reads cfg.CONTRASTIVE.NUM_MLP_LAYERS and cfg.MODEL.DETACH_FINAL_FC
+    // (SF defaults.py: 1, False), given here as cfg groups as the mvit.MViT module reads them.
+    let mlp_layers = c.usize("CONTRASTIVE.NUM_MLP_LAYERS", Some(1))?;
+    let detach = c.bool("MODEL.DETACH_FINAL_FC", Some(false))?;
+    if !["softmax", "sigmoid", "none"].contains(&act.as_str()) {
+        // SF: raise NotImplementedError("… is not supported as an activation function").
+        return Err(Error::Config(format!("{M} config: act_func {act:?}; SlowFast accepts \"softmax\", \"sigmoid\", \"none\"")));
+    }
+    if mlp_layers != 1 {
+        return Err(unsupported(M, format!("CONTRASTIVE.NUM_MLP_LAYERS {mlp_layers} (an MLPHead; implemented: 1, a Linear)")));
+    }
+    if detach {
+        return Err(unsupported(M, "MODEL.DETACH_FINAL_FC true".to_string()));
+    }
+    if train && dropout_rate != 0.0 {
+        return Err(unsupported(M, format!("train: true with dropout_rate {dropout_rate} (random; set it to 0 or use train: false)")));
+    }
+    if input.len() != 2 || input[1] != dim_in || input[0] == 0 {
+        return Err(Error::Shape(format!("{M} takes x (B, dim_in = {dim_in}) (as MViT calls it); input has shape {input:?}")));
+    }
+    let projection = tubelet::nn::Linear::new(&mut Init::new(0), dim_in, num_classes, true)?;
+    Ok(Box::new(Head { projection, act }))
 }

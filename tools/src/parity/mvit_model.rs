@@ -146,9 +146,9 @@ fn build_mvit(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<
     let dim_mul: Vec<(usize, f64)> = indexed(c, "MVIT.DIM_MUL", 1)?.into_iter().map(|(i, m)| (i, m[0])).collect();
     let head_mul: Vec<(usize, f64)> = indexed(c, "MVIT.HEAD_MUL", 1)?.into_iter().map(|(i, m)| (i, m[0])).collect();
     let pool_kv_stride = indexed(c, "MVIT.POOL_KV_STRIDE", 3)?;
-    let adaptive = if c.has("MVIT.POOL_KV_STRIDE_ADAPTIVE") { Some(triple(c, "MVIT.POOL_KV_STRIDE_ADAPTIVE", [1, 1, 1])?) } else { None };
+    let adaptive = if c.has_opt("MVIT.POOL_KV_STRIDE_ADAPTIVE") { Some(triple(c, "MVIT.POOL_KV_STRIDE_ADAPTIVE", [1, 1, 1])?) } else { None };
     let pool_q_stride = strides("MVIT.POOL_Q_STRIDE", indexed(c, "MVIT.POOL_Q_STRIDE", 3)?)?;
-    let pool_kvq_kernel = if c.has("MVIT.POOL_KVQ_KERNEL") { Some(triple(c, "MVIT.POOL_KVQ_KERNEL", [1, 1, 1])?) } else { None };
+    let pool_kvq_kernel = if c.has_opt("MVIT.POOL_KVQ_KERNEL") { Some(triple(c, "MVIT.POOL_KVQ_KERNEL", [1, 1, 1])?) } else { None };
     let norm_stem = c.bool("MVIT.NORM_STEM", Some(false))?;
     let sep_pos_embed = c.bool("MVIT.SEP_POS_EMBED", Some(false))?;
     let dropout_rate = c.f64("MVIT.DROPOUT_RATE", Some(0.0))?;

@@ -5,7 +5,7 @@
 //! `timesformer.Block` reads the constructor's `dim`, `num_heads` (required), `mlp_ratio` (4.0;
 //! hidden int(dim·ratio)), `qkv_bias` (False), `qk_scale` (None), `drop`, `attn_drop` (0),
 //! `drop_path` (0.1), `act_layer` ("nn.GELU"), `norm_layer` ("nn.LayerNorm", eps 1e-5, or
-//! "partial(nn.LayerNorm, eps=1e-6)", what the TimeSformer model passes), `attention_type`
+//! "partial(nn.LayerNorm, eps=…)", by name; 1e-6 is what the TimeSformer model passes), `attention_type`
 //! ("divided_space_time", "space_only" or "joint_space_time", as the official assert), and the
 //! forward's runtime `B`, `T`, `W` (required). x is (B, 1 + H·W·T, dim), tokens `(h w t)`, for
 //! divided and joint attention, (B·T, 1 + H·W, dim) for space-only; the output has its shape.
@@ -17,7 +17,14 @@
 //! ("divided_space_time"); `hybrid_backbone` and `dropout` are accepted and ignored, as the
 //! official forward never uses them. Input (B, 3, T, H, W), output the logits (B, classes).
 //!
-//! Ported: in_chans 3, qk_scale None, num_classes > 0, a clip of exactly img_size ×
+//! `qkv_bias` and `qk_scale` (a number, or None / 0 for head_dim^−0.5, as timm's `qk_scale or
+//! head_dim ** -0.5`) are the model's own config fields.
+//!
+//! `timesformer.PatchEmbed` reads `img_size` (224; unused by the forward), `patch_size` (16, an
+//! integer or a square pair), `in_chans` (3), `embed_dim` (768); x (B, in_chans, T, H, W) with H,
+//! W multiples of the patch, output the (B·T, n, embed_dim) of the official (x, T, W).
+//!
+//! Ported: in_chans 3, num_classes > 0, a clip of exactly img_size ×
 //! num_frames (the official forward resizes pos_embed / time_embed, nearest, for other clips;
 //! tubelet's model does not, see `models/src/timesformer.rs`). Dropout and drop path are random
 //! and refused with `train: true` unless 0 (eval ignores them, as PyTorch does).
@@ -27,19 +34,25 @@ use tubelet::{Error, Result, Tensor};
 use tubelet_models::grid_attention::Groups;
 use tubelet_models::timesformer::{Attention, Attn, Block as TsfBlock, Branch, Config, TimeSformer};
 
-use super::{Block, ConfigReader, Module, Whole};
+use super::{Block, ConfigReader, Module, Part, Whole};
 
 pub fn modules() -> Vec<Module> {
     vec![
         Module {
+            name: "timesformer.PatchEmbed",
+            summary: "TimeSformer PatchEmbed: per-frame Conv2d(in_chans -> embed_dim, k = s = patch_size), (B, in_chans, T, H, W) -> (B·T, H/P·W/P, embed_dim) (the official tuple's tensor)",
+            train_default: Some(false),
+            build: build_patch_embed,
+        },
+        Module {
             name: "timesformer.Block",
-            summary: "one TimeSformer block (divided space-time, space-only or joint attention, then MLP) on (B, 1 + H·W·T, D) / (B·T, 1 + H·W, D); runtime B, T, W; ported: qk_scale None",
+            summary: "one TimeSformer block (divided space-time, space-only or joint attention, then MLP) on (B, 1 + H·W·T, D) / (B·T, 1 + H·W, D); runtime B, T, W; any qkv_bias, qk_scale",
             train_default: Some(false),
             build: build_block,
         },
         Module {
             name: "timesformer.VisionTransformer",
-            summary: "the TimeSformer classifier, (B, 3, T, H, W) -> logits (B, classes); ported: in_chans 3, qk_scale None, clip = img_size × num_frames (no embedding resize)",
+            summary: "the TimeSformer classifier, (B, 3, T, H, W) -> logits (B, classes); ported: in_chans 3, clip = img_size × num_frames (no embedding resize)",
             train_default: Some(false),
             build: build_model,
         },
@@ -61,15 +74,9 @@ fn attention_type(c: &mut ConfigReader, module: &str) -> Result<Attention> {
     }
 }
 
-/// `norm_layer`'s eps.
-fn norm_eps(c: &mut ConfigReader, module: &str) -> Result<f32> {
-    match c.string("norm_layer", Some("nn.LayerNorm"))?.as_str() {
-        "nn.LayerNorm" => Ok(1e-5),
-        "partial(nn.LayerNorm, eps=1e-6)" => Ok(1e-6),
-        other => Err(Error::Config(format!(
-            "{module} config: norm_layer {other:?}; accepted: \"nn.LayerNorm\", \"partial(nn.LayerNorm, eps=1e-6)\""
-        ))),
-    }
+/// `norm_layer`'s eps (by name: `nn.LayerNorm`, `partial(nn.LayerNorm, eps=…)`).
+fn norm_eps(c: &mut ConfigReader, _module: &str) -> Result<f32> {
+    c.layer_norm_eps("norm_layer", 1e-5)
 }
 
 /// The hidden width int(dim · mlp_ratio), as the official `Block`.
@@ -81,11 +88,9 @@ fn mlp_hidden(module: &str, dim: usize, mlp_ratio: f64) -> Result<usize> {
     Ok(hidden)
 }
 
-/// qk_scale (must be None) and the random rates (must be 0 when training).
-fn common(c: &mut ConfigReader, module: &str, train: bool, rates: &[(&str, f64)]) -> Result<()> {
-    if let Some(s) = c.opt_f64("qk_scale")? {
-        return Err(unsupported(module, format!("qk_scale {s} (implemented: null, head_dim^-0.5)")));
-    }
+/// qk_scale (None: head_dim^−0.5) and the random rates (must be 0 when training).
+fn common(c: &mut ConfigReader, module: &str, train: bool, rates: &[(&str, f64)]) -> Result<Option<f32>> {
+    let qk_scale = c.qk_scale("qk_scale")?;
     if let Some((k, v)) = rates.iter().find(|(_, v)| !(0.0..1.0).contains(v)) {
         return Err(Error::Config(format!("{module} config: {k} {v} must be in [0, 1)")));
     }
@@ -94,7 +99,7 @@ fn common(c: &mut ConfigReader, module: &str, train: bool, rates: &[(&str, f64)]
             return Err(unsupported(module, format!("train: true with {k} {v} (random; set it to 0 or use train: false)")));
         }
     }
-    Ok(())
+    Ok(qk_scale)
 }
 
 struct BlockPort {
@@ -144,7 +149,7 @@ fn build_block(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
     let eps = norm_eps(c, M)?;
     let attention = attention_type(c, M)?;
     let (b, t, w) = (c.usize("B", None)?, c.usize("T", None)?, c.usize("W", None)?);
-    common(c, M, train, &[("drop", drop), ("attn_drop", attn_drop), ("drop_path", drop_path)])?;
+    let qk_scale = common(c, M, train, &[("drop", drop), ("attn_drop", attn_drop), ("drop_path", drop_path)])?;
     if act != "nn.GELU" {
         return Err(unsupported(M, format!("act_layer {act:?} (implemented: \"nn.GELU\")")));
     }
@@ -177,12 +182,13 @@ fn build_block(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
         num_classes: 1,
         attention,
         drop_path: drop_path as f32,
+        qkv_bias,
+        qk_scale,
+        norm_eps: eps,
     };
     let mut init = Init::new(0);
     let ln = |init: &mut Init| LayerNorm::torch(init, dim, eps);
-    let attn = |init: &mut Init| -> Result<Attn> {
-        Ok(Attn { qkv: Linear::new(init, dim, 3 * dim, qkv_bias)?, proj: Linear::new(init, dim, dim, true)? })
-    };
+    let attn = |init: &mut Init| Attn::new(init, dim, qkv_bias);
     let mut branches = Vec::new();
     if attention == Attention::DividedSpaceTime {
         branches.push(Branch {
@@ -237,7 +243,7 @@ fn build_model(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
     c.ignore("hybrid_backbone"); // stored by nobody: the official constructor never reads it
     c.ignore("dropout"); // an nn.Dropout the official forward never applies
     let rates = [("drop_rate", drop_rate), ("attn_drop_rate", attn_drop_rate), ("drop_path_rate", drop_path_rate)];
-    common(c, M, train, &rates)?;
+    let qk_scale = common(c, M, train, &rates)?;
     if in_chans != 3 {
         return Err(unsupported(M, format!("in_chans {in_chans} (implemented: 3)")));
     }
@@ -271,22 +277,45 @@ fn build_model(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
         num_classes,
         attention,
         drop_path: drop_path_rate as f32,
+        qkv_bias,
+        qk_scale,
+        norm_eps: eps,
     };
-    let mut model = TimeSformer::new(config, 0)?;
-    model.norm.eps = eps;
-    for blk in &mut model.blocks {
-        for n in [&mut blk.norm1, &mut blk.norm2] {
-            n.eps = eps;
-        }
-        if !qkv_bias {
-            blk.attn.qkv.bias = None;
-        }
-        for br in &mut blk.branches {
-            br.norm.eps = eps;
-            if !qkv_bias {
-                br.attn.qkv.bias = None;
-            }
-        }
+    Ok(Box::new(Whole(Box::new(TimeSformer::new(config, 0)?))))
+}
+
+/// `proj.weight` (D, C, P, P), `proj.bias` (D) and P.
+struct Stem {
+    proj: (Tensor, Tensor),
+    patch: usize,
+}
+
+fn build_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Result<Box<dyn Block>> {
+    const M: &str = "timesformer.PatchEmbed";
+    pair(c, "img_size", 224)?; // num_patches only; the forward does not check it
+    let patch = pair(c, "patch_size", 16)?;
+    let in_chans = c.usize("in_chans", Some(3))?;
+    let embed_dim = c.usize("embed_dim", Some(768))?;
+    if patch[0] != patch[1] {
+        return Err(unsupported(M, format!("patch_size {patch:?} (implemented: square patches)")));
     }
-    Ok(Box::new(Whole(Box::new(model))))
+    let p = patch[0];
+    if p == 0 || embed_dim == 0 {
+        return Err(Error::Config(format!("{M} config: patch_size {p} and embed_dim {embed_dim} must be positive")));
+    }
+    if input.len() != 5 || input[1] != in_chans || input.contains(&0) || input[3] % p != 0 || input[4] % p != 0 {
+        return Err(Error::Shape(format!(
+            "{M} takes x (B, in_chans = {in_chans}, T, H, W), H and W multiples of patch_size {p}; input has shape {input:?}"
+        )));
+    }
+    let mut init = Init::new(0);
+    let proj = (init.trunc_normal(&[embed_dim, in_chans, p, p], 0.02)?, init.constant(&[embed_dim], 0.0)?);
+    Ok(Box::new(Part {
+        part: Stem { proj, patch: p },
+        forward: |s, x| tubelet_models::timesformer::patch_embed(&s.proj, s.patch, x),
+        params: |s, prefix, out| {
+            out.push((format!("{prefix}.proj.weight"), s.proj.0.clone()));
+            out.push((format!("{prefix}.proj.bias"), s.proj.1.clone()));
+        },
+    }))
 }

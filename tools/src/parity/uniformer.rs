@@ -9,6 +9,11 @@
 //! the BatchNorm running statistics from the file; `train: true` uses the batch's (and updates
 //! the buffers, as PyTorch does). Random rates are refused with `train: true` unless 0.
 //!
+//! `uniformer.SpeicalPatchEmbed` and `uniformer.PatchEmbed` (the official names, spelling
+//! included) read `img_size` (224; unused by the forward), `patch_size` (16, an integer or a
+//! pair of which the official conv uses the first), `in_chans` (3), `embed_dim` (768), and for
+//! PatchEmbed `std` (False); x (B, in_chans, T, H, W).
+//!
 //! `uniformer.Uniformer` is the whole model, (B, 3, T, H, W) -> logits (B, classes); the
 //! official forward takes a SlowFast list and uses `x[0]`, here the clip itself. Its
 //! constructor takes a yacs cfg; the config is that cfg's groups with their key names, and a
@@ -23,18 +28,31 @@
 //! `DATA.TRAIN_CROP_SIZE` (224; the patch embeddings' nominal img_size, which the official
 //! forward does not use: the clip size comes from the input, whose H and W must be multiples
 //! of 32 here). `UNIFORMER.PRETRAIN_NAME` is accepted (loading happens outside the
-//! constructor). Ported: SPLIT, STD False, QKV_SCALE and REPRESENTATION_SIZE None, an integer
+//! constructor). Ported: SPLIT, STD False, any QKV_SCALE, REPRESENTATION_SIZE None or 0 (the official
+//! constructor fails on any other), an integer
 //! MLP_RATIO; the dropout rates are not applied (0 in every released config): with `train:
 //! true` they and DROP_DEPTH_RATE must be 0.
 
 use tubelet::nn::Init;
 use tubelet::{Error, Result, Tensor};
-use tubelet_models::uniformer::{CBlock, Config, SABlock, UniFormer};
+use tubelet_models::uniformer::{CBlock, Config, PatchEmbed, SABlock, UniFormer};
 
-use super::{Block, ConfigReader, Module, Whole};
+use super::{Block, ConfigReader, Module, Part, Whole};
 
 pub fn modules() -> Vec<Module> {
     vec![
+        Module {
+            name: "uniformer.SpeicalPatchEmbed",
+            summary: "UniFormer stage-1 patch embedding (official spelling): Conv3d k (3, p, p), s (2, p, p), pad (1, 0, 0), LayerNorm over channels, (B, in_chans, T, H, W) -> (B, embed_dim, T', H', W')",
+            train_default: Some(false),
+            build: build_special_patch_embed,
+        },
+        Module {
+            name: "uniformer.PatchEmbed",
+            summary: "UniFormer stage 2-4 patch embedding: Conv3d k = s = (1, p, p) (std: k (3, p, p), s (1, p, p), pad (1, 0, 0)), LayerNorm over channels, (B, in_chans, T, H, W) -> (B, embed_dim, T', H', W')",
+            train_default: Some(false),
+            build: build_patch_embed,
+        },
         Module {
             name: "uniformer.CBlock",
             summary: "UniFormer local MHRA block (DPE, BatchNorm, 1x1x1 / depthwise 5^3 / 1x1x1 convs, conv MLP) on (B, C, T, H, W)",
@@ -43,7 +61,7 @@ pub fn modules() -> Vec<Module> {
         },
         Module {
             name: "uniformer.SABlock",
-            summary: "UniFormer global MHRA block (DPE, LayerNorm, multi-head self-attention, MLP) on (B, C, T, H, W); ported: qk_scale None",
+            summary: "UniFormer global MHRA block (DPE, LayerNorm, multi-head self-attention, MLP) on (B, C, T, H, W); any qkv_bias, qk_scale",
             train_default: Some(false),
             build: build_sablock,
         },
@@ -61,6 +79,7 @@ struct Common {
     heads: usize,
     mlp_ratio: usize,
     qkv_bias: bool,
+    qk_scale: Option<f32>,
     drop_path: f32,
 }
 
@@ -69,16 +88,13 @@ fn common(c: &mut ConfigReader, module: &str, input: &[usize], train: bool) -> R
     let heads = c.usize("num_heads", None)?;
     let mlp_ratio = c.f64("mlp_ratio", Some(4.0))?;
     let qkv_bias = c.bool("qkv_bias", Some(false))?;
-    let qk_scale = c.opt_f64("qk_scale")?;
+    let qk_scale = c.qk_scale("qk_scale")?;
     let drop = c.f64("drop", Some(0.0))?;
     let attn_drop = c.f64("attn_drop", Some(0.0))?;
     let drop_path = c.f64("drop_path", Some(0.0))?;
     let unsupported = |what: String| Error::Config(format!("{module}: {what} is not implemented in tubelet's port"));
     if mlp_ratio.fract() != 0.0 || mlp_ratio < 1.0 {
         return Err(unsupported(format!("mlp_ratio {mlp_ratio} (implemented: a positive integer)")));
-    }
-    if let Some(s) = qk_scale {
-        return Err(unsupported(format!("qk_scale {s} (implemented: null, head_dim^-0.5)")));
     }
     if train && (drop != 0.0 || attn_drop != 0.0 || drop_path != 0.0) {
         return Err(unsupported(format!(
@@ -91,7 +107,7 @@ fn common(c: &mut ConfigReader, module: &str, input: &[usize], train: bool) -> R
     if input.len() != 5 || input[1] != dim || input.contains(&0) {
         return Err(Error::Shape(format!("{module} takes x (B, dim = {dim}, T, H, W); input has shape {input:?}")));
     }
-    Ok(Common { dim, heads, mlp_ratio: mlp_ratio as usize, qkv_bias, drop_path: drop_path as f32 })
+    Ok(Common { dim, heads, mlp_ratio: mlp_ratio as usize, qkv_bias, qk_scale, drop_path: drop_path as f32 })
 }
 
 struct C(CBlock);
@@ -135,21 +151,12 @@ impl Block for Sa {
 
 fn build_sablock(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<dyn Block>> {
     const M: &str = "uniformer.SABlock";
-    let norm = c.string("norm_layer", Some("nn.LayerNorm"))?;
-    let eps = match norm.as_str() {
-        "nn.LayerNorm" => 1e-5,
-        "partial(nn.LayerNorm, eps=1e-6)" => 1e-6,
-        other => {
-            return Err(Error::Config(format!(
-                "{M} config: norm_layer {other:?}; accepted: \"nn.LayerNorm\", \"partial(nn.LayerNorm, eps=1e-6)\""
-            )))
-        }
-    };
+    let eps = c.layer_norm_eps("norm_layer", 1e-5)?;
     let k = common(c, M, input, train)?;
     if k.heads == 0 || k.dim % k.heads != 0 {
         return Err(Error::Config(format!("{M} config: dim {} is not divisible by num_heads {}", k.dim, k.heads)));
     }
-    Ok(Box::new(Sa(SABlock::new(&mut Init::new(0), k.dim, k.heads, k.mlp_ratio, k.qkv_bias, k.drop_path, eps)?)))
+    Ok(Box::new(Sa(SABlock::new(&mut Init::new(0), k.dim, k.heads, k.mlp_ratio, k.qkv_bias, k.qk_scale, k.drop_path, eps)?)))
 }
 
 /// A list of exactly 4 non-negative integers at `key`, or `default`.
@@ -169,7 +176,7 @@ fn build_uniformer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result
     let head_dim = c.usize("UNIFORMER.HEAD_DIM", Some(64))?;
     let mlp_ratio = c.f64("UNIFORMER.MLP_RATIO", Some(4.0))?;
     let qkv_bias = c.bool("UNIFORMER.QKV_BIAS", Some(true))?;
-    let qk_scale = c.opt_f64("UNIFORMER.QKV_SCALE")?;
+    let qk_scale = c.qk_scale("UNIFORMER.QKV_SCALE")?;
     let representation = c.opt_usize("UNIFORMER.REPRESENTATION_SIZE")?;
     let drop = c.f64("UNIFORMER.DROPOUT_RATE", Some(0.0))?;
     let attn_drop = c.f64("UNIFORMER.ATTENTION_DROPOUT_RATE", Some(0.0))?;
@@ -185,11 +192,13 @@ fn build_uniformer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result
     if mlp_ratio.fract() != 0.0 || mlp_ratio < 1.0 {
         return Err(unsupported(format!("UNIFORMER.MLP_RATIO {mlp_ratio} (implemented: a positive integer)")));
     }
-    if let Some(s) = qk_scale {
-        return Err(unsupported(format!("UNIFORMER.QKV_SCALE {s} (implemented: null, head_dim^-0.5)")));
-    }
     if let Some(r) = representation.filter(|&r| r > 0) {
-        return Err(unsupported(format!("UNIFORMER.REPRESENTATION_SIZE {r} (implemented: null)")));
+        // Uniformer.__init__ builds nn.Linear(embed_dim, r) with embed_dim the list of the four
+        // stages' widths, which PyTorch refuses; and its head would not take r features either.
+        return Err(Error::Config(format!(
+            "{M} config: UNIFORMER.REPRESENTATION_SIZE {r}: the official constructor fails on it (its pre_logits \
+             nn.Linear gets the list UNIFORMER.EMBED_DIM as in_features); use null or 0"
+        )));
     }
     if split || std {
         return Err(unsupported(format!("UNIFORMER.SPLIT {split}, UNIFORMER.STD {std} (implemented: false, as every released config)")));
@@ -217,8 +226,43 @@ fn build_uniformer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result
         head_dim,
         mlp_ratio: mlp_ratio as usize,
         qkv_bias,
+        qk_scale,
         drop_path_rate: drop_path as f32,
         num_classes,
     };
     Ok(Box::new(Whole(Box::new(UniFormer::new(config, 0)?))))
+}
+
+/// The patch-embedding arguments: (patch, in_chans, embed_dim); `img_size` is accepted (the
+/// official forward's size check is commented out).
+fn patch_args(c: &mut ConfigReader, module: &str, input: &[usize]) -> Result<(usize, usize, usize)> {
+    c.ignore("img_size");
+    // to_2tuple(patch_size), then conv_*xnxn(kernel_size=patch_size[0], stride=patch_size[0]).
+    let patch = match c.json("patch_size") {
+        None => 16,
+        Some(v) if v.is_u64() => c.usize("patch_size", None)?,
+        Some(_) => c.usizes("patch_size", Some(2))?[0],
+    };
+    let in_chans = c.usize("in_chans", Some(3))?;
+    let embed_dim = c.usize("embed_dim", Some(768))?;
+    if patch == 0 || embed_dim == 0 {
+        return Err(Error::Config(format!("{module} config: patch_size {patch} and embed_dim {embed_dim} must be positive")));
+    }
+    if input.len() != 5 || input[1] != in_chans || input.contains(&0) {
+        return Err(Error::Shape(format!("{module} takes x (B, in_chans = {in_chans}, T, H, W); input has shape {input:?}")));
+    }
+    Ok((patch, in_chans, embed_dim))
+}
+
+fn build_special_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Result<Box<dyn Block>> {
+    let (p, cin, cout) = patch_args(c, "uniformer.SpeicalPatchEmbed", input)?;
+    let part = PatchEmbed::special(&mut Init::new(0), cin, cout, p)?;
+    Ok(Box::new(Part { part, forward: |m, x| m.forward(x), params: |m, prefix, out| m.params(prefix, out) }))
+}
+
+fn build_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Result<Box<dyn Block>> {
+    let (p, cin, cout) = patch_args(c, "uniformer.PatchEmbed", input)?;
+    let std = c.bool("std", Some(false))?;
+    let part = PatchEmbed::plain(&mut Init::new(0), cin, cout, p, std)?;
+    Ok(Box::new(Part { part, forward: |m, x| m.forward(x), params: |m, prefix, out| m.params(prefix, out) }))
 }

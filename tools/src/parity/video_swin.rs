@@ -11,33 +11,65 @@
 //!
 //! `video_swin.BasicLayer` reads `dim`, `depth`, `num_heads` (required), `window_size`
 //! ((1,7,7)), `mlp_ratio` (4.0), `qkv_bias` (False), `qk_scale` (None), `drop`, `attn_drop`,
-//! `drop_path` (a number; 0), `downsample` (a bool here: PatchMerging or None; false),
+//! `drop_path` (a number; 0), `norm_layer` ("nn.LayerNorm", by name), `downsample` (a class
+//! by name: "PatchMerging" or null, the default; true / false are accepted for them),
 //! `use_checkpoint` (False).
+//!
+//! `video_swin.PatchEmbed3D` reads `patch_size` ((2,4,4)), `in_chans` (3), `embed_dim` (96),
+//! `norm_layer` (a class by name, or null: the default None); x (B, in_chans, D, H, W) -> (B,
+//! embed_dim, D', H', W'). `video_swin.PatchMerging` reads `dim` (required) and `norm_layer`
+//! ("nn.LayerNorm"); x (B, D, H, W, dim) channels-last -> (B, D, ⌈H/2⌉, ⌈W/2⌉, 2·dim).
+//!
+//! `video_swin.I3DHead` (mmaction `heads/i3d_head.py`) reads `num_classes`, `in_channels`
+//! (required), `spatial_type` ('avg'; anything else: no pooling, the input flattened),
+//! `dropout_ratio` (0.5; random, refused with `train: true` unless 0), and accepts `loss_cls`,
+//! `multi_class`, `label_smooth_eps` and `init_std` (loss and initialisation only); x (B,
+//! in_channels, D, H, W).
 //!
 //! Buffers: each block's int64 `attn.relative_position_index` (carried as f32) is read from the
 //! file and checked against the index the fused kernel computes; a different one is an error.
 //!
-//! The port covers the released configurations: `in_chans` 3, `patch_norm` True, `qkv_bias`
-//! True, `qk_scale` None, an integer `mlp_ratio`; other settings are errors that say so.
+//! `qkv_bias`, `qk_scale` (None or 0: head_dim^−0.5, as the official `qk_scale or head_dim **
+//! -0.5`) and `patch_norm` are the model's own config fields. Not ported: `in_chans` other than
+//! 3, a non-integer `mlp_ratio`, a norm eps other than 1e-5; these are errors that say so.
 //! Dropout and stochastic depth are random and refused with `train: true` unless 0.
 
 use tubelet::nn::Init;
 use tubelet::{Error, Result, Tensor};
-use tubelet_models::video_swin::{BasicLayer, Config, VideoSwin};
+use tubelet::nn::Linear;
+use tubelet_models::video_swin::{AttnOptions, BasicLayer, Config, I3DHead, PatchEmbed3D, PatchMerging, VideoSwin};
 
-use super::{Block, ConfigReader, Module};
+use super::{Block, ConfigReader, Module, Part};
 
 pub fn modules() -> Vec<Module> {
     vec![
         Module {
+            name: "video_swin.I3DHead",
+            summary: "mmaction's I3DHead as Video Swin uses it: AdaptiveAvgPool3d(1) (spatial_type 'avg'; else none), dropout, fc_cls, (B, in_channels, D, H, W) -> (B, num_classes)",
+            train_default: Some(false),
+            build: build_i3d_head,
+        },
+        Module {
+            name: "video_swin.PatchEmbed3D",
+            summary: "Video Swin patch embedding (pad to patch multiples, Conv3d k = s = patch_size, optional LayerNorm), (B, in_chans, D, H, W) -> (B, embed_dim, D', H', W')",
+            train_default: Some(false),
+            build: build_patch_embed,
+        },
+        Module {
+            name: "video_swin.PatchMerging",
+            summary: "Video Swin patch merging (2x2 spatial neighbours concatenated, LayerNorm(4C), Linear 4C -> 2C), (B, D, H, W, C) -> (B, D, H/2, W/2, 2C)",
+            train_default: Some(false),
+            build: build_patch_merging,
+        },
+        Module {
             name: "video_swin.SwinTransformer3D",
-            summary: "Video Swin backbone (patch embedding, stages, final norm), (B, 3, T, H, W) -> (B, C, D, H, W); ported: patch_norm True, qkv_bias True, qk_scale None",
+            summary: "Video Swin backbone (patch embedding, stages, final norm), (B, 3, T, H, W) -> (B, C, D, H, W); any patch_norm, qkv_bias, qk_scale",
             train_default: Some(false),
             build: build_backbone,
         },
         Module {
             name: "video_swin.BasicLayer",
-            summary: "one Video Swin stage (blocks, shifted in odd ones, + optional PatchMerging), (B, C, D, H, W) -> (B, C', D, H', W'); ported: qkv_bias True, qk_scale None",
+            summary: "one Video Swin stage (blocks, shifted in odd ones, + optional PatchMerging), (B, C, D, H, W) -> (B, C', D, H', W'); any qkv_bias, qk_scale",
             train_default: Some(false),
             build: build_layer,
         },
@@ -57,27 +89,26 @@ fn triple(c: &mut ConfigReader, key: &str, default: [usize; 3]) -> Result<[usize
     Ok([v[0], v[1], v[2]])
 }
 
-/// Shared arguments: mlp_ratio (an integer here), qkv_bias, qk_scale, and the random rates.
-fn common(c: &mut ConfigReader, module: &str, qkv_default: bool, train: bool, rates: &[(&str, f64)]) -> Result<usize> {
+/// Shared arguments: mlp_ratio (an integer here), qkv_bias, qk_scale, norm_layer (by name),
+/// and the random rates.
+fn common(c: &mut ConfigReader, module: &str, qkv_default: bool, train: bool, rates: &[(&str, f64)]) -> Result<(usize, AttnOptions)> {
     let mlp_ratio = c.f64("mlp_ratio", Some(4.0))?;
     let qkv_bias = c.bool("qkv_bias", Some(qkv_default))?;
-    let qk_scale = c.opt_f64("qk_scale")?;
+    let qk_scale = c.qk_scale("qk_scale")?;
     c.bool("use_checkpoint", Some(false))?; // memory only
+    let eps = c.layer_norm_eps("norm_layer", 1e-5)?;
     if mlp_ratio.fract() != 0.0 || mlp_ratio < 1.0 {
         return Err(unsupported(module, format!("mlp_ratio {mlp_ratio} (implemented: a positive integer)")));
     }
-    if !qkv_bias {
-        return Err(unsupported(module, "qkv_bias false (implemented: true, as every released config)".to_string()));
-    }
-    if let Some(s) = qk_scale {
-        return Err(unsupported(module, format!("qk_scale {s} (implemented: null, head_dim^-0.5)")));
+    if eps != 1e-5 {
+        return Err(unsupported(module, format!("norm_layer with eps {eps} (implemented: nn.LayerNorm, eps 1e-5)")));
     }
     if train {
         if let Some((k, v)) = rates.iter().find(|(_, v)| *v != 0.0) {
             return Err(unsupported(module, format!("train: true with {k} {v} (random; set it to 0 or use train: false)")));
         }
     }
-    Ok(mlp_ratio as usize)
+    Ok((mlp_ratio as usize, AttnOptions { qkv_bias, qk_scale }))
 }
 
 /// The official `relative_position_index` ((N, N), N = Wd·Wh·Ww) of a window: for tokens i, j
@@ -162,12 +193,9 @@ fn build_backbone(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<
     c.ignore("pretrained"); // loading only
     c.ignore("pretrained2d");
     let rates = [("drop_rate", drop_rate), ("attn_drop_rate", attn_drop_rate), ("drop_path_rate", drop_path_rate)];
-    let mlp_ratio = common(c, M, true, train, &rates)?;
+    let (mlp_ratio, attn) = common(c, M, true, train, &rates)?;
     if in_chans != 3 {
         return Err(unsupported(M, format!("in_chans {in_chans} (implemented: 3)")));
-    }
-    if !patch_norm {
-        return Err(unsupported(M, "patch_norm false (implemented: true, as every released config)".to_string()));
     }
     if input.len() != 5 || input[1] != 3 {
         return Err(Error::Shape(format!("{M} takes a clip batch (B, 3, T, H, W); input has shape {input:?}")));
@@ -185,6 +213,8 @@ fn build_backbone(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<
         drop_path_rate: drop_path_rate as f32,
         head_dropout: 0.0,
         num_classes: 1,
+        attn,
+        patch_norm,
     };
     let mut buffers = Vec::new();
     for (i, &depth) in config.depths.iter().enumerate() {
@@ -223,8 +253,18 @@ fn build_layer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
     let drop = c.f64("drop", Some(0.0))?;
     let attn_drop = c.f64("attn_drop", Some(0.0))?;
     let drop_path = c.f64("drop_path", Some(0.0))?;
-    let downsample = c.bool("downsample", Some(false))?;
-    let mlp_ratio = common(c, M, false, train, &[("drop", drop), ("attn_drop", attn_drop), ("drop_path", drop_path)])?;
+    // A class or None (default None); true / false stand for PatchMerging / None.
+    let downsample = match c.class("downsample", None, Some("PatchMerging"))? {
+        None => false,
+        Some(name) if name == "PatchMerging" => true,
+        Some(other) => {
+            return Err(Error::Config(format!(
+                "{M} config: downsample {other:?} is not a class of the official module; accepted: \"PatchMerging\", null (or true / false)"
+            )))
+        }
+    };
+    let rates = [("drop", drop), ("attn_drop", attn_drop), ("drop_path", drop_path)];
+    let (mlp_ratio, attn) = common(c, M, false, train, &rates)?;
     if input.len() != 5 || input[1] != dim || input.contains(&0) {
         return Err(Error::Shape(format!("{M} takes x (B, dim = {dim}, D, H, W); input has shape {input:?}")));
     }
@@ -238,6 +278,110 @@ fn build_layer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
     }
     let mut init = Init::new(0);
     let rates = vec![drop_path as f32; depth];
-    let layer = BasicLayer::new(&mut init, dim, depth, num_heads, window_size, mlp_ratio, &rates, downsample)?;
+    let layer = BasicLayer::new(&mut init, dim, depth, num_heads, window_size, mlp_ratio, &rates, downsample, attn)?;
     Ok(Box::new(Layer { layer, buffers: index_buffers("", depth, window_size)? }))
+}
+
+/// eps 1e-5 (`nn.LayerNorm`) or an error: the port's Swin norms are PyTorch's default.
+fn swin_norm(module: &str, eps: f32) -> Result<()> {
+    if eps != 1e-5 {
+        return Err(unsupported(module, format!("norm_layer with eps {eps} (implemented: nn.LayerNorm, eps 1e-5)")));
+    }
+    Ok(())
+}
+
+fn build_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Result<Box<dyn Block>> {
+    const M: &str = "video_swin.PatchEmbed3D";
+    let patch_size = triple(c, "patch_size", [2, 4, 4])?;
+    let in_chans = c.usize("in_chans", Some(3))?;
+    let embed_dim = c.usize("embed_dim", Some(96))?;
+    // norm_layer=None by default: no norm; a LayerNorm class by name otherwise.
+    let norm = match c.class("norm_layer", None, None)? {
+        None => None,
+        Some(_) => {
+            let eps = c.layer_norm_eps("norm_layer", 1e-5)?;
+            swin_norm(M, eps)?;
+            Some(eps)
+        }
+    };
+    if patch_size.contains(&0) || embed_dim == 0 {
+        return Err(Error::Config(format!("{M} config: patch_size {patch_size:?} and embed_dim {embed_dim} must be positive")));
+    }
+    if input.len() != 5 || input[1] != in_chans || input.contains(&0) {
+        return Err(Error::Shape(format!("{M} takes x (B, in_chans = {in_chans}, D, H, W); input has shape {input:?}")));
+    }
+    let part = PatchEmbed3D::new(&mut Init::new(0), in_chans, embed_dim, patch_size, norm)?;
+    Ok(Box::new(Part {
+        part,
+        // (B, D', H', W', C) channels-last -> the official (B, C, D', H', W').
+        forward: |p, x| p.forward(x)?.try_permute(&[0, 4, 1, 2, 3]),
+        params: |p, prefix, out| p.params(prefix, out),
+    }))
+}
+
+fn build_patch_merging(c: &mut ConfigReader, input: &[usize], _train: bool) -> Result<Box<dyn Block>> {
+    const M: &str = "video_swin.PatchMerging";
+    let dim = c.usize("dim", None)?;
+    swin_norm(M, c.layer_norm_eps("norm_layer", 1e-5)?)?;
+    if input.len() != 5 || input[4] != dim || input.contains(&0) {
+        return Err(Error::Shape(format!("{M} takes x (B, D, H, W, dim = {dim}) channels-last; input has shape {input:?}")));
+    }
+    let part = PatchMerging::new(&mut Init::new(0), dim)?;
+    Ok(Box::new(Part { part, forward: |p, x| p.forward(x), params: |p, prefix, out| p.params(prefix, out) }))
+}
+
+/// mmaction I3DHead: pooled (or flattened) features through `fc_cls`.
+struct Head {
+    head: I3DHead,
+    pool: bool,
+}
+
+impl Block for Head {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if self.pool {
+            // (B, C, D, H, W) -> channels-last (B, D, H, W, C), as the port's head reads it.
+            return self.head.forward(&x.try_permute(&[0, 2, 3, 4, 1])?, train, 0);
+        }
+        // No pooling: x.view(N, -1), then fc_cls (dropout is refused in training above).
+        let b = x.dim(0);
+        self.head.fc_cls.forward(&x.try_reshape(&[b, x.numel() / b])?)
+    }
+    fn named_params(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        self.head.fc_cls.params("fc_cls", &mut out);
+        out
+    }
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+}
+
+fn build_i3d_head(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<dyn Block>> {
+    const M: &str = "video_swin.I3DHead";
+    let num_classes = c.usize("num_classes", None)?;
+    let in_channels = c.usize("in_channels", None)?;
+    // 'avg' (the default) pools; None or any other string leaves the features as they are.
+    let pool = c.class("spatial_type", Some("avg"), None)?.as_deref() == Some("avg");
+    let dropout = c.f64("dropout_ratio", Some(0.5))?;
+    c.ignore("loss_cls"); // the training loss, not the forward
+    c.ignore("init_std"); // initialisation only
+    c.ignore("multi_class"); // BaseHead: the loss's, not the forward's
+    c.ignore("label_smooth_eps");
+    if !(0.0..1.0).contains(&dropout) {
+        return Err(Error::Config(format!("{M} config: dropout_ratio {dropout} must be in [0, 1)")));
+    }
+    if train && dropout != 0.0 {
+        return Err(unsupported(M, format!("train: true with dropout_ratio {dropout} (random; set it to 0 or use train: false)")));
+    }
+    let flat = input.iter().skip(1).product::<usize>();
+    let ok = if pool { input.len() == 5 && input[1] == in_channels } else { !input.is_empty() && flat == in_channels };
+    if !ok || input.contains(&0) {
+        return Err(Error::Shape(format!(
+            "{M} takes x (B, in_channels = {in_channels}, D, H, W){}; input has shape {input:?}",
+            if pool { "" } else { " whose B-th slices hold in_channels values (no pooling)" }
+        )));
+    }
+    let mut init = Init::new(0);
+    let fc_cls = Linear::new(&mut init, in_channels, num_classes, true)?;
+    Ok(Box::new(Head { head: I3DHead { fc_cls, dropout: dropout as f32 }, pool }))
 }

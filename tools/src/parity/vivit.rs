@@ -19,16 +19,21 @@
 //! `attention_config.spatial_only_baseline` (False), and the fields above that it shares with
 //! `ViViT` (no `return_preclassifier`).
 //!
-//! Ported: `3d_conv` tubelets and no pre-logits layer throughout; Model 1 ('spacetime', or
-//! 'factorized_encoder', which scenic's `ViViT` runs as 'spacetime') with the 'token'
-//! classifier; Model 3 ('factorized_self_attention_block', attention_order 'time_space') and
-//! Model 4 ('factorized_dot_product_attention') with 'gap' (scenic asserts that they have no
-//! token classifier); Model 2 with the 'token' classifier and the same heads and MLP size in
-//! both encoders (as every released config). Other settings are errors that say so; dropout and
-//! stochastic depth are refused only with `train: true` (they are inert in eval).
+//! Ported: both `temporal_encoding_config.method`s, `3d_conv` (tubelets; `patches.size` (fh,
+//! fw, ft)) and `temporal_sampling` (uniform frame sampling of `n_sampled_frames` frames, 2-D
+//! patches; `patches.size` (fh, fw)); `kernel_init_method` only initialises the kernel and is
+//! accepted and unused. The pre-logits layer (`representation_size`: Dense + tanh, or null)
+//! and every `classifier` ('token', '0', 'gap', 'gmp', 'gsp'; the factorised attentions without
+//! 'token' and '0', as scenic asserts) throughout; Model 1 ('spacetime', or
+//! 'factorized_encoder', which scenic's `ViViT` runs as 'spacetime'); Model 3
+//! ('factorized_self_attention_block', attention_order 'time_space' or 'space_time'); Model 4
+//! ('factorized_dot_product_attention'); Model 2 (its encoders' own heads and MLP sizes) without
+//! `spatial_only_baseline`. Other settings are
+//! errors that say so; dropout and stochastic depth are refused only with `train: true` (they
+//! are inert in eval).
 
 use tubelet::{Error, Result};
-use tubelet_models::vivit::{build, Config, Model};
+use tubelet_models::vivit::{build, AttentionOrder, Classifier, Config, Model, TemporalEncoding};
 
 use super::{Block, ConfigReader, Module, Whole};
 
@@ -36,16 +41,17 @@ pub fn modules() -> Vec<Module> {
     vec![
         Module {
             name: "vivit.ViViT",
-            summary: "scenic ViViT; ported: Model 1 (spacetime, token classifier), Model 3 \
-                      (factorized_self_attention_block, gap), Model 4 (factorized_dot_product_attention, gap); \
-                      3d_conv tubelets",
+            summary: "scenic ViViT; ported: Model 1 (spacetime), Model 3 \
+                      (factorized_self_attention_block, time_space or space_time), Model 4 \
+                      (factorized_dot_product_attention); every classifier scenic allows; 3d_conv \
+                      tubelets or temporal_sampling; representation_size",
             train_default: None,
             build: build_vivit,
         },
         Module {
             name: "vivit.SpaceTimeViViT",
-            summary: "scenic SpaceTimeViViT (Model 2, factorised encoder); ported: token classifier, 3d_conv \
-                      tubelets, equal spatial and temporal heads and MLP sizes",
+            summary: "scenic SpaceTimeViViT (Model 2, factorised encoder); ported: every classifier, 3d_conv \
+                      tubelets or temporal_sampling, representation_size, any heads and MLP sizes",
             train_default: None,
             build: build_space_time_vivit,
         },
@@ -60,20 +66,41 @@ fn unsupported(module: &str, what: String) -> Error {
 struct Common {
     num_classes: usize,
     hidden_size: usize,
-    /// (ft, fh, fw), from scenic's `patches.size` = (fh, fw, ft).
+    /// (ft, fh, fw), from scenic's `patches.size` = (fh, fw, ft) (3d_conv) or (fh, fw)
+    /// (temporal_sampling; ft is then 1).
     tubelet: [usize; 3],
+    temporal_encoding: TemporalEncoding,
+    representation_size: Option<usize>,
     classifier: String,
 }
 
 fn read_common(module: &str, c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Common> {
     let num_classes = c.usize("num_classes", None)?;
     let hidden_size = c.usize("hidden_size", None)?;
-    // scenic embed_3d_patch: `fh, fw, ft = patches.size`, kernel (ft, fh, fw).
-    let size = c.usizes("patches.size", Some(3))?;
     c.require_object("temporal_encoding_config")?;
     let method = c.string("temporal_encoding_config.method", None)?;
-    c.ignore("temporal_encoding_config.kernel_init_method"); // initialisation only
-    c.ignore("temporal_encoding_config.n_sampled_frames"); // read by 'temporal_sampling' only
+    let (tubelet, temporal_encoding) = match method.as_str() {
+        "3d_conv" => {
+            // scenic embed_3d_patch: `fh, fw, ft = patches.size`, kernel (ft, fh, fw).
+            let size = c.usizes("patches.size", Some(3))?;
+            // Initialisation only (central / average frame initialisers of the kernel).
+            c.ignore("temporal_encoding_config.kernel_init_method");
+            c.ignore("temporal_encoding_config.n_sampled_frames"); // read by 'temporal_sampling' only
+            ([size[2], size[0], size[1]], TemporalEncoding::TubeletEmbedding)
+        }
+        "temporal_sampling" => {
+            // scenic embed_2d_patch: `fh, fw = patches.size`, a Conv2d over the stacked frames.
+            let size = c.usizes("patches.size", Some(2))?;
+            let n_sampled_frames = c.usize("temporal_encoding_config.n_sampled_frames", None)?;
+            c.ignore("temporal_encoding_config.kernel_init_method"); // read by '3d_conv' only
+            ([1, size[0], size[1]], TemporalEncoding::UniformFrameSampling { n_sampled_frames })
+        }
+        other => {
+            return Err(Error::Config(format!(
+                "{module} config: temporal_encoding_config.method {other:?}; scenic's temporal_encode accepts \"3d_conv\" and \"temporal_sampling\""
+            )))
+        }
+    };
     let representation_size = c.opt_usize("representation_size")?;
     let dropout_rate = c.f64("dropout_rate", Some(0.1))?;
     let attention_dropout_rate = c.f64("attention_dropout_rate", Some(0.1))?;
@@ -83,16 +110,13 @@ fn read_common(module: &str, c: &mut ConfigReader, input: &[usize], train: bool)
     let dtype = c.string("dtype", Some("float32"))?;
     c.bool("debug", Some(false))?;
 
-    if method != "3d_conv" {
-        return Err(unsupported(module, format!("temporal_encoding_config.method {method:?} (implemented: \"3d_conv\")")));
-    }
-    if !["token", "0", "gap", "gmp", "gsp"].contains(&classifier.as_str()) {
+    if Classifier::parse(&classifier).is_none() {
         return Err(Error::Config(format!(
             "{module} config: classifier {classifier:?} is not one of scenic's \"token\", \"0\", \"gap\", \"gmp\", \"gsp\""
         )));
     }
-    if let Some(r) = representation_size {
-        return Err(unsupported(module, format!("representation_size {r} (a pre_logits layer; implemented: null)")));
+    if representation_size == Some(0) {
+        return Err(unsupported(module, "representation_size 0 (a pre_logits Dense of width 0)".to_string()));
     }
     if return_prelogits {
         return Err(unsupported(module, "return_prelogits".to_string()));
@@ -113,7 +137,7 @@ fn read_common(module: &str, c: &mut ConfigReader, input: &[usize], train: bool)
     if input.len() != 5 || input[4] != 3 {
         return Err(Error::Shape(format!("{module} takes a channels-last clip (B, T, H, W, 3); input has shape {input:?}")));
     }
-    Ok(Common { num_classes, hidden_size, tubelet: [size[2], size[0], size[1]], classifier })
+    Ok(Common { num_classes, hidden_size, tubelet, temporal_encoding, representation_size, classifier })
 }
 
 /// The port's config for a clip of `input`'s size.
@@ -129,6 +153,12 @@ fn port_config(common: &Common, input: &[usize], layers: usize, heads: usize, ml
         mlp_dim,
         num_classes: common.num_classes,
         model,
+        temporal_encoding: common.temporal_encoding,
+        representation_size: common.representation_size,
+        attention_order: AttentionOrder::TimeSpace,
+        classifier: Classifier::parse(&common.classifier).expect("checked in read_common"),
+        temporal_heads: None,
+        temporal_mlp_dim: None,
     }
 }
 
@@ -147,33 +177,32 @@ fn build_vivit(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
     }
     let classifier = common.classifier.as_str();
     let token = classifier == "token" || classifier == "0";
+    let mut order_of = AttentionOrder::TimeSpace;
     let model = match attention.as_str() {
         // scenic's Encoder runs 'factorized_encoder' with the plain EncoderBlock too.
         "spacetime" | "factorized_encoder" => {
             c.ignore("attention_config.attention_order"); // read by Model 3 only
-            if classifier != "token" {
-                return Err(unsupported(
-                    M,
-                    format!("classifier {classifier:?} with spacetime attention (scenic's default is \"gap\"; implemented: \"token\", the released configs' choice)"),
-                ));
-            }
             Model::SpatioTemporal
         }
         "factorized_self_attention_block" | "factorized_dot_product_attention" => {
             if token {
                 return Err(Error::Config(format!(
                     "{M} config: classifier {classifier:?} with attention_config.type {attention:?}: scenic asserts that \
-                     the factorised attentions have no token classifier; use \"gap\""
+                     the factorised attentions have no token classifier; use \"gap\", \"gmp\" or \"gsp\""
                 )));
-            }
-            if classifier != "gap" {
-                return Err(unsupported(M, format!("classifier {classifier:?} (implemented for {attention:?}: \"gap\")")));
             }
             if attention == "factorized_self_attention_block" {
                 let order = c.string("attention_config.attention_order", None)?;
-                if order != "time_space" {
-                    return Err(unsupported(M, format!("attention_config.attention_order {order:?} (implemented: \"time_space\")")));
-                }
+                order_of = match order.as_str() {
+                    "time_space" => AttentionOrder::TimeSpace,
+                    "space_time" => AttentionOrder::SpaceTime,
+                    // EncoderFactorizedSelfAttentionBlock raises ValueError('Invalid attention order').
+                    other => {
+                        return Err(Error::Config(format!(
+                            "{M} config: attention_config.attention_order {other:?}; scenic accepts \"time_space\" and \"space_time\""
+                        )))
+                    }
+                };
                 Model::FactorisedSelfAttention
             } else {
                 c.ignore("attention_config.attention_order"); // read by Model 3 only
@@ -196,7 +225,7 @@ fn build_vivit(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
             ))
         }
     };
-    let config = port_config(&common, input, num_layers, num_heads, mlp_dim, model);
+    let config = Config { attention_order: order_of, ..port_config(&common, input, num_layers, num_heads, mlp_dim, model) };
     Ok(Box::new(Whole(build(config, 0)?)))
 }
 
@@ -222,23 +251,11 @@ fn build_space_time_vivit(c: &mut ConfigReader, input: &[usize], train: bool) ->
     if spatial_only {
         return Err(unsupported(M, "attention_config.spatial_only_baseline true (a mean over frames instead of the temporal encoder)".to_string()));
     }
-    if common.classifier != "token" {
-        return Err(unsupported(
-            M,
-            format!("classifier {:?} (scenic's default is \"gap\"; implemented: \"token\", the released configs' choice)", common.classifier),
-        ));
-    }
-    if (temporal_num_heads, temporal_mlp_dim) != (spatial_num_heads, spatial_mlp_dim) {
-        return Err(unsupported(
-            M,
-            format!(
-                "temporal_num_heads {temporal_num_heads} / temporal_mlp_dim {temporal_mlp_dim} differing from \
-                 spatial_num_heads {spatial_num_heads} / spatial_mlp_dim {spatial_mlp_dim} (the port's encoders share \
-                 them, as every released config does)"
-            ),
-        ));
-    }
     let model = Model::FactorisedEncoder { temporal_layers: temporal_num_layers };
-    let config = port_config(&common, input, spatial_num_layers, spatial_num_heads, spatial_mlp_dim, model);
+    let config = Config {
+        temporal_heads: Some(temporal_num_heads),
+        temporal_mlp_dim: Some(temporal_mlp_dim),
+        ..port_config(&common, input, spatial_num_layers, spatial_num_heads, spatial_mlp_dim, model)
+    };
     Ok(Box::new(Whole(build(config, 0)?)))
 }
