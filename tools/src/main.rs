@@ -4,12 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod bench;
-mod check;
-mod info;
-mod models;
-
-use tubelet_cli::{parity, run, train};
+use tubelet_cli::{bench, check, info, models, parity, run, train};
 
 #[derive(Parser)]
 #[command(name = "tubelet", version, about = "Train and study video transformers on any GPU (wgpu)")]
@@ -48,7 +43,13 @@ fn main() -> ExitCode {
         // Read once, when the device is first created (before any thread exists).
         std::env::set_var("TUBELET_ADAPTER", a);
     }
-    let result = match cli.command {
+    // Every subcommand but `models` needs the device: open it first, so a machine without an
+    // adapter gets the error that says what to install, not a panic from an infallible op.
+    let device = match cli.command {
+        Command::Models | Command::Info => Ok(()),
+        _ => tubelet::Gpu::global().map(drop),
+    };
+    let result = device.and_then(|()| match cli.command {
         Command::Check(args) => check::run(args),
         Command::Train(args) => train::run(args),
         Command::Info => info::run(),
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
         Command::Bench(b) => bench::run(b),
         Command::Run(args) => run::run(args),
         Command::Parity(args) => parity::run(args),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
