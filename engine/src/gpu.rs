@@ -550,6 +550,11 @@ pub fn grid_rows(rows: usize) -> [u32; 3] {
 }
 
 /// The global GPU, or a panic that says how to get one (for the infallible API).
+///
+/// NOTE: the `try_` paths reach this only once a tensor exists, and every tensor comes from
+/// [`crate::Tensor::empty`], which opens the device with `Gpu::global()?`: without an adapter
+/// they return the `NoAdapter` error (what to install) at the first tensor, and cannot get here.
+/// The `tubelet` binary opens the device before any subcommand that needs one.
 pub fn gpu() -> &'static Gpu {
     match Gpu::global() {
         Ok(g) => g,
