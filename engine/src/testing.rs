@@ -1,7 +1,7 @@
 //! Test helpers shared by the tests and benches crates (feature "testing").
 //!
 //! Every kernel op exposes `test_spec()`: proptest strategies of cases (op variant + inputs) and
-//! declared tolerances. Three checks run on each (tests/tests/ops.rs expands them per op):
+//! declared tolerances. Three checks run on each (tests/tests/ops/property.rs expands them per op):
 //! 1. [`check_forward`]: GPU forward against the f64 reference, |gpu − ref| ≤ atol + rtol·|ref|.
 //! 2. [`check_reference_backward`]: the reference VJP against central finite differences of the
 //!    reference in f64, with a random upstream gradient (never all-ones).

@@ -547,7 +547,7 @@ impl Op for GridAttention {
 }
 
 /// The unfused composition from basic engine ops, the readable definition of the op (and the
-/// oracle of `tests/tests/grid_attention.rs`): per part, the groups' tokens are gathered into
+/// oracle of `tests/tests/ops/grid_attention.rs`): per part, the groups' tokens are gathered into
 /// (groups, L, 3, nh, HD) batches (one batch per group length), attended with matmul, softmax
 /// and matmul as `blocks::attention_unfused`, and gathered back into token order; the shared
 /// cls token's per-group rows are averaged. Materialises every copy the fused op avoids.
