@@ -223,7 +223,7 @@ impl Gpu {
     /// Fails with a clear error above `max_storage_buffer_binding_size`.
     pub(crate) fn alloc(&self, bytes: u64, what: &str) -> Result<wgpu::Buffer> {
         self.check_size(bytes, what)?;
-        let limit = self.limits.max_storage_buffer_binding_size as u64;
+        let limit = self.limits.max_storage_buffer_binding_size;
         let class = Self::size_class(bytes).min(limit.max(256));
         let now = self.bytes_in_use.fetch_add(class, Ordering::Relaxed) + class;
         self.bytes_peak.fetch_max(now, Ordering::Relaxed);
@@ -244,7 +244,7 @@ impl Gpu {
     /// An error naming `what` when `bytes` pass `max_storage_buffer_binding_size` (every tensor is
     /// one binding), with how much smaller a batch would fit.
     pub(crate) fn check_size(&self, bytes: u64, what: &str) -> Result<()> {
-        let limit = self.limits.max_storage_buffer_binding_size as u64;
+        let limit = self.limits.max_storage_buffer_binding_size;
         if bytes > limit {
             // Most large tensors grow with the batch: say by how much it must shrink.
             let factor = bytes as f64 / limit as f64;

@@ -106,10 +106,10 @@ fn relative_position_index(window: [usize; 3]) -> Vec<f32> {
 fn index_buffers(prefix: &str, depth: usize, window: [usize; 3]) -> Result<Vec<(String, Tensor)>> {
     // The index is N × N for N = the window's tokens: check its size before building it on the
     // host (a window of 50³ asked for 62 GB there and aborted the process).
-    let limit = tubelet::Gpu::global()?.limits.max_storage_buffer_binding_size as u64;
+    let limit = tubelet::Gpu::global()?.limits.max_storage_buffer_binding_size;
     let n = window.iter().try_fold(1u64, |a, &w| a.checked_mul(w as u64));
     let bytes = n.and_then(|n| n.checked_mul(n)).and_then(|e| e.checked_mul(4));
-    if !bytes.is_some_and(|b| b <= limit) {
+    if bytes.is_none_or(|b| b > limit) {
         return Err(Error::Config(format!(
             "window_size {window:?}: its relative_position_index ({} tokens squared) needs {} bytes in one \
              buffer, above this adapter's max_storage_buffer_binding_size of {limit} bytes",
