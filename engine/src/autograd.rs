@@ -66,12 +66,21 @@ pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
 
 /// Runs `op` on `inputs` and records it on the tape when a gradient will be needed.
 pub fn apply(mut op: impl Op, inputs: &[&Tensor]) -> Result<Tensor> {
-    let y = op.forward(inputs)?;
+    let y = op.forward(inputs).map_err(|e| in_op(e, op.name(), "forward"))?;
     if is_grad_enabled() && inputs.iter().any(|t| t.requires_grad()) {
         let node = Node { op: Box::new(op), inputs: inputs.iter().map(|&t| t.clone()).collect() };
         Ok(y.with_node(node))
     } else {
         Ok(y)
+    }
+}
+
+/// A device-limit error names the op and pass that hit it (the allocation itself only knows the
+/// tensor's shape); other errors already name their op.
+fn in_op(e: Error, op: &str, pass: &str) -> Error {
+    match e {
+        Error::DeviceLimit(m) if !m.starts_with("in ") => Error::DeviceLimit(format!("in {op} {pass}: {m}")),
+        e => e,
     }
 }
 
@@ -137,7 +146,7 @@ impl Tensor {
                 continue;
             };
             let inputs: Vec<&Tensor> = node.inputs.iter().collect();
-            let dxs = node.op.backward(&inputs, t, &g)?;
+            let dxs = node.op.backward(&inputs, t, &g).map_err(|e| in_op(e, node.op.name(), "backward"))?;
             if dxs.len() != inputs.len() {
                 return Err(Error::Autograd(format!(
                     "{}: backward returned {} gradients for {} inputs",

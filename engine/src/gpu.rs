@@ -222,14 +222,8 @@ impl Gpu {
     /// A storage buffer of at least `bytes`, from the pool when one of its size class is free.
     /// Fails with a clear error above `max_storage_buffer_binding_size`.
     pub(crate) fn alloc(&self, bytes: u64, what: &str) -> Result<wgpu::Buffer> {
-        let limit = self.limits.max_storage_buffer_binding_size as u64;
-        if bytes > limit {
-            return Err(Error::DeviceLimit(format!(
-                "{what} needs {bytes} bytes in one buffer, above this adapter's \
-                 max_storage_buffer_binding_size of {limit} bytes ({})",
-                self.info.name
-            )));
-        }
+        self.check_size(bytes, what)?;
+        let limit = self.limits.max_storage_buffer_binding_size;
         let class = Self::size_class(bytes).min(limit.max(256));
         let now = self.bytes_in_use.fetch_add(class, Ordering::Relaxed) + class;
         self.bytes_peak.fetch_max(now, Ordering::Relaxed);
@@ -245,6 +239,26 @@ impl Gpu {
                 | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         }))
+    }
+
+    /// An error naming `what` when `bytes` pass `max_storage_buffer_binding_size` (every tensor is
+    /// one binding), with how much smaller a batch would fit.
+    pub(crate) fn check_size(&self, bytes: u64, what: &str) -> Result<()> {
+        let limit = self.limits.max_storage_buffer_binding_size;
+        if bytes > limit {
+            // Most large tensors grow with the batch: say by how much it must shrink.
+            let factor = bytes as f64 / limit as f64;
+            return Err(Error::DeviceLimit(format!(
+                "{what} needs {bytes} bytes ({:.1} MiB) in one buffer, {factor:.2}× this adapter's \
+                 max_storage_buffer_binding_size of {limit} bytes ({:.0} MiB, {}); if it grows \
+                 with the batch (its first dimension usually does), a batch at least {factor:.2}× \
+                 smaller fits",
+                bytes as f64 / (1 << 20) as f64,
+                limit as f64 / (1 << 20) as f64,
+                self.info.name
+            )));
+        }
+        Ok(())
     }
 
     /// Returns a buffer to the pool (called when its last tensor is dropped).
@@ -536,6 +550,11 @@ pub fn grid_rows(rows: usize) -> [u32; 3] {
 }
 
 /// The global GPU, or a panic that says how to get one (for the infallible API).
+///
+/// NOTE: the `try_` paths reach this only once a tensor exists, and every tensor comes from
+/// [`crate::Tensor::empty`], which opens the device with `Gpu::global()?`: without an adapter
+/// they return the `NoAdapter` error (what to install) at the first tensor, and cannot get here.
+/// The `tubelet` binary opens the device before any subcommand that needs one.
 pub fn gpu() -> &'static Gpu {
     match Gpu::global() {
         Ok(g) => g,

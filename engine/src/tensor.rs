@@ -65,6 +65,25 @@ pub fn contiguous_strides(shape: &[usize]) -> Shape {
     s
 }
 
+/// The element count of `shape`, or an error when it overflows (a config asking for a
+/// 10³⁰-wide layer must not wrap around or panic).
+fn checked_numel(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= (u64::MAX / 4) as usize)
+        .ok_or_else(|| Error::DeviceLimit(format!("a tensor of shape {shape:?} has more elements than any memory holds")))
+}
+
+/// The element count of a tensor about to be filled on the host, checked against the device's
+/// largest buffer first: the host Vec must not be allocated (or abort the process) for a tensor
+/// the device would refuse anyway.
+fn host_len(shape: &[usize]) -> Result<usize> {
+    let n = checked_numel(shape)?;
+    Gpu::global()?.check_size(4 * n as u64, &format!("a tensor of shape {shape:?}"))?;
+    Ok(n)
+}
+
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Tensor{:?}", self.shape())?;
@@ -79,7 +98,7 @@ impl Tensor {
     /// An uninitialised tensor for a kernel to write into.
     pub fn empty(shape: &[usize]) -> Result<Tensor> {
         let gpu = Gpu::global()?;
-        let n = numel(shape);
+        let n = checked_numel(shape)?;
         let buf = gpu.alloc(4 * n as u64, &format!("a tensor of shape {shape:?}"))?;
         Ok(Tensor::from_storage(Arc::new(Storage { buf: Some(buf) }), shape.into()))
     }
@@ -114,9 +133,9 @@ impl Tensor {
 
     /// A tensor holding `data` (row-major) with `shape`.
     pub fn from_slice(data: &[f32], shape: &[usize]) -> Result<Tensor> {
-        if data.len() != numel(shape) {
-            crate::bail!(Shape, "from_slice: {} values do not fill shape {shape:?} ({} elements)",
-                data.len(), numel(shape));
+        let n = checked_numel(shape)?;
+        if data.len() != n {
+            crate::bail!(Shape, "from_slice: {} values do not fill shape {shape:?} ({n} elements)", data.len());
         }
         let y = Tensor::empty(shape)?;
         if !data.is_empty() {
@@ -128,21 +147,21 @@ impl Tensor {
     /// Uniform in `[lo, hi)`, from a seeded generator (same values on every device).
     pub fn rand_uniform(shape: &[usize], lo: f32, hi: f32, seed: u64) -> Result<Tensor> {
         let mut rng = crate::Rng::new(seed);
-        let data: Vec<f32> = (0..numel(shape)).map(|_| lo + (hi - lo) * rng.uniform() as f32).collect();
+        let data: Vec<f32> = (0..host_len(shape)?).map(|_| lo + (hi - lo) * rng.uniform() as f32).collect();
         Tensor::from_slice(&data, shape)
     }
 
     /// Normal with `mean` and `std`, from a seeded generator.
     pub fn randn(shape: &[usize], mean: f32, std: f32, seed: u64) -> Result<Tensor> {
         let mut rng = crate::Rng::new(seed);
-        let data: Vec<f32> = (0..numel(shape)).map(|_| mean + std * rng.normal() as f32).collect();
+        let data: Vec<f32> = (0..host_len(shape)?).map(|_| mean + std * rng.normal() as f32).collect();
         Tensor::from_slice(&data, shape)
     }
 
     /// Truncated normal on [mean − 2·std, mean + 2·std] (timm's `trunc_normal_(std=.02)`).
     pub fn trunc_normal(shape: &[usize], std: f32, seed: u64) -> Result<Tensor> {
         let mut rng = crate::Rng::new(seed);
-        let data: Vec<f32> = (0..numel(shape))
+        let data: Vec<f32> = (0..host_len(shape)?)
             .map(|_| loop {
                 let z = rng.normal();
                 if z.abs() <= 2.0 {

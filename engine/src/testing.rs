@@ -1,7 +1,7 @@
 //! Test helpers shared by the tests and benches crates (feature "testing").
 //!
 //! Every kernel op exposes `test_spec()`: proptest strategies of cases (op variant + inputs) and
-//! declared tolerances. Three checks run on each (tests/tests/ops.rs expands them per op):
+//! declared tolerances. Three checks run on each (tests/tests/ops/property.rs expands them per op):
 //! 1. [`check_forward`]: GPU forward against the f64 reference, |gpu − ref| ≤ atol + rtol·|ref|.
 //! 2. [`check_reference_backward`]: the reference VJP against central finite differences of the
 //!    reference in f64, with a random upstream gradient (never all-ones).
@@ -99,6 +99,12 @@ pub fn shape_strategy(ranks: RangeInclusive<usize>, max_numel: usize) -> BoxedSt
         .boxed()
 }
 
+/// The CI budget of cases per op (`PROPTEST_CASES` overrides it in the tests; `tubelet check
+/// --cases N` passes its own): forward, GPU backward, finite differences.
+pub const FORWARD_CASES: u32 = 24;
+pub const GPU_BACKWARD_CASES: u32 = 16;
+pub const NUMERIC_CASES: u32 = 48;
+
 fn cases_from_env(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -110,7 +116,7 @@ fn run<O: Clone + 'static>(
     test: impl Fn(Case<O>) -> Result<(), String>,
 ) -> Result<(), String> {
     let mut runner = TestRunner::new(Config {
-        cases: cases_from_env(cases),
+        cases,
         failure_persistence: None,
         max_shrink_iters: 32,
         ..Config::default()
@@ -150,7 +156,7 @@ pub fn compare(what: &str, got: &[f64], want: &CpuTensor, tol: Tol) -> Result<()
 /// GPU forward against the reference.
 pub fn check_forward<O: Op + Clone>(spec: TestSpec<O>) {
     let Some(_) = crate::gpu::gpu_or_skip() else { return };
-    try_check_forward(spec, 24).unwrap_or_else(|e| panic!("{e}"));
+    try_check_forward(spec, cases_from_env(FORWARD_CASES)).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// [`check_forward`] over `cases` cases, returning the first failure (for `tubelet check`).
@@ -173,7 +179,12 @@ pub fn forward_case<O: Op + Clone>(case: &Case<O>, tol: Tol) -> Result<(), Strin
 
 /// Reference VJP against central finite differences of the reference, in f64.
 pub fn check_reference_backward<O: Op + Clone>(spec: TestSpec<O>) {
-    run("backward_matches_numerical", &spec.small_cases, 48, |case| {
+    try_check_reference_backward(spec, cases_from_env(NUMERIC_CASES)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// [`check_reference_backward`] over `cases` cases, returning the first failure (CPU only).
+pub fn try_check_reference_backward<O: Op + Clone>(spec: TestSpec<O>, cases: u32) -> Result<(), String> {
+    run("backward_matches_numerical", &spec.small_cases, cases, |case| {
         let xs: Vec<&CpuTensor> = case.inputs.iter().collect();
         let y = case.op.reference(&xs);
         let mut rng = crate::Rng::new(y.numel() as u64 * 7919 + 13);
@@ -205,14 +216,13 @@ pub fn check_reference_backward<O: Op + Clone>(spec: TestSpec<O>) {
         }
         Ok(())
     })
-    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// The op on the tape, back-propagated on the GPU from a random upstream gradient, against the
 /// reference VJP.
 pub fn check_gpu_backward<O: Op + Clone>(spec: TestSpec<O>) {
     let Some(_) = crate::gpu::gpu_or_skip() else { return };
-    try_check_gpu_backward(spec, 16).unwrap_or_else(|e| panic!("{e}"));
+    try_check_gpu_backward(spec, cases_from_env(GPU_BACKWARD_CASES)).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// [`check_gpu_backward`] over `cases` cases, returning the first failure.

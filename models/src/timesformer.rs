@@ -428,9 +428,9 @@ impl TimeSformer {
     pub fn forward_train(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = &self.config;
         let want = [3, c.frames, c.height, c.width];
-        if x.rank() != 5 || x.shape()[1..] != want {
+        if x.rank() != 5 || x.shape()[1..] != want || x.dim(0) == 0 {
             return Err(Error::Shape(format!(
-                "TimeSformer: input of shape {:?}, expected (B, 3, {}, {}, {})",
+                "TimeSformer: input of shape {:?}, expected (B, 3, {}, {}, {}) with B ≥ 1",
                 x.shape(),
                 c.frames,
                 c.height,

@@ -440,9 +440,9 @@ impl UniFormer {
     /// x (B, 3, T, H, W) -> logits (B, classes): `flatten(2).mean(-1)`, then the head.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = &self.config;
-        if x.rank() != 5 || x.shape()[1..] != [3, c.frames, c.height, c.width] {
+        if x.rank() != 5 || x.shape()[1..] != [3, c.frames, c.height, c.width] || x.dim(0) == 0 {
             return Err(Error::Shape(format!(
-                "UniFormer: input of shape {:?}, expected (B, 3, {}, {}, {})",
+                "UniFormer: input of shape {:?}, expected (B, 3, {}, {}, {}) with B ≥ 1",
                 x.shape(),
                 c.frames,
                 c.height,

@@ -512,9 +512,9 @@ impl EncoderBlock {
 pub fn tubelet_embed(c: &Config, embedding: &(Tensor, Tensor), x: &Tensor) -> Result<Tensor> {
     let [ft, fh, fw] = c.patch();
     let want = [c.frames, c.height, c.width, 3];
-    if x.rank() != 5 || x.shape()[1..] != want {
+    if x.rank() != 5 || x.shape()[1..] != want || x.dim(0) == 0 {
         return Err(Error::Shape(format!(
-            "ViViT: input of shape {:?}, expected (B, {}, {}, {}, 3) channels-last",
+            "ViViT: input of shape {:?}, expected (B, {}, {}, {}, 3) channels-last with B ≥ 1",
             x.shape(),
             c.frames,
             c.height,
@@ -631,8 +631,9 @@ impl ViViT {
     /// x (B, T, H, W, 3) channels-last -> logits (B, classes).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = &self.config;
-        let b = x.dim(0);
+        // NOTE: tubelet_embed checks the shape; index x's dimensions only after it.
         let tokens = self.tubelet_embed(x)?; // (B, N, D)
+        let b = x.dim(0);
         let tokens = match &self.cls {
             Some(cls) => Tensor::try_cat(&[&cls.try_broadcast_to(&[b, 1, c.hidden])?, &tokens], 1)?, // (B, N+1, D)
             None => tokens,

@@ -1,27 +1,18 @@
-//! tubelet's test suite: one binary (faster to link on 2 cores than one per file).
+//! tubelet's test suite: one binary (faster to link on 2 cores than one per file), grouped by
+//! what the tests test:
+//! - `ops/`: every kernel op's generated property checks (`ops::property::<op>::…`), and per-op
+//!   tests beyond them (user errors, seed shapes, fused against unfused compositions);
+//! - `engine/`: the tape, the optimiser, checkpoints and the WGSL sources themselves;
+//! - `models/`: the zoo through its registry (`zoo.rs` trains every tiny preset and checks every
+//!   gradient), what is specific to each model (counts, running statistics, drop path, errors),
+//!   inputs of the wrong shape for every preset, and parity with the official code;
+//! - `cli/`: the `tubelet` subcommands' logic as library calls;
+//! - `regression/`: one test per fixed bug, named after its issue (`issue_<n>_<what>.rs`).
+//!
 //! GPU tests call `gpu_or_skip()`: with `TUBELET_REQUIRE_GPU=1` (CI) a missing adapter fails.
 
-mod attention;
-mod autograd;
-mod io;
+mod cli;
+mod engine;
 mod models;
-mod mvit;
-mod mvit_attention;
-mod optim;
-mod linear;
-mod matmul;
-mod layer_norm;
-mod conv;
-mod grid_attention;
 mod ops;
-mod shaders;
-mod softmax;
-mod batch_norm;
-mod tsm;
-mod uniformer;
-mod video_swin;
-mod timesformer;
-mod window_attention;
-mod zoo;
-mod parity;
-mod parity_options;
+mod regression;

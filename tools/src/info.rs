@@ -3,35 +3,39 @@
 use tubelet::gpu::{list_adapters, Gpu};
 use tubelet::Result;
 
+use crate::outln;
+use crate::output::Output;
+
 pub fn run() -> Result<()> {
+    let mut out = Output::stdout();
     let adapters = list_adapters()?;
-    println!("adapters (best first; pick one with TUBELET_ADAPTER=<index or name>):");
+    outln!(out, "adapters (best first; pick one with TUBELET_ADAPTER=<index or name>):")?;
     for (i, a) in adapters.iter().enumerate() {
-        println!("  [{i}] {} ({:?}, {:?}) {} {}", a.name, a.device_type, a.backend, a.driver, a.driver_info);
+        outln!(out, "  [{i}] {} ({:?}, {:?}) {} {}", a.name, a.device_type, a.backend, a.driver, a.driver_info)?;
     }
     let gpu = Gpu::global()?;
     let i = &gpu.info;
-    println!("using: {}", i.name);
-    println!("  backend: {:?}   type: {:?}", i.backend, i.device_type);
-    println!("  driver: {} {}", i.driver, i.driver_info);
+    outln!(out, "using: {}", i.name)?;
+    outln!(out, "  backend: {:?}   type: {:?}", i.backend, i.device_type)?;
+    outln!(out, "  driver: {} {}", i.driver, i.driver_info)?;
     let f = gpu.features;
     let has = |x: wgpu::Features| if f.contains(x) { "yes" } else { "no" };
-    println!(
+    outln!(out, 
         "  features: f16 {}  subgroups {}  timestamps {}  f32 atomics {}  i64 {}",
         has(wgpu::Features::SHADER_F16),
         has(wgpu::Features::SUBGROUP),
         has(wgpu::Features::TIMESTAMP_QUERY),
         has(wgpu::Features::SHADER_FLOAT32_ATOMIC),
         has(wgpu::Features::SHADER_INT64)
-    );
+    )?;
     let l = &gpu.limits;
-    println!("  limits:");
-    println!("    max_storage_buffer_binding_size     {} MiB", l.max_storage_buffer_binding_size >> 20);
-    println!("    max_buffer_size                     {} MiB", l.max_buffer_size >> 20);
-    println!("    max_compute_workgroup_storage_size  {} KiB", l.max_compute_workgroup_storage_size >> 10);
-    println!("    max_compute_invocations_per_workgroup {}", l.max_compute_invocations_per_workgroup);
-    println!("    max_compute_workgroups_per_dimension {}", l.max_compute_workgroups_per_dimension);
-    println!("    max_storage_buffers_per_shader_stage {}", l.max_storage_buffers_per_shader_stage);
-    println!("    subgroup size                       {}..{}", i.subgroup_min_size, i.subgroup_max_size);
+    outln!(out, "  limits:")?;
+    outln!(out, "    max_storage_buffer_binding_size     {} MiB", l.max_storage_buffer_binding_size >> 20)?;
+    outln!(out, "    max_buffer_size                     {} MiB", l.max_buffer_size >> 20)?;
+    outln!(out, "    max_compute_workgroup_storage_size  {} KiB", l.max_compute_workgroup_storage_size >> 10)?;
+    outln!(out, "    max_compute_invocations_per_workgroup {}", l.max_compute_invocations_per_workgroup)?;
+    outln!(out, "    max_compute_workgroups_per_dimension {}", l.max_compute_workgroups_per_dimension)?;
+    outln!(out, "    max_storage_buffers_per_shader_stage {}", l.max_storage_buffers_per_shader_stage)?;
+    outln!(out, "    subgroup size                       {}..{}", i.subgroup_min_size, i.subgroup_max_size)?;
     Ok(())
 }

@@ -4,13 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod bench;
-mod check;
-mod data;
-mod info;
-mod models;
-
-use tubelet_cli::{parity, run, train};
+use tubelet_cli::{bench, check, data, info, models, parity, run, train};
 
 #[derive(Parser)]
 #[command(name = "tubelet", version, about = "Train and study video transformers on any GPU (wgpu)")]
@@ -52,7 +46,13 @@ fn main() -> ExitCode {
         // Read once, when the device is first created (before any thread exists).
         std::env::set_var("TUBELET_ADAPTER", a);
     }
-    let result = match cli.command {
+    // Every subcommand but `models`, `info` and the data tools needs the device: open it first, so a machine without an
+    // adapter gets the error that says what to install, not a panic from an infallible op.
+    let device = match cli.command {
+        Command::Models | Command::Info | Command::Data(_) | Command::Bench(bench::Bench::Data(_)) => Ok(()),
+        _ => tubelet::Gpu::global().map(drop),
+    };
+    let result = device.and_then(|()| match cli.command {
         Command::Check(args) => check::run(args),
         Command::Train(args) => train::run(args),
         Command::Info => info::run(),
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Parity(args) => parity::run(args),
         Command::Data(cmd) => data::run(cmd),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

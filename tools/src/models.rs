@@ -2,7 +2,12 @@
 //! (multiply-adds of conv, linear and the two attention matmuls, the papers' convention) at its
 //! default input, and whether `tubelet train` accepts it (small enough for the synthetic set).
 
+use std::io::Write;
+
 use tubelet::Result;
+
+use crate::outln;
+use crate::output::Output;
 
 /// Four significant digits at most, so tiny presets do not print as 0.00.
 fn gflops(g: f64) -> String {
@@ -16,15 +21,20 @@ fn gflops(g: f64) -> String {
 }
 
 pub fn run() -> Result<()> {
+    print(&mut Output::stdout())
+}
+
+/// The table, printed to `out` (tests pass a pipe that closes).
+pub fn print<W: Write>(out: &mut Output<W>) -> Result<()> {
     let presets = tubelet_models::presets();
     let nw = presets.iter().map(|p| p.name.len()).max().unwrap_or(5).max(5);
-    println!("{:<nw$}  {:<11}  {:>12}  {:>9}  {:<5}  description", "model", "input T×H×W", "parameters", "GFLOPs", "train");
+    outln!(out, "{:<nw$}  {:<11}  {:>12}  {:>9}  {:<5}  description", "model", "input T×H×W", "parameters", "GFLOPs", "train")?;
     for p in &presets {
         let [t, h, w] = p.clip;
         let input = format!("{t}×{h}×{w}");
         let pad = 11usize.saturating_sub(input.chars().count());
         let train = if p.tiny { "yes" } else { "-" };
-        println!(
+        outln!(out, 
             "{:<nw$}  {input}{}  {:>12}  {:>9}  {:<5}  {}",
             p.name,
             " ".repeat(pad),
@@ -32,8 +42,8 @@ pub fn run() -> Result<()> {
             gflops(p.gmacs),
             train,
             p.description
-        );
+        )?;
     }
-    println!("train = yes: small enough for `tubelet train` on the synthetic set; every model works with `tubelet run`");
+    outln!(out, "train = yes: small enough for `tubelet train` on the synthetic set; every model works with `tubelet run`")?;
     Ok(())
 }

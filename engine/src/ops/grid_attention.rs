@@ -547,7 +547,7 @@ impl Op for GridAttention {
 }
 
 /// The unfused composition from basic engine ops, the readable definition of the op (and the
-/// oracle of `tests/tests/grid_attention.rs`): per part, the groups' tokens are gathered into
+/// oracle of `tests/tests/ops/grid_attention.rs`): per part, the groups' tokens are gathered into
 /// (groups, L, 3, nh, HD) batches (one batch per group length), attended with matmul, softmax
 /// and matmul as `blocks::attention_unfused`, and gathered back into token order; the shared
 /// cls token's per-group rows are averaged. Materialises every copy the fused op avoids.
@@ -698,7 +698,11 @@ pub fn test_spec() -> crate::testing::TestSpec<GridAttention> {
     // 32-row workgroups and 64-row tiles).
     let dim = prop::sample::select(vec![1usize, 2, 3, 4, 5, 7]);
     let dims = [dim.clone(), dim.clone(), dim].prop_map(|[a, b, c]| [a, b, c]);
-    let hds = prop::sample::select(vec![1usize, 2, 3, 5, 8, 17, 32]);
+    // Head dims, a fixed bucket: the kernels compile per D4 = ⌈hd/4⌉ (an override constant,
+    // seconds to minutes of llvmpipe JIT each). D4 1, 2, 4 and 8 are the ones the fused-vs-unfused
+    // seed patterns (ops/grid_attention.rs) and the tiny presets (head dim 16) compile anyway:
+    // every remainder hd mod 4, bk capped at MAX_BK, and bk = ⌊TILE/8⌋ = 60 below it.
+    let hds = prop::sample::select(vec![1usize, 2, 3, 5, 7, 8, 16, 29, 32]);
     let small_dims = [1usize..=2, 1usize..=3, 1usize..=2].prop_map(|[a, b, c]| if a * b * c > 6 { [a, b, 1] } else { [a, b, c] });
     TestSpec {
         cases: (1usize..=2, 1usize..=3, hds, dims, 0usize..6, 0u8..3, pats.clone(), 0usize..4, 0.5f32..2.0, any::<u64>())

@@ -263,12 +263,6 @@ impl Tensor {
     pub fn mean(&self, axes: &[isize], keepdim: bool) -> Tensor {
         self.try_mean(axes, keepdim).unwrap_or_else(|e| panic!("mean{:?} over {axes:?}: {e}", self.shape()))
     }
-
-    /// Mean over every element.
-    pub fn mean_all(&self) -> Tensor {
-        let axes: Vec<isize> = (0..self.rank() as isize).collect();
-        self.mean(&axes, false)
-    }
 }
 
 #[cfg(feature = "testing")]

@@ -489,9 +489,9 @@ impl MViT {
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = &self.config;
         let want = [3, c.frames, c.crop, c.crop];
-        if x.rank() != 5 || x.shape()[1..] != want {
+        if x.rank() != 5 || x.shape()[1..] != want || x.dim(0) == 0 {
             return Err(Error::Shape(format!(
-                "MViT: input of shape {:?}, expected (B, 3, {}, {}, {})",
+                "MViT: input of shape {:?}, expected (B, 3, {}, {}, {}) with B ≥ 1",
                 x.shape(), c.frames, c.crop, c.crop
             )));
         }

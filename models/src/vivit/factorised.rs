@@ -117,8 +117,9 @@ impl FactorisedEncoder {
     /// x (B, T, H, W, 3) channels-last -> logits (B, classes).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (c, g) = (&self.config, self.config.grid());
-        let b = x.dim(0);
+        // NOTE: tubelet_embed checks the shape; index x's dimensions only after it.
         let tokens = tubelet_embed(c, &self.embedding, x)?; // (B, nt·ns, D), t-major
+        let b = x.dim(0);
         let frames = tokens.try_reshape(&[b * g.t, g.h * g.w, c.hidden])?; // (B·nt, ns, D)
         let frames = self.spatial.forward(&frames)?.try_reshape(&[b, g.t, c.hidden])?; // (B, nt, D)
         classify(&self.pre_logits, &self.output_projection, &self.temporal.forward(&frames)?) // (B, classes)

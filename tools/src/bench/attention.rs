@@ -50,6 +50,8 @@ use tubelet_models::blocks::attention_unfused;
 use tubelet_models::mvit::{AttentionSpec, Config as MvitConfig, MultiScaleAttention};
 
 use super::{print_table, time_ms, Row};
+use crate::outln;
+use crate::output::Output;
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -382,6 +384,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let mut out = Output::stdout();
     let gpu = Gpu::global()?;
     let known = shapes();
     for s in &args.shape {
@@ -402,9 +405,9 @@ pub fn run(args: Args) -> Result<()> {
         .filter(|k| if run_all { !args.quick || k.small } else { args.shape.iter().any(|s| s == k.name) })
         .collect();
     let iters = if args.quick { 1 } else { args.iters.max(1) };
-    println!("{iters} timed run(s) per row (median), after one warm-up run at the small shapes \
+    outln!(out, "{iters} timed run(s) per row (median), after one warm-up run at the small shapes \
         (pipelines compile there); FLOPs: the attention matmuls only (forward 4·N²·d per head \
-        and window, forward+backward 3.5×)");
+        and window, forward+backward 3.5×)")?;
     let mut rows = Vec::new();
     let mut mem = Vec::new();
     let mut grid_rows: Vec<(&str, &str, usize)> = Vec::new(); // (shape name, step, first row)
@@ -465,26 +468,28 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
     }
-    println!();
-    print_table(&rows);
+    outln!(out)?;
+    print_table(&rows)?;
     if selected.iter().any(|s| matches!(s.pattern, Pattern::Mvit { .. })) {
-        println!("MultiScaleAttention rows (MViT pooled attention) time the whole layer in both paths: the \
+        outln!(out, "MultiScaleAttention rows (MViT pooled attention) time the whole layer in both paths: the \
             qkv and proj linears and the q/k/v conv pools and norms (the same in both) besides the attention; \
-            their FLOPs count only Q·Kᵀ and P·V on the pooled grids.");
+            their FLOPs count only Q·Kᵀ and P·V on the pooled grids.")?;
     }
-    println!();
-    print_memory(&mem);
+    outln!(out)?;
+    print_memory(&mem)?;
     Ok(())
 }
 
 /// Peak workspace per variant: fused should grow linearly with the tokens, unfused joint
 /// attention quadratically (compare the small and full shapes).
-fn print_memory(mem: &[(&str, String, usize, u64)]) {
+fn print_memory(mem: &[(&str, String, usize, u64)]) -> Result<()> {
+    let mut out = Output::stdout();
     let kw = mem.iter().map(|m| m.0.len()).max().unwrap_or(6).max(6);
     let sw = mem.iter().map(|m| m.1.chars().count()).max().unwrap_or(5).max(5);
-    println!("{:<kw$}  {:<sw$}  {:>8}  {:>16}  {:>12}", "kernel", "shape", "tokens", "peak fwd+bwd MiB", "bytes/token");
+    outln!(out, "{:<kw$}  {:<sw$}  {:>8}  {:>16}  {:>12}", "kernel", "shape", "tokens", "peak fwd+bwd MiB", "bytes/token")?;
     for (k, s, t, b) in mem {
         let pad = sw - s.chars().count();
-        println!("{k:<kw$}  {s}{}  {t:>8}  {:>16.1}  {:>12.0}", " ".repeat(pad), *b as f64 / (1 << 20) as f64, *b as f64 / *t as f64);
+        outln!(out, "{k:<kw$}  {s}{}  {t:>8}  {:>16.1}  {:>12.0}", " ".repeat(pad), *b as f64 / (1 << 20) as f64, *b as f64 / *t as f64)?;
     }
+    Ok(())
 }

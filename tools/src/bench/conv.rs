@@ -26,6 +26,8 @@ use tubelet::testing::{compare, forward_case, gpu_backward_case, Tol};
 use tubelet::{no_grad, CpuTensor, Error, Indices, Result, Tensor};
 
 use super::{print_table, time_ms, Row};
+use crate::outln;
+use crate::output::Output;
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -67,6 +69,7 @@ struct Item {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let mut out = Output::stdout();
     let want = |g: &str| args.only.iter().any(|o| o == "all" || o == g);
     for o in &args.only {
         if !["all", "target", "dwconv", "mvit", "resnet", "shift", "norm"].contains(&o.as_str()) {
@@ -82,7 +85,7 @@ pub fn run(args: Args) -> Result<()> {
     // 1. Correctness first, at small shapes: kernels and unfused paths against the reference.
     let mut small_rows = Vec::new();
     validate(&want, &mut small_rows)?;
-    println!("All results match the CPU reference. Starting benchmarks.\n");
+    outln!(out, "All results match the CPU reference. Starting benchmarks.\n")?;
 
     // 2. The seed models' real shapes.
     let items = real_items(&args, &want)?;
@@ -109,13 +112,13 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("  done: [{}] {} {}", it.group, it.name, it.shape);
     }
     if !small_rows.is_empty() {
-        println!("Small shapes (validation shapes; the CPU reference is the f64 definition):");
-        print_table(&small_rows);
-        println!();
+        outln!(out, "Small shapes (validation shapes; the CPU reference is the f64 definition):")?;
+        print_table(&small_rows)?;
+        outln!(out)?;
     }
     let note = if args.unfused { "" } else { "; unfused paths with --unfused" };
-    println!("Seed-model shapes (CPU reference skipped here: its f64 loops take minutes{note}):");
-    print_table(&rows);
+    outln!(out, "Seed-model shapes (CPU reference skipped here: its f64 loops take minutes{note}):")?;
+    print_table(&rows)?;
     Ok(())
 }
 

@@ -9,6 +9,8 @@ use tubelet::ops::matmul::{matmul_variant, shipped_variant};
 use tubelet::{no_grad, CpuTensor, Error, Gpu, Result, Tensor};
 
 use super::{print_table, time_ms, Row};
+use crate::outln;
+use crate::output::Output;
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -38,13 +40,14 @@ fn validate(variant: u32) -> Result<()> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let mut out = Output::stdout();
     let gpu = Gpu::global()?;
     let shipped = shipped_variant(gpu);
     let variants: Vec<u32> = if gpu.has_subgroups() { vec![1, 2, 3] } else { vec![1, 2] };
     for &v in &variants {
         validate(v)?;
     }
-    println!("all variants match the reference; shipped: v{shipped}");
+    outln!(out, "all variants match the reference; shipped: v{shipped}")?;
     if args.sizes.iter().any(|&s| s == 0 || s > 8192) {
         return Err(Error::Config(format!("--sizes must be in 1..=8192, got {:?}", args.sizes)));
     }
@@ -71,6 +74,6 @@ pub fn run(args: Args) -> Result<()> {
             rows.push(Row { kernel: format!("matmul v{v}{tag}"), shape: label.clone(), ms, flops, baseline_ms: base });
         }
     }
-    print_table(&rows);
+    print_table(&rows)?;
     Ok(())
 }

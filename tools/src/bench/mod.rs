@@ -11,6 +11,9 @@ use std::time::Instant;
 use clap::Subcommand;
 use tubelet::{Gpu, Result};
 
+use crate::outln;
+use crate::output::Output;
+
 pub mod attention;
 pub mod conv;
 pub mod data;
@@ -35,7 +38,8 @@ pub fn run(bench: Bench) -> Result<()> {
         return data::run(args);
     }
     let gpu = Gpu::global()?;
-    println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
+    let mut out = Output::stdout();
+    outln!(out, "adapter: {} ({:?})", gpu.info.name, gpu.info.backend)?;
     match bench {
         Bench::Attention(args) => attention::run(args),
         Bench::Conv(args) => conv::run(args),
@@ -75,14 +79,16 @@ pub struct Row {
 }
 
 /// Prints `rows` as one aligned table.
-pub fn print_table(rows: &[Row]) {
+pub fn print_table(rows: &[Row]) -> Result<()> {
+    let mut out = Output::stdout();
     let kw = rows.iter().map(|r| r.kernel.len()).max().unwrap_or(6).max(6);
     let sw = rows.iter().map(|r| r.shape.chars().count()).max().unwrap_or(5).max(5);
-    println!("{:<kw$}  {:<sw$}  {:>10}  {:>9}  {:>8}", "kernel", "shape", "ms", "GFLOP/s", "speedup");
+    outln!(out, "{:<kw$}  {:<sw$}  {:>10}  {:>9}  {:>8}", "kernel", "shape", "ms", "GFLOP/s", "speedup")?;
     for r in rows {
         let gflops = if r.flops > 0.0 { format!("{:.2}", r.flops / (r.ms * 1e6)) } else { "-".into() };
         let speedup = r.baseline_ms.map_or("-".into(), |b| format!("{:.2}×", b / r.ms));
         let pad = sw - r.shape.chars().count();
-        println!("{:<kw$}  {}{}  {:>10.2}  {:>9}  {:>8}", r.kernel, r.shape, " ".repeat(pad), r.ms, gflops, speedup);
+        outln!(out, "{:<kw$}  {}{}  {:>10.2}  {:>9}  {:>8}", r.kernel, r.shape, " ".repeat(pad), r.ms, gflops, speedup)?;
     }
+    Ok(())
 }

@@ -25,6 +25,9 @@ use tubelet::io::HostTensor;
 use tubelet::{no_grad, Error, Result, Tensor};
 use tubelet_models::VideoModel;
 
+use crate::outln;
+use crate::output::Output;
+
 pub mod mvit;
 pub mod timesformer;
 pub mod mvit_model;
@@ -497,14 +500,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let mut out = Output::stdout();
     let w = run_files(&args.module, &args.config, &args.input, &args.output)?;
-    println!(
+    outln!(out, 
         "{}: output {:?}{}; wrote {} tensors to {}",
         args.module,
         w.output_shape,
         if w.with_gradients { " with gradients of sum(output × cotangent)" } else { "" },
         w.tensors,
         args.output.display()
-    );
+    )?;
     Ok(())
 }

@@ -135,6 +135,19 @@ fn relative_position_index(window: [usize; 3]) -> Vec<f32> {
 
 /// One `relative_position_index` buffer per block under `prefix.blocks.{j}.attn.`.
 fn index_buffers(prefix: &str, depth: usize, window: [usize; 3]) -> Result<Vec<(String, Tensor)>> {
+    // The index is N × N for N = the window's tokens: check its size before building it on the
+    // host (a window of 50³ asked for 62 GB there and aborted the process).
+    let limit = tubelet::Gpu::global()?.limits.max_storage_buffer_binding_size;
+    let n = window.iter().try_fold(1u64, |a, &w| a.checked_mul(w as u64));
+    let bytes = n.and_then(|n| n.checked_mul(n)).and_then(|e| e.checked_mul(4));
+    if bytes.is_none_or(|b| b > limit) {
+        return Err(Error::Config(format!(
+            "window_size {window:?}: its relative_position_index ({} tokens squared) needs {} bytes in one \
+             buffer, above this adapter's max_storage_buffer_binding_size of {limit} bytes",
+            n.map_or("too many".into(), |n| n.to_string()),
+            bytes.map_or("more than 2^64".into(), |b| b.to_string())
+        )));
+    }
     let n = window.iter().product::<usize>();
     let index = relative_position_index(window);
     (0..depth)

@@ -1,6 +1,6 @@
 //! MViT v1 / v2: preset counts (seed-models.md §0.1), the stage schedule (§6.2), the pooled
-//! attention against a plain f64 CPU computation (forward and every gradient), and the tiny
-//! models' gradients and training.
+//! attention against a plain f64 CPU computation (forward and every gradient), which
+//! parameters the tiny models cannot reach (`zoo.rs` trains them and checks every gradient).
 
 use std::collections::HashMap;
 
@@ -293,55 +293,24 @@ fn batch(cfg: &Config, n: usize, seed: u64) -> (Tensor, Indices) {
     (InputLayout::Bcthw.from_channels_last(&x).unwrap(), Indices::from_slice(&y).unwrap())
 }
 
+/// What is specific to MViT of the zoo's gradient check (`zoo.rs` trains both tiny presets and
+/// asserts that listed parameters get exactly zero): v2's last block pools q and holds rel-pos
+/// tables that act only on the non-cls query rows the head never reads, so v2 lists them; v1,
+/// with no such block, lists none. The built count matches the analytic one.
 #[test]
-fn mvit_tiny_every_parameter_gets_a_finite_nonzero_gradient() {
+fn mvit_v2_lists_its_unreachable_parameters_and_v1_none() {
     let Some(_) = gpu_or_skip() else { return };
     for version in [Version::V1, Version::V2] {
         let cfg = Config::tiny(version, NUM_CLASSES);
         let model = MViT::new(cfg.clone(), 11).unwrap();
-        let n: usize = model.named_params().iter().map(|(_, t)| t.numel()).sum();
+        let params = model.named_params();
+        let n: usize = params.iter().map(|(_, t)| t.numel()).sum();
         assert_eq!(n, cfg.num_params().unwrap(), "{version:?}: built vs analytic count");
-        let (x, y) = batch(&cfg, 2, 0);
-        let logits = model.forward(&x, true).unwrap();
-        assert_eq!(logits.shape(), [2, NUM_CLASSES]);
-        let grads = logits.cross_entropy(&y).backward().unwrap();
-        // NOTE: the head reads only the cls token, and in v2's last block the q pooling conv
-        // and the rel-pos tables act only on the non-cls query rows, so their gradient is
-        // exactly 0, in SF too (the model lists them). Assert that structure rather than skip it.
         let unreachable = model.params_unreachable_from_the_loss();
         assert_eq!(unreachable.is_empty(), version == Version::V1, "{version:?}: {unreachable:?}");
-        let dead = |name: &str| unreachable.iter().any(|u| u == name);
-        for (name, p) in model.named_params() {
-            let g = grads.get(&p).unwrap_or_else(|| panic!("{version:?} {name}: no gradient"));
-            let v = g.to_vec().unwrap();
-            assert!(v.iter().all(|x| x.is_finite()), "{version:?} {name}: non-finite gradient");
-            if dead(&name) {
-                assert!(v.iter().all(|&x| x == 0.0), "{version:?} {name}: acts only on non-cls rows yet has a gradient");
-            } else {
-                assert!(v.iter().any(|&x| x != 0.0), "{version:?} {name}: gradient is all zeros");
-            }
+        for u in &unreachable {
+            assert!(params.iter().any(|(k, _)| k == u), "{version:?}: {u} is not a parameter");
         }
-    }
-}
-
-#[test]
-fn mvit_tiny_loss_falls_on_a_fixed_batch() {
-    let Some(_) = gpu_or_skip() else { return };
-    for version in [Version::V1, Version::V2] {
-        let cfg = Config::tiny(version, NUM_CLASSES);
-        let model = MViT::new(cfg.clone(), 5).unwrap();
-        let config = tubelet::optim::AdamWConfig { lr: 2e-3, ..Default::default() };
-        let mut opt = tubelet::optim::AdamW::new(model.named_params(), config).unwrap();
-        // The same batch repeatedly: the loss must fall (memorisation, a plumbing check).
-        let (x, y) = batch(&cfg, 4, 0);
-        let mut losses = vec![];
-        for _ in 0..10 {
-            let loss = model.forward(&x, true).unwrap().cross_entropy(&y);
-            let grads = loss.backward().unwrap();
-            losses.push(loss.item().unwrap());
-            opt.step(&grads).unwrap();
-        }
-        assert!(losses[9] < 0.7 * losses[0], "{version:?}: loss did not fall: {losses:?}");
     }
 }
 

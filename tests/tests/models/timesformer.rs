@@ -1,6 +1,7 @@
 //! TimeSformer (models/src/timesformer.rs) and the grid attention every factorised block routes
 //! through (models/src/grid_attention.rs): counts against seed-models.md §0.1, the grouping
-//! against a plain f64 definition, gradients reaching every parameter, and a falling loss.
+//! against a plain f64 definition, and gradients reaching every parameter for the attention types without a
+//! tiny preset (`zoo.rs` trains every tiny preset).
 
 use tubelet::{gpu_or_skip, Indices, Rng, Tensor};
 use tubelet_models::grid_attention::{group_attention, group_attention_with_cls, head_split_attention, Grid, Groups, Order};
@@ -245,9 +246,10 @@ fn timesformer_tiny_parameter_counts_match_the_built_models() {
 }
 
 #[test]
-fn timesformer_every_parameter_gets_a_finite_nonzero_gradient() {
+fn timesformer_attention_types_without_a_tiny_preset_reach_every_parameter() {
     let Some(_) = gpu_or_skip() else { return };
-    for a in ALL {
+    // zoo.rs trains timesformer-tiny (divided space-time); the other types have no tiny preset.
+    for a in ALL.into_iter().filter(|&a| a != Attention::DividedSpaceTime) {
         let cfg = tiny(a, 1);
         let model = TimeSformer::new(cfg.clone(), 7).unwrap();
         // The zero-initialised branch fc (temporal_fc, …) would stop every gradient behind it
@@ -267,26 +269,6 @@ fn timesformer_every_parameter_gets_a_finite_nonzero_gradient() {
             assert!(v.iter().any(|&x| x != 0.0), "{a:?} {name}: gradient is all zeros");
         }
     }
-}
-
-#[test]
-fn timesformer_loss_falls_in_a_few_steps() {
-    let Some(_) = gpu_or_skip() else { return };
-    let cfg = Config { drop_path: 0.0, ..tiny(Attention::DividedSpaceTime, 2) };
-    let model = TimeSformer::new(cfg.clone(), 5).unwrap();
-    let mut opt = tubelet::optim::AdamW::new(model.named_params(), tubelet::optim::AdamWConfig { lr: 5e-3, ..Default::default() })
-        .unwrap();
-    // The same batch repeatedly: the loss must fall (memorisation, a plumbing check).
-    let (x, y) = clip_batch(&cfg, 8);
-    let mut losses = vec![];
-    for _ in 0..12 {
-        let loss = model.forward(&x, true).unwrap().cross_entropy(&y);
-        let grads = loss.backward().unwrap();
-        losses.push(loss.item().unwrap());
-        opt.step(&grads).unwrap();
-    }
-    // Every step lowers the loss, by a fifth at least over the 12.
-    assert!(losses.windows(2).all(|w| w[1] < w[0]) && losses[11] < 0.8 * losses[0], "loss did not fall: {losses:?}");
 }
 
 #[test]

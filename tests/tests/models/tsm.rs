@@ -1,6 +1,6 @@
-//! TSM (models/src/tsm.rs): counts, key names, gradients, training, BatchNorm modes, online mode.
+//! TSM (models/src/tsm.rs): counts, key names, BatchNorm modes, online mode, errors (`zoo.rs`
+//! trains the tiny preset and checks every gradient).
 
-use tubelet::optim::{AdamW, AdamWConfig};
 use tubelet::{gpu_or_skip, Indices, Tensor};
 use tubelet_data::synthetic::{MovingShapes, Split, NUM_CLASSES};
 use tubelet_models::tsm::{Config, OnlineState, Tsm};
@@ -50,37 +50,6 @@ fn tsm_tiny_built_count_and_keys_match() {
     for k in ["base_model.bn1.running_mean", "base_model.layer1.0.bn1.running_var", "base_model.layer2.0.downsample.1.num_batches_tracked"] {
         assert!(buffers.iter().any(|(b, _)| b == k), "missing buffer {k}");
     }
-}
-
-#[test]
-fn tsm_every_parameter_gets_a_finite_nonzero_gradient() {
-    let Some(_) = gpu_or_skip() else { return };
-    let model = Tsm::new(Config::tiny(NUM_CLASSES), 11).unwrap();
-    let (x, y) = batch(&model, 2, 0);
-    let loss = model.forward(&x, true).unwrap().cross_entropy(&y);
-    let grads = loss.backward().unwrap();
-    for (name, p) in model.named_params() {
-        let g = grads.get(&p).unwrap_or_else(|| panic!("{name}: no gradient"));
-        let v = g.to_vec().unwrap();
-        assert!(v.iter().all(|x| x.is_finite()), "{name}: non-finite gradient");
-        assert!(v.iter().any(|&x| x != 0.0), "{name}: gradient is all zeros");
-    }
-}
-
-#[test]
-fn tsm_loss_falls_on_a_fixed_batch() {
-    let Some(_) = gpu_or_skip() else { return };
-    let model = Tsm::new(Config::tiny(NUM_CLASSES), 5).unwrap();
-    let mut opt = AdamW::new(model.named_params(), AdamWConfig { lr: 2e-3, ..Default::default() }).unwrap();
-    let (x, y) = batch(&model, 2, 0);
-    let mut losses = vec![];
-    for _ in 0..10 {
-        let loss = model.forward(&x, true).unwrap().cross_entropy(&y);
-        let grads = loss.backward().unwrap();
-        losses.push(loss.item().unwrap());
-        opt.step(&grads).unwrap();
-    }
-    assert!(losses[9] < 0.7 * losses[0], "loss did not fall: {losses:?}");
 }
 
 #[test]

@@ -1,0 +1,5 @@
+//! The `tubelet` subcommands' logic, as library calls (`tubelet_cli`): the stdout helper and
+//! `check`. `models/zoo.rs` drives `train`, `run` and `parity` on the zoo's models.
+
+mod check;
+pub mod output;
