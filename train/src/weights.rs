@@ -24,7 +24,7 @@
 //!
 //! [`load_finetune`] has mmaction2's `load_from` semantics: the tensors whose shapes fit are
 //! loaded; a head of another class count (or none in the file) keeps the model's fresh
-//! initialisation; the [`LoadReport`] lists what was loaded, re-initialised, left at its
+//! initialisation; a file supplying fewer than half of the other tensors is refused; the [`LoadReport`] lists what was loaded, re-initialised, left at its
 //! initialisation and unused. [`load_exact`] is for inference (`run`, `eval`, `parity`):
 //! every tensor of the model must come from the file. A whole training state
 //! (`checkpoint.rs`) handed to either is an error pointing at `--resume`.
@@ -387,18 +387,24 @@ pub fn model_state(model: &dyn VideoModel) -> Vec<(String, Tensor)> {
     all
 }
 
-/// Fine-tuning load (`train --weights`): see the module docs. Fails, writing nothing, when no
-/// tensor of the file fits the model at all.
+/// Fine-tuning load (`train --weights`): see the module docs. Fails, writing nothing, when
+/// fewer than half of the model's tensors besides its head load: a file of another model
+/// (whose few norms may happen to share a key and a shape) rather than a starting point.
 pub fn load_finetune(model: &dyn VideoModel, path: &Path) -> Result<LoadReport> {
     let file = read_weights(path)?;
-    let (report, pairs, _) = plan(&file, &model_state(model))?;
-    if pairs.is_empty() {
-        let some: Vec<&str> = file.tensors.keys().take(5).map(String::as_str).collect();
+    let state = model_state(model);
+    let (report, pairs, _) = plan(&file, &state)?;
+    let body = state.len() - report.reinitialised.len();
+    if pairs.len() * 2 < body {
+        let some: Vec<&str> = file.tensors.keys().take(4).map(String::as_str).collect();
+        let model_keys: Vec<&str> = state.iter().take(4).map(|(k, _)| k.as_str()).collect();
         return Err(Error::Io(format!(
-            "{}: no tensor fits the model (the file's keys look like {}; the model's like {})",
+            "{}: only {} of {body} tensors of the model (besides its head) are in the file; is it a \
+             checkpoint of another model? (the file's keys look like {}; the model's like {})",
             report.source,
+            pairs.len(),
             some.join(", "),
-            model_state(model).iter().take(5).map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+            model_keys.join(", ")
         )));
     }
     for (t, h) in pairs {
