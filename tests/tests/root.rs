@@ -24,3 +24,4 @@ mod timesformer;
 mod window_attention;
 mod zoo;
 mod parity;
+mod weights_cli;

@@ -9,7 +9,7 @@ mod check;
 mod info;
 mod models;
 
-use tubelet_cli::{parity, run, train};
+use tubelet_cli::{convert, parity, run, train};
 
 #[derive(Parser)]
 #[command(name = "tubelet", version, about = "Train and study video transformers on any GPU (wgpu)")]
@@ -31,6 +31,8 @@ enum Command {
     /// Run a module or model on a test vector (safetensors) and write its output and gradients,
     /// to check the port against the official code.
     Parity(parity::Args),
+    /// Write an official checkpoint (.pth, .pyth) or a training state as safetensors weights.
+    Convert(convert::Args),
     /// Check every op's GPU forward and backward against the CPU reference on this machine.
     Check(check::Args),
     /// Benchmark fused kernels against their unfused compositions at the seed models' shapes.
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Bench(b) => bench::run(b),
         Command::Run(args) => run::run(args),
         Command::Parity(args) => parity::run(args),
+        Command::Convert(args) => convert::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

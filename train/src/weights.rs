@@ -185,8 +185,8 @@ fn read_torch(path: &Path) -> Result<WeightsFile> {
         io_err(
             path,
             format!(
-                "not a checkpoint: neither a valid safetensors file nor a PyTorch file (zip, legacy, \
-                 tar or pickle) ({e})"
+                "not a checkpoint: not a valid safetensors file, nor a PyTorch file (zip, legacy, tar \
+                 or pickle) ({e})"
             ),
         )
     };
@@ -330,19 +330,14 @@ impl LoadReport {
     }
 }
 
-/// What [`plan`] found: the report, the (model tensor, file tensor) pairs to load, and for
-/// each head tensor whose shape differs, "key: file [..], model [..]".
-type Plan<'a> = (LoadReport, Vec<(Tensor, &'a HostTensor)>, Vec<String>);
-
-/// Pairs a file with a model's parameters and buffers (prefixes and heads mapped) and sorts
-/// every key into a report.
-fn plan<'a>(file: &'a WeightsFile, model: &[(String, Tensor)]) -> Result<Plan<'a>> {
-    // The model's head prefix, and its keys by leaf.
+/// The file's keys as the model would name them: another family's head (`cls_head.fc_cls`
+/// for a model whose head is `head`, say) becomes the model's; every other key stays. Maps
+/// the new name to the file's key.
+fn head_aliases<'a>(file: &'a WeightsFile, model_keys: &[&str]) -> BTreeMap<String, &'a str> {
     let model_head: BTreeMap<&str, &str> =
-        model.iter().filter_map(|(k, _)| head_of(strip_prefix(k)).map(|(_, leaf)| (leaf, k.as_str()))).collect();
-    let model_prefix = model.iter().find_map(|(k, _)| head_of(strip_prefix(k)).map(|(p, _)| p));
-    // File keys as the model would name them: another family's head becomes the model's.
-    let mut alias: BTreeMap<String, &str> = BTreeMap::new();
+        model_keys.iter().filter_map(|k| head_of(strip_prefix(k)).map(|(_, leaf)| (leaf, *k))).collect();
+    let model_prefix = model_keys.iter().find_map(|k| head_of(strip_prefix(k)).map(|(p, _)| p));
+    let mut alias = BTreeMap::new();
     for k in file.tensors.keys() {
         let renamed = match (head_of(strip_prefix(k)), model_prefix) {
             (Some((p, leaf)), Some(mp)) if p != mp => model_head.get(leaf).map(|m| m.to_string()),
@@ -350,6 +345,30 @@ fn plan<'a>(file: &'a WeightsFile, model: &[(String, Tensor)]) -> Result<Plan<'a
         };
         alias.insert(renamed.unwrap_or_else(|| k.clone()), k.as_str());
     }
+    alias
+}
+
+/// The file's tensors under the model's keys (`tubelet convert --model`): (model key, file
+/// key) for every model key the file has, whatever its shape, and the file keys left over.
+pub fn official_keys(file: &WeightsFile, model_keys: &[&str]) -> Result<(Vec<(String, String)>, Vec<String>)> {
+    let alias = head_aliases(file, model_keys);
+    let m = match_keys(&file.path.display().to_string(), alias.keys().map(String::as_str), model_keys.iter().copied())?;
+    let pairs = model_keys
+        .iter()
+        .filter_map(|k| m.matched.get(*k).map(|a| (k.to_string(), alias[a].to_string())))
+        .collect();
+    Ok((pairs, m.unexpected.iter().map(|a| alias[a].to_string()).collect()))
+}
+
+/// What [`plan`] found: the report, the (model tensor, file tensor) pairs to load, and for
+/// each head tensor whose shape differs, "key: file [..], model [..]".
+type Plan<'a> = (LoadReport, Vec<(Tensor, &'a HostTensor)>, Vec<String>);
+
+/// Pairs a file with a model's parameters and buffers (prefixes and heads mapped) and sorts
+/// every key into a report.
+fn plan<'a>(file: &'a WeightsFile, model: &[(String, Tensor)]) -> Result<Plan<'a>> {
+    let model_keys: Vec<&str> = model.iter().map(|(k, _)| k.as_str()).collect();
+    let alias = head_aliases(file, &model_keys);
     let source = format!("{} ({})", file.path.display(), file.describe());
     let m = match_keys(&source, alias.keys().map(String::as_str), model.iter().map(|(k, _)| k.as_str()))?;
     let mut r = LoadReport { source, ..LoadReport::default() };
