@@ -69,3 +69,53 @@ fn convert_with_a_model_uses_its_keys() {
     assert!(back.keys().all(|k| !k.starts_with("module.")));
     assert_eq!(c.tensors, back.len());
 }
+
+/// The parity manifest entry called `case` (models/tests/fixtures/parity*.json).
+fn parity_entry(case: &str) -> serde_json::Value {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures");
+    for f in ["parity.json", "parity_models.json", "parity_timesformer_mvit.json"] {
+        let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap();
+        let list = m.as_array().cloned().unwrap_or_else(|| m["entries"].as_array().cloned().unwrap_or_default());
+        if let Some(e) = list.into_iter().find(|e| e.get("case").unwrap_or(&e["module"]) == case) {
+            return e;
+        }
+    }
+    panic!("no parity entry {case}");
+}
+
+#[test]
+fn parity_with_official_checkpoint_files_matches_the_official_outputs() {
+    let Some(_) = gpu_or_skip() else { return };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures");
+    // Each project's own container and prefixes (train/tests/fixtures/gen_checkpoints.py wrote
+    // them from the parity vectors' parameters); the outputs are the official code's.
+    for (case, file, unused) in [
+        ("video_swin.SwinTransformer3D", "swin_mmaction2.pth", 2), // cls_head.fc_cls.*: not in the backbone
+        ("video_swin.SwinTransformer3D", "swin_mmaction2_f16.pth", usize::MAX),
+        ("tsm.TSN", "tsm_tsn.pth", 0),
+        ("mvit.MViT", "mvit.pyth", 0),
+        ("timesformer.VisionTransformer.divided", "timesformer.pyth", 0),
+        ("uniformer.Uniformer", "uniformer_legacy.pth", 0),
+    ] {
+        let e = parity_entry(case);
+        let module = e["module"].as_str().unwrap();
+        let full = io::read(&dir.join(e["input"].as_str().unwrap())).unwrap();
+        let input: std::collections::BTreeMap<String, io::HostTensor> =
+            full.into_iter().filter(|(k, _)| k == "input").collect();
+        let want = &io::read(&dir.join(e["want"].as_str().unwrap())).unwrap()["output"];
+        let (out, report) = tubelet_cli::parity::run_tensors_with(module, &e["config"], &input, Some(&fixture(file)))
+            .unwrap_or_else(|err| panic!("{case} from {file}: {err}"));
+        let report = report.unwrap();
+        if unused != usize::MAX {
+            assert_eq!(report.unused.len(), unused, "{case} from {file}: {:?}", report.unused);
+        }
+        let got = &out[0].2;
+        let scale = want.data.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let worst = got.iter().zip(&want.data).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max) / scale;
+        // f32 files: the official output within 1e-4; the f16 file: its rounding (2^-11 relative
+        // on every weight) moved this output by 1e-3.
+        let tol = if file.contains("f16") { 5e-3 } else { 1e-4 };
+        eprintln!("{case} from {file}: max |diff| / max(1, max |want|) = {worst:.2e}");
+        assert!(worst <= tol, "{case} from {file}: {worst:.2e} > {tol:.0e}");
+    }
+}
