@@ -43,7 +43,9 @@ pub struct Converted {
 
 pub fn convert(args: &Args) -> Result<Converted> {
     tubelet::io::check_writable(&args.output)?;
-    let (source, tensors, dtypes, left_out): (String, Vec<(String, HostTensor)>, Vec<String>, Vec<String>) =
+    // (what the input is, tensors under the keys to write, their stored dtypes, keys left out)
+    type Gathered = (String, Vec<(String, HostTensor)>, Vec<String>, Vec<String>);
+    let (source, tensors, dtypes, left_out): Gathered =
         match checkpoint::load(&args.input) {
             Ok(state) => {
                 let t: Vec<_> = state.params.into_iter().chain(state.buffers).collect();

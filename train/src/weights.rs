@@ -348,9 +348,12 @@ fn head_aliases<'a>(file: &'a WeightsFile, model_keys: &[&str]) -> BTreeMap<Stri
     alias
 }
 
+/// (model key, file key) pairs, and the file keys left over.
+pub type KeyPairs = (Vec<(String, String)>, Vec<String>);
+
 /// The file's tensors under the model's keys (`tubelet convert --model`): (model key, file
 /// key) for every model key the file has, whatever its shape, and the file keys left over.
-pub fn official_keys(file: &WeightsFile, model_keys: &[&str]) -> Result<(Vec<(String, String)>, Vec<String>)> {
+pub fn official_keys(file: &WeightsFile, model_keys: &[&str]) -> Result<KeyPairs> {
     let alias = head_aliases(file, model_keys);
     let m = match_keys(&file.path.display().to_string(), alias.keys().map(String::as_str), model_keys.iter().copied())?;
     let pairs = model_keys
