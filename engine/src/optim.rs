@@ -115,6 +115,54 @@ impl AdamW {
     pub fn decayed(&self) -> Vec<&str> {
         self.slots.iter().filter(|s| s.decay).map(|s| s.name.as_str()).collect()
     }
+
+    // Checkpointing (train/src/checkpoint.rs): the moments under PyTorch's state names, and
+    // the step count, which sets the bias corrections c1, c2 of the next update.
+
+    /// The moments, as (`exp_avg.<param>` m, `exp_avg_sq.<param>` v), in parameter order.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::with_capacity(2 * self.slots.len());
+        for s in &self.slots {
+            out.push((format!("exp_avg.{}", s.name), s.m.clone()));
+            out.push((format!("exp_avg_sq.{}", s.name), s.v.clone()));
+        }
+        out
+    }
+
+    /// Restores what [`AdamW::state`] gave (`get` looks a name up, giving (shape, values)) and
+    /// the step count. Every moment must be there with its parameter's shape; nothing is
+    /// written unless all are.
+    pub fn load_state<'a>(
+        &mut self,
+        get: impl Fn(&str) -> Option<(&'a [usize], &'a [f32])>,
+        step: u32,
+    ) -> Result<()> {
+        let mut found = Vec::with_capacity(2 * self.slots.len());
+        let mut problems = Vec::new();
+        for s in &self.slots {
+            for (key, t) in [(format!("exp_avg.{}", s.name), &s.m), (format!("exp_avg_sq.{}", s.name), &s.v)] {
+                match get(&key) {
+                    None => problems.push(format!("{key} missing")),
+                    Some((shape, _)) if shape != t.shape() => {
+                        problems.push(format!("{key}: saved {shape:?}, parameter {:?}", t.shape()))
+                    }
+                    Some((_, data)) => found.push((t, data)),
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::Io(format!(
+                "AdamW state does not fit the parameters ({}): {}",
+                problems.len(),
+                problems.join("; ")
+            )));
+        }
+        for (t, data) in found {
+            t.write(data)?;
+        }
+        self.step = step;
+        Ok(())
+    }
 }
 
 /// The update in f64, for the optimiser's test: returns (p, m, v) after one step t.

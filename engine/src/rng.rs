@@ -9,6 +9,15 @@ impl Rng {
         Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
     }
 
+    /// The whole state, for checkpoints: [`Rng::from_state`] continues the same sequence.
+    pub fn state(&self) -> u64 {
+        self.0
+    }
+
+    pub fn from_state(state: u64) -> Rng {
+        Rng(state)
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         // SplitMix64 (Steele, Lea, Flood 2014).
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -53,11 +53,13 @@ pub fn state(model: &dyn VideoModel) -> Vec<(String, Tensor)> {
     all
 }
 
-/// Loads a checkpoint into the model's parameters and buffers by official key names (known
-/// prefixes such as `module.` or `backbone.` stripped); the error lists every missing,
-/// unexpected and wrongly shaped key.
-pub fn load_weights(model: &dyn VideoModel, path: &Path) -> Result<()> {
-    tubelet::io::load_into(path, &state(model), true)
+/// Loads a weights file into the model's parameters and buffers by official key names, for
+/// inference: safetensors or an official checkpoint (`.pth`, `.pyth`; prefixes such as
+/// `module.` or `backbone.` and each family's head matched, see `tubelet_train::weights`).
+/// Every tensor of the model must come from the file; the error lists every missing and
+/// wrongly shaped key. The report lists what the file held besides.
+pub fn load_weights(model: &dyn VideoModel, path: &Path) -> Result<tubelet_train::weights::LoadReport> {
+    tubelet_train::weights::load_exact(model, path)
 }
 
 /// Index of the largest value of each row of `classes` values.

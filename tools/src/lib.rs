@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod check;
 pub mod clips;
+pub mod convert;
 pub mod data;
 pub mod info;
 pub mod models;

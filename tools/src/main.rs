@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use tubelet_cli::{bench, check, data, info, models, parity, run, train};
+use tubelet_cli::{bench, check, convert, data, info, models, parity, run, train};
 
 #[derive(Parser)]
 #[command(name = "tubelet", version, about = "Train and study video transformers on any GPU (wgpu)")]
@@ -26,6 +26,8 @@ enum Command {
     /// Run a module or model on a test vector (safetensors) and write its output and gradients,
     /// to check the port against the official code.
     Parity(parity::Args),
+    /// Write an official checkpoint (.pth, .pyth) or a training state as safetensors weights.
+    Convert(convert::Args),
     /// Check every op's GPU forward and backward against the CPU reference on this machine.
     Check(check::Args),
     /// Benchmark fused kernels against their unfused compositions at the seed models' shapes.
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Parity(args) => parity::run(args),
         Command::Data(cmd) => data::run(cmd),
+        Command::Convert(args) => convert::run(args),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

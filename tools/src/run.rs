@@ -17,8 +17,8 @@ pub struct Args {
     /// Model to run (see `tubelet models`).
     #[arg(long, default_value = "vivit-tiny")]
     pub model: String,
-    /// Weights (safetensors, official key names, e.g. from `tubelet train`); default: a seeded
-    /// random initialisation.
+    /// Weights: safetensors (e.g. from `tubelet train`) or an official checkpoint (.pth,
+    /// .pyth); default: a seeded random initialisation.
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Which held-out synthetic clip to classify.
@@ -42,6 +42,8 @@ pub struct Prediction {
     pub num_classes: usize,
     pub first_ms: f64,
     pub second_ms: f64,
+    /// What loading `--weights` did (unused keys of the file, how tensors were stored).
+    pub weights: Option<tubelet_train::weights::LoadReport>,
 }
 
 /// A class as printed: the synthetic name when the model has the synthetic set's classes.
@@ -57,9 +59,10 @@ pub fn class_name(class: usize, num_classes: usize) -> String {
 pub fn predict(args: &Args) -> Result<Prediction> {
     let preset = find_preset(&args.model)?;
     let model = (preset.build)(args.seed)?;
-    if let Some(w) = &args.weights {
-        load_weights(model.as_ref(), w)?;
-    }
+    let report = match &args.weights {
+        Some(w) => Some(load_weights(model.as_ref(), w)?),
+        None => None,
+    };
     let (x, labels) = render(args.seed, model.clip(), Split::Test, args.clip_index, 1);
     let x = model_input(model.as_ref(), &x, 1)?;
     let mut times = [0.0; 2];
@@ -85,7 +88,7 @@ pub fn predict(args: &Args) -> Result<Prediction> {
     let mut top: Vec<(usize, f64)> = exp.iter().map(|e| e / total).enumerate().collect();
     top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     top.truncate(args.topk as usize);
-    Ok(Prediction { top, label: labels[0] as usize, num_classes: classes, first_ms: times[0], second_ms: times[1] })
+    Ok(Prediction { top, label: labels[0] as usize, num_classes: classes, first_ms: times[0], second_ms: times[1], weights: report })
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -96,11 +99,13 @@ pub fn run(args: Args) -> Result<()> {
         "tubelet run: {} ({} parameters, {t}×{h}×{w} clip) on {} ({:?})",
         preset.name, preset.params, gpu.info.name, gpu.info.backend
     );
-    match &args.weights {
-        Some(p) => println!("weights: {}", p.display()),
-        None => println!("weights: random initialisation (seed {}); pass --weights FILE for trained ones", args.seed),
+    if args.weights.is_none() {
+        println!("weights: random initialisation (seed {}); pass --weights FILE for trained ones", args.seed);
     }
     let p = predict(&args)?;
+    if let Some(r) = &p.weights {
+        println!("{}", r.summary());
+    }
     let truth = if p.num_classes == NUM_CLASSES {
         class_name(p.label, p.num_classes)
     } else {

@@ -72,23 +72,10 @@ fn lr_at(step: u32, steps: u32, warmup: u32, peak: f32) -> f32 {
     peak * 0.5 * (1.0 + (std::f32::consts::PI * t).cos())
 }
 
-/// Fails now, not after training, when the checkpoint cannot be written where asked.
+/// Fails now, not after training, when the checkpoint cannot be written where asked: creates
+/// (and removes) the uniquely named temporary a save would write.
 fn check_writable(save: &std::path::Path) -> Result<()> {
-    let dir = match save.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(Error::Config(format!(
-            "--save {}: the folder {} does not exist",
-            save.display(),
-            dir.display()
-        )));
-    }
-    if save.is_dir() {
-        return Err(Error::Config(format!("--save {} is a folder; give a file name", save.display())));
-    }
-    Ok(())
+    tubelet::io::check_writable(save).map_err(|e| Error::Config(format!("--save {}: {e}", save.display())))
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -167,11 +154,15 @@ pub fn run(args: Args) -> Result<()> {
             for ((_, buf), copy) in buffers.iter().zip(&backups) {
                 buf.assign(copy)?;
             }
-            tubelet::io::save(&save, &checkpoint, None)?;
+            // The parameters may have turned non-finite an update before the loss did: the save
+            // refuses them rather than overwrite a good file (e.g. the --weights it started from).
+            let saved = match tubelet::io::save(&save, &checkpoint, None) {
+                Ok(()) => format!("wrote the weights of the last finite step to {}", save.display()),
+                Err(e) => format!("wrote nothing ({e})"),
+            };
             return Err(Error::Config(format!(
-                "loss became {loss_v} at step {step}; stopped before applying that update and wrote \
-                 the last good weights to {}. Try a lower --lr (now {})",
-                save.display(),
+                "loss became {loss_v} at step {step}; stopped before applying that update and {saved}. \
+                 Try a lower --lr (now {})",
                 args.lr
             )));
         }

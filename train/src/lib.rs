@@ -2,3 +2,6 @@
 //! loop, the papers' recipes, schedules, evaluation as the papers report it, checkpoints that
 //! hold the whole state (and resume exactly), official checkpoint files, metrics and plots.
 //! The `tubelet` binary only parses arguments and prints.
+
+pub mod checkpoint;
+pub mod weights;

@@ -387,6 +387,19 @@ pub fn parse_config(text: &str) -> Result<Value> {
 
 /// Runs `module` on the tensors of an input file; returns the output file's tensors.
 pub fn run_tensors(module: &str, config: &Value, file: &BTreeMap<String, HostTensor>) -> Result<HostTensors> {
+    Ok(run_tensors_with(module, config, file, None)?.0)
+}
+
+/// [`run_tensors`], with the parameters and buffers read from `weights` (an official
+/// checkpoint or safetensors, see `tubelet_train::weights`) instead of `param.*` entries: when
+/// the module is part of the checkpointed model (e.g. `video_swin.SwinTransformer3D` inside an
+/// mmaction2 recogniser), the keys under its prefix are used and the rest reported as unused.
+pub fn run_tensors_with(
+    module: &str,
+    config: &Value,
+    file: &BTreeMap<String, HostTensor>,
+    weights: Option<&Path>,
+) -> Result<(HostTensors, Option<tubelet_train::weights::LoadReport>)> {
     let entry = find_module(module)?;
     let input = file.get("input").ok_or_else(|| {
         let mut some: Vec<&str> = file.keys().map(String::as_str).take(4).collect();
@@ -403,8 +416,14 @@ pub fn run_tensors(module: &str, config: &Value, file: &BTreeMap<String, HostTen
     let stray: Vec<&str> = file
         .keys()
         .map(String::as_str)
-        .filter(|k| *k != "input" && *k != "cotangent" && !k.starts_with("param."))
+        .filter(|k| *k != "input" && *k != "cotangent" && (weights.is_some() || !k.starts_with("param.")))
         .collect();
+    if weights.is_some() && !stray.is_empty() {
+        return Err(Error::Io(format!(
+            "with --weights the input file holds only input and cotangent; it also has: {}",
+            stray.join(", ")
+        )));
+    }
     if !stray.is_empty() {
         return Err(Error::Io(format!(
             "the input file holds tensors that are neither input, cotangent nor param.<key>: {}",
@@ -420,16 +439,22 @@ pub fn run_tensors(module: &str, config: &Value, file: &BTreeMap<String, HostTen
     let params = block.named_params();
     let mut state = params.clone();
     state.extend(block.named_buffers());
-    let by_key: BTreeMap<&str, &HostTensor> =
-        file.iter().filter_map(|(k, v)| k.strip_prefix("param.").map(|k| (k, v))).collect();
-    tubelet::io::assign_by_key(&format!("the input file's param.* tensors for {module}"), &by_key, &state, true)?;
+    let report = match weights {
+        Some(w) => Some(tubelet_train::weights::load_exact_into(&state, w)?),
+        None => {
+            let by_key: BTreeMap<&str, &HostTensor> =
+                file.iter().filter_map(|(k, v)| k.strip_prefix("param.").map(|k| (k, v))).collect();
+            tubelet::io::assign_by_key(&format!("the input file's param.* tensors for {module}"), &by_key, &state, true)?;
+            None
+        }
+    };
 
     let x = Tensor::from_slice(&input.data, &input.shape)?;
     let mut out = Vec::new();
     let Some(cot) = cotangent else {
         let y = no_grad(|| block.forward(&x, train))?;
         out.push(("output".to_string(), y.shape().to_vec(), y.to_vec()?));
-        return Ok(out);
+        return Ok((out, report));
     };
     let x = x.param();
     let y = block.forward(&x, train)?;
@@ -451,7 +476,7 @@ pub fn run_tensors(module: &str, config: &Value, file: &BTreeMap<String, HostTen
     for (key, p) in &params {
         out.push((format!("grad.{key}"), p.shape().to_vec(), grad_of(p)?));
     }
-    Ok(out)
+    Ok((out, report))
 }
 
 /// What [`run_files`] wrote.
@@ -465,9 +490,17 @@ pub struct Written {
 /// `tubelet parity`: reads `input`, runs `module` configured by `config` (JSON text or a file
 /// path) and writes `output` atomically.
 pub fn run_files(module: &str, config: &str, input: &Path, output: &Path) -> Result<Written> {
+    run_files_with(module, config, input, output, None)
+}
+
+/// [`run_files`] with the parameters from `weights` (see [`run_tensors_with`]).
+pub fn run_files_with(module: &str, config: &str, input: &Path, output: &Path, weights: Option<&Path>) -> Result<Written> {
     let config_value = parse_config(config)?;
     let file = tubelet::io::read(input)?;
-    let tensors = run_tensors(module, &config_value, &file)?;
+    let (tensors, report) = run_tensors_with(module, &config_value, &file, weights)?;
+    if let Some(r) = &report {
+        println!("{}", r.summary());
+    }
     let meta = HashMap::from([
         ("module".to_string(), module.to_string()),
         ("config".to_string(), config_value.to_string()),
@@ -497,12 +530,16 @@ pub struct Args {
     /// Where to write `output` (and `grad.input`, `grad.<official key>` with a cotangent).
     #[arg(long)]
     pub output: std::path::PathBuf,
+    /// Read the parameters and buffers from this checkpoint (official .pth/.pyth or
+    /// safetensors) instead of the input's `param.*` entries.
+    #[arg(long)]
+    pub weights: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let mut out = Output::stdout();
-    let w = run_files(&args.module, &args.config, &args.input, &args.output)?;
-    outln!(out, 
+    let w = run_files_with(&args.module, &args.config, &args.input, &args.output, args.weights.as_deref())?;
+    outln!(out,
         "{}: output {:?}{}; wrote {} tensors to {}",
         args.module,
         w.output_shape,
