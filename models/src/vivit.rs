@@ -228,6 +228,7 @@ impl Config {
 }
 
 /// scenic `MultiHeadDotProductAttention` (flax.linen), q/k/v/out as DenseGeneral.
+#[derive(Clone)]
 pub struct MultiHeadDotProductAttention {
     pub query: (Tensor, Tensor), // kernel (D, H, d), bias (H, d)
     pub key: (Tensor, Tensor),
@@ -289,6 +290,7 @@ impl MultiHeadDotProductAttention {
 }
 
 /// scenic `MlpBlock`: Dense(D→M), GELU (tanh), Dense(M→D).
+#[derive(Clone)]
 pub struct MlpBlock {
     pub dense_0: Dense,
     pub dense_1: Dense,
@@ -301,6 +303,7 @@ impl MlpBlock {
 }
 
 /// scenic `Encoder1DBlock`: x + MHDPA(LN(x)); x + MLP(LN(x)).
+#[derive(Clone)]
 pub struct EncoderBlock {
     pub layer_norm_0: LayerNorm,
     pub attention: MultiHeadDotProductAttention,
@@ -429,9 +432,7 @@ impl ViViT {
         let tokens = self.tubelet_embed(x)?; // (B, N, D)
         let cls = self.cls.try_broadcast_to(&[b, 1, c.hidden])?; // (B, 1, D)
         let mut h = Tensor::try_cat(&[&cls, &tokens], 1)?.try_add(&self.pos_embedding)?; // (B, N+1, D)
-        for block in &self.blocks {
-            h = block.forward(&h)?;
-        }
+        h = crate::blocks::layers(&h, &self.blocks, |blk, _, h| blk.forward(h))?; // checkpoint segments
         let h = self.encoder_norm.forward(&h)?;
         let pooled = h.try_select(1, 0)?; // classifier = 'token': (B, D)
         self.output_projection.forward(&pooled)

@@ -10,6 +10,7 @@ mod mvit_attention;
 mod optim;
 mod linear;
 mod matmul;
+mod memory;
 mod layer_norm;
 mod conv;
 mod grid_attention;

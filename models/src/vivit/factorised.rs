@@ -53,9 +53,7 @@ impl Transformer {
         let (b, d) = (x.dim(0), x.dim(2));
         let cls = self.cls.try_broadcast_to(&[b, 1, d])?; // (B', 1, D)
         let mut h = Tensor::try_cat(&[&cls, x], 1)?.try_add(&self.pos_embedding)?; // (B', L + 1, D)
-        for blk in &self.blocks {
-            h = blk.forward(&h)?;
-        }
+        h = crate::blocks::layers(&h, &self.blocks, |blk, _, h| blk.forward(h))?; // checkpoint segments
         self.encoder_norm.forward(&h.try_select(1, 0)?) // LN is per token: only the cls row is read
     }
 
@@ -122,6 +120,7 @@ impl FactorisedEncoder {
 /// Model 3's block (scenic `EncoderFactorizedSelfAttentionBlock`, `attention_order='time_space'`):
 /// x + MHSA_time(LN_time(x)) over each position's time line, then the same over each frame's
 /// space, then x + MLP(LN_mlp(x)). No MLP between the two attentions.
+#[derive(Clone)]
 pub struct FactorisedSelfAttentionBlock {
     pub layer_norm_time: LayerNorm,
     pub attention_time: MultiHeadDotProductAttention,
@@ -214,16 +213,14 @@ impl FactorisedViViT {
         let mut h = tubelet_embed(c, &self.embedding, x)?.try_add(&self.pos_embedding)?; // (B, N, D)
         match &self.blocks {
             FactorisedBlocks::SelfAttention(blocks) => {
-                for blk in blocks {
-                    h = blk.forward(&h, c)?;
-                }
+                let c = c.clone();
+                h = crate::blocks::layers(&h, blocks, move |blk, _, h| blk.forward(h, &c))?; // checkpoint segments
             }
             FactorisedBlocks::DotProduct(blocks) => {
                 // scenic applies the block to x viewed as [B, nt, ns, D]; (B, N, D) holds the same.
-                let core = |qkv: &Tensor| head_split_attention(qkv, c.grid(), c.heads, 1.0 / ((c.hidden / c.heads) as f32).sqrt());
-                for blk in blocks {
-                    h = blk.forward_with(&h, core)?;
-                }
+                let (g, heads, scale) = (c.grid(), c.heads, 1.0 / ((c.hidden / c.heads) as f32).sqrt());
+                let core = move |qkv: &Tensor| head_split_attention(qkv, g, heads, scale);
+                h = crate::blocks::layers(&h, blocks, move |blk, _, h| blk.forward_with(h, core))?; // checkpoint segments
             }
         }
         let pooled = self.encoder_norm.forward(&h)?.try_mean(&[1], false)?; // classifier = 'gap': (B, D)

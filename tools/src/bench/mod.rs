@@ -14,6 +14,7 @@ use tubelet::{Gpu, Result};
 pub mod attention;
 pub mod conv;
 pub mod matmul;
+pub mod memory;
 
 #[derive(Subcommand, Debug)]
 pub enum Bench {
@@ -23,6 +24,8 @@ pub enum Bench {
     Conv(conv::Args),
     /// The matmul kernel variants (naive, blocked, subgroup) side by side.
     Matmul(matmul::Args),
+    /// Peak memory of a training step per paper preset, with and without checkpointing.
+    Memory(memory::Args),
 }
 
 pub fn run(bench: Bench) -> Result<()> {
@@ -32,6 +35,7 @@ pub fn run(bench: Bench) -> Result<()> {
         Bench::Attention(args) => attention::run(args),
         Bench::Conv(args) => conv::run(args),
         Bench::Matmul(args) => matmul::run(args),
+        Bench::Memory(args) => memory::run(args),
     }
 }
 
