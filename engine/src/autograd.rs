@@ -190,7 +190,7 @@ impl Tensor {
             )));
         }
         let _guard = NoGradGuard::new();
-        let map = backprop(self, dy, &|_| false)?;
+        let map = backprop(self.clone(), dy, &|_| false)?;
         Ok(Grads { map })
     }
 }
@@ -199,12 +199,19 @@ impl Tensor {
 /// stops: leaves that require a gradient, and tensors for which `boundary` is true (their nodes
 /// are not entered; activation checkpointing stops at a segment's inputs this way). Runs with
 /// gradients disabled (the caller holds the guard).
-pub(crate) fn backprop(root: &Tensor, dy: Tensor, boundary: &dyn Fn(&Tensor) -> bool) -> Result<HashMap<usize, Tensor>> {
-    let order = topo_order(root, boundary);
+///
+/// Memory: each tensor's handle is dropped once its node's backward has run; its consumers'
+/// came first, so when the caller holds no other handle to `root` (a checkpointed segment's
+/// recompute) every activation is freed as soon as the walk has passed it, as PyTorch frees
+/// saved tensors. The processing order is unchanged (reverse topological).
+pub(crate) fn backprop(root: Tensor, dy: Tensor, boundary: &dyn Fn(&Tensor) -> bool) -> Result<HashMap<usize, Tensor>> {
+    let mut order = topo_order(&root, boundary);
     let mut grads: HashMap<usize, Tensor> = HashMap::new();
     grads.insert(root.id(), dy);
+    drop(root);
     let mut leaves = HashMap::new();
-    for t in order.iter().rev() {
+    while let Some(t) = order.pop() {
+        let t = &t;
         let Some(g) = grads.remove(&t.id()) else { continue };
         let node = match &t.0.node {
             Some(node) if !boundary(t) => node,

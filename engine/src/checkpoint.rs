@@ -304,7 +304,8 @@ impl Op for Checkpoint {
         let leaf_ids: HashSet<usize> = leaves.iter().map(Tensor::id).collect();
         let mut grads: HashMap<usize, Tensor> = if out.requires_grad() {
             let _off = crate::autograd::NoGradGuard::new(); // the backward records nothing
-            backprop(&out, dy.clone(), &|t: &Tensor| t.id() < start || leaf_ids.contains(&t.id()))?
+            // `out` moves in: the recomputed activations are freed as the walk passes them.
+            backprop(out, dy.clone(), &|t: &Tensor| t.id() < start || leaf_ids.contains(&t.id()))?
         } else {
             HashMap::new()
         };

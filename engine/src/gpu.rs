@@ -288,15 +288,6 @@ impl Gpu {
         self.accounting_only.load(Ordering::Relaxed)
     }
 
-    /// The allocator's own figure: bytes of every live buffer allocation the backend holds
-    /// (tensors, pooled buffers, the engine's parameter and staging buffers), where the backend
-    /// reports it (Vulkan, DX12, Metal through wgpu's allocator report), after letting the
-    /// device free what was dropped.
-    pub fn allocator_bytes(&self) -> Option<u64> {
-        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
-        self.device.generate_allocator_report().map(|r| r.total_allocated_bytes)
-    }
-
     /// Bytes kept in the pool for reuse.
     pub fn memory_pooled(&self) -> u64 {
         self.bytes_pooled.load(Ordering::Relaxed)

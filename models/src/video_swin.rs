@@ -454,7 +454,11 @@ impl BasicLayer {
         let blocks = move |blk: &SwinTransformerBlock3D, j: usize, x: &Tensor| blk.forward(x, window, train, seed.wrapping_add(j as u64 * 2));
         let x = crate::blocks::blocks(x, &self.blocks, blocks)?; // checkpoint segments
         match &self.downsample {
-            Some(m) => m.forward(&x),
+            // Its 4C concatenation and norm are not kept either under `--checkpoint blocks`.
+            Some(m) => {
+                let m = m.clone();
+                segment(Segment::Block, &x, move |x| m.forward(x))
+            }
             None => Ok(x),
         }
     }
