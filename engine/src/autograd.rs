@@ -58,6 +58,22 @@ impl Drop for NoGradGuard {
     }
 }
 
+/// Gradient recording on until dropped: activation checkpointing's recompute runs inside the
+/// backward (which records nothing) and must record the segment again.
+pub(crate) struct EnableGradGuard(bool);
+
+impl EnableGradGuard {
+    pub(crate) fn new() -> EnableGradGuard {
+        EnableGradGuard(GRAD_ENABLED.with(|g| g.replace(true)))
+    }
+}
+
+impl Drop for EnableGradGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.0));
+    }
+}
+
 /// Runs `f` with gradient recording off.
 pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
     let _g = NoGradGuard::new();
@@ -107,6 +123,56 @@ impl Grads {
     pub fn remove(&mut self, t: &Tensor) -> Option<Tensor> {
         self.map.remove(&t.id())
     }
+
+    /// Gradient accumulation: adds `other`'s gradients into these, tensor by tensor (a
+    /// parameter only one of the two reached keeps the gradient it has). With a mean-reduced
+    /// loss scaled by 1/K on each of K micro-batches of B clips (`loss.try_mul_scalar(1/K)`, or
+    /// [`Grads::scale`] afterwards), the sum is the gradient of one batch of K·B clips, up to
+    /// f32 rounding: the engine's mean is a sum times 1/(K·B) in one case and a sum of K
+    /// partial means in the other. Not equal for BatchNorm models: their statistics are per
+    /// micro-batch, as in PyTorch (and drop path/dropout draw their masks per micro-batch).
+    ///
+    /// ```no_run
+    /// # use tubelet::{Grads, Tensor};
+    /// # fn micro_loss(k: usize) -> Tensor { unimplemented!() }
+    /// let k = 4;
+    /// let mut acc = Grads::default();
+    /// for i in 0..k {
+    ///     let loss = micro_loss(i).try_mul_scalar(1.0 / k as f32).unwrap();
+    ///     acc.accumulate(loss.backward().unwrap()).unwrap(); // micro-batch i's graph is freed here
+    /// }
+    /// // optimiser.step(&acc)
+    /// ```
+    pub fn accumulate(&mut self, other: Grads) -> Result<()> {
+        let _guard = NoGradGuard::new();
+        for (id, g) in other.map {
+            let sum = match self.map.remove(&id) {
+                Some(prev) => {
+                    if prev.shape() != g.shape() {
+                        return Err(Error::Autograd(format!(
+                            "accumulate: gradients of shapes {:?} and {:?} for one tensor",
+                            prev.shape(),
+                            g.shape()
+                        )));
+                    }
+                    prev.try_add(&g)?
+                }
+                None => g,
+            };
+            self.map.insert(id, sum);
+        }
+        Ok(())
+    }
+
+    /// Multiplies every gradient by `s` (e.g. 1/K after accumulating K micro-batches of an
+    /// unscaled mean loss).
+    pub fn scale(&mut self, s: f32) -> Result<()> {
+        let _guard = NoGradGuard::new();
+        for g in self.map.values_mut() {
+            *g = g.try_mul_scalar(s)?;
+        }
+        Ok(())
+    }
 }
 
 impl Tensor {
@@ -133,55 +199,75 @@ impl Tensor {
             )));
         }
         let _guard = NoGradGuard::new();
-        let order = topo_order(self);
-        let mut grads: HashMap<usize, Tensor> = HashMap::new();
-        grads.insert(self.id(), dy);
-        let mut leaves = Grads::default();
-        for t in order.iter().rev() {
-            let Some(g) = grads.remove(&t.id()) else { continue };
-            let Some(node) = &t.0.node else {
+        let map = backprop(self.clone(), dy, &|_| false)?;
+        Ok(Grads { map })
+    }
+}
+
+/// Back-propagates `dy` from `root` and returns the gradients of the tensors where the walk
+/// stops: leaves that require a gradient, and tensors for which `boundary` is true (their nodes
+/// are not entered; activation checkpointing stops at a segment's inputs this way). Runs with
+/// gradients disabled (the caller holds the guard).
+///
+/// Memory: each tensor's handle is dropped once its node's backward has run; its consumers'
+/// came first, so when the caller holds no other handle to `root` (a checkpointed segment's
+/// recompute) every activation is freed as soon as the walk has passed it, as PyTorch frees
+/// saved tensors. The processing order is unchanged (reverse topological).
+pub(crate) fn backprop(root: Tensor, dy: Tensor, boundary: &dyn Fn(&Tensor) -> bool) -> Result<HashMap<usize, Tensor>> {
+    let mut order = topo_order(&root, boundary);
+    let mut grads: HashMap<usize, Tensor> = HashMap::new();
+    grads.insert(root.id(), dy);
+    drop(root);
+    let mut leaves = HashMap::new();
+    while let Some(t) = order.pop() {
+        let t = &t;
+        let Some(g) = grads.remove(&t.id()) else { continue };
+        let node = match &t.0.node {
+            Some(node) if !boundary(t) => node,
+            _ => {
                 if t.requires_grad() {
-                    leaves.map.insert(t.id(), g);
+                    leaves.insert(t.id(), g);
                 }
                 continue;
-            };
-            let inputs: Vec<&Tensor> = node.inputs.iter().collect();
-            let dxs = node.op.backward(&inputs, t, &g).map_err(|e| in_op(e, node.op.name(), "backward"))?;
-            if dxs.len() != inputs.len() {
+            }
+        };
+        let inputs: Vec<&Tensor> = node.inputs.iter().collect();
+        let dxs = node.op.backward(&inputs, t, &g).map_err(|e| in_op(e, node.op.name(), "backward"))?;
+        if dxs.len() != inputs.len() {
+            return Err(Error::Autograd(format!(
+                "{}: backward returned {} gradients for {} inputs",
+                node.op.name(),
+                dxs.len(),
+                inputs.len()
+            )));
+        }
+        for (x, dx) in inputs.iter().zip(dxs) {
+            let Some(dx) = dx else { continue };
+            if !x.requires_grad() {
+                continue;
+            }
+            if dx.shape() != x.shape() {
                 return Err(Error::Autograd(format!(
-                    "{}: backward returned {} gradients for {} inputs",
+                    "{}: gradient of shape {:?} for an input of shape {:?}",
                     node.op.name(),
-                    dxs.len(),
-                    inputs.len()
+                    dx.shape(),
+                    x.shape()
                 )));
             }
-            for (x, dx) in inputs.iter().zip(dxs) {
-                let Some(dx) = dx else { continue };
-                if !x.requires_grad() {
-                    continue;
-                }
-                if dx.shape() != x.shape() {
-                    return Err(Error::Autograd(format!(
-                        "{}: gradient of shape {:?} for an input of shape {:?}",
-                        node.op.name(),
-                        dx.shape(),
-                        x.shape()
-                    )));
-                }
-                let acc = match grads.remove(&x.id()) {
-                    Some(prev) => prev.try_add(&dx)?,
-                    None => dx,
-                };
-                grads.insert(x.id(), acc);
-            }
+            let acc = match grads.remove(&x.id()) {
+                Some(prev) => prev.try_add(&dx)?,
+                None => dx,
+            };
+            grads.insert(x.id(), acc);
         }
-        Ok(leaves)
     }
+    Ok(leaves)
 }
 
 /// Tensors reachable from `root` through nodes, inputs before the tensors made from them.
 /// Iterative DFS: video models have deep graphs.
-fn topo_order(root: &Tensor) -> Vec<Tensor> {
+/// Nodes of `boundary` tensors are not entered.
+fn topo_order(root: &Tensor, boundary: &dyn Fn(&Tensor) -> bool) -> Vec<Tensor> {
     let mut order = Vec::new();
     let mut seen = HashSet::new();
     let mut stack: Vec<(Tensor, bool)> = vec![(root.clone(), false)];
@@ -194,7 +280,7 @@ fn topo_order(root: &Tensor) -> Vec<Tensor> {
             continue;
         }
         stack.push((t.clone(), true));
-        if let Some(node) = &t.0.node {
+        if let Some(node) = t.0.node.as_ref().filter(|_| !boundary(&t)) {
             for x in &node.inputs {
                 if x.requires_grad() && !seen.contains(&x.id()) {
                     stack.push((x.clone(), false));

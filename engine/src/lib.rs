@@ -13,6 +13,7 @@
 //! ```
 
 pub mod autograd;
+pub mod checkpoint;
 pub mod error;
 pub mod gpu;
 pub mod io;
@@ -26,6 +27,7 @@ pub mod tensor;
 pub mod testing;
 
 pub use autograd::{no_grad, Grads, NoGradGuard};
+pub use checkpoint::Checkpointing;
 pub use error::{Error, Result};
 pub use gpu::{gpu, gpu_or_skip, Gpu};
 pub use reference::CpuTensor;

@@ -52,6 +52,12 @@ pub struct Tensor(pub(crate) Arc<TensorInner>);
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
+/// The id the next tensor will get: every tensor made before this call has a smaller one
+/// (activation checkpointing tells a segment's own tensors from those it captured this way).
+pub(crate) fn next_id() -> usize {
+    NEXT_ID.load(Ordering::Relaxed)
+}
+
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
@@ -246,6 +252,18 @@ impl Tensor {
             storage: self.0.storage.clone(),
             shape: self.0.shape.clone(),
             requires_grad: true,
+            node: None,
+        }))
+    }
+
+    /// The same storage, cut from the graph, a leaf that receives a gradient when this tensor
+    /// would (activation checkpointing's segment inputs: the recompute starts from them).
+    pub(crate) fn boundary_leaf(&self) -> Tensor {
+        Tensor(Arc::new(TensorInner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            storage: self.0.storage.clone(),
+            shape: self.0.shape.clone(),
+            requires_grad: self.0.requires_grad,
             node: None,
         }))
     }

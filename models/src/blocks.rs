@@ -1,5 +1,6 @@
 //! Blocks shared by several papers, used identically by each.
 
+use tubelet::checkpoint::{segment, Segment};
 use tubelet::nn::Init;
 use tubelet::{NoGradGuard, Result, Tensor};
 
@@ -25,6 +26,7 @@ pub fn attention(qkv: &Tensor, heads: usize, scale: f32) -> Result<Tensor> {
 /// PyTorch `nn.BatchNorm1d/2d/3d(C)` (eps 1e-5, momentum 0.1, affine, tracking running stats),
 /// over axis 1 of (N, C, …): the engine's `batch_norm` kernel op plus the module's state.
 /// Used identically by TSM's ResNet and UniFormer's CBlocks and final norm.
+#[derive(Clone)]
 pub struct BatchNorm {
     pub weight: Tensor,
     pub bias: Tensor,
@@ -53,7 +55,8 @@ impl BatchNorm {
     /// running statistics are used.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = x.try_batch_norm(&self.weight, &self.bias, &self.running_mean, &self.running_var, train, self.eps)?;
-        if train {
+        // Once per training forward: not again in a checkpointed segment's recompute.
+        if train && !tubelet::checkpoint::is_recomputing() {
             let _g = NoGradGuard::new();
             self.num_batches_tracked.assign(&self.num_batches_tracked.try_add_scalar(1.0)?)?;
         }
@@ -82,9 +85,60 @@ static DROP_PATH_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::Atomic
 /// models goes through here.
 pub fn residual(x: &Tensor, branch: &Tensor, rate: f32, train: bool) -> Result<Tensor> {
     if train && rate > 0.0 {
-        let call = DROP_PATH_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A checkpointed segment's recompute replays its forward's seeds (engine/src/checkpoint.rs)
+        // and must not advance the counter, or later forwards would differ from an
+        // uncheckpointed run's.
+        let call = if tubelet::checkpoint::is_recomputing() {
+            0
+        } else {
+            DROP_PATH_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        };
         let seed = call.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
         return x.try_add(&branch.try_drop_path(rate, seed)?);
     }
     x.try_add(branch)
+}
+
+/// One stage: `blocks` in order, `f(block, index, x)` each, marked for activation checkpointing
+/// (engine/src/checkpoint.rs) as a [`Segment::Stage`] of [`Segment::Block`]s. `f` owns what it
+/// uses; the blocks are cloned (handles: the parameters are shared).
+pub fn stage<B, F>(x: &Tensor, blocks: &[B], f: F) -> Result<Tensor>
+where
+    B: Clone + Send + Sync + 'static,
+    F: Fn(&B, usize, &Tensor) -> Result<Tensor> + Clone + Send + Sync + 'static,
+{
+    let blocks = blocks.to_vec();
+    segment(Segment::Stage, x, move |x| run_blocks(Segment::Block, x, &blocks, &f))
+}
+
+/// The blocks of a stage that the model marks as a segment itself (Video Swin's BasicLayer,
+/// with its PatchMerging), each a [`Segment::Block`].
+pub fn blocks<B, F>(x: &Tensor, blocks: &[B], f: F) -> Result<Tensor>
+where
+    B: Clone + Send + Sync + 'static,
+    F: Fn(&B, usize, &Tensor) -> Result<Tensor> + Clone + Send + Sync + 'static,
+{
+    run_blocks(Segment::Block, x, blocks, &f)
+}
+
+/// The blocks of a model without stages (ViViT, TimeSformer), each a [`Segment::Layer`].
+pub fn layers<B, F>(x: &Tensor, blocks: &[B], f: F) -> Result<Tensor>
+where
+    B: Clone + Send + Sync + 'static,
+    F: Fn(&B, usize, &Tensor) -> Result<Tensor> + Clone + Send + Sync + 'static,
+{
+    run_blocks(Segment::Layer, x, blocks, &f)
+}
+
+fn run_blocks<B, F>(kind: Segment, x: &Tensor, blocks: &[B], f: &F) -> Result<Tensor>
+where
+    B: Clone + Send + Sync + 'static,
+    F: Fn(&B, usize, &Tensor) -> Result<Tensor> + Clone + Send + Sync + 'static,
+{
+    let mut x = x.clone();
+    for (j, b) in blocks.iter().enumerate() {
+        let (b, f) = (b.clone(), f.clone());
+        x = segment(kind, &x, move |x| f(&b, j, x))?;
+    }
+    Ok(x)
 }

@@ -260,6 +260,7 @@ fn group_size(g: Grid, groups: Groups) -> usize {
 }
 
 /// timm `Attention` as TimeSformer uses it: `qkv` Linear(D, 3D) with bias, `proj` Linear(D, D).
+#[derive(Clone)]
 pub struct Attn {
     pub qkv: Linear,
     pub proj: Linear,
@@ -279,6 +280,7 @@ impl Attn {
 
 /// A patch-only attention branch of a factorised block: x + fc(proj(attn(LN(x)))) over groups
 /// (the temporal branch of T+S: `temporal_norm1`, `temporal_attn`, `temporal_fc`).
+#[derive(Clone)]
 pub struct Branch {
     pub name: &'static str,
     pub groups: Groups,
@@ -288,6 +290,7 @@ pub struct Branch {
 }
 
 /// A TimeSformer `Block`.
+#[derive(Clone)]
 pub struct Block {
     pub branches: Vec<Branch>,
     pub norm1: LayerNorm,
@@ -444,15 +447,16 @@ impl TimeSformer {
         });
         let tokens = self.patch_embed(x)?.try_add(&self.pos_embed.try_narrow(1, 1, n)?)?; // (B·T, n, D)
         let cls = self.cls_token.try_add(&self.pos_embed.try_narrow(1, 0, 1)?)?; // (1, 1, D)
-        let block_seed = |i: usize| seed.map(|s| s.wrapping_add(1 + i as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
+        fn block_seed(seed: Option<u64>, i: usize) -> Option<u64> {
+            seed.map(|s| s.wrapping_add(1 + i as u64).wrapping_mul(0x2545_F491_4F6C_DD1D))
+        }
         let cls_out = match &self.time_embed {
             None => {
                 // Space-only: each frame is a ViT sequence; mean over T after the last block.
                 let cls = cls.try_broadcast_to(&[b * t, 1, d])?;
                 let mut h = Tensor::try_cat(&[&cls, &tokens], 1)?; // (B·T, 1 + n, D)
-                for (i, blk) in self.blocks.iter().enumerate() {
-                    h = blk.forward(&h, c, block_seed(i))?;
-                }
+                let (cfg, s) = (c.clone(), seed);
+                h = crate::blocks::layers(&h, &self.blocks, move |blk, i, h| blk.forward(h, &cfg, block_seed(s, i)))?; // checkpoint segments
                 h.try_narrow(1, 0, 1)?.try_reshape(&[b, t, d])?.try_mean(&[1], false)? // (B, D)
             }
             Some(time_embed) => {
@@ -461,9 +465,8 @@ impl TimeSformer {
                 let tokens = tokens.try_add(time_embed)?.try_reshape(&[b, n * t, d])?; // (B, n·T, D)
                 let cls = cls.try_broadcast_to(&[b, 1, d])?;
                 let mut h = Tensor::try_cat(&[&cls, &tokens], 1)?; // (B, 1 + n·T, D)
-                for (i, blk) in self.blocks.iter().enumerate() {
-                    h = blk.forward(&h, c, block_seed(i))?;
-                }
+                let (cfg, s) = (c.clone(), seed);
+                h = crate::blocks::layers(&h, &self.blocks, move |blk, i, h| blk.forward(h, &cfg, block_seed(s, i)))?; // checkpoint segments
                 h.try_select(1, 0)? // (B, D)
             }
         };

@@ -195,6 +195,7 @@ pub fn online_shift(x: &Tensor, cache: &Tensor, fold_div: usize) -> Result<(Tens
 
 /// torchvision `Bottleneck` (expansion 4, v1.5), with TSM's shift on conv1's input:
 ///   out = ReLU(bn3(conv3(ReLU(bn2(conv2(ReLU(bn1(conv1(shift(x)))))))) + shortcut(x))
+#[derive(Clone)]
 pub struct Bottleneck {
     /// `conv1.net.weight` when shifted (TemporalShift wraps the conv as `.net`).
     pub conv1: Tensor,
@@ -339,12 +340,14 @@ impl Tsm {
         }
         let b = x.dim(0) / c.n_segment;
         let mut x = self.stem(x, train)?;
+        let (n_segment, fold_div) = (c.n_segment, c.fold_div);
         for layer in &self.layers {
-            for blk in layer {
+            // Checkpoint segments: a stage is a ResNet layer, a block a Bottleneck.
+            x = crate::blocks::stage(&x, layer, move |blk, _, x| {
                 // Residual shift: conv1 sees the shifted x, the shortcut the unshifted one.
-                let shifted = if blk.shifted { x.try_temporal_shift(c.n_segment, c.fold_div)? } else { x.clone() };
-                x = blk.forward(&x, &shifted, train)?;
-            }
+                let shifted = if blk.shifted { x.try_temporal_shift(n_segment, fold_div)? } else { x.clone() };
+                blk.forward(x, &shifted, train)
+            })?;
         }
         let logits = self.head(&x, train)?; // (B·T, classes)
         logits.try_reshape(&[b, c.n_segment, c.num_classes])?.try_mean(&[1], false) // consensus 'avg'

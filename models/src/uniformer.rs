@@ -166,6 +166,7 @@ pub fn layer_norm_channels(x: &Tensor, norm: &LayerNorm) -> Result<Tensor> {
 }
 
 /// A Conv3d's weight and bias, PyTorch default init (see the deviations above).
+#[derive(Clone)]
 pub struct Conv {
     pub weight: Tensor,
     pub bias: Tensor,
@@ -244,6 +245,7 @@ impl PatchEmbed {
 ///   x = x + DPE(x)                                  (depthwise 3³, the dynamic position embedding)
 ///   x = x + conv2(attn(conv1(BN(x))))               (1×1×1, depthwise 5³ "affinity", 1×1×1)
 ///   x = x + fc2(GELU(fc1(BN(x))))                   (CMlp: 1×1×1 convs C → 4C → C)
+#[derive(Clone)]
 pub struct CBlock {
     pub pos_embed: Conv,
     pub norm1: BatchNorm,
@@ -300,6 +302,7 @@ impl CBlock {
 
 /// SABlock (paper §3.2, global MHRA): x = x + DPE(x); then over the N = T·H·W tokens
 ///   x = x + proj(MHSA(LN(x))),  x = x + fc2(GELU(fc1(LN(x))))   (LN eps 1e-6)
+#[derive(Clone)]
 pub struct SABlock {
     pub pos_embed: Conv,
     pub norm1: LayerNorm,
@@ -419,21 +422,13 @@ impl UniFormer {
     /// x (B, 3, T, H, W) -> features (B, C4, T', H/32, W/32) after the final BatchNorm3d.
     pub fn forward_features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = self.patch_embed[0].forward(x)?; // (B, C1, T/2, H/4, W/4); pos_drop p = 0
-        for blk in &self.blocks1 {
-            x = blk.forward(&x, train)?;
-        }
+        x = crate::blocks::stage(&x, &self.blocks1, move |blk, _, x| blk.forward(x, train))?; // checkpoint segments
         x = self.patch_embed[1].forward(&x)?; // (B, C2, T/2, H/8, W/8)
-        for blk in &self.blocks2 {
-            x = blk.forward(&x, train)?;
-        }
+        x = crate::blocks::stage(&x, &self.blocks2, move |blk, _, x| blk.forward(x, train))?; // checkpoint segments
         x = self.patch_embed[2].forward(&x)?; // (B, C3, T/2, H/16, W/16)
-        for blk in &self.blocks3 {
-            x = blk.forward(&x, train)?;
-        }
+        x = crate::blocks::stage(&x, &self.blocks3, move |blk, _, x| blk.forward(x, train))?; // checkpoint segments
         x = self.patch_embed[3].forward(&x)?; // (B, C4, T/2, H/32, W/32)
-        for blk in &self.blocks4 {
-            x = blk.forward(&x, train)?;
-        }
+        x = crate::blocks::stage(&x, &self.blocks4, move |blk, _, x| blk.forward(x, train))?; // checkpoint segments
         self.norm.forward(&x, train)
     }
 

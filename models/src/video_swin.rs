@@ -30,6 +30,7 @@
 
 use std::cell::Cell;
 
+use tubelet::checkpoint::{segment, Segment};
 use tubelet::nn::{Init, LayerNorm, Linear};
 use tubelet::ops::window_attention::{video_swin_window, SwinWindow};
 use tubelet::{Error, Result, Tensor};
@@ -331,6 +332,7 @@ impl PatchEmbed3D {
 
 /// WindowAttention3D (§3.2, eq. 2): Attention(Q, K, V) = SoftMax(QKᵀ/√d + B)V within 3D
 /// windows, B from the ((2P−1)(2M−1)(2M−1), heads) relative position bias table.
+#[derive(Clone)]
 pub struct WindowAttention3D {
     /// `relative_position_bias_table` ((2Wd−1)(2Wh−1)(2Ww−1), heads), trunc_normal(0.02).
     pub relative_position_bias_table: Tensor,
@@ -364,6 +366,7 @@ impl WindowAttention3D {
 }
 
 /// Mlp: fc1 (C → 4C), exact GELU, fc2 (4C → C).
+#[derive(Clone)]
 pub struct Mlp {
     pub fc1: Linear,
     pub fc2: Linear,
@@ -377,6 +380,7 @@ impl Mlp {
 
 /// SwinTransformerBlock3D (§3.2, eq. 3, Fig. 3): W-MSA in even blocks, SW-MSA (shift ⌊w/2⌋)
 /// in odd ones:  ẑ = z + 3DW-MSA(LN(z));  z' = ẑ + FFN(LN(ẑ)).
+#[derive(Clone)]
 pub struct SwinTransformerBlock3D {
     pub norm1: LayerNorm,
     pub attn: WindowAttention3D,
@@ -440,6 +444,7 @@ impl SwinTransformerBlock3D {
 
 /// PatchMerging (§3.1): concatenate each 2×2 spatial neighbourhood (time is not merged),
 /// LayerNorm(4C), Linear(4C → 2C, no bias).
+#[derive(Clone)]
 pub struct PatchMerging {
     pub reduction: Linear,
     pub norm: LayerNorm,
@@ -466,6 +471,7 @@ impl PatchMerging {
 
 /// BasicLayer: one stage of blocks, then PatchMerging except after the last stage. The shift
 /// mask is built per stage in the official code; the fused op derives it from coordinates.
+#[derive(Clone)]
 pub struct BasicLayer {
     pub blocks: Vec<SwinTransformerBlock3D>,
     pub downsample: Option<PatchMerging>,
@@ -511,12 +517,15 @@ impl BasicLayer {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool, seed: u64) -> Result<Tensor> {
-        let mut x = x.clone();
-        for (j, blk) in self.blocks.iter().enumerate() {
-            x = blk.forward(&x, self.window_size, train, seed.wrapping_add(j as u64 * 2))?;
-        }
+        let window = self.window_size;
+        let blocks = move |blk: &SwinTransformerBlock3D, j: usize, x: &Tensor| blk.forward(x, window, train, seed.wrapping_add(j as u64 * 2));
+        let x = crate::blocks::blocks(x, &self.blocks, blocks)?; // checkpoint segments
         match &self.downsample {
-            Some(m) => m.forward(&x),
+            // Its 4C concatenation and norm are not kept either under `--checkpoint blocks`.
+            Some(m) => {
+                let m = m.clone();
+                segment(Segment::Block, &x, move |x| m.forward(x))
+            }
             None => Ok(x),
         }
     }
@@ -609,7 +618,8 @@ impl VideoSwin {
         let mut h = self.patch_embed.forward(x)?; // (B, D, H/4, W/4, C); pos_drop is p = 0
         let mut block_seed = seed;
         for layer in &self.layers {
-            h = layer.forward(&h, train, block_seed)?; // stage i: (B, D, H/2^(i+2), W/2^(i+2), C·2^i)
+            let (l, s) = (layer.clone(), block_seed); // a checkpoint segment (engine/src/checkpoint.rs)
+            h = segment(Segment::Stage, &h, move |h| l.forward(h, train, s))?; // stage i: (B, D, H/2^(i+2), W/2^(i+2), C·2^i)
             block_seed = block_seed.wrapping_add(2 * layer.blocks.len() as u64);
         }
         self.norm.forward(&h) // (B, D, H', W', 8C), channels-last as the official rearrange

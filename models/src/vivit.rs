@@ -388,6 +388,7 @@ impl Config {
 }
 
 /// scenic `MultiHeadDotProductAttention` (flax.linen), q/k/v/out as DenseGeneral.
+#[derive(Clone)]
 pub struct MultiHeadDotProductAttention {
     pub query: (Tensor, Tensor), // kernel (D, H, d), bias (H, d)
     pub key: (Tensor, Tensor),
@@ -449,6 +450,7 @@ impl MultiHeadDotProductAttention {
 }
 
 /// scenic `MlpBlock`: Dense(D→M), GELU (tanh), Dense(M→D).
+#[derive(Clone)]
 pub struct MlpBlock {
     pub dense_0: Dense,
     pub dense_1: Dense,
@@ -461,6 +463,7 @@ impl MlpBlock {
 }
 
 /// scenic `Encoder1DBlock`: x + MHDPA(LN(x)); x + MLP(LN(x)).
+#[derive(Clone)]
 pub struct EncoderBlock {
     pub layer_norm_0: LayerNorm,
     pub attention: MultiHeadDotProductAttention,
@@ -639,9 +642,7 @@ impl ViViT {
             None => tokens,
         };
         let mut h = tokens.try_add(&self.pos_embedding)?; // (B, N(+1), D)
-        for block in &self.blocks {
-            h = block.forward(&h)?;
-        }
+        h = crate::blocks::layers(&h, &self.blocks, |blk, _, h| blk.forward(h))?; // checkpoint segments
         let h = self.encoder_norm.forward(&h)?;
         let pooled = c.classifier.pool(&h)?; // (B, D)
         classify(&self.pre_logits, &self.output_projection, &pooled)

@@ -41,6 +41,7 @@ impl Init {
 }
 
 /// y = x·Wᵀ + b, PyTorch `nn.Linear` layout: weight (out, in), bias (out).
+#[derive(Clone)]
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
@@ -68,6 +69,7 @@ impl Linear {
 }
 
 /// y = x·K + b, Flax `nn.Dense` layout: kernel (in, out), bias (out).
+#[derive(Clone)]
 pub struct Dense {
     pub kernel: Tensor,
     pub bias: Tensor,
@@ -98,6 +100,7 @@ impl Dense {
 }
 
 /// LayerNorm over the last axis; `flax` picks the key names (`scale`/`bias` vs `weight`/`bias`).
+#[derive(Clone)]
 pub struct LayerNorm {
     pub weight: Tensor,
     pub bias: Tensor,

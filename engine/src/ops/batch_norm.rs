@@ -258,7 +258,14 @@ impl Op for BatchNorm {
         let shapes: Vec<&[usize]> = x.iter().map(|t| t.shape()).collect();
         self.check(&shapes)?;
         let (n, c, s) = ncs(x[0].shape());
-        let (mean, var) = if self.training {
+        let (mean, var) = if self.training && crate::checkpoint::is_recomputing() {
+            // A checkpointed segment's recompute (engine/src/checkpoint.rs): the same batch
+            // statistics, but the running statistics were already updated by its forward.
+            let (rm, rv) = (Tensor::empty(&[c])?, Tensor::empty(&[c])?);
+            crate::ops::fill::copy(x[3], &rm)?;
+            crate::ops::fill::copy(x[4], &rv)?;
+            self.batch_stats(x[0], &rm, &rv)?
+        } else if self.training {
             self.batch_stats(x[0], x[3], x[4])?
         } else {
             // Copies, so that a later training step's in-place update cannot change what this

@@ -120,6 +120,8 @@ impl Tensor {
         if p == 0.0 {
             return Ok(self.clone());
         }
+        // Inside a checkpointed segment's recompute, the forward's seed (engine/src/checkpoint.rs).
+        let seed = crate::checkpoint::replay_seed(seed)?;
         apply(DropPath { p, seed }, &[self])
     }
 

@@ -364,12 +364,14 @@ pub(crate) fn layer_norm(init: &mut Init, c: usize) -> Result<LayerNorm> {
 pub use crate::blocks::residual;
 
 /// SF `Mlp`: fc1, GELU (erf), fc2.
+#[derive(Clone)]
 pub struct Mlp {
     pub fc1: Linear,
     pub fc2: Linear,
 }
 
 /// SF `MultiScaleBlock`.
+#[derive(Clone)]
 pub struct MultiScaleBlock {
     pub spec: BlockSpec,
     pub version: Version,
@@ -509,8 +511,13 @@ impl MViT {
             let pos = Tensor::try_cat(&[&p.class, &grid.try_reshape(&[1, l, d])?], 1)?; // (1, 1 + T·H·W, D)
             x = x.try_add(&pos)?;
         }
-        for blk in &self.blocks {
-            x = blk.forward(&x, train)?;
+        // Checkpoint segments: a stage is the blocks at one resolution (a new one at each q-pooling
+        // block with a stride, where the residual is pooled too).
+        let mut i = 0;
+        while i < self.blocks.len() {
+            let end = (i + 1..self.blocks.len()).find(|&j| self.blocks[j].spec.skip.is_some()).unwrap_or(self.blocks.len());
+            x = crate::blocks::stage(&x, &self.blocks[i..end], move |blk, _, x| blk.forward(x, train))?;
+            i = end;
         }
         let mut x = self.norm.forward(&x)?.try_select(1, 0)?; // cls token: (B, D')
         if train && c.dropout_rate > 0.0 {

@@ -121,6 +121,7 @@ pub fn attention_pool(x: &Tensor, thw: [usize; 3], pool: impl FnOnce(&Tensor) ->
 }
 
 /// One pooling of q, k or v: `pool_{q,k,v}` and, in conv mode, `norm_{q,k,v}`.
+#[derive(Clone)]
 pub struct AttentionPool {
     pub pool: Pool,
     pub mode: PoolMode,
@@ -197,6 +198,7 @@ pub fn rel_pos_resize(ori: usize, len: usize) -> Option<Vec<f32>> {
 }
 
 /// One axis's table lookup, prepared at build time for the block's fixed grids.
+#[derive(Clone)]
 struct RelAxis {
     /// (q·k) indices into the (resized) table.
     index: Indices,
@@ -228,6 +230,7 @@ impl RelAxis {
 }
 
 /// MViTv2 decomposed relative positions (`rel_pos_h`, `rel_pos_w`, `rel_pos_t`, each (L, hd)).
+#[derive(Clone)]
 pub struct RelPos {
     pub rel_pos_h: Tensor,
     pub rel_pos_w: Tensor,
@@ -290,6 +293,7 @@ impl RelPos {
 
 /// SF `MultiScaleAttention` (pool_first=False, separate_qkv=False: every released config).
 /// Keys: `qkv`, `proj`, `pool_{q,k,v}`, `norm_{q,k,v}`, `rel_pos_{h,w,t}`.
+#[derive(Clone)]
 pub struct MultiScaleAttention {
     pub spec: AttentionSpec,
     pub qkv: Linear,

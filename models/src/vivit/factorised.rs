@@ -62,9 +62,7 @@ impl Transformer {
             None => x.clone(),
         };
         let mut h = x.try_add(&self.pos_embedding)?;
-        for blk in &self.blocks {
-            h = blk.forward(&h)?;
-        }
+        h = crate::blocks::layers(&h, &self.blocks, |blk, _, h| blk.forward(h))?; // checkpoint segments
         match self.classifier {
             // LN is per token: only the first row is read.
             Classifier::Token | Classifier::First => self.encoder_norm.forward(&h.try_select(1, 0)?),
@@ -142,6 +140,7 @@ impl FactorisedEncoder {
 /// 'time_space', x + MHSA_time(LN_time(x)) over each position's time line, then the same over
 /// each frame's space ('space_time': space first); then x + MLP(LN_mlp(x)). No MLP between the
 /// two attentions; the parameters keep their axis names whatever the order.
+#[derive(Clone)]
 pub struct FactorisedSelfAttentionBlock {
     pub layer_norm_time: LayerNorm,
     pub attention_time: MultiHeadDotProductAttention,
@@ -238,16 +237,14 @@ impl FactorisedViViT {
         let mut h = tubelet_embed(c, &self.embedding, x)?.try_add(&self.pos_embedding)?; // (B, N, D)
         match &self.blocks {
             FactorisedBlocks::SelfAttention(blocks) => {
-                for blk in blocks {
-                    h = blk.forward(&h, c)?;
-                }
+                let c = c.clone();
+                h = crate::blocks::layers(&h, blocks, move |blk, _, h| blk.forward(h, &c))?; // checkpoint segments
             }
             FactorisedBlocks::DotProduct(blocks) => {
                 // scenic applies the block to x viewed as [B, nt, ns, D]; (B, N, D) holds the same.
-                let core = |qkv: &Tensor| head_split_attention(qkv, c.grid(), c.heads, 1.0 / ((c.hidden / c.heads) as f32).sqrt());
-                for blk in blocks {
-                    h = blk.forward_with(&h, core)?;
-                }
+                let (g, heads, scale) = (c.grid(), c.heads, 1.0 / ((c.hidden / c.heads) as f32).sqrt());
+                let core = move |qkv: &Tensor| head_split_attention(qkv, g, heads, scale);
+                h = crate::blocks::layers(&h, blocks, move |blk, _, h| blk.forward_with(h, core))?; // checkpoint segments
             }
         }
         let pooled = c.classifier.pool(&self.encoder_norm.forward(&h)?)?; // 'gap', 'gmp' or 'gsp': (B, D)

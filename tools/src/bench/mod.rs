@@ -18,6 +18,7 @@ pub mod attention;
 pub mod conv;
 pub mod data;
 pub mod matmul;
+pub mod memory;
 
 #[derive(Subcommand, Debug)]
 pub enum Bench {
@@ -30,6 +31,8 @@ pub enum Bench {
     /// The data pipeline (decode, sample, augment) in clips/s with 1, 2 and all threads,
     /// beside decord and PyAV decoding the same frames.
     Data(data::Args),
+    /// Peak memory of a training step per paper preset, with and without checkpointing.
+    Memory(memory::Args),
 }
 
 pub fn run(bench: Bench) -> Result<()> {
@@ -45,6 +48,7 @@ pub fn run(bench: Bench) -> Result<()> {
         Bench::Conv(args) => conv::run(args),
         Bench::Matmul(args) => matmul::run(args),
         Bench::Data(_) => unreachable!("handled above"),
+        Bench::Memory(args) => memory::run(args),
     }
 }
 
