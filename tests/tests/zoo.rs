@@ -13,6 +13,7 @@ use tubelet_cli::clips::{model_input, render};
 use tubelet_cli::{parity, run, train};
 use tubelet_data::synthetic::{Split, NUM_CLASSES};
 use tubelet_models::vivit::{Config, ViViT};
+use tubelet_models::BuildOptions;
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tubelet-zoo-{}", std::process::id()));
@@ -35,7 +36,7 @@ fn every_preset_has_counts_and_tiny_ones_match_the_built_model() {
     }
     let Some(_) = gpu_or_skip() else { return };
     for p in presets.iter().filter(|p| p.tiny) {
-        let model = (p.build)(0).unwrap();
+        let model = (p.build)(&BuildOptions::seed(0)).unwrap();
         let n: usize = model.named_params().iter().map(|(_, t)| t.numel()).sum();
         assert_eq!(n, p.params, "{}: built model has {n} parameters, the preset says {}", p.name, p.params);
         assert_eq!(model.clip(), p.clip, "{}", p.name);
@@ -48,7 +49,7 @@ fn every_tiny_preset_learns_a_fixed_batch_and_every_parameter_gets_a_gradient() 
     let Some(_) = gpu_or_skip() else { return };
     const STEPS: usize = 10;
     for p in tubelet_models::presets().into_iter().filter(|p| p.tiny) {
-        let model = (p.build)(1).unwrap();
+        let model = (p.build)(&BuildOptions::seed(1)).unwrap();
         let params = model.named_params();
         let mut opt = AdamW::new(params.clone(), AdamWConfig { lr: 2e-3, ..Default::default() }).unwrap();
         // The same batch every step: the loss must fall (memorisation, a plumbing check).
@@ -96,7 +97,7 @@ fn train_saves_a_checkpoint_that_run_loads() {
     let save = path.to_str().unwrap();
     train::run(train_args(&["--steps", "2", "--batch", "2", "--eval-clips", "2", "--save", save])).unwrap();
     let file = io::read(&path).unwrap();
-    let model = tubelet_models::build("vivit-tiny", 0).unwrap();
+    let model = tubelet_models::build("vivit-tiny", &BuildOptions::seed(0)).unwrap();
     let keys: Vec<String> = model.named_params().into_iter().chain(model.named_buffers()).map(|(k, _)| k).collect();
     assert_eq!(file.keys().cloned().collect::<Vec<_>>(), { let mut k = keys.clone(); k.sort(); k });
 
@@ -130,7 +131,7 @@ fn train_and_run_refuse_unknown_and_oversized_models_and_unfit_weights() {
     assert!(err.contains("not a valid safetensors file"), "{err}");
 
     // A checkpoint of the right model with one key dropped and one of the wrong shape.
-    let model = tubelet_models::build("vivit-tiny", 0).unwrap();
+    let model = tubelet_models::build("vivit-tiny", &BuildOptions::seed(0)).unwrap();
     let mut host: Vec<(String, Vec<usize>, Vec<f32>)> = model
         .named_params()
         .iter()

@@ -2,3 +2,13 @@
 //! loop, the papers' recipes, schedules, evaluation as the papers report it, checkpoints that
 //! hold the whole state (and resume exactly), official checkpoint files, metrics and plots.
 //! The `tubelet` binary only parses arguments and prints.
+
+pub mod eval;
+pub mod metrics;
+pub mod optim;
+pub mod plot;
+pub mod recipe;
+pub mod runlog;
+pub mod schedule;
+pub mod source;
+pub mod trainer;
