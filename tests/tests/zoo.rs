@@ -85,8 +85,10 @@ fn every_tiny_preset_learns_a_fixed_batch_and_every_parameter_gets_a_gradient() 
 }
 
 fn train_args(extra: &[&str]) -> train::Args {
-    let mut argv = vec!["train", "--quiet"];
-    argv.extend_from_slice(extra);
+    // The run directory (logs, plots) goes to the test's temporary folder, not the crate's.
+    let run_dir = tmp("runs").to_str().unwrap().to_string();
+    let mut argv = vec!["train".to_string(), "--quiet".into(), "--run-dir".into(), run_dir];
+    argv.extend(extra.iter().map(|s| s.to_string()));
     train::Args::try_parse_from(argv).unwrap()
 }
 

@@ -3,6 +3,7 @@
 //! arguments and prints errors.
 
 pub mod clips;
+pub mod eval;
 pub mod parity;
 pub mod run;
 pub mod train;

@@ -9,7 +9,7 @@ mod check;
 mod info;
 mod models;
 
-use tubelet_cli::{parity, run, train};
+use tubelet_cli::{eval, parity, run, train};
 
 #[derive(Parser)]
 #[command(name = "tubelet", version, about = "Train and study video transformers on any GPU (wgpu)")]
@@ -24,8 +24,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a model on the embedded synthetic moving-shapes dataset, then report held-out accuracy.
+    /// Train a model with its paper's recipe (tiny presets: on the embedded synthetic set), with
+    /// validation, logs and plots in a run directory.
     Train(train::Args),
+    /// Evaluate weights with the paper's test views: top-1, top-5, mean class accuracy, per-class CSV.
+    Eval(eval::Args),
     /// Classify one synthetic clip with any model (tiny or paper size): top-k classes and time.
     Run(run::Args),
     /// Run a module or model on a test vector (safetensors) and write its output and gradients,
@@ -36,8 +39,9 @@ enum Command {
     /// Benchmark fused kernels against their unfused compositions at the seed models' shapes.
     #[command(subcommand)]
     Bench(bench::Bench),
-    /// List the model presets: input, parameters, GFLOPs, and which train on the synthetic set.
-    Models,
+    /// List the model presets: input, parameters, GFLOPs, and which train on the synthetic set;
+    /// `--recipe NAME` prints a preset's training recipe.
+    Models(models::Args),
     /// Print the GPU adapters, the chosen one's backend, driver, features and limits.
     Info,
 }
@@ -52,7 +56,8 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Train(args) => train::run(args),
         Command::Info => info::run(),
-        Command::Models => models::run(),
+        Command::Models(args) => models::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Bench(b) => bench::run(b),
         Command::Run(args) => run::run(args),
         Command::Parity(args) => parity::run(args),

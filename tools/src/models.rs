@@ -1,8 +1,34 @@
 //! `tubelet models`: every preset of the model registry with its input, parameters and GFLOPs
 //! (multiply-adds of conv, linear and the two attention matmuls, the papers' convention) at its
-//! default input, and whether `tubelet train` accepts it (small enough for the synthetic set).
+//! default input, and whether `tubelet train` accepts it (small enough for the synthetic set);
+//! `--recipe NAME` prints a preset's official training recipe (tubelet-train's `recipe`).
 
-use tubelet::Result;
+use tubelet::{Error, Result};
+
+#[derive(clap::Parser, Debug)]
+#[command(name = "models")]
+pub struct Args {
+    /// Print this preset's (or recipe family's) official training recipe, with its source.
+    #[arg(long)]
+    pub recipe: Option<String>,
+    /// With --recipe: as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tubelet models --recipe NAME`: the recipe `train` starts from (flags override any field).
+fn print_recipe(name: &str, json: bool) -> Result<()> {
+    let r = tubelet_train::recipe::for_model(name).ok_or_else(|| {
+        let names: Vec<&str> = tubelet_models::presets().iter().map(|p| p.name).collect();
+        Error::Config(format!("no recipe for {name:?}; presets: {}", names.join(", ")))
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r.to_json()).unwrap_or_default());
+    } else {
+        println!("{}", r.describe());
+    }
+    Ok(())
+}
 
 /// Four significant digits at most, so tiny presets do not print as 0.00.
 fn gflops(g: f64) -> String {
@@ -15,7 +41,10 @@ fn gflops(g: f64) -> String {
     }
 }
 
-pub fn run() -> Result<()> {
+pub fn run(args: Args) -> Result<()> {
+    if let Some(name) = &args.recipe {
+        return print_recipe(name, args.json);
+    }
     let presets = tubelet_models::presets();
     let nw = presets.iter().map(|p| p.name.len()).max().unwrap_or(5).max(5);
     println!("{:<nw$}  {:<11}  {:>12}  {:>9}  {:<5}  description", "model", "input T×H×W", "parameters", "GFLOPs", "train");
@@ -34,6 +63,6 @@ pub fn run() -> Result<()> {
             p.description
         );
     }
-    println!("train = yes: small enough for `tubelet train` on the synthetic set; every model works with `tubelet run`");
+    println!("train = yes: small enough for `tubelet train` on the synthetic set; every model works with `tubelet run`, and trains on your videos with its recipe (`tubelet models --recipe NAME`)");
     Ok(())
 }

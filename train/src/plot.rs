@@ -77,7 +77,7 @@ pub fn loss_and_lr(path: &Path, points: &[(u64, f64, f64)]) -> Result<()> {
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..xmax, lo.max(0.0).min(lo)..hi)
             .map_err(perr("loss axes"))?;
-        c.configure_mesh().x_desc("step").y_desc("loss").draw().map_err(perr("loss mesh"))?;
+        c.configure_mesh().x_desc("step").y_desc("loss").x_label_formatter(&|v| format!("{v:.0}")).draw().map_err(perr("loss mesh"))?;
         let raw: Vec<(f64, f64)> = points.iter().filter(|p| p.1.is_finite()).map(|p| (p.0 as f64, p.1)).collect();
         c.draw_series(LineSeries::new(raw.clone(), RGBColor(170, 190, 230)))
             .map_err(perr("loss"))?
@@ -109,6 +109,7 @@ pub fn loss_and_lr(path: &Path, points: &[(u64, f64, f64)]) -> Result<()> {
         c.configure_mesh()
             .x_desc("step")
             .y_desc("lr")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .y_label_formatter(&|v| format!("{v:.1e}"))
             .draw()
             .map_err(perr("lr mesh"))?;

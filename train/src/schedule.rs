@@ -117,7 +117,7 @@ impl Schedule {
         let decay = match &self.decay {
             Decay::Constant => "constant".to_string(),
             Decay::Cosine { end_lr, by_epoch, after_warmup } => format!(
-                "cosine to {end_lr:e}{}{}",
+                "cosine to {end_lr}{}{}",
                 if *after_warmup { " after the warm-up" } else { "" },
                 if *by_epoch { ", stepped per epoch" } else { ", per iteration" }
             ),
