@@ -30,6 +30,25 @@ pub enum DataError {
 
 pub type Result<T, E = DataError> = std::result::Result<T, E>;
 
+impl DataError {
+    /// True for a problem of one file (unreadable, undecodable, too short): the loader skips
+    /// that item, warns once and counts it. Anything else (a bad option, a build without video
+    /// support, too many bad files) stops the run.
+    pub fn is_bad_file(&self) -> bool {
+        matches!(self, DataError::Io { .. } | DataError::Decode { .. })
+    }
+
+    /// The reason alone, without the file name the message starts with (for tables that show
+    /// the file in its own column).
+    pub fn reason(&self) -> String {
+        match self {
+            DataError::Io { msg, .. } | DataError::Decode { msg, .. } => msg.clone(),
+            DataError::Annotation { line, msg, .. } => format!("line {line}: {msg}"),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl From<DataError> for tubelet::Error {
     fn from(e: DataError) -> tubelet::Error {
         match e {

@@ -14,8 +14,15 @@
 //! Clips are a pure function of (seed, split, index): the same clip on every machine, nothing
 //! to download, and the held-out split never overlaps the training split.
 //! Layout: channels-last (B, T, H, W, 3), values roughly in [−1, 1].
+//!
+//! [`SyntheticDataset`] serves the set through the [`Dataset`] trait: item `i` is exactly
+//! [`render`]`(seed, clip, split, i, 1)`, already normalised, whatever the loader's seed and
+//! epoch (a clip is a function of the data seed, the split and the index alone).
 
 use tubelet::Rng;
+
+use crate::dataset::Dataset;
+use crate::Result;
 
 pub const CLASS_NAMES: [&str; 8] =
     ["right", "left", "down", "up", "rotate-cw", "rotate-ccw", "grow", "shrink"];
@@ -57,7 +64,8 @@ impl MovingShapes {
         let label = rng.below(NUM_CLASSES) as u32;
         let (t_n, s) = (self.frames, self.size as f64);
         let shape = rng.below(3);
-        let color = [0.4 + 0.6 * rng.uniform(), 0.4 + 0.6 * rng.uniform(), 0.4 + 0.6 * rng.uniform()];
+        let color =
+            [0.4 + 0.6 * rng.uniform(), 0.4 + 0.6 * rng.uniform(), 0.4 + 0.6 * rng.uniform()];
         let mut radius = s * (0.14 + 0.08 * rng.uniform());
         let mut angle = std::f64::consts::TAU * rng.uniform();
         let span = (t_n.max(2) - 1) as f64;
@@ -98,9 +106,9 @@ impl MovingShapes {
                     let (px, py) = (x as f64 + 0.5 - cx, y as f64 + 0.5 - cy);
                     let (u, v) = ((px * cos + py * sin) / radius, (-px * sin + py * cos) / radius);
                     let inside = match shape {
-                        0 => u.abs() <= 1.0 && v.abs() <= 0.35,            // bar
+                        0 => u.abs() <= 1.0 && v.abs() <= 0.35, // bar
                         1 => v >= -0.5 && v <= 1.0 - 1.5 * u.abs() && u.abs() <= 1.0, // triangle
-                        _ => u.abs() <= 0.75 && v.abs() <= 0.75,           // square
+                        _ => u.abs() <= 0.75 && v.abs() <= 0.75, // square
                     };
                     for c in color {
                         let base = if inside { c } else { 0.1 };
@@ -132,5 +140,90 @@ impl MovingShapes {
     /// The shape of one batch: (B, T, H, W, 3).
     pub fn batch_shape(&self, batch: usize) -> [usize; 5] {
         [batch, self.frames, self.size, self.size, 3]
+    }
+}
+
+/// Renders clips `first..first + batch` of `split` at `[frames, height, width]`, channels-last:
+/// ((B, T, H, W, 3) values, labels). The set renders square frames; for H ≠ W it renders at
+/// max(H, W) and keeps the centred H×W window (the shape stays in view: its path keeps a
+/// margin from every edge). Same function as `tools/src/clips.rs::render`.
+pub fn render(
+    data_seed: u64,
+    [t, h, w]: [usize; 3],
+    split: Split,
+    first: u64,
+    batch: usize,
+) -> (Vec<f32>, Vec<u32>) {
+    let s = h.max(w);
+    let set = MovingShapes::new(t, s, data_seed);
+    let (full, labels) = set.batch(split, first, batch);
+    if h == w {
+        return (full, labels);
+    }
+    let (y0, x0) = ((s - h) / 2, (s - w) / 2);
+    let mut out = Vec::with_capacity(batch * t * h * w * 3);
+    for frame in full.chunks_exact(s * s * 3) {
+        for y in y0..y0 + h {
+            let row = (y * s + x0) * 3;
+            out.extend_from_slice(&frame[row..row + w * 3]);
+        }
+    }
+    (out, labels)
+}
+
+/// The synthetic set as a [`Dataset`]: `len` clips of `split` at `clip` = [T, H, W], one view
+/// each (also in testing), rendered from `seed` by [`render`].
+#[derive(Clone, Debug)]
+pub struct SyntheticDataset {
+    pub seed: u64,
+    pub clip: [usize; 3],
+    pub split: Split,
+    pub len: usize,
+}
+
+impl SyntheticDataset {
+    pub fn new(seed: u64, clip: [usize; 3], split: Split, len: usize) -> SyntheticDataset {
+        SyntheticDataset { seed, clip, split, len }
+    }
+}
+
+impl Dataset for SyntheticDataset {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn num_classes(&self) -> usize {
+        NUM_CLASSES
+    }
+
+    fn class_names(&self) -> Option<Vec<String>> {
+        Some(CLASS_NAMES.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn label(&self, index: usize) -> u32 {
+        // The label is the clip generator's first draw; rendering the clip to get it would
+        // cost a whole clip, so draw it alone.
+        let mut rng = MovingShapes::new(1, 1, self.seed).clip_rng(self.split, index as u64);
+        rng.below(NUM_CLASSES) as u32
+    }
+
+    fn describe(&self, index: usize) -> String {
+        let split = match self.split {
+            Split::Train => "train",
+            Split::Test => "test",
+        };
+        format!("synthetic {split} #{index}")
+    }
+
+    fn clip(&self) -> [usize; 3] {
+        self.clip
+    }
+
+    fn views(&self) -> usize {
+        1
+    }
+
+    fn load(&self, index: usize, _seed: u64, _epoch: u64) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![render(self.seed, self.clip, self.split, index as u64, 1).0])
     }
 }

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod check;
+mod data;
 mod info;
 mod models;
 
@@ -42,6 +43,9 @@ enum Command {
     /// List the model presets: input, parameters, GFLOPs, and which train on the synthetic set;
     /// `--recipe NAME` prints a preset's training recipe.
     Models(models::Args),
+    /// Datasets: `check` scans one for problems, `synth` writes the synthetic set as files.
+    #[command(subcommand)]
+    Data(data::Data),
     /// Print the GPU adapters, the chosen one's backend, driver, features and limits.
     Info,
 }
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Bench(b) => bench::run(b),
         Command::Run(args) => run::run(args),
         Command::Parity(args) => parity::run(args),
+        Command::Data(cmd) => data::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,7 @@ use tubelet::{Gpu, Result};
 
 pub mod attention;
 pub mod conv;
+pub mod data;
 pub mod matmul;
 
 #[derive(Subcommand, Debug)]
@@ -23,15 +24,23 @@ pub enum Bench {
     Conv(conv::Args),
     /// The matmul kernel variants (naive, blocked, subgroup) side by side.
     Matmul(matmul::Args),
+    /// The data pipeline (decode, sample, augment) in clips/s with 1, 2 and all threads,
+    /// beside decord and PyAV decoding the same frames.
+    Data(data::Args),
 }
 
 pub fn run(bench: Bench) -> Result<()> {
+    if let Bench::Data(args) = bench {
+        // CPU only: no adapter needed.
+        return data::run(args);
+    }
     let gpu = Gpu::global()?;
     println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
     match bench {
         Bench::Attention(args) => attention::run(args),
         Bench::Conv(args) => conv::run(args),
         Bench::Matmul(args) => matmul::run(args),
+        Bench::Data(_) => unreachable!("handled above"),
     }
 }
 
