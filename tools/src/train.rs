@@ -25,7 +25,10 @@ use tubelet_train::optim::OptimizerKind;
 use tubelet_train::recipe::{self, Recipe};
 use tubelet_train::runlog::default_run_dir;
 use tubelet_train::schedule::{LrSchedule, Warmup};
-use tubelet_train::source::Synthetic;
+use tubelet_data::spec::Mode;
+use tubelet_data::LoaderConfig;
+use tubelet_train::data::{pipeline_for, LoaderSource, Views};
+use tubelet_train::source::{BatchSource, Synthetic};
 use tubelet_train::trainer::{model_state, Event, Observer, Outcome, SaveReason, TrainOptions, Trainer, WeightsSaver};
 
 use crate::clips::{find_preset, load_weights};
@@ -337,14 +340,10 @@ fn stop_flag() -> Arc<AtomicBool> {
 
 pub fn run(args: Args) -> Result<()> {
     let preset = find_preset(&args.model)?;
-    if args.data.is_some() || args.val.is_some() || args.data_root.is_some() {
-        return Err(Error::Config(
-            "--data/--val/--data-root: lists and folders of videos come from tubelet-data's loader, which this \
-             build does not wire yet; tiny presets train on the synthetic set without --data"
-                .into(),
-        ));
+    if args.data.is_none() && (args.val.is_some() || args.data_root.is_some()) {
+        return Err(Error::Config("--val and --data-root need --data (the training list or folder)".into()));
     }
-    if !preset.tiny {
+    if !preset.tiny && args.data.is_none() {
         let tiny: Vec<String> =
             tubelet_models::presets().iter().filter(|p| p.tiny).map(|p| p.name.to_string()).collect();
         return Err(Error::Config(format!(
@@ -355,54 +354,92 @@ pub fn run(args: Args) -> Result<()> {
             tiny.join(", "), preset.name
         )));
     }
-    if let Some(n) = args.num_classes {
-        if n != NUM_CLASSES {
-            return Err(Error::Config(format!(
-                "--num-classes {n}: the synthetic set has {NUM_CLASSES} classes; other class counts need --data"
-            )));
+    if args.data.is_none() {
+        if let Some(n) = args.num_classes {
+            if n != NUM_CLASSES {
+                return Err(Error::Config(format!(
+                    "--num-classes {n}: the synthetic set has {NUM_CLASSES} classes; other class counts need --data"
+                )));
+            }
         }
     }
     let recipe = resolve_recipe(&args)?;
     let save = args.save.clone().unwrap_or_else(|| PathBuf::from(format!("tubelet-{}.safetensors", preset.name)));
     check_writable(&save)?;
     let gpu = tubelet::Gpu::global()?;
-    let opts = BuildOptions { seed: args.seed, num_classes: Some(NUM_CLASSES), clip: args.clip, drop_path: recipe.drop_path };
+    let b = recipe.batch;
+    let clip = args.clip.unwrap_or(preset.clip);
+    // The data: the user's through tubelet-data's loader, or the synthetic set.
+    let files = match &args.data {
+        Some(list) => {
+            let pipeline = pipeline_for(preset.name, &recipe, clip, Views::Single);
+            let cfg = LoaderConfig { batch: b, seed: args.seed, shuffle: true, ..LoaderConfig::default() };
+            let root = args.data_root.as_deref();
+            let train = LoaderSource::open(list, root, args.num_classes, &pipeline, Mode::Train, cfg.clone())?;
+            let classes = args.num_classes.unwrap_or(train.num_classes());
+            let val = match &args.val {
+                Some(v) => {
+                    let cfg = LoaderConfig { shuffle: false, ..cfg };
+                    Some(LoaderSource::open(v, root, Some(classes), &pipeline, Mode::Test, cfg)?)
+                }
+                None => None,
+            };
+            Some((train, val, classes))
+        }
+        None => None,
+    };
+    let classes = files.as_ref().map_or(NUM_CLASSES, |f| f.2);
+    let opts = BuildOptions { seed: args.seed, num_classes: Some(classes), clip: Some(clip), drop_path: recipe.drop_path };
     let model = (preset.build)(&opts)?;
     if let Some(w) = &args.weights {
         load_weights(model.as_ref(), w)?;
     }
     let clip = model.clip();
-    let steps = match &recipe.schedule {
-        LrSchedule::Synthetic { total_steps, .. } => *total_steps as usize,
-        LrSchedule::Paper(_) => args.steps.unwrap_or(400) as usize,
+    let steps = match (&recipe.schedule, &files) {
+        (_, Some((train, _, _))) => args.steps.map_or(train.batches_per_epoch(), |s| (s as usize).min(train.batches_per_epoch())),
+        (LrSchedule::Synthetic { total_steps, .. }, None) => *total_steps as usize,
+        (LrSchedule::Paper(_), None) => args.steps.unwrap_or(400) as usize,
     };
-    let b = recipe.batch;
-    let train = Synthetic { seed: args.seed, clip, split: Split::Train, batch: b, clips: steps * b };
+    let mut recipe = recipe;
+    if let (Some(_), LrSchedule::Synthetic { total_steps, .. }) = (&files, &mut recipe.schedule) {
+        // The synthetic recipe's schedule spans the whole run of the user's data.
+        *total_steps = (recipe.epochs * steps) as u32;
+    }
+    let synthetic_train = Synthetic { seed: args.seed, clip, split: Split::Train, batch: b, clips: steps * b };
     let held_out = Synthetic { seed: args.seed, clip, split: Split::Test, batch: b, clips: args.eval_clips as usize };
+    let (train_src, val_src): (&dyn BatchSource, Option<&dyn BatchSource>) = match &files {
+        Some((t, v, _)) => (t, v.as_ref().map(|v| v as &dyn BatchSource)),
+        None => (&synthetic_train, Some(&held_out)),
+    };
     let run_dir = args.run_dir.clone().unwrap_or_else(|| default_run_dir(preset.name));
     let n_params: usize = model.named_params().iter().map(|(_, t)| t.numel()).sum();
     println!(
-        "tubelet train: {} ({} parameters) on {} ({:?}); {} epoch(s) of {} steps × {} clips of {}×{}×{}, {} classes",
+        "tubelet train: {} ({} parameters) on {} ({:?}); {} epoch(s) of {} steps × {} clips of {}×{}×{}, {} classes{}",
         args.model, n_params, gpu.info.name, gpu.info.backend, recipe.epochs, steps, b,
-        clip[0], clip[1], clip[2], NUM_CLASSES
+        clip[0], clip[1], clip[2], classes,
+        files.as_ref().map_or(String::new(), |(t, v, _)| format!(
+            "; {} training videos{}", t.len(), v.as_ref().map_or(String::new(), |v| format!(", {} validation videos", v.len()))))
     );
     println!("recipe: {}; {}; run directory {}", recipe.optimizer.describe(), recipe.schedule.describe(), run_dir.display());
     let config = json!({
-        "model": preset.name, "seed": args.seed, "clip": clip, "num_classes": NUM_CLASSES,
-        "data": "synthetic", "steps_per_epoch": steps, "eval_clips": args.eval_clips,
+        "model": preset.name, "seed": args.seed, "clip": clip, "num_classes": classes,
+        "data": args.data.as_ref().map_or("synthetic".to_string(), |p| p.display().to_string()),
+        "val": args.val.as_ref().map(|p| p.display().to_string()),
+        "data_root": args.data_root.as_ref().map(|p| p.display().to_string()), "steps_per_epoch": steps, "eval_clips": args.eval_clips,
         "weights": args.weights.as_ref().map(|p| p.display().to_string()),
         "save": save.display().to_string(), "recipe": recipe.to_json(),
     });
     let o = TrainOptions {
         epochs: recipe.epochs,
-        max_steps_per_epoch: None,
+        max_steps_per_epoch: files.as_ref().map(|_| steps),
         schedule: recipe.schedule.clone(),
         optimizer: recipe.optimizer,
         weight_decay: recipe.weight_decay as f32,
         policy: recipe.policy.clone(),
         label_smoothing: recipe.label_smoothing,
         grad_clip: recipe.grad_clip,
-        view_average: ViewAverage::Score,
+        // Synthetic: one view, raw scores (the argmax `tubelet train` always reported).
+        view_average: if files.is_some() { recipe.view_average } else { ViewAverage::Score },
         max_val_batches: None,
         run_dir: Some(run_dir.clone()),
         config,
@@ -423,7 +460,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut printer = Printer { bar, quiet: args.quiet, ema_loss: None, ema_acc: None, clips: 0.0, seconds: 0.0 };
     let mut trainer = Trainer::new(model.as_ref(), &o)?;
     let mut saver = WeightsSaver { dir: run_dir.clone() };
-    let summary = trainer.run(&train, Some(&held_out), &o, &mut saver, &mut printer)?;
+    let summary = trainer.run(train_src, val_src, &o, &mut saver, &mut printer)?;
     printer.bar.finish();
     match &summary.outcome {
         Outcome::Finished => {}
@@ -445,7 +482,17 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let last = summary.epochs.last().and_then(|e| e.val.as_ref());
-    if let Some(v) = last {
+    if let (Some(v), true) = (last, files.is_some()) {
+        println!(
+            "validation: top-1 {:.2}%  top-5 {:.2}%  mean class accuracy {:.2}% ({} videos); best top-1 {:.2}% at epoch {}",
+            100.0 * v.top1(),
+            100.0 * v.top5(),
+            100.0 * v.mean_class_accuracy(),
+            v.tally.count,
+            100.0 * summary.position.best_top1.unwrap_or(0.0),
+            summary.position.best_epoch.map_or(0, |e| e + 1)
+        );
+    } else if let Some(v) = last {
         let n_eval = v.tally.count;
         println!(
             "held-out accuracy: {:.1}% ({}/{n_eval} clips; chance {:.1}%); trained in {:.0} s \

@@ -3,6 +3,7 @@
 //! hold the whole state (and resume exactly), official checkpoint files, metrics and plots.
 //! The `tubelet` binary only parses arguments and prints.
 
+pub mod data;
 pub mod eval;
 pub mod metrics;
 pub mod optim;
