@@ -114,6 +114,22 @@ fn train_saves_a_checkpoint_that_run_loads() {
 }
 
 #[test]
+fn a_diverging_run_overwrites_neither_its_weights_nor_its_save_file() {
+    let Some(_) = gpu_or_skip() else { return };
+    // train --weights good --save good --lr 1e30: the good file must survive byte for byte.
+    let good = tmp("good.safetensors");
+    let g = good.to_str().unwrap();
+    train::run(train_args(&["--steps", "1", "--batch", "2", "--eval-clips", "2", "--save", g])).unwrap();
+    let before = std::fs::read(&good).unwrap();
+    let err = train::run(train_args(&["--steps", "4", "--batch", "2", "--eval-clips", "2", "--warmup", "1",
+        "--lr", "1e30", "--weights", g, "--save", g]))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("diverged") && err.contains("overwrote nothing"), "{err}");
+    assert_eq!(std::fs::read(&good).unwrap(), before);
+}
+
+#[test]
 fn train_and_run_refuse_unknown_and_oversized_models_and_unfit_weights() {
     let err = train::run(train_args(&["--model", "vivit-huge"])).unwrap_err().to_string();
     assert!(err.contains("unknown model \"vivit-huge\"") && err.contains("vivit-tiny"), "{err}");
