@@ -119,9 +119,12 @@ pub fn loss_and_lr(path: &Path, points: &[(u64, f64, f64)]) -> Result<()> {
     })
 }
 
+/// One row of the accuracy plot: (epoch, train top-1, val top-1, val top-5).
+pub type AccuracyRow = (usize, Option<f64>, Option<f64>, Option<f64>);
+
 /// Accuracy by epoch: train top-1 (of the training batches), validation top-1 and top-5.
 /// `rows`: (epoch, train top-1, val top-1, val top-5), fractions in [0, 1].
-pub fn accuracy(path: &Path, rows: &[(usize, Option<f64>, Option<f64>, Option<f64>)]) -> Result<()> {
+pub fn accuracy(path: &Path, rows: &[AccuracyRow]) -> Result<()> {
     render(path, (900, 480), |root| {
         let xmax = rows.last().map_or(1, |r| r.0).max(1) as f64;
         let mut c = ChartBuilder::on(root)
@@ -132,7 +135,7 @@ pub fn accuracy(path: &Path, rows: &[(usize, Option<f64>, Option<f64>, Option<f6
             .build_cartesian_2d(0f64..xmax + 0.5, 0f64..100f64)
             .map_err(perr("accuracy axes"))?;
         c.configure_mesh().x_desc("epoch").y_desc("%").draw().map_err(perr("accuracy mesh"))?;
-        let series: [(&str, RGBColor, fn(&(usize, Option<f64>, Option<f64>, Option<f64>)) -> Option<f64>); 3] = [
+        let series: [(&str, RGBColor, fn(&AccuracyRow) -> Option<f64>); 3] = [
             ("train top-1", RGBColor(40, 120, 200), |r| r.1),
             ("val top-1", RGBColor(210, 60, 40), |r| r.2),
             ("val top-5", RGBColor(240, 160, 40), |r| r.3),

@@ -160,7 +160,7 @@ fn slowfast_adamw(name: &str, source: &str, frames: usize, interval: usize, drop
             train: format!("{frames}x{interval}x1"),
             clip_len: frames,
             frame_interval: interval,
-            test_clips: test_clips,
+            test_clips,
             test_crops: 1,
             crop: 224,
             test_resize: if name.starts_with("uniformer") { 256 } else { 224 },

@@ -248,7 +248,7 @@ impl<'m> Trainer<'m> {
         let mut clips = 0u64;
         let mut records: Vec<EpochRecord> = Vec::new();
         let mut curve: Vec<(u64, f64, f64)> = Vec::new();
-        let mut acc_rows: Vec<(usize, Option<f64>, Option<f64>, Option<f64>)> = Vec::new();
+        let mut acc_rows: Vec<plot::AccuracyRow> = Vec::new();
         let mut first_reported = false;
         let stop_requested = || o.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
 
