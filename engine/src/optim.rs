@@ -178,3 +178,154 @@ pub fn adamw_reference(p: f64, g: f64, m: f64, v: f64, t: i32, c: AdamWConfig, d
     let vhat = v / (1.0 - b2.powi(t));
     (w - lr * mhat / (vhat.sqrt() + c.eps as f64), m, v)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Decay chosen by the caller (a recipe's parameter-wise policy), and SGD with momentum.
+
+impl AdamW {
+    /// `params` as (name, tensor, decay): the caller decides which parameters get weight decay
+    /// (the official configs' parameter-wise rules), instead of [`AdamW::new`]'s rank/name rule.
+    pub fn with_decay(params: Vec<(String, Tensor, bool)>, config: AdamWConfig) -> Result<AdamW> {
+        let flags: Vec<bool> = params.iter().map(|p| p.2).collect();
+        let mut opt = AdamW::new(params.into_iter().map(|(n, t, _)| (n, t)).collect(), config)?;
+        for (s, d) in opt.slots.iter_mut().zip(flags) {
+            s.decay = d;
+        }
+        Ok(opt)
+    }
+}
+
+/// torch.optim.SGD's options. PyTorch's defaults: no momentum, no dampening, no decay, no
+/// Nesterov.
+#[derive(Clone, Copy, Debug)]
+pub struct SgdConfig {
+    pub lr: f32,
+    pub momentum: f32,
+    pub dampening: f32,
+    /// L2 penalty added to the gradient (coupled, as PyTorch's SGD), where a slot decays.
+    pub weight_decay: f32,
+    pub nesterov: bool,
+}
+
+impl Default for SgdConfig {
+    fn default() -> Self {
+        SgdConfig { lr: 1e-3, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false }
+    }
+}
+
+struct SgdSlot {
+    name: String,
+    param: Tensor,
+    buf: Tensor,
+    decay: bool,
+    /// Whether the momentum buffer holds a value yet (PyTorch's first step clones the gradient).
+    started: bool,
+}
+
+/// SGD with momentum and Nesterov's variant, as torch.optim.SGD; one fused kernel per parameter
+/// tensor (shaders/sgd_step.wgsl), parameters updated in place.
+pub struct Sgd {
+    pub config: SgdConfig,
+    slots: Vec<SgdSlot>,
+    step: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SgdParams {
+    n: u32,
+    lr: f32,
+    momentum: f32,
+    dampening: f32,
+    wd: f32,
+    nesterov: u32,
+    first: u32,
+    _pad: u32,
+}
+
+impl Sgd {
+    /// `params` as (name, tensor, decay). Nesterov needs momentum > 0 and no dampening, as in
+    /// PyTorch.
+    pub fn new(params: Vec<(String, Tensor, bool)>, config: SgdConfig) -> Result<Sgd> {
+        let c = config;
+        if !(c.lr >= 0.0) || !(c.momentum >= 0.0) || !(c.weight_decay >= 0.0) || !(0.0..=1.0).contains(&c.dampening) {
+            return Err(Error::Config(format!("SGD: invalid config {c:?}")));
+        }
+        if c.nesterov && (c.momentum <= 0.0 || c.dampening != 0.0) {
+            return Err(Error::Config(format!(
+                "SGD: Nesterov momentum needs momentum > 0 and dampening 0, got momentum {} dampening {}",
+                c.momentum, c.dampening
+            )));
+        }
+        let slots = params
+            .into_iter()
+            .map(|(name, param, decay)| {
+                Ok(SgdSlot { buf: Tensor::try_full(param.shape(), 0.0)?, name, param, decay, started: false })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Sgd { config, slots, step: 0 })
+    }
+
+    pub fn steps_taken(&self) -> u32 {
+        self.step
+    }
+
+    /// One update of every parameter that has a gradient in `grads`.
+    pub fn step(&mut self, grads: &Grads) -> Result<()> {
+        self.step += 1;
+        let c = self.config;
+        for s in &mut self.slots {
+            let Some(g) = grads.get(&s.param) else { continue };
+            let n = s.param.numel();
+            let p = SgdParams {
+                n: n as u32,
+                lr: c.lr,
+                momentum: c.momentum,
+                dampening: c.dampening,
+                wd: if s.decay { c.weight_decay } else { 0.0 },
+                nesterov: c.nesterov as u32,
+                first: (!s.started) as u32,
+                _pad: 0,
+            };
+            // (N) grad -> (N) param, momentum buffer in place
+            gpu().dispatch(kernel!(sgd_step), &[], &[g.buffer(), s.param.buffer(), s.buf.buffer()], &p, grid(n, 256))?;
+            s.started = true;
+        }
+        Ok(())
+    }
+
+    /// Names of the parameters that receive weight decay.
+    pub fn decayed(&self) -> Vec<&str> {
+        self.slots.iter().filter(|s| s.decay).map(|s| s.name.as_str()).collect()
+    }
+
+    /// (name, momentum buffer, started) of every slot, for checkpoints.
+    pub fn state(&self) -> Vec<(&str, &Tensor, bool)> {
+        self.slots.iter().map(|s| (s.name.as_str(), &s.buf, s.started)).collect()
+    }
+
+    /// Restores a momentum buffer saved by [`Sgd::state`] and the step count.
+    pub fn restore(&mut self, name: &str, buf: &[f32], started: bool, step: u32) -> Result<()> {
+        let s = self.slots.iter_mut().find(|s| s.name == name).ok_or_else(|| {
+            Error::Config(format!("SGD state: no parameter named {name:?} in this optimiser"))
+        })?;
+        s.buf.write(buf)?;
+        s.started = started;
+        self.step = step;
+        Ok(())
+    }
+}
+
+/// The SGD update in f64, for the optimiser's test: returns (p, buf) after one step
+/// (`first`: the buffer is empty and takes the gradient).
+pub fn sgd_reference(p: f64, g: f64, buf: f64, first: bool, c: SgdConfig, decay: bool) -> (f64, f64) {
+    let (lr, mu, damp) = (c.lr as f64, c.momentum as f64, c.dampening as f64);
+    let wd = if decay { c.weight_decay as f64 } else { 0.0 };
+    let g = g + wd * p;
+    if mu == 0.0 {
+        return (p - lr * g, g);
+    }
+    let b = if first { g } else { mu * buf + (1.0 - damp) * g };
+    let d = if c.nesterov { g + mu * b } else { b };
+    (p - lr * d, b)
+}

@@ -80,6 +80,56 @@ pub trait VideoModel {
 /// (`tubelet_data::synthetic`). The zoo does not depend on any dataset; this is only a default.
 pub const TINY_CLASSES: usize = 8;
 
+/// What a preset is built with: the seed of its initial weights and, where the caller's data
+/// asks for them, another class count, clip size or drop-path rate than the preset's own.
+/// A clip the architecture cannot take (not a multiple of its patch, too small for its
+/// downsampling, not square for MViT) is an error from the model's config check, naming the field.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BuildOptions {
+    pub seed: u64,
+    /// None: the preset's own (`Preset::num_classes`).
+    pub num_classes: Option<usize>,
+    /// `[frames, height, width]`; None: the preset's own (`Preset::clip`). Position embeddings
+    /// are sized to this clip, so weights trained at another size do not load into it.
+    pub clip: Option<[usize; 3]>,
+    /// Stochastic depth rate (the models' `drop_path_rate`); None: the preset's own. Models without
+    /// drop path refuse a nonzero rate.
+    pub drop_path: Option<f32>,
+}
+
+impl BuildOptions {
+    /// The preset's own configuration with this seed.
+    pub fn seed(seed: u64) -> BuildOptions {
+        BuildOptions { seed, ..BuildOptions::default() }
+    }
+
+    /// The class count to build: the asked one, else `default`; zero is an error.
+    pub fn classes(&self, default: usize) -> Result<usize> {
+        match self.num_classes {
+            Some(0) => Err(Error::Config("num_classes must be at least 1, got 0".into())),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        }
+    }
+
+    /// The clip to build: the asked one, else `default`; an empty dimension is an error.
+    pub fn clip_or(&self, default: [usize; 3]) -> Result<[usize; 3]> {
+        match self.clip {
+            Some(c) if c.contains(&0) => Err(Error::Config(format!("clip (frames, height, width) must be positive, got {c:?}"))),
+            Some(c) => Ok(c),
+            None => Ok(default),
+        }
+    }
+
+    /// The drop-path rate for a model that has none: only an absent or zero rate is accepted.
+    pub fn no_drop_path(&self, model: &str) -> Result<()> {
+        match self.drop_path {
+            Some(r) if r != 0.0 => Err(Error::Config(format!("drop_path {r}: {model} has no stochastic depth; use 0"))),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// A named configuration of an architecture.
 pub struct Preset {
     /// CLI name, e.g. `swin-t`, `vivit-b-16x2`, `swin-tiny` (lowercase, dashes).
@@ -94,8 +144,10 @@ pub struct Preset {
     pub clip: [usize; 3],
     /// Small enough to train on the synthetic set (8 frames of 32×32, 8 classes) in minutes.
     pub tiny: bool,
-    /// Builds the model with seeded weights.
-    pub build: fn(seed: u64) -> Result<Box<dyn VideoModel>>,
+    /// Classes of the preset's own head (400 for K400 presets, [`TINY_CLASSES`] for tiny ones).
+    pub num_classes: usize,
+    /// Builds the model with seeded weights, at the options' class count and clip.
+    pub build: fn(&BuildOptions) -> Result<Box<dyn VideoModel>>,
 }
 
 /// Every preset of every architecture, in paper order.
@@ -111,10 +163,10 @@ pub fn presets() -> Vec<Preset> {
 }
 
 /// Builds the preset called `name`, or says which names exist.
-pub fn build(name: &str, seed: u64) -> Result<Box<dyn VideoModel>> {
+pub fn build(name: &str, options: &BuildOptions) -> Result<Box<dyn VideoModel>> {
     let all = presets();
     match all.iter().find(|p| p.name == name) {
-        Some(p) => (p.build)(seed),
+        Some(p) => (p.build)(options),
         None => {
             let names: Vec<_> = all.iter().map(|p| p.name).collect();
             Err(Error::Config(format!("unknown model {name:?}; available: {}", names.join(", "))))

@@ -37,7 +37,7 @@ use tubelet::{Error, Result, Tensor};
 
 use crate::grid_attention::{group_attention, group_attention_with_cls, Grid, Groups, Order};
 use crate::TINY_CLASSES as NUM_CLASSES;
-use crate::{InputLayout, Preset, VideoModel};
+use crate::{BuildOptions, InputLayout, Preset, VideoModel};
 
 /// The self-attention scheme of every block (paper §3, Fig. 2, Table 1; TSF `attention_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -520,7 +520,19 @@ impl VideoModel for TimeSformer {
     }
 }
 
-fn preset(name: &'static str, description: &'static str, config: Config, build: fn(u64) -> Result<Box<dyn VideoModel>>) -> Preset {
+/// A preset's config at the options' class count, clip and drop-path rate (checked by the
+/// model's own `Config::validate` when built).
+fn configure(mut c: Config, o: &BuildOptions) -> Result<Config> {
+    c.num_classes = o.classes(c.num_classes)?;
+    let [t, h, w] = o.clip_or([c.frames, c.height, c.width])?;
+    (c.frames, c.height, c.width) = (t, h, w);
+    if let Some(r) = o.drop_path {
+        c.drop_path = r;
+    }
+    Ok(c)
+}
+
+fn preset(name: &'static str, description: &'static str, config: Config, build: fn(&BuildOptions) -> Result<Box<dyn VideoModel>>) -> Preset {
     Preset {
         name,
         description,
@@ -528,6 +540,7 @@ fn preset(name: &'static str, description: &'static str, config: Config, build: 
         gmacs: config.macs() / 1e9,
         clip: [config.frames, config.height, config.width],
         tiny: config.embed_dim < 128,
+        num_classes: config.num_classes,
         build,
     }
 }
@@ -537,21 +550,21 @@ pub fn presets() -> Vec<Preset> {
     use Attention::*;
     vec![
         preset("timesformer-base", "TimeSformer, divided space-time, 8x224, K400 (TSF TimeSformer_divST_8x32_224)",
-            Config::timesformer_base_8x224(), |s| Ok(Box::new(TimeSformer::new(Config::timesformer_base_8x224(), s)?))),
+            Config::timesformer_base_8x224(), |o| Ok(Box::new(TimeSformer::new(configure(Config::timesformer_base_8x224(), o)?, o.seed)?))),
         preset("timesformer-hr", "TimeSformer-HR, divided space-time, 16x448, K400 (TSF TimeSformer_divST_16x16_448)",
-            Config::timesformer_hr_16x448(), |s| Ok(Box::new(TimeSformer::new(Config::timesformer_hr_16x448(), s)?))),
+            Config::timesformer_hr_16x448(), |o| Ok(Box::new(TimeSformer::new(configure(Config::timesformer_hr_16x448(), o)?, o.seed)?))),
         preset("timesformer-l", "TimeSformer-L, divided space-time, 96x224, K400 (TSF TimeSformer_divST_96x4_224)",
-            Config::timesformer_l_96x224(), |s| Ok(Box::new(TimeSformer::new(Config::timesformer_l_96x224(), s)?))),
+            Config::timesformer_l_96x224(), |o| Ok(Box::new(TimeSformer::new(configure(Config::timesformer_l_96x224(), o)?, o.seed)?))),
         preset("timesformer-joint", "TimeSformer joint space-time (ST), 8x224 (paper Table 1; TSF joint_space_time)",
-            Config::vit_base(8, 224, JointSpaceTime), |s| Ok(Box::new(TimeSformer::new(Config::vit_base(8, 224, JointSpaceTime), s)?))),
+            Config::vit_base(8, 224, JointSpaceTime), |o| Ok(Box::new(TimeSformer::new(configure(Config::vit_base(8, 224, JointSpaceTime), o)?, o.seed)?))),
         preset("timesformer-space-only", "TimeSformer space-only (S), 8x224 (paper Table 1; TSF space_only)",
-            Config::vit_base(8, 224, SpaceOnly), |s| Ok(Box::new(TimeSformer::new(Config::vit_base(8, 224, SpaceOnly), s)?))),
+            Config::vit_base(8, 224, SpaceOnly), |o| Ok(Box::new(TimeSformer::new(configure(Config::vit_base(8, 224, SpaceOnly), o)?, o.seed)?))),
         preset("timesformer-lg", "TimeSformer sparse local-global (L+G), 8x224 (paper Table 1; not in the TSF code)",
-            Config::vit_base(8, 224, SparseLocalGlobal), |s| Ok(Box::new(TimeSformer::new(Config::vit_base(8, 224, SparseLocalGlobal), s)?))),
+            Config::vit_base(8, 224, SparseLocalGlobal), |o| Ok(Box::new(TimeSformer::new(configure(Config::vit_base(8, 224, SparseLocalGlobal), o)?, o.seed)?))),
         preset("timesformer-axial", "TimeSformer axial (T+W+H), 8x224 (paper Table 1; not in the TSF code)",
-            Config::vit_base(8, 224, Axial), |s| Ok(Box::new(TimeSformer::new(Config::vit_base(8, 224, Axial), s)?))),
+            Config::vit_base(8, 224, Axial), |o| Ok(Box::new(TimeSformer::new(configure(Config::vit_base(8, 224, Axial), o)?, o.seed)?))),
         preset("timesformer-tiny", "TimeSformer divided space-time, tiny: 8x32x32, patch 8, D 64, 4 blocks",
-            Config::tiny(NUM_CLASSES), |s| Ok(Box::new(TimeSformer::new(Config::tiny(NUM_CLASSES), s)?))),
+            Config::tiny(NUM_CLASSES), |o| Ok(Box::new(TimeSformer::new(configure(Config::tiny(NUM_CLASSES), o)?, o.seed)?))),
     ]
 }
 

@@ -27,7 +27,7 @@ use tubelet::{Error, Result, Tensor};
 
 use crate::blocks::BatchNorm;
 use crate::TINY_CLASSES as NUM_CLASSES;
-use crate::{InputLayout, Preset, VideoModel};
+use crate::{BuildOptions, InputLayout, Preset, VideoModel};
 
 /// TSM-ResNet configuration.
 #[derive(Clone, Debug)]
@@ -455,7 +455,17 @@ impl VideoModel for Tsm {
     }
 }
 
-fn preset(name: &'static str, description: &'static str, config: Config, tiny: bool, build: fn(u64) -> Result<Box<dyn VideoModel>>) -> Preset {
+/// A preset's config at the options' class count, clip and drop-path rate (checked by the
+/// model's own `Config::validate` when built).
+fn configure(mut c: Config, o: &BuildOptions) -> Result<Config> {
+    c.num_classes = o.classes(c.num_classes)?;
+    let [t, h, w] = o.clip_or([c.n_segment, c.height, c.width])?;
+    (c.n_segment, c.height, c.width) = (t, h, w);
+    o.no_drop_path("TSM")?;
+    Ok(c)
+}
+
+fn preset(name: &'static str, description: &'static str, config: Config, tiny: bool, build: fn(&BuildOptions) -> Result<Box<dyn VideoModel>>) -> Preset {
     Preset {
         name,
         description,
@@ -463,6 +473,7 @@ fn preset(name: &'static str, description: &'static str, config: Config, tiny: b
         gmacs: config.macs_per_frame() * config.n_segment as f64 / 1e9,
         clip: [config.n_segment, config.height, config.width],
         tiny,
+        num_classes: config.num_classes,
         build,
     }
 }
@@ -471,8 +482,8 @@ fn preset(name: &'static str, description: &'static str, config: Config, tiny: b
 pub fn presets() -> Vec<Preset> {
     vec![
         preset("tsm-r50", "TSM-ResNet50 8 segments, K400 (TSM scripts/train_tsm_kinetics_rgb_8f.sh)", Config::tsm_r50(), false,
-            |seed| Ok(Box::new(Tsm::new(Config::tsm_r50(), seed)?))),
+            |o| Ok(Box::new(Tsm::new(configure(Config::tsm_r50(), o)?, o.seed)?))),
         preset("tsm-tiny", "TSM, tiny ResNet: 8x32x32, stem 8, widths 8/16/32/64, one block per layer", Config::tiny(NUM_CLASSES), true,
-            |seed| Ok(Box::new(Tsm::new(Config::tiny(NUM_CLASSES), seed)?))),
+            |o| Ok(Box::new(Tsm::new(configure(Config::tiny(NUM_CLASSES), o)?, o.seed)?))),
     ]
 }

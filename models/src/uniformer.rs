@@ -26,7 +26,7 @@ use tubelet::{Error, Result, Tensor};
 
 use crate::blocks::BatchNorm;
 use crate::TINY_CLASSES as NUM_CLASSES;
-use crate::{InputLayout, Preset, VideoModel};
+use crate::{BuildOptions, InputLayout, Preset, VideoModel};
 
 /// UniFormer configuration (UNI `config/defaults.py` + `exp/*/config.yaml`).
 #[derive(Clone, Debug)]
@@ -509,7 +509,19 @@ impl VideoModel for UniFormer {
     }
 }
 
-fn preset(name: &'static str, description: &'static str, config: Config, tiny: bool, build: fn(u64) -> Result<Box<dyn VideoModel>>) -> Preset {
+/// A preset's config at the options' class count, clip and drop-path rate (checked by the
+/// model's own `Config::validate` when built).
+fn configure(mut c: Config, o: &BuildOptions) -> Result<Config> {
+    c.num_classes = o.classes(c.num_classes)?;
+    let [t, h, w] = o.clip_or([c.frames, c.height, c.width])?;
+    (c.frames, c.height, c.width) = (t, h, w);
+    if let Some(r) = o.drop_path {
+        c.drop_path_rate = r;
+    }
+    Ok(c)
+}
+
+fn preset(name: &'static str, description: &'static str, config: Config, tiny: bool, build: fn(&BuildOptions) -> Result<Box<dyn VideoModel>>) -> Preset {
     Preset {
         name,
         description,
@@ -517,6 +529,7 @@ fn preset(name: &'static str, description: &'static str, config: Config, tiny: b
         gmacs: config.macs() / 1e9,
         clip: [config.frames, config.height, config.width],
         tiny,
+        num_classes: config.num_classes,
         build,
     }
 }
@@ -525,10 +538,10 @@ fn preset(name: &'static str, description: &'static str, config: Config, tiny: b
 pub fn presets() -> Vec<Preset> {
     vec![
         preset("uniformer-s", "UniFormer-S 16x224, K400 (UNI exp/uniformer_s16x4_k400)", Config::uniformer_s(), false,
-            |seed| Ok(Box::new(UniFormer::new(Config::uniformer_s(), seed)?))),
+            |o| Ok(Box::new(UniFormer::new(configure(Config::uniformer_s(), o)?, o.seed)?))),
         preset("uniformer-b", "UniFormer-B 16x224, K400 (UNI exp/uniformer_b16x4_k400)", Config::uniformer_b(), false,
-            |seed| Ok(Box::new(UniFormer::new(Config::uniformer_b(), seed)?))),
+            |o| Ok(Box::new(UniFormer::new(configure(Config::uniformer_b(), o)?, o.seed)?))),
         preset("uniformer-tiny", "UniFormer, tiny: 8x32x32, channels 16/32/48/64, one block per stage", Config::tiny(NUM_CLASSES), true,
-            |seed| Ok(Box::new(UniFormer::new(Config::tiny(NUM_CLASSES), seed)?))),
+            |o| Ok(Box::new(UniFormer::new(configure(Config::tiny(NUM_CLASSES), o)?, o.seed)?))),
     ]
 }

@@ -36,7 +36,7 @@ use tubelet::ops::window_attention::{video_swin_window, SwinWindow};
 use tubelet::{Error, Result, Tensor};
 
 use crate::TINY_CLASSES as NUM_CLASSES;
-use crate::{InputLayout, Preset, VideoModel};
+use crate::{BuildOptions, InputLayout, Preset, VideoModel};
 
 /// LayerNorm eps: plain `nn.LayerNorm` in the official code.
 const LN_EPS: f32 = 1e-5;
@@ -667,9 +667,21 @@ impl VideoModel for VideoSwin {
     }
 }
 
-fn preset(name: &'static str, description: &'static str, config: fn() -> Config, tiny: bool, build: fn(u64) -> Result<Box<dyn VideoModel>>) -> Preset {
+/// A preset's config at the options' class count, clip and drop-path rate (checked by the
+/// model's own `Config::validate` when built).
+fn configure(mut c: Config, o: &BuildOptions) -> Result<Config> {
+    c.num_classes = o.classes(c.num_classes)?;
+    let [t, h, w] = o.clip_or([c.frames, c.height, c.width])?;
+    (c.frames, c.height, c.width) = (t, h, w);
+    if let Some(r) = o.drop_path {
+        c.drop_path_rate = r;
+    }
+    Ok(c)
+}
+
+fn preset(name: &'static str, description: &'static str, config: fn() -> Config, tiny: bool, build: fn(&BuildOptions) -> Result<Box<dyn VideoModel>>) -> Preset {
     let c = config();
-    Preset { name, description, params: c.num_params(), gmacs: c.macs() / 1e9, clip: [c.frames, c.height, c.width], tiny, build }
+    Preset { name, description, params: c.num_params(), gmacs: c.macs() / 1e9, clip: [c.frames, c.height, c.width], tiny, num_classes: c.num_classes, build }
 }
 
 fn tiny_config() -> Config {
@@ -680,16 +692,16 @@ fn tiny_config() -> Config {
 pub fn presets() -> Vec<Preset> {
     vec![
         preset("swin-t", "Video Swin-T, K400, 32x224, patch 2x4x4, window 8x7x7 (VST swin_tiny_patch244_window877_kinetics400_1k)",
-            Config::swin_t, false, |s| Ok(Box::new(VideoSwin::new(Config::swin_t(), s)?))),
+            Config::swin_t, false, |o| Ok(Box::new(VideoSwin::new(configure(Config::swin_t(), o)?, o.seed)?))),
         preset("swin-s", "Video Swin-S, K400, 32x224 (VST swin_small_patch244_window877_kinetics400_1k)",
-            Config::swin_s, false, |s| Ok(Box::new(VideoSwin::new(Config::swin_s(), s)?))),
+            Config::swin_s, false, |o| Ok(Box::new(VideoSwin::new(configure(Config::swin_s(), o)?, o.seed)?))),
         preset("swin-b", "Video Swin-B, K400, 32x224 (VST swin_base_patch244_window877_kinetics400_1k)",
-            Config::swin_b, false, |s| Ok(Box::new(VideoSwin::new(Config::swin_b(), s)?))),
+            Config::swin_b, false, |o| Ok(Box::new(VideoSwin::new(configure(Config::swin_b(), o)?, o.seed)?))),
         preset("swin-b-ssv2", "Video Swin-B, SSv2, 32x224, window 16x7x7, 174 classes (VST swin_base_patch244_window1677_sthv2)",
-            Config::swin_b_ssv2, false, |s| Ok(Box::new(VideoSwin::new(Config::swin_b_ssv2(), s)?))),
+            Config::swin_b_ssv2, false, |o| Ok(Box::new(VideoSwin::new(configure(Config::swin_b_ssv2(), o)?, o.seed)?))),
         preset("swin-l", "Video Swin-L, 32x224, patch 2x4x4, 400 classes (VST _base_/models/swin/swin_large; no released recognition config)",
-            Config::swin_l, false, |s| Ok(Box::new(VideoSwin::new(Config::swin_l(), s)?))),
+            Config::swin_l, false, |o| Ok(Box::new(VideoSwin::new(configure(Config::swin_l(), o)?, o.seed)?))),
         preset("swin-tiny", "Video Swin, tiny: 8x32x32, patch 2x4x4, window 2x4x4, C 32, depths 2,2, heads 1,2",
-            tiny_config, true, |s| Ok(Box::new(VideoSwin::new(tiny_config(), s)?))),
+            tiny_config, true, |o| Ok(Box::new(VideoSwin::new(configure(tiny_config(), o)?, o.seed)?))),
     ]
 }

@@ -36,7 +36,7 @@ use tubelet::nn::{Dense, Init, LayerNorm};
 use tubelet::{Error, Result, Tensor};
 
 use crate::TINY_CLASSES as NUM_CLASSES;
-use crate::{InputLayout, Preset, VideoModel};
+use crate::{BuildOptions, InputLayout, Preset, VideoModel};
 
 /// The four ViViT models (paper §3.3; scenic `attention_config.type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -694,7 +694,17 @@ impl VideoModel for ViViT {
     }
 }
 
-fn preset(name: &'static str, description: &'static str, config: Config, tiny: bool, build: fn(u64) -> Result<Box<dyn VideoModel>>) -> Preset {
+/// A preset's config at the options' class count, clip and drop-path rate (checked by the
+/// model's own `Config::validate` when built).
+fn configure(mut c: Config, o: &BuildOptions) -> Result<Config> {
+    c.num_classes = o.classes(c.num_classes)?;
+    let [t, h, w] = o.clip_or([c.frames, c.height, c.width])?;
+    (c.frames, c.height, c.width) = (t, h, w);
+    o.no_drop_path("ViViT")?;
+    Ok(c)
+}
+
+fn preset(name: &'static str, description: &'static str, config: Config, tiny: bool, build: fn(&BuildOptions) -> Result<Box<dyn VideoModel>>) -> Preset {
     Preset {
         name,
         description,
@@ -702,6 +712,7 @@ fn preset(name: &'static str, description: &'static str, config: Config, tiny: b
         gmacs: config.macs() / 1e9,
         clip: [config.frames, config.height, config.width],
         tiny,
+        num_classes: config.num_classes,
         build,
     }
 }
@@ -711,25 +722,25 @@ pub fn presets() -> Vec<Preset> {
     let fe_tiny = Model::FactorisedEncoder { temporal_layers: 2 };
     vec![
         preset("vivit-b-16x2", "ViViT-B/16x2 Model 1, K400 (scenic vivit_base_k400)", Config::vivit_b_16x2(), false,
-            |seed| Ok(Box::new(ViViT::new(Config::vivit_b_16x2(), seed)?))),
+            |o| Ok(Box::new(ViViT::new(configure(Config::vivit_b_16x2(), o)?, o.seed)?))),
         preset("vivit-tiny", "ViViT Model 1, tiny: 8x32x32, tubelet 2x8x8, D 64, 4 layers", Config::tiny(NUM_CLASSES), true,
-            |seed| Ok(Box::new(ViViT::new(Config::tiny(NUM_CLASSES), seed)?))),
+            |o| Ok(Box::new(ViViT::new(configure(Config::tiny(NUM_CLASSES), o)?, o.seed)?))),
         preset("vivit-b-16x2-fe", "ViViT-B/16x2 Model 2 (factorised encoder, Lt 4), K400 (scenic vivit_base_factorised_encoder)",
-            Config::vivit_b_16x2_fe(), false, |seed| build(Config::vivit_b_16x2_fe(), seed)),
+            Config::vivit_b_16x2_fe(), false, |o| build(configure(Config::vivit_b_16x2_fe(), o)?, o.seed)),
         preset("vivit-l-16x2-fe", "ViViT-L/16x2 Model 2, K400 config as released: Lt 24 (paper: 4) (scenic vivit_large_factorised_encoder)",
-            Config::vivit_l_16x2_fe(), false, |seed| build(Config::vivit_l_16x2_fe(), seed)),
+            Config::vivit_l_16x2_fe(), false, |o| build(configure(Config::vivit_l_16x2_fe(), o)?, o.seed)),
         preset("vivit-b-16x2-fsa", "ViViT-B/16x2 Model 3 (factorised self-attention), gap (paper Table 2)",
-            Config::vivit_b_16x2_fsa(), false, |seed| build(Config::vivit_b_16x2_fsa(), seed)),
+            Config::vivit_b_16x2_fsa(), false, |o| build(configure(Config::vivit_b_16x2_fsa(), o)?, o.seed)),
         preset("vivit-b-16x2-fdp", "ViViT-B/16x2 Model 4 (factorised dot-product attention), gap (paper Table 2)",
-            Config::vivit_b_16x2_fdp(), false, |seed| build(Config::vivit_b_16x2_fdp(), seed)),
+            Config::vivit_b_16x2_fdp(), false, |o| build(configure(Config::vivit_b_16x2_fdp(), o)?, o.seed)),
         preset("vivit-fe-tiny", "ViViT Model 2, tiny: 8x32x32, tubelet 2x8x8, D 64, 4 spatial + 2 temporal layers",
             Config::tiny_model(fe_tiny, NUM_CLASSES), true,
-            |seed| build(Config::tiny_model(Model::FactorisedEncoder { temporal_layers: 2 }, NUM_CLASSES), seed)),
+            |o| build(configure(Config::tiny_model(Model::FactorisedEncoder { temporal_layers: 2 }, NUM_CLASSES), o)?, o.seed)),
         preset("vivit-fsa-tiny", "ViViT Model 3, tiny: 8x32x32, tubelet 2x8x8, D 64, 4 layers",
             Config::tiny_model(Model::FactorisedSelfAttention, NUM_CLASSES), true,
-            |seed| build(Config::tiny_model(Model::FactorisedSelfAttention, NUM_CLASSES), seed)),
+            |o| build(configure(Config::tiny_model(Model::FactorisedSelfAttention, NUM_CLASSES), o)?, o.seed)),
         preset("vivit-fdp-tiny", "ViViT Model 4, tiny: 8x32x32, tubelet 2x8x8, D 64, 4 layers",
             Config::tiny_model(Model::FactorisedDotProduct, NUM_CLASSES), true,
-            |seed| build(Config::tiny_model(Model::FactorisedDotProduct, NUM_CLASSES), seed)),
+            |o| build(configure(Config::tiny_model(Model::FactorisedDotProduct, NUM_CLASSES), o)?, o.seed)),
     ]
 }

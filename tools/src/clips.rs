@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use tubelet::{Error, Result, Tensor};
-use tubelet_data::synthetic::{MovingShapes, Split};
 use tubelet_models::{Preset, VideoModel};
 
 /// The preset called `name`, or an error listing the names that exist.
@@ -17,27 +16,8 @@ pub fn find_preset(name: &str) -> Result<Preset> {
         .ok_or_else(|| Error::Config(format!("unknown model {name:?}; available: {list} (see `tubelet models`)")))
 }
 
-/// Renders clips `first..first + batch` of `split` at `[frames, height, width]`, channels-last:
-/// ((B, T, H, W, 3) values, labels). The synthetic set renders square frames; for H ≠ W it
-/// renders at max(H, W) and keeps the centred H×W window (the shape stays in view: its path
-/// keeps a margin from every edge).
-pub fn render(data_seed: u64, [t, h, w]: [usize; 3], split: Split, first: u64, batch: usize) -> (Vec<f32>, Vec<u32>) {
-    let s = h.max(w);
-    let set = MovingShapes::new(t, s, data_seed);
-    let (full, labels) = set.batch(split, first, batch);
-    if h == w {
-        return (full, labels);
-    }
-    let (y0, x0) = ((s - h) / 2, (s - w) / 2);
-    let mut out = Vec::with_capacity(batch * t * h * w * 3);
-    for frame in full.chunks_exact(s * s * 3) {
-        for y in y0..y0 + h {
-            let row = (y * s + x0) * 3;
-            out.extend_from_slice(&frame[row..row + w * 3]);
-        }
-    }
-    (out, labels)
-}
+/// Renders synthetic clips at a preset's clip size (tubelet-train's, shared with the loop).
+pub use tubelet_train::source::render;
 
 /// A rendered batch as the model's input: (B, T, H, W, 3) converted to its layout.
 pub fn model_input(model: &dyn VideoModel, data: &[f32], batch: usize) -> Result<Tensor> {

@@ -61,7 +61,7 @@ pub fn convert(args: &Args) -> Result<Converted> {
                         (source, std::mem::take(&mut file.tensors).into_iter().collect(), d, Vec::new())
                     }
                     Some(name) => {
-                        let model = (find_preset(name)?.build)(0)?;
+                        let model = (find_preset(name)?.build)(&tubelet_models::BuildOptions::seed(0))?;
                         let keys: Vec<String> = weights::model_state(model.as_ref()).into_iter().map(|(k, _)| k).collect();
                         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
                         let (pairs, unused) = weights::official_keys(&file, &key_refs)?;

@@ -9,6 +9,7 @@ pub mod check;
 pub mod clips;
 pub mod convert;
 pub mod data;
+pub mod eval;
 pub mod info;
 pub mod models;
 pub mod output;

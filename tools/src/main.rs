@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use tubelet_cli::{bench, check, convert, data, info, models, parity, run, train};
+use tubelet_cli::{bench, check, convert, data, eval, info, models, parity, run, train};
 
 #[derive(Parser)]
 #[command(name = "tubelet", version, about = "Train and study video transformers on any GPU (wgpu)")]
@@ -19,8 +19,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a model on the embedded synthetic moving-shapes dataset, then report held-out accuracy.
+    /// Train a model with its paper's recipe (tiny presets: on the embedded synthetic set), with
+    /// validation, logs and plots in a run directory.
     Train(train::Args),
+    /// Evaluate weights with the paper's test views: top-1, top-5, mean class accuracy, per-class CSV.
+    Eval(eval::Args),
     /// Classify one synthetic clip with any model (tiny or paper size): top-k classes and time.
     Run(run::Args),
     /// Run a module or model on a test vector (safetensors) and write its output and gradients,
@@ -33,8 +36,9 @@ enum Command {
     /// Benchmark fused kernels against their unfused compositions at the seed models' shapes.
     #[command(subcommand)]
     Bench(bench::Bench),
-    /// List the model presets: input, parameters, GFLOPs, and which train on the synthetic set.
-    Models,
+    /// List the model presets: input, parameters, GFLOPs, and which train on the synthetic set;
+    /// `--recipe NAME` prints a preset's training recipe.
+    Models(models::Args),
     /// Datasets: `check` scans one for problems, `synth` writes the synthetic set as files.
     #[command(subcommand)]
     Data(data::Data),
@@ -51,14 +55,15 @@ fn main() -> ExitCode {
     // Every subcommand but `models`, `info` and the data tools needs the device: open it first, so a machine without an
     // adapter gets the error that says what to install, not a panic from an infallible op.
     let device = match cli.command {
-        Command::Models | Command::Info | Command::Data(_) | Command::Bench(bench::Bench::Data(_)) => Ok(()),
+        Command::Models(_) | Command::Info | Command::Data(_) | Command::Bench(bench::Bench::Data(_)) => Ok(()),
         _ => tubelet::Gpu::global().map(drop),
     };
     let result = device.and_then(|()| match cli.command {
         Command::Check(args) => check::run(args),
         Command::Train(args) => train::run(args),
         Command::Info => info::run(),
-        Command::Models => models::run(),
+        Command::Models(args) => models::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Bench(b) => bench::run(b),
         Command::Run(args) => run::run(args),
         Command::Parity(args) => parity::run(args),

@@ -1,10 +1,36 @@
 //! `tubelet models`: every preset of the model registry with its input, parameters and GFLOPs
 //! (multiply-adds of conv, linear and the two attention matmuls, the papers' convention) at its
-//! default input, and whether `tubelet train` accepts it (small enough for the synthetic set).
+//! default input, and whether `tubelet train` accepts it (small enough for the synthetic set);
+//! `--recipe NAME` prints a preset's official training recipe (tubelet-train's `recipe`).
 
 use std::io::Write;
 
-use tubelet::Result;
+use tubelet::{Error, Result};
+
+#[derive(clap::Parser, Debug)]
+#[command(name = "models")]
+pub struct Args {
+    /// Print this preset's (or recipe family's) official training recipe, with its source.
+    #[arg(long)]
+    pub recipe: Option<String>,
+    /// With --recipe: as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tubelet models --recipe NAME`: the recipe `train` starts from (flags override any field).
+fn print_recipe(name: &str, json: bool) -> Result<()> {
+    let r = tubelet_train::recipe::for_model(name).ok_or_else(|| {
+        let names: Vec<&str> = tubelet_models::presets().iter().map(|p| p.name).collect();
+        Error::Config(format!("no recipe for {name:?}; presets: {}", names.join(", ")))
+    })?;
+    if json {
+        outln!(Output::stdout(), "{}", serde_json::to_string_pretty(&r.to_json()).unwrap_or_default())?;
+    } else {
+        outln!(Output::stdout(), "{}", r.describe())?;
+    }
+    Ok(())
+}
 
 use crate::outln;
 use crate::output::Output;
@@ -20,7 +46,10 @@ fn gflops(g: f64) -> String {
     }
 }
 
-pub fn run() -> Result<()> {
+pub fn run(args: Args) -> Result<()> {
+    if let Some(name) = &args.recipe {
+        return print_recipe(name, args.json);
+    }
     print(&mut Output::stdout())
 }
 
@@ -44,6 +73,6 @@ pub fn print<W: Write>(out: &mut Output<W>) -> Result<()> {
             p.description
         )?;
     }
-    outln!(out, "train = yes: small enough for `tubelet train` on the synthetic set; every model works with `tubelet run`")?;
+    outln!(out, "train = yes: small enough for `tubelet train` on the synthetic set; every model works with `tubelet run`, and trains on your videos with its recipe (`tubelet models --recipe NAME`)")?;
     Ok(())
 }

@@ -58,7 +58,7 @@ pub fn class_name(class: usize, num_classes: usize) -> String {
 /// Builds the model, loads the weights and classifies the clip.
 pub fn predict(args: &Args) -> Result<Prediction> {
     let preset = find_preset(&args.model)?;
-    let model = (preset.build)(args.seed)?;
+    let model = (preset.build)(&tubelet_models::BuildOptions::seed(args.seed))?;
     let report = match &args.weights {
         Some(w) => Some(load_weights(model.as_ref(), w)?),
         None => None,

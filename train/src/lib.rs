@@ -4,4 +4,14 @@
 //! The `tubelet` binary only parses arguments and prints.
 
 pub mod checkpoint;
+pub mod data;
+pub mod eval;
+pub mod metrics;
+pub mod optim;
+pub mod plot;
+pub mod recipe;
+pub mod runlog;
+pub mod schedule;
+pub mod source;
+pub mod trainer;
 pub mod weights;

@@ -56,7 +56,7 @@ fn progress(step: u64, val: Option<f64>) -> Progress {
 fn a_whole_state_round_trips_and_training_continues_identically() {
     let Some(_) = gpu_or_skip() else { return };
     // tsm-tiny: BatchNorm buffers (running stats, num_batches_tracked) besides parameters.
-    let a = tubelet_models::build("tsm-tiny", 0).unwrap();
+    let a = tubelet_models::build("tsm-tiny", &tubelet_models::BuildOptions::seed(0)).unwrap();
     let mut opt_a = AdamW::new(a.named_params(), AdamWConfig { lr: 1e-2, ..AdamWConfig::default() }).unwrap();
     train_step(a.as_ref(), &mut opt_a, 1);
     train_step(a.as_ref(), &mut opt_a, 2);
@@ -68,7 +68,7 @@ fn a_whole_state_round_trips_and_training_continues_identically() {
     checkpoint::save(&path, &State::adamw(&params, &buffers, &moments, &opt_a, &prog, &config)).unwrap();
     assert_eq!(names_in(&dir), vec!["state.safetensors"], "no temporary left behind");
 
-    let b = tubelet_models::build("tsm-tiny", 5).unwrap();
+    let b = tubelet_models::build("tsm-tiny", &tubelet_models::BuildOptions::seed(5)).unwrap();
     let mut opt_b = AdamW::new(b.named_params(), AdamWConfig { lr: 1e-2, ..AdamWConfig::default() }).unwrap();
     let loaded = checkpoint::load(&path).unwrap();
     assert_eq!(loaded.progress, prog);
@@ -89,7 +89,7 @@ fn a_whole_state_round_trips_and_training_continues_identically() {
     assert_eq!(values(&opt_b.state()), values(&opt_a.state()));
 
     // A state of another model is refused with every difference named.
-    let c = tubelet_models::build("vivit-tiny", 0).unwrap();
+    let c = tubelet_models::build("vivit-tiny", &tubelet_models::BuildOptions::seed(0)).unwrap();
     let err = loaded.restore_model(c.as_ref()).unwrap_err().to_string();
     assert!(err.contains("state of another model") && err.contains("not in the state"), "{err}");
 }
@@ -211,7 +211,7 @@ fn the_keeper_keeps_the_last_n_and_the_best() {
     // A reopened run directory remembers its best.
     assert_eq!(Keeper::new(&dir, 2).unwrap().best(), Some(0.7));
     // A resume into AdamW from an SGD state is refused.
-    let model = tubelet_models::build("vivit-tiny", 0).unwrap();
+    let model = tubelet_models::build("vivit-tiny", &tubelet_models::BuildOptions::seed(0)).unwrap();
     let mut opt = AdamW::new(model.named_params(), AdamWConfig::default()).unwrap();
     let err = checkpoint::load(&dir.join("best.safetensors")).unwrap().restore_adamw(&mut opt).unwrap_err().to_string();
     assert!(err.contains("trained with sgd"), "{err}");

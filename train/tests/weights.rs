@@ -166,6 +166,8 @@ fn swin_parity_model(num_classes: usize) -> video_swin::VideoSwin {
         drop_path_rate: 0.0,
         head_dropout: 0.0,
         num_classes,
+        attn: video_swin::AttnOptions::RELEASED,
+        patch_norm: true,
     };
     video_swin::VideoSwin::new(c, 9).unwrap()
 }
@@ -208,6 +210,7 @@ fn a_flat_uniformer_file_gives_the_official_logits_and_so_does_the_legacy_one() 
             head_dim: 8,
             mlp_ratio: 4,
             qkv_bias: true,
+            qk_scale: None,
             drop_path_rate: 0.0,
             num_classes: 5,
         };
@@ -258,7 +261,7 @@ fn an_mmaction2_head_maps_onto_a_family_head() {
         .collect();
     let path = tmp("uniformer_mmaction2.safetensors");
     io::save_host(&path, &host, None).unwrap();
-    let c = uniformer::Config { frames: 3, height: 32, width: 32, embed_dim: [8, 16, 16, 16], depth: [1, 2, 1, 1], head_dim: 8, mlp_ratio: 4, qkv_bias: true, drop_path_rate: 0.0, num_classes: 5 };
+    let c = uniformer::Config { frames: 3, height: 32, width: 32, embed_dim: [8, 16, 16, 16], depth: [1, 2, 1, 1], head_dim: 8, mlp_ratio: 4, qkv_bias: true, qk_scale: None, drop_path_rate: 0.0, num_classes: 5 };
     let model = uniformer::UniFormer::new(c, 3).unwrap();
     let r = load_exact(&model, &path).unwrap();
     assert!(r.unused.is_empty() && r.reinitialised.is_empty(), "{r:?}");
@@ -270,11 +273,11 @@ fn an_mmaction2_head_maps_onto_a_family_head() {
 fn every_tiny_preset_loads_the_file_it_saved() {
     let Some(_) = gpu_or_skip() else { return };
     for p in tubelet_models::presets().into_iter().filter(|p| p.tiny) {
-        let a = (p.build)(1).unwrap();
+        let a = (p.build)(&tubelet_models::BuildOptions::seed(1)).unwrap();
         let path = tmp(&format!("{}.safetensors", p.name));
         io::save(&path, &tubelet_train::weights::model_state(a.as_ref()), None).unwrap();
         for load in [0, 1, 2] {
-            let b = (p.build)(2).unwrap();
+            let b = (p.build)(&tubelet_models::BuildOptions::seed(2)).unwrap();
             match load {
                 0 => drop(load_exact(b.as_ref(), &path).unwrap_or_else(|e| panic!("{}: {e}", p.name))),
                 1 => drop(load_finetune(b.as_ref(), &path).unwrap_or_else(|e| panic!("{}: {e}", p.name))),
@@ -295,7 +298,7 @@ fn every_tiny_preset_loads_the_file_it_saved() {
 #[test]
 fn a_whole_training_state_handed_to_weights_says_to_use_resume() {
     let Some(_) = gpu_or_skip() else { return };
-    let model = tubelet_models::build("swin-tiny", 0).unwrap();
+    let model = tubelet_models::build("swin-tiny", &tubelet_models::BuildOptions::seed(0)).unwrap();
     let params = model.named_params();
     let progress = tubelet_train::checkpoint::Progress { step: 3, ..Default::default() };
     let config = serde_json::json!({"model": "swin-tiny"});

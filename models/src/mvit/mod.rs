@@ -34,7 +34,7 @@ use tubelet::nn::{Init, LayerNorm, Linear};
 use tubelet::{Error, Result, Tensor};
 
 use crate::TINY_CLASSES as NUM_CLASSES;
-use crate::{InputLayout, Preset, VideoModel};
+use crate::{BuildOptions, InputLayout, Preset, VideoModel};
 
 pub mod pooling_attention;
 
@@ -592,8 +592,23 @@ impl VideoModel for MViT {
     }
 }
 
+/// A preset's config at the options' class count, clip and drop-path rate (checked by the
+/// model's own `Config::validate` when built).
+fn configure(mut c: Config, o: &BuildOptions) -> Result<Config> {
+    c.num_classes = o.classes(c.num_classes)?;
+    let [t, h, w] = o.clip_or([c.frames, c.crop, c.crop])?;
+    if h != w {
+        return Err(Error::Config(format!("clip {t}×{h}×{w}: MViT takes square crops (DATA.TRAIN_CROP_SIZE), height must equal width")));
+    }
+    (c.frames, c.crop) = (t, h);
+    if let Some(r) = o.drop_path {
+        c.drop_path_rate = r;
+    }
+    Ok(c)
+}
+
 fn preset(name: &'static str, description: &'static str, c: Config, tiny: bool,
-    build: fn(u64) -> Result<Box<dyn VideoModel>>) -> Preset {
+    build: fn(&BuildOptions) -> Result<Box<dyn VideoModel>>) -> Preset {
     // The preset configs are fixed and valid (the tests count every one), so a count error
     // here is a bug in this file; it reads as 0 rather than hiding the preset.
     Preset {
@@ -603,6 +618,7 @@ fn preset(name: &'static str, description: &'static str, c: Config, tiny: bool,
         gmacs: c.macs().map_or(0.0, |m| m / 1e9),
         clip: [c.frames, c.crop, c.crop],
         tiny,
+        num_classes: c.num_classes,
         build,
     }
 }
@@ -613,19 +629,19 @@ pub fn presets() -> Vec<Preset> {
     let v2 = || Config::tiny(Version::V2, NUM_CLASSES);
     vec![
         preset("mvit-b-16x4", "MViT-B 16x4, K400 (SF MVIT_B_16x4_CONV)", Config::mvit_b_16x4(), false,
-            |seed| Ok(Box::new(MViT::new(Config::mvit_b_16x4(), seed)?))),
+            |o| Ok(Box::new(MViT::new(configure(Config::mvit_b_16x4(), o)?, o.seed)?))),
         preset("mvit-b-32x3", "MViT-B 32x3, K400, 16 layers as the paper", Config::mvit_b_32x3(), false,
-            |seed| Ok(Box::new(MViT::new(Config::mvit_b_32x3(), seed)?))),
+            |o| Ok(Box::new(MViT::new(configure(Config::mvit_b_32x3(), o)?, o.seed)?))),
         preset("mvitv2-s-16x4", "MViTv2-S 16x4, K400 (SF MVITv2_S_16x4)", Config::mvitv2_s_16x4(), false,
-            |seed| Ok(Box::new(MViT::new(Config::mvitv2_s_16x4(), seed)?))),
+            |o| Ok(Box::new(MViT::new(configure(Config::mvitv2_s_16x4(), o)?, o.seed)?))),
         preset("mvitv2-b-32x3", "MViTv2-B 32x3, K400 (SF MVITv2_B_32x3)", Config::mvitv2_b_32x3(), false,
-            |seed| Ok(Box::new(MViT::new(Config::mvitv2_b_32x3(), seed)?))),
+            |o| Ok(Box::new(MViT::new(configure(Config::mvitv2_b_32x3(), o)?, o.seed)?))),
         preset("mvitv2-l-40x3", "MViTv2-L 40x3 @312, K400 (SF MVITv2_L_40x3_test)", Config::mvitv2_l_40x3(), false,
-            |seed| Ok(Box::new(MViT::new(Config::mvitv2_l_40x3(), seed)?))),
+            |o| Ok(Box::new(MViT::new(configure(Config::mvitv2_l_40x3(), o)?, o.seed)?))),
         preset("mvit-tiny", "MViT v1, tiny: 8x32x32, embed 32, 3 blocks, one q-pool stage", v1(), true,
-            |seed| Ok(Box::new(MViT::new(Config::tiny(Version::V1, NUM_CLASSES), seed)?))),
+            |o| Ok(Box::new(MViT::new(configure(Config::tiny(Version::V1, NUM_CLASSES), o)?, o.seed)?))),
         preset("mvitv2-tiny", "MViTv2, tiny: 8x32x32, embed 32, 3 blocks, one q-pool stage", v2(), true,
-            |seed| Ok(Box::new(MViT::new(Config::tiny(Version::V2, NUM_CLASSES), seed)?))),
+            |o| Ok(Box::new(MViT::new(configure(Config::tiny(Version::V2, NUM_CLASSES), o)?, o.seed)?))),
     ]
 }
 

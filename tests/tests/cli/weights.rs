@@ -28,7 +28,7 @@ fn swin_tiny_runs_with_the_weights_train_wrote() {
     let p = run::predict(&run::Args::try_parse_from(["run", "--model", "swin-tiny", "--weights", s]).unwrap()).unwrap();
     let r = p.weights.unwrap();
     assert!(r.missing.is_empty() && r.mismatched.is_empty() && r.unused.is_empty(), "{r:?}");
-    assert_eq!(r.loaded.len(), tubelet_models::build("swin-tiny", 0).unwrap().named_params().len());
+    assert_eq!(r.loaded.len(), tubelet_models::build("swin-tiny", &tubelet_models::BuildOptions::seed(0)).unwrap().named_params().len());
 }
 
 #[test]

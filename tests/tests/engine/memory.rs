@@ -69,10 +69,10 @@ fn checkpointed_gradients_are_bit_identical_for_every_tiny_preset() {
     for p in tubelet_models::presets().into_iter().filter(|p| p.tiny) {
         // A fresh model per run: the models draw their dropout/drop-path seeds from a per-model
         // step counter, so each run's forward uses the same masks.
-        let (want_g, want_b) = step((p.build)(3).unwrap().as_ref(), 2, Checkpointing::None);
+        let (want_g, want_b) = step((p.build)(&tubelet_models::BuildOptions::seed(3)).unwrap().as_ref(), 2, Checkpointing::None);
         assert!(want_g.iter().any(|(_, g)| g.iter().any(|&v| v != 0.0)), "{}: no gradient at all", p.name);
         for mode in [Checkpointing::Blocks, Checkpointing::Stages] {
-            let (g, b) = step((p.build)(3).unwrap().as_ref(), 2, mode);
+            let (g, b) = step((p.build)(&tubelet_models::BuildOptions::seed(3)).unwrap().as_ref(), 2, mode);
             assert_bits(&format!("{} --checkpoint {mode}", p.name), &g, &want_g);
             // BatchNorm models: running statistics updated once, not again by the recompute.
             assert_bits(&format!("{} --checkpoint {mode} buffers", p.name), &b, &want_b);
@@ -170,8 +170,8 @@ fn accumulating_k_micro_batches_gives_the_update_of_one_k_times_larger_batch() {
     const K: usize = 3;
     const B: usize = 2;
     let config = AdamWConfig { lr: 1e-4, ..Default::default() };
-    let large = tubelet_models::build("vivit-tiny", 9).unwrap();
-    let small = tubelet_models::build("vivit-tiny", 9).unwrap();
+    let large = tubelet_models::build("vivit-tiny", &tubelet_models::BuildOptions::seed(9)).unwrap();
+    let small = tubelet_models::build("vivit-tiny", &tubelet_models::BuildOptions::seed(9)).unwrap();
     let mut opt_large = AdamW::new(large.named_params(), config).unwrap();
     let mut opt_small = AdamW::new(small.named_params(), config).unwrap();
     for step in 0..3u64 {

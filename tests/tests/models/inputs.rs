@@ -37,7 +37,7 @@ fn bad_inputs(layout: InputLayout, [t, h, w]: [usize; 3]) -> Vec<(&'static str, 
 fn every_tiny_preset_refuses_inputs_of_the_wrong_shape_with_an_error_naming_it() {
     let Some(_) = gpu_or_skip() else { return };
     for p in tubelet_models::presets().into_iter().filter(|p| p.tiny) {
-        let model = tubelet_models::build(p.name, 0).unwrap();
+        let model = tubelet_models::build(p.name, &tubelet_models::BuildOptions::seed(0)).unwrap();
         let (layout, clip) = (model.input_layout(), model.clip());
         for (what, shape) in bad_inputs(layout, clip) {
             for train in [false, true] {
@@ -59,7 +59,7 @@ fn every_tiny_preset_refuses_inputs_of_the_wrong_shape_with_an_error_naming_it()
 fn every_tiny_preset_refuses_or_pads_a_clip_of_another_size() {
     let Some(_) = gpu_or_skip() else { return };
     for p in tubelet_models::presets().into_iter().filter(|p| p.tiny) {
-        let model: Box<dyn VideoModel> = tubelet_models::build(p.name, 0).unwrap();
+        let model: Box<dyn VideoModel> = tubelet_models::build(p.name, &tubelet_models::BuildOptions::seed(0)).unwrap();
         let [t, h, w] = model.clip();
         let shape = model.input_layout().shape(1, [t, h + 1, w]);
         match model.forward(&zeros(&shape), false) {

@@ -13,6 +13,7 @@ use tubelet_cli::clips::{model_input, render};
 use tubelet_cli::{parity, run, train};
 use tubelet_data::synthetic::{Split, NUM_CLASSES};
 use tubelet_models::vivit::{Config, ViViT};
+use tubelet_models::BuildOptions;
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tubelet-zoo-{}", std::process::id()));
@@ -35,7 +36,7 @@ fn every_preset_has_counts_and_tiny_ones_match_the_built_model() {
     }
     let Some(_) = gpu_or_skip() else { return };
     for p in presets.iter().filter(|p| p.tiny) {
-        let model = (p.build)(0).unwrap();
+        let model = (p.build)(&BuildOptions::seed(0)).unwrap();
         let n: usize = model.named_params().iter().map(|(_, t)| t.numel()).sum();
         assert_eq!(n, p.params, "{}: built model has {n} parameters, the preset says {}", p.name, p.params);
         assert_eq!(model.clip(), p.clip, "{}", p.name);
@@ -48,7 +49,7 @@ fn every_tiny_preset_learns_a_fixed_batch_and_every_parameter_gets_a_gradient() 
     let Some(_) = gpu_or_skip() else { return };
     const STEPS: usize = 10;
     for p in tubelet_models::presets().into_iter().filter(|p| p.tiny) {
-        let model = (p.build)(1).unwrap();
+        let model = (p.build)(&BuildOptions::seed(1)).unwrap();
         let params = model.named_params();
         let mut opt = AdamW::new(params.clone(), AdamWConfig { lr: 2e-3, ..Default::default() }).unwrap();
         // The same batch every step: the loss must fall (memorisation, a plumbing check).
@@ -84,8 +85,10 @@ fn every_tiny_preset_learns_a_fixed_batch_and_every_parameter_gets_a_gradient() 
 }
 
 fn train_args(extra: &[&str]) -> train::Args {
-    let mut argv = vec!["train", "--quiet"];
-    argv.extend_from_slice(extra);
+    // The run directory (logs, plots) goes to the test's temporary folder, not the crate's.
+    let run_dir = tmp("runs").to_str().unwrap().to_string();
+    let mut argv = vec!["train".to_string(), "--quiet".into(), "--run-dir".into(), run_dir];
+    argv.extend(extra.iter().map(|s| s.to_string()));
     train::Args::try_parse_from(argv).unwrap()
 }
 
@@ -96,7 +99,7 @@ fn train_saves_a_checkpoint_that_run_loads() {
     let save = path.to_str().unwrap();
     train::run(train_args(&["--steps", "2", "--batch", "2", "--eval-clips", "2", "--save", save])).unwrap();
     let file = io::read(&path).unwrap();
-    let model = tubelet_models::build("vivit-tiny", 0).unwrap();
+    let model = tubelet_models::build("vivit-tiny", &BuildOptions::seed(0)).unwrap();
     let keys: Vec<String> = model.named_params().into_iter().chain(model.named_buffers()).map(|(k, _)| k).collect();
     assert_eq!(file.keys().cloned().collect::<Vec<_>>(), { let mut k = keys.clone(); k.sort(); k });
 
@@ -108,6 +111,22 @@ fn train_saves_a_checkpoint_that_run_loads() {
     assert!(pred.label < NUM_CLASSES && pred.num_classes == NUM_CLASSES);
     // Trained weights, not the seeded initialisation (whose zero head gives uniform output).
     assert!(pred.top[0].1 > 1.0 / NUM_CLASSES as f64 + 1e-6, "{:?}", pred.top);
+}
+
+#[test]
+fn a_diverging_run_overwrites_neither_its_weights_nor_its_save_file() {
+    let Some(_) = gpu_or_skip() else { return };
+    // train --weights good --save good --lr 1e30: the good file must survive byte for byte.
+    let good = tmp("good.safetensors");
+    let g = good.to_str().unwrap();
+    train::run(train_args(&["--steps", "1", "--batch", "2", "--eval-clips", "2", "--save", g])).unwrap();
+    let before = std::fs::read(&good).unwrap();
+    let err = train::run(train_args(&["--steps", "4", "--batch", "2", "--eval-clips", "2", "--warmup", "1",
+        "--lr", "1e30", "--weights", g, "--save", g]))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("diverged") && err.contains("overwrote nothing"), "{err}");
+    assert_eq!(std::fs::read(&good).unwrap(), before);
 }
 
 #[test]
@@ -130,7 +149,7 @@ fn train_and_run_refuse_unknown_and_oversized_models_and_unfit_weights() {
     assert!(err.contains("not a valid safetensors file"), "{err}");
 
     // A checkpoint of the right model with one key dropped and one of the wrong shape.
-    let model = tubelet_models::build("vivit-tiny", 0).unwrap();
+    let model = tubelet_models::build("vivit-tiny", &BuildOptions::seed(0)).unwrap();
     let mut host: Vec<(String, Vec<usize>, Vec<f32>)> = model
         .named_params()
         .iter()

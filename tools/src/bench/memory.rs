@@ -165,7 +165,7 @@ fn step(model: &dyn VideoModel, b: usize, probe: bool) -> Result<(u64, Vec<Probe
 /// each tensor rounded up to the pool's size class).
 fn measure(p: &Preset, b: usize, mode: Checkpointing, accounting: bool) -> Result<(u64, u64)> {
     let _m = Modes::set(mode, accounting);
-    let model = (p.build)(0)?;
+    let model = (p.build)(&tubelet_models::BuildOptions::seed(0))?;
     let fixed = model.named_params().iter().map(|(_, t)| 4 * (4 * t.numel() as u64).max(256).next_power_of_two()).sum();
     let (peak, _) = step(model.as_ref(), b, false)?;
     drop(model);
@@ -182,7 +182,7 @@ fn verify() -> Result<()> {
         println!("  this backend gives no allocator report: counters not cross-checked");
         return verify_accounting();
     }
-    let model = tubelet_models::build("swin-tiny", 0)?;
+    let model = tubelet_models::build("swin-tiny", &tubelet_models::BuildOptions::seed(0))?;
     let (peak, probes) = step(model.as_ref(), 2, true)?;
     for pr in &probes {
         let Some(r) = &pr.allocator else { continue };

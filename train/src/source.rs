@@ -1,0 +1,114 @@
+//! The trainer's view of data: batches of host clips, epoch after epoch. A thin seam so the loop
+//! does not depend on how clips are made: the embedded synthetic set implements it here, and
+//! tubelet-data's `Loader` (annotation lists, videos, frames, worker threads) plugs in through
+//! the same trait.
+//! Layout: a batch is channels-last (B·V, T, H, W, 3), the V views of item b in rows b·V..b·V+V.
+
+use std::time::{Duration, Instant};
+
+use tubelet::Result;
+use tubelet_data::synthetic::{MovingShapes, Split, CLASS_NAMES, NUM_CLASSES};
+
+/// One batch of clips on the host.
+#[derive(Clone, Debug, Default)]
+pub struct HostBatch {
+    /// (B·V, T, H, W, 3) values.
+    pub data: Vec<f32>,
+    /// [B·V, T, H, W, 3].
+    pub shape: [usize; 5],
+    /// Views per item (1 in training).
+    pub views: usize,
+    /// One label per item (B).
+    pub labels: Vec<u32>,
+    /// How long the consumer waited for it.
+    pub wait: Duration,
+}
+
+/// Batches over a split, epoch after epoch.
+pub trait BatchSource {
+    /// Batches in one epoch.
+    fn batches_per_epoch(&self) -> usize;
+    /// Items in one epoch.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn num_classes(&self) -> usize;
+    fn class_names(&self) -> Option<Vec<String>>;
+    /// [T, H, W] of every clip.
+    fn clip(&self) -> [usize; 3];
+    /// The batches of `epoch`, from batch `start` on (a resumed epoch starts mid-way).
+    fn epoch<'a>(&'a self, epoch: u64, start: usize) -> Result<Box<dyn Iterator<Item = Result<HostBatch>> + 'a>>;
+}
+
+/// Renders synthetic clips `first..first + batch` of `split` at `[frames, height, width]`,
+/// channels-last: ((B, T, H, W, 3) values, labels). The synthetic set renders square frames; for
+/// H ≠ W it renders at max(H, W) and keeps the centred H×W window (the shape stays in view: its
+/// path keeps a margin from every edge).
+pub fn render(data_seed: u64, [t, h, w]: [usize; 3], split: Split, first: u64, batch: usize) -> (Vec<f32>, Vec<u32>) {
+    let s = h.max(w);
+    let set = MovingShapes::new(t, s, data_seed);
+    let (full, labels) = set.batch(split, first, batch);
+    if h == w {
+        return (full, labels);
+    }
+    let (y0, x0) = ((s - h) / 2, (s - w) / 2);
+    let mut out = Vec::with_capacity(batch * t * h * w * 3);
+    for frame in full.chunks_exact(s * s * 3) {
+        for y in y0..y0 + h {
+            let row = (y * s + x0) * 3;
+            out.extend_from_slice(&frame[row..row + w * 3]);
+        }
+    }
+    (out, labels)
+}
+
+/// The embedded synthetic set as a batch source: `clips` clips of `split` per epoch. Training
+/// epochs continue the clip sequence (epoch e, batch i renders clips from (e·batches + i)·B on),
+/// so every step sees new clips; the test split is the same clips every epoch.
+#[derive(Clone, Debug)]
+pub struct Synthetic {
+    pub seed: u64,
+    pub clip: [usize; 3],
+    pub split: Split,
+    pub batch: usize,
+    pub clips: usize,
+}
+
+impl BatchSource for Synthetic {
+    fn batches_per_epoch(&self) -> usize {
+        self.clips.div_ceil(self.batch.max(1))
+    }
+
+    fn len(&self) -> usize {
+        self.clips
+    }
+
+    fn num_classes(&self) -> usize {
+        NUM_CLASSES
+    }
+
+    fn class_names(&self) -> Option<Vec<String>> {
+        Some(CLASS_NAMES.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn clip(&self) -> [usize; 3] {
+        self.clip
+    }
+
+    fn epoch<'a>(&'a self, epoch: u64, start: usize) -> Result<Box<dyn Iterator<Item = Result<HostBatch>> + 'a>> {
+        let n = self.batches_per_epoch();
+        let base = match self.split {
+            Split::Train => epoch * self.clips as u64,
+            Split::Test => 0,
+        };
+        Ok(Box::new((start..n).map(move |i| {
+            let t0 = Instant::now();
+            let first = i * self.batch;
+            let b = self.batch.min(self.clips - first);
+            let (data, labels) = render(self.seed, self.clip, self.split, base + first as u64, b);
+            let [t, h, w] = self.clip;
+            Ok(HostBatch { data, shape: [b, t, h, w, 3], views: 1, labels, wait: t0.elapsed() })
+        })))
+    }
+}
