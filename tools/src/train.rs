@@ -29,7 +29,8 @@ use tubelet_data::spec::Mode;
 use tubelet_data::LoaderConfig;
 use tubelet_train::data::{pipeline_for, LoaderSource, Views};
 use tubelet_train::source::{BatchSource, Synthetic};
-use tubelet_train::trainer::{model_state, Event, Observer, Outcome, SaveReason, TrainOptions, Trainer, WeightsSaver};
+use tubelet_train::trainer::{model_state, Event, Observer, Outcome, SaveReason, TrainOptions, Trainer};
+use tubelet_train::resume::StateFileSaver;
 
 use crate::clips::find_preset;
 
@@ -99,10 +100,16 @@ pub struct Args {
     /// Held-out synthetic clips evaluated after each epoch.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub eval_clips: u32,
-    /// Start from these weights (safetensors, official key names; prefixes such as `module.`
-    /// are stripped) instead of a fresh initialisation.
-    #[arg(long)]
+    /// Start from these weights (safetensors, or an official .pth/.pyth file; prefixes such as
+    /// `module.` or `backbone.` are matched): tensors whose shapes fit are loaded, a head of
+    /// another class count is re-initialised. Weights only; to continue a run use --resume.
+    #[arg(long, conflicts_with = "resume")]
     pub weights: Option<PathBuf>,
+    /// Continue a run exactly where it stopped: a whole-state file
+    /// (`<run>/checkpoints/step-N.safetensors`) or a run directory (its latest state). Give the
+    /// same command line as the run it continues; the run directory is the state's.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
     /// Where to write the trained weights (safetensors, written atomically); default
     /// `tubelet-<model>.safetensors`.
     #[arg(long)]
@@ -400,7 +407,15 @@ pub fn run(args: Args) -> Result<()> {
         Some((t, v, _)) => (t, v.as_ref().map(|v| v as &dyn BatchSource)),
         None => (&synthetic_train, Some(&held_out)),
     };
-    let run_dir = args.run_dir.clone().unwrap_or_else(|| default_run_dir(preset.name));
+    let resume_file = match &args.resume {
+        Some(p) => Some(tubelet_train::resume::resolve(p)?),
+        None => None,
+    };
+    let run_dir = match (&args.run_dir, resume_file.as_deref().and_then(tubelet_train::resume::run_dir_of)) {
+        (Some(d), _) => d.clone(),
+        (None, Some(d)) => d,
+        (None, None) => default_run_dir(preset.name),
+    };
     let n_params: usize = model.named_params().iter().map(|(_, t)| t.numel()).sum();
     println!(
         "tubelet train: {} ({} parameters) on {} ({:?}); {} epoch(s) of {} steps × {} clips of {}×{}×{}, {} classes{}",
@@ -419,7 +434,7 @@ pub fn run(args: Args) -> Result<()> {
         "val": args.val.as_ref().map(|p| p.display().to_string()),
         "data_root": args.data_root.as_ref().map(|p| p.display().to_string()), "steps_per_epoch": steps, "eval_clips": args.eval_clips,
         "weights": args.weights.as_ref().map(|p| p.display().to_string()),
-        "save": save.display().to_string(), "recipe": recipe.to_json(),
+        "save": save.display().to_string(), "recipe": recipe.to_json(), "batch": b,
     });
     let o = TrainOptions {
         epochs: recipe.epochs,
@@ -451,7 +466,17 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut printer = Printer { bar, quiet: args.quiet, ema_loss: None, ema_acc: None, clips: 0.0, seconds: 0.0 };
     let mut trainer = Trainer::new(model.as_ref(), &o)?;
-    let mut saver = WeightsSaver { dir: run_dir.clone() };
+    let mut saver = StateFileSaver::new(&run_dir, args.seed, o.config.clone())?;
+    if let Some(file) = &resume_file {
+        let loaded = tubelet_train::resume::restore(file, &mut trainer, &o.config)?;
+        println!(
+            "resumed from {}: step {}, epoch {} batch {}",
+            loaded.path.display(),
+            loaded.progress.step,
+            loaded.progress.epoch + 1,
+            loaded.progress.batch_in_epoch
+        );
+    }
     let summary = trainer.run(train_src, val_src, &o, &mut saver, &mut printer)?;
     printer.bar.finish();
     match &summary.outcome {

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod optim;
 pub mod plot;
 pub mod recipe;
+pub mod resume;
 pub mod runlog;
 pub mod schedule;
 pub mod source;

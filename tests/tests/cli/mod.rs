@@ -5,3 +5,4 @@
 mod check;
 pub mod output;
 mod weights;
+mod resume;
