@@ -138,6 +138,8 @@ pub struct StepRecord {
     pub data_seconds: f64,
     pub step_seconds: f64,
     pub clips_per_second: f64,
+    /// The most bytes of GPU tensors held at once during the step (engine accounting).
+    pub memory_peak_bytes: u64,
 }
 
 /// One finished epoch.
@@ -154,7 +156,8 @@ pub struct EpochRecord {
 /// What the caller hears about.
 pub enum Event<'a> {
     /// The first step is done: its time and the estimate for one epoch.
-    FirstStep { seconds: f64, epoch_estimate_seconds: f64, batches_per_epoch: usize },
+    /// `memory_peak_bytes`: the most bytes of GPU tensors held at once during the step.
+    FirstStep { seconds: f64, epoch_estimate_seconds: f64, batches_per_epoch: usize, memory_peak_bytes: u64 },
     Step(&'a StepRecord),
     Epoch(&'a EpochRecord),
     Saved { reason: SaveReason, path: PathBuf },
@@ -269,6 +272,8 @@ impl<'m> Trainer<'m> {
                 let step_t0 = Instant::now();
                 let b = batch.labels.len();
                 let lr = o.schedule.lr_at_step(self.pos.step, per_epoch as u64);
+                let gpu = tubelet::Gpu::global()?;
+                gpu.reset_memory_peak();
 
                 let x = model_input(self.model, &batch)?;
                 let labels = Indices::from_slice(&batch.labels)?;
@@ -325,6 +330,7 @@ impl<'m> Trainer<'m> {
                     })
                     .count();
                 let step_s = step_t0.elapsed().as_secs_f64();
+                let memory_peak_bytes = gpu.memory_peak();
                 self.pos.step += 1;
                 self.pos.batch_in_epoch += 1;
                 steps += 1;
@@ -338,6 +344,7 @@ impl<'m> Trainer<'m> {
                         seconds: data_s + step_s,
                         epoch_estimate_seconds: (data_s + step_s) * per_epoch as f64,
                         batches_per_epoch: per_epoch,
+                        memory_peak_bytes,
                     });
                 }
                 let rec = StepRecord {
@@ -352,6 +359,7 @@ impl<'m> Trainer<'m> {
                     data_seconds: data_s,
                     step_seconds: step_s,
                     clips_per_second: b as f64 / (data_s + step_s).max(1e-9),
+                    memory_peak_bytes,
                 };
                 curve.push((rec.step, rec.loss, rec.lr));
                 if o.log_every > 0 && (rec.step % o.log_every as u64 == 0 || self.pos.batch_in_epoch == per_epoch) {
@@ -360,7 +368,7 @@ impl<'m> Trainer<'m> {
                             "step": rec.step, "epoch": epoch, "batch": rec.batch_in_epoch, "loss": rec.loss,
                             "lr": rec.lr, "grad_norm": rec.grad_norm, "batch_top1": rec.batch_top1,
                             "data_time": rec.data_seconds, "step_time": rec.step_seconds,
-                            "clips_per_s": rec.clips_per_second,
+                            "clips_per_s": rec.clips_per_second, "memory_peak_mib": rec.memory_peak_bytes as f64 / (1 << 20) as f64,
                         }))?;
                     }
                     obs.event(Event::Step(&rec));
