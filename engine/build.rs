@@ -54,7 +54,7 @@ fn main() {
         }
         panic!("{} shader(s) failed naga validation:\n{}", errors.len(), errors.join("\n"));
     }
-    let all: Vec<String> = names.iter().map(|n| format!("{n}")).collect();
+    let all: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     writeln!(registry, "    /// Every kernel, sorted by name.\n    pub const ALL: &[Kernel] = &[{}];\n}}", all.join(", "))
         .unwrap();
     std::fs::write(out_dir.join("kernels.rs"), registry).unwrap();

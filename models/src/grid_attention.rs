@@ -74,7 +74,7 @@ pub enum Groups {
 /// member factor. Returns the non-trivial factors in memory order as (size, is_member).
 fn factors(grid: Grid, groups: Groups) -> Result<Vec<(usize, bool)>> {
     let even = |n: usize, axis: &str| {
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             Ok(n / 2)
         } else {
             Err(Error::Shape(format!("{groups:?} attention: grid axis {axis} = {n} is odd (grid {grid:?})")))
@@ -232,7 +232,7 @@ pub fn group_attention_with_cls(qkv: &Tensor, grid: Grid, groups: Groups, heads:
 /// the head axis. qkv (B, N, 3·heads·d) -> (B, N, heads·d).
 pub fn head_split_attention(qkv: &Tensor, grid: Grid, heads: usize, scale: f32) -> Result<Tensor> {
     check(qkv, grid, 0, "head_split_attention")?;
-    if heads == 0 || heads % 2 != 0 || qkv.dim(2) % (3 * heads) != 0 {
+    if heads == 0 || !heads.is_multiple_of(2) || !qkv.dim(2).is_multiple_of(3 * heads) {
         return Err(Error::Shape(format!(
             "head_split_attention: heads = {heads} must be even and divide the last dim of qkv {:?} by 3·heads",
             qkv.shape()

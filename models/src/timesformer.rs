@@ -224,7 +224,7 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::Config(format!("TimeSformer config: {what}")));
         let p = self.patch;
-        if p == 0 || self.height % p != 0 || self.width % p != 0 || self.height == 0 || self.width == 0 {
+        if p == 0 || !self.height.is_multiple_of(p) || !self.width.is_multiple_of(p) || self.height == 0 || self.width == 0 {
             return bad(format!("frame {}×{} is not a positive multiple of the patch {p}", self.height, self.width));
         }
         if self.frames == 0 || self.depth == 0 || self.mlp_dim == 0 || self.num_classes == 0 {
@@ -233,14 +233,14 @@ impl Config {
                 self.frames, self.depth, self.mlp_dim, self.num_classes
             ));
         }
-        if self.num_heads == 0 || self.embed_dim % self.num_heads != 0 {
+        if self.num_heads == 0 || !self.embed_dim.is_multiple_of(self.num_heads) {
             return bad(format!("embed_dim {} is not divisible by num_heads {}", self.embed_dim, self.num_heads));
         }
         if !(0.0..1.0).contains(&self.drop_path) {
             return bad(format!("drop_path {} is not in [0, 1)", self.drop_path));
         }
         let g = self.grid();
-        if self.attention == Attention::SparseLocalGlobal && (g.t % 2 != 0 || g.h % 2 != 0 || g.w % 2 != 0) {
+        if self.attention == Attention::SparseLocalGlobal && (!g.t.is_multiple_of(2) || !g.h.is_multiple_of(2) || !g.w.is_multiple_of(2)) {
             return bad(format!("sparse local-global attention needs an even patch grid, got {}×{}×{}", g.t, g.h, g.w));
         }
         Ok(())
@@ -575,7 +575,7 @@ pub fn presets() -> Vec<Preset> {
 pub fn patch_embed(proj: &(Tensor, Tensor), p: usize, x: &Tensor) -> Result<Tensor> {
     let s = x.shape();
     let d = proj.0.dim(0);
-    if x.rank() != 5 || p == 0 || s[3] % p != 0 || s[4] % p != 0 || proj.0.shape() != [d, s[1], p, p] {
+    if x.rank() != 5 || p == 0 || !s[3].is_multiple_of(p) || !s[4].is_multiple_of(p) || proj.0.shape() != [d, s[1], p, p] {
         return Err(Error::Shape(format!(
             "TimeSformer PatchEmbed: x {s:?} must be (B, C, T, H, W) with H, W multiples of the patch {p}, for proj.weight {:?}",
             proj.0.shape()

@@ -106,7 +106,7 @@ impl Config {
     /// ≥ 23 blocks (ResNet-101 and deeper, `n_round = 2` in `make_temporal_shift`).
     fn shifted(&self, i: usize) -> bool {
         let n_round = if self.blocks[2] >= 23 { 2 } else { 1 };
-        i % n_round == 0
+        i.is_multiple_of(n_round)
     }
 
     /// Features out of layer4.
@@ -329,7 +329,7 @@ impl Tsm {
     /// mean of the frames' logits.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = &self.config;
-        if x.rank() != 4 || x.shape()[1..] != [3, c.height, c.width] || x.dim(0) % c.n_segment != 0 || x.dim(0) == 0 {
+        if x.rank() != 4 || x.shape()[1..] != [3, c.height, c.width] || !x.dim(0).is_multiple_of(c.n_segment) || x.dim(0) == 0 {
             return Err(Error::Shape(format!(
                 "TSM: input of shape {:?}, expected (B·{}, 3, {}, {}) with B ≥ 1",
                 x.shape(),
@@ -391,7 +391,7 @@ impl Tsm {
     /// Online inference over a clip (B·T, 3, H, W) taken frame by frame: (B, T, classes).
     pub fn online_clip(&self, x: &Tensor, state: &mut OnlineState) -> Result<Tensor> {
         let t = self.config.n_segment;
-        if x.rank() != 4 || x.dim(0) % t != 0 {
+        if x.rank() != 4 || !x.dim(0).is_multiple_of(t) {
             return Err(Error::Shape(format!("TSM online: clip of shape {:?}, expected (B·{t}, 3, H, W)", x.shape())));
         }
         let b = x.dim(0) / t;

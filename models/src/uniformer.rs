@@ -138,7 +138,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::Config(format!("UniFormer config: {what}")));
-        if self.frames == 0 || self.height % 32 != 0 || self.width % 32 != 0 || self.height == 0 || self.width == 0 {
+        if self.frames == 0 || !self.height.is_multiple_of(32) || !self.width.is_multiple_of(32) || self.height == 0 || self.width == 0 {
             return bad(format!(
                 "clip {}×{}×{}: frames must be ≥ 1 and height, width positive multiples of 32 (patch 4, then three 2× merges)",
                 self.frames, self.height, self.width

@@ -239,7 +239,7 @@ impl Config {
             ));
         }
         for (i, &heads) in self.num_heads.iter().enumerate() {
-            if heads == 0 || self.dim(i) % heads != 0 {
+            if heads == 0 || !self.dim(i).is_multiple_of(heads) {
                 return bad(format!("stage {i}: {} channels are not divisible by {heads} heads", self.dim(i)));
             }
         }

@@ -9,6 +9,7 @@
 //!   in every block); Model 4, factorised dot-product attention (half the heads over time, half
 //!   over space). These three are in `vivit/factorised.rs` ([`FactorisedEncoder`],
 //!   [`FactorisedViViT`]); their attentions go through `crate::grid_attention`.
+//!
 //! Reference implementation: google-research/scenic, `scenic/projects/vivit/model.py` (Flax).
 //! Its semantics are kept: tanh-approximate GELU (`flax.linen.gelu`), LayerNorm eps 1e-6,
 //! channels-last input (B, T, H, W, 3), and the parameter tree with Flax's names and layouts
@@ -350,25 +351,25 @@ impl Config {
         if self.representation_size == Some(0) {
             return bad("representation_size 0 (a pre_logits layer of width 0); use None for none".into());
         }
-        if ft == 0 || fh == 0 || fw == 0 || self.frames % ft != 0 || self.height % fh != 0 || self.width % fw != 0 {
+        if ft == 0 || fh == 0 || fw == 0 || !self.frames.is_multiple_of(ft) || !self.height.is_multiple_of(fh) || !self.width.is_multiple_of(fw) {
             return bad(format!(
                 "clip {}×{}×{} is not a multiple of the tubelet {ft}×{fh}×{fw}",
                 self.frames, self.height, self.width
             ));
         }
-        if self.heads == 0 || self.hidden % self.heads != 0 {
+        if self.heads == 0 || !self.hidden.is_multiple_of(self.heads) {
             return bad(format!("hidden {} is not divisible by heads {}", self.hidden, self.heads));
         }
         if self.layers == 0 || self.mlp_dim == 0 || self.num_classes == 0 {
             return bad(format!("layers {}, mlp_dim {}, classes {} must be positive", self.layers, self.mlp_dim, self.num_classes));
         }
         let (th, tm) = (self.temporal_heads.unwrap_or(self.heads), self.temporal_mlp_dim.unwrap_or(self.mlp_dim));
-        if th == 0 || self.hidden % th != 0 || tm == 0 {
+        if th == 0 || !self.hidden.is_multiple_of(th) || tm == 0 {
             return bad(format!("temporal encoder: hidden {} is not divisible by heads {th}, or mlp_dim {tm} is 0", self.hidden));
         }
         match self.model {
             Model::FactorisedEncoder { temporal_layers: 0 } => return bad("Model 2 needs temporal_layers > 0".into()),
-            Model::FactorisedDotProduct if self.heads % 2 != 0 => {
+            Model::FactorisedDotProduct if !self.heads.is_multiple_of(2) => {
                 return bad(format!("Model 4 splits the heads in two halves: heads {} must be even", self.heads))
             }
             _ => {}

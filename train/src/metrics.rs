@@ -35,7 +35,7 @@ pub fn softmax(row: &[f32]) -> Vec<f32> {
 
 /// Scores (B·V, C), the V views of video b in rows b·V..b·V+V, averaged into (B, C).
 pub fn average_views(scores: &[f32], classes: usize, views: usize, how: ViewAverage) -> Result<Vec<f32>> {
-    if classes == 0 || views == 0 || scores.len() % (classes * views) != 0 {
+    if classes == 0 || views == 0 || !scores.len().is_multiple_of(classes * views) {
         return Err(Error::Shape(format!(
             "average_views: {} scores are not a whole number of videos of {views} views × {classes} classes",
             scores.len()

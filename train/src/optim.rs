@@ -131,7 +131,9 @@ impl Optimiser {
         if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
             return Err(Error::Config(format!("weight_decay must be ≥ 0, got {weight_decay}")));
         }
-        let mut by_mult: Vec<(f64, Vec<(String, Tensor, bool)>)> = Vec::new();
+        // (lr multiple, its parameters as (name, tensor, decays)).
+        type ByMult = Vec<(f64, Vec<(String, Tensor, bool)>)>;
+        let mut by_mult: ByMult = Vec::new();
         let mut table = Vec::new();
         for (name, t) in params {
             let (lr, wd) = policy.rule(name, t.rank());

@@ -135,7 +135,8 @@ pub fn accuracy(path: &Path, rows: &[AccuracyRow]) -> Result<()> {
             .build_cartesian_2d(0f64..xmax + 0.5, 0f64..100f64)
             .map_err(perr("accuracy axes"))?;
         c.configure_mesh().x_desc("epoch").y_desc("%").draw().map_err(perr("accuracy mesh"))?;
-        let series: [(&str, RGBColor, fn(&AccuracyRow) -> Option<f64>); 3] = [
+        type Series<'a> = (&'a str, RGBColor, fn(&AccuracyRow) -> Option<f64>);
+        let series: [Series; 3] = [
             ("train top-1", RGBColor(40, 120, 200), |r| r.1),
             ("val top-1", RGBColor(210, 60, 40), |r| r.2),
             ("val top-5", RGBColor(240, 160, 40), |r| r.3),

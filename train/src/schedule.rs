@@ -14,6 +14,7 @@
 //! - TSM `main.py::adjust_learning_rate('step')`: ×0.1 at each of `lr_steps`, per epoch.
 //! - tubelet's synthetic-set schedule (`tubelet train` with no arguments): warm-up `(s+1)/W`,
 //!   then cosine to 0 over the remaining steps, in f32 exactly as it always was.
+//!
 //! Tests: train/tests/schedule.rs checks values of each against the formulas above.
 
 use std::f64::consts::PI;

@@ -362,7 +362,7 @@ impl<'m> Trainer<'m> {
                     memory_peak_bytes,
                 };
                 curve.push((rec.step, rec.loss, rec.lr));
-                if o.log_every > 0 && (rec.step % o.log_every as u64 == 0 || self.pos.batch_in_epoch == per_epoch) {
+                if o.log_every > 0 && (rec.step.is_multiple_of(o.log_every as u64) || self.pos.batch_in_epoch == per_epoch) {
                     if let Some(l) = &mut log {
                         l.step(&json!({
                             "step": rec.step, "epoch": epoch, "batch": rec.batch_in_epoch, "loss": rec.loss,
@@ -374,12 +374,12 @@ impl<'m> Trainer<'m> {
                     obs.event(Event::Step(&rec));
                 }
                 if let Some(l) = &log {
-                    if o.plot_every > 0 && rec.step % o.plot_every as u64 == 0 {
+                    if o.plot_every > 0 && rec.step.is_multiple_of(o.plot_every as u64) {
                         plot::loss_and_lr(&l.path("loss_lr.png"), &curve)?;
                     }
                 }
                 if let Some(every) = o.save_every {
-                    if every > 0 && self.pos.step % every as u64 == 0 && self.pos.batch_in_epoch < per_epoch {
+                    if every > 0 && self.pos.step.is_multiple_of(every as u64) && self.pos.batch_in_epoch < per_epoch {
                         self.save(saver, SaveReason::Periodic, obs)?;
                     }
                 }

@@ -269,7 +269,7 @@ impl GridAttention {
             return err(format!("qkv must be (B, {}, 3·heads·head_dim) for this grid", g.n_tokens()));
         }
         let c3 = qkv[2];
-        if self.heads == 0 || c3 == 0 || c3 % (3 * self.heads) != 0 {
+        if self.heads == 0 || c3 == 0 || !c3.is_multiple_of(3 * self.heads) {
             return err(format!("last dim {c3} is not a positive multiple of 3·heads"));
         }
         let hd = c3 / 3 / self.heads;
@@ -683,7 +683,7 @@ pub fn test_spec() -> crate::testing::TestSpec<GridAttention> {
             vec![Part { heads: 0..heads, pattern: pattern(0) }]
         } else {
             let m = 1 + split % (heads - 1);
-            let end = if split % 2 == 0 { heads } else { heads - (heads > m + 1) as usize };
+            let end = if split.is_multiple_of(2) { heads } else { heads - (heads > m + 1) as usize };
             vec![Part { heads: 0..m, pattern: pattern(0) }, Part { heads: m..end, pattern: pattern(1) }]
         };
         let qkv = CpuTensor::uniform(&[b, grid.n_tokens(), 3 * heads * hd], -2.0, 2.0, &mut rng);

@@ -54,7 +54,7 @@ struct Params {
 /// (rows, C) of a tensor seen as rows of its last axis.
 pub(crate) fn rows_and_c(shape: &[usize]) -> (usize, usize) {
     let c = shape.last().copied().unwrap_or(1);
-    let rows = if c == 0 { 0 } else { shape.iter().product::<usize>() / c };
+    let rows = shape.iter().product::<usize>().checked_div(c).unwrap_or(0);
     (rows, c)
 }
 

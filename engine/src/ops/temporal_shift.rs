@@ -40,7 +40,7 @@ impl TemporalShift {
         if self.n_segment == 0 || self.fold_div == 0 {
             return Err(Error::Shape(format!("{}: n_segment and fold_div must be ≥ 1", what())));
         }
-        if x[0] % self.n_segment != 0 {
+        if !x[0].is_multiple_of(self.n_segment) {
             return Err(Error::Shape(format!("{}: the batch {} is not a multiple of n_segment", what(), x[0])));
         }
         Ok(())

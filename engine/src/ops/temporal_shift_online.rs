@@ -19,6 +19,7 @@
 //!   unshifted x, so the spatial features of the current frame are not lost:
 //!   `y = x + conv(x.temporal_shift(..))` offline, or online
 //!   `let (s, cache) = x.temporal_shift_online(cache, 8); y = x + conv(s)`.
+//!
 //! Neither op writes into x: "in place" in TSM's code is an in-place slice copy, an allocation
 //! detail; here both return a new tensor and leave x intact for the shortcut.
 

@@ -66,7 +66,7 @@ fn consts(p: &Params) -> [(&'static str, f64); 3] {
 
 /// The v3 kernels' override constants: the head dim in vec4s, and whether it is a multiple of 4.
 fn v3_consts(p: &Params) -> [(&'static str, f64); 2] {
-    [("D4", p.d4 as f64), ("HD_EXACT", (p.hd % 4 == 0) as u32 as f64)]
+    [("D4", p.d4 as f64), ("HD_EXACT", p.hd.is_multiple_of(4) as u32 as f64)]
 }
 
 /// The v3 kernels' per-token descriptors (window_attention_tokens.wgsl): u32 pairs
@@ -180,7 +180,7 @@ impl WindowAttention {
             return err("qkv must be a non-empty (B, D, H, W, 3C) grid".into());
         }
         let c3 = qkv[4];
-        if self.heads == 0 || c3 == 0 || c3 % (3 * self.heads) != 0 {
+        if self.heads == 0 || c3 == 0 || !c3.is_multiple_of(3 * self.heads) {
             return err(format!("last dim {c3} is not a positive multiple of 3·heads"));
         }
         let hd = c3 / 3 / self.heads;
@@ -668,7 +668,7 @@ pub fn window_attention_unfused(qkv: &Tensor, qkv_bias: &Tensor, table: &Tensor,
 /// `torch.roll(x, k, dims=axis)` for 0 ≤ k ≤ P: y[i] = x[(i − k) mod P], as two narrows and a cat.
 fn roll(x: &Tensor, axis: usize, k: usize) -> Result<Tensor> {
     let p = x.dim(axis as isize);
-    if k % p == 0 {
+    if k.is_multiple_of(p) {
         return Ok(x.clone());
     }
     Tensor::try_cat(&[&x.try_narrow(axis, p - k, k)?, &x.try_narrow(axis, 0, p - k)?], axis)
@@ -710,7 +710,7 @@ pub fn test_spec() -> crate::testing::TestSpec<WindowAttention> {
         let label = format!("B {b} heads {heads} hd {hd} grid {dims:?} {win:?} scale {scale}");
         // A third of the cases run the portable kernels (the shipped ones are v3 on lavapipe).
         let mut op = WindowAttention::new(heads, scale, win);
-        op.variant = if seed % 3 == 0 { 2 } else { 0 };
+        op.variant = if seed.is_multiple_of(3) { 2 } else { 0 };
         let label = format!("{label} variant {}", op.variant);
         Case::new(op, vec![qkv, bias, table], label)
     }

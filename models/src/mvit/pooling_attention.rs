@@ -308,7 +308,7 @@ pub struct MultiScaleAttention {
 
 impl MultiScaleAttention {
     pub fn new(init: &mut Init, spec: AttentionSpec) -> Result<MultiScaleAttention> {
-        if spec.heads == 0 || spec.dim_out % spec.heads != 0 {
+        if spec.heads == 0 || !spec.dim_out.is_multiple_of(spec.heads) {
             return Err(Error::Config(format!("MViT attention: width {} is not divisible by {} heads", spec.dim_out, spec.heads)));
         }
         let hd = spec.head_dim();

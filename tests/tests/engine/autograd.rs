@@ -37,9 +37,9 @@ fn shape_errors_name_the_shapes() {
     let Some(_) = gpu_or_skip() else { return };
     let a = Tensor::zeros(&[2, 3]);
     let b = Tensor::zeros(&[4, 3]);
-    let err = a.try_add(&b).err().expect("error").to_string();
+    let err = a.try_add(&b).expect_err("error").to_string();
     assert!(err.contains("[2, 3]") && err.contains("[4, 3]"), "{err}");
-    let err = Tensor::from_slice(&[1.0; 5], &[2, 3]).err().expect("error").to_string();
+    let err = Tensor::from_slice(&[1.0; 5], &[2, 3]).expect_err("error").to_string();
     assert!(err.contains("[2, 3]"), "{err}");
 }
 
@@ -70,7 +70,7 @@ fn pool_reuses_buffers() {
 fn too_large_tensors_are_an_error_not_a_panic() {
     let Some(gpu) = gpu_or_skip() else { return };
     let limit = gpu.limits.max_storage_buffer_binding_size as usize;
-    let err = Tensor::empty(&[limit / 4 + 1]).err().expect("error").to_string();
+    let err = Tensor::empty(&[limit / 4 + 1]).expect_err("error").to_string();
     assert!(err.contains("max_storage_buffer_binding_size"), "{err}");
 }
 

@@ -32,7 +32,9 @@ impl Drop for Mode {
 
 /// Parameter gradients (by official key) and buffers after one training forward and backward
 /// of `model` on a fixed batch of `b` clips, under `mode`.
-fn step(model: &dyn VideoModel, b: usize, mode: Checkpointing) -> (Vec<(String, Vec<f32>)>, Vec<(String, Vec<f32>)>) {
+type Named = Vec<(String, Vec<f32>)>;
+
+fn step(model: &dyn VideoModel, b: usize, mode: Checkpointing) -> (Named, Named) {
     let _m = Mode::set(mode);
     let (x, y) = render(0, model.clip(), Split::Train, 0, b);
     let x = model_input(model, &x, b).unwrap();
@@ -118,7 +120,7 @@ fn a_segment_that_draws_seeds_from_a_counter_replays_its_forward_masks() {
     let cot = Tensor::randn(&[8, 16], 0.0, 1.0, 3).unwrap();
     let run = |checkpointed: bool| {
         counter.store(11, Ordering::Relaxed);
-        let y = if checkpointed { checkpoint(&[&x], segment.clone()).unwrap() } else { segment(&[x.clone()]).unwrap() };
+        let y = if checkpointed { checkpoint(&[&x], segment.clone()).unwrap() } else { segment(std::slice::from_ref(&x)).unwrap() };
         let g = y.try_mul(&cot).unwrap().sum_all().backward().unwrap();
         (y.to_vec().unwrap(), g.get(&x).unwrap().to_vec().unwrap(), g.get(&w).unwrap().to_vec().unwrap())
     };
@@ -129,7 +131,7 @@ fn a_segment_that_draws_seeds_from_a_counter_replays_its_forward_masks() {
     // The seed the recompute would have drawn (12) gives other masks: the replay is what made
     // the gradients equal.
     counter.store(12, Ordering::Relaxed);
-    let other = segment(&[x.clone()]).unwrap().to_vec().unwrap();
+    let other = segment(std::slice::from_ref(&x)).unwrap().to_vec().unwrap();
     assert_ne!(other, plain.0, "the masks do not depend on the seed: the test would not see a replay");
 }
 

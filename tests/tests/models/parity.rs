@@ -243,7 +243,7 @@ fn parity_whole_model_configs_name_the_problem() {
         let mut config = entry["config"].clone();
         edit(&mut config);
         let module = entry["module"].as_str().unwrap();
-        parity::run_tensors(module, &config, &input).err().expect("an error").to_string()
+        parity::run_tensors(module, &config, &input).expect_err("an error").to_string()
     };
     let set = |ptr: &'static str, v: Value| move |c: &mut Value| *c.pointer_mut(ptr).unwrap() = v.clone();
 

@@ -229,7 +229,7 @@ fn config_error(case: &str, edit: &dyn Fn(&mut serde_json::Map<String, Value>)) 
     edit(config.as_object_mut().unwrap());
     let shape: Vec<usize> = io::read(&fixtures().join(e["input"].as_str().unwrap())).unwrap()["input"].shape.clone();
     let file = BTreeMap::from([("input".to_string(), HostTensor { data: vec![0.0; shape.iter().product()], shape })]);
-    parity::run_tensors(e["module"].as_str().unwrap(), &config, &file).err().expect("an error").to_string()
+    parity::run_tensors(e["module"].as_str().unwrap(), &config, &file).expect_err("an error").to_string()
 }
 
 /// What the official code rejects (a class it does not have, an attention order or temporal
@@ -281,7 +281,7 @@ fn parity_options_official_rejections_name_the_field() {
     // UniFormer's constructor fails on a representation size (nn.Linear(list of widths, r)).
     let file = BTreeMap::from([("input".to_string(), HostTensor { shape: vec![1, 3, 2, 32, 32], data: vec![0.0; 6144] })]);
     let config = json!({"UNIFORMER": {"REPRESENTATION_SIZE": 6}});
-    let err = parity::run_tensors("uniformer.Uniformer", &config, &file).err().expect("an error").to_string();
+    let err = parity::run_tensors("uniformer.Uniformer", &config, &file).expect_err("an error").to_string();
     assert!(err.contains("REPRESENTATION_SIZE 6") && err.contains("official constructor fails"), "{err}");
 }
 

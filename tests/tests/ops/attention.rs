@@ -6,13 +6,13 @@ use tubelet::{gpu_or_skip, Rng, Tensor};
 #[test]
 fn attention_errors_name_the_shapes() {
     let Some(_) = gpu_or_skip() else { return };
-    let err = Tensor::zeros(&[4, 24]).try_attention(2, 1.0).err().expect("rank 2").to_string();
+    let err = Tensor::zeros(&[4, 24]).try_attention(2, 1.0).expect_err("rank 2").to_string();
     assert!(err.contains("attention") && err.contains("[4, 24]"), "{err}");
-    let err = Tensor::zeros(&[1, 4, 20]).try_attention(2, 1.0).err().expect("20 % 6").to_string();
+    let err = Tensor::zeros(&[1, 4, 20]).try_attention(2, 1.0).expect_err("20 % 6").to_string();
     assert!(err.contains("[1, 4, 20]") && err.contains("3·heads"), "{err}");
-    let err = Tensor::zeros(&[1, 4, 3 * 129]).try_attention(1, 1.0).err().expect("D 129").to_string();
+    let err = Tensor::zeros(&[1, 4, 3 * 129]).try_attention(1, 1.0).expect_err("D 129").to_string();
     assert!(err.contains("129"), "{err}");
-    let err = Tensor::zeros(&[1, 4, 6]).try_attention(0, 1.0).err().expect("0 heads").to_string();
+    let err = Tensor::zeros(&[1, 4, 6]).try_attention(0, 1.0).expect_err("0 heads").to_string();
     assert!(err.contains("heads"), "{err}");
 }
 

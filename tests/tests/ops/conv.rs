@@ -32,22 +32,22 @@ fn depthwise_conv3d_errors_name_shapes_and_parameters() {
     let Some(_) = gpu_or_skip() else { return };
     let x = Tensor::zeros(&[1, 4, 2, 5, 5]);
     let w = Tensor::zeros(&[3, 1, 3, 3, 3]);
-    let err = x.try_depthwise_conv3d(&w, None, [1, 1, 1], [1, 1, 1]).err().expect("error").to_string();
+    let err = x.try_depthwise_conv3d(&w, None, [1, 1, 1], [1, 1, 1]).expect_err("error").to_string();
     assert!(err.contains("depthwise_conv3d") && err.contains("[1, 4, 2, 5, 5]") && err.contains("[3, 1, 3, 3, 3]"), "{err}");
     let w = Tensor::zeros(&[4, 1, 3, 3, 3]);
-    let err = x.try_depthwise_conv3d(&w, None, [1, 1, 1], [0, 0, 0]).err().expect("error").to_string();
+    let err = x.try_depthwise_conv3d(&w, None, [1, 1, 1], [0, 0, 0]).expect_err("error").to_string();
     assert!(err.contains("kernel 3") && err.contains("padding [0, 0, 0]"), "{err}");
-    let err = x.try_depthwise_conv3d(&w, None, [0, 1, 1], [1, 1, 1]).err().expect("error").to_string();
+    let err = x.try_depthwise_conv3d(&w, None, [0, 1, 1], [1, 1, 1]).expect_err("error").to_string();
     assert!(err.contains("stride [0, 1, 1]"), "{err}");
     let b = Tensor::zeros(&[5]);
-    let err = x.try_depthwise_conv3d(&w, Some(&b), [1, 1, 1], [1, 1, 1]).err().expect("error").to_string();
+    let err = x.try_depthwise_conv3d(&w, Some(&b), [1, 1, 1], [1, 1, 1]).expect_err("error").to_string();
     assert!(err.contains("bias Some([5])"), "{err}");
     // the kernels' per-lane register blocks bound KH·KW and SH·SW
     let w = Tensor::zeros(&[4, 1, 1, 13, 13]);
-    let err = x.try_depthwise_conv3d(&w, None, [1, 1, 1], [0, 6, 6]).err().expect("error").to_string();
+    let err = x.try_depthwise_conv3d(&w, None, [1, 1, 1], [0, 6, 6]).expect_err("error").to_string();
     assert!(err.contains("KH·KW = 125") && err.contains("[4, 1, 1, 13, 13]"), "{err}");
     let w = Tensor::zeros(&[4, 1, 1, 1, 1]);
-    let err = x.try_depthwise_conv3d(&w, None, [1, 16, 8], [0, 0, 0]).err().expect("error").to_string();
+    let err = x.try_depthwise_conv3d(&w, None, [1, 16, 8], [0, 0, 0]).expect_err("error").to_string();
     assert!(err.contains("SH·SW = 64") && err.contains("stride [1, 16, 8]"), "{err}");
 }
 
@@ -56,15 +56,15 @@ fn conv3d_errors_name_shapes_and_parameters() {
     let Some(_) = gpu_or_skip() else { return };
     let x = Tensor::zeros(&[1, 6, 2, 5, 5]);
     let w = Tensor::zeros(&[4, 3, 1, 3, 3]);
-    let err = x.try_conv3d(&w, None, [1, 1, 1], [0, 1, 1], 4).err().expect("error").to_string();
+    let err = x.try_conv3d(&w, None, [1, 1, 1], [0, 1, 1], 4).expect_err("error").to_string();
     assert!(err.contains("conv3d") && err.contains("groups 4") && err.contains("[4, 3, 1, 3, 3]"), "{err}");
-    let err = x.try_conv3d(&w, None, [1, 1, 1], [0, 1, 1], 1).err().expect("error").to_string();
+    let err = x.try_conv3d(&w, None, [1, 1, 1], [0, 1, 1], 1).expect_err("error").to_string();
     assert!(err.contains("CIN/groups = 6"), "{err}");
     let err = x.try_conv3d(&w, None, [1, 9, 1], [0, 0, 0], 2).map(|y| y.shape().to_vec());
     assert_eq!(err.unwrap(), vec![1, 4, 2, 1, 3]);
     let x2 = Tensor::zeros(&[1, 3, 4, 4]);
     let w2 = Tensor::zeros(&[2, 3, 7, 7]);
-    let err = x2.try_conv2d(&w2, None, [2, 2], [1, 1], 1).err().expect("error").to_string();
+    let err = x2.try_conv2d(&w2, None, [2, 2], [1, 1], 1).expect_err("error").to_string();
     assert!(err.contains("conv2d") && err.contains("kernel 7") && err.contains("padding [1, 1]"), "{err}");
 }
 
@@ -72,11 +72,11 @@ fn conv3d_errors_name_shapes_and_parameters() {
 fn pool3d_errors_name_shapes_and_parameters() {
     let Some(_) = gpu_or_skip() else { return };
     let x = Tensor::zeros(&[1, 2, 3, 5, 5]);
-    let err = x.try_max_pool3d([1, 3, 3], [1, 2, 2], [0, 2, 1]).err().expect("error").to_string();
+    let err = x.try_max_pool3d([1, 3, 3], [1, 2, 2], [0, 2, 1]).expect_err("error").to_string();
     assert!(err.contains("max_pool3d") && err.contains("[1, 2, 3, 5, 5]") && err.contains("padding [0, 2, 1]"), "{err}");
-    let err = x.try_avg_pool3d([5, 1, 1], [1, 1, 1], [0, 0, 0]).err().expect("error").to_string();
+    let err = x.try_avg_pool3d([5, 1, 1], [1, 1, 1], [0, 0, 0]).expect_err("error").to_string();
     assert!(err.contains("avg_pool3d") && err.contains("kernel 5"), "{err}");
-    let err = x.try_max_pool2d([3, 3], [2, 2], [1, 1]).err().expect("error").to_string();
+    let err = x.try_max_pool2d([3, 3], [2, 2], [1, 1]).expect_err("error").to_string();
     assert!(err.contains("max_pool2d") && err.contains("rank 4"), "{err}");
 }
 
@@ -103,7 +103,7 @@ fn temporal_shift_matches_the_official_slices() {
         0.0, 0.0, 12.0, 13.0, 24.0, 25.0, 26.0, 27.0, // t = 2: [0,2) zero
     ];
     assert_eq!(y, want);
-    let err = Tensor::zeros(&[5, 8, 1, 1]).try_temporal_shift(2, 8).err().expect("error").to_string();
+    let err = Tensor::zeros(&[5, 8, 1, 1]).try_temporal_shift(2, 8).expect_err("error").to_string();
     assert!(err.contains("temporal_shift") && err.contains("[5, 8, 1, 1]") && err.contains("n_segment 2"), "{err}");
 }
 
@@ -179,7 +179,7 @@ fn drop_path_drops_whole_samples_with_probability_p() {
     // p = 0 and eval are the identity (the same tensor, no kernel).
     assert!(x.drop_path(0.0, 1).same_storage(&x));
     assert!(x.drop_path_if(false, 0.5, 1).same_storage(&x));
-    let err = x.try_drop_path(1.0, 1).err().expect("error").to_string();
+    let err = x.try_drop_path(1.0, 1).expect_err("error").to_string();
     assert!(err.contains("drop_path") && err.contains("p = 1") && err.contains("[2000, 3, 5]"), "{err}");
 }
 
@@ -222,7 +222,7 @@ fn temporal_shift_online_matches_the_online_demo_frame_by_frame() {
             assert!((dc[(n * 2 + c) * 9 + s] - r1v[i]).abs() < 1e-6, "dcache at {i}");
         }
     }
-    let err = x.try_temporal_shift_online(Some(&Tensor::zeros(&[2, 3, 3, 3])), 8).err().expect("error").to_string();
+    let err = x.try_temporal_shift_online(Some(&Tensor::zeros(&[2, 3, 3, 3])), 8).expect_err("error").to_string();
     assert!(err.contains("temporal_shift_online") && err.contains("[2, 3, 3, 3]") && err.contains("fold_div 8"), "{err}");
 }
 
@@ -253,6 +253,6 @@ fn layer_norm_channels_equals_permute_layer_norm_permute() {
         let got = Tensor::from_cpu(&fused[k]).unwrap();
         assert_close(&format!("layer_norm_channels {name}"), &got, &composite[k], tol);
     }
-    let err = x.try_layer_norm_channels(&Tensor::ones(&[5]), &b, 1e-5).err().expect("error").to_string();
+    let err = x.try_layer_norm_channels(&Tensor::ones(&[5]), &b, 1e-5).expect_err("error").to_string();
     assert!(err.contains("layer_norm_channels") && err.contains("[5]") && err.contains("[2, 12, 3, 5, 7]"), "{err}");
 }

@@ -77,7 +77,7 @@ fn grid_attention_errors_name_the_problem() {
     let Some(_) = gpu_or_skip() else { return };
     let grid = TokenGrid::t_major([2, 3, 4], Cls::Shared);
     let err = |x: Tensor, heads: usize, grid: TokenGrid, parts: &[Part]| {
-        x.try_grid_attention_parts(heads, 1.0, grid, parts).err().expect("an error").to_string()
+        x.try_grid_attention_parts(heads, 1.0, grid, parts).expect_err("an error").to_string()
     };
     let e = err(Tensor::zeros(&[1, 24, 6]), 1, grid, &all(1, Pattern::time()));
     assert!(e.contains("grid_attention") && e.contains("(B, 25,"), "{e}");

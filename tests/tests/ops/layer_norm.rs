@@ -47,12 +47,12 @@ fn layer_norm_over_more_than_65535_rows_matches_reference() {
 fn layer_norm_errors_name_the_shapes() {
     let Some(_) = gpu_or_skip() else { return };
     let x = Tensor::zeros(&[2, 3]);
-    let err = x.try_layer_norm(&Tensor::ones(&[4]), &Tensor::zeros(&[3]), 1e-5).err().expect("error").to_string();
+    let err = x.try_layer_norm(&Tensor::ones(&[4]), &Tensor::zeros(&[3]), 1e-5).expect_err("error").to_string();
     assert!(err.contains("layer_norm") && err.contains("[2, 3]") && err.contains("[4]"), "{err}");
-    let err = x.try_layer_norm(&Tensor::ones(&[3]), &Tensor::zeros(&[1, 3]), 1e-5).err().expect("error").to_string();
+    let err = x.try_layer_norm(&Tensor::ones(&[3]), &Tensor::zeros(&[1, 3]), 1e-5).expect_err("error").to_string();
     assert!(err.contains("[1, 3]") && err.contains("[2, 3]"), "{err}");
-    let err = x.try_layer_norm(&Tensor::ones(&[3]), &Tensor::zeros(&[3]), -1.0).err().expect("error").to_string();
+    let err = x.try_layer_norm(&Tensor::ones(&[3]), &Tensor::zeros(&[3]), -1.0).expect_err("error").to_string();
     assert!(err.contains("eps") && err.contains("-1"), "{err}");
-    let err = Tensor::zeros(&[]).try_layer_norm(&Tensor::ones(&[1]), &Tensor::zeros(&[1]), 1e-5).err().expect("error").to_string();
+    let err = Tensor::zeros(&[]).try_layer_norm(&Tensor::ones(&[1]), &Tensor::zeros(&[1]), 1e-5).expect_err("error").to_string();
     assert!(err.contains("[]"), "{err}");
 }

@@ -52,8 +52,8 @@ fn linear_forward_and_gradients_match_cpu() {
 fn linear_errors_name_the_shapes() {
     let Some(_) = gpu_or_skip() else { return };
     let x = Tensor::zeros(&[4, 7]);
-    let e = x.try_linear(&Tensor::zeros(&[3, 6]), None).err().expect("error").to_string();
+    let e = x.try_linear(&Tensor::zeros(&[3, 6]), None).expect_err("error").to_string();
     assert!(e.contains("[4, 7]") && e.contains("[3, 6]"), "{e}");
-    let e = x.try_linear(&Tensor::zeros(&[3, 7]), Some(&Tensor::zeros(&[4]))).err().expect("error").to_string();
+    let e = x.try_linear(&Tensor::zeros(&[3, 7]), Some(&Tensor::zeros(&[4]))).expect_err("error").to_string();
     assert!(e.contains("[4, 7]") && e.contains("[3, 7]") && e.contains("[4]"), "{e}");
 }

@@ -66,7 +66,7 @@ fn shipped_variant_is_v3_with_subgroups() {
     assert_eq!(shipped_variant(gpu), want, "{} (subgroups {})", gpu.info.name, gpu.has_subgroups());
     if want == 2 {
         let a = Tensor::zeros(&[2, 2]);
-        let err = matmul_variant(&a, &a, false, false, 3).err().expect("v3 without subgroups is an error");
+        let err = matmul_variant(&a, &a, false, false, 3).expect_err("v3 without subgroups is an error");
         assert!(err.to_string().contains("SUBGROUP"), "{err}");
     }
 }
@@ -89,7 +89,7 @@ fn shape_errors_name_both_shapes() {
     let err = |a: &[usize], b: &[usize], nt: bool| {
         let (a, b) = (Tensor::zeros(a), Tensor::zeros(b));
         let r = if nt { a.try_matmul_nt(&b) } else { a.try_matmul(&b) };
-        r.err().expect("error").to_string()
+        r.expect_err("error").to_string()
     };
     let e = err(&[2, 3], &[4, 5], false);
     assert!(e.contains("[2, 3]") && e.contains("[4, 5]") && e.contains("inner"), "{e}");

@@ -20,9 +20,9 @@ fn softmax_of_huge_logits_is_finite() {
 #[test]
 fn softmax_errors_name_the_shape() {
     let Some(_) = gpu_or_skip() else { return };
-    let err = Tensor::zeros(&[]).try_softmax().err().expect("error").to_string();
+    let err = Tensor::zeros(&[]).try_softmax().expect_err("error").to_string();
     assert!(err.contains("softmax") && err.contains("[]"), "{err}");
-    let err = Tensor::empty(&[1, MAX_ROW + 1]).unwrap().try_softmax().err().expect("error").to_string();
+    let err = Tensor::empty(&[1, MAX_ROW + 1]).unwrap().try_softmax().expect_err("error").to_string();
     assert!(err.contains(&format!("[1, {}]", MAX_ROW + 1)), "{err}");
 }
 
@@ -46,10 +46,10 @@ fn cross_entropy_of_known_logits_and_its_gradient() {
 fn cross_entropy_errors_name_labels_and_shapes() {
     let Some(_) = gpu_or_skip() else { return };
     let labels = Indices::from_slice(&[0, 4, 7]).unwrap();
-    let err = Tensor::zeros(&[3]).try_cross_entropy(&labels).err().expect("error").to_string();
+    let err = Tensor::zeros(&[3]).try_cross_entropy(&labels).expect_err("error").to_string();
     assert!(err.contains("cross_entropy") && err.contains("[3]") && err.contains("(N, C)"), "{err}");
-    let err = Tensor::zeros(&[2, 8]).try_cross_entropy(&labels).err().expect("error").to_string();
+    let err = Tensor::zeros(&[2, 8]).try_cross_entropy(&labels).expect_err("error").to_string();
     assert!(err.contains("3 labels") && err.contains("[2, 8]"), "{err}");
-    let err = Tensor::zeros(&[3, 5]).try_cross_entropy(&labels).err().expect("error").to_string();
+    let err = Tensor::zeros(&[3, 5]).try_cross_entropy(&labels).expect_err("error").to_string();
     assert!(err.contains("label 7 at position 2") && err.contains("C = 5"), "{err}");
 }

@@ -85,6 +85,6 @@ fn window_attention_unfused_rejects_what_the_fused_op_rejects() {
     let win = video_swin_window([2, 2, 2], [2, 2, 2], [1, 1, 1]);
     let qkv = Tensor::zeros(&[1, 2, 2, 2, 12]);
     let err = window_attention_unfused(&qkv, &Tensor::zeros(&[11]), &Tensor::zeros(&[27, 2]), 2, 1.0, win)
-        .err().expect("bias of the wrong length").to_string();
+        .expect_err("bias of the wrong length").to_string();
     assert!(err.contains("qkv_bias") && err.contains("[11]"), "{err}");
 }

@@ -143,7 +143,7 @@ fn common(c: &mut ConfigReader, module: &str, input: &[usize], att_dim: usize, h
     if rel_sp != rel_t {
         return Err(unsupported(module, format!("rel_pos_spatial {rel_sp} with rel_pos_temporal {rel_t} (implemented: both or neither)")));
     }
-    if heads == 0 || att_dim % heads != 0 {
+    if heads == 0 || !att_dim.is_multiple_of(heads) {
         return Err(Error::Config(format!("{module} config: width {att_dim} is not divisible by num_heads {heads}")));
     }
     if thw.contains(&0) || input.len() != 3 || input[1] != 1 + thw.iter().product::<usize>() || input[2] != dim || input[0] == 0 {

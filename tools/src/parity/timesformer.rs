@@ -303,7 +303,7 @@ fn build_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Res
     if p == 0 || embed_dim == 0 {
         return Err(Error::Config(format!("{M} config: patch_size {p} and embed_dim {embed_dim} must be positive")));
     }
-    if input.len() != 5 || input[1] != in_chans || input.contains(&0) || input[3] % p != 0 || input[4] % p != 0 {
+    if input.len() != 5 || input[1] != in_chans || input.contains(&0) || !input[3].is_multiple_of(p) || !input[4].is_multiple_of(p) {
         return Err(Error::Shape(format!(
             "{M} takes x (B, in_chans = {in_chans}, T, H, W), H and W multiples of patch_size {p}; input has shape {input:?}"
         )));

@@ -70,7 +70,7 @@ fn build_temporal_shift(c: &mut ConfigReader, input: &[usize], _train: bool) -> 
             "tsm.TemporalShift: inplace true raises NotImplementedError in the official code; use false".to_string(),
         ));
     }
-    if input.len() != 4 || n_segment == 0 || input[0] % n_segment != 0 {
+    if input.len() != 4 || n_segment == 0 || !input[0].is_multiple_of(n_segment) {
         return Err(Error::Shape(format!(
             "tsm.TemporalShift takes x (N·n_segment, C, H, W); input has shape {input:?}, n_segment {n_segment}"
         )));
@@ -168,7 +168,7 @@ fn build_tsn(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<d
     if train && dropout > 0.0 {
         return Err(unsupported(format!("train: true with dropout {dropout} (random; set it to 0 or use train: false)")));
     }
-    if input.len() != 4 || input[1] == 0 || input[1] % 3 != 0 || num_segments == 0 || (input[0] * input[1] / 3) % num_segments != 0 {
+    if input.len() != 4 || input[1] == 0 || !input[1].is_multiple_of(3) || num_segments == 0 || !(input[0] * input[1] / 3).is_multiple_of(num_segments) {
         return Err(Error::Shape(format!(
             "{M} takes x (B, num_segments·3, H, W) with num_segments {num_segments}; input has shape {input:?}"
         )));
