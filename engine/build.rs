@@ -15,7 +15,10 @@ fn main() {
     let shader_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../shaders");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     println!("cargo:rerun-if-changed={}", shader_dir.display());
-    println!("cargo:rerun-if-changed={}", shader_dir.join("lib").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        shader_dir.join("lib").display()
+    );
 
     let mut names: Vec<String> = std::fs::read_dir(&shader_dir)
         .expect("shaders/ directory")
@@ -52,11 +55,19 @@ fn main() {
         for e in &errors {
             eprintln!("{e}");
         }
-        panic!("{} shader(s) failed naga validation:\n{}", errors.len(), errors.join("\n"));
+        panic!(
+            "{} shader(s) failed naga validation:\n{}",
+            errors.len(),
+            errors.join("\n")
+        );
     }
     let all: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    writeln!(registry, "    /// Every kernel, sorted by name.\n    pub const ALL: &[Kernel] = &[{}];\n}}", all.join(", "))
-        .unwrap();
+    writeln!(
+        registry,
+        "    /// Every kernel, sorted by name.\n    pub const ALL: &[Kernel] = &[{}];\n}}",
+        all.join(", ")
+    )
+    .unwrap();
     std::fs::write(out_dir.join("kernels.rs"), registry).unwrap();
 }
 
@@ -79,7 +90,10 @@ fn flatten(dir: &Path, path: &Path) -> Result<String, String> {
             let body = std::fs::read_to_string(&inc_path)
                 .map_err(|e| format!("{}:{}: cannot include {inc}: {e}", path.display(), i + 1))?;
             if body.contains("@compute") {
-                return Err(format!("{}: helper {inc} must not have an entry point", path.display()));
+                return Err(format!(
+                    "{}: helper {inc} must not have an entry point",
+                    path.display()
+                ));
             }
             included.push(inc.to_string());
             writeln!(tail, "// ---- {inc} ----\n{body}").unwrap();
@@ -95,14 +109,19 @@ fn flatten(dir: &Path, path: &Path) -> Result<String, String> {
 
 fn validate(path: &Path, src: &str) -> Result<(), String> {
     let shown = path.display().to_string();
-    let module = naga::front::wgsl::parse_str(src)
-        .map_err(|e| e.emit_to_string_with_path(src, &shown))?;
+    let module =
+        naga::front::wgsl::parse_str(src).map_err(|e| e.emit_to_string_with_path(src, &shown))?;
     let entry: Vec<_> = module.entry_points.iter().collect();
     if entry.len() != 1 || entry[0].name != "main" || entry[0].stage != naga::ShaderStage::Compute {
-        return Err(format!("{shown}: a kernel has exactly one @compute entry point named `main`"));
+        return Err(format!(
+            "{shown}: a kernel has exactly one @compute entry point named `main`"
+        ));
     }
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-        .validate(&module)
-        .map_err(|e| e.emit_to_string_with_path(src, &shown))?;
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .map_err(|e| e.emit_to_string_with_path(src, &shown))?;
     Ok(())
 }

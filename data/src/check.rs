@@ -58,7 +58,11 @@ pub fn scan(spec: &DataSpec, threads: usize, full: bool) -> Result<CheckReport> 
         let handles: Vec<_> = items
             .chunks(chunk)
             .map(|part| {
-                s.spawn(|| part.iter().map(|it| scan_item(&ds, it, full)).collect::<Vec<_>>())
+                s.spawn(|| {
+                    part.iter()
+                        .map(|it| scan_item(&ds, it, full))
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         for h in handles {
@@ -99,8 +103,11 @@ fn scan_item(ds: &FileDataset, item: &crate::dataset::Item, full: bool) -> FileR
                     msg: "has no frames".into(),
                 });
             }
-            let wanted: Vec<usize> =
-                if full { (0..info.frames).collect() } else { vec![0, info.frames - 1] };
+            let wanted: Vec<usize> = if full {
+                (0..info.frames).collect()
+            } else {
+                vec![0, info.frames - 1]
+            };
             // In chunks, so a long video is never held whole.
             for part in wanted.chunks(64) {
                 reader.get_frames(part, Some([info.height.min(64), info.width.min(64)]))?;
@@ -123,10 +130,15 @@ fn scan_item(ds: &FileDataset, item: &crate::dataset::Item, full: bool) -> FileR
             }
             let name = |i: usize| {
                 let p = ds.frame_path(&item.path, i);
-                p.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+                p.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
             };
             let sizes: Vec<Option<u64>> = (0..total)
-                .map(|i| std::fs::metadata(ds.frame_path(&item.path, i)).ok().map(|m| m.len()))
+                .map(|i| {
+                    std::fs::metadata(ds.frame_path(&item.path, i))
+                        .ok()
+                        .map(|m| m.len())
+                })
                 .collect();
             let missing: Vec<usize> = (0..total).filter(|&i| sizes[i].is_none()).collect();
             if let Some(&first) = missing.first() {
@@ -135,7 +147,10 @@ fn scan_item(ds: &FileDataset, item: &crate::dataset::Item, full: bool) -> FileR
                     missing.len(),
                     name(first)
                 );
-                return Err(DataError::Decode { path: item.path.clone(), msg });
+                return Err(DataError::Decode {
+                    path: item.path.clone(),
+                    msg,
+                });
             }
             if let Some(empty) = (0..total).find(|&i| sizes[i] == Some(0)) {
                 return Err(DataError::Decode {
@@ -144,8 +159,14 @@ fn scan_item(ds: &FileDataset, item: &crate::dataset::Item, full: bool) -> FileR
                 });
             }
             let first = ds.frame_path(&item.path, 0);
-            r.codec = first.extension().map(|e| e.to_string_lossy().to_lowercase());
-            let wanted: Vec<usize> = if full { (0..total).collect() } else { vec![0, total - 1] };
+            r.codec = first
+                .extension()
+                .map(|e| e.to_string_lossy().to_lowercase());
+            let wanted: Vec<usize> = if full {
+                (0..total).collect()
+            } else {
+                vec![0, total - 1]
+            };
             let mut size = None;
             // In chunks, and each chunk against the first frame's size.
             for part in wanted.chunks(64) {

@@ -98,7 +98,13 @@ impl FileDataset {
             }
         };
         let seen = classes.as_ref().map_or_else(
-            || items.iter().map(|i| i.label as usize + 1).max().unwrap_or(0),
+            || {
+                items
+                    .iter()
+                    .map(|i| i.label as usize + 1)
+                    .max()
+                    .unwrap_or(0)
+            },
             |c| c.len(),
         );
         let num_classes = match spec.num_classes {
@@ -151,7 +157,10 @@ impl FileDataset {
         let mut distinct: Vec<usize> = indices.to_vec();
         distinct.sort_unstable();
         distinct.dedup();
-        let pos = indices.iter().map(|i| distinct.binary_search(i).expect("present")).collect();
+        let pos = indices
+            .iter()
+            .map(|i| distinct.binary_search(i).expect("present"))
+            .collect();
         let frames = match reader {
             Some(reader) => {
                 let info = reader.info();
@@ -163,15 +172,21 @@ impl FileDataset {
                 reader.get_frames(&distinct, size)?
             }
             None => {
-                let paths: Vec<PathBuf> =
-                    distinct.iter().map(|&i| self.frame_path(&item.path, i)).collect();
+                let paths: Vec<PathBuf> = distinct
+                    .iter()
+                    .map(|&i| self.frame_path(&item.path, i))
+                    .collect();
                 read_frames(&paths)?
             }
         };
         if frames.shape[0] != distinct.len() {
             return Err(DataError::Decode {
                 path: item.path.clone(),
-                msg: format!("asked for {} frames, decoded {}", distinct.len(), frames.shape[0]),
+                msg: format!(
+                    "asked for {} frames, decoded {}",
+                    distinct.len(),
+                    frames.shape[0]
+                ),
             });
         }
         Ok((frames, pos))
@@ -222,7 +237,10 @@ impl Dataset for FileDataset {
             (None, ItemKind::Video) => 0,
         };
         if total == 0 {
-            return Err(DataError::Decode { path: item.path.clone(), msg: "has no frames".into() });
+            return Err(DataError::Decode {
+                path: item.path.clone(),
+                msg: "has no frames".into(),
+            });
         }
         // (views, T) frame indices, 0-based.
         let views = sampling::sample(&p.sampling, total, self.mode, &mut rng);
@@ -239,7 +257,13 @@ impl Dataset for FileDataset {
         let (rh, rw) = short.map_or((dh, dw), |s| transform::short_side_size(dh, dw, s));
         let to_decoded = |b: CropBox| b.scaled(dh as f64 / rh as f64, dw as f64 / rw as f64);
         let boxes: Vec<CropBox> = match self.mode {
-            Mode::Train => vec![transform::train_box(&p.train_crop, rh, rw, p.size, &mut rng)],
+            Mode::Train => vec![transform::train_box(
+                &p.train_crop,
+                rh,
+                rw,
+                p.size,
+                &mut rng,
+            )],
             Mode::Test => transform::test_boxes(p.test_crop, rh, rw, p.size)
                 .map_err(|m| DataError::Config(format!("{}: {m}", item.path.display())))?,
         };
@@ -275,7 +299,10 @@ pub fn read_frames(paths: &[PathBuf]) -> Result<Frames> {
         if [h, w] != [f.shape[1], f.shape[2]] {
             return Err(DataError::Decode {
                 path: path.clone(),
-                msg: format!("is {w}×{h}, the clip's first frame is {}×{}", f.shape[2], f.shape[1]),
+                msg: format!(
+                    "is {w}×{h}, the clip's first frame is {}×{}",
+                    f.shape[2], f.shape[1]
+                ),
             });
         }
         f.push(img.as_raw());
@@ -341,7 +368,11 @@ impl Template {
                 digits.parse().map_err(|_| bad())?
             }
         };
-        Ok(Template { prefix: prefix.into(), width, suffix: suffix.into() })
+        Ok(Template {
+            prefix: prefix.into(),
+            width,
+            suffix: suffix.into(),
+        })
     }
 
     pub fn format(&self, n: usize) -> String {
@@ -362,30 +393,50 @@ pub fn parse_list(list: &Path, root: Option<&Path>, rawframes: bool) -> Result<V
         .unwrap_or_else(|| list.parent().unwrap_or(Path::new("")).to_path_buf());
     let mut items = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let err =
-            |msg: String| DataError::Annotation { path: list.to_path_buf(), line: n + 1, msg };
+        let err = |msg: String| DataError::Annotation {
+            path: list.to_path_buf(),
+            line: n + 1,
+            msg,
+        };
         let line = line.trim();
         if line.is_empty() {
             continue;
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let want = if rawframes { "`frame_dir total_frames label`" } else { "`path label`" };
+        let want = if rawframes {
+            "`frame_dir total_frames label`"
+        } else {
+            "`path label`"
+        };
         let expected = if rawframes { 3 } else { 2 };
         if fields.len() != expected {
-            return Err(err(format!("expected {want}, got {} fields: {line:?}", fields.len())));
+            return Err(err(format!(
+                "expected {want}, got {} fields: {line:?}",
+                fields.len()
+            )));
         }
         let label: u32 = fields[expected - 1].parse().map_err(|_| {
-            err(format!("label {:?} is not a non-negative integer ({want})", fields[expected - 1]))
+            err(format!(
+                "label {:?} is not a non-negative integer ({want})",
+                fields[expected - 1]
+            ))
         })?;
         let kind = if rawframes {
             let total: usize = fields[1].parse().map_err(|_| {
-                err(format!("total_frames {:?} is not a non-negative integer ({want})", fields[1]))
+                err(format!(
+                    "total_frames {:?} is not a non-negative integer ({want})",
+                    fields[1]
+                ))
             })?;
             ItemKind::Frames { total }
         } else {
             ItemKind::Video
         };
-        items.push(Item { path: root.join(fields[0]), kind, label });
+        items.push(Item {
+            path: root.join(fields[0]),
+            kind,
+            label,
+        });
     }
     if items.is_empty() {
         return Err(DataError::Io {
@@ -404,8 +455,10 @@ pub fn scan_class_folders(
     template: &Template,
     start_index: usize,
 ) -> Result<(Vec<Item>, Vec<String>)> {
-    let io =
-        |p: &Path, e: std::io::Error| DataError::Io { path: p.to_path_buf(), msg: e.to_string() };
+    let io = |p: &Path, e: std::io::Error| DataError::Io {
+        path: p.to_path_buf(),
+        msg: e.to_string(),
+    };
     let listing = |dir: &Path| -> Result<Vec<(String, PathBuf)>> {
         let mut v = Vec::new();
         for e in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
@@ -418,8 +471,10 @@ pub fn scan_class_folders(
         v.sort();
         Ok(v)
     };
-    let classes: Vec<(String, PathBuf)> =
-        listing(root)?.into_iter().filter(|(_, p)| p.is_dir()).collect();
+    let classes: Vec<(String, PathBuf)> = listing(root)?
+        .into_iter()
+        .filter(|(_, p)| p.is_dir())
+        .collect();
     if classes.is_empty() {
         return Err(DataError::Io {
             path: root.to_path_buf(),
@@ -438,7 +493,11 @@ pub fn scan_class_folders(
             } else {
                 ItemKind::Video
             };
-            items.push(Item { path, kind, label: label as u32 });
+            items.push(Item {
+                path,
+                kind,
+                label: label as u32,
+            });
         }
     }
     let names = classes.into_iter().map(|(n, _)| n).collect();
@@ -458,7 +517,10 @@ pub fn write_class_list(path: &Path, names: &[String]) -> Result<()> {
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |e: std::io::Error| DataError::Io { path: path.to_path_buf(), msg: e.to_string() };
+    let io = |e: std::io::Error| DataError::Io {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    };
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);

@@ -200,11 +200,7 @@ mod writer {
             };
             // SAFETY: a static muxer and a codec id; only asks whether the pair can be muxed.
             let fits = unsafe {
-                ffi::avformat_query_codec(
-                    oformat,
-                    enc_codec.id().into(),
-                    ffi::FF_COMPLIANCE_NORMAL,
-                )
+                ffi::avformat_query_codec(oformat, enc_codec.id().into(), ffi::FF_COMPLIANCE_NORMAL)
             };
             if fits == 0 {
                 return Err(err(

@@ -10,7 +10,11 @@ pub enum DataError {
     Io { path: PathBuf, msg: String },
     /// A malformed line of an annotation list (1-based line number).
     #[error("{path}:{line}: {msg}")]
-    Annotation { path: PathBuf, line: usize, msg: String },
+    Annotation {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
     /// A video or image that cannot be decoded, or has too few frames.
     #[error("{path}: {msg}")]
     Decode { path: PathBuf, msg: String },

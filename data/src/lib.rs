@@ -31,7 +31,6 @@ pub mod synthetic;
 pub mod transform;
 pub mod video;
 
-
 pub use dataset::{write_class_list, Dataset, FileDataset};
 pub use error::{DataError, Result};
 pub use loader::{Batch, Epoch, Loader, LoaderConfig};
@@ -51,7 +50,10 @@ pub struct Frames {
 impl Frames {
     /// An empty clip of `height`×`width` frames, with room for `frames` of them.
     pub fn with_capacity(frames: usize, height: usize, width: usize) -> Frames {
-        Frames { shape: [0, height, width], data: Vec::with_capacity(frames * height * width * 3) }
+        Frames {
+            shape: [0, height, width],
+            data: Vec::with_capacity(frames * height * width * 3),
+        }
     }
 
     /// Appends one RGB frame of this clip's height and width.

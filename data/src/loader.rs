@@ -121,7 +121,11 @@ impl Loader {
         if dataset.is_empty() {
             return bad("loader: the dataset has no items".into());
         }
-        Ok(Loader { dataset, cfg, bad: Arc::new(Mutex::new(BadLog::default())) })
+        Ok(Loader {
+            dataset,
+            cfg,
+            bad: Arc::new(Mutex::new(BadLog::default())),
+        })
     }
 
     pub fn dataset(&self) -> &Arc<dyn Dataset> {
@@ -155,7 +159,11 @@ impl Loader {
         let world = self.cfg.world;
         let total = n.div_ceil(world) * world;
         let padded: Vec<usize> = (0..total).map(|k| idx[k % n]).collect();
-        padded.into_iter().skip(self.cfg.rank).step_by(world).collect()
+        padded
+            .into_iter()
+            .skip(self.cfg.rank)
+            .step_by(world)
+            .collect()
     }
 
     /// Batches in one epoch on this rank.
@@ -180,8 +188,9 @@ impl Loader {
         let order = self.order(epoch);
         let b = self.cfg.batch;
         let end = self.batches_per_epoch();
-        let jobs: Vec<Vec<usize>> =
-            (0..end).map(|k| order[k * b..((k + 1) * b).min(order.len())].to_vec()).collect();
+        let jobs: Vec<Vec<usize>> = (0..end)
+            .map(|k| order[k * b..((k + 1) * b).min(order.len())].to_vec())
+            .collect();
         let known_bad: Arc<HashMap<usize, (String, String)>> =
             Arc::new(self.bad.lock().expect("bad log").files.clone());
         let shared = Arc::new(Shared {
@@ -194,15 +203,32 @@ impl Loader {
             cv: Condvar::new(),
         });
         let workers = self.workers();
-        let prefetch = if self.cfg.prefetch > 0 { self.cfg.prefetch } else { 2 * workers };
+        let prefetch = if self.cfg.prefetch > 0 {
+            self.cfg.prefetch
+        } else {
+            2 * workers
+        };
         let jobs = Arc::new(jobs);
         let handles = (0..workers.min(end.saturating_sub(start)).max(1))
             .map(|_| {
-                let (shared, jobs, ds, known_bad) =
-                    (shared.clone(), jobs.clone(), self.dataset.clone(), known_bad.clone());
+                let (shared, jobs, ds, known_bad) = (
+                    shared.clone(),
+                    jobs.clone(),
+                    self.dataset.clone(),
+                    known_bad.clone(),
+                );
                 let (seed, epoch_n) = (self.cfg.seed, epoch);
                 std::thread::spawn(move || {
-                    worker(&shared, &jobs, end, prefetch, ds.as_ref(), &known_bad, seed, epoch_n)
+                    worker(
+                        &shared,
+                        &jobs,
+                        end,
+                        prefetch,
+                        ds.as_ref(),
+                        &known_bad,
+                        seed,
+                        epoch_n,
+                    )
                 })
             })
             .collect();
@@ -289,7 +315,11 @@ fn make_batch(
 ) -> Made {
     let [t, h, w] = ds.clip();
     let views = ds.views();
-    let mut batch = Batch { views, index, ..Batch::default() };
+    let mut batch = Batch {
+        views,
+        index,
+        ..Batch::default()
+    };
     batch.data.reserve(items.len() * views * t * h * w * 3);
     let mut skipped = Vec::new();
     for &i in items {
@@ -414,7 +444,8 @@ impl Iterator for Epoch {
             };
             let result = made.and_then(|(mut batch, skipped)| {
                 self.record(&skipped)?;
-                self.carried.extend(skipped.into_iter().map(|(_, f, r)| (f, r)));
+                self.carried
+                    .extend(skipped.into_iter().map(|(_, f, r)| (f, r)));
                 batch.skipped = std::mem::take(&mut self.carried);
                 Ok(batch)
             });

@@ -44,14 +44,20 @@ pub fn train_clip_offsets(
     let avg = room.div_euclid(num_clips as i64);
     if avg > 0 {
         let avg = avg as usize;
-        (0..num_clips).map(|k| k * avg + rng.randint(0, avg)).collect()
+        (0..num_clips)
+            .map(|k| k * avg + rng.randint(0, avg))
+            .collect()
     } else if total > num_clips.max(ori_clip_len) {
-        let mut v: Vec<usize> = (0..num_clips).map(|_| rng.randint(0, room as usize)).collect();
+        let mut v: Vec<usize> = (0..num_clips)
+            .map(|_| rng.randint(0, room as usize))
+            .collect();
         v.sort_unstable();
         v
     } else if avg == 0 {
         let ratio = (room as f64) / num_clips as f64;
-        (0..num_clips).map(|k| (k as f64 * ratio).round_ties_even() as usize).collect()
+        (0..num_clips)
+            .map(|k| (k as f64 * ratio).round_ties_even() as usize)
+            .collect()
     } else {
         vec![0; num_clips]
     }
@@ -64,7 +70,9 @@ pub fn test_clip_offsets(total: usize, ori_clip_len: usize, num_clips: usize) ->
     let max_offset = total.saturating_sub(ori_clip_len);
     if num_clips > 1 {
         let between = max_offset as f64 / (num_clips - 1) as f64;
-        (0..num_clips).map(|k| (k as f64 * between).round_ties_even() as usize).collect()
+        (0..num_clips)
+            .map(|k| (k as f64 * between).round_ties_even() as usize)
+            .collect()
     } else {
         vec![max_offset / 2]
     }
@@ -96,7 +104,10 @@ pub fn sample_frames(
         Mode::Train => train_clip_offsets(total, clip_len * interval, num_clips, rng),
         Mode::Test => test_clip_offsets(total, (clip_len - 1) * interval + 1, num_clips),
     };
-    offsets.iter().map(|&o| (0..clip_len).map(|i| (o + i * interval) % total).collect()).collect()
+    offsets
+        .iter()
+        .map(|&o| (0..clip_len).map(|i| (o + i * interval) % total).collect())
+        .collect()
 }
 
 /// TSN/TSM segment sampling (`SampleFrames(1, 1, segments)`): one frame per segment, random
@@ -107,7 +118,10 @@ pub fn segment_frames(
     mode: Mode,
     rng: &mut impl Draw,
 ) -> Vec<usize> {
-    sample_frames(total, 1, 1, segments, mode, rng).into_iter().flatten().collect()
+    sample_frames(total, 1, 1, segments, mode, rng)
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// `UniformSample(clip_len, num_clips)`: `clip_len` equal segments of [0, total − 1]; training
@@ -120,18 +134,25 @@ pub fn uniform_sample(
     mode: Mode,
     rng: &mut impl Draw,
 ) -> Vec<Vec<usize>> {
-    assert!(total > 0 && clip_len > 0 && num_clips > 0, "uniform_sample: zero argument");
+    assert!(
+        total > 0 && clip_len > 0 && num_clips > 0,
+        "uniform_sample: zero argument"
+    );
     let seg = (total - 1) as f64 / clip_len as f64;
     let start = |i: usize| (seg * i as f64).round_ties_even() as usize;
     match mode {
         Mode::Train => {
-            vec![(0..clip_len).map(|i| rng.randint(start(i), start(i + 1) + 1)).collect()]
+            vec![(0..clip_len)
+                .map(|i| rng.randint(start(i), start(i + 1) + 1))
+                .collect()]
         }
         Mode::Test => {
             let duration = seg / (num_clips + 1) as f64;
             (0..num_clips)
                 .map(|k| {
-                    (0..clip_len).map(|i| start(i) + (duration * (k + 1) as f64) as usize).collect()
+                    (0..clip_len)
+                        .map(|i| start(i) + (duration * (k + 1) as f64) as usize)
+                        .collect()
                 })
                 .collect()
         }
@@ -146,13 +167,23 @@ pub fn sample(
     rng: &mut impl Draw,
 ) -> Vec<Vec<usize>> {
     match *sampling {
-        Sampling::Clips { clip_len, frame_interval, train_clips, test_clips } => {
-            let n = if mode == Mode::Train { train_clips } else { test_clips };
+        Sampling::Clips {
+            clip_len,
+            frame_interval,
+            train_clips,
+            test_clips,
+        } => {
+            let n = if mode == Mode::Train {
+                train_clips
+            } else {
+                test_clips
+            };
             sample_frames(total, clip_len, frame_interval, n, mode, rng)
         }
         Sampling::Segments { segments } => vec![segment_frames(total, segments, mode, rng)],
-        Sampling::Uniform { clip_len, test_clips } => {
-            uniform_sample(total, clip_len, test_clips, mode, rng)
-        }
+        Sampling::Uniform {
+            clip_len,
+            test_clips,
+        } => uniform_sample(total, clip_len, test_clips, mode, rng),
     }
 }

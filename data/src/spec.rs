@@ -105,7 +105,12 @@ impl DataSpec {
 pub enum Sampling {
     /// `SampleFrames(clip_len, frame_interval, num_clips)`: `train_clips` random clips in
     /// training, `test_clips` evenly spaced ones in testing, each a view of T = `clip_len`.
-    Clips { clip_len: usize, frame_interval: usize, train_clips: usize, test_clips: usize },
+    Clips {
+        clip_len: usize,
+        frame_interval: usize,
+        train_clips: usize,
+        test_clips: usize,
+    },
     /// TSN/TSM: one frame per segment (`SampleFrames(1, 1, segments)`): T = `segments`, a
     /// random frame of each segment in training, its centre in testing; one view.
     Segments { segments: usize },
@@ -141,7 +146,11 @@ pub enum TrainCrop {
     RandomResized { area: [f64; 2], aspect: [f64; 2] },
     /// mmaction2 `MultiScaleCrop(size, scales, max_wh_scale_gap, random_crop=False,
     /// num_fixed_crops)`, `fixed_crops` 5 or 13 (TSM: scales 1, .875, .75, .66, gap 1, 13).
-    MultiScale { scales: Vec<f64>, max_gap: usize, fixed_crops: usize },
+    MultiScale {
+        scales: Vec<f64>,
+        max_gap: usize,
+        fixed_crops: usize,
+    },
     /// `CenterCrop(size)`: no spatial augmentation.
     Center,
 }
@@ -189,11 +198,17 @@ impl Normalize {
         scale: PixelScale::Byte,
     };
     /// SlowFast / TimeSformer / pytorchvideo Kinetics mean/std in 0–1.
-    pub const KINETICS_UNIT: Normalize =
-        Normalize { mean: [0.45, 0.45, 0.45], std: [0.225, 0.225, 0.225], scale: PixelScale::Unit };
+    pub const KINETICS_UNIT: Normalize = Normalize {
+        mean: [0.45, 0.45, 0.45],
+        std: [0.225, 0.225, 0.225],
+        scale: PixelScale::Unit,
+    };
     /// Maps 0–255 to [−1, 1] (scenic ViViT's and the synthetic set's range).
-    pub const SYMMETRIC_UNIT: Normalize =
-        Normalize { mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], scale: PixelScale::Unit };
+    pub const SYMMETRIC_UNIT: Normalize = Normalize {
+        mean: [0.5, 0.5, 0.5],
+        std: [0.5, 0.5, 0.5],
+        scale: PixelScale::Unit,
+    };
 
     /// `(a, b)` per channel with `normalised = byte·a + b`.
     pub fn affine(&self) -> [(f32, f32); 3] {
@@ -314,7 +329,11 @@ impl Pipeline {
             },
             test_crop: TestCrop::Center,
             flip: true,
-            norm: Normalize { mean: [114.75; 3], std: [57.375; 3], scale: PixelScale::Byte },
+            norm: Normalize {
+                mean: [114.75; 3],
+                std: [57.375; 3],
+                scale: PixelScale::Byte,
+            },
         }
     }
 
@@ -342,14 +361,23 @@ impl Pipeline {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(DataError::Config(m));
         let ok = match self.sampling {
-            Sampling::Clips { clip_len, frame_interval, train_clips, test_clips } => {
-                clip_len > 0 && frame_interval > 0 && train_clips > 0 && test_clips > 0
-            }
+            Sampling::Clips {
+                clip_len,
+                frame_interval,
+                train_clips,
+                test_clips,
+            } => clip_len > 0 && frame_interval > 0 && train_clips > 0 && test_clips > 0,
             Sampling::Segments { segments } => segments > 0,
-            Sampling::Uniform { clip_len, test_clips } => clip_len > 0 && test_clips > 0,
+            Sampling::Uniform {
+                clip_len,
+                test_clips,
+            } => clip_len > 0 && test_clips > 0,
         };
         if !ok {
-            return bad(format!("sampling {:?}: every count must be at least 1", self.sampling));
+            return bad(format!(
+                "sampling {:?}: every count must be at least 1",
+                self.sampling
+            ));
         }
         if self.size[0] == 0 || self.size[1] == 0 {
             return bad(format!("clip size {:?} must be at least 1×1", self.size));
@@ -371,7 +399,9 @@ impl Pipeline {
         }
         if let TrainCrop::MultiScale { fixed_crops, .. } = &self.train_crop {
             if ![5, 13].contains(fixed_crops) {
-                return bad(format!("MultiScaleCrop fixed_crops {fixed_crops} must be 5 or 13"));
+                return bad(format!(
+                    "MultiScaleCrop fixed_crops {fixed_crops} must be 5 or 13"
+                ));
             }
         }
         if let TrainCrop::MultiScale { scales, .. } = &self.train_crop {

@@ -64,13 +64,17 @@ pub struct Written {
 
 /// One rendered clip (T, H, W, 3) in [−1, 1] as bytes.
 pub fn to_bytes(clip: &[f32]) -> Vec<u8> {
-    clip.iter().map(|v| ((v + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8).collect()
+    clip.iter()
+        .map(|v| ((v + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8)
+        .collect()
 }
 
 /// Writes the set under `out` (created if missing).
 pub fn write_set(out: &Path, opt: &SynthOptions) -> Result<Written> {
-    let io =
-        |p: &Path, e: std::io::Error| DataError::Io { path: p.to_path_buf(), msg: e.to_string() };
+    let io = |p: &Path, e: std::io::Error| DataError::Io {
+        path: p.to_path_buf(),
+        msg: e.to_string(),
+    };
     let [t, h, w] = opt.clip;
     if t == 0 || h == 0 || w == 0 {
         return Err(DataError::Config(format!(
@@ -79,9 +83,10 @@ pub fn write_set(out: &Path, opt: &SynthOptions) -> Result<Written> {
         )));
     }
     let mut lists = Vec::new();
-    for (name, split, n) in
-        [("train", Split::Train, opt.train_clips), ("val", Split::Test, opt.val_clips)]
-    {
+    for (name, split, n) in [
+        ("train", Split::Train, opt.train_clips),
+        ("val", Split::Test, opt.val_clips),
+    ] {
         let dir = out.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let mut list = String::new();
@@ -134,5 +139,9 @@ pub fn write_set(out: &Path, opt: &SynthOptions) -> Result<Written> {
     write_class_list(&classes, &names)?;
     let val_list = lists.pop().expect("two lists");
     let train_list = lists.pop().expect("two lists");
-    Ok(Written { train_list, val_list, classes })
+    Ok(Written {
+        train_list,
+        val_list,
+        classes,
+    })
 }

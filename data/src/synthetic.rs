@@ -24,8 +24,16 @@ use tubelet::Rng;
 use crate::dataset::Dataset;
 use crate::Result;
 
-pub const CLASS_NAMES: [&str; 8] =
-    ["right", "left", "down", "up", "rotate-cw", "rotate-ccw", "grow", "shrink"];
+pub const CLASS_NAMES: [&str; 8] = [
+    "right",
+    "left",
+    "down",
+    "up",
+    "rotate-cw",
+    "rotate-ccw",
+    "grow",
+    "shrink",
+];
 pub const NUM_CLASSES: usize = CLASS_NAMES.len();
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +53,12 @@ pub struct MovingShapes {
 
 impl MovingShapes {
     pub fn new(frames: usize, size: usize, seed: u64) -> MovingShapes {
-        MovingShapes { frames, size, seed, noise: 0.08 }
+        MovingShapes {
+            frames,
+            size,
+            seed,
+            noise: 0.08,
+        }
     }
 
     fn clip_rng(&self, split: Split, index: u64) -> Rng {
@@ -64,8 +77,11 @@ impl MovingShapes {
         let label = rng.below(NUM_CLASSES) as u32;
         let (t_n, s) = (self.frames, self.size as f64);
         let shape = rng.below(3);
-        let color =
-            [0.4 + 0.6 * rng.uniform(), 0.4 + 0.6 * rng.uniform(), 0.4 + 0.6 * rng.uniform()];
+        let color = [
+            0.4 + 0.6 * rng.uniform(),
+            0.4 + 0.6 * rng.uniform(),
+            0.4 + 0.6 * rng.uniform(),
+        ];
         let mut radius = s * (0.14 + 0.08 * rng.uniform());
         let mut angle = std::f64::consts::TAU * rng.uniform();
         let span = (t_n.max(2) - 1) as f64;
@@ -104,7 +120,10 @@ impl MovingShapes {
                 for x in 0..n {
                     // Pixel centre in the shape's frame.
                     let (px, py) = (x as f64 + 0.5 - cx, y as f64 + 0.5 - cy);
-                    let (u, v) = ((px * cos + py * sin) / radius, (-px * sin + py * cos) / radius);
+                    let (u, v) = (
+                        (px * cos + py * sin) / radius,
+                        (-px * sin + py * cos) / radius,
+                    );
                     let inside = match shape {
                         0 => u.abs() <= 1.0 && v.abs() <= 0.35, // bar
                         1 => v >= -0.5 && v <= 1.0 - 1.5 * u.abs() && u.abs() <= 1.0, // triangle
@@ -183,7 +202,12 @@ pub struct SyntheticDataset {
 
 impl SyntheticDataset {
     pub fn new(seed: u64, clip: [usize; 3], split: Split, len: usize) -> SyntheticDataset {
-        SyntheticDataset { seed, clip, split, len }
+        SyntheticDataset {
+            seed,
+            clip,
+            split,
+            len,
+        }
     }
 }
 
@@ -224,6 +248,8 @@ impl Dataset for SyntheticDataset {
     }
 
     fn load(&self, index: usize, _seed: u64, _epoch: u64) -> Result<Vec<Vec<f32>>> {
-        Ok(vec![render(self.seed, self.clip, self.split, index as u64, 1).0])
+        Ok(vec![
+            render(self.seed, self.clip, self.split, index as u64, 1).0,
+        ])
     }
 }

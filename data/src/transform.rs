@@ -25,12 +25,22 @@ pub struct CropBox {
 impl CropBox {
     /// From mmaction2's `[left, top, right, bottom]`.
     pub fn ltrb([l, t, r, b]: [i64; 4]) -> CropBox {
-        CropBox { x: l as f64, y: t as f64, w: (r - l) as f64, h: (b - t) as f64 }
+        CropBox {
+            x: l as f64,
+            y: t as f64,
+            w: (r - l) as f64,
+            h: (b - t) as f64,
+        }
     }
 
     /// The same region in a frame scaled by `sy` vertically and `sx` horizontally.
     pub fn scaled(self, sy: f64, sx: f64) -> CropBox {
-        CropBox { x: self.x * sx, y: self.y * sy, w: self.w * sx, h: self.h * sy }
+        CropBox {
+            x: self.x * sx,
+            y: self.y * sy,
+            w: self.w * sx,
+            h: self.h * sy,
+        }
     }
 }
 
@@ -56,9 +66,12 @@ pub fn random_resized_crop(
     let full = (h * w) as f64;
     // numpy draws all aspect ratios first, then all areas.
     let (la, lb) = (aspect[0].ln(), aspect[1].ln());
-    let ratios: Vec<f64> = (0..ATTEMPTS).map(|_| (la + (lb - la) * rng.uniform()).exp()).collect();
-    let areas: Vec<f64> =
-        (0..ATTEMPTS).map(|_| (area[0] + (area[1] - area[0]) * rng.uniform()) * full).collect();
+    let ratios: Vec<f64> = (0..ATTEMPTS)
+        .map(|_| (la + (lb - la) * rng.uniform()).exp())
+        .collect();
+    let areas: Vec<f64> = (0..ATTEMPTS)
+        .map(|_| (area[0] + (area[1] - area[0]) * rng.uniform()) * full)
+        .collect();
     for (r, a) in ratios.into_iter().zip(areas) {
         let cw = (a * r).sqrt().round_ties_even() as i64;
         let ch = (a / r).sqrt().round_ties_even() as i64;
@@ -166,9 +179,11 @@ pub fn train_box(
 ) -> CropBox {
     CropBox::ltrb(match crop {
         TrainCrop::RandomResized { area, aspect } => random_resized_crop(h, w, *area, *aspect, rng),
-        TrainCrop::MultiScale { scales, max_gap, fixed_crops } => {
-            multi_scale_crop(h, w, size, scales, *max_gap, *fixed_crops, rng)
-        }
+        TrainCrop::MultiScale {
+            scales,
+            max_gap,
+            fixed_crops,
+        } => multi_scale_crop(h, w, size, scales, *max_gap, *fixed_crops, rng),
         TrainCrop::Center => center_crop(h, w, size),
     })
 }
@@ -182,7 +197,10 @@ pub fn test_boxes(
 ) -> Result<Vec<CropBox>, String> {
     Ok(match crop {
         TestCrop::Center => vec![CropBox::ltrb(center_crop(h, w, size))],
-        TestCrop::Three => three_crop(h, w, size)?.into_iter().map(CropBox::ltrb).collect(),
+        TestCrop::Three => three_crop(h, w, size)?
+            .into_iter()
+            .map(CropBox::ltrb)
+            .collect(),
     })
 }
 
@@ -223,8 +241,10 @@ pub fn resample_clip(
     // (vertical pass), then every output pixel blends two of those (horizontal pass).
     let lo = xs.iter().map(|t| t.0).min().unwrap_or(0);
     let hi = xs.iter().map(|t| t.1).max().unwrap_or(0);
-    let xs: Vec<(usize, usize, f32)> =
-        xs.into_iter().map(|(x0, x1, wx)| ((x0 - lo) * 3, (x1 - lo) * 3, wx)).collect();
+    let xs: Vec<(usize, usize, f32)> = xs
+        .into_iter()
+        .map(|(x0, x1, wx)| ((x0 - lo) * 3, (x1 - lo) * 3, wx))
+        .collect();
     let mut row = vec![0f32; (hi - lo + 1) * 3];
     let mut out = Vec::with_capacity(ts.len() * oh * ow * 3); // (T, H, W, 3)
     for &t in ts {

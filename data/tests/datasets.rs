@@ -19,11 +19,26 @@ fn malformed_annotation_lines_name_file_and_line() {
     let dir = Scratch::new("ann");
     let list = dir.path().join("list.txt");
     let cases: [(&str, bool, usize, &str); 6] = [
-        ("a.mp4 1\nb.mp4\n", false, 2, "expected `path label`, got 1 fields"),
-        ("a.mp4 1\n\nb.mp4 x\n", false, 3, "label \"x\" is not a non-negative integer"),
+        (
+            "a.mp4 1\nb.mp4\n",
+            false,
+            2,
+            "expected `path label`, got 1 fields",
+        ),
+        (
+            "a.mp4 1\n\nb.mp4 x\n",
+            false,
+            3,
+            "label \"x\" is not a non-negative integer",
+        ),
         ("a.mp4 -1\n", false, 1, "label \"-1\""),
         ("a 10 1\nb ten 2\n", true, 2, "total_frames \"ten\""),
-        ("a 10 1 extra\n", true, 1, "expected `frame_dir total_frames label`, got 4 fields"),
+        (
+            "a 10 1 extra\n",
+            true,
+            1,
+            "expected `frame_dir total_frames label`, got 4 fields",
+        ),
         ("a.mp4 1\n", true, 1, "got 2 fields"),
     ];
     for (text, raw, line, msg) in cases {
@@ -34,12 +49,21 @@ fn malformed_annotation_lines_name_file_and_line() {
             other => panic!("not an annotation error: {other}"),
         }
         let s = e.to_string();
-        assert!(s.starts_with(&format!("{}:{line}: ", list.display())) && s.contains(msg), "{s}");
+        assert!(
+            s.starts_with(&format!("{}:{line}: ", list.display())) && s.contains(msg),
+            "{s}"
+        );
     }
     write(&list, "\n\n");
-    assert!(parse_list(&list, None, false).unwrap_err().to_string().contains("no entries"));
+    assert!(parse_list(&list, None, false)
+        .unwrap_err()
+        .to_string()
+        .contains("no entries"));
     let missing = dir.path().join("nope.txt");
-    assert!(parse_list(&missing, None, false).unwrap_err().to_string().contains("nope.txt"));
+    assert!(parse_list(&missing, None, false)
+        .unwrap_err()
+        .to_string()
+        .contains("nope.txt"));
     // Through open(): the same error, and labels over a declared class count are refused.
     write(&list, "a.mp4 1\nb.mp4 7\n");
     let mut spec = DataSpec::new(Source::VideoList(list.clone()));
@@ -52,11 +76,16 @@ fn malformed_annotation_lines_name_file_and_line() {
     );
     spec.root = Some("/data/k400".into());
     assert_eq!(
-        open(&spec, &Pipeline::simple(4, 1, [8, 8]), Mode::Train).unwrap().describe(1),
+        open(&spec, &Pipeline::simple(4, 1, [8, 8]), Mode::Train)
+            .unwrap()
+            .describe(1),
         "/data/k400/b.mp4"
     );
     spec.num_classes = Some(5);
-    let e = open(&spec, &Pipeline::simple(4, 1, [8, 8]), Mode::Train).err().unwrap().to_string();
+    let e = open(&spec, &Pipeline::simple(4, 1, [8, 8]), Mode::Train)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("label 7") && e.contains("5 classes"), "{e}");
 }
 
@@ -67,7 +96,13 @@ fn templates_follow_python_format() {
     assert_eq!(t("{:06d}.png", 42), "000042.png");
     assert_eq!(t("frame{}.jpg", 7), "frame7.jpg");
     assert_eq!(t("x_{:d}.jpg", 123), "x_123.jpg");
-    for bad in ["img.jpg", "{:x5}.jpg", "{:5}.jpg", "{}{}.jpg", "img_{:05.jpg"] {
+    for bad in [
+        "img.jpg",
+        "{:x5}.jpg",
+        "{:5}.jpg",
+        "{}{}.jpg",
+        "img_{:05.jpg",
+    ] {
         assert!(Template::parse(bad).is_err(), "{bad} should be refused");
     }
 }
@@ -90,7 +125,9 @@ fn folder_per_class_with_template_and_start_index() {
     // Classes sort by name, not by creation order; hidden entries are ignored.
     for (class, clips) in [("walk", 2), ("run", 1), ("jump", 3)] {
         for c in 0..clips {
-            png_frames(&root.join(class).join(format!("v{c}")), 5, 12, 16, |i| format!("f{i}.png"));
+            png_frames(&root.join(class).join(format!("v{c}")), 5, 12, 16, |i| {
+                format!("f{i}.png")
+            });
         }
     }
     std::fs::create_dir_all(root.join(".cache")).unwrap();
@@ -106,16 +143,24 @@ fn folder_per_class_with_template_and_start_index() {
     assert_eq!(ds.load(4, 0, 0).unwrap()[0].len(), 4 * 8 * 8 * 3);
     let classes = dir.path().join("classes.txt");
     write_class_list(&classes, &names).unwrap();
-    assert_eq!(std::fs::read_to_string(&classes).unwrap(), "jump\nrun\nwalk\n");
+    assert_eq!(
+        std::fs::read_to_string(&classes).unwrap(),
+        "jump\nrun\nwalk\n"
+    );
     // The same frames through a rawframes list (frame count from the list).
     write(&dir.path().join("list.txt"), "data/run/v0 5 1\n");
     let mut spec = DataSpec::new(Source::RawframesList(dir.path().join("list.txt")));
     spec.template = "f{}.png".into();
     spec.start_index = 0;
-    let a =
-        open(&spec, &Pipeline::simple(4, 1, [8, 8]), Mode::Test).unwrap().load(0, 0, 0).unwrap();
+    let a = open(&spec, &Pipeline::simple(4, 1, [8, 8]), Mode::Test)
+        .unwrap()
+        .load(0, 0, 0)
+        .unwrap();
     let b = open(
-        &DataSpec { source: Source::FolderPerClass(root), ..spec.clone() },
+        &DataSpec {
+            source: Source::FolderPerClass(root),
+            ..spec.clone()
+        },
         &Pipeline::simple(4, 1, [8, 8]),
         Mode::Test,
     )
@@ -143,10 +188,16 @@ fn broken_set(dir: &Path, n: usize) -> std::path::PathBuf {
     let clip = |i: usize| dir.join(format!("train/clip_{i:05}"));
     std::fs::remove_file(clip(1).join("img_00004.jpg")).unwrap(); // a missing frame
     write(&clip(2).join("img_00002.jpg"), ""); // a zero-byte frame
-    std::fs::write(clip(3).join("img_00006.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").unwrap(); // corrupt
+    std::fs::write(
+        clip(3).join("img_00006.jpg"),
+        b"\xff\xd8\xff\xe0 not really a jpeg",
+    )
+    .unwrap(); // corrupt
     std::fs::remove_dir_all(clip(4)).unwrap(); // the whole folder gone
-    image::RgbImage::new(20, 16).save(clip(5).join("img_00003.jpg")).unwrap(); // another size (JPEG by extension)
-                                                                               // Item 6: the list promises more frames than the folder has.
+    image::RgbImage::new(20, 16)
+        .save(clip(5).join("img_00003.jpg"))
+        .unwrap(); // another size (JPEG by extension)
+                   // Item 6: the list promises more frames than the folder has.
     let list = std::fs::read_to_string(&w.train_list)
         .unwrap()
         .replace("train/clip_00006 6", "train/clip_00006 9");
@@ -159,7 +210,12 @@ fn bad_files_are_skipped_with_reasons_and_counted() {
     let dir = Scratch::new("bad");
     let list = broken_set(dir.path(), 40);
     let p = Pipeline::simple(6, 1, [8, 8]);
-    let ds = open(&DataSpec::new(Source::RawframesList(list.clone())), &p, Mode::Train).unwrap();
+    let ds = open(
+        &DataSpec::new(Source::RawframesList(list.clone())),
+        &p,
+        Mode::Train,
+    )
+    .unwrap();
     let cfg = LoaderConfig {
         batch: 4,
         workers: 2,
@@ -171,7 +227,11 @@ fn bad_files_are_skipped_with_reasons_and_counted() {
     let batches: Vec<_> = loader.epoch(0, 0).map(|b| b.unwrap()).collect();
     let items: usize = batches.iter().map(|b| b.labels.len()).sum();
     assert_eq!(items, 34);
-    assert_eq!(batches[0].labels.len(), 1, "items 1–3 of the first batch skipped");
+    assert_eq!(
+        batches[0].labels.len(),
+        1,
+        "items 1–3 of the first batch skipped"
+    );
     assert_eq!(batches[0].shape[0], 1);
     let skipped: Vec<(String, String)> = batches.iter().flat_map(|b| b.skipped.clone()).collect();
     let bad = loader.bad_files();
@@ -181,19 +241,32 @@ fn bad_files_are_skipped_with_reasons_and_counted() {
         ("clip_00002", "img_00002.jpg: empty file (0 bytes)"),
         ("clip_00003", "img_00006.jpg: cannot decode image"),
         ("clip_00004", "img_00001.jpg: missing frame file"),
-        ("clip_00005", "img_00003.jpg: is 20×16, the clip's first frame is 16×16"),
+        (
+            "clip_00005",
+            "img_00003.jpg: is 20×16, the clip's first frame is 16×16",
+        ),
         ("clip_00006", "img_00007.jpg: missing frame file"),
     ];
     assert_eq!(bad.len(), reasons.len(), "{bad:?}");
     for ((file, reason), (f, r)) in bad.iter().zip(reasons) {
-        assert!(file.ends_with(f) && reason.starts_with(r), "{file}: {reason} (expected {f}: {r})");
+        assert!(
+            file.ends_with(f) && reason.starts_with(r),
+            "{file}: {reason} (expected {f}: {r})"
+        );
     }
     // A later epoch does not retry them, and still reports them.
     let again: usize = loader.epoch(1, 0).map(|b| b.unwrap().skipped.len()).sum();
     assert_eq!(again, 6);
     // 6 of 40 is over 5%: the default stops the epoch, listing the first few.
     let ds = open(&DataSpec::new(Source::RawframesList(list)), &p, Mode::Train).unwrap();
-    let strict = Loader::new(ds, LoaderConfig { max_bad_fraction: 0.05, ..cfg }).unwrap();
+    let strict = Loader::new(
+        ds,
+        LoaderConfig {
+            max_bad_fraction: 0.05,
+            ..cfg
+        },
+    )
+    .unwrap();
     let results: Vec<_> = strict.epoch(0, 0).collect();
     let e = results.last().unwrap().as_ref().unwrap_err();
     assert!(matches!(e, DataError::TooManyBad(_)), "{e}");
@@ -231,7 +304,10 @@ fn check_reports_every_problem() {
         .unwrap()
         .ends_with("clip_00002: img_00002.jpg is empty (0 bytes)"));
     let ok = &report.files[0];
-    assert_eq!((ok.frames, ok.size, ok.codec.as_deref()), (Some(6), Some([16, 16]), Some("jpg")));
+    assert_eq!(
+        (ok.frames, ok.size, ok.codec.as_deref()),
+        (Some(6), Some([16, 16]), Some("jpg"))
+    );
     assert!(report.files[6]
         .problem
         .as_ref()

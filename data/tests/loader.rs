@@ -11,16 +11,31 @@ use tubelet_data::{open, Batch, Dataset, Loader, LoaderConfig};
 use crate::common::{rawframes_set, Scratch};
 
 fn all(loader: &Loader, epoch: u64, start: usize) -> Vec<Batch> {
-    loader.epoch(epoch, start).map(|b| b.expect("batch")).collect()
+    loader
+        .epoch(epoch, start)
+        .map(|b| b.expect("batch"))
+        .collect()
 }
 
 #[test]
 fn synthetic_dataset_is_the_rendered_set() {
-    let ds =
-        open(&DataSpec::synthetic(7, 10), &Pipeline::simple(4, 1, [16, 16]), Mode::Train).unwrap();
-    assert_eq!((ds.len(), ds.num_classes(), ds.views(), ds.clip()), (10, 8, 1, [4, 16, 16]));
+    let ds = open(
+        &DataSpec::synthetic(7, 10),
+        &Pipeline::simple(4, 1, [16, 16]),
+        Mode::Train,
+    )
+    .unwrap();
+    assert_eq!(
+        (ds.len(), ds.num_classes(), ds.views(), ds.clip()),
+        (10, 8, 1, [4, 16, 16])
+    );
     assert_eq!(ds.describe(3), "synthetic train #3");
-    let cfg = LoaderConfig { batch: 4, workers: 2, shuffle: false, ..LoaderConfig::default() };
+    let cfg = LoaderConfig {
+        batch: 4,
+        workers: 2,
+        shuffle: false,
+        ..LoaderConfig::default()
+    };
     let loader = Loader::new(ds.clone(), cfg).unwrap();
     let batches = all(&loader, 0, 0);
     assert_eq!(batches.len(), 3);
@@ -32,13 +47,24 @@ fn synthetic_dataset_is_the_rendered_set() {
         assert_eq!(b.labels, labels);
         assert_eq!(b.shape, [n, 4, 16, 16, 3]);
         for (j, &i) in b.indices.iter().enumerate() {
-            assert_eq!(ds.label(i), labels[j], "label of item {i} without rendering");
+            assert_eq!(
+                ds.label(i),
+                labels[j],
+                "label of item {i} without rendering"
+            );
         }
     }
     // H ≠ W keeps render's centred window; the test split is the held-out one.
-    let ds =
-        open(&DataSpec::synthetic(7, 3), &Pipeline::simple(4, 1, [12, 16]), Mode::Test).unwrap();
-    assert_eq!(ds.load(2, 0, 0).unwrap()[0], render(7, [4, 12, 16], Split::Test, 2, 1).0);
+    let ds = open(
+        &DataSpec::synthetic(7, 3),
+        &Pipeline::simple(4, 1, [12, 16]),
+        Mode::Test,
+    )
+    .unwrap();
+    assert_eq!(
+        ds.load(2, 0, 0).unwrap()[0],
+        render(7, [4, 12, 16], Split::Test, 2, 1).0
+    );
 }
 
 #[test]
@@ -47,12 +73,32 @@ fn order_and_crops_do_not_depend_on_workers_and_resume_mid_epoch() {
     let w = rawframes_set(dir.path(), 10, [6, 20, 28]);
     let mut p = Pipeline::simple(4, 2, [12, 12]);
     p.train_short_side = Some(16);
-    p.train_crop = TrainCrop::RandomResized { area: [0.3, 1.0], aspect: [0.75, 4.0 / 3.0] };
+    p.train_crop = TrainCrop::RandomResized {
+        area: [0.3, 1.0],
+        aspect: [0.75, 4.0 / 3.0],
+    };
     p.flip = true;
-    let ds = open(&DataSpec::new(Source::RawframesList(w.train_list)), &p, Mode::Train).unwrap();
-    let cfg = |workers| LoaderConfig { batch: 3, workers, seed: 11, ..LoaderConfig::default() };
+    let ds = open(
+        &DataSpec::new(Source::RawframesList(w.train_list)),
+        &p,
+        Mode::Train,
+    )
+    .unwrap();
+    let cfg = |workers| LoaderConfig {
+        batch: 3,
+        workers,
+        seed: 11,
+        ..LoaderConfig::default()
+    };
     let one = all(&Loader::new(ds.clone(), cfg(1)).unwrap(), 1, 0);
-    let three = Loader::new(ds.clone(), LoaderConfig { prefetch: 1, ..cfg(3) }).unwrap();
+    let three = Loader::new(
+        ds.clone(),
+        LoaderConfig {
+            prefetch: 1,
+            ..cfg(3)
+        },
+    )
+    .unwrap();
     let many = all(&three, 1, 0);
     assert_eq!(one.len(), 4);
     for (a, b) in one.iter().zip(&many) {
@@ -60,13 +106,22 @@ fn order_and_crops_do_not_depend_on_workers_and_resume_mid_epoch() {
             (&a.indices, &a.labels, a.index, a.shape),
             (&b.indices, &b.labels, b.index, b.shape)
         );
-        assert!(a.data == b.data, "batch {} differs between 1 and 3 workers", a.index);
+        assert!(
+            a.data == b.data,
+            "batch {} differs between 1 and 3 workers",
+            a.index
+        );
     }
     // Another epoch shuffles differently; resuming at batch 2 gives batches 2 and 3.
     let other = all(&three, 2, 0);
     assert_ne!(
-        one.iter().flat_map(|b| b.indices.clone()).collect::<Vec<_>>(),
-        other.iter().flat_map(|b| b.indices.clone()).collect::<Vec<_>>()
+        one.iter()
+            .flat_map(|b| b.indices.clone())
+            .collect::<Vec<_>>(),
+        other
+            .iter()
+            .flat_map(|b| b.indices.clone())
+            .collect::<Vec<_>>()
     );
     let resumed = all(&three, 1, 2);
     assert_eq!(resumed.len(), 2);
@@ -80,19 +135,39 @@ fn order_and_crops_do_not_depend_on_workers_and_resume_mid_epoch() {
 
 #[test]
 fn sharding_pads_like_distributed_sampler() {
-    let ds: Arc<dyn Dataset> =
-        open(&DataSpec::synthetic(0, 10), &Pipeline::simple(1, 1, [2, 2]), Mode::Train).unwrap();
-    let cfg = |rank| LoaderConfig { batch: 2, rank, world: 4, seed: 5, ..LoaderConfig::default() };
-    let orders: Vec<Vec<usize>> =
-        (0..4).map(|r| Loader::new(ds.clone(), cfg(r)).unwrap().order(3)).collect();
+    let ds: Arc<dyn Dataset> = open(
+        &DataSpec::synthetic(0, 10),
+        &Pipeline::simple(1, 1, [2, 2]),
+        Mode::Train,
+    )
+    .unwrap();
+    let cfg = |rank| LoaderConfig {
+        batch: 2,
+        rank,
+        world: 4,
+        seed: 5,
+        ..LoaderConfig::default()
+    };
+    let orders: Vec<Vec<usize>> = (0..4)
+        .map(|r| Loader::new(ds.clone(), cfg(r)).unwrap().order(3))
+        .collect();
     // ceil(10 / 4) = 3 each; the padded order of 12 repeats the first 2 of the shuffled 10.
     assert!(orders.iter().all(|o| o.len() == 3));
-    let mut flat: Vec<usize> = (0..3).flat_map(|k| orders.iter().map(move |o| o[k])).collect();
+    let mut flat: Vec<usize> = (0..3)
+        .flat_map(|k| orders.iter().map(move |o| o[k]))
+        .collect();
     assert_eq!(flat[10..], flat[..2]);
     flat.truncate(10);
     flat.sort();
     assert_eq!(flat, (0..10).collect::<Vec<_>>());
-    let l = Loader::new(ds.clone(), LoaderConfig { drop_last: true, ..cfg(1) }).unwrap();
+    let l = Loader::new(
+        ds.clone(),
+        LoaderConfig {
+            drop_last: true,
+            ..cfg(1)
+        },
+    )
+    .unwrap();
     assert_eq!(l.batches_per_epoch(), 1);
     assert!(Loader::new(ds, LoaderConfig { rank: 4, ..cfg(0) }).is_err());
 }
@@ -108,11 +183,22 @@ fn test_mode_gives_every_view() {
         train_clips: 1,
         test_clips: 2,
     };
-    let ds = open(&DataSpec::new(Source::RawframesList(w.val_list)), &p, Mode::Test).unwrap();
+    let ds = open(
+        &DataSpec::new(Source::RawframesList(w.val_list)),
+        &p,
+        Mode::Test,
+    )
+    .unwrap();
     assert_eq!(ds.views(), 6);
-    let loader =
-        Loader::new(ds, LoaderConfig { batch: 4, shuffle: false, ..LoaderConfig::default() })
-            .unwrap();
+    let loader = Loader::new(
+        ds,
+        LoaderConfig {
+            batch: 4,
+            shuffle: false,
+            ..LoaderConfig::default()
+        },
+    )
+    .unwrap();
     let b = all(&loader, 0, 0);
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].shape, [24, 3, 16, 16, 3]);
@@ -153,10 +239,22 @@ impl Dataset for Panics {
 
 #[test]
 fn a_panicking_dataset_ends_the_epoch_with_an_error() {
-    let cfg = LoaderConfig { batch: 2, workers: 2, shuffle: false, ..LoaderConfig::default() };
+    let cfg = LoaderConfig {
+        batch: 2,
+        workers: 2,
+        shuffle: false,
+        ..LoaderConfig::default()
+    };
     let loader = Loader::new(Arc::new(Panics), cfg).unwrap();
     let results: Vec<_> = loader.epoch(0, 0).collect();
-    assert_eq!(results.len(), 3, "batches 0 and 1, then the error of batch 2");
+    assert_eq!(
+        results.len(),
+        3,
+        "batches 0 and 1, then the error of batch 2"
+    );
     let e = results[2].as_ref().unwrap_err().to_string();
-    assert!(e.contains("batch 2") && e.contains("item five is broken"), "{e}");
+    assert!(
+        e.contains("batch 2") && e.contains("item five is broken"),
+        "{e}"
+    );
 }

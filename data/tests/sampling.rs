@@ -37,7 +37,11 @@ fn u(v: &Value) -> usize {
 }
 
 fn list(v: &Value) -> Vec<i64> {
-    v.as_array().expect("array").iter().map(|x| x.as_i64().expect("int")).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_i64().expect("int"))
+        .collect()
 }
 
 fn mode(c: &Value) -> Mode {
@@ -51,7 +55,10 @@ fn mode(c: &Value) -> Mode {
 #[test]
 fn sample_frames_matches_mmaction2() {
     let f = fixture();
-    assert_eq!(f["mmaction2_commit"], "4d6c93474730cad2f25e51109adcf96824efc7a3");
+    assert_eq!(
+        f["mmaction2_commit"],
+        "4d6c93474730cad2f25e51109adcf96824efc7a3"
+    );
     for c in f["sample_frames"].as_array().unwrap() {
         let mut rng = Replay(u(&c["start"]));
         let got = sample_frames(
@@ -77,8 +84,10 @@ fn segments_are_sample_frames_of_one_frame() {
         .iter()
         .find(|c| c["clip_len"] == 1 && c["total"] == 10 && c["test"] == true)
         .unwrap();
-    let got: Vec<i64> =
-        segment_frames(10, 8, Mode::Test, &mut Replay(0)).into_iter().map(|i| i as i64).collect();
+    let got: Vec<i64> = segment_frames(10, 8, Mode::Test, &mut Replay(0))
+        .into_iter()
+        .map(|i| i as i64)
+        .collect();
     assert_eq!(got, list(&c["inds"]));
 }
 
@@ -128,11 +137,18 @@ fn crop_boxes_match_mmaction2() {
                 assert_eq!(b.to_vec(), list(&c["box"]), "RandomResizedCrop {c}");
             }
             "center" => {
-                assert_eq!(center_crop(h, w, size()).to_vec(), list(&c["box"]), "CenterCrop {c}")
+                assert_eq!(
+                    center_crop(h, w, size()).to_vec(),
+                    list(&c["box"]),
+                    "CenterCrop {c}"
+                )
             }
             "three" => {
-                let got: Vec<Vec<i64>> =
-                    three_crop(h, w, size()).unwrap().iter().map(|b| b.to_vec()).collect();
+                let got: Vec<Vec<i64>> = three_crop(h, w, size())
+                    .unwrap()
+                    .iter()
+                    .map(|b| b.to_vec())
+                    .collect();
                 let want: Vec<Vec<i64>> = c["boxes"].as_array().unwrap().iter().map(list).collect();
                 assert_eq!(got, want, "ThreeCrop {c}");
             }

@@ -14,14 +14,28 @@ fn frames() -> Frames {
     f
 }
 
-const RAW: Normalize = Normalize { mean: [0.0; 3], std: [1.0; 3], scale: PixelScale::Byte };
+const RAW: Normalize = Normalize {
+    mean: [0.0; 3],
+    std: [1.0; 3],
+    scale: PixelScale::Byte,
+};
 
 #[test]
 fn identity_crop_returns_the_pixels_and_flip_mirrors_them() {
     let f = frames();
-    let full = CropBox { x: 0.0, y: 0.0, w: 4.0, h: 3.0 };
+    let full = CropBox {
+        x: 0.0,
+        y: 0.0,
+        w: 4.0,
+        h: 3.0,
+    };
     let out = resample_clip(&f, &[1, 0], full, [3, 4], false, &RAW);
-    let want: Vec<f32> = f.frame(1).iter().chain(f.frame(0)).map(|&b| b as f32).collect();
+    let want: Vec<f32> = f
+        .frame(1)
+        .iter()
+        .chain(f.frame(0))
+        .map(|&b| b as f32)
+        .collect();
     assert_eq!(out, want, "frames in the asked order, unchanged");
     let flipped = resample_clip(&f, &[0], full, [3, 4], true, &RAW);
     for y in 0..3 {
@@ -35,8 +49,19 @@ fn identity_crop_returns_the_pixels_and_flip_mirrors_them() {
         }
     }
     // A 2×2 crop at (1, 1) of frame 0.
-    let crop =
-        resample_clip(&f, &[0], CropBox { x: 1.0, y: 1.0, w: 2.0, h: 2.0 }, [2, 2], false, &RAW);
+    let crop = resample_clip(
+        &f,
+        &[0],
+        CropBox {
+            x: 1.0,
+            y: 1.0,
+            w: 2.0,
+            h: 2.0,
+        },
+        [2, 2],
+        false,
+        &RAW,
+    );
     let px = |y: usize, x: usize, c: usize| f.frame(0)[(y * 4 + x) * 3 + c] as f32;
     assert_eq!(crop[..3], [px(1, 1, 0), px(1, 1, 1), px(1, 1, 2)]);
     assert_eq!(crop[9..], [px(2, 2, 0), px(2, 2, 1), px(2, 2, 2)]);
@@ -47,8 +72,19 @@ fn downscale_by_two_averages_pixel_pairs() {
     // OpenCV's half-pixel convention: output pixel 0 of a 2× downscale samples at 0.5.
     let mut f = Frames::with_capacity(1, 1, 4);
     f.push(&[0, 0, 0, 10, 10, 10, 20, 20, 20, 40, 40, 40]);
-    let out =
-        resample_clip(&f, &[0], CropBox { x: 0.0, y: 0.0, w: 4.0, h: 1.0 }, [1, 2], false, &RAW);
+    let out = resample_clip(
+        &f,
+        &[0],
+        CropBox {
+            x: 0.0,
+            y: 0.0,
+            w: 4.0,
+            h: 1.0,
+        },
+        [1, 2],
+        false,
+        &RAW,
+    );
     assert_eq!(out, vec![5.0, 5.0, 5.0, 30.0, 30.0, 30.0]);
 }
 
@@ -56,9 +92,18 @@ fn downscale_by_two_averages_pixel_pairs() {
 fn normalisation_in_both_scales() {
     let mut f = Frames::with_capacity(1, 1, 1);
     f.push(&[255, 0, 128]);
-    let one = CropBox { x: 0.0, y: 0.0, w: 1.0, h: 1.0 };
+    let one = CropBox {
+        x: 0.0,
+        y: 0.0,
+        w: 1.0,
+        h: 1.0,
+    };
     let v = resample_clip(&f, &[0], one, [1, 1], false, &Normalize::IMAGENET_255);
-    let want = [(255.0 - 123.675) / 58.395, (0.0 - 116.28) / 57.12, (128.0 - 103.53) / 57.375];
+    let want = [
+        (255.0 - 123.675) / 58.395,
+        (0.0 - 116.28) / 57.12,
+        (128.0 - 103.53) / 57.375,
+    ];
     for (a, b) in v.iter().zip(want) {
         assert!((a - b).abs() < 1e-5, "{v:?} vs {want:?}");
     }
@@ -83,18 +128,35 @@ fn short_side_resize_follows_mmcv_rescale_size() {
 fn presets_declare_their_papers_protocols() {
     use tubelet_data::{Mode, Pipeline};
     let swin = Pipeline::video_swin_32x2(224);
-    assert_eq!((swin.clip(), swin.views(Mode::Train), swin.views(Mode::Test)), ([32, 224, 224], 1, 12));
+    assert_eq!(
+        (swin.clip(), swin.views(Mode::Train), swin.views(Mode::Test)),
+        ([32, 224, 224], 1, 12)
+    );
     let tsm = Pipeline::tsm_8(224);
-    assert_eq!((tsm.clip(), tsm.views(Mode::Train), tsm.views(Mode::Test)), ([8, 224, 224], 1, 1));
+    assert_eq!(
+        (tsm.clip(), tsm.views(Mode::Train), tsm.views(Mode::Test)),
+        ([8, 224, 224], 1, 1)
+    );
     let mvit = Pipeline::mvit_16x4(224);
     assert_eq!((mvit.clip(), mvit.views(Mode::Test)), ([16, 224, 224], 5));
     for p in [swin, tsm, mvit, Pipeline::simple(8, 1, [32, 32])] {
         p.validate().unwrap();
     }
     let mut bad = Pipeline::simple(0, 1, [32, 32]);
-    assert!(bad.validate().unwrap_err().to_string().contains("at least 1"));
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("at least 1"));
     bad = Pipeline::tsm_8(224);
-    bad.train_crop =
-        tubelet_data::TrainCrop::MultiScale { scales: vec![1.0], max_gap: 1, fixed_crops: 7 };
-    assert!(bad.validate().unwrap_err().to_string().contains("fixed_crops 7"));
+    bad.train_crop = tubelet_data::TrainCrop::MultiScale {
+        scales: vec![1.0],
+        max_gap: 1,
+        fixed_crops: 7,
+    };
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("fixed_crops 7"));
 }

@@ -82,9 +82,14 @@ pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
 
 /// Runs `op` on `inputs` and records it on the tape when a gradient will be needed.
 pub fn apply(mut op: impl Op, inputs: &[&Tensor]) -> Result<Tensor> {
-    let y = op.forward(inputs).map_err(|e| in_op(e, op.name(), "forward"))?;
+    let y = op
+        .forward(inputs)
+        .map_err(|e| in_op(e, op.name(), "forward"))?;
     if is_grad_enabled() && inputs.iter().any(|t| t.requires_grad()) {
-        let node = Node { op: Box::new(op), inputs: inputs.iter().map(|&t| t.clone()).collect() };
+        let node = Node {
+            op: Box::new(op),
+            inputs: inputs.iter().map(|&t| t.clone()).collect(),
+        };
         Ok(y.with_node(node))
     } else {
         Ok(y)
@@ -95,7 +100,9 @@ pub fn apply(mut op: impl Op, inputs: &[&Tensor]) -> Result<Tensor> {
 /// tensor's shape); other errors already name their op.
 fn in_op(e: Error, op: &str, pass: &str) -> Error {
     match e {
-        Error::DeviceLimit(m) if !m.starts_with("in ") => Error::DeviceLimit(format!("in {op} {pass}: {m}")),
+        Error::DeviceLimit(m) if !m.starts_with("in ") => {
+            Error::DeviceLimit(format!("in {op} {pass}: {m}"))
+        }
         e => e,
     }
 }
@@ -213,7 +220,11 @@ impl Tensor {
 /// came first, so when the caller holds no other handle to `root` (a checkpointed segment's
 /// recompute) every activation is freed as soon as the walk has passed it, as PyTorch frees
 /// saved tensors. The processing order is unchanged (reverse topological).
-pub(crate) fn backprop(root: Tensor, dy: Tensor, boundary: &dyn Fn(&Tensor) -> bool) -> Result<HashMap<usize, Tensor>> {
+pub(crate) fn backprop(
+    root: Tensor,
+    dy: Tensor,
+    boundary: &dyn Fn(&Tensor) -> bool,
+) -> Result<HashMap<usize, Tensor>> {
     let mut order = topo_order(&root, boundary);
     let mut grads: HashMap<usize, Tensor> = HashMap::new();
     grads.insert(root.id(), dy);
@@ -221,7 +232,9 @@ pub(crate) fn backprop(root: Tensor, dy: Tensor, boundary: &dyn Fn(&Tensor) -> b
     let mut leaves = HashMap::new();
     while let Some(t) = order.pop() {
         let t = &t;
-        let Some(g) = grads.remove(&t.id()) else { continue };
+        let Some(g) = grads.remove(&t.id()) else {
+            continue;
+        };
         let node = match &t.0.node {
             Some(node) if !boundary(t) => node,
             _ => {
@@ -232,7 +245,10 @@ pub(crate) fn backprop(root: Tensor, dy: Tensor, boundary: &dyn Fn(&Tensor) -> b
             }
         };
         let inputs: Vec<&Tensor> = node.inputs.iter().collect();
-        let dxs = node.op.backward(&inputs, t, &g).map_err(|e| in_op(e, node.op.name(), "backward"))?;
+        let dxs = node
+            .op
+            .backward(&inputs, t, &g)
+            .map_err(|e| in_op(e, node.op.name(), "backward"))?;
         if dxs.len() != inputs.len() {
             return Err(Error::Autograd(format!(
                 "{}: backward returned {} gradients for {} inputs",

@@ -62,7 +62,9 @@ impl std::str::FromStr for Checkpointing {
             "none" => Ok(Checkpointing::None),
             "blocks" => Ok(Checkpointing::Blocks),
             "stages" => Ok(Checkpointing::Stages),
-            other => Err(Error::Config(format!("checkpointing {other:?} is not one of none, blocks, stages"))),
+            other => Err(Error::Config(format!(
+                "checkpointing {other:?} is not one of none, blocks, stages"
+            ))),
         }
     }
 }
@@ -222,8 +224,16 @@ where
     drop(out); // the segment's graph and activations go here
     let mut inputs: Vec<Tensor> = xs.iter().map(|&x| x.clone()).collect();
     inputs.extend(captured);
-    let op = Checkpoint { f: Arc::new(f), n_inputs: xs.len(), seeds, out_shape: y.shape().to_vec() };
-    Ok(y.with_node(Node { op: Box::new(op), inputs }))
+    let op = Checkpoint {
+        f: Arc::new(f),
+        n_inputs: xs.len(),
+        seeds,
+        out_shape: y.shape().to_vec(),
+    };
+    Ok(y.with_node(Node {
+        op: Box::new(op),
+        inputs,
+    }))
 }
 
 /// Tensors from outside the segment (made before `start`, other than its input leaves) that its
@@ -279,13 +289,18 @@ impl Op for Checkpoint {
     }
 
     fn forward(&mut self, _x: &[&Tensor]) -> Result<Tensor> {
-        Err(Error::Autograd("checkpoint: made by tubelet::checkpoint::checkpoint, not by apply".into()))
+        Err(Error::Autograd(
+            "checkpoint: made by tubelet::checkpoint::checkpoint, not by apply".into(),
+        ))
     }
 
     fn backward(&self, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let _grad = EnableGradGuard::new();
         let start = next_id();
-        let leaves: Vec<Tensor> = x[..self.n_inputs].iter().map(|t| t.boundary_leaf()).collect();
+        let leaves: Vec<Tensor> = x[..self.n_inputs]
+            .iter()
+            .map(|t| t.boundary_leaf())
+            .collect();
         let scope = Scope::enter(true, SeedTape::Replay(self.seeds.clone().into_iter()));
         let out = (self.f)(&leaves)?;
         let left = match scope.finish() {
@@ -304,8 +319,10 @@ impl Op for Checkpoint {
         let leaf_ids: HashSet<usize> = leaves.iter().map(Tensor::id).collect();
         let mut grads: HashMap<usize, Tensor> = if out.requires_grad() {
             let _off = crate::autograd::NoGradGuard::new(); // the backward records nothing
-            // `out` moves in: the recomputed activations are freed as the walk passes them.
-            backprop(out, dy.clone(), &|t: &Tensor| t.id() < start || leaf_ids.contains(&t.id()))?
+                                                            // `out` moves in: the recomputed activations are freed as the walk passes them.
+            backprop(out, dy.clone(), &|t: &Tensor| {
+                t.id() < start || leaf_ids.contains(&t.id())
+            })?
         } else {
             HashMap::new()
         };

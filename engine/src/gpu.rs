@@ -91,7 +91,12 @@ static GPU: OnceLock<std::result::Result<Gpu, Error>> = OnceLock::new();
 /// The backends tubelet uses by default; GL is opt-in only (`TUBELET_BACKEND=gl`) because wgpu
 /// falls back to it silently and it lacks f16 and subgroups.
 fn backends_from_env() -> Result<wgpu::Backends> {
-    match std::env::var("TUBELET_BACKEND").ok().as_deref().map(str::to_ascii_lowercase).as_deref() {
+    match std::env::var("TUBELET_BACKEND")
+        .ok()
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("") | Some("auto") => Ok(wgpu::Backends::PRIMARY),
         Some("vulkan") => Ok(wgpu::Backends::VULKAN),
         Some("metal") => Ok(wgpu::Backends::METAL),
@@ -151,13 +156,18 @@ impl Gpu {
             )));
         }
         adapters.sort_by_key(|a| rank(a.get_info().device_type));
-        let adapter = match std::env::var("TUBELET_ADAPTER").ok().filter(|s| !s.is_empty()) {
+        let adapter = match std::env::var("TUBELET_ADAPTER")
+            .ok()
+            .filter(|s| !s.is_empty())
+        {
             None => adapters.swap_remove(0),
             Some(sel) => {
                 let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
                 let pos = match sel.parse::<usize>() {
                     Ok(i) if i < adapters.len() => Some(i),
-                    _ => names.iter().position(|n| n.to_lowercase().contains(&sel.to_lowercase())),
+                    _ => names
+                        .iter()
+                        .position(|n| n.to_lowercase().contains(&sel.to_lowercase())),
                 };
                 match pos {
                     Some(i) => adapters.swap_remove(i),
@@ -184,7 +194,8 @@ impl Gpu {
                 eprintln!("tubelet: GPU device lost ({reason:?}): {msg}");
             }
         });
-        let param_slots = (limits.max_uniform_buffer_binding_size as u64 / PARAM_SLOT).clamp(1, 512);
+        let param_slots =
+            (limits.max_uniform_buffer_binding_size as u64 / PARAM_SLOT).clamp(1, 512);
         let params = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("tubelet params"),
             size: param_slots * PARAM_SLOT,
@@ -198,7 +209,11 @@ impl Gpu {
             features,
             limits,
             pipelines: Mutex::new(HashMap::new()),
-            batch: Mutex::new(Batch { encoder: None, pass: None, dispatches: 0 }),
+            batch: Mutex::new(Batch {
+                encoder: None,
+                pass: None,
+                dispatches: 0,
+            }),
             params,
             param_slots: param_slots.min(MAX_BATCH as u64),
             param_cursor: Mutex::new(0),
@@ -230,7 +245,14 @@ impl Gpu {
         let class = Self::size_class(bytes).min(limit.max(256));
         let now = self.bytes_in_use.fetch_add(class, Ordering::Relaxed) + class;
         self.bytes_peak.fetch_max(now, Ordering::Relaxed);
-        if let Some(buf) = self.pool.lock().unwrap().free.get_mut(&class).and_then(Vec::pop) {
+        if let Some(buf) = self
+            .pool
+            .lock()
+            .unwrap()
+            .free
+            .get_mut(&class)
+            .and_then(Vec::pop)
+        {
             self.bytes_pooled.fetch_sub(class, Ordering::Relaxed);
             return Ok(buf);
         }
@@ -269,7 +291,13 @@ impl Gpu {
         let class = buf.size();
         self.bytes_in_use.fetch_sub(class, Ordering::Relaxed);
         self.bytes_pooled.fetch_add(class, Ordering::Relaxed);
-        self.pool.lock().unwrap().free.entry(class).or_default().push(buf);
+        self.pool
+            .lock()
+            .unwrap()
+            .free
+            .entry(class)
+            .or_default()
+            .push(buf);
     }
 
     /// Bytes held by live tensors (rounded up to the pool's size classes).
@@ -284,7 +312,8 @@ impl Gpu {
 
     /// Restarts the peak from the bytes in use now.
     pub fn reset_memory_peak(&self) {
-        self.bytes_peak.store(self.memory_in_use(), Ordering::Relaxed);
+        self.bytes_peak
+            .store(self.memory_in_use(), Ordering::Relaxed);
     }
 
     /// Memory accounting only: while on, buffers are allocated and released as ever (so
@@ -316,7 +345,10 @@ impl Gpu {
 
     /// (dispatches, submits) since start: for benches and the dispatch-cost tests.
     pub fn counters(&self) -> (u64, u64) {
-        (self.dispatch_count.load(Ordering::Relaxed), self.submit_count.load(Ordering::Relaxed))
+        (
+            self.dispatch_count.load(Ordering::Relaxed),
+            self.submit_count.load(Ordering::Relaxed),
+        )
     }
 
     /// Writes `data` into `buf` at offset 0, ordered after every dispatch recorded so far.
@@ -346,7 +378,8 @@ impl Gpu {
             let mut batch = self.batch.lock().unwrap();
             batch.pass = None;
             let enc = batch.encoder.get_or_insert_with(|| {
-                self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default())
+                self.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor::default())
             });
             enc.copy_buffer_to_buffer(buf, 0, &staging, 0, staging.size());
             self.submit_locked(&mut batch);
@@ -364,7 +397,8 @@ impl Gpu {
             .map_err(|e| Error::Gpu(format!("mapping a readback buffer failed: {e}")))?;
         let data = slice
             .get_mapped_range()
-            .map_err(|e| Error::Gpu(format!("reading a mapped buffer failed: {e:?}")))?[..bytes as usize]
+            .map_err(|e| Error::Gpu(format!("reading a mapped buffer failed: {e:?}")))?
+            [..bytes as usize]
             .to_vec();
         staging.unmap();
         Ok(data)
@@ -420,25 +454,34 @@ impl Gpu {
         // Not every kernel: with the guard gone Mesa fully unrolls the FlashAttention kernels' D4
         // loops, and the attention property test (one pipeline per head dim) then ran for over 9
         // minutes of CPU instead of seconds), so a kernel opts in once that is measured.
-        let module = if kernel.source.lines().any(|l| l.trim() == "// #bounded-loops") {
-            let checks = wgpu::ShaderRuntimeChecks { force_loop_bounding: false, ..wgpu::ShaderRuntimeChecks::checked() };
+        let module = if kernel
+            .source
+            .lines()
+            .any(|l| l.trim() == "// #bounded-loops")
+        {
+            let checks = wgpu::ShaderRuntimeChecks {
+                force_loop_bounding: false,
+                ..wgpu::ShaderRuntimeChecks::checked()
+            };
             // SAFETY: the kernel's loops terminate (its header says so, and its Dispatch note
             // bounds them); out-of-bounds accesses are still checked.
             unsafe { self.device.create_shader_module_trusted(desc, checks) }
         } else {
             self.device.create_shader_module(desc)
         };
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(kernel.name),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.name),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!(
                 "kernel {} with constants {constants:?} was rejected by {}: {err}",
@@ -446,7 +489,11 @@ impl Gpu {
             )));
         }
         if log_pipelines() {
-            eprintln!("tubelet: pipeline {} {constants:?} created in {:.0} ms", kernel.name, t0.elapsed().as_secs_f64() * 1e3);
+            eprintln!(
+                "tubelet: pipeline {} {constants:?} created in {:.0} ms",
+                kernel.name,
+                t0.elapsed().as_secs_f64() * 1e3
+            );
         }
         let pipeline = Arc::new(pipeline);
         self.pipelines.lock().unwrap().insert(key, pipeline.clone());
@@ -465,7 +512,10 @@ impl Gpu {
         params: &P,
         groups: [u32; 3],
     ) -> Result<()> {
-        if groups.iter().any(|&g| g > self.limits.max_compute_workgroups_per_dimension) {
+        if groups
+            .iter()
+            .any(|&g| g > self.limits.max_compute_workgroups_per_dimension)
+        {
             return Err(Error::DeviceLimit(format!(
                 "kernel {} asks for {groups:?} workgroups, above max_compute_workgroups_per_dimension {}",
                 kernel.name, self.limits.max_compute_workgroups_per_dimension
@@ -477,7 +527,11 @@ impl Gpu {
         let fresh = log_pipelines() && !self.has_pipeline(kernel, constants);
         let pipeline = self.pipeline(kernel, constants)?;
         let bytes = bytemuck::bytes_of(params);
-        assert!(bytes.len() as u64 <= PARAM_SLOT, "{}: Params larger than one slot", kernel.name);
+        assert!(
+            bytes.len() as u64 <= PARAM_SLOT,
+            "{}: Params larger than one slot",
+            kernel.name
+        );
 
         let mut batch = self.batch.lock().unwrap();
         if batch.dispatches >= MAX_BATCH || *self.param_cursor.lock().unwrap() >= self.param_slots {
@@ -490,13 +544,17 @@ impl Gpu {
             s
         };
         // Ordered before this batch's dispatches: write_buffer runs at the start of the submit.
-        self.queue.write_buffer(&self.params, slot * PARAM_SLOT, bytes);
+        self.queue
+            .write_buffer(&self.params, slot * PARAM_SLOT, bytes);
 
         let layout = pipeline.get_bind_group_layout(0);
         let mut entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
             .collect();
         entries.push(wgpu::BindGroupEntry {
             binding: buffers.len() as u32,
@@ -514,10 +572,14 @@ impl Gpu {
 
         if batch.pass.is_none() {
             let enc = batch.encoder.get_or_insert_with(|| {
-                self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default())
+                self.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor::default())
             });
             let pass = enc
-                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None })
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: None,
+                })
                 .forget_lifetime();
             batch.pass = Some(pass);
         }
@@ -533,19 +595,29 @@ impl Gpu {
             drop(batch);
             let t0 = std::time::Instant::now();
             self.sync()?;
-            eprintln!("tubelet: pipeline {} {constants:?}: first dispatch {groups:?} took {:.0} ms", kernel.name, t0.elapsed().as_secs_f64() * 1e3);
+            eprintln!(
+                "tubelet: pipeline {} {constants:?}: first dispatch {groups:?} took {:.0} ms",
+                kernel.name,
+                t0.elapsed().as_secs_f64() * 1e3
+            );
         }
         Ok(())
     }
 
     fn has_pipeline(&self, kernel: &Kernel, constants: &[(&'static str, f64)]) -> bool {
-        self.pipelines.lock().unwrap().contains_key(&pipeline_key(kernel, constants))
+        self.pipelines
+            .lock()
+            .unwrap()
+            .contains_key(&pipeline_key(kernel, constants))
     }
 }
 
 /// A pipeline's cache key: the kernel and its override constants (bit patterns).
 fn pipeline_key(kernel: &Kernel, constants: &[(&'static str, f64)]) -> PipelineKey {
-    (kernel.name, constants.iter().map(|&(k, v)| (k, v.to_bits())).collect())
+    (
+        kernel.name,
+        constants.iter().map(|&(k, v)| (k, v.to_bits())).collect(),
+    )
 }
 
 /// `TUBELET_LOG_PIPELINES=1`: say on stderr when each pipeline is created and how long its first

@@ -29,7 +29,13 @@ use crate::tensor::Tensor;
 /// Wrapper prefixes stripped from checkpoint keys (from both the file's and the model's), as
 /// the official loaders do: DataParallel's `module.`, TimeSformer's `model.`, mmaction2's
 /// `backbone.`, and the names of the dictionaries a state dict is nested in.
-pub const KNOWN_PREFIXES: [&str; 5] = ["module.", "model.", "backbone.", "state_dict.", "model_state."];
+pub const KNOWN_PREFIXES: [&str; 5] = [
+    "module.",
+    "model.",
+    "backbone.",
+    "state_dict.",
+    "model_state.",
+];
 
 /// A tensor read from a file: shape and f32 values.
 #[derive(Clone, Debug)]
@@ -39,7 +45,11 @@ pub struct HostTensor {
 }
 
 /// Writes `tensors` (name → tensor) to `path` atomically, with optional string metadata.
-pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: Option<HashMap<String, String>>) -> Result<()> {
+pub fn save(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
     let mut host = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         host.push((name.clone(), t.shape().to_vec(), t.to_vec()?));
@@ -49,11 +59,16 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: Option<HashMap<
 
 /// The first tensor holding a NaN or ±Inf, as "name (N non-finite values, the first, v, at
 /// index i)"; `None` when every value is finite.
-pub fn first_non_finite<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [f32])>) -> Option<String> {
+pub fn first_non_finite<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, &'a [f32])>,
+) -> Option<String> {
     for (name, data) in tensors {
         if let Some(i) = data.iter().position(|v| !v.is_finite()) {
             let n = data.iter().filter(|v| !v.is_finite()).count();
-            return Some(format!("{name} ({n} non-finite values, the first, {}, at index {i})", data[i]));
+            return Some(format!(
+                "{name} ({n} non-finite values, the first, {}, at index {i})",
+                data[i]
+            ));
         }
     }
     None
@@ -66,8 +81,12 @@ pub fn save_host(
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
-    let bytes = serialize_host(tensors, metadata)
-        .map_err(|e| Error::Io(format!("refusing to write {}: {e}; the file is left as it was", path.display())))?;
+    let bytes = serialize_host(tensors, metadata).map_err(|e| {
+        Error::Io(format!(
+            "refusing to write {}: {e}; the file is left as it was",
+            path.display()
+        ))
+    })?;
     write_atomic(path, &bytes)
 }
 
@@ -77,7 +96,8 @@ pub fn serialize_host(
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<Vec<u8>> {
-    if let Some(bad) = first_non_finite(tensors.iter().map(|(n, _, d)| (n.as_str(), d.as_slice()))) {
+    if let Some(bad) = first_non_finite(tensors.iter().map(|(n, _, d)| (n.as_str(), d.as_slice())))
+    {
         return Err(Error::Io(format!("tensor {bad}")));
     }
     let mut views = Vec::with_capacity(tensors.len());
@@ -86,7 +106,8 @@ pub fn serialize_host(
             .map_err(|e| Error::Io(format!("tensor {name}: {e}")))?;
         views.push((name.clone(), view));
     }
-    safetensors::tensor::serialize(views, metadata).map_err(|e| Error::Io(format!("serializing: {e}")))
+    safetensors::tensor::serialize(views, metadata)
+        .map_err(|e| Error::Io(format!("serializing: {e}")))
 }
 
 /// Temporaries made by this process so far: with the pid, it makes every temporary name
@@ -106,10 +127,16 @@ impl TempFile {
     /// folder and the cause (a missing folder, permissions, a full disk).
     pub fn create(target: &Path) -> Result<TempFile> {
         let name = target.file_name().ok_or_else(|| {
-            Error::Io(format!("{} is not a file name (it ends in a folder or \"..\")", target.display()))
+            Error::Io(format!(
+                "{} is not a file name (it ends in a folder or \"..\")",
+                target.display()
+            ))
         })?;
         if target.is_dir() {
-            return Err(Error::Io(format!("{} is a folder; give a file name", target.display())));
+            return Err(Error::Io(format!(
+                "{} is a folder; give a file name",
+                target.display()
+            )));
         }
         let dir = match target.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -127,14 +154,22 @@ impl TempFile {
         tmp_name.push(name);
         tmp_name.push(format!(".{}.{n}.tmp", std::process::id()));
         let path = dir.join(tmp_name);
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| {
-            Error::Io(format!(
-                "cannot write {}: creating a temporary file in {} failed: {e}",
-                target.display(),
-                dir.display()
-            ))
-        })?;
-        Ok(TempFile { path, target: target.to_path_buf(), file: Some(file) })
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| {
+                Error::Io(format!(
+                    "cannot write {}: creating a temporary file in {} failed: {e}",
+                    target.display(),
+                    dir.display()
+                ))
+            })?;
+        Ok(TempFile {
+            path,
+            target: target.to_path_buf(),
+            file: Some(file),
+        })
     }
 
     /// The temporary's own path.
@@ -147,7 +182,11 @@ impl TempFile {
         use std::io::Write;
         let f = self.file.as_mut().expect("open until persisted");
         let err = |e: std::io::Error| {
-            Error::Io(format!("writing {} (temporary {}): {e}", self.target.display(), self.path.display()))
+            Error::Io(format!(
+                "writing {} (temporary {}): {e}",
+                self.target.display(),
+                self.path.display()
+            ))
         };
         f.write_all(bytes).map_err(err)?;
         f.sync_all().map_err(err)
@@ -200,22 +239,45 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
 }
 
 /// [`read`], plus the file's string metadata (empty when it has none).
-pub fn read_with_metadata(path: &Path) -> Result<(BTreeMap<String, HostTensor>, HashMap<String, String>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("reading {}: {e}", path.display())))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::Io(format!("{} is not a valid safetensors file: {e}", path.display())))?;
+pub fn read_with_metadata(
+    path: &Path,
+) -> Result<(BTreeMap<String, HostTensor>, HashMap<String, String>)> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::Io(format!("reading {}: {e}", path.display())))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+        Error::Io(format!(
+            "{} is not a valid safetensors file: {e}",
+            path.display()
+        ))
+    })?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::Io(format!("{} is not a valid safetensors file: {e}", path.display())))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        Error::Io(format!(
+            "{} is not a valid safetensors file: {e}",
+            path.display()
+        ))
+    })?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let data = view_to_f32(&view).map_err(|d| {
-            Error::Io(format!("{}: tensor {name} has unsupported dtype {d}", path.display()))
+            Error::Io(format!(
+                "{}: tensor {name} has unsupported dtype {d}",
+                path.display()
+            ))
         })?;
-        out.insert(name, HostTensor { shape: view.shape().to_vec(), data });
+        out.insert(
+            name,
+            HostTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
     }
     if let Some(bad) = first_non_finite(out.iter().map(|(k, t)| (k.as_str(), t.data.as_slice()))) {
-        return Err(Error::Io(format!("{}: tensor {bad}; a weights file must hold finite values", path.display())));
+        return Err(Error::Io(format!(
+            "{}: tensor {bad}; a weights file must hold finite values",
+            path.display()
+        )));
     }
     Ok((out, metadata))
 }
@@ -226,12 +288,30 @@ fn view_to_f32(view: &TensorView<'_>) -> std::result::Result<Vec<f32>, String> {
     let raw = view.data();
     let le2 = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]);
     Ok(match view.dtype() {
-        Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
-        Dtype::F64 => raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
-        Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_bits(le2(b)).to_f32()).collect(),
-        Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_bits(le2(b)).to_f32()).collect(),
-        Dtype::I64 => raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
-        Dtype::I32 => raw.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+        Dtype::F32 => raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect(),
+        Dtype::F64 => raw
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
+            .collect(),
+        Dtype::F16 => raw
+            .chunks_exact(2)
+            .map(|b| half::f16::from_bits(le2(b)).to_f32())
+            .collect(),
+        Dtype::BF16 => raw
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_bits(le2(b)).to_f32())
+            .collect(),
+        Dtype::I64 => raw
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32)
+            .collect(),
+        Dtype::I32 => raw
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f32)
+            .collect(),
         Dtype::U8 | Dtype::BOOL => raw.iter().map(|&b| b as f32).collect(),
         other => return Err(format!("{other:?}")),
     })
@@ -285,7 +365,11 @@ pub fn match_keys<'a>(
                 strip_prefix(k)
             )));
         }
-        let found = if exact.contains(k) { Some(k) } else { stripped.get(strip_prefix(k)).copied() };
+        let found = if exact.contains(k) {
+            Some(k)
+        } else {
+            stripped.get(strip_prefix(k)).copied()
+        };
         match found {
             Some(f) if used.insert(f) => {
                 m.matched.insert(k.to_string(), f.to_string());
@@ -293,7 +377,11 @@ pub fn match_keys<'a>(
             _ => m.missing.push(k.to_string()),
         }
     }
-    m.unexpected = file_keys.iter().filter(|k| !used.contains(*k)).map(|k| k.to_string()).collect();
+    m.unexpected = file_keys
+        .iter()
+        .filter(|k| !used.contains(*k))
+        .map(|k| k.to_string())
+        .collect();
     Ok(m)
 }
 
@@ -304,8 +392,16 @@ pub fn match_keys<'a>(
 pub fn load_into(path: &Path, params: &[(String, Tensor)], strict: bool) -> Result<()> {
     let file = read(path)?;
     let source = path.display().to_string();
-    let m = match_keys(&source, file.keys().map(String::as_str), params.iter().map(|(k, _)| k.as_str()))?;
-    let by_key: BTreeMap<&str, &HostTensor> = m.matched.iter().map(|(mk, fk)| (mk.as_str(), &file[fk])).collect();
+    let m = match_keys(
+        &source,
+        file.keys().map(String::as_str),
+        params.iter().map(|(k, _)| k.as_str()),
+    )?;
+    let by_key: BTreeMap<&str, &HostTensor> = m
+        .matched
+        .iter()
+        .map(|(mk, fk)| (mk.as_str(), &file[fk]))
+        .collect();
     let unexpected: Vec<&str> = m.unexpected.iter().map(String::as_str).collect();
     assign_checked(&source, &by_key, &unexpected, params, strict)
 }
@@ -321,7 +417,11 @@ pub fn assign_by_key(
     strict: bool,
 ) -> Result<()> {
     let known: std::collections::HashSet<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
-    let unexpected: Vec<&str> = by_key.keys().copied().filter(|k| !known.contains(k)).collect();
+    let unexpected: Vec<&str> = by_key
+        .keys()
+        .copied()
+        .filter(|k| !known.contains(k))
+        .collect();
     assign_checked(source, by_key, &unexpected, params, strict)
 }
 
@@ -346,13 +446,25 @@ fn assign_checked(
     if !missing.is_empty() || !wrong.is_empty() || (strict && !unexpected.is_empty()) {
         let mut msg = format!("{source} does not fit the model:");
         if !missing.is_empty() {
-            msg += &format!("\n  missing keys ({}): {}", missing.len(), missing.join(", "));
+            msg += &format!(
+                "\n  missing keys ({}): {}",
+                missing.len(),
+                missing.join(", ")
+            );
         }
         if !wrong.is_empty() {
-            msg += &format!("\n  wrongly shaped keys ({}): {}", wrong.len(), wrong.join("; "));
+            msg += &format!(
+                "\n  wrongly shaped keys ({}): {}",
+                wrong.len(),
+                wrong.join("; ")
+            );
         }
         if strict && !unexpected.is_empty() {
-            msg += &format!("\n  unexpected keys ({}): {}", unexpected.len(), unexpected.join(", "));
+            msg += &format!(
+                "\n  unexpected keys ({}): {}",
+                unexpected.len(),
+                unexpected.join(", ")
+            );
         }
         return Err(Error::Io(msg));
     }

@@ -21,7 +21,13 @@ pub struct AdamWConfig {
 impl Default for AdamWConfig {
     /// PyTorch's defaults.
     fn default() -> Self {
-        AdamWConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
+        AdamWConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
     }
 }
 
@@ -56,15 +62,18 @@ impl AdamW {
     /// `params` as (name, tensor). As in timm/mmaction2 recipes, tensors of rank < 2 (biases,
     /// norm scales) and embeddings named `pos`/`cls`/`table` get no weight decay.
     pub fn new(params: Vec<(String, Tensor)>, config: AdamWConfig) -> Result<AdamW> {
-        if !(config.lr >= 0.0) || !(0.0..1.0).contains(&config.beta1) || !(0.0..1.0).contains(&config.beta2) {
+        if !(config.lr >= 0.0)
+            || !(0.0..1.0).contains(&config.beta1)
+            || !(0.0..1.0).contains(&config.beta2)
+        {
             return Err(Error::Config(format!("AdamW: invalid config {config:?}")));
         }
         let slots = params
             .into_iter()
             .map(|(name, param)| {
                 let lname = name.to_lowercase();
-                let decay = param.rank() >= 2
-                    && !["pos", "cls", "table"].iter().any(|k| lname.contains(k));
+                let decay =
+                    param.rank() >= 2 && !["pos", "cls", "table"].iter().any(|k| lname.contains(k));
                 Ok(Slot {
                     m: Tensor::try_full(param.shape(), 0.0)?,
                     v: Tensor::try_full(param.shape(), 0.0)?,
@@ -74,7 +83,11 @@ impl AdamW {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(AdamW { config, slots, step: 0 })
+        Ok(AdamW {
+            config,
+            slots,
+            step: 0,
+        })
     }
 
     pub fn steps_taken(&self) -> u32 {
@@ -87,7 +100,9 @@ impl AdamW {
         let c = self.config;
         let t = self.step as i32;
         for s in &self.slots {
-            let Some(g) = grads.get(&s.param) else { continue };
+            let Some(g) = grads.get(&s.param) else {
+                continue;
+            };
             let n = s.param.numel();
             let p = Params {
                 n: n as u32,
@@ -113,7 +128,11 @@ impl AdamW {
 
     /// Names of the parameters that receive weight decay (for logs and tests).
     pub fn decayed(&self) -> Vec<&str> {
-        self.slots.iter().filter(|s| s.decay).map(|s| s.name.as_str()).collect()
+        self.slots
+            .iter()
+            .filter(|s| s.decay)
+            .map(|s| s.name.as_str())
+            .collect()
     }
 
     // Checkpointing (train/src/checkpoint.rs): the moments under PyTorch's state names, and
@@ -140,7 +159,10 @@ impl AdamW {
         let mut found = Vec::with_capacity(2 * self.slots.len());
         let mut problems = Vec::new();
         for s in &self.slots {
-            for (key, t) in [(format!("exp_avg.{}", s.name), &s.m), (format!("exp_avg_sq.{}", s.name), &s.v)] {
+            for (key, t) in [
+                (format!("exp_avg.{}", s.name), &s.m),
+                (format!("exp_avg_sq.{}", s.name), &s.v),
+            ] {
                 match get(&key) {
                     None => problems.push(format!("{key} missing")),
                     Some((shape, _)) if shape != t.shape() => {
@@ -167,7 +189,15 @@ impl AdamW {
 
 /// The update in f64, for the optimiser's test: returns (p, m, v) after one step t.
 #[allow(clippy::too_many_arguments)]
-pub fn adamw_reference(p: f64, g: f64, m: f64, v: f64, t: i32, c: AdamWConfig, decay: bool) -> (f64, f64, f64) {
+pub fn adamw_reference(
+    p: f64,
+    g: f64,
+    m: f64,
+    v: f64,
+    t: i32,
+    c: AdamWConfig,
+    decay: bool,
+) -> (f64, f64, f64) {
     let (b1, b2) = (c.beta1 as f64, c.beta2 as f64);
     let lr = c.lr as f64;
     let wd = if decay { c.weight_decay as f64 } else { 0.0 };
@@ -209,7 +239,13 @@ pub struct SgdConfig {
 
 impl Default for SgdConfig {
     fn default() -> Self {
-        SgdConfig { lr: 1e-3, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false }
+        SgdConfig {
+            lr: 1e-3,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        }
     }
 }
 
@@ -248,7 +284,11 @@ impl Sgd {
     /// PyTorch.
     pub fn new(params: Vec<(String, Tensor, bool)>, config: SgdConfig) -> Result<Sgd> {
         let c = config;
-        if !(c.lr >= 0.0) || !(c.momentum >= 0.0) || !(c.weight_decay >= 0.0) || !(0.0..=1.0).contains(&c.dampening) {
+        if !(c.lr >= 0.0)
+            || !(c.momentum >= 0.0)
+            || !(c.weight_decay >= 0.0)
+            || !(0.0..=1.0).contains(&c.dampening)
+        {
             return Err(Error::Config(format!("SGD: invalid config {c:?}")));
         }
         if c.nesterov && (c.momentum <= 0.0 || c.dampening != 0.0) {
@@ -260,10 +300,20 @@ impl Sgd {
         let slots = params
             .into_iter()
             .map(|(name, param, decay)| {
-                Ok(SgdSlot { buf: Tensor::try_full(param.shape(), 0.0)?, name, param, decay, started: false })
+                Ok(SgdSlot {
+                    buf: Tensor::try_full(param.shape(), 0.0)?,
+                    name,
+                    param,
+                    decay,
+                    started: false,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Sgd { config, slots, step: 0 })
+        Ok(Sgd {
+            config,
+            slots,
+            step: 0,
+        })
     }
 
     pub fn steps_taken(&self) -> u32 {
@@ -275,7 +325,9 @@ impl Sgd {
         self.step += 1;
         let c = self.config;
         for s in &mut self.slots {
-            let Some(g) = grads.get(&s.param) else { continue };
+            let Some(g) = grads.get(&s.param) else {
+                continue;
+            };
             let n = s.param.numel();
             let p = SgdParams {
                 n: n as u32,
@@ -288,7 +340,13 @@ impl Sgd {
                 _pad: 0,
             };
             // (N) grad -> (N) param, momentum buffer in place
-            gpu().dispatch(kernel!(sgd_step), &[], &[g.buffer(), s.param.buffer(), s.buf.buffer()], &p, grid(n, 256))?;
+            gpu().dispatch(
+                kernel!(sgd_step),
+                &[],
+                &[g.buffer(), s.param.buffer(), s.buf.buffer()],
+                &p,
+                grid(n, 256),
+            )?;
             s.started = true;
         }
         Ok(())
@@ -296,19 +354,32 @@ impl Sgd {
 
     /// Names of the parameters that receive weight decay.
     pub fn decayed(&self) -> Vec<&str> {
-        self.slots.iter().filter(|s| s.decay).map(|s| s.name.as_str()).collect()
+        self.slots
+            .iter()
+            .filter(|s| s.decay)
+            .map(|s| s.name.as_str())
+            .collect()
     }
 
     /// (name, momentum buffer, started) of every slot, for checkpoints.
     pub fn state(&self) -> Vec<(&str, &Tensor, bool)> {
-        self.slots.iter().map(|s| (s.name.as_str(), &s.buf, s.started)).collect()
+        self.slots
+            .iter()
+            .map(|s| (s.name.as_str(), &s.buf, s.started))
+            .collect()
     }
 
     /// Restores a momentum buffer saved by [`Sgd::state`] and the step count.
     pub fn restore(&mut self, name: &str, buf: &[f32], started: bool, step: u32) -> Result<()> {
-        let s = self.slots.iter_mut().find(|s| s.name == name).ok_or_else(|| {
-            Error::Config(format!("SGD state: no parameter named {name:?} in this optimiser"))
-        })?;
+        let s = self
+            .slots
+            .iter_mut()
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "SGD state: no parameter named {name:?} in this optimiser"
+                ))
+            })?;
         s.buf.write(buf)?;
         s.started = started;
         self.step = step;
@@ -318,14 +389,25 @@ impl Sgd {
 
 /// The SGD update in f64, for the optimiser's test: returns (p, buf) after one step
 /// (`first`: the buffer is empty and takes the gradient).
-pub fn sgd_reference(p: f64, g: f64, buf: f64, first: bool, c: SgdConfig, decay: bool) -> (f64, f64) {
+pub fn sgd_reference(
+    p: f64,
+    g: f64,
+    buf: f64,
+    first: bool,
+    c: SgdConfig,
+    decay: bool,
+) -> (f64, f64) {
     let (lr, mu, damp) = (c.lr as f64, c.momentum as f64, c.dampening as f64);
     let wd = if decay { c.weight_decay as f64 } else { 0.0 };
     let g = g + wd * p;
     if mu == 0.0 {
         return (p - lr * g, g);
     }
-    let b = if first { g } else { mu * buf + (1.0 - damp) * g };
+    let b = if first {
+        g
+    } else {
+        mu * buf + (1.0 - damp) * g
+    };
     let d = if c.nesterov { g + mu * b } else { b };
     (p - lr * d, b)
 }

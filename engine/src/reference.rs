@@ -14,7 +14,12 @@ pub struct CpuTensor {
 
 impl CpuTensor {
     pub fn new(shape: Vec<usize>, data: Vec<f64>) -> CpuTensor {
-        assert_eq!(numel(&shape), data.len(), "CpuTensor: {} values for shape {shape:?}", data.len());
+        assert_eq!(
+            numel(&shape),
+            data.len(),
+            "CpuTensor: {} values for shape {shape:?}",
+            data.len()
+        );
         CpuTensor { shape, data }
     }
 
@@ -38,7 +43,9 @@ impl CpuTensor {
 
     /// Uniform in [lo, hi) from a seeded generator.
     pub fn uniform(shape: &[usize], lo: f64, hi: f64, rng: &mut crate::Rng) -> CpuTensor {
-        let data = (0..numel(shape)).map(|_| lo + (hi - lo) * rng.uniform()).collect();
+        let data = (0..numel(shape))
+            .map(|_| lo + (hi - lo) * rng.uniform())
+            .collect();
         CpuTensor::new(shape.to_vec(), data)
     }
 
@@ -60,13 +67,23 @@ impl CpuTensor {
     }
 
     pub fn map(&self, f: impl Fn(f64) -> f64) -> CpuTensor {
-        CpuTensor::new(self.shape.clone(), self.data.iter().map(|&x| f(x)).collect())
+        CpuTensor::new(
+            self.shape.clone(),
+            self.data.iter().map(|&x| f(x)).collect(),
+        )
     }
 
     /// Elementwise on two tensors of the same shape.
     pub fn zip(&self, o: &CpuTensor, f: impl Fn(f64, f64) -> f64) -> CpuTensor {
         assert_eq!(self.shape, o.shape, "zip: shapes differ");
-        CpuTensor::new(self.shape.clone(), self.data.iter().zip(&o.data).map(|(&a, &b)| f(a, b)).collect())
+        CpuTensor::new(
+            self.shape.clone(),
+            self.data
+                .iter()
+                .zip(&o.data)
+                .map(|(&a, &b)| f(a, b))
+                .collect(),
+        )
     }
 
     pub fn reshape(&self, shape: &[usize]) -> CpuTensor {
@@ -90,8 +107,11 @@ impl CpuTensor {
         let off = self.shape.len() - shape.len();
         for i in 0..self.numel() {
             let idx = unravel(i, &self.shape);
-            let j: Vec<usize> =
-                shape.iter().enumerate().map(|(d, &s)| if s == 1 { 0 } else { idx[d + off] }).collect();
+            let j: Vec<usize> = shape
+                .iter()
+                .enumerate()
+                .map(|(d, &s)| if s == 1 { 0 } else { idx[d + off] })
+                .collect();
             *out.at_mut(&j) += self.data[i];
         }
         out
@@ -100,8 +120,12 @@ impl CpuTensor {
     /// Reads the value at `idx` of the broadcast of this tensor to a shape of rank `idx.len()`.
     pub fn at_broadcast(&self, idx: &[usize]) -> f64 {
         let off = idx.len() - self.shape.len();
-        let j: Vec<usize> =
-            self.shape.iter().enumerate().map(|(d, &s)| if s == 1 { 0 } else { idx[d + off] }).collect();
+        let j: Vec<usize> = self
+            .shape
+            .iter()
+            .enumerate()
+            .map(|(d, &s)| if s == 1 { 0 } else { idx[d + off] })
+            .collect();
         self.at(&j)
     }
 }

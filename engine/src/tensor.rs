@@ -78,7 +78,11 @@ fn checked_numel(shape: &[usize]) -> Result<usize> {
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
         .filter(|&n| n <= (u64::MAX / 4) as usize)
-        .ok_or_else(|| Error::DeviceLimit(format!("a tensor of shape {shape:?} has more elements than any memory holds")))
+        .ok_or_else(|| {
+            Error::DeviceLimit(format!(
+                "a tensor of shape {shape:?} has more elements than any memory holds"
+            ))
+        })
 }
 
 /// The element count of a tensor about to be filled on the host, checked against the device's
@@ -106,7 +110,10 @@ impl Tensor {
         let gpu = Gpu::global()?;
         let n = checked_numel(shape)?;
         let buf = gpu.alloc(4 * n as u64, &format!("a tensor of shape {shape:?}"))?;
-        Ok(Tensor::from_storage(Arc::new(Storage { buf: Some(buf) }), shape.into()))
+        Ok(Tensor::from_storage(
+            Arc::new(Storage { buf: Some(buf) }),
+            shape.into(),
+        ))
     }
 
     pub(crate) fn from_storage(storage: Arc<Storage>, shape: Shape) -> Tensor {
@@ -141,7 +148,11 @@ impl Tensor {
     pub fn from_slice(data: &[f32], shape: &[usize]) -> Result<Tensor> {
         let n = checked_numel(shape)?;
         if data.len() != n {
-            crate::bail!(Shape, "from_slice: {} values do not fill shape {shape:?} ({n} elements)", data.len());
+            crate::bail!(
+                Shape,
+                "from_slice: {} values do not fill shape {shape:?} ({n} elements)",
+                data.len()
+            );
         }
         let y = Tensor::empty(shape)?;
         if !data.is_empty() {
@@ -153,14 +164,18 @@ impl Tensor {
     /// Uniform in `[lo, hi)`, from a seeded generator (same values on every device).
     pub fn rand_uniform(shape: &[usize], lo: f32, hi: f32, seed: u64) -> Result<Tensor> {
         let mut rng = crate::Rng::new(seed);
-        let data: Vec<f32> = (0..host_len(shape)?).map(|_| lo + (hi - lo) * rng.uniform() as f32).collect();
+        let data: Vec<f32> = (0..host_len(shape)?)
+            .map(|_| lo + (hi - lo) * rng.uniform() as f32)
+            .collect();
         Tensor::from_slice(&data, shape)
     }
 
     /// Normal with `mean` and `std`, from a seeded generator.
     pub fn randn(shape: &[usize], mean: f32, std: f32, seed: u64) -> Result<Tensor> {
         let mut rng = crate::Rng::new(seed);
-        let data: Vec<f32> = (0..host_len(shape)?).map(|_| mean + std * rng.normal() as f32).collect();
+        let data: Vec<f32> = (0..host_len(shape)?)
+            .map(|_| mean + std * rng.normal() as f32)
+            .collect();
         Tensor::from_slice(&data, shape)
     }
 
@@ -195,13 +210,21 @@ impl Tensor {
 
     pub fn to_cpu(&self) -> Result<CpuTensor> {
         let v = self.to_vec()?;
-        Ok(CpuTensor::new(self.shape().to_vec(), v.into_iter().map(f64::from).collect()))
+        Ok(CpuTensor::new(
+            self.shape().to_vec(),
+            v.into_iter().map(f64::from).collect(),
+        ))
     }
 
     /// The single value of a one-element tensor.
     pub fn item(&self) -> Result<f32> {
         if self.numel() != 1 {
-            crate::bail!(Shape, "item: tensor of shape {:?} has {} elements, not 1", self.shape(), self.numel());
+            crate::bail!(
+                Shape,
+                "item: tensor of shape {:?} has {} elements, not 1",
+                self.shape(),
+                self.numel()
+            );
         }
         Ok(self.to_vec()?[0])
     }
@@ -224,7 +247,10 @@ impl Tensor {
         let r = self.rank() as isize;
         let a = if d < 0 { d + r } else { d };
         if a < 0 || a >= r {
-            return Err(Error::Shape(format!("axis {d} is out of range for shape {:?}", self.shape())));
+            return Err(Error::Shape(format!(
+                "axis {d} is out of range for shape {:?}",
+                self.shape()
+            )));
         }
         Ok(a as usize)
     }
@@ -299,7 +325,12 @@ impl Tensor {
     /// optimiser and weight loading. Not recorded by autograd.
     pub fn assign(&self, src: &Tensor) -> Result<()> {
         if self.shape() != src.shape() {
-            crate::bail!(Shape, "assign: shape {:?} into {:?}", src.shape(), self.shape());
+            crate::bail!(
+                Shape,
+                "assign: shape {:?} into {:?}",
+                src.shape(),
+                self.shape()
+            );
         }
         crate::ops::fill::copy(src, self)
     }
@@ -307,7 +338,12 @@ impl Tensor {
     /// Overwrites this tensor's storage with `data` (same number of elements).
     pub fn write(&self, data: &[f32]) -> Result<()> {
         if data.len() != self.numel() {
-            crate::bail!(Shape, "write: {} values into shape {:?}", data.len(), self.shape());
+            crate::bail!(
+                Shape,
+                "write: {} values into shape {:?}",
+                data.len(),
+                self.shape()
+            );
         }
         gpu().upload(self.buffer(), bytemuck::cast_slice(data));
         Ok(())
@@ -326,11 +362,17 @@ pub struct Indices {
 impl Indices {
     pub fn from_slice(data: &[u32]) -> Result<Indices> {
         let gpu = Gpu::global()?;
-        let buf = gpu.alloc(4 * data.len().max(1) as u64, &format!("{} indices", data.len()))?;
+        let buf = gpu.alloc(
+            4 * data.len().max(1) as u64,
+            &format!("{} indices", data.len()),
+        )?;
         if !data.is_empty() {
             gpu.upload(&buf, bytemuck::cast_slice(data));
         }
-        Ok(Indices { storage: Arc::new(Storage { buf: Some(buf) }), host: Arc::new(data.to_vec()) })
+        Ok(Indices {
+            storage: Arc::new(Storage { buf: Some(buf) }),
+            host: Arc::new(data.to_vec()),
+        })
     }
 
     pub fn len(&self) -> usize {

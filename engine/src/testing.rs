@@ -46,7 +46,10 @@ pub struct Case<O> {
 impl<O> Case<O> {
     /// Inputs are rounded to f32 so that the GPU and the reference see the same values.
     pub fn new(op: O, inputs: Vec<CpuTensor>, label: String) -> Case<O> {
-        let inputs = inputs.into_iter().map(|t| t.map(|v| v as f32 as f64)).collect();
+        let inputs = inputs
+            .into_iter()
+            .map(|t| t.map(|v| v as f32 as f64))
+            .collect();
         Case { op, inputs, label }
     }
 
@@ -106,7 +109,10 @@ pub const GPU_BACKWARD_CASES: u32 = 16;
 pub const NUMERIC_CASES: u32 = 48;
 
 fn cases_from_env(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn run<O: Clone + 'static>(
@@ -121,13 +127,20 @@ fn run<O: Clone + 'static>(
         max_shrink_iters: 32,
         ..Config::default()
     });
-    runner.run(strategy, |case| test(case).map_err(TestCaseError::fail)).map_err(|e| format!("{name}: {e}"))
+    runner
+        .run(strategy, |case| test(case).map_err(TestCaseError::fail))
+        .map_err(|e| format!("{name}: {e}"))
 }
 
 /// Compares `got` with `want` element by element; on failure, lists the first 5 mismatches.
 pub fn compare(what: &str, got: &[f64], want: &CpuTensor, tol: Tol) -> Result<(), String> {
     if got.len() != want.data.len() {
-        return Err(format!("{what}: {} values, expected {} (shape {:?})", got.len(), want.data.len(), want.shape));
+        return Err(format!(
+            "{what}: {} values, expected {} (shape {:?})",
+            got.len(),
+            want.data.len(),
+            want.shape
+        ));
     }
     let mut bad = Vec::new();
     let mut count = 0;
@@ -139,7 +152,10 @@ pub fn compare(what: &str, got: &[f64], want: &CpuTensor, tol: Tol) -> Result<()
             count += 1;
             worst = worst.max(err / allowed.max(1e-300));
             if bad.len() < 5 {
-                bad.push(format!("  at {:?}: got {g:.8e}, want {w:.8e}, |diff| {err:.3e}", unravel(i, &want.shape)));
+                bad.push(format!(
+                    "  at {:?}: got {g:.8e}, want {w:.8e}, |diff| {err:.3e}",
+                    unravel(i, &want.shape)
+                ));
             }
         }
     }
@@ -155,13 +171,17 @@ pub fn compare(what: &str, got: &[f64], want: &CpuTensor, tol: Tol) -> Result<()
 
 /// GPU forward against the reference.
 pub fn check_forward<O: Op + Clone>(spec: TestSpec<O>) {
-    let Some(_) = crate::gpu::gpu_or_skip() else { return };
+    let Some(_) = crate::gpu::gpu_or_skip() else {
+        return;
+    };
     try_check_forward(spec, cases_from_env(FORWARD_CASES)).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// [`check_forward`] over `cases` cases, returning the first failure (for `tubelet check`).
 pub fn try_check_forward<O: Op + Clone>(spec: TestSpec<O>, cases: u32) -> Result<(), String> {
-    run("forward_matches_reference", &spec.cases, cases, |case| forward_case(&case, spec.forward_tol))
+    run("forward_matches_reference", &spec.cases, cases, |case| {
+        forward_case(&case, spec.forward_tol)
+    })
 }
 
 /// One case of [`check_forward`] (also for fixed shapes that must always run, e.g. seed models).
@@ -169,65 +189,102 @@ pub fn forward_case<O: Op + Clone>(case: &Case<O>, tol: Tol) -> Result<(), Strin
     let want = case.op.reference(&case.inputs.iter().collect::<Vec<_>>());
     let xs = upload(&case.inputs)?;
     let mut op = case.op.clone();
-    let y = crate::no_grad(|| op.forward(&xs.iter().collect::<Vec<_>>())).map_err(|e| e.to_string())?;
+    let y =
+        crate::no_grad(|| op.forward(&xs.iter().collect::<Vec<_>>())).map_err(|e| e.to_string())?;
     if y.shape() != want.shape.as_slice() {
-        return Err(format!("{}: shape {:?}, reference {:?}", case.describe(), y.shape(), want.shape));
+        return Err(format!(
+            "{}: shape {:?}, reference {:?}",
+            case.describe(),
+            y.shape(),
+            want.shape
+        ));
     }
     let got = y.to_cpu().map_err(|e| e.to_string())?;
-    compare(&format!("{} forward, {}", op.name(), case.describe()), &got.data, &want, tol)
+    compare(
+        &format!("{} forward, {}", op.name(), case.describe()),
+        &got.data,
+        &want,
+        tol,
+    )
 }
 
 /// Reference VJP against central finite differences of the reference, in f64.
 pub fn check_reference_backward<O: Op + Clone>(spec: TestSpec<O>) {
-    try_check_reference_backward(spec, cases_from_env(NUMERIC_CASES)).unwrap_or_else(|e| panic!("{e}"));
+    try_check_reference_backward(spec, cases_from_env(NUMERIC_CASES))
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// [`check_reference_backward`] over `cases` cases, returning the first failure (CPU only).
-pub fn try_check_reference_backward<O: Op + Clone>(spec: TestSpec<O>, cases: u32) -> Result<(), String> {
-    run("backward_matches_numerical", &spec.small_cases, cases, |case| {
-        let xs: Vec<&CpuTensor> = case.inputs.iter().collect();
-        let y = case.op.reference(&xs);
-        let mut rng = crate::Rng::new(y.numel() as u64 * 7919 + 13);
-        let r = CpuTensor::uniform(&y.shape, -1.0, 1.0, &mut rng); // random upstream gradient
-        let analytic = case.op.reference_backward(&xs, &r);
-        if analytic.len() != xs.len() {
-            return Err(format!("{}: reference_backward returned {} gradients for {} inputs", case.describe(), analytic.len(), xs.len()));
-        }
-        for (k, g) in analytic.iter().enumerate() {
-            let Some(g) = g else { continue };
-            let mut numeric = CpuTensor::zeros(&case.inputs[k].shape);
-            for i in 0..case.inputs[k].numel() {
-                let h = 1e-6 * case.inputs[k].data[i].abs().max(1.0);
-                let mut plus = case.inputs.clone();
-                plus[k].data[i] += h;
-                let mut minus = case.inputs.clone();
-                minus[k].data[i] -= h;
-                let fp = case.op.reference(&plus.iter().collect::<Vec<_>>()).dot(&r);
-                let fm = case.op.reference(&minus.iter().collect::<Vec<_>>()).dot(&r);
-                numeric.data[i] = (fp - fm) / (2.0 * h);
+pub fn try_check_reference_backward<O: Op + Clone>(
+    spec: TestSpec<O>,
+    cases: u32,
+) -> Result<(), String> {
+    run(
+        "backward_matches_numerical",
+        &spec.small_cases,
+        cases,
+        |case| {
+            let xs: Vec<&CpuTensor> = case.inputs.iter().collect();
+            let y = case.op.reference(&xs);
+            let mut rng = crate::Rng::new(y.numel() as u64 * 7919 + 13);
+            let r = CpuTensor::uniform(&y.shape, -1.0, 1.0, &mut rng); // random upstream gradient
+            let analytic = case.op.reference_backward(&xs, &r);
+            if analytic.len() != xs.len() {
+                return Err(format!(
+                    "{}: reference_backward returned {} gradients for {} inputs",
+                    case.describe(),
+                    analytic.len(),
+                    xs.len()
+                ));
             }
-            // Central differences in f64 at h = 1e-6: truncation ~h², rounding ~1e-16/h.
-            compare(
-                &format!("{} reference backward of input {k}, {}", case.op.name(), case.describe()),
-                &g.data,
-                &numeric,
-                Tol::new(1e-6, 1e-5, "central differences in f64, h = 1e-6"),
-            )?;
-        }
-        Ok(())
-    })
+            for (k, g) in analytic.iter().enumerate() {
+                let Some(g) = g else { continue };
+                let mut numeric = CpuTensor::zeros(&case.inputs[k].shape);
+                for i in 0..case.inputs[k].numel() {
+                    let h = 1e-6 * case.inputs[k].data[i].abs().max(1.0);
+                    let mut plus = case.inputs.clone();
+                    plus[k].data[i] += h;
+                    let mut minus = case.inputs.clone();
+                    minus[k].data[i] -= h;
+                    let fp = case.op.reference(&plus.iter().collect::<Vec<_>>()).dot(&r);
+                    let fm = case.op.reference(&minus.iter().collect::<Vec<_>>()).dot(&r);
+                    numeric.data[i] = (fp - fm) / (2.0 * h);
+                }
+                // Central differences in f64 at h = 1e-6: truncation ~h², rounding ~1e-16/h.
+                compare(
+                    &format!(
+                        "{} reference backward of input {k}, {}",
+                        case.op.name(),
+                        case.describe()
+                    ),
+                    &g.data,
+                    &numeric,
+                    Tol::new(1e-6, 1e-5, "central differences in f64, h = 1e-6"),
+                )?;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// The op on the tape, back-propagated on the GPU from a random upstream gradient, against the
 /// reference VJP.
 pub fn check_gpu_backward<O: Op + Clone>(spec: TestSpec<O>) {
-    let Some(_) = crate::gpu::gpu_or_skip() else { return };
-    try_check_gpu_backward(spec, cases_from_env(GPU_BACKWARD_CASES)).unwrap_or_else(|e| panic!("{e}"));
+    let Some(_) = crate::gpu::gpu_or_skip() else {
+        return;
+    };
+    try_check_gpu_backward(spec, cases_from_env(GPU_BACKWARD_CASES))
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// [`check_gpu_backward`] over `cases` cases, returning the first failure.
 pub fn try_check_gpu_backward<O: Op + Clone>(spec: TestSpec<O>, cases: u32) -> Result<(), String> {
-    run("gpu_backward_matches_reference", &spec.cases, cases, |case| gpu_backward_case(&case, spec.backward_tol))
+    run(
+        "gpu_backward_matches_reference",
+        &spec.cases,
+        cases,
+        |case| gpu_backward_case(&case, spec.backward_tol),
+    )
 }
 
 /// One case of [`check_gpu_backward`].
@@ -237,7 +294,10 @@ pub fn gpu_backward_case<O: Op + Clone>(case: &Case<O>, tol: Tol) -> Result<(), 
     let mut rng = crate::Rng::new(y_ref.numel() as u64 * 104_729 + 7);
     let r = CpuTensor::uniform(&y_ref.shape, -1.0, 1.0, &mut rng).map(|v| v as f32 as f64);
     let want = case.op.reference_backward(&xs_cpu, &r);
-    let xs: Vec<Tensor> = upload(&case.inputs)?.into_iter().map(|t| t.param()).collect();
+    let xs: Vec<Tensor> = upload(&case.inputs)?
+        .into_iter()
+        .map(|t| t.param())
+        .collect();
     let y = apply(case.op.clone(), &xs.iter().collect::<Vec<_>>()).map_err(|e| e.to_string())?;
     let dy = Tensor::from_cpu(&r).map_err(|e| e.to_string())?;
     let grads = y.backward_with(dy).map_err(|e| e.to_string())?;
@@ -247,18 +307,32 @@ pub fn gpu_backward_case<O: Op + Clone>(case: &Case<O>, tol: Tol) -> Result<(), 
             .get(&xs[k])
             .ok_or_else(|| format!("{}: input {k} received no gradient", case.describe()))?;
         let got = g.to_cpu().map_err(|e| e.to_string())?;
-        compare(&format!("{} GPU backward of input {k}, {}", case.op.name(), case.describe()), &got.data, w, tol)?;
+        compare(
+            &format!(
+                "{} GPU backward of input {k}, {}",
+                case.op.name(),
+                case.describe()
+            ),
+            &got.data,
+            w,
+            tol,
+        )?;
     }
     Ok(())
 }
 
 fn upload(inputs: &[CpuTensor]) -> Result<Vec<Tensor>, String> {
-    inputs.iter().map(|t| Tensor::from_cpu(t).map_err(|e| e.to_string())).collect()
+    inputs
+        .iter()
+        .map(|t| Tensor::from_cpu(t).map_err(|e| e.to_string()))
+        .collect()
 }
 
 /// Asserts that `got` (GPU) is within `tol` of `want` (reference); panics with the report.
 pub fn assert_close(what: &str, got: &Tensor, want: &CpuTensor, tol: Tol) {
-    let g = got.to_cpu().unwrap_or_else(|e| panic!("{what}: readback failed: {e}"));
+    let g = got
+        .to_cpu()
+        .unwrap_or_else(|e| panic!("{what}: readback failed: {e}"));
     assert_eq!(g.shape, want.shape, "{what}: shape");
     if let Err(e) = compare(what, &g.data, want, tol) {
         panic!("{e}");

@@ -11,10 +11,18 @@ use tubelet::{NoGradGuard, Result, Tensor};
 pub fn attention_unfused(qkv: &Tensor, heads: usize, scale: f32) -> Result<Tensor> {
     let (b, n, d3) = (qkv.dim(0), qkv.dim(1), qkv.dim(2));
     let d = d3 / 3;
-    let t = qkv.try_reshape(&[b, n, 3, heads, d / heads])?.try_permute(&[2, 0, 3, 1, 4])?; // (3, B, H, N, d)
-    let (q, k, v) = (t.try_select(0, 0)?, t.try_select(0, 1)?, t.try_select(0, 2)?); // (B, H, N, d)
+    let t = qkv
+        .try_reshape(&[b, n, 3, heads, d / heads])?
+        .try_permute(&[2, 0, 3, 1, 4])?; // (3, B, H, N, d)
+    let (q, k, v) = (
+        t.try_select(0, 0)?,
+        t.try_select(0, 1)?,
+        t.try_select(0, 2)?,
+    ); // (B, H, N, d)
     let a = q.try_matmul_nt(&k)?.try_mul_scalar(scale)?.try_softmax()?; // (B, H, N, N)
-    a.try_matmul(&v)?.try_permute(&[0, 2, 1, 3])?.try_reshape(&[b, n, d]) // (B, N, H·d)
+    a.try_matmul(&v)?
+        .try_permute(&[0, 2, 1, 3])?
+        .try_reshape(&[b, n, d]) // (B, N, H·d)
 }
 
 /// Multi-head self-attention on a packed qkv: the engine's fused FlashAttention-2 kernel
@@ -54,11 +62,19 @@ impl BatchNorm {
     /// `train` normalises with the batch statistics and updates the buffers; otherwise the
     /// running statistics are used.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = x.try_batch_norm(&self.weight, &self.bias, &self.running_mean, &self.running_var, train, self.eps)?;
+        let y = x.try_batch_norm(
+            &self.weight,
+            &self.bias,
+            &self.running_mean,
+            &self.running_var,
+            train,
+            self.eps,
+        )?;
         // Once per training forward: not again in a checkpointed segment's recompute.
         if train && !tubelet::checkpoint::is_recomputing() {
             let _g = NoGradGuard::new();
-            self.num_batches_tracked.assign(&self.num_batches_tracked.try_add_scalar(1.0)?)?;
+            self.num_batches_tracked
+                .assign(&self.num_batches_tracked.try_add_scalar(1.0)?)?;
         }
         Ok(y)
     }
@@ -71,7 +87,10 @@ impl BatchNorm {
     pub fn buffers(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
         out.push((format!("{prefix}.running_mean"), self.running_mean.clone()));
         out.push((format!("{prefix}.running_var"), self.running_var.clone()));
-        out.push((format!("{prefix}.num_batches_tracked"), self.num_batches_tracked.clone()));
+        out.push((
+            format!("{prefix}.num_batches_tracked"),
+            self.num_batches_tracked.clone(),
+        ));
     }
 }
 
@@ -108,7 +127,9 @@ where
     F: Fn(&B, usize, &Tensor) -> Result<Tensor> + Clone + Send + Sync + 'static,
 {
     let blocks = blocks.to_vec();
-    segment(Segment::Stage, x, move |x| run_blocks(Segment::Block, x, &blocks, &f))
+    segment(Segment::Stage, x, move |x| {
+        run_blocks(Segment::Block, x, &blocks, &f)
+    })
 }
 
 /// The blocks of a stage that the model marks as a segment itself (Video Swin's BasicLayer,

@@ -77,7 +77,9 @@ fn factors(grid: Grid, groups: Groups) -> Result<Vec<(usize, bool)>> {
         if n.is_multiple_of(2) {
             Ok(n / 2)
         } else {
-            Err(Error::Shape(format!("{groups:?} attention: grid axis {axis} = {n} is odd (grid {grid:?})")))
+            Err(Error::Shape(format!(
+                "{groups:?} attention: grid axis {axis} = {n} is odd (grid {grid:?})"
+            )))
         }
     };
     // Per axis: [(size, is_member)] outer to inner.
@@ -102,7 +104,11 @@ fn factors(grid: Grid, groups: Groups) -> Result<Vec<(usize, bool)>> {
 /// The permutation that moves the group factors ahead of the member factors (both in memory
 /// order), for a tensor (B, factors…, C); and the group count G and group size M.
 fn grouping(f: &[(usize, bool)]) -> (Vec<usize>, usize, usize) {
-    let idx = |member: bool| (0..f.len()).filter(move |&i| f[i].1 == member).map(|i| i + 1);
+    let idx = |member: bool| {
+        (0..f.len())
+            .filter(move |&i| f[i].1 == member)
+            .map(|i| i + 1)
+    };
     let mut perm = vec![0];
     perm.extend(idx(false));
     perm.extend(idx(true));
@@ -124,7 +130,11 @@ fn to_groups(x: &Tensor, f: &[(usize, bool)]) -> Result<Tensor> {
     shape.extend(f.iter().map(|x| x.0));
     shape.push(c);
     let x = x.try_reshape(&shape)?; // (B, factors…, C)
-    let x = if is_identity(&perm) { x } else { x.try_permute(&perm)? }; // (B, groups…, members…, C)
+    let x = if is_identity(&perm) {
+        x
+    } else {
+        x.try_permute(&perm)?
+    }; // (B, groups…, members…, C)
     x.try_reshape(&[b * g, m, c])
 }
 
@@ -140,7 +150,11 @@ fn from_groups(y: &Tensor, f: &[(usize, bool)], b: usize) -> Result<Tensor> {
     for (d, &a) in perm.iter().enumerate() {
         inv[a] = d;
     }
-    let y = if is_identity(&inv) { y } else { y.try_permute(&inv)? }; // (B, factors…, C)
+    let y = if is_identity(&inv) {
+        y
+    } else {
+        y.try_permute(&inv)?
+    }; // (B, factors…, C)
     y.try_reshape(&[b, f.iter().map(|x| x.0).product(), c])
 }
 
@@ -174,8 +188,14 @@ impl Groups {
             Groups::Space => (Pattern::space(), h * w),
             Groups::Width => (Pattern::width(), w),
             Groups::Height => (Pattern::height(), h),
-            Groups::LocalWindows => (Pattern::timesformer_local([t, h, w]), t * h.div_ceil(2) * w.div_ceil(2)),
-            Groups::StridedGlobal => (Pattern::timesformer_global(), t.div_ceil(2) * h.div_ceil(2) * w.div_ceil(2)),
+            Groups::LocalWindows => (
+                Pattern::timesformer_local([t, h, w]),
+                t * h.div_ceil(2) * w.div_ceil(2),
+            ),
+            Groups::StridedGlobal => (
+                Pattern::timesformer_global(),
+                t.div_ceil(2) * h.div_ceil(2) * w.div_ceil(2),
+            ),
         }
     }
 }
@@ -187,7 +207,13 @@ fn fused_fits(qkv: &Tensor, heads: usize, len: usize) -> bool {
 
 /// Self-attention within each group of the grid. qkv (B, N, 3·heads·d) -> (B, N, heads·d).
 /// softmax(scale·q·kᵀ)·v per head, keys restricted to the query's group.
-pub fn group_attention(qkv: &Tensor, grid: Grid, groups: Groups, heads: usize, scale: f32) -> Result<Tensor> {
+pub fn group_attention(
+    qkv: &Tensor,
+    grid: Grid,
+    groups: Groups,
+    heads: usize,
+    scale: f32,
+) -> Result<Tensor> {
     check(qkv, grid, 0, "group_attention")?;
     let (pattern, len) = groups.pattern(grid);
     if fused_fits(qkv, heads, len) {
@@ -206,7 +232,13 @@ pub fn group_attention(qkv: &Tensor, grid: Grid, groups: Groups, heads: usize, s
 ///
 /// NOTE: the mean is taken before the output projection, the official code takes it after;
 /// the projection is affine and the weights sum to one, so the two are equal.
-pub fn group_attention_with_cls(qkv: &Tensor, grid: Grid, groups: Groups, heads: usize, scale: f32) -> Result<Tensor> {
+pub fn group_attention_with_cls(
+    qkv: &Tensor,
+    grid: Grid,
+    groups: Groups,
+    heads: usize,
+    scale: f32,
+) -> Result<Tensor> {
     check(qkv, grid, 1, "group_attention_with_cls")?;
     let (pattern, len) = groups.pattern(grid);
     if fused_fits(qkv, heads, len + 1) {
@@ -218,10 +250,16 @@ pub fn group_attention_with_cls(qkv: &Tensor, grid: Grid, groups: Groups, heads:
     let (_, g, m) = grouping(&f);
     let cls = qkv.try_narrow(1, 0, 1)?; // (B, 1, C)
     let patches = to_groups(&qkv.try_narrow(1, 1, grid.len())?, &f)?; // (B·G, M, C)
-    let cls = cls.try_reshape(&[b, 1, 1, c])?.try_broadcast_to(&[b, g, 1, c])?.try_reshape(&[b * g, 1, c])?;
+    let cls = cls
+        .try_reshape(&[b, 1, 1, c])?
+        .try_broadcast_to(&[b, g, 1, c])?
+        .try_reshape(&[b * g, 1, c])?;
     let o = crate::blocks::attention(&Tensor::try_cat(&[&cls, &patches], 1)?, heads, scale)?; // (B·G, 1+M, D)
     let d = o.dim(2);
-    let o_cls = o.try_narrow(1, 0, 1)?.try_reshape(&[b, g, d])?.try_mean(&[1], true)?; // (B, 1, D)
+    let o_cls = o
+        .try_narrow(1, 0, 1)?
+        .try_reshape(&[b, g, d])?
+        .try_mean(&[1], true)?; // (B, 1, D)
     let o_patches = from_groups(&o.try_narrow(1, 1, m)?, &f, b)?; // (B, N, D)
     Tensor::try_cat(&[&o_cls, &o_patches], 1)
 }
@@ -240,8 +278,14 @@ pub fn head_split_attention(qkv: &Tensor, grid: Grid, heads: usize, scale: f32) 
     }
     if fused_fits(qkv, heads, grid.t.max(grid.h * grid.w)) {
         let parts = [
-            Part { heads: 0..heads / 2, pattern: Pattern::time() },
-            Part { heads: heads / 2..heads, pattern: Pattern::space() },
+            Part {
+                heads: 0..heads / 2,
+                pattern: Pattern::time(),
+            },
+            Part {
+                heads: heads / 2..heads,
+                pattern: Pattern::space(),
+            },
         ];
         return qkv.try_grid_attention_parts(heads, scale, grid.tokens(Cls::None), &parts);
     }

@@ -8,13 +8,13 @@
 use tubelet::{Error, Result, Tensor};
 
 pub mod blocks;
+pub mod grid_attention;
 pub mod mvit;
+pub mod timesformer;
 pub mod tsm;
 pub mod uniformer;
-pub mod grid_attention;
-pub mod timesformer;
-pub mod vivit;
 pub mod video_swin;
+pub mod vivit;
 
 /// The layout a model's official forward takes its clip in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,13 +41,18 @@ impl InputLayout {
     /// this layout (one permute, or none).
     pub fn from_channels_last(self, x: &Tensor) -> Result<Tensor> {
         if x.rank() != 5 || x.dim(-1) != 3 {
-            return Err(Error::Shape(format!("a clip batch must be (B, T, H, W, 3), got {:?}", x.shape())));
+            return Err(Error::Shape(format!(
+                "a clip batch must be (B, T, H, W, 3), got {:?}",
+                x.shape()
+            )));
         }
         let (b, t, h, w) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
         match self {
             InputLayout::Bthwc => Ok(x.clone()),
             InputLayout::Bcthw => x.try_permute(&[0, 4, 1, 2, 3]), // (B, 3, T, H, W)
-            InputLayout::BtChw => x.try_permute(&[0, 1, 4, 2, 3])?.try_reshape(&[b * t, 3, h, w]), // (B·T, 3, H, W)
+            InputLayout::BtChw => x
+                .try_permute(&[0, 1, 4, 2, 3])?
+                .try_reshape(&[b * t, 3, h, w]), // (B·T, 3, H, W)
         }
     }
 }
@@ -100,13 +105,18 @@ pub struct BuildOptions {
 impl BuildOptions {
     /// The preset's own configuration with this seed.
     pub fn seed(seed: u64) -> BuildOptions {
-        BuildOptions { seed, ..BuildOptions::default() }
+        BuildOptions {
+            seed,
+            ..BuildOptions::default()
+        }
     }
 
     /// The class count to build: the asked one, else `default`; zero is an error.
     pub fn classes(&self, default: usize) -> Result<usize> {
         match self.num_classes {
-            Some(0) => Err(Error::Config("num_classes must be at least 1, got 0".into())),
+            Some(0) => Err(Error::Config(
+                "num_classes must be at least 1, got 0".into(),
+            )),
             Some(n) => Ok(n),
             None => Ok(default),
         }
@@ -115,7 +125,9 @@ impl BuildOptions {
     /// The clip to build: the asked one, else `default`; an empty dimension is an error.
     pub fn clip_or(&self, default: [usize; 3]) -> Result<[usize; 3]> {
         match self.clip {
-            Some(c) if c.contains(&0) => Err(Error::Config(format!("clip (frames, height, width) must be positive, got {c:?}"))),
+            Some(c) if c.contains(&0) => Err(Error::Config(format!(
+                "clip (frames, height, width) must be positive, got {c:?}"
+            ))),
             Some(c) => Ok(c),
             None => Ok(default),
         }
@@ -124,7 +136,9 @@ impl BuildOptions {
     /// The drop-path rate for a model that has none: only an absent or zero rate is accepted.
     pub fn no_drop_path(&self, model: &str) -> Result<()> {
         match self.drop_path {
-            Some(r) if r != 0.0 => Err(Error::Config(format!("drop_path {r}: {model} has no stochastic depth; use 0"))),
+            Some(r) if r != 0.0 => Err(Error::Config(format!(
+                "drop_path {r}: {model} has no stochastic depth; use 0"
+            ))),
             _ => Ok(()),
         }
     }
@@ -169,7 +183,10 @@ pub fn build(name: &str, options: &BuildOptions) -> Result<Box<dyn VideoModel>> 
         Some(p) => (p.build)(options),
         None => {
             let names: Vec<_> = all.iter().map(|p| p.name).collect();
-            Err(Error::Config(format!("unknown model {name:?}; available: {}", names.join(", "))))
+            Err(Error::Config(format!(
+                "unknown model {name:?}; available: {}",
+                names.join(", ")
+            )))
         }
     }
 }

@@ -178,7 +178,12 @@ impl Config {
 
     /// The patch grid: (T, H/P, W/P), tokens stored `(h w t)`.
     pub fn grid(&self) -> Grid {
-        Grid { t: self.frames, h: self.height / self.patch, w: self.width / self.patch, order: Order::Hwt }
+        Grid {
+            t: self.frames,
+            h: self.height / self.patch,
+            w: self.width / self.patch,
+            order: Order::Hwt,
+        }
     }
 
     /// Patches per frame, n = (H/P)·(W/P).
@@ -192,9 +197,14 @@ impl Config {
         let lin = |i: usize, o: usize| i * o + o;
         let attn = lin(d, 3 * d) - if self.qkv_bias { 0 } else { 3 * d } + lin(d, d);
         let embed = 3 * p * p * d + d + d + (self.num_patches() + 1) * d; // proj, cls, pos_embed
-        let time = if self.attention == Attention::SpaceOnly { 0 } else { self.frames * d };
+        let time = if self.attention == Attention::SpaceOnly {
+            0
+        } else {
+            self.frames * d
+        };
         let branch = 2 * d + attn + lin(d, d); // LN, attention, fc
-        let block = 2 * d + attn + 2 * d + lin(d, m) + lin(m, d) + self.attention.branches().len() * branch;
+        let block =
+            2 * d + attn + 2 * d + lin(d, m) + lin(m, d) + self.attention.branches().len() * branch;
         embed + time + self.depth * block + 2 * d + lin(d, self.num_classes)
     }
 
@@ -207,13 +217,18 @@ impl Config {
         let nn = t * n; // patch tokens
         let embed = nn * (3 * self.patch * self.patch) as f64 * d;
         // One attention layer over `groups` groups of `len` tokens (qkv, scores, AV, proj).
-        let attn = |groups: f64, len: f64| groups * len * 4.0 * d * d + 2.0 * groups * len * len * d;
+        let attn =
+            |groups: f64, len: f64| groups * len * 4.0 * d * d + 2.0 * groups * len * len * d;
         let block = match self.attention {
             Attention::SpaceOnly => t * (attn(1.0, n + 1.0) + (n + 1.0) * 2.0 * d * m),
             Attention::JointSpaceTime => attn(1.0, nn + 1.0) + (nn + 1.0) * 2.0 * d * m,
             a => {
                 let size = |gr: Groups| group_size(g, gr) as f64;
-                let branches: f64 = a.branches().iter().map(|&(_, gr)| attn(nn / size(gr), size(gr)) + nn * d * d).sum();
+                let branches: f64 = a
+                    .branches()
+                    .iter()
+                    .map(|&(_, gr)| attn(nn / size(gr), size(gr)) + nn * d * d)
+                    .sum();
                 let last = a.final_groups().expect("factorised attention");
                 branches + attn(nn / size(last), size(last) + 1.0) + (nn + 1.0) * 2.0 * d * m
             }
@@ -224,8 +239,16 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::Config(format!("TimeSformer config: {what}")));
         let p = self.patch;
-        if p == 0 || !self.height.is_multiple_of(p) || !self.width.is_multiple_of(p) || self.height == 0 || self.width == 0 {
-            return bad(format!("frame {}×{} is not a positive multiple of the patch {p}", self.height, self.width));
+        if p == 0
+            || !self.height.is_multiple_of(p)
+            || !self.width.is_multiple_of(p)
+            || self.height == 0
+            || self.width == 0
+        {
+            return bad(format!(
+                "frame {}×{} is not a positive multiple of the patch {p}",
+                self.height, self.width
+            ));
         }
         if self.frames == 0 || self.depth == 0 || self.mlp_dim == 0 || self.num_classes == 0 {
             return bad(format!(
@@ -234,14 +257,22 @@ impl Config {
             ));
         }
         if self.num_heads == 0 || !self.embed_dim.is_multiple_of(self.num_heads) {
-            return bad(format!("embed_dim {} is not divisible by num_heads {}", self.embed_dim, self.num_heads));
+            return bad(format!(
+                "embed_dim {} is not divisible by num_heads {}",
+                self.embed_dim, self.num_heads
+            ));
         }
         if !(0.0..1.0).contains(&self.drop_path) {
             return bad(format!("drop_path {} is not in [0, 1)", self.drop_path));
         }
         let g = self.grid();
-        if self.attention == Attention::SparseLocalGlobal && (!g.t.is_multiple_of(2) || !g.h.is_multiple_of(2) || !g.w.is_multiple_of(2)) {
-            return bad(format!("sparse local-global attention needs an even patch grid, got {}×{}×{}", g.t, g.h, g.w));
+        if self.attention == Attention::SparseLocalGlobal
+            && (!g.t.is_multiple_of(2) || !g.h.is_multiple_of(2) || !g.w.is_multiple_of(2))
+        {
+            return bad(format!(
+                "sparse local-global attention needs an even patch grid, got {}×{}×{}",
+                g.t, g.h, g.w
+            ));
         }
         Ok(())
     }
@@ -269,7 +300,10 @@ pub struct Attn {
 impl Attn {
     /// `qkv` with a bias when `qkv_bias`; `proj` always has one.
     pub fn new(init: &mut Init, d: usize, qkv_bias: bool) -> Result<Attn> {
-        Ok(Attn { qkv: Linear::new(init, d, 3 * d, qkv_bias)?, proj: Linear::new(init, d, d, true)? })
+        Ok(Attn {
+            qkv: Linear::new(init, d, 3 * d, qkv_bias)?,
+            proj: Linear::new(init, d, d, true)?,
+        })
     }
 
     fn params(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
@@ -318,8 +352,16 @@ impl Block {
     pub fn forward(&self, x: &Tensor, c: &Config, seed: Option<u64>) -> Result<Tensor> {
         let heads = c.num_heads;
         // timm Attention: self.scale = qk_scale or head_dim ** -0.5.
-        let scale = c.qk_scale.unwrap_or(1.0 / ((c.embed_dim / heads) as f32).sqrt());
-        let dp = |x: &Tensor, k: u64| drop_path(x, self.drop_path, seed.map(|s| s.wrapping_mul(4).wrapping_add(k)));
+        let scale = c
+            .qk_scale
+            .unwrap_or(1.0 / ((c.embed_dim / heads) as f32).sqrt());
+        let dp = |x: &Tensor, k: u64| {
+            drop_path(
+                x,
+                self.drop_path,
+                seed.map(|s| s.wrapping_mul(4).wrapping_add(k)),
+            )
+        };
         let x = match c.attention.final_groups() {
             // Joint and space-only: a plain ViT block, x + attn(norm1(x)).
             None => {
@@ -335,7 +377,9 @@ impl Block {
                     // Temporal (eq. 6): xt = xt + temporal_fc(drop_path(proj(attn(LN(xt)))))
                     let qkv = br.attn.qkv.forward(&br.norm.forward(&xt)?)?; // (B, N, 3D)
                     let o = group_attention(&qkv, grid, br.groups, heads, scale)?; // (B, N, D)
-                    let res = br.fc.forward(&dp(&br.attn.proj.forward(&o)?, 1 + k as u64)?)?;
+                    let res = br
+                        .fc
+                        .forward(&dp(&br.attn.proj.forward(&o)?, 1 + k as u64)?)?;
                     xt = xt.try_add(&res)?;
                 }
                 // Spatial (eq. 7), cls included: cat(cls, xt) + drop_path(proj(attn(norm1(·)))),
@@ -389,7 +433,10 @@ impl TimeSformer {
         config.validate()?;
         let mut init = Init::new(seed);
         let (d, p) = (config.embed_dim, config.patch);
-        let patch_embed = (init.trunc_normal(&[d, 3, p, p], 0.02)?, init.constant(&[d], 0.0)?);
+        let patch_embed = (
+            init.trunc_normal(&[d, 3, p, p], 0.02)?,
+            init.constant(&[d], 0.0)?,
+        );
         let cls_token = init.trunc_normal(&[1, 1, d], 0.02)?;
         let pos_embed = init.trunc_normal(&[1, config.num_patches() + 1, d], 0.02)?;
         let time_embed = match config.attention {
@@ -402,10 +449,23 @@ impl TimeSformer {
             let mut branches = Vec::new();
             for &(name, groups) in config.attention.branches() {
                 let (norm, attn) = (ln(&mut init)?, Attn::new(&mut init, d, config.qkv_bias)?);
-                let fc = Linear { weight: init.constant(&[d, d], 0.0)?, bias: Some(init.constant(&[d], 0.0)?) };
-                branches.push(Branch { name, groups, norm, attn, fc });
+                let fc = Linear {
+                    weight: init.constant(&[d, d], 0.0)?,
+                    bias: Some(init.constant(&[d], 0.0)?),
+                };
+                branches.push(Branch {
+                    name,
+                    groups,
+                    norm,
+                    attn,
+                    fc,
+                });
             }
-            let rate = if config.depth > 1 { config.drop_path * i as f32 / (config.depth - 1) as f32 } else { 0.0 };
+            let rate = if config.depth > 1 {
+                config.drop_path * i as f32 / (config.depth - 1) as f32
+            } else {
+                0.0
+            };
             blocks.push(Block {
                 branches,
                 norm1: ln(&mut init)?,
@@ -418,7 +478,17 @@ impl TimeSformer {
         }
         let norm = ln(&mut init)?;
         let head = Linear::new(&mut init, d, config.num_classes, true)?;
-        Ok(TimeSformer { config, patch_embed, cls_token, pos_embed, time_embed, blocks, norm, head, steps: Cell::new(0) })
+        Ok(TimeSformer {
+            config,
+            patch_embed,
+            cls_token,
+            pos_embed,
+            time_embed,
+            blocks,
+            norm,
+            head,
+            steps: Cell::new(0),
+        })
     }
 
     /// PatchEmbed: (B, 3, T, H, W) -> (B·T, n, D), patches h-major within a frame. The Conv2d
@@ -445,10 +515,17 @@ impl TimeSformer {
             self.steps.set(self.steps.get() + 1);
             self.steps.get().wrapping_mul(0x9E37_79B9_7F4A_7C15)
         });
-        let tokens = self.patch_embed(x)?.try_add(&self.pos_embed.try_narrow(1, 1, n)?)?; // (B·T, n, D)
-        let cls = self.cls_token.try_add(&self.pos_embed.try_narrow(1, 0, 1)?)?; // (1, 1, D)
+        let tokens = self
+            .patch_embed(x)?
+            .try_add(&self.pos_embed.try_narrow(1, 1, n)?)?; // (B·T, n, D)
+        let cls = self
+            .cls_token
+            .try_add(&self.pos_embed.try_narrow(1, 0, 1)?)?; // (1, 1, D)
         fn block_seed(seed: Option<u64>, i: usize) -> Option<u64> {
-            seed.map(|s| s.wrapping_add(1 + i as u64).wrapping_mul(0x2545_F491_4F6C_DD1D))
+            seed.map(|s| {
+                s.wrapping_add(1 + i as u64)
+                    .wrapping_mul(0x2545_F491_4F6C_DD1D)
+            })
         }
         let cls_out = match &self.time_embed {
             None => {
@@ -456,17 +533,25 @@ impl TimeSformer {
                 let cls = cls.try_broadcast_to(&[b * t, 1, d])?;
                 let mut h = Tensor::try_cat(&[&cls, &tokens], 1)?; // (B·T, 1 + n, D)
                 let (cfg, s) = (c.clone(), seed);
-                h = crate::blocks::layers(&h, &self.blocks, move |blk, i, h| blk.forward(h, &cfg, block_seed(s, i)))?; // checkpoint segments
-                h.try_narrow(1, 0, 1)?.try_reshape(&[b, t, d])?.try_mean(&[1], false)? // (B, D)
+                h = crate::blocks::layers(&h, &self.blocks, move |blk, i, h| {
+                    blk.forward(h, &cfg, block_seed(s, i))
+                })?; // checkpoint segments
+                h.try_narrow(1, 0, 1)?
+                    .try_reshape(&[b, t, d])?
+                    .try_mean(&[1], false)? // (B, D)
             }
             Some(time_embed) => {
                 // Time embedding: (b t) n m -> b n t m, + time_embed, -> b (n t) m, cls first.
-                let tokens = tokens.try_reshape(&[b, t, n, d])?.try_permute(&[0, 2, 1, 3])?; // (B, n, T, D)
+                let tokens = tokens
+                    .try_reshape(&[b, t, n, d])?
+                    .try_permute(&[0, 2, 1, 3])?; // (B, n, T, D)
                 let tokens = tokens.try_add(time_embed)?.try_reshape(&[b, n * t, d])?; // (B, n·T, D)
                 let cls = cls.try_broadcast_to(&[b, 1, d])?;
                 let mut h = Tensor::try_cat(&[&cls, &tokens], 1)?; // (B, 1 + n·T, D)
                 let (cfg, s) = (c.clone(), seed);
-                h = crate::blocks::layers(&h, &self.blocks, move |blk, i, h| blk.forward(h, &cfg, block_seed(s, i)))?; // checkpoint segments
+                h = crate::blocks::layers(&h, &self.blocks, move |blk, i, h| {
+                    blk.forward(h, &cfg, block_seed(s, i))
+                })?; // checkpoint segments
                 h.try_select(1, 0)? // (B, D)
             }
         };
@@ -483,8 +568,14 @@ impl TimeSformer {
         if let Some(t) = &self.time_embed {
             out.push(("time_embed".to_string(), t.clone()));
         }
-        out.push(("patch_embed.proj.weight".to_string(), self.patch_embed.0.clone()));
-        out.push(("patch_embed.proj.bias".to_string(), self.patch_embed.1.clone()));
+        out.push((
+            "patch_embed.proj.weight".to_string(),
+            self.patch_embed.0.clone(),
+        ));
+        out.push((
+            "patch_embed.proj.bias".to_string(),
+            self.patch_embed.1.clone(),
+        ));
         for (i, blk) in self.blocks.iter().enumerate() {
             blk.params(&format!("blocks.{i}"), &mut out);
         }
@@ -532,7 +623,12 @@ fn configure(mut c: Config, o: &BuildOptions) -> Result<Config> {
     Ok(c)
 }
 
-fn preset(name: &'static str, description: &'static str, config: Config, build: fn(&BuildOptions) -> Result<Box<dyn VideoModel>>) -> Preset {
+fn preset(
+    name: &'static str,
+    description: &'static str,
+    config: Config,
+    build: fn(&BuildOptions) -> Result<Box<dyn VideoModel>>,
+) -> Preset {
     Preset {
         name,
         description,
@@ -549,22 +645,94 @@ fn preset(name: &'static str, description: &'static str, config: Config, build: 
 pub fn presets() -> Vec<Preset> {
     use Attention::*;
     vec![
-        preset("timesformer-base", "TimeSformer, divided space-time, 8x224, K400 (TSF TimeSformer_divST_8x32_224)",
-            Config::timesformer_base_8x224(), |o| Ok(Box::new(TimeSformer::new(configure(Config::timesformer_base_8x224(), o)?, o.seed)?))),
-        preset("timesformer-hr", "TimeSformer-HR, divided space-time, 16x448, K400 (TSF TimeSformer_divST_16x16_448)",
-            Config::timesformer_hr_16x448(), |o| Ok(Box::new(TimeSformer::new(configure(Config::timesformer_hr_16x448(), o)?, o.seed)?))),
-        preset("timesformer-l", "TimeSformer-L, divided space-time, 96x224, K400 (TSF TimeSformer_divST_96x4_224)",
-            Config::timesformer_l_96x224(), |o| Ok(Box::new(TimeSformer::new(configure(Config::timesformer_l_96x224(), o)?, o.seed)?))),
-        preset("timesformer-joint", "TimeSformer joint space-time (ST), 8x224 (paper Table 1; TSF joint_space_time)",
-            Config::vit_base(8, 224, JointSpaceTime), |o| Ok(Box::new(TimeSformer::new(configure(Config::vit_base(8, 224, JointSpaceTime), o)?, o.seed)?))),
-        preset("timesformer-space-only", "TimeSformer space-only (S), 8x224 (paper Table 1; TSF space_only)",
-            Config::vit_base(8, 224, SpaceOnly), |o| Ok(Box::new(TimeSformer::new(configure(Config::vit_base(8, 224, SpaceOnly), o)?, o.seed)?))),
-        preset("timesformer-lg", "TimeSformer sparse local-global (L+G), 8x224 (paper Table 1; not in the TSF code)",
-            Config::vit_base(8, 224, SparseLocalGlobal), |o| Ok(Box::new(TimeSformer::new(configure(Config::vit_base(8, 224, SparseLocalGlobal), o)?, o.seed)?))),
-        preset("timesformer-axial", "TimeSformer axial (T+W+H), 8x224 (paper Table 1; not in the TSF code)",
-            Config::vit_base(8, 224, Axial), |o| Ok(Box::new(TimeSformer::new(configure(Config::vit_base(8, 224, Axial), o)?, o.seed)?))),
-        preset("timesformer-tiny", "TimeSformer divided space-time, tiny: 8x32x32, patch 8, D 64, 4 blocks",
-            Config::tiny(NUM_CLASSES), |o| Ok(Box::new(TimeSformer::new(configure(Config::tiny(NUM_CLASSES), o)?, o.seed)?))),
+        preset(
+            "timesformer-base",
+            "TimeSformer, divided space-time, 8x224, K400 (TSF TimeSformer_divST_8x32_224)",
+            Config::timesformer_base_8x224(),
+            |o| {
+                Ok(Box::new(TimeSformer::new(
+                    configure(Config::timesformer_base_8x224(), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
+        preset(
+            "timesformer-hr",
+            "TimeSformer-HR, divided space-time, 16x448, K400 (TSF TimeSformer_divST_16x16_448)",
+            Config::timesformer_hr_16x448(),
+            |o| {
+                Ok(Box::new(TimeSformer::new(
+                    configure(Config::timesformer_hr_16x448(), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
+        preset(
+            "timesformer-l",
+            "TimeSformer-L, divided space-time, 96x224, K400 (TSF TimeSformer_divST_96x4_224)",
+            Config::timesformer_l_96x224(),
+            |o| {
+                Ok(Box::new(TimeSformer::new(
+                    configure(Config::timesformer_l_96x224(), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
+        preset(
+            "timesformer-joint",
+            "TimeSformer joint space-time (ST), 8x224 (paper Table 1; TSF joint_space_time)",
+            Config::vit_base(8, 224, JointSpaceTime),
+            |o| {
+                Ok(Box::new(TimeSformer::new(
+                    configure(Config::vit_base(8, 224, JointSpaceTime), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
+        preset(
+            "timesformer-space-only",
+            "TimeSformer space-only (S), 8x224 (paper Table 1; TSF space_only)",
+            Config::vit_base(8, 224, SpaceOnly),
+            |o| {
+                Ok(Box::new(TimeSformer::new(
+                    configure(Config::vit_base(8, 224, SpaceOnly), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
+        preset(
+            "timesformer-lg",
+            "TimeSformer sparse local-global (L+G), 8x224 (paper Table 1; not in the TSF code)",
+            Config::vit_base(8, 224, SparseLocalGlobal),
+            |o| {
+                Ok(Box::new(TimeSformer::new(
+                    configure(Config::vit_base(8, 224, SparseLocalGlobal), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
+        preset(
+            "timesformer-axial",
+            "TimeSformer axial (T+W+H), 8x224 (paper Table 1; not in the TSF code)",
+            Config::vit_base(8, 224, Axial),
+            |o| {
+                Ok(Box::new(TimeSformer::new(
+                    configure(Config::vit_base(8, 224, Axial), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
+        preset(
+            "timesformer-tiny",
+            "TimeSformer divided space-time, tiny: 8x32x32, patch 8, D 64, 4 blocks",
+            Config::tiny(NUM_CLASSES),
+            |o| {
+                Ok(Box::new(TimeSformer::new(
+                    configure(Config::tiny(NUM_CLASSES), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
     ]
 }
 
@@ -575,7 +743,12 @@ pub fn presets() -> Vec<Preset> {
 pub fn patch_embed(proj: &(Tensor, Tensor), p: usize, x: &Tensor) -> Result<Tensor> {
     let s = x.shape();
     let d = proj.0.dim(0);
-    if x.rank() != 5 || p == 0 || !s[3].is_multiple_of(p) || !s[4].is_multiple_of(p) || proj.0.shape() != [d, s[1], p, p] {
+    if x.rank() != 5
+        || p == 0
+        || !s[3].is_multiple_of(p)
+        || !s[4].is_multiple_of(p)
+        || proj.0.shape() != [d, s[1], p, p]
+    {
         return Err(Error::Shape(format!(
             "TimeSformer PatchEmbed: x {s:?} must be (B, C, T, H, W) with H, W multiples of the patch {p}, for proj.weight {:?}",
             proj.0.shape()

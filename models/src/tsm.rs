@@ -140,7 +140,9 @@ impl Config {
         for layer in self.bottlenecks() {
             for (cin, c, stride) in layer {
                 let (ho, wo) = (out(h, 3, stride, 1), out(w, 3, stride, 1));
-                macs += (h * w * cin * c) as f64 + (ho * wo * c * c * 9) as f64 + (ho * wo * c * c * e) as f64;
+                macs += (h * w * cin * c) as f64
+                    + (ho * wo * c * c * 9) as f64
+                    + (ho * wo * c * c * e) as f64;
                 if stride != 1 || cin != c * e {
                     macs += (ho * wo * cin * c * e) as f64;
                 }
@@ -158,7 +160,11 @@ impl Config {
                 self.n_segment, self.height, self.width
             ));
         }
-        if self.stem == 0 || self.widths.contains(&0) || self.blocks.contains(&0) || self.expansion == 0 {
+        if self.stem == 0
+            || self.widths.contains(&0)
+            || self.blocks.contains(&0)
+            || self.expansion == 0
+        {
             return bad(format!(
                 "stem {}, widths {:?}, blocks {:?}, expansion {} must be positive",
                 self.stem, self.widths, self.blocks, self.expansion
@@ -187,7 +193,11 @@ pub fn online_shift(x: &Tensor, cache: &Tensor, fold_div: usize) -> Result<(Tens
     let fold = x.dim(1) / fold_div.max(1);
     let want = [x.dim(0), fold, x.dim(2), x.dim(3)];
     if fold > 0 && cache.shape() != want {
-        return Err(Error::Shape(format!("online_shift: cache {:?} for a frame {:?}, expected {want:?}", cache.shape(), x.shape())));
+        return Err(Error::Shape(format!(
+            "online_shift: cache {:?} for a frame {:?}, expected {want:?}",
+            cache.shape(),
+            x.shape()
+        )));
     }
     // engine/src/ops/temporal_shift_online.rs: one kernel, gradients to x and to the cache.
     x.try_temporal_shift_online(if fold > 0 { Some(cache) } else { None }, fold_div)
@@ -211,9 +221,19 @@ pub struct Bottleneck {
 }
 
 impl Bottleneck {
-    fn new(init: &mut Init, cin: usize, c: usize, expansion: usize, stride: usize, shifted: bool) -> Result<Bottleneck> {
+    fn new(
+        init: &mut Init,
+        cin: usize,
+        c: usize,
+        expansion: usize,
+        stride: usize,
+        shifted: bool,
+    ) -> Result<Bottleneck> {
         let downsample = if stride != 1 || cin != c * expansion {
-            Some((conv_weight(init, c * expansion, cin, 1)?, BatchNorm::new(init, c * expansion)?))
+            Some((
+                conv_weight(init, c * expansion, cin, 1)?,
+                BatchNorm::new(init, c * expansion)?,
+            ))
         } else {
             None
         };
@@ -234,9 +254,24 @@ impl Bottleneck {
     /// -> (B·T, C·4, H/stride, W/stride).
     pub fn forward(&self, x: &Tensor, shifted: &Tensor, train: bool) -> Result<Tensor> {
         let s = self.stride;
-        let out = self.bn1.forward(&shifted.try_conv2d(&self.conv1, None, [1, 1], [0, 0], 1)?, train)?.try_relu()?;
-        let out = self.bn2.forward(&out.try_conv2d(&self.conv2, None, [s, s], [1, 1], 1)?, train)?.try_relu()?;
-        let out = self.bn3.forward(&out.try_conv2d(&self.conv3, None, [1, 1], [0, 0], 1)?, train)?;
+        let out = self
+            .bn1
+            .forward(
+                &shifted.try_conv2d(&self.conv1, None, [1, 1], [0, 0], 1)?,
+                train,
+            )?
+            .try_relu()?;
+        let out = self
+            .bn2
+            .forward(
+                &out.try_conv2d(&self.conv2, None, [s, s], [1, 1], 1)?,
+                train,
+            )?
+            .try_relu()?;
+        let out = self.bn3.forward(
+            &out.try_conv2d(&self.conv3, None, [1, 1], [0, 0], 1)?,
+            train,
+        )?;
         let identity = match &self.downsample {
             Some((w, bn)) => bn.forward(&x.try_conv2d(w, None, [s, s], [0, 0], 1)?, train)?,
             None => x.clone(),
@@ -245,7 +280,11 @@ impl Bottleneck {
     }
 
     fn params(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
-        let conv1 = if self.shifted { format!("{p}.conv1.net.weight") } else { format!("{p}.conv1.weight") };
+        let conv1 = if self.shifted {
+            format!("{p}.conv1.net.weight")
+        } else {
+            format!("{p}.conv1.weight")
+        };
         out.push((conv1, self.conv1.clone()));
         self.bn1.params(&format!("{p}.bn1"), out);
         out.push((format!("{p}.conv2.weight"), self.conv2.clone()));
@@ -298,7 +337,14 @@ impl Tsm {
         let mut layers: [Vec<Bottleneck>; 4] = Default::default();
         for (l, specs) in config.bottlenecks().into_iter().enumerate() {
             for (i, (cin, c, stride)) in specs.into_iter().enumerate() {
-                layers[l].push(Bottleneck::new(&mut init, cin, c, config.expansion, stride, config.shifted(i))?);
+                layers[l].push(Bottleneck::new(
+                    &mut init,
+                    cin,
+                    c,
+                    config.expansion,
+                    stride,
+                    config.shifted(i),
+                )?);
             }
         }
         // TSN._prepare_tsn: new_fc weight N(0, 0.001), bias 0.
@@ -306,12 +352,23 @@ impl Tsm {
             weight: init.normal(&[config.num_classes, config.feature_dim()], 0.001)?,
             bias: Some(init.constant(&[config.num_classes], 0.0)?),
         };
-        Ok(Tsm { config, conv1, bn1, layers, new_fc, step: AtomicU64::new(0), seed })
+        Ok(Tsm {
+            config,
+            conv1,
+            bn1,
+            layers,
+            new_fc,
+            step: AtomicU64::new(0),
+            seed,
+        })
     }
 
     /// Stem: conv1 7×7/2 p3 → bn1 → ReLU → max pool 3/2 p1. (N, 3, H, W) -> (N, stem, H/4, W/4)
     fn stem(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.bn1.forward(&x.try_conv2d(&self.conv1, None, [2, 2], [3, 3], 1)?, train)?.try_relu()?;
+        let y = self
+            .bn1
+            .forward(&x.try_conv2d(&self.conv1, None, [2, 2], [3, 3], 1)?, train)?
+            .try_relu()?;
         y.try_max_pool2d([3, 3], [2, 2], [1, 1])
     }
 
@@ -320,7 +377,10 @@ impl Tsm {
         let mut f = x.try_mean(&[2, 3], false)?; // (N, 2048)
         if train && self.config.dropout > 0.0 {
             let step = self.step.fetch_add(1, Ordering::Relaxed);
-            f = f.try_dropout(self.config.dropout, self.seed.wrapping_mul(0x9E37_79B9).wrapping_add(step))?;
+            f = f.try_dropout(
+                self.config.dropout,
+                self.seed.wrapping_mul(0x9E37_79B9).wrapping_add(step),
+            )?;
         }
         self.new_fc.forward(&f)
     }
@@ -329,7 +389,11 @@ impl Tsm {
     /// mean of the frames' logits.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = &self.config;
-        if x.rank() != 4 || x.shape()[1..] != [3, c.height, c.width] || !x.dim(0).is_multiple_of(c.n_segment) || x.dim(0) == 0 {
+        if x.rank() != 4
+            || x.shape()[1..] != [3, c.height, c.width]
+            || !x.dim(0).is_multiple_of(c.n_segment)
+            || x.dim(0) == 0
+        {
             return Err(Error::Shape(format!(
                 "TSM: input of shape {:?}, expected (B·{}, 3, {}, {}) with B ≥ 1",
                 x.shape(),
@@ -345,12 +409,18 @@ impl Tsm {
             // Checkpoint segments: a stage is a ResNet layer, a block a Bottleneck.
             x = crate::blocks::stage(&x, layer, move |blk, _, x| {
                 // Residual shift: conv1 sees the shifted x, the shortcut the unshifted one.
-                let shifted = if blk.shifted { x.try_temporal_shift(n_segment, fold_div)? } else { x.clone() };
+                let shifted = if blk.shifted {
+                    x.try_temporal_shift(n_segment, fold_div)?
+                } else {
+                    x.clone()
+                };
                 blk.forward(x, &shifted, train)
             })?;
         }
         let logits = self.head(&x, train)?; // (B·T, classes)
-        logits.try_reshape(&[b, c.n_segment, c.num_classes])?.try_mean(&[1], false) // consensus 'avg'
+        logits
+            .try_reshape(&[b, c.n_segment, c.num_classes])?
+            .try_mean(&[1], false) // consensus 'avg'
     }
 
     /// Online inference (eval mode): one frame (B, 3, H, W) -> that frame's logits (B, classes).
@@ -373,7 +443,10 @@ impl Tsm {
                 let shifted = if blk.shifted {
                     let fold = x.dim(1) / c.fold_div;
                     if state.caches.len() == k {
-                        state.caches.push(Tensor::try_full(&[x.dim(0), fold, x.dim(2), x.dim(3)], 0.0)?);
+                        state.caches.push(Tensor::try_full(
+                            &[x.dim(0), fold, x.dim(2), x.dim(3)],
+                            0.0,
+                        )?);
                     }
                     let (shifted, cache) = online_shift(&x, &state.caches[k], c.fold_div)?;
                     state.caches[k] = cache;
@@ -392,7 +465,10 @@ impl Tsm {
     pub fn online_clip(&self, x: &Tensor, state: &mut OnlineState) -> Result<Tensor> {
         let t = self.config.n_segment;
         if x.rank() != 4 || !x.dim(0).is_multiple_of(t) {
-            return Err(Error::Shape(format!("TSM online: clip of shape {:?}, expected (B·{t}, 3, H, W)", x.shape())));
+            return Err(Error::Shape(format!(
+                "TSM online: clip of shape {:?}, expected (B·{t}, 3, H, W)",
+                x.shape()
+            )));
         }
         let b = x.dim(0) / t;
         let s = x.shape().to_vec();
@@ -465,7 +541,13 @@ fn configure(mut c: Config, o: &BuildOptions) -> Result<Config> {
     Ok(c)
 }
 
-fn preset(name: &'static str, description: &'static str, config: Config, tiny: bool, build: fn(&BuildOptions) -> Result<Box<dyn VideoModel>>) -> Preset {
+fn preset(
+    name: &'static str,
+    description: &'static str,
+    config: Config,
+    tiny: bool,
+    build: fn(&BuildOptions) -> Result<Box<dyn VideoModel>>,
+) -> Preset {
     Preset {
         name,
         description,
@@ -481,9 +563,29 @@ fn preset(name: &'static str, description: &'static str, config: Config, tiny: b
 /// TSM presets.
 pub fn presets() -> Vec<Preset> {
     vec![
-        preset("tsm-r50", "TSM-ResNet50 8 segments, K400 (TSM scripts/train_tsm_kinetics_rgb_8f.sh)", Config::tsm_r50(), false,
-            |o| Ok(Box::new(Tsm::new(configure(Config::tsm_r50(), o)?, o.seed)?))),
-        preset("tsm-tiny", "TSM, tiny ResNet: 8x32x32, stem 8, widths 8/16/32/64, one block per layer", Config::tiny(NUM_CLASSES), true,
-            |o| Ok(Box::new(Tsm::new(configure(Config::tiny(NUM_CLASSES), o)?, o.seed)?))),
+        preset(
+            "tsm-r50",
+            "TSM-ResNet50 8 segments, K400 (TSM scripts/train_tsm_kinetics_rgb_8f.sh)",
+            Config::tsm_r50(),
+            false,
+            |o| {
+                Ok(Box::new(Tsm::new(
+                    configure(Config::tsm_r50(), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
+        preset(
+            "tsm-tiny",
+            "TSM, tiny ResNet: 8x32x32, stem 8, widths 8/16/32/64, one block per layer",
+            Config::tiny(NUM_CLASSES),
+            true,
+            |o| {
+                Ok(Box::new(Tsm::new(
+                    configure(Config::tiny(NUM_CLASSES), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
     ]
 }

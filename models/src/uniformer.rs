@@ -72,7 +72,11 @@ impl Config {
 
     /// UniFormer-B, K400 16×224² (UNI `exp/uniformer_b16x4_k400`): depth 5/8/20/7, drop path 0.3.
     pub fn uniformer_b() -> Config {
-        Config { depth: [5, 8, 20, 7], drop_path_rate: 0.3, ..Config::uniformer_s() }
+        Config {
+            depth: [5, 8, 20, 7],
+            drop_path_rate: 0.3,
+            ..Config::uniformer_s()
+        }
     }
 
     /// A tiny UniFormer for the synthetic set: 8 frames of 32², channels 16/32/48/64, one block
@@ -97,7 +101,12 @@ impl Config {
     pub fn grids(&self) -> [[usize; 3]; 4] {
         let t = (self.frames + 2 - 3) / 2 + 1; // k 3, s 2, p 1
         let (h, w) = (self.height / 4, self.width / 4);
-        [[t, h, w], [t, h / 2, w / 2], [t, h / 4, w / 4], [t, h / 8, w / 8]]
+        [
+            [t, h, w],
+            [t, h / 2, w / 2],
+            [t, h / 4, w / 4],
+            [t, h / 8, w / 8],
+        ]
     }
 
     /// Parameters, counted from the config (the official model's, with the head).
@@ -106,12 +115,23 @@ impl Config {
         let m = self.mlp_ratio;
         let lin = |i: usize, o: usize| i * o + o;
         let dpe = |c: usize| 27 * c + c;
-        let cblock = |c: usize| dpe(c) + 2 * lin(c, c) + 125 * c + c + 2 * 2 * c + lin(c, m * c) + lin(m * c, c);
+        let cblock = |c: usize| {
+            dpe(c) + 2 * lin(c, c) + 125 * c + c + 2 * 2 * c + lin(c, m * c) + lin(m * c, c)
+        };
         let sablock = |c: usize| {
-            let qkv = if self.qkv_bias { lin(c, 3 * c) } else { 3 * c * c };
+            let qkv = if self.qkv_bias {
+                lin(c, 3 * c)
+            } else {
+                3 * c * c
+            };
             dpe(c) + 2 * 2 * c + qkv + lin(c, c) + lin(c, m * c) + lin(m * c, c)
         };
-        let embed = 3 * 48 * e[0] + e[0] + 2 * e[0] + (1..4).map(|k| 4 * e[k - 1] * e[k] + e[k] + 2 * e[k]).sum::<usize>();
+        let embed = 3 * 48 * e[0]
+            + e[0]
+            + 2 * e[0]
+            + (1..4)
+                .map(|k| 4 * e[k - 1] * e[k] + e[k] + 2 * e[k])
+                .sum::<usize>();
         let blocks = self.depth[0] * cblock(e[0])
             + self.depth[1] * cblock(e[1])
             + self.depth[2] * sablock(e[2])
@@ -125,8 +145,10 @@ impl Config {
         let m = self.mlp_ratio as f64;
         let n = self.grids().map(|[t, h, w]| (t * h * w) as f64);
         let cblock = |n: f64, c: f64| n * (27.0 * c + 2.0 * c * c + 125.0 * c + 2.0 * m * c * c);
-        let sablock = |n: f64, c: f64| n * (27.0 * c + 4.0 * c * c + 2.0 * m * c * c) + 2.0 * n * n * c;
-        let embed = n[0] * e[0] * 3.0 * 48.0 + (1..4).map(|k| n[k] * e[k] * e[k - 1] * 4.0).sum::<f64>();
+        let sablock =
+            |n: f64, c: f64| n * (27.0 * c + 4.0 * c * c + 2.0 * m * c * c) + 2.0 * n * n * c;
+        let embed =
+            n[0] * e[0] * 3.0 * 48.0 + (1..4).map(|k| n[k] * e[k] * e[k - 1] * 4.0).sum::<f64>();
         let d = self.depth.map(|v| v as f64);
         embed
             + d[0] * cblock(n[0], e[0])
@@ -138,20 +160,39 @@ impl Config {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::Config(format!("UniFormer config: {what}")));
-        if self.frames == 0 || !self.height.is_multiple_of(32) || !self.width.is_multiple_of(32) || self.height == 0 || self.width == 0 {
+        if self.frames == 0
+            || !self.height.is_multiple_of(32)
+            || !self.width.is_multiple_of(32)
+            || self.height == 0
+            || self.width == 0
+        {
             return bad(format!(
                 "clip {}×{}×{}: frames must be ≥ 1 and height, width positive multiples of 32 (patch 4, then three 2× merges)",
                 self.frames, self.height, self.width
             ));
         }
-        if self.head_dim == 0 || self.embed_dim.iter().any(|&c| c == 0 || c % self.head_dim != 0) {
-            return bad(format!("embed_dim {:?} must be positive multiples of head_dim {}", self.embed_dim, self.head_dim));
+        if self.head_dim == 0
+            || self
+                .embed_dim
+                .iter()
+                .any(|&c| c == 0 || c % self.head_dim != 0)
+        {
+            return bad(format!(
+                "embed_dim {:?} must be positive multiples of head_dim {}",
+                self.embed_dim, self.head_dim
+            ));
         }
         if self.mlp_ratio == 0 || self.num_classes == 0 {
-            return bad(format!("mlp_ratio {} and classes {} must be positive", self.mlp_ratio, self.num_classes));
+            return bad(format!(
+                "mlp_ratio {} and classes {} must be positive",
+                self.mlp_ratio, self.num_classes
+            ));
         }
         if !(0.0..1.0).contains(&self.drop_path_rate) {
-            return bad(format!("drop_path_rate {} must be in [0, 1)", self.drop_path_rate));
+            return bad(format!(
+                "drop_path_rate {} must be in [0, 1)",
+                self.drop_path_rate
+            ));
         }
         Ok(())
     }
@@ -217,7 +258,13 @@ impl PatchEmbed {
 
     /// `PatchEmbed(patch_size = p, in_chans = cin, embed_dim = cout, std)`: `conv_1xnxn`, k = s
     /// = (1, p, p); with `std`, `conv_3xnxn_std`, k (3, p, p), s (1, p, p), padding (1, 0, 0).
-    pub fn plain(init: &mut Init, cin: usize, cout: usize, p: usize, std: bool) -> Result<PatchEmbed> {
+    pub fn plain(
+        init: &mut Init,
+        cin: usize,
+        cout: usize,
+        p: usize,
+        std: bool,
+    ) -> Result<PatchEmbed> {
         if std {
             PatchEmbed::with_conv(init, cin, cout, [3, p, p], [1, p, p], [1, 0, 0])
         } else {
@@ -225,8 +272,20 @@ impl PatchEmbed {
         }
     }
 
-    fn with_conv(init: &mut Init, cin: usize, cout: usize, k: [usize; 3], stride: [usize; 3], padding: [usize; 3]) -> Result<PatchEmbed> {
-        Ok(PatchEmbed { proj: Conv::new(init, cout, cin, k)?, norm: LayerNorm::torch(init, cout, 1e-5)?, stride, padding })
+    fn with_conv(
+        init: &mut Init,
+        cin: usize,
+        cout: usize,
+        k: [usize; 3],
+        stride: [usize; 3],
+        padding: [usize; 3],
+    ) -> Result<PatchEmbed> {
+        Ok(PatchEmbed {
+            proj: Conv::new(init, cout, cin, k)?,
+            norm: LayerNorm::torch(init, cout, 1e-5)?,
+            stride,
+            padding,
+        })
     }
 
     /// (B, CIN, T, H, W) -> (B, COUT, T', H', W')
@@ -276,10 +335,15 @@ impl CBlock {
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (one, zero) = ([1, 1, 1], [0, 0, 0]);
         let x = x.try_add(&self.pos_embed.depthwise(x, 1)?)?;
-        let a = self.conv1.dense(&self.norm1.forward(&x, train)?, one, zero)?;
+        let a = self
+            .conv1
+            .dense(&self.norm1.forward(&x, train)?, one, zero)?;
         let a = self.conv2.dense(&self.attn.depthwise(&a, 2)?, one, zero)?;
         let x = residual(&x, &a, self.drop_path, train)?;
-        let h = self.fc1.dense(&self.norm2.forward(&x, train)?, one, zero)?.try_gelu()?;
+        let h = self
+            .fc1
+            .dense(&self.norm2.forward(&x, train)?, one, zero)?
+            .try_gelu()?;
         residual(&x, &self.fc2.dense(&h, one, zero)?, self.drop_path, train)
     }
 
@@ -351,11 +415,17 @@ impl SABlock {
         let s = x.shape().to_vec();
         let (b, c) = (s[0], s[1]);
         let x = x.try_add(&self.pos_embed.depthwise(x, 1)?)?;
-        let x = x.try_reshape(&[b, c, s[2] * s[3] * s[4]])?.try_transpose(1, 2)?; // (B, N, C)
-        // qkv (B, N, 3C) ordered [3][heads][d], as the official reshape(B, N, 3, heads, d) reads it
+        let x = x
+            .try_reshape(&[b, c, s[2] * s[3] * s[4]])?
+            .try_transpose(1, 2)?; // (B, N, C)
+                                   // qkv (B, N, 3C) ordered [3][heads][d], as the official reshape(B, N, 3, heads, d) reads it
         let qkv = self.qkv.forward(&self.norm1.forward(&x)?)?;
-        let scale = self.qk_scale.unwrap_or(1.0 / ((c / self.heads) as f32).sqrt()); // qk_scale or head_dim^-0.5, on q·kᵀ
-        let a = self.proj.forward(&crate::blocks::attention(&qkv, self.heads, scale)?)?;
+        let scale = self
+            .qk_scale
+            .unwrap_or(1.0 / ((c / self.heads) as f32).sqrt()); // qk_scale or head_dim^-0.5, on q·kᵀ
+        let a = self
+            .proj
+            .forward(&crate::blocks::attention(&qkv, self.heads, scale)?)?;
         let x = residual(&x, &a, self.drop_path, train)?;
         let h = self.fc1.forward(&self.norm2.forward(&x)?)?.try_gelu()?;
         let x = residual(&x, &self.fc2.forward(&h)?, self.drop_path, train)?;
@@ -400,23 +470,58 @@ impl UniFormer {
         ];
         // Stochastic depth decay rule: linspace(0, rate, Σ depth) over all blocks in order.
         let total: usize = config.depth.iter().sum();
-        let dpr = |i: usize| if total > 1 { config.drop_path_rate * i as f32 / (total - 1) as f32 } else { 0.0 };
-        let off = [0, config.depth[0], config.depth[0] + config.depth[1], config.depth[0] + config.depth[1] + config.depth[2]];
+        let dpr = |i: usize| {
+            if total > 1 {
+                config.drop_path_rate * i as f32 / (total - 1) as f32
+            } else {
+                0.0
+            }
+        };
+        let off = [
+            0,
+            config.depth[0],
+            config.depth[0] + config.depth[1],
+            config.depth[0] + config.depth[1] + config.depth[2],
+        ];
         let heads = e.map(|c| c / config.head_dim);
         let m = config.mlp_ratio;
         let cblocks = |init: &mut Init, s: usize| -> Result<Vec<CBlock>> {
-            (0..config.depth[s]).map(|i| CBlock::new(init, e[s], m, dpr(off[s] + i))).collect()
+            (0..config.depth[s])
+                .map(|i| CBlock::new(init, e[s], m, dpr(off[s] + i)))
+                .collect()
         };
         let blocks1 = cblocks(&mut init, 0)?;
         let blocks2 = cblocks(&mut init, 1)?;
         let sablocks = |init: &mut Init, s: usize| -> Result<Vec<SABlock>> {
-            (0..config.depth[s]).map(|i| SABlock::new(init, e[s], heads[s], m, config.qkv_bias, config.qk_scale, dpr(off[s] + i), 1e-6)).collect()
+            (0..config.depth[s])
+                .map(|i| {
+                    SABlock::new(
+                        init,
+                        e[s],
+                        heads[s],
+                        m,
+                        config.qkv_bias,
+                        config.qk_scale,
+                        dpr(off[s] + i),
+                        1e-6,
+                    )
+                })
+                .collect()
         };
         let blocks3 = sablocks(&mut init, 2)?;
         let blocks4 = sablocks(&mut init, 3)?;
         let norm = BatchNorm::new(&mut init, e[3])?;
         let head = Linear::new(&mut init, e[3], config.num_classes, true)?;
-        Ok(UniFormer { config, patch_embed, blocks1, blocks2, blocks3, blocks4, norm, head })
+        Ok(UniFormer {
+            config,
+            patch_embed,
+            blocks1,
+            blocks2,
+            blocks3,
+            blocks4,
+            norm,
+            head,
+        })
     }
 
     /// x (B, 3, T, H, W) -> features (B, C4, T', H/32, W/32) after the final BatchNorm3d.
@@ -521,7 +626,13 @@ fn configure(mut c: Config, o: &BuildOptions) -> Result<Config> {
     Ok(c)
 }
 
-fn preset(name: &'static str, description: &'static str, config: Config, tiny: bool, build: fn(&BuildOptions) -> Result<Box<dyn VideoModel>>) -> Preset {
+fn preset(
+    name: &'static str,
+    description: &'static str,
+    config: Config,
+    tiny: bool,
+    build: fn(&BuildOptions) -> Result<Box<dyn VideoModel>>,
+) -> Preset {
     Preset {
         name,
         description,
@@ -537,11 +648,41 @@ fn preset(name: &'static str, description: &'static str, config: Config, tiny: b
 /// UniFormer presets.
 pub fn presets() -> Vec<Preset> {
     vec![
-        preset("uniformer-s", "UniFormer-S 16x224, K400 (UNI exp/uniformer_s16x4_k400)", Config::uniformer_s(), false,
-            |o| Ok(Box::new(UniFormer::new(configure(Config::uniformer_s(), o)?, o.seed)?))),
-        preset("uniformer-b", "UniFormer-B 16x224, K400 (UNI exp/uniformer_b16x4_k400)", Config::uniformer_b(), false,
-            |o| Ok(Box::new(UniFormer::new(configure(Config::uniformer_b(), o)?, o.seed)?))),
-        preset("uniformer-tiny", "UniFormer, tiny: 8x32x32, channels 16/32/48/64, one block per stage", Config::tiny(NUM_CLASSES), true,
-            |o| Ok(Box::new(UniFormer::new(configure(Config::tiny(NUM_CLASSES), o)?, o.seed)?))),
+        preset(
+            "uniformer-s",
+            "UniFormer-S 16x224, K400 (UNI exp/uniformer_s16x4_k400)",
+            Config::uniformer_s(),
+            false,
+            |o| {
+                Ok(Box::new(UniFormer::new(
+                    configure(Config::uniformer_s(), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
+        preset(
+            "uniformer-b",
+            "UniFormer-B 16x224, K400 (UNI exp/uniformer_b16x4_k400)",
+            Config::uniformer_b(),
+            false,
+            |o| {
+                Ok(Box::new(UniFormer::new(
+                    configure(Config::uniformer_b(), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
+        preset(
+            "uniformer-tiny",
+            "UniFormer, tiny: 8x32x32, channels 16/32/48/64, one block per stage",
+            Config::tiny(NUM_CLASSES),
+            true,
+            |o| {
+                Ok(Box::new(UniFormer::new(
+                    configure(Config::tiny(NUM_CLASSES), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
     ]
 }

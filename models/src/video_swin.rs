@@ -81,11 +81,19 @@ pub struct AttnOptions {
 
 impl AttnOptions {
     /// The released configurations' choice: qkv bias, head_dim^−0.5.
-    pub const RELEASED: AttnOptions = AttnOptions { qkv_bias: true, qk_scale: None };
+    pub const RELEASED: AttnOptions = AttnOptions {
+        qkv_bias: true,
+        qk_scale: None,
+    };
 }
 
 impl Config {
-    fn base(embed_dim: usize, depths: &[usize], num_heads: &[usize], drop_path_rate: f32) -> Config {
+    fn base(
+        embed_dim: usize,
+        depths: &[usize],
+        num_heads: &[usize],
+        drop_path_rate: f32,
+    ) -> Config {
         Config {
             frames: 32,
             height: 224,
@@ -123,7 +131,11 @@ impl Config {
     /// Swin-B, Something-Something v2 (VST `swin_base_patch244_window1677_sthv2.py`): window
     /// 16×7×7 (no temporal shift at 32 frames: D = 16 is clamped), 174 classes.
     pub fn swin_b_ssv2() -> Config {
-        Config { window_size: [16, 7, 7], num_classes: 174, ..Config::base(128, &[2, 2, 18, 2], &[4, 8, 16, 32], 0.4) }
+        Config {
+            window_size: [16, 7, 7],
+            num_classes: 174,
+            ..Config::base(128, &[2, 2, 18, 2], &[4, 8, 16, 32], 0.4)
+        }
     }
 
     /// Swin-L (VST `configs/_base_/models/swin/swin_large.py`: C 192, heads 6..48) with the
@@ -171,7 +183,15 @@ impl Config {
     /// `dpr = torch.linspace(0, drop_path_rate, sum(depths))`: the rate of every block, in order.
     pub fn drop_path_rates(&self) -> Vec<f32> {
         let n: usize = self.depths.iter().sum();
-        (0..n).map(|i| if n > 1 { self.drop_path_rate * i as f32 / (n - 1) as f32 } else { 0.0 }).collect()
+        (0..n)
+            .map(|i| {
+                if n > 1 {
+                    self.drop_path_rate * i as f32 / (n - 1) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect()
     }
 
     /// Token grid (D, H, W) after the patch embedding of a clip [T, H, W] (padded up).
@@ -212,8 +232,16 @@ impl Config {
         for (i, &depth) in self.depths.iter().enumerate() {
             let c = self.dim(i) as f64;
             let win = video_swin_window([d, h, w], self.window_size, [0; 3]).window;
-            let padded: usize = [d, h, w].iter().zip(win).map(|(&g, w)| g.div_ceil(w) * w).product();
-            let (np, n, nwin) = (padded as f64, (d * h * w) as f64, (win[0] * win[1] * win[2]) as f64);
+            let padded: usize = [d, h, w]
+                .iter()
+                .zip(win)
+                .map(|(&g, w)| g.div_ceil(w) * w)
+                .product();
+            let (np, n, nwin) = (
+                padded as f64,
+                (d * h * w) as f64,
+                (win[0] * win[1] * win[2]) as f64,
+            );
             let m = self.mlp_ratio as f64;
             macs += depth as f64 * (np * 4.0 * c * c + 2.0 * np * nwin * c + n * 2.0 * m * c * c);
             if i + 1 < self.depths.len() {
@@ -227,12 +255,21 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::Config(format!("Video Swin config: {what}")));
         if self.patch_size.contains(&0) || self.window_size.contains(&0) {
-            return bad(format!("patch {:?} and window {:?} must be positive", self.patch_size, self.window_size));
+            return bad(format!(
+                "patch {:?} and window {:?} must be positive",
+                self.patch_size, self.window_size
+            ));
         }
         if [self.frames, self.height, self.width].contains(&0) {
-            return bad(format!("clip {}×{}×{} must be non-empty", self.frames, self.height, self.width));
+            return bad(format!(
+                "clip {}×{}×{} must be non-empty",
+                self.frames, self.height, self.width
+            ));
         }
-        if self.depths.is_empty() || self.depths.len() != self.num_heads.len() || self.depths.contains(&0) {
+        if self.depths.is_empty()
+            || self.depths.len() != self.num_heads.len()
+            || self.depths.contains(&0)
+        {
             return bad(format!(
                 "depths {:?} and num_heads {:?} must be non-empty, of equal length, depths ≥ 1",
                 self.depths, self.num_heads
@@ -240,7 +277,10 @@ impl Config {
         }
         for (i, &heads) in self.num_heads.iter().enumerate() {
             if heads == 0 || !self.dim(i).is_multiple_of(heads) {
-                return bad(format!("stage {i}: {} channels are not divisible by {heads} heads", self.dim(i)));
+                return bad(format!(
+                    "stage {i}: {} channels are not divisible by {heads} heads",
+                    self.dim(i)
+                ));
             }
         }
         if self.embed_dim == 0 || self.mlp_ratio == 0 || self.num_classes == 0 {
@@ -295,12 +335,27 @@ pub struct PatchEmbed3D {
 impl PatchEmbed3D {
     /// `PatchEmbed3D(patch_size, in_chans, embed_dim = c, norm_layer)`; `norm_eps`: the norm
     /// layer's eps, `None` for no norm (`norm_layer=None`, the class's default).
-    pub fn new(init: &mut Init, in_chans: usize, c: usize, patch_size: [usize; 3], norm_eps: Option<f32>) -> Result<Self> {
+    pub fn new(
+        init: &mut Init,
+        in_chans: usize,
+        c: usize,
+        patch_size: [usize; 3],
+        norm_eps: Option<f32>,
+    ) -> Result<Self> {
         let [pt, ph, pw] = patch_size;
         let fan_in = in_chans * pt * ph * pw;
-        let proj = (conv_default(init, &[c, in_chans, pt, ph, pw], fan_in)?, conv_default(init, &[c], fan_in)?);
-        let norm = norm_eps.map(|eps| LayerNorm::torch(init, c, eps)).transpose()?;
-        Ok(PatchEmbed3D { proj, norm, patch_size })
+        let proj = (
+            conv_default(init, &[c, in_chans, pt, ph, pw], fan_in)?,
+            conv_default(init, &[c], fan_in)?,
+        );
+        let norm = norm_eps
+            .map(|eps| LayerNorm::torch(init, c, eps))
+            .transpose()?;
+        Ok(PatchEmbed3D {
+            proj,
+            norm,
+            patch_size,
+        })
     }
 
     /// x (B, in_chans, T, H, W) -> tokens (B, D, H', W', C), channels-last.
@@ -349,9 +404,11 @@ impl WindowAttention3D {
     /// window partition, bias, shift mask, window reverse and crop are inside the fused op.
     pub fn forward(&self, x: &Tensor, win: SwinWindow) -> Result<Tensor> {
         let c = x.dim(-1);
-        let scale = self.qk_scale.unwrap_or(((c / self.num_heads) as f32).powf(-0.5)); // qk_scale or head_dim^−0.5
+        let scale = self
+            .qk_scale
+            .unwrap_or(((c / self.num_heads) as f32).powf(-0.5)); // qk_scale or head_dim^−0.5
         let qkv = self.qkv.forward(x)?; // (B, D, H, W, 3C), last dim [3][heads][hd]
-        // The op gives pad tokens the qkv of a zero row, i.e. the bias: zeros without one.
+                                        // The op gives pad tokens the qkv of a zero row, i.e. the bias: zeros without one.
         let zero;
         let bias = match self.qkv.bias.as_ref() {
             Some(b) => b,
@@ -360,7 +417,13 @@ impl WindowAttention3D {
                 &zero
             }
         };
-        let y = qkv.try_window_attention(bias, &self.relative_position_bias_table, self.num_heads, scale, win)?;
+        let y = qkv.try_window_attention(
+            bias,
+            &self.relative_position_bias_table,
+            self.num_heads,
+            scale,
+            win,
+        )?;
         self.proj.forward(&y) // (B, D, H, W, C)
     }
 }
@@ -413,16 +476,29 @@ impl SwinTransformerBlock3D {
                 qk_scale: attn.qk_scale,
             },
             norm2: LayerNorm::torch(init, c, LN_EPS)?,
-            mlp: Mlp { fc1: Linear::new(init, c, mlp_ratio * c, true)?, fc2: Linear::new(init, mlp_ratio * c, c, true)? },
+            mlp: Mlp {
+                fc1: Linear::new(init, c, mlp_ratio * c, true)?,
+                fc2: Linear::new(init, mlp_ratio * c, c, true)?,
+            },
             shifted,
             drop_path,
         })
     }
 
     /// x (B, D, H, W, C) -> (B, D, H, W, C). `window` is the configured window.
-    pub fn forward(&self, x: &Tensor, window: [usize; 3], train: bool, seed: u64) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        window: [usize; 3],
+        train: bool,
+        seed: u64,
+    ) -> Result<Tensor> {
         let dims = [x.dim(1), x.dim(2), x.dim(3)];
-        let shift = if self.shifted { window.map(|w| w / 2) } else { [0; 3] };
+        let shift = if self.shifted {
+            window.map(|w| w / 2)
+        } else {
+            [0; 3]
+        };
         // Official get_window_size: an axis with size ≤ window takes the size and shift 0.
         let win = video_swin_window(dims, window, shift);
         let a = self.attn.forward(&self.norm1.forward(x)?, win)?;
@@ -433,7 +509,10 @@ impl SwinTransformerBlock3D {
 
     fn params(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
         self.norm1.params(&format!("{p}.norm1"), out);
-        out.push((format!("{p}.attn.relative_position_bias_table"), self.attn.relative_position_bias_table.clone()));
+        out.push((
+            format!("{p}.attn.relative_position_bias_table"),
+            self.attn.relative_position_bias_table.clone(),
+        ));
         self.attn.qkv.params(&format!("{p}.attn.qkv"), out);
         self.attn.proj.params(&format!("{p}.attn.proj"), out);
         self.norm2.params(&format!("{p}.norm2"), out);
@@ -453,7 +532,10 @@ pub struct PatchMerging {
 impl PatchMerging {
     /// `PatchMerging(dim)`: reduction Linear(4·dim → 2·dim, no bias), norm LayerNorm(4·dim).
     pub fn new(init: &mut Init, dim: usize) -> Result<PatchMerging> {
-        Ok(PatchMerging { reduction: Linear::new(init, 4 * dim, 2 * dim, false)?, norm: LayerNorm::torch(init, 4 * dim, LN_EPS)? })
+        Ok(PatchMerging {
+            reduction: Linear::new(init, 4 * dim, 2 * dim, false)?,
+            norm: LayerNorm::torch(init, 4 * dim, LN_EPS)?,
+        })
     }
 
     /// Parameters under `prefix` (`layers.{i}.downsample` in the backbone), official names.
@@ -495,15 +577,37 @@ impl BasicLayer {
         attn: AttnOptions,
     ) -> Result<BasicLayer> {
         if drop_path.len() != depth {
-            return Err(Error::Config(format!("Video Swin BasicLayer: {} drop-path rates for {depth} blocks", drop_path.len())));
+            return Err(Error::Config(format!(
+                "Video Swin BasicLayer: {} drop-path rates for {depth} blocks",
+                drop_path.len()
+            )));
         }
         let [wd, wh, ww] = window_size;
         let table = (2 * wd - 1) * (2 * wh - 1) * (2 * ww - 1);
         let blocks = (0..depth)
-            .map(|j| SwinTransformerBlock3D::new(init, dim, num_heads, table, mlp_ratio, j % 2 == 1, drop_path[j], attn))
+            .map(|j| {
+                SwinTransformerBlock3D::new(
+                    init,
+                    dim,
+                    num_heads,
+                    table,
+                    mlp_ratio,
+                    j % 2 == 1,
+                    drop_path[j],
+                    attn,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
-        let downsample = if downsample { Some(PatchMerging::new(init, dim)?) } else { None };
-        Ok(BasicLayer { blocks, downsample, window_size })
+        let downsample = if downsample {
+            Some(PatchMerging::new(init, dim)?)
+        } else {
+            None
+        };
+        Ok(BasicLayer {
+            blocks,
+            downsample,
+            window_size,
+        })
     }
 
     /// Parameters under `prefix` (`layers.{i}` in the backbone), official names.
@@ -518,7 +622,9 @@ impl BasicLayer {
 
     pub fn forward(&self, x: &Tensor, train: bool, seed: u64) -> Result<Tensor> {
         let window = self.window_size;
-        let blocks = move |blk: &SwinTransformerBlock3D, j: usize, x: &Tensor| blk.forward(x, window, train, seed.wrapping_add(j as u64 * 2));
+        let blocks = move |blk: &SwinTransformerBlock3D, j: usize, x: &Tensor| {
+            blk.forward(x, window, train, seed.wrapping_add(j as u64 * 2))
+        };
         let x = crate::blocks::blocks(x, &self.blocks, blocks)?; // checkpoint segments
         match &self.downsample {
             // Its 4C concatenation and norm are not kept either under `--checkpoint blocks`.
@@ -565,7 +671,13 @@ impl VideoSwin {
     pub fn new(config: Config, seed: u64) -> Result<VideoSwin> {
         config.validate()?;
         let mut init = Init::new(seed);
-        let patch_embed = PatchEmbed3D::new(&mut init, 3, config.embed_dim, config.patch_size, config.patch_norm.then_some(LN_EPS))?;
+        let patch_embed = PatchEmbed3D::new(
+            &mut init,
+            3,
+            config.embed_dim,
+            config.patch_size,
+            config.patch_norm.then_some(LN_EPS),
+        )?;
         let rates = config.drop_path_rates();
         let n = config.depths.len();
         let mut layers = Vec::with_capacity(n);
@@ -573,13 +685,37 @@ impl VideoSwin {
         for (i, (&depth, &heads)) in config.depths.iter().zip(&config.num_heads).enumerate() {
             let layer_rates = &rates[first..first + depth];
             first += depth;
-            layers.push(BasicLayer::new(&mut init, config.dim(i), depth, heads, config.window_size, config.mlp_ratio, layer_rates, i + 1 < n, config.attn)?);
+            layers.push(BasicLayer::new(
+                &mut init,
+                config.dim(i),
+                depth,
+                heads,
+                config.window_size,
+                config.mlp_ratio,
+                layer_rates,
+                i + 1 < n,
+                config.attn,
+            )?);
         }
         let f = config.num_features();
         let norm = LayerNorm::torch(&mut init, f, LN_EPS)?;
-        let fc_cls = Linear { weight: init.normal(&[config.num_classes, f], 0.01)?, bias: Some(init.constant(&[config.num_classes], 0.0)?) };
-        let cls_head = I3DHead { fc_cls, dropout: config.head_dropout };
-        Ok(VideoSwin { config, patch_embed, layers, norm, cls_head, steps: Cell::new(0), seed })
+        let fc_cls = Linear {
+            weight: init.normal(&[config.num_classes, f], 0.01)?,
+            bias: Some(init.constant(&[config.num_classes], 0.0)?),
+        };
+        let cls_head = I3DHead {
+            fc_cls,
+            dropout: config.head_dropout,
+        };
+        Ok(VideoSwin {
+            config,
+            patch_embed,
+            layers,
+            norm,
+            cls_head,
+            steps: Cell::new(0),
+            seed,
+        })
     }
 
     /// x (B, 3, T, H, W) -> logits (B, classes). Any T, H, W ≥ 1: the embedding and the windows
@@ -679,9 +815,24 @@ fn configure(mut c: Config, o: &BuildOptions) -> Result<Config> {
     Ok(c)
 }
 
-fn preset(name: &'static str, description: &'static str, config: fn() -> Config, tiny: bool, build: fn(&BuildOptions) -> Result<Box<dyn VideoModel>>) -> Preset {
+fn preset(
+    name: &'static str,
+    description: &'static str,
+    config: fn() -> Config,
+    tiny: bool,
+    build: fn(&BuildOptions) -> Result<Box<dyn VideoModel>>,
+) -> Preset {
     let c = config();
-    Preset { name, description, params: c.num_params(), gmacs: c.macs() / 1e9, clip: [c.frames, c.height, c.width], tiny, num_classes: c.num_classes, build }
+    Preset {
+        name,
+        description,
+        params: c.num_params(),
+        gmacs: c.macs() / 1e9,
+        clip: [c.frames, c.height, c.width],
+        tiny,
+        num_classes: c.num_classes,
+        build,
+    }
 }
 
 fn tiny_config() -> Config {

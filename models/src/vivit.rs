@@ -31,7 +31,9 @@
 //! describes Lt = 4 (354.9M), as do the SSv2 and Epic-Kitchens configs.
 
 mod factorised;
-pub use factorised::{FactorisedEncoder, FactorisedSelfAttentionBlock, FactorisedViViT, Transformer};
+pub use factorised::{
+    FactorisedEncoder, FactorisedSelfAttentionBlock, FactorisedViViT, Transformer,
+};
 
 use tubelet::nn::{Dense, Init, LayerNorm};
 use tubelet::{Error, Result, Tensor};
@@ -177,7 +179,10 @@ impl Config {
     /// ViViT-B/16×2 FE, K400 (scenic `configs/kinetics400/vivit_base_factorised_encoder.py`):
     /// 12 spatial + 4 temporal layers.
     pub fn vivit_b_16x2_fe() -> Config {
-        Config { model: Model::FactorisedEncoder { temporal_layers: 4 }, ..Config::vivit_b_16x2() }
+        Config {
+            model: Model::FactorisedEncoder { temporal_layers: 4 },
+            ..Config::vivit_b_16x2()
+        }
     }
 
     /// ViViT-L/16×2 FE, K400 (scenic `configs/kinetics400/vivit_large_factorised_encoder.py`):
@@ -189,19 +194,29 @@ impl Config {
             layers: 24,
             heads: 16,
             mlp_dim: 4096,
-            model: Model::FactorisedEncoder { temporal_layers: 24 },
+            model: Model::FactorisedEncoder {
+                temporal_layers: 24,
+            },
             ..Config::vivit_b_16x2()
         }
     }
 
     /// ViViT-B/16×2 Model 3 (paper Table 2 setting; no released config), `gap` classifier.
     pub fn vivit_b_16x2_fsa() -> Config {
-        Config { model: Model::FactorisedSelfAttention, classifier: Classifier::Gap, ..Config::vivit_b_16x2() }
+        Config {
+            model: Model::FactorisedSelfAttention,
+            classifier: Classifier::Gap,
+            ..Config::vivit_b_16x2()
+        }
     }
 
     /// ViViT-B/16×2 Model 4 (paper Table 2 setting; no released config), `gap` classifier.
     pub fn vivit_b_16x2_fdp() -> Config {
-        Config { model: Model::FactorisedDotProduct, classifier: Classifier::Gap, ..Config::vivit_b_16x2() }
+        Config {
+            model: Model::FactorisedDotProduct,
+            classifier: Classifier::Gap,
+            ..Config::vivit_b_16x2()
+        }
     }
 
     /// A tiny Model 1 for the synthetic moving-shapes set (trains in minutes on lavapipe):
@@ -234,7 +249,11 @@ impl Config {
             Model::SpatioTemporal | Model::FactorisedEncoder { .. } => Classifier::Token,
             Model::FactorisedSelfAttention | Model::FactorisedDotProduct => Classifier::Gap,
         };
-        Config { model, classifier, ..Config::tiny(num_classes) }
+        Config {
+            model,
+            classifier,
+            ..Config::tiny(num_classes)
+        }
     }
 
     /// The embedding's kernel (ft, fh, fw): the tubelet, or (1, fh, fw) for uniform frame
@@ -253,7 +272,10 @@ impl Config {
     /// NOTE: `arange` over floats has ceil((T − s)/s) elements, which can be n + 1 when
     /// T/(n+1) rounds down (computed here in f64, as numpy and jax with x64 do).
     pub fn sampled_frames(&self) -> Option<Vec<usize>> {
-        let TemporalEncoding::UniformFrameSampling { n_sampled_frames: n } = self.temporal_encoding else {
+        let TemporalEncoding::UniformFrameSampling {
+            n_sampled_frames: n,
+        } = self.temporal_encoding
+        else {
             return None;
         };
         let t = self.frames;
@@ -262,7 +284,11 @@ impl Config {
         }
         let step = t as f64 / (n + 1) as f64;
         let len = ((t as f64 - step) / step).ceil() as usize;
-        Some((0..len).map(|i| ((step + i as f64 * step).round_ties_even() as usize).min(t - 1)).collect())
+        Some(
+            (0..len)
+                .map(|i| ((step + i as f64 * step).round_ties_even() as usize).min(t - 1))
+                .collect(),
+        )
     }
 
     /// Tokens per clip without the cls token.
@@ -276,7 +302,12 @@ impl Config {
     pub fn grid(&self) -> crate::grid_attention::Grid {
         let [ft, fh, fw] = self.patch();
         let t = self.sampled_frames().map_or(self.frames / ft, |f| f.len());
-        crate::grid_attention::Grid { t, h: self.height / fh, w: self.width / fw, order: crate::grid_attention::Order::Thw }
+        crate::grid_attention::Grid {
+            t,
+            h: self.height / fh,
+            w: self.width / fw,
+            order: crate::grid_attention::Order::Thw,
+        }
     }
 
     /// The classifier's input width: `representation_size`, or D.
@@ -297,31 +328,47 @@ impl Config {
         let pre_logits = self.representation_size.map_or(0, |r| d * r + r);
         let head = 2 * d + pre_logits + self.head_dim() * self.num_classes + self.num_classes;
         let k = self.classifier.cls_tokens(); // 1 with a cls token (and its posemb row)
-        embed + head + match self.model {
-            // cls + posemb (N + 1) + blocks.
-            Model::SpatioTemporal => k * d + (self.num_patches() + k) * d + self.layers * block,
-            // No cls token (`gap`): posemb (N) + blocks.
-            Model::FactorisedDotProduct => self.num_patches() * d + self.layers * block,
-            // cls + posemb (ns + 1) + blocks + norm, spatial; the same, temporal (norm in `head`).
-            Model::FactorisedEncoder { temporal_layers } => {
-                let temporal_block = block_of(self.temporal_mlp_dim.unwrap_or(self.mlp_dim));
-                k * d + (ns + k) * d + self.layers * block + 2 * d + k * d + (nt + k) * d + temporal_layers * temporal_block
+        embed
+            + head
+            + match self.model {
+                // cls + posemb (N + 1) + blocks.
+                Model::SpatioTemporal => k * d + (self.num_patches() + k) * d + self.layers * block,
+                // No cls token (`gap`): posemb (N) + blocks.
+                Model::FactorisedDotProduct => self.num_patches() * d + self.layers * block,
+                // cls + posemb (ns + 1) + blocks + norm, spatial; the same, temporal (norm in `head`).
+                Model::FactorisedEncoder { temporal_layers } => {
+                    let temporal_block = block_of(self.temporal_mlp_dim.unwrap_or(self.mlp_dim));
+                    k * d
+                        + (ns + k) * d
+                        + self.layers * block
+                        + 2 * d
+                        + k * d
+                        + (nt + k) * d
+                        + temporal_layers * temporal_block
+                }
+                // A second LN and attention per block (time and space).
+                Model::FactorisedSelfAttention => {
+                    self.num_patches() * d + self.layers * (block + 2 * d + 4 * (d * d + d))
+                }
             }
-            // A second LN and attention per block (time and space).
-            Model::FactorisedSelfAttention => self.num_patches() * d + self.layers * (block + 2 * d + 4 * (d * d + d)),
-        }
     }
 
     /// Multiply-accumulates of one clip (conv, linear and the two attention matmuls: the
     /// papers' "FLOPs" convention).
     pub fn macs(&self) -> f64 {
         let [ft, fh, fw] = self.patch();
-        let (n, d, m) = (self.num_patches() as f64, self.hidden as f64, self.mlp_dim as f64);
+        let (n, d, m) = (
+            self.num_patches() as f64,
+            self.hidden as f64,
+            self.mlp_dim as f64,
+        );
         let g = self.grid();
         let (nt, ns) = (g.t as f64, (g.h * g.w) as f64);
         let embed = n * (ft * fh * fw * 3) as f64 * d;
         // A ViT block over `len` tokens; the attention matmuls over `keys` keys per query.
-        let block_of = |len: f64, keys: f64, m: f64| len * d * 3.0 * d + 2.0 * len * keys * d + len * d * d + 2.0 * len * d * m;
+        let block_of = |len: f64, keys: f64, m: f64| {
+            len * d * 3.0 * d + 2.0 * len * keys * d + len * d * d + 2.0 * len * d * m
+        };
         let block = |len: f64, keys: f64| block_of(len, keys, m);
         let layers = self.layers as f64;
         let k = self.classifier.cls_tokens() as f64;
@@ -329,7 +376,8 @@ impl Config {
             Model::SpatioTemporal => layers * block(n + k, n + k),
             Model::FactorisedEncoder { temporal_layers } => {
                 let mt = self.temporal_mlp_dim.unwrap_or(self.mlp_dim) as f64;
-                nt * layers * block(ns + k, ns + k) + temporal_layers as f64 * block_of(nt + k, nt + k, mt)
+                nt * layers * block(ns + k, ns + k)
+                    + temporal_layers as f64 * block_of(nt + k, nt + k, mt)
             }
             // Time and space attention (4D² each for q, k, v, out), then the MLP.
             Model::FactorisedSelfAttention => {
@@ -345,36 +393,68 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         let [ft, fh, fw] = self.patch();
         let bad = |what: String| Err(Error::Config(format!("ViViT config: {what}")));
-        if self.temporal_encoding == (TemporalEncoding::UniformFrameSampling { n_sampled_frames: 0 }) {
+        if self.temporal_encoding
+            == (TemporalEncoding::UniformFrameSampling {
+                n_sampled_frames: 0,
+            })
+        {
             return bad("uniform frame sampling needs n_sampled_frames ≥ 1".into());
         }
         if self.representation_size == Some(0) {
-            return bad("representation_size 0 (a pre_logits layer of width 0); use None for none".into());
+            return bad(
+                "representation_size 0 (a pre_logits layer of width 0); use None for none".into(),
+            );
         }
-        if ft == 0 || fh == 0 || fw == 0 || !self.frames.is_multiple_of(ft) || !self.height.is_multiple_of(fh) || !self.width.is_multiple_of(fw) {
+        if ft == 0
+            || fh == 0
+            || fw == 0
+            || !self.frames.is_multiple_of(ft)
+            || !self.height.is_multiple_of(fh)
+            || !self.width.is_multiple_of(fw)
+        {
             return bad(format!(
                 "clip {}×{}×{} is not a multiple of the tubelet {ft}×{fh}×{fw}",
                 self.frames, self.height, self.width
             ));
         }
         if self.heads == 0 || !self.hidden.is_multiple_of(self.heads) {
-            return bad(format!("hidden {} is not divisible by heads {}", self.hidden, self.heads));
+            return bad(format!(
+                "hidden {} is not divisible by heads {}",
+                self.hidden, self.heads
+            ));
         }
         if self.layers == 0 || self.mlp_dim == 0 || self.num_classes == 0 {
-            return bad(format!("layers {}, mlp_dim {}, classes {} must be positive", self.layers, self.mlp_dim, self.num_classes));
+            return bad(format!(
+                "layers {}, mlp_dim {}, classes {} must be positive",
+                self.layers, self.mlp_dim, self.num_classes
+            ));
         }
-        let (th, tm) = (self.temporal_heads.unwrap_or(self.heads), self.temporal_mlp_dim.unwrap_or(self.mlp_dim));
+        let (th, tm) = (
+            self.temporal_heads.unwrap_or(self.heads),
+            self.temporal_mlp_dim.unwrap_or(self.mlp_dim),
+        );
         if th == 0 || !self.hidden.is_multiple_of(th) || tm == 0 {
-            return bad(format!("temporal encoder: hidden {} is not divisible by heads {th}, or mlp_dim {tm} is 0", self.hidden));
+            return bad(format!(
+                "temporal encoder: hidden {} is not divisible by heads {th}, or mlp_dim {tm} is 0",
+                self.hidden
+            ));
         }
         match self.model {
-            Model::FactorisedEncoder { temporal_layers: 0 } => return bad("Model 2 needs temporal_layers > 0".into()),
+            Model::FactorisedEncoder { temporal_layers: 0 } => {
+                return bad("Model 2 needs temporal_layers > 0".into())
+            }
             Model::FactorisedDotProduct if !self.heads.is_multiple_of(2) => {
-                return bad(format!("Model 4 splits the heads in two halves: heads {} must be even", self.heads))
+                return bad(format!(
+                    "Model 4 splits the heads in two halves: heads {} must be even",
+                    self.heads
+                ))
             }
             _ => {}
         }
-        let factorised = matches!(self.model, Model::FactorisedSelfAttention | Model::FactorisedDotProduct);
+        let factorised = matches!(
+            self.model,
+            Model::FactorisedSelfAttention | Model::FactorisedDotProduct
+        );
         if factorised && matches!(self.classifier, Classifier::Token | Classifier::First) {
             // scenic ViViT: assert self.classifier not in ['token', '0'] for these attentions.
             // NOTE: `Config { model: Model 3 or 4, ..Config::tiny(n) }` keeps tiny's 'token':
@@ -402,18 +482,34 @@ impl MultiHeadDotProductAttention {
     pub fn new(init: &mut Init, d: usize, heads: usize) -> Result<Self> {
         let hd = d / heads;
         let mut qkv = || -> Result<(Tensor, Tensor)> {
-            Ok((init.xavier_uniform(&[d, heads, hd], d, d)?, init.constant(&[heads, hd], 0.0)?))
+            Ok((
+                init.xavier_uniform(&[d, heads, hd], d, d)?,
+                init.constant(&[heads, hd], 0.0)?,
+            ))
         };
         let (query, key, value) = (qkv()?, qkv()?, qkv()?);
-        let out = (init.xavier_uniform(&[heads, hd, d], d, d)?, init.constant(&[d], 0.0)?);
-        Ok(Self { query, key, value, out, heads })
+        let out = (
+            init.xavier_uniform(&[heads, hd, d], d, d)?,
+            init.constant(&[d], 0.0)?,
+        );
+        Ok(Self {
+            query,
+            key,
+            value,
+            out,
+            heads,
+        })
     }
 
     /// x (B, N, D) -> (B, N, D)
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let qkv = self.qkv(x)?; // (B, N, 3D)
-        // Flax scales the query by 1/√d before the dot product.
-        self.project(&crate::blocks::attention(&qkv, self.heads, self.scale(x.dim(-1)))?) // (B, N, D)
+                                // Flax scales the query by 1/√d before the dot product.
+        self.project(&crate::blocks::attention(
+            &qkv,
+            self.heads,
+            self.scale(x.dim(-1)),
+        )?) // (B, N, D)
     }
 
     /// 1/√d_head, Flax's query scaling.
@@ -426,11 +522,19 @@ impl MultiHeadDotProductAttention {
         let d = x.dim(-1);
         // One matmul for q, k and v: kernels (D, D) side by side -> (D, 3D), packed [3][H][d].
         let w = Tensor::try_cat(
-            &[&self.query.0.try_reshape(&[d, d])?, &self.key.0.try_reshape(&[d, d])?, &self.value.0.try_reshape(&[d, d])?],
+            &[
+                &self.query.0.try_reshape(&[d, d])?,
+                &self.key.0.try_reshape(&[d, d])?,
+                &self.value.0.try_reshape(&[d, d])?,
+            ],
             1,
         )?;
         let b = Tensor::try_cat(
-            &[&self.query.1.try_reshape(&[d])?, &self.key.1.try_reshape(&[d])?, &self.value.1.try_reshape(&[d])?],
+            &[
+                &self.query.1.try_reshape(&[d])?,
+                &self.key.1.try_reshape(&[d])?,
+                &self.value.1.try_reshape(&[d])?,
+            ],
             0,
         )?;
         x.try_matmul(&w)?.try_add(&b) // (…, 3D)
@@ -439,11 +543,17 @@ impl MultiHeadDotProductAttention {
     /// The `out` DenseGeneral: the heads' outputs (…, heads·d_head) -> (…, D).
     pub fn project(&self, o: &Tensor) -> Result<Tensor> {
         let d = self.out.1.dim(0);
-        o.try_matmul(&self.out.0.try_reshape(&[d, d])?)?.try_add(&self.out.1)
+        o.try_matmul(&self.out.0.try_reshape(&[d, d])?)?
+            .try_add(&self.out.1)
     }
 
     pub fn params(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
-        for (name, (k, b)) in [("query", &self.query), ("key", &self.key), ("value", &self.value), ("out", &self.out)] {
+        for (name, (k, b)) in [
+            ("query", &self.query),
+            ("key", &self.key),
+            ("value", &self.value),
+            ("out", &self.out),
+        ] {
             out.push((format!("{p}/{name}/kernel"), k.clone()));
             out.push((format!("{p}/{name}/bias"), b.clone()));
         }
@@ -459,7 +569,8 @@ pub struct MlpBlock {
 
 impl MlpBlock {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.dense_1.forward(&self.dense_0.forward(x)?.try_gelu_tanh()?)
+        self.dense_1
+            .forward(&self.dense_0.forward(x)?.try_gelu_tanh()?)
     }
 }
 
@@ -478,7 +589,10 @@ impl EncoderBlock {
             layer_norm_0: LayerNorm::flax(init, d)?,
             attention: MultiHeadDotProductAttention::new(init, d, heads)?,
             layer_norm_1: LayerNorm::flax(init, d)?,
-            mlp: MlpBlock { dense_0: Dense::new(init, d, mlp_dim)?, dense_1: Dense::new(init, mlp_dim, d)? },
+            mlp: MlpBlock {
+                dense_0: Dense::new(init, d, mlp_dim)?,
+                dense_1: Dense::new(init, mlp_dim, d)?,
+            },
         })
     }
 
@@ -489,7 +603,11 @@ impl EncoderBlock {
 
     /// The block with another attention function (scenic's `attention_fn`): `core` maps the
     /// packed qkv (B, N, 3D) to the heads' outputs (B, N, D), before the `out` projection.
-    pub fn forward_with(&self, x: &Tensor, core: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        core: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let o = core(&self.attention.qkv(&self.layer_norm_0.forward(x)?)?)?;
         let x = x.try_add(&self.attention.project(&o)?)?;
         x.try_add(&self.mlp.forward(&self.layer_norm_1.forward(&x)?)?)
@@ -499,10 +617,15 @@ impl EncoderBlock {
     /// `{p}/MlpBlock_0/Dense_{0,1}`.
     pub fn params(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
         self.layer_norm_0.params(&format!("{p}/LayerNorm_0"), out);
-        self.attention.params(&format!("{p}/MultiHeadDotProductAttention_0"), out);
+        self.attention
+            .params(&format!("{p}/MultiHeadDotProductAttention_0"), out);
         self.layer_norm_1.params(&format!("{p}/LayerNorm_1"), out);
-        self.mlp.dense_0.params(&format!("{p}/MlpBlock_0/Dense_0"), out);
-        self.mlp.dense_1.params(&format!("{p}/MlpBlock_0/Dense_1"), out);
+        self.mlp
+            .dense_0
+            .params(&format!("{p}/MlpBlock_0/Dense_0"), out);
+        self.mlp
+            .dense_1
+            .params(&format!("{p}/MlpBlock_0/Dense_1"), out);
     }
 }
 
@@ -529,7 +652,10 @@ pub fn tubelet_embed(c: &Config, embedding: &(Tensor, Tensor), x: &Tensor) -> Re
     let x = match c.sampled_frames() {
         // (B, T', H, W, 3): the kept frames, in order (a frame may repeat only when T' = T).
         Some(frames) => {
-            let picked = frames.iter().map(|&f| x.try_narrow(1, f, 1)).collect::<Result<Vec<_>>>()?;
+            let picked = frames
+                .iter()
+                .map(|&f| x.try_narrow(1, f, 1))
+                .collect::<Result<Vec<_>>>()?;
             Tensor::try_cat(&picked.iter().collect::<Vec<_>>(), 1)?
         }
         None => x.clone(),
@@ -553,14 +679,20 @@ fn new_embedding(init: &mut Init, c: &Config) -> Result<(Tensor, Tensor)> {
         TemporalEncoding::TubeletEmbedding => vec![ft, fh, fw, 3, c.hidden],
         TemporalEncoding::UniformFrameSampling { .. } => vec![fh, fw, 3, c.hidden],
     };
-    Ok((init.xavier_uniform(&shape, fan_in, c.hidden)?, init.constant(&[c.hidden], 0.0)?))
+    Ok((
+        init.xavier_uniform(&shape, fan_in, c.hidden)?,
+        init.constant(&[c.hidden], 0.0)?,
+    ))
 }
 
 /// scenic's `pre_logits`: a Dense(D → R) followed by tanh when `representation_size` is set
 /// (an IdentityLayer, no parameters, otherwise); the zero-initialised `output_projection`
 /// (R or D → classes) follows it.
 fn new_head(init: &mut Init, c: &Config) -> Result<(Option<Dense>, Dense)> {
-    let pre_logits = c.representation_size.map(|r| Dense::new(init, c.hidden, r)).transpose()?;
+    let pre_logits = c
+        .representation_size
+        .map(|r| Dense::new(init, c.hidden, r))
+        .transpose()?;
     Ok((pre_logits, Dense::zeros(init, c.head_dim(), c.num_classes)?))
 }
 
@@ -574,7 +706,11 @@ fn classify(pre_logits: &Option<Dense>, output_projection: &Dense, x: &Tensor) -
 }
 
 /// Keys `pre_logits/{kernel,bias}` (when present), then `output_projection/{kernel,bias}`.
-fn head_params(pre_logits: &Option<Dense>, output_projection: &Dense, out: &mut Vec<(String, Tensor)>) {
+fn head_params(
+    pre_logits: &Option<Dense>,
+    output_projection: &Dense,
+    out: &mut Vec<(String, Tensor)>,
+) {
     if let Some(dense) = pre_logits {
         dense.params("pre_logits", out);
     }
@@ -586,7 +722,9 @@ pub fn build(config: Config, seed: u64) -> Result<Box<dyn VideoModel>> {
     Ok(match config.model {
         Model::SpatioTemporal => Box::new(ViViT::new(config, seed)?),
         Model::FactorisedEncoder { .. } => Box::new(FactorisedEncoder::new(config, seed)?),
-        Model::FactorisedSelfAttention | Model::FactorisedDotProduct => Box::new(FactorisedViViT::new(config, seed)?),
+        Model::FactorisedSelfAttention | Model::FactorisedDotProduct => {
+            Box::new(FactorisedViViT::new(config, seed)?)
+        }
     })
 }
 
@@ -611,20 +749,36 @@ impl ViViT {
     pub fn new(config: Config, seed: u64) -> Result<ViViT> {
         config.validate()?;
         if config.model != Model::SpatioTemporal {
-            return Err(Error::Config(format!("ViViT::new builds Model 1; {:?} is built by vivit::build", config.model)));
+            return Err(Error::Config(format!(
+                "ViViT::new builds Model 1; {:?} is built by vivit::build",
+                config.model
+            )));
         }
         let mut init = Init::new(seed);
         let d = config.hidden;
         let embedding = new_embedding(&mut init, &config)?;
         let k = config.classifier.cls_tokens();
-        let cls = if k == 1 { Some(init.constant(&[1, 1, d], 0.0)?) } else { None };
+        let cls = if k == 1 {
+            Some(init.constant(&[1, 1, d], 0.0)?)
+        } else {
+            None
+        };
         let pos_embedding = init.normal(&[1, config.num_patches() + k, d], 0.02)?;
         let blocks = (0..config.layers)
             .map(|_| EncoderBlock::new(&mut init, d, config.heads, config.mlp_dim))
             .collect::<Result<Vec<_>>>()?;
         let encoder_norm = LayerNorm::flax(&mut init, d)?;
         let (pre_logits, output_projection) = new_head(&mut init, &config)?;
-        Ok(ViViT { config, embedding, cls, pos_embedding, blocks, encoder_norm, pre_logits, output_projection })
+        Ok(ViViT {
+            config,
+            embedding,
+            cls,
+            pos_embedding,
+            blocks,
+            encoder_norm,
+            pre_logits,
+            output_projection,
+        })
     }
 
     /// Tubelet embedding: (B, T, H, W, 3) -> (B, N, D), tokens t-major, then h, then w.
@@ -658,11 +812,15 @@ impl ViViT {
         if let Some(cls) = &self.cls {
             out.push(("cls".to_string(), cls.clone()));
         }
-        out.push(("Transformer/posembed_input/pos_embedding".to_string(), self.pos_embedding.clone()));
+        out.push((
+            "Transformer/posembed_input/pos_embedding".to_string(),
+            self.pos_embedding.clone(),
+        ));
         for (i, blk) in self.blocks.iter().enumerate() {
             blk.params(&format!("Transformer/encoderblock_{i}"), &mut out);
         }
-        self.encoder_norm.params("Transformer/encoder_norm", &mut out);
+        self.encoder_norm
+            .params("Transformer/encoder_norm", &mut out);
         head_params(&self.pre_logits, &self.output_projection, &mut out);
         out
     }
@@ -705,7 +863,13 @@ fn configure(mut c: Config, o: &BuildOptions) -> Result<Config> {
     Ok(c)
 }
 
-fn preset(name: &'static str, description: &'static str, config: Config, tiny: bool, build: fn(&BuildOptions) -> Result<Box<dyn VideoModel>>) -> Preset {
+fn preset(
+    name: &'static str,
+    description: &'static str,
+    config: Config,
+    tiny: bool,
+    build: fn(&BuildOptions) -> Result<Box<dyn VideoModel>>,
+) -> Preset {
     Preset {
         name,
         description,

@@ -39,7 +39,11 @@ pub fn op_names() -> Vec<&'static str> {
 /// The ops `--op` selects, or an error that lists every op (checked before the GPU is opened).
 pub fn select(filter: Option<&str>) -> Result<Vec<&'static str>> {
     let all = op_names();
-    let chosen: Vec<_> = all.iter().copied().filter(|n| filter.is_none_or(|f| n.contains(f))).collect();
+    let chosen: Vec<_> = all
+        .iter()
+        .copied()
+        .filter(|n| filter.is_none_or(|f| n.contains(f)))
+        .collect();
     if chosen.is_empty() {
         return Err(Error::Config(format!(
             "no op matches --op {:?}; the ops are: {}",
@@ -59,8 +63,22 @@ pub fn check<W: Write>(args: &Args, out: &mut Output<W>) -> Result<()> {
     let chosen = select(args.op.as_deref())?;
     let gpu = tubelet::Gpu::global()?;
     let n = args.cases;
-    outln!(out, "checking {} ops on {} ({:?}), {n} cases per op and check", chosen.len(), gpu.info.name, gpu.info.backend)?;
-    outln!(out, "{:<22} {:>9} {:>9} {:>9} {:>9}", "op", "forward", "backward", "numeric", "seconds")?;
+    outln!(
+        out,
+        "checking {} ops on {} ({:?}), {n} cases per op and check",
+        chosen.len(),
+        gpu.info.name,
+        gpu.info.backend
+    )?;
+    outln!(
+        out,
+        "{:<22} {:>9} {:>9} {:>9} {:>9}",
+        "op",
+        "forward",
+        "backward",
+        "numeric",
+        "seconds"
+    )?;
     let mut failures = Vec::new();
     let mut checks = 0u64;
     macro_rules! check {
@@ -71,10 +89,24 @@ pub fn check<W: Write>(args: &Args, out: &mut Output<W>) -> Result<()> {
                 let fwd = try_check_forward(tubelet::ops::$op::test_spec(), n);
                 let bwd = try_check_gpu_backward(tubelet::ops::$op::test_spec(), n);
                 let num = try_check_reference_backward(tubelet::ops::$op::test_spec(), n);
-                let mark = |r: &std::result::Result<(), String>| if r.is_ok() { "ok" } else { "FAILED" };
-                outln!(out, "{:<22} {:>9} {:>9} {:>9} {:>9.1}", name, mark(&fwd), mark(&bwd), mark(&num), t.elapsed().as_secs_f64())?;
+                let mark =
+                    |r: &std::result::Result<(), String>| if r.is_ok() { "ok" } else { "FAILED" };
+                outln!(
+                    out,
+                    "{:<22} {:>9} {:>9} {:>9} {:>9.1}",
+                    name,
+                    mark(&fwd),
+                    mark(&bwd),
+                    mark(&num),
+                    t.elapsed().as_secs_f64()
+                )?;
                 checks += 3;
-                failures.extend([fwd, bwd, num].into_iter().filter_map(|r| r.err()).map(|e| format!("{name}: {e}")));
+                failures.extend(
+                    [fwd, bwd, num]
+                        .into_iter()
+                        .filter_map(|r| r.err())
+                        .map(|e| format!("{name}: {e}")),
+                );
             }
         };
     }
@@ -82,7 +114,11 @@ pub fn check<W: Write>(args: &Args, out: &mut Output<W>) -> Result<()> {
     // A failing check stops at its first mismatch (then shrinks it), so a pass ran all n cases.
     let cases = (checks - failures.len() as u64) * n as u64;
     if failures.is_empty() {
-        outln!(out, "all {} ops match the CPU reference: {cases} cases, 0 mismatches", chosen.len())?;
+        outln!(
+            out,
+            "all {} ops match the CPU reference: {cases} cases, 0 mismatches",
+            chosen.len()
+        )?;
         Ok(())
     } else {
         for f in &failures {

@@ -11,9 +11,11 @@ pub fn find_preset(name: &str) -> Result<Preset> {
     let all = tubelet_models::presets();
     let names: Vec<&str> = all.iter().map(|p| p.name).collect();
     let list = names.join(", ");
-    all.into_iter()
-        .find(|p| p.name == name)
-        .ok_or_else(|| Error::Config(format!("unknown model {name:?}; available: {list} (see `tubelet models`)")))
+    all.into_iter().find(|p| p.name == name).ok_or_else(|| {
+        Error::Config(format!(
+            "unknown model {name:?}; available: {list} (see `tubelet models`)"
+        ))
+    })
 }
 
 /// Renders synthetic clips at a preset's clip size (tubelet-train's, shared with the loop).
@@ -38,7 +40,10 @@ pub fn state(model: &dyn VideoModel) -> Vec<(String, Tensor)> {
 /// `module.` or `backbone.` and each family's head matched, see `tubelet_train::weights`).
 /// Every tensor of the model must come from the file; the error lists every missing and
 /// wrongly shaped key. The report lists what the file held besides.
-pub fn load_weights(model: &dyn VideoModel, path: &Path) -> Result<tubelet_train::weights::LoadReport> {
+pub fn load_weights(
+    model: &dyn VideoModel,
+    path: &Path,
+) -> Result<tubelet_train::weights::LoadReport> {
     tubelet_train::weights::load_exact(model, path)
 }
 
@@ -46,6 +51,10 @@ pub fn load_weights(model: &dyn VideoModel, path: &Path) -> Result<tubelet_train
 pub fn argmax_rows(logits: &[f32], classes: usize) -> Vec<usize> {
     logits
         .chunks(classes)
-        .map(|r| r.iter().enumerate().fold(0, |best, (i, &v)| if v > r[best] { i } else { best }))
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .fold(0, |best, (i, &v)| if v > r[best] { i } else { best })
+        })
         .collect()
 }

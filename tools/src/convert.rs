@@ -45,47 +45,76 @@ pub fn convert(args: &Args) -> Result<Converted> {
     tubelet::io::check_writable(&args.output)?;
     // (what the input is, tensors under the keys to write, their stored dtypes, keys left out)
     type Gathered = (String, Vec<(String, HostTensor)>, Vec<String>, Vec<String>);
-    let (source, tensors, dtypes, left_out): Gathered =
-        match checkpoint::load(&args.input) {
-            Ok(state) => {
-                let t: Vec<_> = state.params.into_iter().chain(state.buffers).collect();
-                let d = vec!["f32".to_string(); t.len()];
-                (format!("a tubelet training state at step {}", state.progress.step), t, d, Vec::new())
-            }
-            Err(_) => {
-                let mut file = weights::read_weights(&args.input)?;
-                let source = file.describe();
-                match &args.model {
-                    None => {
-                        let d = file.dtypes.values().cloned().collect();
-                        (source, std::mem::take(&mut file.tensors).into_iter().collect(), d, Vec::new())
+    let (source, tensors, dtypes, left_out): Gathered = match checkpoint::load(&args.input) {
+        Ok(state) => {
+            let t: Vec<_> = state.params.into_iter().chain(state.buffers).collect();
+            let d = vec!["f32".to_string(); t.len()];
+            (
+                format!("a tubelet training state at step {}", state.progress.step),
+                t,
+                d,
+                Vec::new(),
+            )
+        }
+        Err(_) => {
+            let mut file = weights::read_weights(&args.input)?;
+            let source = file.describe();
+            match &args.model {
+                None => {
+                    let d = file.dtypes.values().cloned().collect();
+                    (
+                        source,
+                        std::mem::take(&mut file.tensors).into_iter().collect(),
+                        d,
+                        Vec::new(),
+                    )
+                }
+                Some(name) => {
+                    let model = (find_preset(name)?.build)(&tubelet_models::BuildOptions::seed(0))?;
+                    let keys: Vec<String> = weights::model_state(model.as_ref())
+                        .into_iter()
+                        .map(|(k, _)| k)
+                        .collect();
+                    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    let (pairs, unused) = weights::official_keys(&file, &key_refs)?;
+                    if pairs.is_empty() {
+                        return Err(Error::Io(format!(
+                            "{}: no key of the file names a tensor of {name}",
+                            args.input.display()
+                        )));
                     }
-                    Some(name) => {
-                        let model = (find_preset(name)?.build)(&tubelet_models::BuildOptions::seed(0))?;
-                        let keys: Vec<String> = weights::model_state(model.as_ref()).into_iter().map(|(k, _)| k).collect();
-                        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-                        let (pairs, unused) = weights::official_keys(&file, &key_refs)?;
-                        if pairs.is_empty() {
-                            return Err(Error::Io(format!(
-                                "{}: no key of the file names a tensor of {name}",
-                                args.input.display()
-                            )));
-                        }
-                        let d = pairs.iter().map(|(_, fk)| file.dtypes[fk].clone()).collect();
-                        let t = pairs.into_iter().map(|(mk, fk)| (mk, file.tensors.remove(&fk).expect("a file key"))).collect();
-                        (source, t, d, unused)
-                    }
+                    let d = pairs
+                        .iter()
+                        .map(|(_, fk)| file.dtypes[fk].clone())
+                        .collect();
+                    let t = pairs
+                        .into_iter()
+                        .map(|(mk, fk)| (mk, file.tensors.remove(&fk).expect("a file key")))
+                        .collect();
+                    (source, t, d, unused)
                 }
             }
-        };
+        }
+    };
     let mut stored = std::collections::BTreeMap::new();
     for d in dtypes {
         *stored.entry(d).or_insert(0) += 1;
     }
-    let host: Vec<(String, Vec<usize>, Vec<f32>)> = tensors.into_iter().map(|(k, t)| (k, t.shape, t.data)).collect();
-    let meta = std::collections::HashMap::from([("converted_from".to_string(), args.input.display().to_string())]);
+    let host: Vec<(String, Vec<usize>, Vec<f32>)> = tensors
+        .into_iter()
+        .map(|(k, t)| (k, t.shape, t.data))
+        .collect();
+    let meta = std::collections::HashMap::from([(
+        "converted_from".to_string(),
+        args.input.display().to_string(),
+    )]);
     tubelet::io::save_host(&args.output, &host, Some(meta))?;
-    Ok(Converted { source, tensors: host.len(), stored, left_out })
+    Ok(Converted {
+        source,
+        tensors: host.len(),
+        stored,
+        left_out,
+    })
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -100,7 +129,12 @@ pub fn run(args: Args) -> Result<()> {
         stored.join(", ")
     );
     if !c.left_out.is_empty() {
-        println!("left out ({}, not in {}): {}", c.left_out.len(), args.model.as_deref().unwrap_or("the model"), c.left_out.join(", "));
+        println!(
+            "left out ({}, not in {}): {}",
+            c.left_out.len(),
+            args.model.as_deref().unwrap_or("the model"),
+            c.left_out.join(", ")
+        );
     }
     Ok(())
 }

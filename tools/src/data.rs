@@ -93,8 +93,9 @@ fn check(a: CheckArgs) -> Result<()> {
         start_index: a.start_index,
         ..DataSpec::new(source)
     };
-    let threads =
-        a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let t0 = std::time::Instant::now();
     let report = scan(&spec, threads, a.full)?;
     println!(
@@ -120,11 +121,18 @@ fn check(a: CheckArgs) -> Result<()> {
             None => {}
         }
     }
-    let good: Vec<_> = report.files.iter().filter(|f| f.problem.is_none()).collect();
+    let good: Vec<_> = report
+        .files
+        .iter()
+        .filter(|f| f.problem.is_none())
+        .collect();
     let mut frames: Vec<usize> = good.iter().filter_map(|f| f.frames).collect();
     frames.sort_unstable();
     if let (Some(lo), Some(hi)) = (frames.first(), frames.last()) {
-        println!("frames per file: min {lo}, median {}, max {hi}", frames[frames.len() / 2]);
+        println!(
+            "frames per file: min {lo}, median {}, max {hi}",
+            frames[frames.len() / 2]
+        );
     }
     let count = |key: &dyn Fn(&tubelet_data::check::FileReport) -> Option<String>| {
         let mut m: BTreeMap<String, usize> = BTreeMap::new();
@@ -135,18 +143,27 @@ fn check(a: CheckArgs) -> Result<()> {
         }
         let mut v: Vec<(String, usize)> = m.into_iter().collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        v.iter().take(8).map(|(k, n)| format!("{k} ({n})")).collect::<Vec<_>>().join(", ")
+        v.iter()
+            .take(8)
+            .map(|(k, n)| format!("{k} ({n})"))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    println!("resolutions (w×h): {}", count(&|f| f.size.map(|[h, w]| format!("{w}×{h}"))));
+    println!(
+        "resolutions (w×h): {}",
+        count(&|f| f.size.map(|[h, w]| format!("{w}×{h}")))
+    );
     println!("codecs: {}", count(&|f| f.codec.clone()));
     let names = report.class_names.clone();
     let classes: Vec<String> = report
         .class_counts
         .iter()
-        .map(|(l, n)| match names.as_ref().and_then(|c| c.get(*l as usize)) {
-            Some(name) => format!("{l} {name}: {n}"),
-            None => format!("{l}: {n}"),
-        })
+        .map(
+            |(l, n)| match names.as_ref().and_then(|c| c.get(*l as usize)) {
+                Some(name) => format!("{l} {name}: {n}"),
+                None => format!("{l}: {n}"),
+            },
+        )
         .collect();
     println!("items per class: {}", classes.join(", "));
     let missing: Vec<String> = (0..report.num_classes as u32)

@@ -10,16 +10,16 @@
 use std::path::PathBuf;
 
 use tubelet::{Error, Result};
+use tubelet_data::spec::{Mode, Sampling, TestCrop};
 use tubelet_data::synthetic::{Split, NUM_CLASSES};
+use tubelet_data::LoaderConfig;
 use tubelet_models::BuildOptions;
+use tubelet_train::data::{pipeline_for, LoaderSource, Views};
 use tubelet_train::eval::evaluate;
 use tubelet_train::metrics::ViewAverage;
 use tubelet_train::plot;
 use tubelet_train::recipe;
 use tubelet_train::runlog::write_atomic;
-use tubelet_data::spec::{Mode, Sampling, TestCrop};
-use tubelet_data::LoaderConfig;
-use tubelet_train::data::{pipeline_for, LoaderSource, Views};
 use tubelet_train::source::{BatchSource, Synthetic};
 
 use crate::clips::{find_preset, load_weights};
@@ -72,7 +72,9 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let preset = find_preset(&args.model)?;
     if args.data.is_none() && args.data_root.is_some() {
-        return Err(Error::Config("--data-root needs --data (the test list or folder)".into()));
+        return Err(Error::Config(
+            "--data-root needs --data (the test list or folder)".into(),
+        ));
     }
     if !preset.tiny && args.data.is_none() {
         return Err(Error::Config(format!(
@@ -81,7 +83,9 @@ pub fn run(args: Args) -> Result<()> {
         )));
     }
     if args.data.is_none() && args.num_classes.is_some_and(|n| n != NUM_CLASSES) {
-        return Err(Error::Config(format!("--num-classes: the synthetic set has {NUM_CLASSES} classes")));
+        return Err(Error::Config(format!(
+            "--num-classes: the synthetic set has {NUM_CLASSES} classes"
+        )));
     }
     let r = recipe::for_model(preset.name);
     let how = match args.average.as_deref() {
@@ -97,12 +101,26 @@ pub fn run(args: Args) -> Result<()> {
             let mut pipeline = pipeline_for(preset.name, &rec, preset.clip, Views::Recipe);
             if let Some(n) = args.test_clips {
                 pipeline.sampling = match pipeline.sampling {
-                    Sampling::Clips { clip_len, frame_interval, train_clips, .. } => {
-                        Sampling::Clips { clip_len, frame_interval, train_clips, test_clips: n as usize }
-                    }
-                    Sampling::Uniform { clip_len, .. } => Sampling::Uniform { clip_len, test_clips: n as usize },
+                    Sampling::Clips {
+                        clip_len,
+                        frame_interval,
+                        train_clips,
+                        ..
+                    } => Sampling::Clips {
+                        clip_len,
+                        frame_interval,
+                        train_clips,
+                        test_clips: n as usize,
+                    },
+                    Sampling::Uniform { clip_len, .. } => Sampling::Uniform {
+                        clip_len,
+                        test_clips: n as usize,
+                    },
                     Sampling::Segments { .. } => {
-                        return Err(Error::Config(format!("--test-clips: {} samples segments, one view in time", preset.name)))
+                        return Err(Error::Config(format!(
+                            "--test-clips: {} samples segments, one view in time",
+                            preset.name
+                        )))
                     }
                 };
             }
@@ -112,8 +130,20 @@ pub fn run(args: Args) -> Result<()> {
                 Some(n) => return Err(Error::Config(format!("--test-crops {n}: use 1 or 3"))),
                 None => {}
             }
-            let cfg = LoaderConfig { batch: args.batch as usize, seed: args.seed, shuffle: false, ..LoaderConfig::default() };
-            Some(LoaderSource::open(list, args.data_root.as_deref(), args.num_classes, &pipeline, Mode::Test, cfg)?)
+            let cfg = LoaderConfig {
+                batch: args.batch as usize,
+                seed: args.seed,
+                shuffle: false,
+                ..LoaderConfig::default()
+            };
+            Some(LoaderSource::open(
+                list,
+                args.data_root.as_deref(),
+                args.num_classes,
+                &pipeline,
+                Mode::Test,
+                cfg,
+            )?)
         }
         None => None,
     };
@@ -121,7 +151,11 @@ pub fn run(args: Args) -> Result<()> {
         Some(f) => args.num_classes.unwrap_or(f.num_classes()),
         None => NUM_CLASSES,
     };
-    let model = (preset.build)(&BuildOptions { seed: args.seed, num_classes: Some(classes), ..Default::default() })?;
+    let model = (preset.build)(&BuildOptions {
+        seed: args.seed,
+        num_classes: Some(classes),
+        ..Default::default()
+    })?;
     load_weights(model.as_ref(), &args.weights)?;
     let synthetic = Synthetic {
         seed: args.seed,
@@ -152,7 +186,10 @@ pub fn run(args: Args) -> Result<()> {
         p.push(".per_class.csv");
         PathBuf::from(p)
     });
-    write_atomic(&csv, report.tally.per_class_csv(names.as_deref()).as_bytes())?;
+    write_atomic(
+        &csv,
+        report.tally.per_class_csv(names.as_deref()).as_bytes(),
+    )?;
     println!("per-class accuracy: {}", csv.display());
     if let Some(p) = &args.confusion {
         plot::confusion(p, &report.tally, names.as_deref())?;

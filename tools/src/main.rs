@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use tubelet_cli::{bench, check, convert, data, eval, info, models, parity, run, train};
 
 #[derive(Parser)]
-#[command(name = "tubelet", version, about = "Train and study video transformers on any GPU (wgpu)")]
+#[command(
+    name = "tubelet",
+    version,
+    about = "Train and study video transformers on any GPU (wgpu)"
+)]
 struct Cli {
     /// GPU adapter by index or name substring (as listed by `tubelet info`); overrides
     /// TUBELET_ADAPTER.
@@ -55,7 +59,10 @@ fn main() -> ExitCode {
     // Every subcommand but `models`, `info` and the data tools needs the device: open it first, so a machine without an
     // adapter gets the error that says what to install, not a panic from an infallible op.
     let device = match cli.command {
-        Command::Models(_) | Command::Info | Command::Data(_) | Command::Bench(bench::Bench::Data(_)) => Ok(()),
+        Command::Models(_)
+        | Command::Info
+        | Command::Data(_)
+        | Command::Bench(bench::Bench::Data(_)) => Ok(()),
         _ => tubelet::Gpu::global().map(drop),
     };
     let result = device.and_then(|()| match cli.command {

@@ -22,10 +22,17 @@ pub struct Args {
 fn print_recipe(name: &str, json: bool) -> Result<()> {
     let r = tubelet_train::recipe::for_model(name).ok_or_else(|| {
         let names: Vec<&str> = tubelet_models::presets().iter().map(|p| p.name).collect();
-        Error::Config(format!("no recipe for {name:?}; presets: {}", names.join(", ")))
+        Error::Config(format!(
+            "no recipe for {name:?}; presets: {}",
+            names.join(", ")
+        ))
     })?;
     if json {
-        outln!(Output::stdout(), "{}", serde_json::to_string_pretty(&r.to_json()).unwrap_or_default())?;
+        outln!(
+            Output::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&r.to_json()).unwrap_or_default()
+        )?;
     } else {
         outln!(Output::stdout(), "{}", r.describe())?;
     }
@@ -56,14 +63,28 @@ pub fn run(args: Args) -> Result<()> {
 /// The table, printed to `out` (tests pass a pipe that closes).
 pub fn print<W: Write>(out: &mut Output<W>) -> Result<()> {
     let presets = tubelet_models::presets();
-    let nw = presets.iter().map(|p| p.name.len()).max().unwrap_or(5).max(5);
-    outln!(out, "{:<nw$}  {:<11}  {:>12}  {:>9}  {:<5}  description", "model", "input T×H×W", "parameters", "GFLOPs", "train")?;
+    let nw = presets
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    outln!(
+        out,
+        "{:<nw$}  {:<11}  {:>12}  {:>9}  {:<5}  description",
+        "model",
+        "input T×H×W",
+        "parameters",
+        "GFLOPs",
+        "train"
+    )?;
     for p in &presets {
         let [t, h, w] = p.clip;
         let input = format!("{t}×{h}×{w}");
         let pad = 11usize.saturating_sub(input.chars().count());
         let train = if p.tiny { "yes" } else { "-" };
-        outln!(out, 
+        outln!(
+            out,
             "{:<nw$}  {input}{}  {:>12}  {:>9}  {:<5}  {}",
             p.name,
             " ".repeat(pad),

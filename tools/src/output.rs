@@ -32,7 +32,12 @@ impl<W: Write> Output<W> {
         if self.closed {
             return Ok(());
         }
-        match self.w.write_fmt(args).and_then(|()| self.w.write_all(b"\n")).and_then(|()| self.w.flush()) {
+        match self
+            .w
+            .write_fmt(args)
+            .and_then(|()| self.w.write_all(b"\n"))
+            .and_then(|()| self.w.flush())
+        {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::BrokenPipe => {
                 self.closed = true;

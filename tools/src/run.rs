@@ -82,13 +82,22 @@ pub fn predict(args: &Args) -> Result<Prediction> {
         )));
     }
     // softmax in f64
-    let max = logits.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    let max = logits
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
     let exp: Vec<f64> = logits.iter().map(|&v| (v as f64 - max).exp()).collect();
     let total: f64 = exp.iter().sum();
     let mut top: Vec<(usize, f64)> = exp.iter().map(|e| e / total).enumerate().collect();
     top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     top.truncate(args.topk as usize);
-    Ok(Prediction { top, label: labels[0] as usize, num_classes: classes, first_ms: times[0], second_ms: times[1], weights: report })
+    Ok(Prediction {
+        top,
+        label: labels[0] as usize,
+        num_classes: classes,
+        first_ms: times[0],
+        second_ms: times[1],
+        weights: report,
+    })
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -100,7 +109,10 @@ pub fn run(args: Args) -> Result<()> {
         preset.name, preset.params, gpu.info.name, gpu.info.backend
     );
     if args.weights.is_none() {
-        println!("weights: random initialisation (seed {}); pass --weights FILE for trained ones", args.seed);
+        println!(
+            "weights: random initialisation (seed {}); pass --weights FILE for trained ones",
+            args.seed
+        );
     }
     let p = predict(&args)?;
     if let Some(r) = &p.weights {
@@ -109,12 +121,23 @@ pub fn run(args: Args) -> Result<()> {
     let truth = if p.num_classes == NUM_CLASSES {
         class_name(p.label, p.num_classes)
     } else {
-        format!("{} (synthetic; the model's {} classes are not the synthetic set's)", CLASS_NAMES[p.label], p.num_classes)
+        format!(
+            "{} (synthetic; the model's {} classes are not the synthetic set's)",
+            CLASS_NAMES[p.label], p.num_classes
+        )
     };
-    println!("clip: held-out synthetic clip {} (seed {}), true class: {truth}", args.clip_index, args.seed);
+    println!(
+        "clip: held-out synthetic clip {} (seed {}), true class: {truth}",
+        args.clip_index, args.seed
+    );
     println!("top-{}:", p.top.len());
     for (rank, (c, prob)) in p.top.iter().enumerate() {
-        println!("  {:>2}. {:<16} {:>6.2}%", rank + 1, class_name(*c, p.num_classes), 100.0 * prob);
+        println!(
+            "  {:>2}. {:<16} {:>6.2}%",
+            rank + 1,
+            class_name(*c, p.num_classes),
+            100.0 * prob
+        );
     }
     println!(
         "time: first run {:.1} ms (includes compiling the pipelines), second run {:.1} ms",

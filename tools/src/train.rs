@@ -18,19 +18,21 @@ use std::sync::{Arc, OnceLock};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tubelet::{Error, Result};
+use tubelet_data::spec::Mode;
 use tubelet_data::synthetic::{Split, NUM_CLASSES};
+use tubelet_data::LoaderConfig;
 use tubelet_models::BuildOptions;
+use tubelet_train::data::{pipeline_for, LoaderSource, Views};
 use tubelet_train::metrics::ViewAverage;
 use tubelet_train::optim::OptimizerKind;
 use tubelet_train::recipe::{self, Recipe};
+use tubelet_train::resume::StateFileSaver;
 use tubelet_train::runlog::default_run_dir;
 use tubelet_train::schedule::{LrSchedule, Warmup};
-use tubelet_data::spec::Mode;
-use tubelet_data::LoaderConfig;
-use tubelet_train::data::{pipeline_for, LoaderSource, Views};
 use tubelet_train::source::{BatchSource, Synthetic};
-use tubelet_train::trainer::{model_state, Event, Observer, Outcome, SaveReason, TrainOptions, Trainer};
-use tubelet_train::resume::StateFileSaver;
+use tubelet_train::trainer::{
+    model_state, Event, Observer, Outcome, SaveReason, TrainOptions, Trainer,
+};
 
 use crate::clips::find_preset;
 
@@ -132,30 +134,41 @@ pub struct Args {
 }
 
 fn parse_clip(s: &str) -> std::result::Result<[usize; 3], String> {
-    let v: Vec<usize> = s.split([',', 'x', '×']).map(|p| p.trim().parse::<usize>()).collect::<std::result::Result<_, _>>()
+    let v: Vec<usize> = s
+        .split([',', 'x', '×'])
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
         .map_err(|_| format!("--clip {s:?}: give frames,height,width, e.g. 8,32,32"))?;
     match v[..] {
         [t, h, w] if t > 0 && h > 0 && w > 0 => Ok([t, h, w]),
-        _ => Err(format!("--clip {s:?}: give three positive numbers frames,height,width, e.g. 8,32,32")),
+        _ => Err(format!(
+            "--clip {s:?}: give three positive numbers frames,height,width, e.g. 8,32,32"
+        )),
     }
 }
 
 /// Fails now, not after training, when the weights cannot be written where asked: creates (and
 /// removes) the uniquely named temporary a save would write.
 fn check_writable(save: &Path) -> Result<()> {
-    tubelet::io::check_writable(save).map_err(|e| Error::Config(format!("--save {}: {e}", save.display())))
+    tubelet::io::check_writable(save)
+        .map_err(|e| Error::Config(format!("--save {}: {e}", save.display())))
 }
 
 /// The recipe with every flag applied.
 pub fn resolve_recipe(args: &Args) -> Result<Recipe> {
     let mut r = recipe::for_model(&args.model).ok_or_else(|| {
-        Error::Config(format!("model {:?} has no recipe (see `tubelet models`)", args.model))
+        Error::Config(format!(
+            "model {:?} has no recipe (see `tubelet models`)",
+            args.model
+        ))
     })?;
     let positive = |name: &str, v: f64| {
         if v > 0.0 && v.is_finite() {
             Ok(v)
         } else {
-            Err(Error::Config(format!("--{name} must be a positive number, got {v}")))
+            Err(Error::Config(format!(
+                "--{name} must be a positive number, got {v}"
+            )))
         }
     };
     if let Some(lr) = args.lr {
@@ -168,7 +181,9 @@ pub fn resolve_recipe(args: &Args) -> Result<Recipe> {
     }
     if let Some(wd) = args.weight_decay {
         if !(0.0..1.0).contains(&wd) {
-            return Err(Error::Config(format!("--weight-decay must be in [0, 1), got {wd}")));
+            return Err(Error::Config(format!(
+                "--weight-decay must be in [0, 1), got {wd}"
+            )));
         }
         r.weight_decay = wd;
     }
@@ -181,7 +196,12 @@ pub fn resolve_recipe(args: &Args) -> Result<Recipe> {
     if let Some(b) = args.batch {
         r.batch = b as usize;
     }
-    if let LrSchedule::Synthetic { warmup_steps, total_steps, .. } = &mut r.schedule {
+    if let LrSchedule::Synthetic {
+        warmup_steps,
+        total_steps,
+        ..
+    } = &mut r.schedule
+    {
         if let Some(w) = args.warmup {
             *warmup_steps = w;
         }
@@ -192,25 +212,48 @@ pub fn resolve_recipe(args: &Args) -> Result<Recipe> {
     if let Some(w) = args.warmup_epochs {
         match &mut r.schedule {
             LrSchedule::Paper(s) => match &mut s.warmup {
-                Warmup::None => s.warmup = Warmup::Factor { epochs: w, start_factor: 0.0 },
+                Warmup::None => {
+                    s.warmup = Warmup::Factor {
+                        epochs: w,
+                        start_factor: 0.0,
+                    }
+                }
                 Warmup::Factor { epochs, .. } | Warmup::FromLr { epochs, .. } => *epochs = w,
             },
             LrSchedule::Synthetic { .. } => {
-                return Err(Error::Config("--warmup-epochs: the synthetic recipe warms up by steps; use --warmup".into()))
+                return Err(Error::Config(
+                    "--warmup-epochs: the synthetic recipe warms up by steps; use --warmup".into(),
+                ))
             }
         }
     }
     if let Some(o) = &args.optimizer {
         r.optimizer = match (o.to_lowercase().as_str(), r.optimizer) {
-            ("adamw", OptimizerKind::AdamW { .. }) | ("sgd", OptimizerKind::Sgd { .. }) => r.optimizer,
-            ("adamw", _) => OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
-            ("sgd", _) => OptimizerKind::Sgd { momentum: 0.9, nesterov: false, dampening: 0.0 },
-            _ => return Err(Error::Config(format!("--optimizer {o:?}: use adamw or sgd"))),
+            ("adamw", OptimizerKind::AdamW { .. }) | ("sgd", OptimizerKind::Sgd { .. }) => {
+                r.optimizer
+            }
+            ("adamw", _) => OptimizerKind::AdamW {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            ("sgd", _) => OptimizerKind::Sgd {
+                momentum: 0.9,
+                nesterov: false,
+                dampening: 0.0,
+            },
+            _ => {
+                return Err(Error::Config(format!(
+                    "--optimizer {o:?}: use adamw or sgd"
+                )))
+            }
         };
     }
     if args.momentum.is_some() || args.nesterov.is_some() {
         match &mut r.optimizer {
-            OptimizerKind::Sgd { momentum, nesterov, .. } => {
+            OptimizerKind::Sgd {
+                momentum, nesterov, ..
+            } => {
                 if let Some(m) = args.momentum {
                     *momentum = m;
                 }
@@ -219,7 +262,9 @@ pub fn resolve_recipe(args: &Args) -> Result<Recipe> {
                 }
             }
             OptimizerKind::AdamW { .. } => {
-                return Err(Error::Config("--momentum/--nesterov apply to SGD; add --optimizer sgd".into()))
+                return Err(Error::Config(
+                    "--momentum/--nesterov apply to SGD; add --optimizer sgd".into(),
+                ))
             }
         }
     }
@@ -248,7 +293,12 @@ struct Printer {
 impl Observer for Printer {
     fn event(&mut self, e: Event<'_>) {
         match e {
-            Event::FirstStep { seconds, epoch_estimate_seconds, batches_per_epoch, memory_peak_bytes } => {
+            Event::FirstStep {
+                seconds,
+                epoch_estimate_seconds,
+                batches_per_epoch,
+                memory_peak_bytes,
+            } => {
                 self.bar.suspend(|| {
                     println!(
                         "first step: {seconds:.2} s (pipelines compile on first use), peak GPU memory {:.1} MiB; estimated {} per epoch of {batches_per_epoch} steps",
@@ -273,7 +323,13 @@ impl Observer for Printer {
                 self.bar.set_position(s.step);
                 self.bar.set_message(msg.clone());
                 if self.quiet && (s.step % 50 == 1 || s.batch_in_epoch == s.batches_per_epoch) {
-                    println!("step {:>6} (epoch {} {}/{})  {msg}", s.step, s.epoch + 1, s.batch_in_epoch, s.batches_per_epoch);
+                    println!(
+                        "step {:>6} (epoch {} {}/{})  {msg}",
+                        s.step,
+                        s.epoch + 1,
+                        s.batch_in_epoch,
+                        s.batches_per_epoch
+                    );
                 }
             }
             Event::Epoch(r) => {
@@ -299,7 +355,8 @@ impl Observer for Printer {
             }
             Event::Saved { reason, path } => {
                 if !matches!(reason, SaveReason::Epoch { .. }) {
-                    self.bar.suspend(|| println!("saved ({reason:?}): {}", path.display()));
+                    self.bar
+                        .suspend(|| println!("saved ({reason:?}): {}", path.display()));
                 }
             }
             Event::Validating { .. } => {}
@@ -340,11 +397,16 @@ fn stop_flag() -> Arc<AtomicBool> {
 pub fn run(args: Args) -> Result<()> {
     let preset = find_preset(&args.model)?;
     if args.data.is_none() && (args.val.is_some() || args.data_root.is_some()) {
-        return Err(Error::Config("--val and --data-root need --data (the training list or folder)".into()));
+        return Err(Error::Config(
+            "--val and --data-root need --data (the training list or folder)".into(),
+        ));
     }
     if !preset.tiny && args.data.is_none() {
-        let tiny: Vec<String> =
-            tubelet_models::presets().iter().filter(|p| p.tiny).map(|p| p.name.to_string()).collect();
+        let tiny: Vec<String> = tubelet_models::presets()
+            .iter()
+            .filter(|p| p.tiny)
+            .map(|p| p.name.to_string())
+            .collect();
         return Err(Error::Config(format!(
             "model {:?} ({} parameters, {}×{}×{} clips) is too large for the synthetic set (8 classes, \
              32×32 clips): give it your videos with --data LIST (see `tubelet models --recipe {}`), or \
@@ -363,7 +425,10 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let recipe = resolve_recipe(&args)?;
-    let save = args.save.clone().unwrap_or_else(|| PathBuf::from(format!("tubelet-{}.safetensors", preset.name)));
+    let save = args
+        .save
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("tubelet-{}.safetensors", preset.name)));
     check_writable(&save)?;
     let gpu = tubelet::Gpu::global()?;
     let b = recipe.batch;
@@ -372,14 +437,36 @@ pub fn run(args: Args) -> Result<()> {
     let files = match &args.data {
         Some(list) => {
             let pipeline = pipeline_for(preset.name, &recipe, clip, Views::Single);
-            let cfg = LoaderConfig { batch: b, seed: args.seed, shuffle: true, ..LoaderConfig::default() };
+            let cfg = LoaderConfig {
+                batch: b,
+                seed: args.seed,
+                shuffle: true,
+                ..LoaderConfig::default()
+            };
             let root = args.data_root.as_deref();
-            let train = LoaderSource::open(list, root, args.num_classes, &pipeline, Mode::Train, cfg.clone())?;
+            let train = LoaderSource::open(
+                list,
+                root,
+                args.num_classes,
+                &pipeline,
+                Mode::Train,
+                cfg.clone(),
+            )?;
             let classes = args.num_classes.unwrap_or(train.num_classes());
             let val = match &args.val {
                 Some(v) => {
-                    let cfg = LoaderConfig { shuffle: false, ..cfg };
-                    Some(LoaderSource::open(v, root, Some(classes), &pipeline, Mode::Test, cfg)?)
+                    let cfg = LoaderConfig {
+                        shuffle: false,
+                        ..cfg
+                    };
+                    Some(LoaderSource::open(
+                        v,
+                        root,
+                        Some(classes),
+                        &pipeline,
+                        Mode::Test,
+                        cfg,
+                    )?)
                 }
                 None => None,
             };
@@ -388,7 +475,12 @@ pub fn run(args: Args) -> Result<()> {
         None => None,
     };
     let classes = files.as_ref().map_or(NUM_CLASSES, |f| f.2);
-    let opts = BuildOptions { seed: args.seed, num_classes: Some(classes), clip: Some(clip), drop_path: recipe.drop_path };
+    let opts = BuildOptions {
+        seed: args.seed,
+        num_classes: Some(classes),
+        clip: Some(clip),
+        drop_path: recipe.drop_path,
+    };
     let model = (preset.build)(&opts)?;
     // Fine-tuning semantics: tensors whose shapes fit are loaded, a head of another class count is
     // re-initialised, and the report says which were loaded, re-initialised and unused.
@@ -398,7 +490,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     let clip = model.clip();
     let steps = match (&recipe.schedule, &files) {
-        (_, Some((train, _, _))) => args.steps.map_or(train.batches_per_epoch(), |s| (s as usize).min(train.batches_per_epoch())),
+        (_, Some((train, _, _))) => args.steps.map_or(train.batches_per_epoch(), |s| {
+            (s as usize).min(train.batches_per_epoch())
+        }),
         (LrSchedule::Synthetic { total_steps, .. }, None) => *total_steps as usize,
         (LrSchedule::Paper(_), None) => args.steps.unwrap_or(400) as usize,
     };
@@ -407,8 +501,20 @@ pub fn run(args: Args) -> Result<()> {
         // The synthetic recipe's schedule spans the whole run of the user's data.
         *total_steps = (recipe.epochs * steps) as u32;
     }
-    let synthetic_train = Synthetic { seed: args.seed, clip, split: Split::Train, batch: b, clips: steps * b };
-    let held_out = Synthetic { seed: args.seed, clip, split: Split::Test, batch: b, clips: args.eval_clips as usize };
+    let synthetic_train = Synthetic {
+        seed: args.seed,
+        clip,
+        split: Split::Train,
+        batch: b,
+        clips: steps * b,
+    };
+    let held_out = Synthetic {
+        seed: args.seed,
+        clip,
+        split: Split::Test,
+        batch: b,
+        clips: args.eval_clips as usize,
+    };
     let (train_src, val_src): (&dyn BatchSource, Option<&dyn BatchSource>) = match &files {
         Some((t, v, _)) => (t, v.as_ref().map(|v| v as &dyn BatchSource)),
         None => (&synthetic_train, Some(&held_out)),
@@ -417,7 +523,12 @@ pub fn run(args: Args) -> Result<()> {
         Some(p) => Some(tubelet_train::resume::resolve(p)?),
         None => None,
     };
-    let run_dir = match (&args.run_dir, resume_file.as_deref().and_then(tubelet_train::resume::run_dir_of)) {
+    let run_dir = match (
+        &args.run_dir,
+        resume_file
+            .as_deref()
+            .and_then(tubelet_train::resume::run_dir_of),
+    ) {
         (Some(d), _) => d.clone(),
         (None, Some(d)) => d,
         (None, None) => default_run_dir(preset.name),
@@ -433,7 +544,12 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(r) = &loaded {
         println!("{}", r.summary());
     }
-    println!("recipe: {}; {}; run directory {}", recipe.optimizer.describe(), recipe.schedule.describe(), run_dir.display());
+    println!(
+        "recipe: {}; {}; run directory {}",
+        recipe.optimizer.describe(),
+        recipe.schedule.describe(),
+        run_dir.display()
+    );
     let config = json!({
         "model": preset.name, "seed": args.seed, "clip": clip, "num_classes": classes,
         "data": args.data.as_ref().map_or("synthetic".to_string(), |p| p.display().to_string()),
@@ -452,7 +568,11 @@ pub fn run(args: Args) -> Result<()> {
         label_smoothing: recipe.label_smoothing,
         grad_clip: recipe.grad_clip,
         // Synthetic: one view, raw scores (the argmax `tubelet train` always reported).
-        view_average: if files.is_some() { recipe.view_average } else { ViewAverage::Score },
+        view_average: if files.is_some() {
+            recipe.view_average
+        } else {
+            ViewAverage::Score
+        },
         max_val_batches: None,
         run_dir: Some(run_dir.clone()),
         config,
@@ -466,11 +586,20 @@ pub fn run(args: Args) -> Result<()> {
         ProgressBar::hidden()
     } else {
         ProgressBar::new(total_steps).with_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-                .expect("static template"),
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .expect("static template"),
         )
     };
-    let mut printer = Printer { bar, quiet: args.quiet, ema_loss: None, ema_acc: None, clips: 0.0, seconds: 0.0 };
+    let mut printer = Printer {
+        bar,
+        quiet: args.quiet,
+        ema_loss: None,
+        ema_acc: None,
+        clips: 0.0,
+        seconds: 0.0,
+    };
     // The loop runs on this thread: segments are marked per thread.
     tubelet::checkpoint::set_checkpointing(args.checkpoint);
     let mut trainer = Trainer::new(model.as_ref(), &o)?;
@@ -490,12 +619,22 @@ pub fn run(args: Args) -> Result<()> {
     match &summary.outcome {
         Outcome::Finished => {}
         Outcome::Interrupted { step } => {
-            println!("interrupted at step {step}; the weights so far are in {}", run_dir.join("last.safetensors").display());
+            println!(
+                "interrupted at step {step}; the weights so far are in {}",
+                run_dir.join("last.safetensors").display()
+            );
             return Ok(());
         }
-        Outcome::Diverged { step, what, last_finite } => {
+        Outcome::Diverged {
+            step,
+            what,
+            last_finite,
+        } => {
             let kept = match last_finite {
-                Some(p) => format!("the last finite weights (before this update) are in {}", p.display()),
+                Some(p) => format!(
+                    "the last finite weights (before this update) are in {}",
+                    p.display()
+                ),
                 None => "no weights were written for this state".into(),
             };
             return Err(Error::Config(format!(
@@ -531,7 +670,10 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     if !trainer.params_finite()? {
-        return Err(Error::Config(format!("a parameter is not finite after training; {} is untouched", save.display())));
+        return Err(Error::Config(format!(
+            "a parameter is not finite after training; {} is untouched",
+            save.display()
+        )));
     }
     tubelet::io::save(&save, &model_state(model.as_ref()), None)?;
     println!(

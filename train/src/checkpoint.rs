@@ -96,7 +96,10 @@ impl<'a> State<'a> {
             params,
             buffers,
             optimizer: opt_state,
-            optimizer_info: OptimizerInfo { kind: "adamw".into(), step: opt.steps_taken() as u64 },
+            optimizer_info: OptimizerInfo {
+                kind: "adamw".into(),
+                step: opt.steps_taken() as u64,
+            },
             progress,
             config,
         }
@@ -121,7 +124,11 @@ pub fn whole_state_message(path: &Path) -> String {
 /// Serialises a state: refuses non-finite values (naming the tensor) before writing.
 fn serialize(state: &State<'_>) -> Result<Vec<u8>> {
     let mut host: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    for (prefix, list) in [("param", state.params), ("buffer", state.buffers), ("optim", state.optimizer)] {
+    for (prefix, list) in [
+        ("param", state.params),
+        ("buffer", state.buffers),
+        ("optim", state.optimizer),
+    ] {
         for (k, t) in list {
             host.push((format!("{prefix}.{k}"), t.shape().to_vec(), t.to_vec()?));
         }
@@ -177,8 +184,11 @@ pub fn load(path: &Path) -> Result<Loaded> {
     let mut head = [0u8; 9];
     {
         use std::io::Read;
-        let mut f = std::fs::File::open(path).map_err(|e| Error::Io(format!("{}: cannot open: {e}", path.display())))?;
-        let n = f.read(&mut head).map_err(|e| Error::Io(format!("{}: cannot read: {e}", path.display())))?;
+        let mut f = std::fs::File::open(path)
+            .map_err(|e| Error::Io(format!("{}: cannot open: {e}", path.display())))?;
+        let n = f
+            .read(&mut head)
+            .map_err(|e| Error::Io(format!("{}: cannot read: {e}", path.display())))?;
         if n < 9 || head[8] != b'{' {
             // Not safetensors: a PyTorch file or something else. Say what it is if we can.
             return Err(match crate::weights::read_weights(path) {
@@ -191,7 +201,10 @@ pub fn load(path: &Path) -> Result<Loaded> {
     if !is_train_state(&meta) {
         return Err(weights_only());
     }
-    let field = |k: &str| meta.get(k).ok_or_else(|| Error::Io(format!("{}: state metadata has no {k:?}", path.display())));
+    let field = |k: &str| {
+        meta.get(k)
+            .ok_or_else(|| Error::Io(format!("{}: state metadata has no {k:?}", path.display())))
+    };
     let version: u32 = field("version")?.parse().unwrap_or(u32::MAX);
     if version > VERSION {
         return Err(Error::Io(format!(
@@ -199,10 +212,15 @@ pub fn load(path: &Path) -> Result<Loaded> {
             path.display()
         )));
     }
-    let parse_err = |k: &str, e: serde_json::Error| Error::Io(format!("{}: state metadata {k:?}: {e}", path.display()));
-    let optimizer_info: OptimizerInfo = serde_json::from_str(field("optimizer")?).map_err(|e| parse_err("optimizer", e))?;
-    let progress: Progress = serde_json::from_str(field("progress")?).map_err(|e| parse_err("progress", e))?;
-    let config: serde_json::Value = serde_json::from_str(field("config")?).map_err(|e| parse_err("config", e))?;
+    let parse_err = |k: &str, e: serde_json::Error| {
+        Error::Io(format!("{}: state metadata {k:?}: {e}", path.display()))
+    };
+    let optimizer_info: OptimizerInfo =
+        serde_json::from_str(field("optimizer")?).map_err(|e| parse_err("optimizer", e))?;
+    let progress: Progress =
+        serde_json::from_str(field("progress")?).map_err(|e| parse_err("progress", e))?;
+    let config: serde_json::Value =
+        serde_json::from_str(field("config")?).map_err(|e| parse_err("config", e))?;
     let mut l = Loaded {
         path: path.to_path_buf(),
         params: BTreeMap::new(),
@@ -220,7 +238,10 @@ pub fn load(path: &Path) -> Result<Loaded> {
         } else if let Some(k) = k.strip_prefix("optim.") {
             (&mut l.optimizer, k)
         } else {
-            return Err(Error::Io(format!("{}: unexpected tensor {k} in a training state", path.display())));
+            return Err(Error::Io(format!(
+                "{}: unexpected tensor {k} in a training state",
+                path.display()
+            )));
         };
         map.insert(key.to_string(), t);
     }
@@ -233,20 +254,29 @@ impl Loaded {
     pub fn restore_model(&self, model: &dyn VideoModel) -> Result<()> {
         let mut problems = Vec::new();
         let mut pairs = Vec::new();
-        for (kind, saved, live) in
-            [("parameter", &self.params, model.named_params()), ("buffer", &self.buffers, model.named_buffers())]
-        {
+        for (kind, saved, live) in [
+            ("parameter", &self.params, model.named_params()),
+            ("buffer", &self.buffers, model.named_buffers()),
+        ] {
             for (k, t) in &live {
                 match saved.get(k) {
                     None => problems.push(format!("{kind} {k} not in the state")),
-                    Some(h) if h.shape != t.shape() => {
-                        problems.push(format!("{kind} {k}: state {:?}, model {:?}", h.shape, t.shape()))
-                    }
+                    Some(h) if h.shape != t.shape() => problems.push(format!(
+                        "{kind} {k}: state {:?}, model {:?}",
+                        h.shape,
+                        t.shape()
+                    )),
                     Some(h) => pairs.push((t.clone(), h)),
                 }
             }
-            let names: std::collections::HashSet<&str> = live.iter().map(|(k, _)| k.as_str()).collect();
-            problems.extend(saved.keys().filter(|k| !names.contains(k.as_str())).map(|k| format!("{kind} {k} not in the model")));
+            let names: std::collections::HashSet<&str> =
+                live.iter().map(|(k, _)| k.as_str()).collect();
+            problems.extend(
+                saved
+                    .keys()
+                    .filter(|k| !names.contains(k.as_str()))
+                    .map(|k| format!("{kind} {k} not in the model")),
+            );
         }
         if !problems.is_empty() {
             return Err(Error::Io(format!(
@@ -272,10 +302,22 @@ impl Loaded {
                 self.optimizer_info.kind
             )));
         }
-        let step = u32::try_from(self.optimizer_info.step)
-            .map_err(|_| Error::Io(format!("{}: optimiser step {} too large", self.path.display(), self.optimizer_info.step)))?;
-        opt.load_state(|k| self.optimizer.get(k).map(|h| (h.shape.as_slice(), h.data.as_slice())), step)
-            .map_err(|e| Error::Io(format!("{}: {e}", self.path.display())))
+        let step = u32::try_from(self.optimizer_info.step).map_err(|_| {
+            Error::Io(format!(
+                "{}: optimiser step {} too large",
+                self.path.display(),
+                self.optimizer_info.step
+            ))
+        })?;
+        opt.load_state(
+            |k| {
+                self.optimizer
+                    .get(k)
+                    .map(|h| (h.shape.as_slice(), h.data.as_slice()))
+            },
+            step,
+        )
+        .map_err(|e| Error::Io(format!("{}: {e}", self.path.display())))
     }
 }
 
@@ -320,14 +362,28 @@ impl Keeper {
     /// best top-1 of an existing `best.safetensors` (a resumed run keeps its best).
     pub fn new(dir: &Path, keep_last: usize) -> Result<Keeper> {
         if keep_last == 0 {
-            return Err(Error::Config("keeping 0 checkpoints would leave nothing to resume from; keep at least 1".into()));
+            return Err(Error::Config(
+                "keeping 0 checkpoints would leave nothing to resume from; keep at least 1".into(),
+            ));
         }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Io(format!("cannot create the run directory {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Io(format!(
+                "cannot create the run directory {}: {e}",
+                dir.display()
+            ))
+        })?;
         tubelet::io::check_writable(&dir.join(step_file_name(0)))?;
         let best_path = dir.join("best.safetensors");
-        let best = if best_path.exists() { load(&best_path)?.progress.val_top1 } else { None };
-        Ok(Keeper { dir: dir.to_path_buf(), keep_last, best })
+        let best = if best_path.exists() {
+            load(&best_path)?.progress.val_top1
+        } else {
+            None
+        };
+        Ok(Keeper {
+            dir: dir.to_path_buf(),
+            keep_last,
+            best,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -357,10 +413,15 @@ impl Keeper {
         let all = self.states()?;
         let mut removed = Vec::new();
         for old in &all[..all.len().saturating_sub(self.keep_last)] {
-            std::fs::remove_file(old).map_err(|e| Error::Io(format!("removing the old state {}: {e}", old.display())))?;
+            std::fs::remove_file(old)
+                .map_err(|e| Error::Io(format!("removing the old state {}: {e}", old.display())))?;
             removed.push(old.clone());
         }
-        Ok(Saved { path, best, removed })
+        Ok(Saved {
+            path,
+            best,
+            removed,
+        })
     }
 
     /// The best validation top-1 so far.
@@ -375,7 +436,9 @@ pub fn states_in(dir: &Path) -> Result<Vec<PathBuf>> {
         .map_err(|e| Error::Io(format!("reading the run directory {}: {e}", dir.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors"))
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors"))
         })
         .collect();
     v.sort(); // zero-padded steps sort by name
@@ -386,7 +449,10 @@ pub fn states_in(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn resolve_resume(path: &Path) -> Result<PathBuf> {
     if path.is_dir() {
         return states_in(path)?.pop().ok_or_else(|| {
-            Error::Io(format!("--resume {}: the folder holds no step-*.safetensors state", path.display()))
+            Error::Io(format!(
+                "--resume {}: the folder holds no step-*.safetensors state",
+                path.display()
+            ))
         });
     }
     Ok(path.to_path_buf())

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tubelet::{Error, Result};
-use tubelet_data::spec::{DataSpec, Mode, Normalize, Pipeline, PixelScale, Sampling, Source, TestCrop};
+use tubelet_data::spec::{
+    DataSpec, Mode, Normalize, Pipeline, PixelScale, Sampling, Source, TestCrop,
+};
 use tubelet_data::{Loader, LoaderConfig};
 
 use crate::recipe::Recipe;
@@ -44,25 +46,55 @@ pub fn pipeline_for(model: &str, recipe: &Recipe, [t, h, w]: [usize; 3], views: 
             train_clips: 1,
             test_clips: s.test_clips.max(1),
         };
-        p.test_crop = if s.test_crops >= 3 { TestCrop::Three } else { TestCrop::Center };
-        p.norm = Normalize { mean: recipe.mean, std: recipe.std, scale: PixelScale::Byte };
+        p.test_crop = if s.test_crops >= 3 {
+            TestCrop::Three
+        } else {
+            TestCrop::Center
+        };
+        p.norm = Normalize {
+            mean: recipe.mean,
+            std: recipe.std,
+            scale: PixelScale::Byte,
+        };
         p
     };
     p.size = [h, w];
     p.sampling = match p.sampling {
-        Sampling::Clips { frame_interval, train_clips, test_clips, .. } => {
-            Sampling::Clips { clip_len: t, frame_interval, train_clips, test_clips }
-        }
+        Sampling::Clips {
+            frame_interval,
+            train_clips,
+            test_clips,
+            ..
+        } => Sampling::Clips {
+            clip_len: t,
+            frame_interval,
+            train_clips,
+            test_clips,
+        },
         Sampling::Segments { .. } => Sampling::Segments { segments: t },
-        Sampling::Uniform { test_clips, .. } => Sampling::Uniform { clip_len: t, test_clips },
+        Sampling::Uniform { test_clips, .. } => Sampling::Uniform {
+            clip_len: t,
+            test_clips,
+        },
     };
     if views == Views::Single {
         p.test_crop = TestCrop::Center;
         p.sampling = match p.sampling {
-            Sampling::Clips { clip_len, frame_interval, train_clips, .. } => {
-                Sampling::Clips { clip_len, frame_interval, train_clips, test_clips: 1 }
-            }
-            Sampling::Uniform { clip_len, .. } => Sampling::Uniform { clip_len, test_clips: 1 },
+            Sampling::Clips {
+                clip_len,
+                frame_interval,
+                train_clips,
+                ..
+            } => Sampling::Clips {
+                clip_len,
+                frame_interval,
+                train_clips,
+                test_clips: 1,
+            },
+            Sampling::Uniform { clip_len, .. } => Sampling::Uniform {
+                clip_len,
+                test_clips: 1,
+            },
             other => other,
         };
     }
@@ -118,11 +150,21 @@ impl BatchSource for LoaderSource {
         self.loader.dataset().clip()
     }
 
-    fn epoch<'a>(&'a self, epoch: u64, start: usize) -> Result<Box<dyn Iterator<Item = Result<HostBatch>> + 'a>> {
+    fn epoch<'a>(
+        &'a self,
+        epoch: u64,
+        start: usize,
+    ) -> Result<Box<dyn Iterator<Item = Result<HostBatch>> + 'a>> {
         let it = self.loader.epoch(epoch, start);
         Ok(Box::new(it.map(|b| {
             let b = b.map_err(Error::from)?;
-            Ok(HostBatch { data: b.data, shape: b.shape, views: b.views, labels: b.labels, wait: b.wait })
+            Ok(HostBatch {
+                data: b.data,
+                shape: b.shape,
+                views: b.views,
+                labels: b.labels,
+                wait: b.wait,
+            })
         })))
     }
 }

@@ -66,7 +66,9 @@ pub fn evaluate(
     }
     let mut tally = Tally::new(classes);
     let (mut nll, mut views) = (0.0f64, 1usize);
-    let total = max_batches.map_or(data.batches_per_epoch(), |m| m.min(data.batches_per_epoch()));
+    let total = max_batches.map_or(data.batches_per_epoch(), |m| {
+        m.min(data.batches_per_epoch())
+    });
     for (i, batch) in data.epoch(0, 0)?.take(total).enumerate() {
         let batch = batch?;
         views = batch.views.max(1);
@@ -82,5 +84,10 @@ pub fn evaluate(
         on_batch(i + 1, total);
     }
     let loss = (how == ViewAverage::Prob && tally.count > 0).then(|| nll / tally.count as f64);
-    Ok(EvalReport { tally, loss, views, seconds: start.elapsed().as_secs_f64() })
+    Ok(EvalReport {
+        tally,
+        loss,
+        views,
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }

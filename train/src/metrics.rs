@@ -34,7 +34,12 @@ pub fn softmax(row: &[f32]) -> Vec<f32> {
 }
 
 /// Scores (B·V, C), the V views of video b in rows b·V..b·V+V, averaged into (B, C).
-pub fn average_views(scores: &[f32], classes: usize, views: usize, how: ViewAverage) -> Result<Vec<f32>> {
+pub fn average_views(
+    scores: &[f32],
+    classes: usize,
+    views: usize,
+    how: ViewAverage,
+) -> Result<Vec<f32>> {
     if classes == 0 || views == 0 || !scores.len().is_multiple_of(classes * views) {
         return Err(Error::Shape(format!(
             "average_views: {} scores are not a whole number of videos of {views} views × {classes} classes",
@@ -61,7 +66,11 @@ pub fn average_views(scores: &[f32], classes: usize, views: usize, how: ViewAver
 /// Classes of one row from best to worst (ties: lower index first, as a stable sort).
 fn ranking(row: &[f32]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..row.len()).collect();
-    idx.sort_by(|&a, &b| row[b].partial_cmp(&row[a]).unwrap_or(std::cmp::Ordering::Equal));
+    idx.sort_by(|&a, &b| {
+        row[b]
+            .partial_cmp(&row[a])
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     idx
 }
 
@@ -80,19 +89,32 @@ pub struct Tally {
 
 impl Tally {
     pub fn new(classes: usize) -> Tally {
-        Tally { classes, count: 0, top1: 0, top5: 0, confusion: vec![0; classes * classes], loss_sum: 0.0 }
+        Tally {
+            classes,
+            count: 0,
+            top1: 0,
+            top5: 0,
+            confusion: vec![0; classes * classes],
+            loss_sum: 0.0,
+        }
     }
 
     /// Adds videos: scores (B, C) and their labels.
     pub fn add(&mut self, scores: &[f32], labels: &[u32]) -> Result<()> {
         let c = self.classes;
         if scores.len() != labels.len() * c {
-            return Err(Error::Shape(format!("tally: {} scores for {} labels of {c} classes", scores.len(), labels.len())));
+            return Err(Error::Shape(format!(
+                "tally: {} scores for {} labels of {c} classes",
+                scores.len(),
+                labels.len()
+            )));
         }
         for (row, &y) in scores.chunks(c).zip(labels) {
             let y = y as usize;
             if y >= c {
-                return Err(Error::Config(format!("label {y} is out of range for {c} classes")));
+                return Err(Error::Config(format!(
+                    "label {y} is out of range for {c} classes"
+                )));
             }
             let rank = ranking(row);
             self.count += 1;
@@ -114,13 +136,24 @@ impl Tally {
     /// (videos, correct) per class.
     pub fn per_class(&self) -> Vec<(u64, u64)> {
         let c = self.classes;
-        (0..c).map(|k| (self.confusion[k * c..(k + 1) * c].iter().sum(), self.confusion[k * c + k])).collect()
+        (0..c)
+            .map(|k| {
+                (
+                    self.confusion[k * c..(k + 1) * c].iter().sum(),
+                    self.confusion[k * c + k],
+                )
+            })
+            .collect()
     }
 
     /// Mean over the classes present of each class's accuracy.
     pub fn mean_class_accuracy(&self) -> f64 {
-        let present: Vec<f64> =
-            self.per_class().into_iter().filter(|(n, _)| *n > 0).map(|(n, k)| k as f64 / n as f64).collect();
+        let present: Vec<f64> = self
+            .per_class()
+            .into_iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, k)| k as f64 / n as f64)
+            .collect();
         if present.is_empty() {
             0.0
         } else {
@@ -132,8 +165,15 @@ impl Tally {
     pub fn per_class_csv(&self, names: Option<&[String]>) -> String {
         let mut s = String::from("class,name,videos,correct,accuracy\n");
         for (k, (n, hit)) in self.per_class().into_iter().enumerate() {
-            let name = names.and_then(|v| v.get(k)).map(|s| s.replace([',', '"', '\n'], " ")).unwrap_or_default();
-            let acc = if n > 0 { format!("{:.6}", hit as f64 / n as f64) } else { String::new() };
+            let name = names
+                .and_then(|v| v.get(k))
+                .map(|s| s.replace([',', '"', '\n'], " "))
+                .unwrap_or_default();
+            let acc = if n > 0 {
+                format!("{:.6}", hit as f64 / n as f64)
+            } else {
+                String::new()
+            };
             s.push_str(&format!("{k},{name},{n},{hit},{acc}\n"));
         }
         s

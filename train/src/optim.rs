@@ -43,12 +43,14 @@ impl ParamPolicy {
     /// (lr multiple, decay multiple) of parameter `name` of rank `rank`.
     pub fn rule(&self, name: &str, rank: usize) -> (f64, f64) {
         match self {
-            ParamPolicy::Keys(keys) => keys.iter().filter(|(k, _, _)| name.contains(k.as_str())).fold(
-                (1.0, 1.0),
-                |(lr, wd), (_, l, d)| (lr * l, wd * d),
-            ),
+            ParamPolicy::Keys(keys) => keys
+                .iter()
+                .filter(|(k, _, _)| name.contains(k.as_str()))
+                .fold((1.0, 1.0), |(lr, wd), (_, l, d)| (lr * l, wd * d)),
             ParamPolicy::ZeroWd1d { skip } => {
-                let off = rank <= 1 || name.ends_with(".bias") || skip.iter().any(|s| name.contains(s.as_str()));
+                let off = rank <= 1
+                    || name.ends_with(".bias")
+                    || skip.iter().any(|s| name.contains(s.as_str()));
                 (1.0, if off { 0.0 } else { 1.0 })
             }
             ParamPolicy::All => (1.0, 1.0),
@@ -74,14 +76,30 @@ impl ParamPolicy {
     pub fn describe(&self) -> String {
         match self {
             ParamPolicy::Keys(k) => {
-                let parts: Vec<String> = k.iter().map(|(s, l, d)| format!("'{s}': lr×{l} decay×{d}")).collect();
-                format!("parameter-wise (products of matching keys): {}", parts.join(", "))
+                let parts: Vec<String> = k
+                    .iter()
+                    .map(|(s, l, d)| format!("'{s}': lr×{l} decay×{d}"))
+                    .collect();
+                format!(
+                    "parameter-wise (products of matching keys): {}",
+                    parts.join(", ")
+                )
             }
-            ParamPolicy::ZeroWd1d { skip } if skip.is_empty() => "no decay on rank-1 tensors (biases, norms)".into(),
-            ParamPolicy::ZeroWd1d { skip } => format!("no decay on rank-1 tensors (biases, norms) and {}", skip.join(", ")),
+            ParamPolicy::ZeroWd1d { skip } if skip.is_empty() => {
+                "no decay on rank-1 tensors (biases, norms)".into()
+            }
+            ParamPolicy::ZeroWd1d { skip } => format!(
+                "no decay on rank-1 tensors (biases, norms) and {}",
+                skip.join(", ")
+            ),
             ParamPolicy::All => "every parameter decays".into(),
-            ParamPolicy::Tsm => "TSM policies: BatchNorm no decay; new_fc.weight lr×5; new_fc.bias lr×10, no decay".into(),
-            ParamPolicy::Tubelet => "no decay on rank < 2 tensors and pos/cls/table embeddings".into(),
+            ParamPolicy::Tsm => {
+                "TSM policies: BatchNorm no decay; new_fc.weight lr×5; new_fc.bias lr×10, no decay"
+                    .into()
+            }
+            ParamPolicy::Tubelet => {
+                "no decay on rank < 2 tensors and pos/cls/table embeddings".into()
+            }
         }
     }
 }
@@ -89,18 +107,36 @@ impl ParamPolicy {
 /// The optimiser of a recipe.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum OptimizerKind {
-    AdamW { beta1: f32, beta2: f32, eps: f32 },
-    Sgd { momentum: f32, nesterov: bool, dampening: f32 },
+    AdamW {
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+    },
+    Sgd {
+        momentum: f32,
+        nesterov: bool,
+        dampening: f32,
+    },
 }
 
 impl OptimizerKind {
     pub fn describe(&self) -> String {
         match self {
-            OptimizerKind::AdamW { beta1, beta2, eps } => format!("AdamW (betas {beta1}, {beta2}; eps {eps:e})"),
-            OptimizerKind::Sgd { momentum, nesterov, dampening } => format!(
+            OptimizerKind::AdamW { beta1, beta2, eps } => {
+                format!("AdamW (betas {beta1}, {beta2}; eps {eps:e})")
+            }
+            OptimizerKind::Sgd {
+                momentum,
+                nesterov,
+                dampening,
+            } => format!(
                 "SGD (momentum {momentum}{}{})",
                 if *nesterov { ", Nesterov" } else { "" },
-                if *dampening != 0.0 { format!(", dampening {dampening}") } else { String::new() }
+                if *dampening != 0.0 {
+                    format!(", dampening {dampening}")
+                } else {
+                    String::new()
+                }
             ),
         }
     }
@@ -127,9 +163,16 @@ pub struct Optimiser {
 }
 
 impl Optimiser {
-    pub fn new(params: &[(String, Tensor)], kind: OptimizerKind, weight_decay: f32, policy: &ParamPolicy) -> Result<Optimiser> {
+    pub fn new(
+        params: &[(String, Tensor)],
+        kind: OptimizerKind,
+        weight_decay: f32,
+        policy: &ParamPolicy,
+    ) -> Result<Optimiser> {
         if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
-            return Err(Error::Config(format!("weight_decay must be ≥ 0, got {weight_decay}")));
+            return Err(Error::Config(format!(
+                "weight_decay must be ≥ 0, got {weight_decay}"
+            )));
         }
         // (lr multiple, its parameters as (name, tensor, decays)).
         type ByMult = Vec<(f64, Vec<(String, Tensor, bool)>)>;
@@ -150,17 +193,38 @@ impl Optimiser {
                 let inner = match kind {
                     OptimizerKind::AdamW { beta1, beta2, eps } => Inner::AdamW(AdamW::with_decay(
                         ps,
-                        AdamWConfig { lr: 0.0, beta1, beta2, eps, weight_decay },
+                        AdamWConfig {
+                            lr: 0.0,
+                            beta1,
+                            beta2,
+                            eps,
+                            weight_decay,
+                        },
                     )?),
-                    OptimizerKind::Sgd { momentum, nesterov, dampening } => Inner::Sgd(Sgd::new(
+                    OptimizerKind::Sgd {
+                        momentum,
+                        nesterov,
+                        dampening,
+                    } => Inner::Sgd(Sgd::new(
                         ps,
-                        SgdConfig { lr: 0.0, momentum, dampening, weight_decay, nesterov },
+                        SgdConfig {
+                            lr: 0.0,
+                            momentum,
+                            dampening,
+                            weight_decay,
+                            nesterov,
+                        },
                     )?),
                 };
                 Ok(Group { lr_mult, inner })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Optimiser { groups, kind, weight_decay, table })
+        Ok(Optimiser {
+            groups,
+            kind,
+            weight_decay,
+            table,
+        })
     }
 
     /// One update at base learning rate `lr` (each group at lr × its multiple).
@@ -222,7 +286,10 @@ pub fn grad_sq_norm(params: &[(String, Tensor)], grads: &Grads) -> Result<Tensor
     let mut total: Option<Tensor> = None;
     for (_, p) in params {
         let Some(g) = grads.get(p) else { continue };
-        let s = g.try_square()?.try_reshape(&[g.numel()])?.try_sum(&[0], true)?; // (1)
+        let s = g
+            .try_square()?
+            .try_reshape(&[g.numel()])?
+            .try_sum(&[0], true)?; // (1)
         total = Some(match total {
             None => s,
             Some(t) => t.try_add(&s)?,
@@ -236,7 +303,12 @@ pub fn grad_sq_norm(params: &[(String, Tensor)], grads: &Grads) -> Result<Tensor
 
 /// PyTorch's `clip_grad_norm_`: given the global norm (already read back), scales every gradient
 /// by `max_norm / (norm + 1e-6)` when that is below 1. Returns the factor applied (1 if none).
-pub fn clip_grads(params: &[(String, Tensor)], grads: &Grads, norm: f32, max_norm: f32) -> Result<f32> {
+pub fn clip_grads(
+    params: &[(String, Tensor)],
+    grads: &Grads,
+    norm: f32,
+    max_norm: f32,
+) -> Result<f32> {
     let coef = max_norm / (norm + 1e-6);
     if !(coef < 1.0) {
         return Ok(1.0);
@@ -254,7 +326,10 @@ pub fn clip_grads(params: &[(String, Tensor)], grads: &Grads, norm: f32, max_nor
 pub fn params_nonfinite_probe(params: &[(String, Tensor)]) -> Result<Tensor> {
     let mut total: Option<Tensor> = None;
     for (_, p) in params {
-        let s = p.try_mul_scalar(0.0)?.try_reshape(&[p.numel()])?.try_sum(&[0], true)?;
+        let s = p
+            .try_mul_scalar(0.0)?
+            .try_reshape(&[p.numel()])?
+            .try_sum(&[0], true)?;
         total = Some(match total {
             None => s,
             Some(t) => t.try_add(&s)?,
@@ -277,16 +352,31 @@ pub fn smoothed_cross_entropy(logits: &Tensor, labels: &Indices, eps: f32) -> Re
         return Ok(ce);
     }
     if !(0.0..=1.0).contains(&eps) {
-        return Err(Error::Config(format!("label smoothing must be in [0, 1], got {eps}")));
+        return Err(Error::Config(format!(
+            "label smoothing must be in [0, 1], got {eps}"
+        )));
     }
     let m = logits.try_max(&[-1], true)?.detach(); // (B, 1)
-    let lse = logits.try_sub(&m)?.try_exp()?.try_sum(&[-1], true)?.try_log()?.try_add(&m)?; // (B, 1)
-    let uniform = lse.try_mean(&[0, 1], false)?.try_sub(&logits.try_mean(&[0, 1], false)?)?; // mean_b lse − mean_bc x
-    ce.try_mul_scalar(1.0 - eps)?.try_add(&uniform.try_mul_scalar(eps)?)
+    let lse = logits
+        .try_sub(&m)?
+        .try_exp()?
+        .try_sum(&[-1], true)?
+        .try_log()?
+        .try_add(&m)?; // (B, 1)
+    let uniform = lse
+        .try_mean(&[0, 1], false)?
+        .try_sub(&logits.try_mean(&[0, 1], false)?)?; // mean_b lse − mean_bc x
+    ce.try_mul_scalar(1.0 - eps)?
+        .try_add(&uniform.try_mul_scalar(eps)?)
 }
 
 /// The f64 reference of [`smoothed_cross_entropy`] for the tests.
-pub fn smoothed_cross_entropy_reference(logits: &[f64], classes: usize, labels: &[u32], eps: f64) -> f64 {
+pub fn smoothed_cross_entropy_reference(
+    logits: &[f64],
+    classes: usize,
+    labels: &[u32],
+    eps: f64,
+) -> f64 {
     let mut total = 0.0;
     for (row, &y) in logits.chunks(classes).zip(labels) {
         let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);

@@ -30,7 +30,11 @@ fn perr<E: std::fmt::Debug>(what: &str) -> impl Fn(E) -> Error + '_ {
 }
 
 /// Draws with `draw` on a w×h white canvas and writes it to `path` as PNG.
-fn render(path: &Path, (w, h): (u32, u32), draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<()>) -> Result<()> {
+fn render(
+    path: &Path,
+    (w, h): (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<()>,
+) -> Result<()> {
     register_font();
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
@@ -77,8 +81,17 @@ pub fn loss_and_lr(path: &Path, points: &[(u64, f64, f64)]) -> Result<()> {
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..xmax, lo.max(0.0).min(lo)..hi)
             .map_err(perr("loss axes"))?;
-        c.configure_mesh().x_desc("step").y_desc("loss").x_label_formatter(&|v| format!("{v:.0}")).draw().map_err(perr("loss mesh"))?;
-        let raw: Vec<(f64, f64)> = points.iter().filter(|p| p.1.is_finite()).map(|p| (p.0 as f64, p.1)).collect();
+        c.configure_mesh()
+            .x_desc("step")
+            .y_desc("loss")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .draw()
+            .map_err(perr("loss mesh"))?;
+        let raw: Vec<(f64, f64)> = points
+            .iter()
+            .filter(|p| p.1.is_finite())
+            .map(|p| (p.0 as f64, p.1))
+            .collect();
         c.draw_series(LineSeries::new(raw.clone(), RGBColor(170, 190, 230)))
             .map_err(perr("loss"))?
             .label("loss")
@@ -96,7 +109,11 @@ pub fn loss_and_lr(path: &Path, points: &[(u64, f64, f64)]) -> Result<()> {
             .map_err(perr("loss ema"))?
             .label("loss (EMA 0.9)")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
-        c.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(perr("legend"))?;
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(perr("legend"))?;
 
         let (_, lhi) = range(points.iter().map(|p| p.2));
         let mut c = ChartBuilder::on(&bottom)
@@ -113,8 +130,11 @@ pub fn loss_and_lr(path: &Path, points: &[(u64, f64, f64)]) -> Result<()> {
             .y_label_formatter(&|v| format!("{v:.1e}"))
             .draw()
             .map_err(perr("lr mesh"))?;
-        c.draw_series(LineSeries::new(points.iter().map(|p| (p.0 as f64, p.2)), RED.stroke_width(2)))
-            .map_err(perr("lr"))?;
+        c.draw_series(LineSeries::new(
+            points.iter().map(|p| (p.0 as f64, p.2)),
+            RED.stroke_width(2),
+        ))
+        .map_err(perr("lr"))?;
         Ok(())
     })
 }
@@ -134,7 +154,11 @@ pub fn accuracy(path: &Path, rows: &[AccuracyRow]) -> Result<()> {
             .y_label_area_size(50)
             .build_cartesian_2d(0f64..xmax + 0.5, 0f64..100f64)
             .map_err(perr("accuracy axes"))?;
-        c.configure_mesh().x_desc("epoch").y_desc("%").draw().map_err(perr("accuracy mesh"))?;
+        c.configure_mesh()
+            .x_desc("epoch")
+            .y_desc("%")
+            .draw()
+            .map_err(perr("accuracy mesh"))?;
         type Series<'a> = (&'a str, RGBColor, fn(&AccuracyRow) -> Option<f64>);
         let series: [Series; 3] = [
             ("train top-1", RGBColor(40, 120, 200), |r| r.1),
@@ -142,15 +166,21 @@ pub fn accuracy(path: &Path, rows: &[AccuracyRow]) -> Result<()> {
             ("val top-5", RGBColor(240, 160, 40), |r| r.3),
         ];
         for (name, color, get) in series {
-            let pts: Vec<(f64, f64)> = rows.iter().filter_map(|r| get(r).map(|v| (r.0 as f64, 100.0 * v))).collect();
+            let pts: Vec<(f64, f64)> = rows
+                .iter()
+                .filter_map(|r| get(r).map(|v| (r.0 as f64, 100.0 * v)))
+                .collect();
             if pts.is_empty() {
                 continue;
             }
             c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
                 .map_err(perr(name))?
                 .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-            c.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(perr(name))?;
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            c.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                .map_err(perr(name))?;
         }
         c.configure_series_labels()
             .position(SeriesLabelPosition::LowerRight)
@@ -169,7 +199,14 @@ pub fn confusion(path: &Path, tally: &Tally, names: Option<&[String]>) -> Result
     let side = (n as u32 * 40).clamp(480, 1400);
     render(path, (side + 160, side + 120), |root| {
         let mut c = ChartBuilder::on(root)
-            .caption(format!("confusion matrix ({} videos, top-1 {:.1}%)", tally.count, 100.0 * tally.top1()), ("sans-serif", 20))
+            .caption(
+                format!(
+                    "confusion matrix ({} videos, top-1 {:.1}%)",
+                    tally.count,
+                    100.0 * tally.top1()
+                ),
+                ("sans-serif", 20),
+            )
             .margin(12)
             .x_label_area_size(70)
             .y_label_area_size(110)
@@ -207,7 +244,10 @@ pub fn confusion(path: &Path, tally: &Tally, names: Option<&[String]>) -> Result
                 let color = RGBColor(shade(255, 20), shade(255, 70), shade(255, 160));
                 // Row 0 at the top.
                 let (x0, y0) = (x as f64, (n - 1 - y) as f64);
-                cells.push(Rectangle::new([(x0, y0), (x0 + 1.0, y0 + 1.0)], color.filled()));
+                cells.push(Rectangle::new(
+                    [(x0, y0), (x0 + 1.0, y0 + 1.0)],
+                    color.filled(),
+                ));
             }
         }
         c.draw_series(cells).map_err(perr("cells"))?;
@@ -221,8 +261,15 @@ pub fn confusion(path: &Path, tally: &Tally, names: Option<&[String]>) -> Result
                         continue;
                     }
                     let dark = count as f64 / total > 0.5;
-                    let style = ("sans-serif", 14).into_font().color(if dark { &WHITE } else { &BLACK });
-                    texts.push(Text::new(count.to_string(), (x as f64 + 0.35, (n - y) as f64 - 0.35), style));
+                    let style =
+                        ("sans-serif", 14)
+                            .into_font()
+                            .color(if dark { &WHITE } else { &BLACK });
+                    texts.push(Text::new(
+                        count.to_string(),
+                        (x as f64 + 0.35, (n - y) as f64 - 0.35),
+                        style,
+                    ));
                 }
             }
             c.draw_series(texts).map_err(perr("counts"))?;

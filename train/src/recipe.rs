@@ -135,7 +135,16 @@ fn swin(name: &str, file: &str, wd: f64) -> Recipe {
     }
 }
 
-fn slowfast_adamw(name: &str, source: &str, frames: usize, interval: usize, drop_path: f32, test_clips: usize, skip: Vec<String>, notes: &str) -> Recipe {
+fn slowfast_adamw(
+    name: &str,
+    source: &str,
+    frames: usize,
+    interval: usize,
+    drop_path: f32,
+    test_clips: usize,
+    skip: Vec<String>,
+    notes: &str,
+) -> Recipe {
     Recipe {
         name: name.into(),
         source: source.into(),
@@ -417,7 +426,10 @@ impl Recipe {
         let s = &self.sampling;
         let opt_or = |v: Option<f32>, none: &str| v.map_or(none.to_string(), |x| x.to_string());
         let mix = self.mixup.map_or("none".to_string(), |m| {
-            format!("mixup {} / cutmix {} (prob {}, switch {}) — listed, not applied", m.mixup_alpha, m.cutmix_alpha, m.prob, m.switch_prob)
+            format!(
+                "mixup {} / cutmix {} (prob {}, switch {}) — listed, not applied",
+                m.mixup_alpha, m.cutmix_alpha, m.prob, m.switch_prob
+            )
         });
         [
             format!("recipe {}", self.name),

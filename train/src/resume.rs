@@ -20,7 +20,7 @@ use tubelet::{Error, Result, Tensor};
 use tubelet_models::VideoModel;
 
 use crate::checkpoint::{self, Keeper, Loaded, OptimizerInfo, Progress, State};
-use crate::optim::{OptimizerKind, Optimiser};
+use crate::optim::{Optimiser, OptimizerKind};
 use crate::trainer::{LoopPosition, SaveReason, StateSaver, Trainer, WeightsSaver};
 
 /// How many whole states a run keeps (besides the best).
@@ -38,9 +38,20 @@ pub struct StateFileSaver {
 impl StateFileSaver {
     /// States go to `<run_dir>/checkpoints` (created; writability checked now, not after the
     /// first epoch). `config` is stored with each state and compared on resume.
-    pub fn new(run_dir: &Path, data_seed: u64, config: serde_json::Value) -> Result<StateFileSaver> {
+    pub fn new(
+        run_dir: &Path,
+        data_seed: u64,
+        config: serde_json::Value,
+    ) -> Result<StateFileSaver> {
         let keeper = Keeper::new(&run_dir.join("checkpoints"), KEEP_LAST)?;
-        Ok(StateFileSaver { weights: WeightsSaver { dir: run_dir.to_path_buf() }, keeper, data_seed, config })
+        Ok(StateFileSaver {
+            weights: WeightsSaver {
+                dir: run_dir.to_path_buf(),
+            },
+            keeper,
+            data_seed,
+            config,
+        })
     }
 }
 
@@ -72,7 +83,14 @@ fn optimizer_state(opt: &mut Optimiser) -> (Vec<(String, Tensor)>, OptimizerInfo
             "sgd"
         }
     };
-    (tensors, OptimizerInfo { kind: kind.into(), step }, started)
+    (
+        tensors,
+        OptimizerInfo {
+            kind: kind.into(),
+            step,
+        },
+        started,
+    )
 }
 
 impl StateSaver for StateFileSaver {
@@ -94,32 +112,60 @@ impl StateSaver for StateFileSaver {
             schedule_step: pos.step,
             data_seed: self.data_seed,
             // The keeper copies the state to best.safetensors when this beats its best.
-            val_top1: if reason == (SaveReason::Epoch { best: true }) { pos.best_top1 } else { None },
+            val_top1: if reason == (SaveReason::Epoch { best: true }) {
+                pos.best_top1
+            } else {
+                None
+            },
             best_val_top1: pos.best_top1,
             extra: json!({ "best_epoch": pos.best_epoch, "sgd_started": started }),
             ..Progress::default()
         };
-        let state = State { params: &params, buffers: &buffers, optimizer: &optimizer, optimizer_info, progress: &progress, config: &self.config };
+        let state = State {
+            params: &params,
+            buffers: &buffers,
+            optimizer: &optimizer,
+            optimizer_info,
+            progress: &progress,
+            config: &self.config,
+        };
         Ok(Some(self.keeper.save(&state)?.path))
     }
 }
 
 /// The fields of the run's configuration a resume must share with the run it continues.
-pub const SAME_RUN_FIELDS: [&str; 8] =
-    ["model", "seed", "clip", "num_classes", "data", "data_root", "steps_per_epoch", "batch"];
+pub const SAME_RUN_FIELDS: [&str; 8] = [
+    "model",
+    "seed",
+    "clip",
+    "num_classes",
+    "data",
+    "data_root",
+    "steps_per_epoch",
+    "batch",
+];
 
 /// Reads the state `path` names (a state file, or a run directory / its `checkpoints` folder:
 /// the latest state), checks it continues the run `config` describes, and restores it into
 /// `trainer`. Returns the loaded state (its progress, for the caller's messages).
-pub fn restore(path: &Path, trainer: &mut Trainer<'_>, config: &serde_json::Value) -> Result<Loaded> {
+pub fn restore(
+    path: &Path,
+    trainer: &mut Trainer<'_>,
+    config: &serde_json::Value,
+) -> Result<Loaded> {
     let file = resolve(path)?;
     let loaded = checkpoint::load(&file)?;
     let differ: Vec<String> = SAME_RUN_FIELDS
         .iter()
         .filter(|k| loaded.config.get(**k) != config.get(**k))
         .map(|k| {
-            let show = |v: Option<&serde_json::Value>| v.map_or("(none)".to_string(), |v| v.to_string());
-            format!("{k}: state {}, now {}", show(loaded.config.get(*k)), show(config.get(*k)))
+            let show =
+                |v: Option<&serde_json::Value>| v.map_or("(none)".to_string(), |v| v.to_string());
+            format!(
+                "{k}: state {}, now {}",
+                show(loaded.config.get(*k)),
+                show(config.get(*k))
+            )
         })
         .collect();
     if !differ.is_empty() {
@@ -131,16 +177,27 @@ pub fn restore(path: &Path, trainer: &mut Trainer<'_>, config: &serde_json::Valu
         )));
     }
     loaded.restore_model(trainer.model)?;
-    let step = u32::try_from(loaded.optimizer_info.step)
-        .map_err(|_| Error::Io(format!("{}: optimiser step {} too large", file.display(), loaded.optimizer_info.step)))?;
-    let get = |k: &str| loaded.optimizer.get(k).map(|h| (h.shape.as_slice(), h.data.as_slice()));
+    let step = u32::try_from(loaded.optimizer_info.step).map_err(|_| {
+        Error::Io(format!(
+            "{}: optimiser step {} too large",
+            file.display(),
+            loaded.optimizer_info.step
+        ))
+    })?;
+    let get = |k: &str| {
+        loaded
+            .optimizer
+            .get(k)
+            .map(|h| (h.shape.as_slice(), h.data.as_slice()))
+    };
     match trainer.opt.kind() {
         OptimizerKind::AdamW { .. } => {
             if loaded.optimizer_info.kind != "adamw" {
                 return Err(kind_mismatch(&file, &loaded.optimizer_info.kind, "adamw"));
             }
             for (_, g) in trainer.opt.adamw_groups() {
-                g.load_state(get, step).map_err(|e| Error::Io(format!("{}: {e}", file.display())))?;
+                g.load_state(get, step)
+                    .map_err(|e| Error::Io(format!("{}: {e}", file.display())))?;
             }
         }
         OptimizerKind::Sgd { .. } => {
@@ -149,7 +206,11 @@ pub fn restore(path: &Path, trainer: &mut Trainer<'_>, config: &serde_json::Valu
             }
             let started: Vec<String> = loaded.progress.extra["sgd_started"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
             for (_, g) in trainer.opt.sgd_groups() {
                 let names: Vec<String> = g.state().iter().map(|(n, _, _)| n.to_string()).collect();
@@ -175,7 +236,10 @@ pub fn restore(path: &Path, trainer: &mut Trainer<'_>, config: &serde_json::Valu
 }
 
 fn kind_mismatch(file: &Path, saved: &str, now: &str) -> Error {
-    Error::Config(format!("--resume {}: the state was trained with {saved}, this run uses {now}", file.display()))
+    Error::Config(format!(
+        "--resume {}: the state was trained with {saved}, this run uses {now}",
+        file.display()
+    ))
 }
 
 /// A state file, or the latest state of a run directory or of its `checkpoints` folder.
@@ -185,7 +249,10 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
         return checkpoint::resolve_resume(&sub);
     }
     if !path.exists() {
-        return Err(Error::Io(format!("--resume {}: no such file or folder", path.display())));
+        return Err(Error::Io(format!(
+            "--resume {}: no such file or folder",
+            path.display()
+        )));
     }
     checkpoint::resolve_resume(path)
 }
@@ -194,5 +261,7 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
 /// so a resumed run keeps writing its logs and plots where it started.
 pub fn run_dir_of(state: &Path) -> Option<PathBuf> {
     let dir = state.parent()?;
-    (dir.file_name()? == "checkpoints").then(|| dir.parent().map(Path::to_path_buf)).flatten()
+    (dir.file_name()? == "checkpoints")
+        .then(|| dir.parent().map(Path::to_path_buf))
+        .flatten()
 }

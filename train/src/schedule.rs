@@ -25,9 +25,15 @@ pub enum Warmup {
     None,
     /// mmengine `LinearLR` / scenic `linear_warmup`: the decay's lr times a factor rising
     /// linearly from `start_factor` at e = 0 to 1 at e = `epochs` (per iteration).
-    Factor { epochs: f64, start_factor: f64 },
+    Factor {
+        epochs: f64,
+        start_factor: f64,
+    },
     /// SlowFast: a line from `start_lr` at e = 0 to the decay's value at e = `epochs`.
-    FromLr { epochs: f64, start_lr: f64 },
+    FromLr {
+        epochs: f64,
+        start_lr: f64,
+    },
 }
 
 /// How the learning rate falls.
@@ -37,10 +43,18 @@ pub enum Decay {
     /// Half cosine from `base_lr` to `end_lr`. `by_epoch`: evaluated at ⌊e⌋ (mmengine's epoch-based
     /// `CosineAnnealingLR`); `after_warmup`: the cosine spans [warm-up end, total] (SlowFast's
     /// `COSINE_AFTER_WARMUP`), else [0, total].
-    Cosine { end_lr: f64, by_epoch: bool, after_warmup: bool },
+    Cosine {
+        end_lr: f64,
+        by_epoch: bool,
+        after_warmup: bool,
+    },
     /// `base_lr · factors[i]` from epoch `epochs[i]` on (the last one whose start has passed);
     /// before `epochs[0]` (if it is above 0) the factor is 1. Evaluated at ⌊e⌋ when `by_epoch`.
-    Steps { epochs: Vec<f64>, factors: Vec<f64>, by_epoch: bool },
+    Steps {
+        epochs: Vec<f64>,
+        factors: Vec<f64>,
+        by_epoch: bool,
+    },
 }
 
 /// A whole schedule: lr at any fractional epoch of a run of `total_epochs`.
@@ -58,8 +72,15 @@ impl Schedule {
         let decay = |e: f64| self.decay_at(e);
         match self.warmup {
             Warmup::None => decay(e),
-            Warmup::Factor { epochs, start_factor } => {
-                let f = if epochs > 0.0 { (e / epochs).min(1.0) } else { 1.0 };
+            Warmup::Factor {
+                epochs,
+                start_factor,
+            } => {
+                let f = if epochs > 0.0 {
+                    (e / epochs).min(1.0)
+                } else {
+                    1.0
+                };
                 decay(e) * (start_factor + (1.0 - start_factor) * f)
             }
             Warmup::FromLr { epochs, start_lr } => {
@@ -88,14 +109,26 @@ impl Schedule {
     fn decay_at(&self, e: f64) -> f64 {
         match &self.decay {
             Decay::Constant => self.base_lr,
-            Decay::Cosine { end_lr, by_epoch, after_warmup } => {
+            Decay::Cosine {
+                end_lr,
+                by_epoch,
+                after_warmup,
+            } => {
                 let e = if *by_epoch { e.floor() } else { e };
-                let start = if *after_warmup { self.warmup_epochs() } else { 0.0 };
+                let start = if *after_warmup {
+                    self.warmup_epochs()
+                } else {
+                    0.0
+                };
                 let span = (self.total_epochs - start).max(f64::MIN_POSITIVE);
                 let t = ((e - start) / span).clamp(0.0, 1.0);
                 end_lr + (self.base_lr - end_lr) * 0.5 * (1.0 + (PI * t).cos())
             }
-            Decay::Steps { epochs, factors, by_epoch } => {
+            Decay::Steps {
+                epochs,
+                factors,
+                by_epoch,
+            } => {
                 let e = if *by_epoch { e.floor() } else { e };
                 let mut f = 1.0;
                 for (s, k) in epochs.iter().zip(factors) {
@@ -112,22 +145,48 @@ impl Schedule {
     pub fn describe(&self) -> String {
         let warm = match self.warmup {
             Warmup::None => "no warm-up".to_string(),
-            Warmup::Factor { epochs, start_factor } => format!("linear warm-up ×{start_factor}→×1 over {epochs} epochs"),
-            Warmup::FromLr { epochs, start_lr } => format!("linear warm-up from {start_lr:e} over {epochs} epochs"),
+            Warmup::Factor {
+                epochs,
+                start_factor,
+            } => format!("linear warm-up ×{start_factor}→×1 over {epochs} epochs"),
+            Warmup::FromLr { epochs, start_lr } => {
+                format!("linear warm-up from {start_lr:e} over {epochs} epochs")
+            }
         };
         let decay = match &self.decay {
             Decay::Constant => "constant".to_string(),
-            Decay::Cosine { end_lr, by_epoch, after_warmup } => format!(
+            Decay::Cosine {
+                end_lr,
+                by_epoch,
+                after_warmup,
+            } => format!(
                 "cosine to {end_lr}{}{}",
-                if *after_warmup { " after the warm-up" } else { "" },
-                if *by_epoch { ", stepped per epoch" } else { ", per iteration" }
+                if *after_warmup {
+                    " after the warm-up"
+                } else {
+                    ""
+                },
+                if *by_epoch {
+                    ", stepped per epoch"
+                } else {
+                    ", per iteration"
+                }
             ),
-            Decay::Steps { epochs, factors, .. } => {
-                let s: Vec<String> = epochs.iter().zip(factors).map(|(e, f)| format!("×{f} from epoch {e}")).collect();
+            Decay::Steps {
+                epochs, factors, ..
+            } => {
+                let s: Vec<String> = epochs
+                    .iter()
+                    .zip(factors)
+                    .map(|(e, f)| format!("×{f} from epoch {e}"))
+                    .collect();
                 format!("steps: {}", s.join(", "))
             }
         };
-        format!("base lr {:e}; {warm}; {decay}; {} epochs", self.base_lr, self.total_epochs)
+        format!(
+            "base lr {:e}; {warm}; {decay}; {} epochs",
+            self.base_lr, self.total_epochs
+        )
     }
 }
 
@@ -147,7 +206,11 @@ pub fn synthetic_lr(step: u32, steps: u32, warmup: u32, peak: f32) -> f32 {
 #[derive(Clone, Debug, PartialEq)]
 pub enum LrSchedule {
     Paper(Schedule),
-    Synthetic { peak: f32, warmup_steps: u32, total_steps: u32 },
+    Synthetic {
+        peak: f32,
+        warmup_steps: u32,
+        total_steps: u32,
+    },
 }
 
 impl LrSchedule {
@@ -155,9 +218,16 @@ impl LrSchedule {
     pub fn lr_at_step(&self, step: u64, iters_per_epoch: u64) -> f64 {
         match self {
             LrSchedule::Paper(s) => s.lr_at_step(step, iters_per_epoch),
-            LrSchedule::Synthetic { peak, warmup_steps, total_steps } => {
-                synthetic_lr(step as u32, *total_steps, (*warmup_steps).min(*total_steps), *peak) as f64
-            }
+            LrSchedule::Synthetic {
+                peak,
+                warmup_steps,
+                total_steps,
+            } => synthetic_lr(
+                step as u32,
+                *total_steps,
+                (*warmup_steps).min(*total_steps),
+                *peak,
+            ) as f64,
         }
     }
 

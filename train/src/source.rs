@@ -38,14 +38,24 @@ pub trait BatchSource {
     /// [T, H, W] of every clip.
     fn clip(&self) -> [usize; 3];
     /// The batches of `epoch`, from batch `start` on (a resumed epoch starts mid-way).
-    fn epoch<'a>(&'a self, epoch: u64, start: usize) -> Result<Box<dyn Iterator<Item = Result<HostBatch>> + 'a>>;
+    fn epoch<'a>(
+        &'a self,
+        epoch: u64,
+        start: usize,
+    ) -> Result<Box<dyn Iterator<Item = Result<HostBatch>> + 'a>>;
 }
 
 /// Renders synthetic clips `first..first + batch` of `split` at `[frames, height, width]`,
 /// channels-last: ((B, T, H, W, 3) values, labels). The synthetic set renders square frames; for
 /// H ≠ W it renders at max(H, W) and keeps the centred H×W window (the shape stays in view: its
 /// path keeps a margin from every edge).
-pub fn render(data_seed: u64, [t, h, w]: [usize; 3], split: Split, first: u64, batch: usize) -> (Vec<f32>, Vec<u32>) {
+pub fn render(
+    data_seed: u64,
+    [t, h, w]: [usize; 3],
+    split: Split,
+    first: u64,
+    batch: usize,
+) -> (Vec<f32>, Vec<u32>) {
     let s = h.max(w);
     let set = MovingShapes::new(t, s, data_seed);
     let (full, labels) = set.batch(split, first, batch);
@@ -96,7 +106,11 @@ impl BatchSource for Synthetic {
         self.clip
     }
 
-    fn epoch<'a>(&'a self, epoch: u64, start: usize) -> Result<Box<dyn Iterator<Item = Result<HostBatch>> + 'a>> {
+    fn epoch<'a>(
+        &'a self,
+        epoch: u64,
+        start: usize,
+    ) -> Result<Box<dyn Iterator<Item = Result<HostBatch>> + 'a>> {
         let n = self.batches_per_epoch();
         let base = match self.split {
             Split::Train => epoch * self.clips as u64,
@@ -108,7 +122,13 @@ impl BatchSource for Synthetic {
             let b = self.batch.min(self.clips - first);
             let (data, labels) = render(self.seed, self.clip, self.split, base + first as u64, b);
             let [t, h, w] = self.clip;
-            Ok(HostBatch { data, shape: [b, t, h, w, 3], views: 1, labels, wait: t0.elapsed() })
+            Ok(HostBatch {
+                data,
+                shape: [b, t, h, w, 3],
+                views: 1,
+                labels,
+                wait: t0.elapsed(),
+            })
         })))
     }
 }

@@ -30,7 +30,10 @@ use tubelet_models::VideoModel;
 
 use crate::eval::{evaluate, model_input, EvalReport};
 use crate::metrics::ViewAverage;
-use crate::optim::{grad_sq_norm, params_nonfinite_probe, smoothed_cross_entropy, clip_grads, Optimiser, OptimizerKind, ParamPolicy};
+use crate::optim::{
+    clip_grads, grad_sq_norm, params_nonfinite_probe, smoothed_cross_entropy, Optimiser,
+    OptimizerKind, ParamPolicy,
+};
 use crate::plot;
 use crate::runlog::RunLog;
 use crate::schedule::LrSchedule;
@@ -95,7 +98,13 @@ pub enum SaveReason {
 /// Writes the state at the points the loop asks for. Only called when the parameters were just
 /// checked finite.
 pub trait StateSaver {
-    fn save(&mut self, reason: SaveReason, pos: &LoopPosition, model: &dyn VideoModel, opt: &mut Optimiser) -> Result<Option<PathBuf>>;
+    fn save(
+        &mut self,
+        reason: SaveReason,
+        pos: &LoopPosition,
+        model: &dyn VideoModel,
+        opt: &mut Optimiser,
+    ) -> Result<Option<PathBuf>>;
 }
 
 /// The default saver: the weights (parameters and buffers, official keys) as safetensors,
@@ -112,7 +121,13 @@ pub fn model_state(model: &dyn VideoModel) -> Vec<(String, Tensor)> {
 }
 
 impl StateSaver for WeightsSaver {
-    fn save(&mut self, reason: SaveReason, _pos: &LoopPosition, model: &dyn VideoModel, _opt: &mut Optimiser) -> Result<Option<PathBuf>> {
+    fn save(
+        &mut self,
+        reason: SaveReason,
+        _pos: &LoopPosition,
+        model: &dyn VideoModel,
+        _opt: &mut Optimiser,
+    ) -> Result<Option<PathBuf>> {
         let state = model_state(model);
         let last = self.dir.join("last.safetensors");
         tubelet::io::save(&last, &state, None)?;
@@ -157,12 +172,23 @@ pub struct EpochRecord {
 pub enum Event<'a> {
     /// The first step is done: its time and the estimate for one epoch.
     /// `memory_peak_bytes`: the most bytes of GPU tensors held at once during the step.
-    FirstStep { seconds: f64, epoch_estimate_seconds: f64, batches_per_epoch: usize, memory_peak_bytes: u64 },
+    FirstStep {
+        seconds: f64,
+        epoch_estimate_seconds: f64,
+        batches_per_epoch: usize,
+        memory_peak_bytes: u64,
+    },
     Step(&'a StepRecord),
     Epoch(&'a EpochRecord),
-    Saved { reason: SaveReason, path: PathBuf },
+    Saved {
+        reason: SaveReason,
+        path: PathBuf,
+    },
     /// Validation progress.
-    Validating { done: usize, total: usize },
+    Validating {
+        done: usize,
+        total: usize,
+    },
 }
 
 pub trait Observer {
@@ -179,10 +205,16 @@ impl Observer for Quiet {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     Finished,
-    Interrupted { step: u64 },
+    Interrupted {
+        step: u64,
+    },
     /// A non-finite loss, gradient or parameter at `step`; what was found, and where the last
     /// finite parameters were written (if they were).
-    Diverged { step: u64, what: String, last_finite: Option<PathBuf> },
+    Diverged {
+        step: u64,
+        what: String,
+        last_finite: Option<PathBuf>,
+    },
 }
 
 /// The result of [`train`].
@@ -209,14 +241,27 @@ impl<'m> Trainer<'m> {
     pub fn new(model: &'m dyn VideoModel, o: &TrainOptions) -> Result<Trainer<'m>> {
         let params = model.named_params();
         let buffers = model.named_buffers();
-        let backups = buffers.iter().map(|(_, t)| Tensor::try_full(t.shape(), 0.0)).collect::<Result<Vec<_>>>()?;
+        let backups = buffers
+            .iter()
+            .map(|(_, t)| Tensor::try_full(t.shape(), 0.0))
+            .collect::<Result<Vec<_>>>()?;
         let opt = Optimiser::new(&params, o.optimizer, o.weight_decay, &o.policy)?;
-        Ok(Trainer { model, opt, pos: LoopPosition::default(), params, buffers, backups })
+        Ok(Trainer {
+            model,
+            opt,
+            pos: LoopPosition::default(),
+            params,
+            buffers,
+            backups,
+        })
     }
 
     /// Whether every parameter is finite (one read-back).
     pub fn params_finite(&self) -> Result<bool> {
-        Ok(params_nonfinite_probe(&self.params)?.to_vec()?.iter().all(|v| v.is_finite()))
+        Ok(params_nonfinite_probe(&self.params)?
+            .to_vec()?
+            .iter()
+            .all(|v| v.is_finite()))
     }
 
     /// Runs the epochs from [`Trainer::pos`] on.
@@ -241,7 +286,9 @@ impl<'m> Trainer<'m> {
             Some(d) => Some(RunLog::create(d, &o.config)?),
             None => None,
         };
-        let names = val.and_then(|v| v.class_names()).or_else(|| data.class_names());
+        let names = val
+            .and_then(|v| v.class_names())
+            .or_else(|| data.class_names());
         let full = data.batches_per_epoch();
         if full == 0 {
             return Err(Error::Config("the training data gives no batches".into()));
@@ -264,7 +311,14 @@ impl<'m> Trainer<'m> {
             while self.pos.batch_in_epoch < per_epoch {
                 if stop_requested() {
                     self.save(saver, SaveReason::Interrupt, obs)?;
-                    return Ok(self.summary(Outcome::Interrupted { step: self.pos.step }, records, start, clips));
+                    return Ok(self.summary(
+                        Outcome::Interrupted {
+                            step: self.pos.step,
+                        },
+                        records,
+                        start,
+                        clips,
+                    ));
                 }
                 let Some(batch) = batches.next() else { break };
                 let batch = batch?;
@@ -285,8 +339,9 @@ impl<'m> Trainer<'m> {
                 let grads = loss.backward()?;
                 let gsq = grad_sq_norm(&self.params, &grads)?; // (1)
                 let probe = params_nonfinite_probe(&self.params)?; // (1)
-                // One read-back a step: loss, ‖g‖², Σ p·0.
-                let checks = Tensor::try_cat(&[&loss.try_reshape(&[1])?, &gsq, &probe], 0)?.to_vec()?;
+                                                                   // One read-back a step: loss, ‖g‖², Σ p·0.
+                let checks =
+                    Tensor::try_cat(&[&loss.try_reshape(&[1])?, &gsq, &probe], 0)?.to_vec()?;
                 let (loss_v, gsq_v, probe_v) = (checks[0] as f64, checks[1] as f64, checks[2]);
                 if !loss_v.is_finite() || !gsq_v.is_finite() || !probe_v.is_finite() {
                     for ((_, buf), copy) in self.buffers.iter().zip(&self.backups) {
@@ -308,7 +363,11 @@ impl<'m> Trainer<'m> {
                         _ => None,
                     };
                     let summary = self.summary(
-                        Outcome::Diverged { step: self.pos.step, what, last_finite },
+                        Outcome::Diverged {
+                            step: self.pos.step,
+                            what,
+                            last_finite,
+                        },
                         records,
                         start,
                         clips,
@@ -325,7 +384,10 @@ impl<'m> Trainer<'m> {
                     .chunks(classes)
                     .zip(&batch.labels)
                     .filter(|(r, &y)| {
-                        let best = r.iter().enumerate().fold(0, |bi, (i, &v)| if v > r[bi] { i } else { bi });
+                        let best = r
+                            .iter()
+                            .enumerate()
+                            .fold(0, |bi, (i, &v)| if v > r[bi] { i } else { bi });
                         best == y as usize
                     })
                     .count();
@@ -362,7 +424,10 @@ impl<'m> Trainer<'m> {
                     memory_peak_bytes,
                 };
                 curve.push((rec.step, rec.loss, rec.lr));
-                if o.log_every > 0 && (rec.step.is_multiple_of(o.log_every as u64) || self.pos.batch_in_epoch == per_epoch) {
+                if o.log_every > 0
+                    && (rec.step.is_multiple_of(o.log_every as u64)
+                        || self.pos.batch_in_epoch == per_epoch)
+                {
                     if let Some(l) = &mut log {
                         l.step(&json!({
                             "step": rec.step, "epoch": epoch, "batch": rec.batch_in_epoch, "loss": rec.loss,
@@ -379,7 +444,10 @@ impl<'m> Trainer<'m> {
                     }
                 }
                 if let Some(every) = o.save_every {
-                    if every > 0 && self.pos.step.is_multiple_of(every as u64) && self.pos.batch_in_epoch < per_epoch {
+                    if every > 0
+                        && self.pos.step.is_multiple_of(every as u64)
+                        && self.pos.batch_in_epoch < per_epoch
+                    {
                         self.save(saver, SaveReason::Periodic, obs)?;
                     }
                 }
@@ -389,8 +457,15 @@ impl<'m> Trainer<'m> {
             // Validation.
             let report = match val {
                 Some(v) => {
-                    let mut progress = |done: usize, total: usize| obs.event(Event::Validating { done, total });
-                    Some(evaluate(self.model, v, o.view_average, o.max_val_batches, &mut progress)?)
+                    let mut progress =
+                        |done: usize, total: usize| obs.event(Event::Validating { done, total });
+                    Some(evaluate(
+                        self.model,
+                        v,
+                        o.view_average,
+                        o.max_val_batches,
+                        &mut progress,
+                    )?)
                 }
                 None => None,
             };
@@ -410,7 +485,12 @@ impl<'m> Trainer<'m> {
                 }
                 _ => false,
             };
-            acc_rows.push((epoch + 1, Some(rec.train_top1), rec.val.as_ref().map(|r| r.top1()), rec.val.as_ref().map(|r| r.top5())));
+            acc_rows.push((
+                epoch + 1,
+                Some(rec.train_top1),
+                rec.val.as_ref().map(|r| r.top1()),
+                rec.val.as_ref().map(|r| r.top5()),
+            ));
             if let Some(l) = &mut log {
                 let v = rec.val.as_ref();
                 l.epoch(&json!({
@@ -423,7 +503,10 @@ impl<'m> Trainer<'m> {
                 plot::accuracy(&l.path("accuracy.png"), &acc_rows)?;
                 if let Some(r) = v {
                     plot::confusion(&l.path("confusion.png"), &r.tally, names.as_deref())?;
-                    crate::runlog::write_atomic(&l.path("per_class.csv"), r.tally.per_class_csv(names.as_deref()).as_bytes())?;
+                    crate::runlog::write_atomic(
+                        &l.path("per_class.csv"),
+                        r.tally.per_class_csv(names.as_deref()).as_bytes(),
+                    )?;
                 }
             }
             obs.event(Event::Epoch(&rec));
@@ -437,7 +520,12 @@ impl<'m> Trainer<'m> {
 
     /// Saves through `saver` after checking the parameters are finite (a non-finite state is
     /// never written).
-    fn save(&mut self, saver: &mut dyn StateSaver, reason: SaveReason, obs: &mut dyn Observer) -> Result<Option<PathBuf>> {
+    fn save(
+        &mut self,
+        saver: &mut dyn StateSaver,
+        reason: SaveReason,
+        obs: &mut dyn Observer,
+    ) -> Result<Option<PathBuf>> {
         if !self.params_finite()? {
             return Err(Error::Config(format!(
                 "not saving at step {} ({reason:?}): a parameter is not finite; the files written before stay as they were",
@@ -446,13 +534,28 @@ impl<'m> Trainer<'m> {
         }
         let path = saver.save(reason, &self.pos, self.model, &mut self.opt)?;
         if let Some(p) = &path {
-            obs.event(Event::Saved { reason, path: p.clone() });
+            obs.event(Event::Saved {
+                reason,
+                path: p.clone(),
+            });
         }
         Ok(path)
     }
 
-    fn summary(&self, outcome: Outcome, epochs: Vec<EpochRecord>, start: Instant, clips: u64) -> Summary {
-        Summary { outcome, position: self.pos, epochs, seconds: start.elapsed().as_secs_f64(), clips }
+    fn summary(
+        &self,
+        outcome: Outcome,
+        epochs: Vec<EpochRecord>,
+        start: Instant,
+        clips: u64,
+    ) -> Summary {
+        Summary {
+            outcome,
+            position: self.pos,
+            epochs,
+            seconds: start.elapsed().as_secs_f64(),
+            clips,
+        }
     }
 }
 
@@ -462,14 +565,22 @@ fn check_options(o: &TrainOptions) -> Result<()> {
     }
     if let Some(c) = o.grad_clip {
         if !(c > 0.0 && c.is_finite()) {
-            return Err(Error::Config(format!("grad clip must be a positive number, got {c}")));
+            return Err(Error::Config(format!(
+                "grad clip must be a positive number, got {c}"
+            )));
         }
     }
     if !(0.0..1.0).contains(&o.label_smoothing) {
-        return Err(Error::Config(format!("label smoothing must be in [0, 1), got {}", o.label_smoothing)));
+        return Err(Error::Config(format!(
+            "label smoothing must be in [0, 1), got {}",
+            o.label_smoothing
+        )));
     }
     if !(o.schedule.base_lr() > 0.0 && o.schedule.base_lr().is_finite()) {
-        return Err(Error::Config(format!("the learning rate must be a positive number, got {}", o.schedule.base_lr())));
+        return Err(Error::Config(format!(
+            "the learning rate must be a positive number, got {}",
+            o.schedule.base_lr()
+        )));
     }
     Ok(())
 }

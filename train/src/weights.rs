@@ -125,7 +125,9 @@ fn io_err(path: &Path, what: impl std::fmt::Display) -> Error {
 
 /// Whether `bytes` open like safetensors: a little-endian u64 header length, then `{`.
 fn looks_like_safetensors(bytes: &[u8]) -> bool {
-    bytes.len() >= 9 && bytes[8] == b'{' && u64::from_le_bytes(bytes[..8].try_into().unwrap()) < 100_000_000
+    bytes.len() >= 9
+        && bytes[8] == b'{'
+        && u64::from_le_bytes(bytes[..8].try_into().unwrap()) < 100_000_000
 }
 
 /// Reads the state dict of a weights file (see the module docs for what is read and what is
@@ -134,16 +136,27 @@ pub fn read_weights(path: &Path) -> Result<WeightsFile> {
     let mut head = [0u8; 16];
     let n = {
         use std::io::Read;
-        let mut f = std::fs::File::open(path).map_err(|e| io_err(path, format!("cannot open: {e}")))?;
-        f.read(&mut head).map_err(|e| io_err(path, format!("cannot read: {e}")))?
+        let mut f =
+            std::fs::File::open(path).map_err(|e| io_err(path, format!("cannot open: {e}")))?;
+        f.read(&mut head)
+            .map_err(|e| io_err(path, format!("cannot read: {e}")))?
     };
     if looks_like_safetensors(&head[..n]) {
         let (tensors, meta) = tubelet::io::read_with_metadata(path)?;
         if checkpoint::is_train_state(&meta) {
             return Err(io_err(path, checkpoint::whole_state_message(path)));
         }
-        let dtypes = tensors.keys().map(|k| (k.clone(), "safetensors".to_string())).collect();
-        return Ok(WeightsFile { path: path.to_path_buf(), format: FileFormat::Safetensors, container: None, tensors, dtypes });
+        let dtypes = tensors
+            .keys()
+            .map(|k| (k.clone(), "safetensors".to_string()))
+            .collect();
+        return Ok(WeightsFile {
+            path: path.to_path_buf(),
+            format: FileFormat::Safetensors,
+            container: None,
+            tensors,
+            dtypes,
+        });
     }
     read_torch(path)
 }
@@ -153,7 +166,15 @@ fn forbidden(v: &PickleValue, at: &str, out: &mut Vec<String>) {
     match v {
         PickleValue::Dict(d) => {
             for (k, v) in d {
-                forbidden(v, &if at.is_empty() { k.clone() } else { format!("{at}.{k}") }, out)
+                forbidden(
+                    v,
+                    &if at.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{at}.{k}")
+                    },
+                    out,
+                )
             }
         }
         PickleValue::List(l) => {
@@ -162,9 +183,14 @@ fn forbidden(v: &PickleValue, at: &str, out: &mut Vec<String>) {
             }
         }
         PickleValue::Unsupported(name) => {
-            let dtype = name.strip_prefix("torch.").is_some_and(|d| TORCH_DTYPES.contains(&d));
+            let dtype = name
+                .strip_prefix("torch.")
+                .is_some_and(|d| TORCH_DTYPES.contains(&d));
             if !dtype && !ALLOWED.contains(&name.as_str()) {
-                out.push(format!("{name} (at {})", if at.is_empty() { "the root" } else { at }));
+                out.push(format!(
+                    "{name} (at {})",
+                    if at.is_empty() { "the root" } else { at }
+                ));
             }
         }
         _ => {}
@@ -205,9 +231,15 @@ fn read_torch(path: &Path) -> Result<WeightsFile> {
         ));
     }
     let PickleValue::Dict(root) = &tree else {
-        return Err(io_err(path, "not a checkpoint: its pickle holds no dictionary of tensors"));
+        return Err(io_err(
+            path,
+            "not a checkpoint: its pickle holds no dictionary of tensors",
+        ));
     };
-    let container = CONTAINERS.iter().find(|k| root.get(**k).is_some_and(holds_tensors)).map(|k| k.to_string());
+    let container = CONTAINERS
+        .iter()
+        .find(|k| root.get(**k).is_some_and(holds_tensors))
+        .map(|k| k.to_string());
     if container.is_none() && !root.values().any(holds_tensors) {
         let mut keys: Vec<&str> = root.keys().map(String::as_str).collect();
         keys.sort();
@@ -235,18 +267,44 @@ fn read_torch(path: &Path) -> Result<WeightsFile> {
     let mut tensors = BTreeMap::new();
     let mut dtypes = BTreeMap::new();
     for (name, t) in reader.tensors() {
-        let bytes = t.read().map_err(|e| io_err(path, format!("reading tensor {name}: {e}")))?;
+        let bytes = t
+            .read()
+            .map_err(|e| io_err(path, format!("reading tensor {name}: {e}")))?;
         let data = to_f32(t.dtype(), &bytes);
         if data.len() != t.num_elements() {
-            return Err(io_err(path, format!("tensor {name}: {} values for shape {:?}", data.len(), t.shape())));
+            return Err(io_err(
+                path,
+                format!(
+                    "tensor {name}: {} values for shape {:?}",
+                    data.len(),
+                    t.shape()
+                ),
+            ));
         }
         dtypes.insert(name.clone(), format!("{:?}", t.dtype()).to_lowercase());
-        tensors.insert(name.clone(), HostTensor { shape: t.shape().to_vec(), data });
+        tensors.insert(
+            name.clone(),
+            HostTensor {
+                shape: t.shape().to_vec(),
+                data,
+            },
+        );
     }
-    if let Some(bad) = tubelet::io::first_non_finite(tensors.iter().map(|(k, t)| (k.as_str(), t.data.as_slice()))) {
-        return Err(io_err(path, format!("tensor {bad}; a weights file must hold finite values")));
+    if let Some(bad) =
+        tubelet::io::first_non_finite(tensors.iter().map(|(k, t)| (k.as_str(), t.data.as_slice())))
+    {
+        return Err(io_err(
+            path,
+            format!("tensor {bad}; a weights file must hold finite values"),
+        ));
     }
-    Ok(WeightsFile { path: path.to_path_buf(), format, container, tensors, dtypes })
+    Ok(WeightsFile {
+        path: path.to_path_buf(),
+        format,
+        container,
+        tensors,
+        dtypes,
+    })
 }
 
 /// Little-endian storage bytes as f32 (`pytorch-reader` hands them in native order, and
@@ -254,7 +312,9 @@ fn read_torch(path: &Path) -> Result<WeightsFile> {
 fn to_f32(dtype: DType, b: &[u8]) -> Vec<f32> {
     macro_rules! conv {
         ($n:expr, $f:expr) => {
-            b.chunks_exact($n).map(|c| $f(c.try_into().unwrap())).collect()
+            b.chunks_exact($n)
+                .map(|c| $f(c.try_into().unwrap()))
+                .collect()
         };
     }
     match dtype {
@@ -314,12 +374,30 @@ impl LoadReport {
                 format!("{}, ... ({} more)", v[..8].join(", "), v.len() - 8)
             }
         };
-        let stored: Vec<String> = self.stored.iter().map(|(d, n)| format!("{n} {d}")).collect();
-        let mut s = format!("weights: {}: loaded {} tensors ({})", self.source, self.loaded.len(), stored.join(", "));
+        let stored: Vec<String> = self
+            .stored
+            .iter()
+            .map(|(d, n)| format!("{n} {d}"))
+            .collect();
+        let mut s = format!(
+            "weights: {}: loaded {} tensors ({})",
+            self.source,
+            self.loaded.len(),
+            stored.join(", ")
+        );
         for (what, v) in [
-            ("re-initialised (head of another class count, or none in the file)", &self.reinitialised),
-            ("left at their initialisation (shapes differ)", &self.mismatched),
-            ("left at their initialisation (not in the file)", &self.missing),
+            (
+                "re-initialised (head of another class count, or none in the file)",
+                &self.reinitialised,
+            ),
+            (
+                "left at their initialisation (shapes differ)",
+                &self.mismatched,
+            ),
+            (
+                "left at their initialisation (not in the file)",
+                &self.missing,
+            ),
             ("unused (in the file, not in the model)", &self.unused),
         ] {
             if !v.is_empty() {
@@ -334,9 +412,13 @@ impl LoadReport {
 /// for a model whose head is `head`, say) becomes the model's; every other key stays. Maps
 /// the new name to the file's key.
 fn head_aliases<'a>(file: &'a WeightsFile, model_keys: &[&str]) -> BTreeMap<String, &'a str> {
-    let model_head: BTreeMap<&str, &str> =
-        model_keys.iter().filter_map(|k| head_of(strip_prefix(k)).map(|(_, leaf)| (leaf, *k))).collect();
-    let model_prefix = model_keys.iter().find_map(|k| head_of(strip_prefix(k)).map(|(p, _)| p));
+    let model_head: BTreeMap<&str, &str> = model_keys
+        .iter()
+        .filter_map(|k| head_of(strip_prefix(k)).map(|(_, leaf)| (leaf, *k)))
+        .collect();
+    let model_prefix = model_keys
+        .iter()
+        .find_map(|k| head_of(strip_prefix(k)).map(|(p, _)| p));
     let mut alias = BTreeMap::new();
     for k in file.tensors.keys() {
         let renamed = match (head_of(strip_prefix(k)), model_prefix) {
@@ -355,12 +437,23 @@ pub type KeyPairs = (Vec<(String, String)>, Vec<String>);
 /// key) for every model key the file has, whatever its shape, and the file keys left over.
 pub fn official_keys(file: &WeightsFile, model_keys: &[&str]) -> Result<KeyPairs> {
     let alias = head_aliases(file, model_keys);
-    let m = match_keys(&file.path.display().to_string(), alias.keys().map(String::as_str), model_keys.iter().copied())?;
+    let m = match_keys(
+        &file.path.display().to_string(),
+        alias.keys().map(String::as_str),
+        model_keys.iter().copied(),
+    )?;
     let pairs = model_keys
         .iter()
-        .filter_map(|k| m.matched.get(*k).map(|a| (k.to_string(), alias[a].to_string())))
+        .filter_map(|k| {
+            m.matched
+                .get(*k)
+                .map(|a| (k.to_string(), alias[a].to_string()))
+        })
         .collect();
-    Ok((pairs, m.unexpected.iter().map(|a| alias[a].to_string()).collect()))
+    Ok((
+        pairs,
+        m.unexpected.iter().map(|a| alias[a].to_string()).collect(),
+    ))
 }
 
 /// What [`plan`] found: the report, the (model tensor, file tensor) pairs to load, and for
@@ -373,8 +466,15 @@ fn plan<'a>(file: &'a WeightsFile, model: &[(String, Tensor)]) -> Result<Plan<'a
     let model_keys: Vec<&str> = model.iter().map(|(k, _)| k.as_str()).collect();
     let alias = head_aliases(file, &model_keys);
     let source = format!("{} ({})", file.path.display(), file.describe());
-    let m = match_keys(&source, alias.keys().map(String::as_str), model.iter().map(|(k, _)| k.as_str()))?;
-    let mut r = LoadReport { source, ..LoadReport::default() };
+    let m = match_keys(
+        &source,
+        alias.keys().map(String::as_str),
+        model.iter().map(|(k, _)| k.as_str()),
+    )?;
+    let mut r = LoadReport {
+        source,
+        ..LoadReport::default()
+    };
     let mut pairs = Vec::new();
     let mut head_shapes = Vec::new();
     for (key, t) in model {
@@ -391,7 +491,8 @@ fn plan<'a>(file: &'a WeightsFile, model: &[(String, Tensor)]) -> Result<Plan<'a
                     r.reinitialised.push(key.clone());
                     head_shapes.push(format!("{key}: file {:?}, model {:?}", h.shape, t.shape()));
                 } else {
-                    r.mismatched.push(format!("{key}: file {:?}, model {:?}", h.shape, t.shape()));
+                    r.mismatched
+                        .push(format!("{key}: file {:?}, model {:?}", h.shape, t.shape()));
                 }
             }
             None if is_head => r.reinitialised.push(key.clone()),
@@ -450,17 +551,35 @@ pub fn load_exact_into(state: &[(String, Tensor)], path: &Path) -> Result<LoadRe
     let mut wrong = report.mismatched.clone();
     wrong.extend(head_shapes);
     // A head absent from the file is missing like any other tensor.
-    missing.extend(report.reinitialised.iter().filter(|k| !wrong.iter().any(|w| w.starts_with(&format!("{k}:")))).cloned());
+    missing.extend(
+        report
+            .reinitialised
+            .iter()
+            .filter(|k| !wrong.iter().any(|w| w.starts_with(&format!("{k}:"))))
+            .cloned(),
+    );
     if !missing.is_empty() || !wrong.is_empty() {
         let mut msg = format!("{} does not fit the model:", report.source);
         if !missing.is_empty() {
-            msg += &format!("\n  missing keys ({}): {}", missing.len(), missing.join(", "));
+            msg += &format!(
+                "\n  missing keys ({}): {}",
+                missing.len(),
+                missing.join(", ")
+            );
         }
         if !wrong.is_empty() {
-            msg += &format!("\n  wrongly shaped keys ({}): {}", wrong.len(), wrong.join("; "));
+            msg += &format!(
+                "\n  wrongly shaped keys ({}): {}",
+                wrong.len(),
+                wrong.join("; ")
+            );
         }
         if !report.unused.is_empty() {
-            msg += &format!("\n  unused keys ({}): {}", report.unused.len(), report.unused.join(", "));
+            msg += &format!(
+                "\n  unused keys ({}): {}",
+                report.unused.len(),
+                report.unused.join(", ")
+            );
         }
         return Err(Error::Io(msg));
     }

@@ -16,7 +16,9 @@ use tubelet_train::source::Synthetic;
 use tubelet_train::trainer::{Event, Observer, Outcome, TrainOptions, Trainer, WeightsSaver};
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tubelet-train-loop-{}", std::process::id())).join(name);
+    let dir = std::env::temp_dir()
+        .join(format!("tubelet-train-loop-{}", std::process::id()))
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -26,8 +28,16 @@ fn options(run_dir: Option<PathBuf>, peak: f32) -> TrainOptions {
     TrainOptions {
         epochs: 2,
         max_steps_per_epoch: None,
-        schedule: LrSchedule::Synthetic { peak, warmup_steps: 1, total_steps: 4 },
-        optimizer: OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+        schedule: LrSchedule::Synthetic {
+            peak,
+            warmup_steps: 1,
+            total_steps: 4,
+        },
+        optimizer: OptimizerKind::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
         weight_decay: 0.05,
         policy: ParamPolicy::Tubelet,
         label_smoothing: 0.1,
@@ -62,8 +72,20 @@ impl Observer for Count {
 
 fn sources(model_clip: [usize; 3]) -> (Synthetic, Synthetic) {
     (
-        Synthetic { seed: 0, clip: model_clip, split: Split::Train, batch: 2, clips: 4 },
-        Synthetic { seed: 0, clip: model_clip, split: Split::Test, batch: 2, clips: 4 },
+        Synthetic {
+            seed: 0,
+            clip: model_clip,
+            split: Split::Train,
+            batch: 2,
+            clips: 4,
+        },
+        Synthetic {
+            seed: 0,
+            clip: model_clip,
+            split: Split::Test,
+            batch: 2,
+            clips: 4,
+        },
     )
 }
 
@@ -76,9 +98,26 @@ fn two_epochs_write_metrics_epochs_plots_and_weights() {
     let o = options(Some(dir.clone()), 1e-3);
     let mut t = Trainer::new(model.as_ref(), &o).unwrap();
     let mut obs = Count::default();
-    let s = t.run(&train, Some(&val), &o, &mut WeightsSaver { dir: dir.clone() }, &mut obs).unwrap();
+    let s = t
+        .run(
+            &train,
+            Some(&val),
+            &o,
+            &mut WeightsSaver { dir: dir.clone() },
+            &mut obs,
+        )
+        .unwrap();
     assert_eq!(s.outcome, Outcome::Finished);
-    assert_eq!((s.position.step, s.position.epoch, obs.steps, obs.epochs, obs.first), (4, 2, 4, 2, 1));
+    assert_eq!(
+        (
+            s.position.step,
+            s.position.epoch,
+            obs.steps,
+            obs.epochs,
+            obs.first
+        ),
+        (4, 2, 4, 2, 1)
+    );
     assert_eq!(s.epochs.len(), 2);
     let v = s.epochs[1].val.as_ref().unwrap();
     assert_eq!(v.tally.count, 4);
@@ -86,20 +125,40 @@ fn two_epochs_write_metrics_epochs_plots_and_weights() {
     let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 4);
     let line: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
-    for k in ["step", "loss", "lr", "data_time", "step_time", "clips_per_s", "grad_norm"] {
+    for k in [
+        "step",
+        "loss",
+        "lr",
+        "data_time",
+        "step_time",
+        "clips_per_s",
+        "grad_norm",
+    ] {
         assert!(line.get(k).is_some(), "metrics.jsonl lacks {k}: {line}");
     }
     let epochs = std::fs::read_to_string(dir.join("epochs.jsonl")).unwrap();
     assert_eq!(epochs.lines().count(), 2);
     assert!(epochs.contains("val_mean_class_accuracy"));
-    for f in ["config.json", "loss_lr.png", "accuracy.png", "confusion.png", "per_class.csv", "last.safetensors", "best.safetensors"] {
+    for f in [
+        "config.json",
+        "loss_lr.png",
+        "accuracy.png",
+        "confusion.png",
+        "per_class.csv",
+        "last.safetensors",
+        "best.safetensors",
+    ] {
         let m = std::fs::metadata(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
         assert!(m.len() > 0, "{f} is empty");
     }
     let png = std::fs::read(dir.join("accuracy.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
     // No temporary files left behind.
-    assert!(std::fs::read_dir(&dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+    assert!(std::fs::read_dir(&dir).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".tmp")));
 }
 
 #[test]
@@ -114,8 +173,23 @@ fn a_huge_learning_rate_stops_the_run_and_overwrites_nothing() {
     let mut o = options(Some(dir.clone()), 1e30);
     o.grad_clip = None;
     let mut t = Trainer::new(model.as_ref(), &o).unwrap();
-    let s = t.run(&train, Some(&val), &o, &mut WeightsSaver { dir: dir.clone() }, &mut Count::default()).unwrap();
-    let Outcome::Diverged { step, what, last_finite } = &s.outcome else { panic!("expected divergence: {:?}", s.outcome) };
+    let s = t
+        .run(
+            &train,
+            Some(&val),
+            &o,
+            &mut WeightsSaver { dir: dir.clone() },
+            &mut Count::default(),
+        )
+        .unwrap();
+    let Outcome::Diverged {
+        step,
+        what,
+        last_finite,
+    } = &s.outcome
+    else {
+        panic!("expected divergence: {:?}", s.outcome)
+    };
     assert!(*step >= 1 && *step < 4, "diverged at step {step}: {what}");
     assert!(s.epochs.is_empty(), "no epoch finished, so none was saved");
     assert_eq!(std::fs::read(&good).unwrap(), b"the good weights");
@@ -136,7 +210,15 @@ fn a_stop_request_saves_and_returns() {
     let mut o = options(None, 1e-3);
     o.stop = Some(Arc::new(AtomicBool::new(true)));
     let mut t = Trainer::new(model.as_ref(), &o).unwrap();
-    let s = t.run(&train, None, &o, &mut WeightsSaver { dir: dir.clone() }, &mut Count::default()).unwrap();
+    let s = t
+        .run(
+            &train,
+            None,
+            &o,
+            &mut WeightsSaver { dir: dir.clone() },
+            &mut Count::default(),
+        )
+        .unwrap();
     assert_eq!(s.outcome, Outcome::Interrupted { step: 0 });
     assert!(dir.join("last.safetensors").exists());
 }

@@ -3,7 +3,9 @@
 
 use tubelet::optim::{sgd_reference, Sgd, SgdConfig};
 use tubelet::{gpu_or_skip, Indices, Rng, Tensor};
-use tubelet_train::optim::{clip_grads, grad_sq_norm, smoothed_cross_entropy, smoothed_cross_entropy_reference};
+use tubelet_train::optim::{
+    clip_grads, grad_sq_norm, smoothed_cross_entropy, smoothed_cross_entropy_reference,
+};
 
 fn values(n: usize, seed: u64, scale: f64) -> Vec<f32> {
     let mut r = Rng::new(seed);
@@ -14,10 +16,34 @@ fn values(n: usize, seed: u64, scale: f64) -> Vec<f32> {
 fn sgd_matches_the_f64_reference_over_several_steps() {
     let Some(_) = gpu_or_skip() else { return };
     let configs = [
-        SgdConfig { lr: 0.1, momentum: 0.9, dampening: 0.0, weight_decay: 1e-2, nesterov: false },
-        SgdConfig { lr: 0.05, momentum: 0.9, dampening: 0.0, weight_decay: 1e-4, nesterov: true },
-        SgdConfig { lr: 0.2, momentum: 0.5, dampening: 0.3, weight_decay: 0.0, nesterov: false },
-        SgdConfig { lr: 0.1, momentum: 0.0, dampening: 0.0, weight_decay: 1e-3, nesterov: false },
+        SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            dampening: 0.0,
+            weight_decay: 1e-2,
+            nesterov: false,
+        },
+        SgdConfig {
+            lr: 0.05,
+            momentum: 0.9,
+            dampening: 0.0,
+            weight_decay: 1e-4,
+            nesterov: true,
+        },
+        SgdConfig {
+            lr: 0.2,
+            momentum: 0.5,
+            dampening: 0.3,
+            weight_decay: 0.0,
+            nesterov: false,
+        },
+        SgdConfig {
+            lr: 0.1,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 1e-3,
+            nesterov: false,
+        },
     ];
     let n = 1000;
     for (ci, c) in configs.into_iter().enumerate() {
@@ -25,7 +51,8 @@ fn sgd_matches_the_f64_reference_over_several_steps() {
             let p0 = values(n, 1 + ci as u64, 1.0);
             let w = Tensor::from_slice(&p0, &[10, 100]).unwrap().param();
             let mut opt = Sgd::new(vec![("w".into(), w.clone(), decay)], c).unwrap();
-            let (mut p, mut b): (Vec<f64>, Vec<f64>) = (p0.iter().map(|&v| v as f64).collect(), vec![0.0; n]);
+            let (mut p, mut b): (Vec<f64>, Vec<f64>) =
+                (p0.iter().map(|&v| v as f64).collect(), vec![0.0; n]);
             for step in 0..3u64 {
                 let g = values(n, 100 + step, 0.5);
                 // A gradient of w: d/dw Σ w·g = g.
@@ -40,11 +67,23 @@ fn sgd_matches_the_f64_reference_over_several_steps() {
                 }
             }
             let got = w.to_vec().unwrap();
-            let err = got.iter().zip(&p).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+            let err = got
+                .iter()
+                .zip(&p)
+                .map(|(a, b)| (*a as f64 - b).abs())
+                .fold(0.0, f64::max);
             assert!(err < 1e-5, "config {ci} decay {decay}: max error {err}");
         }
     }
-    assert!(Sgd::new(vec![], SgdConfig { nesterov: true, momentum: 0.0, ..SgdConfig::default() }).is_err());
+    assert!(Sgd::new(
+        vec![],
+        SgdConfig {
+            nesterov: true,
+            momentum: 0.0,
+            ..SgdConfig::default()
+        }
+    )
+    .is_err());
 }
 
 #[test]
@@ -67,9 +106,13 @@ fn label_smoothing_matches_the_reference_value_and_gradient() {
             let z: f64 = row.iter().map(|v| (v - m).exp()).sum();
             for k in 0..c {
                 let p = (row[k] - m).exp() / z;
-                let target = (1.0 - eps as f64) * f64::from(k == labels[r] as usize) + eps as f64 / c as f64;
+                let target =
+                    (1.0 - eps as f64) * f64::from(k == labels[r] as usize) + eps as f64 / c as f64;
                 let want = (p - target) / b as f64;
-                assert!((g[r * c + k] as f64 - want).abs() < 1e-5, "eps {eps} grad [{r}, {k}]");
+                assert!(
+                    (g[r * c + k] as f64 - want).abs() < 1e-5,
+                    "eps {eps} grad [{r}, {k}]"
+                );
             }
         }
     }
@@ -79,7 +122,9 @@ fn label_smoothing_matches_the_reference_value_and_gradient() {
 fn clipping_scales_all_gradients_by_the_global_norm() {
     let Some(_) = gpu_or_skip() else { return };
     let a = Tensor::from_slice(&[1.0, 2.0, 3.0], &[3]).unwrap().param();
-    let w = Tensor::from_slice(&[1.0, 1.0, 1.0, 1.0], &[2, 2]).unwrap().param();
+    let w = Tensor::from_slice(&[1.0, 1.0, 1.0, 1.0], &[2, 2])
+        .unwrap()
+        .param();
     let ga = Tensor::from_slice(&[3.0, 0.0, 4.0], &[3]).unwrap();
     let gw = Tensor::from_slice(&[0.0, 12.0, 0.0, 0.0], &[2, 2]).unwrap();
     // loss = Σ a·ga + Σ w·gw: gradients ga, gw; global norm √(9 + 16 + 144) = 13.

@@ -17,8 +17,14 @@
 use std::path::Path;
 use std::process::{exit, Command};
 
-const BUILD_PKGS: [&str; 6] =
-    ["pkg-config", "libclang-dev", "libavformat-dev", "libavcodec-dev", "libavutil-dev", "libswscale-dev"];
+const BUILD_PKGS: [&str; 6] = [
+    "pkg-config",
+    "libclang-dev",
+    "libavformat-dev",
+    "libavcodec-dev",
+    "libavutil-dev",
+    "libswscale-dev",
+];
 const TEST_PKGS: [&str; 1] = ["ffmpeg"];
 
 fn main() {
@@ -29,7 +35,11 @@ fn main() {
     let (need, cargo_args): (Vec<&str>, Vec<String>) = match task.as_str() {
         "test" => (
             BUILD_PKGS.iter().chain(&TEST_PKGS).copied().collect(),
-            ["test", "--workspace"].iter().map(|s| s.to_string()).chain(rest).collect(),
+            ["test", "--workspace"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(rest)
+                .collect(),
         ),
         "train" => (
             BUILD_PKGS.to_vec(),
@@ -39,7 +49,10 @@ fn main() {
                 .chain(rest)
                 .collect(),
         ),
-        "setup" => (BUILD_PKGS.iter().chain(&TEST_PKGS).copied().collect(), Vec::new()),
+        "setup" => (
+            BUILD_PKGS.iter().chain(&TEST_PKGS).copied().collect(),
+            Vec::new(),
+        ),
         _ => {
             eprintln!(
                 "usage: cargo xtask test [CARGO TEST ARGS] | cargo xtask train [TRAIN ARGS] | cargo xtask setup\n\
@@ -57,10 +70,13 @@ fn main() {
     if cargo_args.is_empty() {
         return;
     }
-    let status = Command::new(cargo).args(&cargo_args).status().unwrap_or_else(|e| {
-        eprintln!("xtask: could not run cargo: {e}");
-        exit(1)
-    });
+    let status = Command::new(cargo)
+        .args(&cargo_args)
+        .status()
+        .unwrap_or_else(|e| {
+            eprintln!("xtask: could not run cargo: {e}");
+            exit(1)
+        });
     exit(status.code().unwrap_or(1));
 }
 
@@ -80,7 +96,10 @@ fn setup(need: &[&str]) -> Result<(), String> {
     let mut missing: Vec<&str> = need.iter().copied().filter(|p| !installed(p)).collect();
     let mut why: Vec<String> = Vec::new();
     if !missing.is_empty() {
-        why.push(format!("{} (FFmpeg's libraries for video support; the ffmpeg CLI for test clips)", missing.join(" ")));
+        why.push(format!(
+            "{} (FFmpeg's libraries for video support; the ffmpeg CLI for test clips)",
+            missing.join(" ")
+        ));
     }
     let mesa = mesa_needed();
     if let Some(reason) = &mesa {
@@ -104,7 +123,11 @@ fn setup(need: &[&str]) -> Result<(), String> {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false)
 }
 
 fn installed(pkg: &str) -> bool {
@@ -116,7 +139,10 @@ fn installed(pkg: &str) -> bool {
 }
 
 fn mesa_version() -> Option<String> {
-    let o = Command::new("dpkg-query").args(["-W", "-f=${Version}", "mesa-vulkan-drivers"]).output().ok()?;
+    let o = Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", "mesa-vulkan-drivers"])
+        .output()
+        .ok()?;
     let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
     (o.status.success() && !v.is_empty()).then_some(v)
 }
@@ -128,28 +154,41 @@ fn mesa_needed() -> Option<String> {
         // Mesa 22's llvmpipe silently cuts loops at 65,535 iterations; the kernels keep under it,
         // but tubelet is tested on 25 (shared/spec/engine-notes.md).
         let upstream = v.split_once(':').map_or(v.as_str(), |(_epoch, rest)| rest);
-        let major: u32 = upstream.split('.').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let major: u32 = upstream
+            .split('.')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         return (major < 25).then(|| format!("Mesa {v} is older than 25"));
     }
     let icds = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"];
     let has_icd = icds.iter().any(|d| {
-        std::fs::read_dir(d).map(|mut r| r.any(|e| e.is_ok())).unwrap_or(false)
+        std::fs::read_dir(d)
+            .map(|mut r| r.any(|e| e.is_ok()))
+            .unwrap_or(false)
     });
-    (!has_icd).then(|| "no Vulkan driver found: lavapipe, Mesa's software Vulkan, runs tubelet on the CPU".into())
+    (!has_icd).then(|| {
+        "no Vulkan driver found: lavapipe, Mesa's software Vulkan, runs tubelet on the CPU".into()
+    })
 }
 
 /// mesa-vulkan-drivers, from the distribution's backports suite where it exists (Debian 12 has
 /// Mesa 25 there), enabling that suite from the sources already configured.
 fn install_mesa(sudo: &[&str]) -> Result<(), String> {
     let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-    let codename = os.lines().find_map(|l| l.strip_prefix("VERSION_CODENAME=")).map(|s| s.trim_matches('"').to_string());
+    let codename = os
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|s| s.trim_matches('"').to_string());
     let src = Path::new("/etc/apt/sources.list.d/debian.sources");
     let bp = Path::new("/etc/apt/sources.list.d/tubelet-backports.sources");
     if let Some(code) = &codename {
         let have_bp = std::fs::read_dir("/etc/apt/sources.list.d")
             .map(|r| {
                 r.flatten().any(|e| {
-                    std::fs::read_to_string(e.path()).map(|s| s.contains(&format!("{code}-backports"))).unwrap_or(false)
+                    std::fs::read_to_string(e.path())
+                        .map(|s| s.contains(&format!("{code}-backports")))
+                        .unwrap_or(false)
                 })
             })
             .unwrap_or(false);
@@ -159,19 +198,45 @@ fn install_mesa(sudo: &[&str]) -> Result<(), String> {
             let first = text.split("\n\n").next().unwrap_or("");
             let stanza: String = first
                 .lines()
-                .map(|l| if l.starts_with("Suites:") { format!("Suites: {code}-backports") } else { l.to_string() })
+                .map(|l| {
+                    if l.starts_with("Suites:") {
+                        format!("Suites: {code}-backports")
+                    } else {
+                        l.to_string()
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join("\n");
-            std::fs::write(bp, stanza + "\n").map_err(|e| format!("writing {}: {e}", bp.display()))?;
+            std::fs::write(bp, stanza + "\n")
+                .map_err(|e| format!("writing {}: {e}", bp.display()))?;
             run(sudo, &["apt-get", "update", "-qq"])?;
         }
-        let policy = Command::new("apt-cache").args(["policy", "mesa-vulkan-drivers"]).output();
-        if policy.map(|o| String::from_utf8_lossy(&o.stdout).contains("backports")).unwrap_or(false) {
+        let policy = Command::new("apt-cache")
+            .args(["policy", "mesa-vulkan-drivers"])
+            .output();
+        if policy
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("backports"))
+            .unwrap_or(false)
+        {
             let suite = format!("{code}-backports");
-            return run(sudo, &["apt-get", "install", "-y", "-qq", "-t", &suite, "mesa-vulkan-drivers"]);
+            return run(
+                sudo,
+                &[
+                    "apt-get",
+                    "install",
+                    "-y",
+                    "-qq",
+                    "-t",
+                    &suite,
+                    "mesa-vulkan-drivers",
+                ],
+            );
         }
     }
-    run(sudo, &["apt-get", "install", "-y", "-qq", "mesa-vulkan-drivers"])
+    run(
+        sudo,
+        &["apt-get", "install", "-y", "-qq", "mesa-vulkan-drivers"],
+    )
 }
 
 fn run(prefix: &[&str], cmd: &[&str]) -> Result<(), String> {

@@ -26,7 +26,12 @@ impl Init {
     }
 
     /// Glorot/Xavier uniform for a (fan_in, fan_out) matrix.
-    pub fn xavier_uniform(&mut self, shape: &[usize], fan_in: usize, fan_out: usize) -> Result<Tensor> {
+    pub fn xavier_uniform(
+        &mut self,
+        shape: &[usize],
+        fan_in: usize,
+        fan_out: usize,
+    ) -> Result<Tensor> {
         let a = (6.0 / (fan_in + fan_out) as f32).sqrt();
         Ok(Tensor::rand_uniform(shape, -a, a, self.seed())?.param())
     }
@@ -52,7 +57,11 @@ impl Linear {
     pub fn new(init: &mut Init, d_in: usize, d_out: usize, bias: bool) -> Result<Linear> {
         Ok(Linear {
             weight: init.trunc_normal(&[d_out, d_in], 0.02)?,
-            bias: if bias { Some(init.constant(&[d_out], 0.0)?) } else { None },
+            bias: if bias {
+                Some(init.constant(&[d_out], 0.0)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -86,7 +95,10 @@ impl Dense {
 
     /// All zeros (scenic's `output_projection`).
     pub fn zeros(init: &mut Init, d_in: usize, d_out: usize) -> Result<Dense> {
-        Ok(Dense { kernel: init.constant(&[d_in, d_out], 0.0)?, bias: init.constant(&[d_out], 0.0)? })
+        Ok(Dense {
+            kernel: init.constant(&[d_in, d_out], 0.0)?,
+            bias: init.constant(&[d_out], 0.0)?,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -111,12 +123,22 @@ pub struct LayerNorm {
 impl LayerNorm {
     /// PyTorch: eps 1e-5, keys `weight`/`bias`.
     pub fn torch(init: &mut Init, c: usize, eps: f32) -> Result<LayerNorm> {
-        Ok(LayerNorm { weight: init.constant(&[c], 1.0)?, bias: init.constant(&[c], 0.0)?, eps, flax: false })
+        Ok(LayerNorm {
+            weight: init.constant(&[c], 1.0)?,
+            bias: init.constant(&[c], 0.0)?,
+            eps,
+            flax: false,
+        })
     }
 
     /// Flax: eps 1e-6, keys `scale`/`bias`.
     pub fn flax(init: &mut Init, c: usize) -> Result<LayerNorm> {
-        Ok(LayerNorm { weight: init.constant(&[c], 1.0)?, bias: init.constant(&[c], 0.0)?, eps: 1e-6, flax: true })
+        Ok(LayerNorm {
+            weight: init.constant(&[c], 1.0)?,
+            bias: init.constant(&[c], 0.0)?,
+            eps: 1e-6,
+            flax: true,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

@@ -46,23 +46,39 @@ pub struct Attention {
 
 impl Attention {
     pub fn new(heads: usize, scale: f32) -> Attention {
-        Attention { heads, scale, split: None, lse: None }
+        Attention {
+            heads,
+            scale,
+            split: None,
+            lse: None,
+        }
     }
 
     /// (B, N, H, D) of a qkv shape, or an error naming the op and the shape.
     fn dims(&self, shape: &[usize]) -> Result<[usize; 4]> {
         if shape.len() != 3 {
-            crate::bail!(Shape, "attention: qkv must be (B, N, 3·heads·head_dim), got shape {shape:?}");
+            crate::bail!(
+                Shape,
+                "attention: qkv must be (B, N, 3·heads·head_dim), got shape {shape:?}"
+            );
         }
         let (b, n, c) = (shape[0], shape[1], shape[2]);
         if self.heads == 0 || c == 0 || c % (3 * self.heads) != 0 {
-            crate::bail!(Shape, "attention: last dim {c} of qkv {shape:?} is not a positive multiple \
-                of 3·heads = 3·{}", self.heads);
+            crate::bail!(
+                Shape,
+                "attention: last dim {c} of qkv {shape:?} is not a positive multiple \
+                of 3·heads = 3·{}",
+                self.heads
+            );
         }
         let d = c / (3 * self.heads);
         if d > MAX_HEAD_DIM {
-            crate::bail!(Shape, "attention: head dim {d} (qkv {shape:?}, {} heads) above the \
-                supported {MAX_HEAD_DIM}", self.heads);
+            crate::bail!(
+                Shape,
+                "attention: head dim {d} (qkv {shape:?}, {} heads) above the \
+                supported {MAX_HEAD_DIM}",
+                self.heads
+            );
         }
         if !self.scale.is_finite() {
             crate::bail!(Config, "attention: scale {} is not finite", self.scale);
@@ -75,7 +91,12 @@ impl Attention {
         let bk = (TILE / d4).min(MAX_BK);
         // Per looped-over row: 2·D4 + 1 trips in the widest kernel (dq, dkv), plus tile loads.
         let per_row = 4 * d4 + 2;
-        let split = self.split.unwrap_or(LOOP_BUDGET / per_row).max(1).div_ceil(bk) * bk;
+        let split = self
+            .split
+            .unwrap_or(LOOP_BUDGET / per_row)
+            .max(1)
+            .div_ceil(bk)
+            * bk;
         Params {
             b: b as u32,
             n: n as u32,
@@ -118,7 +139,13 @@ fn constants(p: &Params) -> [(&'static str, f64); 3] {
 }
 
 /// Row-wise softmax probabilities P[b, h] (N×N) of the reference, in f64.
-fn probs(qkv: &CpuTensor, [_, n, hh, d]: [usize; 4], scale: f64, b: usize, h: usize) -> Vec<Vec<f64>> {
+fn probs(
+    qkv: &CpuTensor,
+    [_, n, hh, d]: [usize; 4],
+    scale: f64,
+    b: usize,
+    h: usize,
+) -> Vec<Vec<f64>> {
     let at = |tok: usize, t: usize, c: usize| qkv.at(&[b, tok, t * hh * d + h * d + c]);
     let mut p = vec![vec![0.0; n]; n];
     for i in 0..n {
@@ -145,7 +172,9 @@ impl Op for Attention {
 
     // The plain unfused computation: S = scale·Q Kᵀ, P = softmax(S), O = P V, per (b, h).
     fn reference(&self, x: &[&CpuTensor]) -> CpuTensor {
-        let [bb, n, hh, d] = self.dims(&x[0].shape).expect("attention reference: bad shape");
+        let [bb, n, hh, d] = self
+            .dims(&x[0].shape)
+            .expect("attention reference: bad shape");
         let mut y = CpuTensor::zeros(&[bb, n, hh * d]);
         for b in 0..bb {
             for h in 0..hh {
@@ -166,9 +195,13 @@ impl Op for Attention {
 
     // dV = Pᵀ dO;  dP = dO Vᵀ;  dS = P ∘ (dP − rowsum(dP ∘ P));  dQ = scale·dS K;  dK = scale·dSᵀ Q
     fn reference_backward(&self, x: &[&CpuTensor], dy: &CpuTensor) -> Vec<Option<CpuTensor>> {
-        let [bb, n, hh, d] = self.dims(&x[0].shape).expect("attention reference: bad shape");
+        let [bb, n, hh, d] = self
+            .dims(&x[0].shape)
+            .expect("attention reference: bad shape");
         let scale = self.scale as f64;
-        let at = |b: usize, tok: usize, t: usize, h: usize, c: usize| x[0].at(&[b, tok, t * hh * d + h * d + c]);
+        let at = |b: usize, tok: usize, t: usize, h: usize, c: usize| {
+            x[0].at(&[b, tok, t * hh * d + h * d + c])
+        };
         let mut dx = CpuTensor::zeros(&x[0].shape);
         for b in 0..bb {
             for h in 0..hh {
@@ -213,13 +246,25 @@ impl Op for Attention {
         let tiles = [n.div_ceil(BQ as usize) as u32, p.n_split, (b * h) as u32];
         if p.n_split == 1 {
             // (B, N, 3·H·D) -> y (B, N, H·D), lse (B, H, N)
-            gpu().dispatch(kernel!(attention_forward), &constants(&p), &[x[0].buffer(), y.buffer(), lse.buffer()], &p, tiles)?;
+            gpu().dispatch(
+                kernel!(attention_forward),
+                &constants(&p),
+                &[x[0].buffer(), y.buffer(), lse.buffer()],
+                &p,
+                tiles,
+            )?;
         } else {
             let s = p.n_split as usize;
             let y_part = Tensor::empty(&[s, b, n, h * d])?;
             let lse_part = Tensor::empty(&[s, b, h, n])?;
             // (B, N, 3·H·D) -> y_part (S, B, N, H·D), lse_part (S, B, H, N)
-            gpu().dispatch(kernel!(attention_forward), &constants(&p), &[x[0].buffer(), y_part.buffer(), lse_part.buffer()], &p, tiles)?;
+            gpu().dispatch(
+                kernel!(attention_forward),
+                &constants(&p),
+                &[x[0].buffer(), y_part.buffer(), lse_part.buffer()],
+                &p,
+                tiles,
+            )?;
             p.total = (b * n * h * d) as u32;
             // (S, B, N, H·D), (S, B, H, N) -> (B, N, H·D), (B, H, N)
             gpu().dispatch(
@@ -239,23 +284,60 @@ impl Op for Attention {
     //   dq_i = scale·Σ_j dS_ij k_j;  dk_j = scale·Σ_i dS_ij q_i;  dv_j = Σ_i P_ij dO_i
     fn backward(&self, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let dims @ [b, n, h, _] = self.dims(x[0].shape())?;
-        let lse = self.lse.as_ref().ok_or_else(|| Error::Autograd("attention: backward before forward".into()))?;
+        let lse = self
+            .lse
+            .as_ref()
+            .ok_or_else(|| Error::Autograd("attention: backward before forward".into()))?;
         let mut p = self.params(dims);
         let delta = Tensor::empty(&[b, h, n])?;
         // y, dy (B, N, H·D) -> delta (B, H, N)
-        gpu().dispatch(kernel!(attention_backward_delta), &[], &[y.buffer(), dy.buffer(), delta.buffer()], &p, grid(b * h * n, 256))?;
+        gpu().dispatch(
+            kernel!(attention_backward_delta),
+            &[],
+            &[y.buffer(), dy.buffer(), delta.buffer()],
+            &p,
+            grid(b * h * n, 256),
+        )?;
         let dx = Tensor::empty(x[0].shape())?;
         let s = p.n_split as usize;
-        let part = if s == 1 { dx.clone() } else { Tensor::empty(&[s, b, n, x[0].shape()[2]])? };
+        let part = if s == 1 {
+            dx.clone()
+        } else {
+            Tensor::empty(&[s, b, n, x[0].shape()[2]])?
+        };
         let tiles = [n.div_ceil(BQ as usize) as u32, p.n_split, (b * h) as u32];
-        let ins = [x[0].buffer(), dy.buffer(), lse.buffer(), delta.buffer(), part.buffer()];
+        let ins = [
+            x[0].buffer(),
+            dy.buffer(),
+            lse.buffer(),
+            delta.buffer(),
+            part.buffer(),
+        ];
         // -> part (S, B, N, 3, H, D): q slot over key splits, k and v slots over query splits
-        gpu().dispatch(kernel!(attention_backward_dq), &constants(&p), &ins, &p, tiles)?;
-        gpu().dispatch(kernel!(attention_backward_dkv), &constants(&p), &ins, &p, tiles)?;
+        gpu().dispatch(
+            kernel!(attention_backward_dq),
+            &constants(&p),
+            &ins,
+            &p,
+            tiles,
+        )?;
+        gpu().dispatch(
+            kernel!(attention_backward_dkv),
+            &constants(&p),
+            &ins,
+            &p,
+            tiles,
+        )?;
         if s > 1 {
             p.total = dx.numel() as u32;
             // (S, B, N, 3·H·D) -> (B, N, 3·H·D)
-            gpu().dispatch(kernel!(attention_backward_combine), &[], &[part.buffer(), dx.buffer()], &p, grid(dx.numel(), 256))?;
+            gpu().dispatch(
+                kernel!(attention_backward_combine),
+                &[],
+                &[part.buffer(), dx.buffer()],
+                &p,
+                grid(dx.numel(), 256),
+            )?;
         }
         Ok(vec![Some(dx)])
     }
@@ -285,12 +367,29 @@ impl Tensor {
 pub fn test_spec() -> crate::testing::TestSpec<Attention> {
     use crate::testing::{Case, TestSpec, Tol};
     use proptest::prelude::*;
-    fn case(b: usize, n: usize, h: usize, d: usize, split: Option<usize>, k: f32, seed: u64) -> Case<Attention> {
+    fn case(
+        b: usize,
+        n: usize,
+        h: usize,
+        d: usize,
+        split: Option<usize>,
+        k: f32,
+        seed: u64,
+    ) -> Case<Attention> {
         let mut rng = crate::Rng::new(seed);
         let qkv = CpuTensor::uniform(&[b, n, 3 * h * d], -2.0, 2.0, &mut rng);
         let scale = k * (d as f32).powf(-0.5);
-        let op = Attention { heads: h, scale, split, lse: None };
-        Case::new(op, vec![qkv], format!("B {b} N {n} H {h} D {d} scale {scale} split {split:?}"))
+        let op = Attention {
+            heads: h,
+            scale,
+            split,
+            lse: None,
+        };
+        Case::new(
+            op,
+            vec![qkv],
+            format!("B {b} N {n} H {h} D {d} scale {scale} split {split:?}"),
+        )
     }
     // Head dims, a fixed bucket: the kernels are compiled per D4 = ⌈d/4⌉ (an override constant,
     // seconds to minutes of llvmpipe JIT each), so three D4s cover the code paths, chosen where
@@ -309,15 +408,39 @@ pub fn test_spec() -> crate::testing::TestSpec<Attention> {
     // split-and-combine passes run with several splits of one tile each.
     let split = prop_oneof![Just(None), Just(Some(1usize))];
     TestSpec {
-        cases: (1usize..=3, ns, 1usize..=3, dims, split.clone(), 0.5f32..2.0, any::<u64>())
+        cases: (
+            1usize..=3,
+            ns,
+            1usize..=3,
+            dims,
+            split.clone(),
+            0.5f32..2.0,
+            any::<u64>(),
+        )
             .prop_map(|(b, n, h, d, s, k, seed)| case(b, n, h, d, s, k, seed))
             .boxed(),
-        small_cases: (1usize..=2, 1usize..=4, 1usize..=2, 1usize..=3, split, 0.5f32..2.0, any::<u64>())
+        small_cases: (
+            1usize..=2,
+            1usize..=4,
+            1usize..=2,
+            1usize..=3,
+            split,
+            0.5f32..2.0,
+            any::<u64>(),
+        )
             .prop_map(|(b, n, h, d, s, k, seed)| case(b, n, h, d, s, k, seed))
             .boxed(),
         // f32 dot products of ≤ 128 terms and online-softmax sums over ≤ 197 keys, |v| ≤ 2.
-        forward_tol: Tol::new(2e-5, 1e-4, "f32 dots of ≤ 128 terms, softmax sums of ≤ 197 keys"),
+        forward_tol: Tol::new(
+            2e-5,
+            1e-4,
+            "f32 dots of ≤ 128 terms, softmax sums of ≤ 197 keys",
+        ),
         // dK, dV sum ≤ 197 rows of dS·q and P·dO (|·| up to ~10); exp(s − lse) recomputed in f32.
-        backward_tol: Tol::new(1e-4, 5e-4, "f32 sums of ≤ 197 rows, P recomputed from an f32 lse"),
+        backward_tol: Tol::new(
+            1e-4,
+            5e-4,
+            "f32 sums of ≤ 197 rows, P recomputed from an f32 lse",
+        ),
     }
 }

@@ -46,7 +46,11 @@ pub struct BatchNorm {
 
 impl std::fmt::Debug for BatchNorm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BatchNorm {{ training: {}, momentum: {}, eps: {:e} }}", self.training, self.momentum, self.eps)
+        write!(
+            f,
+            "BatchNorm {{ training: {}, momentum: {}, eps: {:e} }}",
+            self.training, self.momentum, self.eps
+        )
     }
 }
 
@@ -107,26 +111,48 @@ struct DxParams {
 
 impl BatchNorm {
     pub fn new(training: bool, momentum: f32, eps: f32) -> BatchNorm {
-        BatchNorm { training, momentum, eps, saved: None }
+        BatchNorm {
+            training,
+            momentum,
+            eps,
+            saved: None,
+        }
     }
 
     /// The argument checks: errors name the shapes and the offending values.
     fn check(&self, x: &[&[usize]]) -> Result<()> {
         let xs = x[0];
         if xs.len() < 2 {
-            crate::bail!(Shape, "batch_norm: x must be (N, C, …) with rank ≥ 2, got shape {xs:?}");
+            crate::bail!(
+                Shape,
+                "batch_norm: x must be (N, C, …) with rank ≥ 2, got shape {xs:?}"
+            );
         }
         let c = xs[1];
-        for (name, s) in ["weight", "bias", "running_mean", "running_var"].iter().zip(&x[1..]) {
+        for (name, s) in ["weight", "bias", "running_mean", "running_var"]
+            .iter()
+            .zip(&x[1..])
+        {
             if *s != [c] {
-                crate::bail!(Shape, "batch_norm: {name} {s:?} must be [C] = [{c}] for x of shape {xs:?}");
+                crate::bail!(
+                    Shape,
+                    "batch_norm: {name} {s:?} must be [C] = [{c}] for x of shape {xs:?}"
+                );
             }
         }
         if !(self.eps >= 0.0 && self.eps.is_finite()) {
-            crate::bail!(Config, "batch_norm: eps must be finite and ≥ 0, got {} (x of shape {xs:?})", self.eps);
+            crate::bail!(
+                Config,
+                "batch_norm: eps must be finite and ≥ 0, got {} (x of shape {xs:?})",
+                self.eps
+            );
         }
         if !(0.0..=1.0).contains(&self.momentum) {
-            crate::bail!(Config, "batch_norm: momentum must be in [0, 1], got {} (x of shape {xs:?})", self.momentum);
+            crate::bail!(
+                Config,
+                "batch_norm: momentum must be in [0, 1], got {} (x of shape {xs:?})",
+                self.momentum
+            );
         }
         let (n, _, s) = ncs(xs);
         if self.training && n * s <= 1 {
@@ -157,7 +183,11 @@ impl BatchNorm {
 
     /// Partial sums (C, K) of `kernel` over chunks, summed to (C).
     fn channel_sums(part: Tensor, c: usize, k: usize) -> Result<Tensor> {
-        Ok(if k == 1 { part.view(&[c]) } else { reduce_raw(&part, ReduceKind::Sum, &[1])?.view(&[c]) })
+        Ok(if k == 1 {
+            part.view(&[c])
+        } else {
+            reduce_raw(&part, ReduceKind::Sum, &[1])?.view(&[c])
+        })
     }
 
     /// Training mode: batch mean and biased variance (C each), and the running-stat update.
@@ -165,24 +195,53 @@ impl BatchNorm {
         let (n, c, s) = ncs(x.shape());
         let m = n * s;
         let k = m.div_ceil(CHUNK);
-        let mut p = StatsParams { c: c as u32, s: s as u32, m: m as u32, chunk: CHUNK as u32, n_chunks: k as u32, square: 0 };
+        let mut p = StatsParams {
+            c: c as u32,
+            s: s as u32,
+            m: m as u32,
+            chunk: CHUNK as u32,
+            n_chunks: k as u32,
+            square: 0,
+        };
         // Pass 1: Σx about 0. x (N, C, S), center (C) -> part (C, K)
         let zero = Tensor::zeros(&[c]);
         let part = Tensor::empty(&[c, k])?;
-        gpu().dispatch(kernel!(batch_norm_forward_stats), &[], &[x.buffer(), zero.buffer(), part.buffer()], &p, grid_rows(c * k))?;
+        gpu().dispatch(
+            kernel!(batch_norm_forward_stats),
+            &[],
+            &[x.buffer(), zero.buffer(), part.buffer()],
+            &p,
+            grid_rows(c * k),
+        )?;
         let mean = Self::channel_sums(part, c, k)?.try_mul_scalar(1.0 / m as f32)?; // (C)
-        // Pass 2: Σ(x − mean)², the two-pass variance.
+                                                                                    // Pass 2: Σ(x − mean)², the two-pass variance.
         p.square = 1;
         let part = Tensor::empty(&[c, k])?;
-        gpu().dispatch(kernel!(batch_norm_forward_stats), &[], &[x.buffer(), mean.buffer(), part.buffer()], &p, grid_rows(c * k))?;
+        gpu().dispatch(
+            kernel!(batch_norm_forward_stats),
+            &[],
+            &[x.buffer(), mean.buffer(), part.buffer()],
+            &p,
+            grid_rows(c * k),
+        )?;
         let ss = Self::channel_sums(part, c, k)?; // (C)
-        // var = ss / M; running_mean, running_var updated in place (outside autograd).
+                                                  // var = ss / M; running_mean, running_var updated in place (outside autograd).
         let var = Tensor::empty(&[c])?;
-        let up = UpdateParams { c: c as u32, m: m as f32, momentum: self.momentum };
+        let up = UpdateParams {
+            c: c as u32,
+            m: m as f32,
+            momentum: self.momentum,
+        };
         gpu().dispatch(
             kernel!(batch_norm_forward_update),
             &[],
-            &[ss.buffer(), mean.buffer(), var.buffer(), rm.buffer(), rv.buffer()],
+            &[
+                ss.buffer(),
+                mean.buffer(),
+                var.buffer(),
+                rm.buffer(),
+                rv.buffer(),
+            ],
             &up,
             grid(c, 64),
         )?;
@@ -192,15 +251,27 @@ impl BatchNorm {
 
 /// PyTorch's running-statistics update after one training-mode forward, in f64:
 /// (running_mean', running_var') from x (N, C, …) and the current running statistics.
-pub fn reference_running_update(x: &CpuTensor, rm: &CpuTensor, rv: &CpuTensor, momentum: f64) -> (CpuTensor, CpuTensor) {
+pub fn reference_running_update(
+    x: &CpuTensor,
+    rm: &CpuTensor,
+    rv: &CpuTensor,
+    momentum: f64,
+) -> (CpuTensor, CpuTensor) {
     let op = BatchNorm::new(true, momentum as f32, 0.0);
     let (mean, var) = op.reference_stats(&[x, rm, rm, rm, rv]);
     let (n, _, s) = ncs(&x.shape);
     let m = (n * s) as f64;
-    let rm2 = CpuTensor::new(rm.shape.clone(), (0..mean.len()).map(|c| (1.0 - momentum) * rm.data[c] + momentum * mean[c]).collect());
+    let rm2 = CpuTensor::new(
+        rm.shape.clone(),
+        (0..mean.len())
+            .map(|c| (1.0 - momentum) * rm.data[c] + momentum * mean[c])
+            .collect(),
+    );
     let rv2 = CpuTensor::new(
         rv.shape.clone(),
-        (0..var.len()).map(|c| (1.0 - momentum) * rv.data[c] + momentum * var[c] * m / (m - 1.0)).collect(),
+        (0..var.len())
+            .map(|c| (1.0 - momentum) * rv.data[c] + momentum * var[c] * m / (m - 1.0))
+            .collect(),
     );
     (rm2, rv2)
 }
@@ -228,7 +299,10 @@ impl Op for BatchNorm {
         let (n, c, s) = ncs(&x[0].shape);
         let m = (n * s) as f64;
         let (mean, var) = self.reference_stats(x);
-        let rstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps as f64).sqrt()).collect();
+        let rstd: Vec<f64> = var
+            .iter()
+            .map(|v| 1.0 / (v + self.eps as f64).sqrt())
+            .collect();
         let xhat = |i: usize| (x[0].data[i] - mean[(i / s) % c]) * rstd[(i / s) % c];
         let mut dw = CpuTensor::zeros(&[c]);
         let mut db = CpuTensor::zeros(&[c]);
@@ -253,7 +327,11 @@ impl Op for BatchNorm {
 
     fn forward(&mut self, x: &[&Tensor]) -> Result<Tensor> {
         if x.len() != 5 {
-            crate::bail!(Shape, "batch_norm: takes x, weight, bias, running_mean, running_var; got {} inputs", x.len());
+            crate::bail!(
+                Shape,
+                "batch_norm: takes x, weight, bias, running_mean, running_var; got {} inputs",
+                x.len()
+            );
         }
         let shapes: Vec<&[usize]> = x.iter().map(|t| t.shape()).collect();
         self.check(&shapes)?;
@@ -276,12 +354,24 @@ impl Op for BatchNorm {
             (mean, var)
         };
         let y = Tensor::empty(x[0].shape())?;
-        let p = ApplyParams { n: y.numel() as u32, c: c as u32, s: s as u32, eps: self.eps };
+        let p = ApplyParams {
+            n: y.numel() as u32,
+            c: c as u32,
+            s: s as u32,
+            eps: self.eps,
+        };
         // x (N, C, S), mean, var, w, b (C) -> y (N, C, S)
         gpu().dispatch(
             kernel!(batch_norm_forward),
             &[],
-            &[x[0].buffer(), mean.buffer(), var.buffer(), x[1].buffer(), x[2].buffer(), y.buffer()],
+            &[
+                x[0].buffer(),
+                mean.buffer(),
+                var.buffer(),
+                x[1].buffer(),
+                x[2].buffer(),
+                y.buffer(),
+            ],
             &p,
             grid(n * c * s, 256),
         )?;
@@ -294,22 +384,45 @@ impl Op for BatchNorm {
     //   eval:     dx = w·rstd·dy                      (running statistics are constants)
     fn backward(&self, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let Some((mean, var)) = &self.saved else {
-            crate::bail!(Autograd, "batch_norm: backward before forward (no saved statistics)");
+            crate::bail!(
+                Autograd,
+                "batch_norm: backward before forward (no saved statistics)"
+            );
         };
         let (n, c, s) = ncs(x[0].shape());
         let m = n * s;
         if m == 0 {
-            return Ok(vec![Some(Tensor::empty(x[0].shape())?), Some(Tensor::zeros(&[c])), Some(Tensor::zeros(&[c])), None, None]);
+            return Ok(vec![
+                Some(Tensor::empty(x[0].shape())?),
+                Some(Tensor::zeros(&[c])),
+                Some(Tensor::zeros(&[c])),
+                None,
+                None,
+            ]);
         }
         let k = m.div_ceil(CHUNK);
         let db_part = Tensor::empty(&[c, k])?;
         let dw_part = Tensor::empty(&[c, k])?;
-        let p = SumsParams { c: c as u32, s: s as u32, m: m as u32, chunk: CHUNK as u32, n_chunks: k as u32, eps: self.eps };
+        let p = SumsParams {
+            c: c as u32,
+            s: s as u32,
+            m: m as u32,
+            chunk: CHUNK as u32,
+            n_chunks: k as u32,
+            eps: self.eps,
+        };
         // x, dy (N, C, S), mean, var (C) -> db_part, dw_part (C, K)
         gpu().dispatch(
             kernel!(batch_norm_backward_sums),
             &[],
-            &[x[0].buffer(), dy.buffer(), mean.buffer(), var.buffer(), db_part.buffer(), dw_part.buffer()],
+            &[
+                x[0].buffer(),
+                dy.buffer(),
+                mean.buffer(),
+                var.buffer(),
+                db_part.buffer(),
+                dw_part.buffer(),
+            ],
             &p,
             grid_rows(c * k),
         )?;
@@ -329,7 +442,16 @@ impl Op for BatchNorm {
             gpu().dispatch(
                 kernel!(batch_norm_backward),
                 &[],
-                &[x[0].buffer(), dy.buffer(), mean.buffer(), var.buffer(), x[1].buffer(), db.buffer(), dw.buffer(), dx.buffer()],
+                &[
+                    x[0].buffer(),
+                    dy.buffer(),
+                    mean.buffer(),
+                    var.buffer(),
+                    x[1].buffer(),
+                    db.buffer(),
+                    dw.buffer(),
+                    dx.buffer(),
+                ],
                 &p,
                 grid(dx.numel(), 256),
             )?;
@@ -353,14 +475,31 @@ impl Tensor {
     /// let (rm, rv) = (Tensor::zeros(&[64]), Tensor::ones(&[64]));
     /// let y = x.batch_norm(&w, &b, &rm, &rv, true, 1e-5); // rm, rv updated
     /// ```
-    pub fn try_batch_norm(&self, weight: &Tensor, bias: &Tensor, running_mean: &Tensor, running_var: &Tensor,
-        training: bool, eps: f32) -> Result<Tensor> {
-        apply(BatchNorm::new(training, MOMENTUM, eps), &[self, weight, bias, running_mean, running_var])
+    pub fn try_batch_norm(
+        &self,
+        weight: &Tensor,
+        bias: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        training: bool,
+        eps: f32,
+    ) -> Result<Tensor> {
+        apply(
+            BatchNorm::new(training, MOMENTUM, eps),
+            &[self, weight, bias, running_mean, running_var],
+        )
     }
 
     /// BatchNorm over axis 1; see [`Tensor::try_batch_norm`].
-    pub fn batch_norm(&self, weight: &Tensor, bias: &Tensor, running_mean: &Tensor, running_var: &Tensor,
-        training: bool, eps: f32) -> Tensor {
+    pub fn batch_norm(
+        &self,
+        weight: &Tensor,
+        bias: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        training: bool,
+        eps: f32,
+    ) -> Tensor {
         self.try_batch_norm(weight, bias, running_mean, running_var, training, eps)
             .unwrap_or_else(|e| panic!("batch_norm{:?}: {e}", self.shape()))
     }
@@ -368,21 +507,35 @@ impl Tensor {
 
 /// One case: x of `shape` (N, C, …), random weight/bias and running statistics (var > 0).
 #[cfg(feature = "testing")]
-pub fn case(shape: Vec<usize>, training: bool, eps: f32, shift: f64, seed: u64) -> crate::testing::Case<BatchNorm> {
+pub fn case(
+    shape: Vec<usize>,
+    training: bool,
+    eps: f32,
+    shift: f64,
+    seed: u64,
+) -> crate::testing::Case<BatchNorm> {
     let mut rng = crate::Rng::new(seed);
     let (n, c, s) = ncs(&shape);
     let training = training && n * s > 1;
     // NOTE: as in layer_norm's spec, a channel of 2..8 values can be nearly constant and f32 is
     // then ill-conditioned whatever the kernel (errors scale with rstd, up to 1/√eps): such
     // channels get eps ≥ 0.05 in training mode.
-    let eps = if training && (2..8).contains(&(n * s)) { eps.max(0.05) } else { eps };
+    let eps = if training && (2..8).contains(&(n * s)) {
+        eps.max(0.05)
+    } else {
+        eps
+    };
     let x = CpuTensor::uniform(&shape, -2.0, 2.0, &mut rng).map(|v| v + shift);
     let w = CpuTensor::uniform(&[c], -1.5, 1.5, &mut rng);
     let b = CpuTensor::uniform(&[c], -1.0, 1.0, &mut rng);
     let rm = CpuTensor::uniform(&[c], -1.0, 1.0, &mut rng).map(|v| v + shift);
     let rv = CpuTensor::uniform(&[c], 0.3, 2.0, &mut rng);
     let label = format!("training {training} eps {eps:e} shift {shift:.2}");
-    crate::testing::Case::new(BatchNorm::new(training, MOMENTUM, eps), vec![x, w, b, rm, rv], label)
+    crate::testing::Case::new(
+        BatchNorm::new(training, MOMENTUM, eps),
+        vec![x, w, b, rm, rv],
+        label,
+    )
 }
 
 #[cfg(feature = "testing")]
@@ -401,17 +554,37 @@ pub fn test_spec() -> crate::testing::TestSpec<BatchNorm> {
         1 => prop::sample::select(vec![vec![2, 16, 4, 7, 7], vec![8, 24, 5, 5], vec![1, 64, 3, 14, 14]]),
     ];
     TestSpec {
-        cases: (shapes, any::<bool>(), eps.clone(), -3.0f64..3.0, any::<u64>())
+        cases: (
+            shapes,
+            any::<bool>(),
+            eps.clone(),
+            -3.0f64..3.0,
+            any::<u64>(),
+        )
             .prop_map(|(s, t, e, sh, seed)| case(s, t, e, sh, seed))
             .boxed(),
-        small_cases: (shape_strategy(2..=4, 48), any::<bool>(), eps, -3.0f64..3.0, any::<u64>())
+        small_cases: (
+            shape_strategy(2..=4, 48),
+            any::<bool>(),
+            eps,
+            -3.0f64..3.0,
+            any::<u64>(),
+        )
             .prop_map(|(s, t, e, sh, seed)| case(s, t, e, sh, seed))
             .boxed(),
         // f32 channel mean and two-pass variance over up to 2e5 elements (chunk sums, then a
         // tree), scaled by rstd·|w| ≤ 1.5/√(0.3) in eval mode.
-        forward_tol: Tol::new(1e-4, 1e-4, "f32 channel sums over up to 2e5 elements, × rstd·|w|"),
+        forward_tol: Tol::new(
+            1e-4,
+            1e-4,
+            "f32 channel sums over up to 2e5 elements, × rstd·|w|",
+        ),
         // dw, db: f32 sums over up to 2e5 elements of |dy·x̂| (a partial per 16k chunk, then a
         // tree); dx in training mode subtracts those sums / M, scaled by rstd·|w|.
-        backward_tol: Tol::new(5e-4, 5e-4, "f32 channel sums over up to 2e5 elements; dx through them"),
+        backward_tol: Tol::new(
+            5e-4,
+            5e-4,
+            "f32 channel sums over up to 2e5 elements; dx through them",
+        ),
     }
 }

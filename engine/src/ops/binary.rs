@@ -46,8 +46,20 @@ impl Binary {
             Binary::Sub => (1.0, -1.0),
             Binary::Mul => (v, u),
             Binary::Div => (1.0 / v, -u / (v * v)),
-            Binary::Maximum => if u >= v { (1.0, 0.0) } else { (0.0, 1.0) },
-            Binary::Minimum => if u <= v { (1.0, 0.0) } else { (0.0, 1.0) },
+            Binary::Maximum => {
+                if u >= v {
+                    (1.0, 0.0)
+                } else {
+                    (0.0, 1.0)
+                }
+            }
+            Binary::Minimum => {
+                if u <= v {
+                    (1.0, 0.0)
+                } else {
+                    (0.0, 1.0)
+                }
+            }
         }
     }
 }
@@ -57,17 +69,31 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Shape> {
     let r = a.len().max(b.len());
     let mut out = Shape::new();
     for i in 0..r {
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out.push(match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,
-            _ => return Err(Error::Shape(format!("cannot broadcast shapes {a:?} and {b:?}"))),
+            _ => {
+                return Err(Error::Shape(format!(
+                    "cannot broadcast shapes {a:?} and {b:?}"
+                )))
+            }
         });
     }
     if r > 8 {
-        return Err(Error::Shape(format!("broadcast of {a:?} and {b:?}: rank above 8")));
+        return Err(Error::Shape(format!(
+            "broadcast of {a:?} and {b:?}: rank above 8"
+        )));
     }
     Ok(out)
 }
@@ -78,7 +104,11 @@ pub(crate) fn broadcast_strides(shape: &[usize], out: &[usize]) -> [u32; 8] {
     let off = out.len() - shape.len();
     let mut s = [0u32; 8];
     for d in 0..shape.len() {
-        s[d + off] = if shape[d] == 1 && out[d + off] != 1 { 0 } else { strides[d] as u32 };
+        s[d + off] = if shape[d] == 1 && out[d + off] != 1 {
+            0
+        } else {
+            strides[d] as u32
+        };
     }
     s
 }
@@ -114,7 +144,8 @@ pub(crate) fn params(a: &[usize], b: &[usize], out: &[usize]) -> Params {
         }
         match (dims.last_mut(), ta.last(), tb.last()) {
             (Some(size), Some(&ia), Some(&ib))
-                if sa[d] as usize == ia as usize * *size && sb[d] as usize == ib as usize * *size =>
+                if sa[d] as usize == ia as usize * *size
+                    && sb[d] as usize == ib as usize * *size =>
             {
                 *size *= out[d];
             }
@@ -151,7 +182,13 @@ pub(crate) fn launch(code: u32, a: &Tensor, b: &Tensor, out: &[usize]) -> Result
     let n = y.numel();
     // (broadcast a, broadcast b) -> (out)
     let p = params(a.shape(), b.shape(), out);
-    gpu().dispatch(kernel!(binary_forward), &[("OP", code as f64), ("RANK", p.rank as f64)], &[a.buffer(), b.buffer(), y.buffer()], &p, grid(n, 256))?;
+    gpu().dispatch(
+        kernel!(binary_forward),
+        &[("OP", code as f64), ("RANK", p.rank as f64)],
+        &[a.buffer(), b.buffer(), y.buffer()],
+        &p,
+        grid(n, 256),
+    )?;
     Ok(y)
 }
 
@@ -162,7 +199,9 @@ impl Op for Binary {
 
     fn reference(&self, x: &[&CpuTensor]) -> CpuTensor {
         let out = broadcast_shape(&x[0].shape, &x[1].shape).expect("broadcastable");
-        CpuTensor::from_fn(&out, |i| self.eval(x[0].at_broadcast(i), x[1].at_broadcast(i)))
+        CpuTensor::from_fn(&out, |i| {
+            self.eval(x[0].at_broadcast(i), x[1].at_broadcast(i))
+        })
     }
 
     fn reference_backward(&self, x: &[&CpuTensor], dy: &CpuTensor) -> Vec<Option<CpuTensor>> {
@@ -196,7 +235,11 @@ impl Op for Binary {
             let g = Tensor::empty(y.shape())?;
             gpu().dispatch(
                 kernel!(binary_backward),
-                &[("OP", self.code() as f64), ("SIDE", side as f64), ("RANK", p.rank as f64)],
+                &[
+                    ("OP", self.code() as f64),
+                    ("SIDE", side as f64),
+                    ("RANK", p.rank as f64),
+                ],
                 &[x[0].buffer(), x[1].buffer(), dy.buffer(), g.buffer()],
                 &p,
                 grid(n, 256),
@@ -238,14 +281,28 @@ pub fn test_spec() -> crate::testing::TestSpec<Binary> {
     use crate::testing::{shape_strategy, Case, TestSpec, Tol};
     use proptest::prelude::*;
     let kinds = prop_oneof![
-        Just(Binary::Add), Just(Binary::Sub), Just(Binary::Mul), Just(Binary::Div),
-        Just(Binary::Maximum), Just(Binary::Minimum)
+        Just(Binary::Add),
+        Just(Binary::Sub),
+        Just(Binary::Mul),
+        Just(Binary::Div),
+        Just(Binary::Maximum),
+        Just(Binary::Minimum)
     ];
     // b takes a's shape with some dims set to 1 and leading dims dropped (broadcasting both ways).
-    fn case(kind: Binary, shape: Vec<usize>, mask: u32, drop: usize, swap: bool, seed: u64) -> Case<Binary> {
+    fn case(
+        kind: Binary,
+        shape: Vec<usize>,
+        mask: u32,
+        drop: usize,
+        swap: bool,
+        seed: u64,
+    ) -> Case<Binary> {
         let mut rng = crate::Rng::new(seed);
-        let mut bs: Vec<usize> =
-            shape.iter().enumerate().map(|(i, &d)| if mask >> i & 1 == 1 { 1 } else { d }).collect();
+        let mut bs: Vec<usize> = shape
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| if mask >> i & 1 == 1 { 1 } else { d })
+            .collect();
         bs.drain(..drop.min(bs.len()));
         let a = CpuTensor::uniform(&shape, -2.0, 2.0, &mut rng);
         // Divisors away from 0; maximum/minimum inputs are continuous, so ties do not occur.
@@ -261,10 +318,24 @@ pub fn test_spec() -> crate::testing::TestSpec<Binary> {
         (v * 1e6) as i64 % 2 == 0
     }
     TestSpec {
-        cases: (kinds.clone(), shape_strategy(1..=5, 200_000), any::<u32>(), 0usize..3, any::<bool>(), any::<u64>())
+        cases: (
+            kinds.clone(),
+            shape_strategy(1..=5, 200_000),
+            any::<u32>(),
+            0usize..3,
+            any::<bool>(),
+            any::<u64>(),
+        )
             .prop_map(|(k, s, m, d, sw, seed)| case(k, s, m, d, sw, seed))
             .boxed(),
-        small_cases: (kinds, shape_strategy(1..=3, 24), any::<u32>(), 0usize..2, any::<bool>(), any::<u64>())
+        small_cases: (
+            kinds,
+            shape_strategy(1..=3, 24),
+            any::<u32>(),
+            0usize..2,
+            any::<bool>(),
+            any::<u64>(),
+        )
             .prop_map(|(k, s, m, d, sw, seed)| case(k, s, m, d, sw, seed))
             .boxed(),
         forward_tol: Tol::new(1e-6, 1e-6, "one f32 rounding of an exact operation"),

@@ -33,15 +33,21 @@ fn cat_shape(shapes: &[&[usize]], axis: usize) -> Result<Vec<usize>> {
         crate::bail!(Shape, "cat: no tensors to concatenate");
     };
     if axis >= first.len() {
-        crate::bail!(Shape, "cat: axis {axis} out of range for input 0 of shape {first:?}");
+        crate::bail!(
+            Shape,
+            "cat: axis {axis} out of range for input 0 of shape {first:?}"
+        );
     }
     let mut out = first.to_vec();
     out[axis] = 0;
     for (k, s) in shapes.iter().enumerate() {
         let fits = s.len() == first.len() && (0..s.len()).all(|d| d == axis || s[d] == first[d]);
         if !fits {
-            crate::bail!(Shape, "cat along axis {axis}: input {k} has shape {s:?}, input 0 has {first:?} \
-                (all dims but the axis must match)");
+            crate::bail!(
+                Shape,
+                "cat along axis {axis}: input {k} has shape {s:?}, input 0 has {first:?} \
+                (all dims but the axis must match)"
+            );
         }
         out[axis] += s[axis];
     }
@@ -94,9 +100,21 @@ impl Op for Concat {
         for t in x {
             let len = t.shape()[self.axis];
             let n = t.numel();
-            let p = Params { n: n as u32, inner: inner as u32, len: len as u32, total: out[self.axis] as u32, offset: offset as u32 };
+            let p = Params {
+                n: n as u32,
+                inner: inner as u32,
+                len: len as u32,
+                total: out[self.axis] as u32,
+                offset: offset as u32,
+            };
             // (O, L_k, I) -> slab [offset, offset + L_k) of (O, S, I)
-            gpu().dispatch(kernel!(concat_forward), &[], &[t.buffer(), y.buffer()], &p, grid(n, 256))?;
+            gpu().dispatch(
+                kernel!(concat_forward),
+                &[],
+                &[t.buffer(), y.buffer()],
+                &p,
+                grid(n, 256),
+            )?;
             offset += len;
         }
         Ok(y)
@@ -108,7 +126,11 @@ impl Op for Concat {
         let mut offset = 0;
         for t in x {
             let len = t.shape()[self.axis];
-            grads.push(if t.requires_grad() { Some(narrow_raw(dy, self.axis, offset, len)?) } else { None });
+            grads.push(if t.requires_grad() {
+                Some(narrow_raw(dy, self.axis, offset, len)?)
+            } else {
+                None
+            });
             offset += len;
         }
         Ok(grads)
@@ -156,11 +178,17 @@ pub fn test_spec() -> crate::testing::TestSpec<Concat> {
                 CpuTensor::uniform(&s, -2.0, 2.0, &mut rng)
             })
             .collect();
-        Case::new(Concat { axis }, inputs, format!("axis {axis} lens {lens:?}"))
+        Case::new(
+            Concat { axis },
+            inputs,
+            format!("axis {axis} lens {lens:?}"),
+        )
     }
     fn strategy(max: usize) -> BoxedStrategy<Case<Concat>> {
         let lens = prop::collection::vec(dim_strategy(), 1..=4);
-        (shape_strategy(1..=5, max), lens, any::<u64>()).prop_map(move |(s, l, seed)| case(s, l, max, seed)).boxed()
+        (shape_strategy(1..=5, max), lens, any::<u64>())
+            .prop_map(move |(s, l, seed)| case(s, l, max, seed))
+            .boxed()
     }
     TestSpec {
         cases: strategy(60_000),

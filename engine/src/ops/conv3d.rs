@@ -76,45 +76,81 @@ fn lift(s: &[usize]) -> [usize; 5] {
 
 impl Conv3d {
     fn name_dims(&self) -> (&'static str, usize) {
-        if self.two_d { ("conv2d", 4) } else { ("conv3d", 5) }
+        if self.two_d {
+            ("conv2d", 4)
+        } else {
+            ("conv3d", 5)
+        }
     }
 
     /// The (5-D) output shape, or an error naming the op, the shapes and the parameters.
     fn check(&self, x: &[usize], w: &[usize], b: Option<&[usize]>) -> Result<[usize; 5]> {
         let (name, rank) = self.name_dims();
         let what = || {
-            format!("{name}: x {x:?}, weight {w:?}, bias {b:?}, stride {:?}, padding {:?}, groups {}",
-                &self.stride[5 - rank..], &self.padding[5 - rank..], self.groups)
+            format!(
+                "{name}: x {x:?}, weight {w:?}, bias {b:?}, stride {:?}, padding {:?}, groups {}",
+                &self.stride[5 - rank..],
+                &self.padding[5 - rank..],
+                self.groups
+            )
         };
         if x.len() != rank || w.len() != rank {
-            return Err(Error::Shape(format!("{}: x and weight must have rank {rank}", what())));
+            return Err(Error::Shape(format!(
+                "{}: x and weight must have rank {rank}",
+                what()
+            )));
         }
         let (xl, wl) = (lift(x), lift(w));
         let g = self.groups;
         if g == 0 || xl[1] % g != 0 || wl[0] % g != 0 {
-            return Err(Error::Shape(format!("{}: groups must divide the {} input and {} output channels", what(), xl[1], wl[0])));
+            return Err(Error::Shape(format!(
+                "{}: groups must divide the {} input and {} output channels",
+                what(),
+                xl[1],
+                wl[0]
+            )));
         }
         if wl[1] != xl[1] / g {
-            return Err(Error::Shape(format!("{}: weight dim 1 must be CIN/groups = {}", what(), xl[1] / g)));
+            return Err(Error::Shape(format!(
+                "{}: weight dim 1 must be CIN/groups = {}",
+                what(),
+                xl[1] / g
+            )));
         }
         if wl[2..].contains(&0) || self.stride.contains(&0) {
-            return Err(Error::Shape(format!("{}: kernel and stride must be ≥ 1", what())));
+            return Err(Error::Shape(format!(
+                "{}: kernel and stride must be ≥ 1",
+                what()
+            )));
         }
         if b.is_some_and(|b| b != [wl[0]]) {
-            return Err(Error::Shape(format!("{}: bias must be ({},)", what(), wl[0])));
+            return Err(Error::Shape(format!(
+                "{}: bias must be ({},)",
+                what(),
+                wl[0]
+            )));
         }
         let mut out = [xl[0], wl[0], 0, 0, 0];
         for d in 0..3 {
-            out[d + 2] = out_len(xl[d + 2], wl[d + 2], self.stride[d], self.padding[d]).ok_or_else(|| {
-                Error::Shape(format!("{}: kernel {} is larger than the padded input {}", what(), wl[d + 2],
-                    xl[d + 2] + 2 * self.padding[d]))
-            })?;
+            out[d + 2] = out_len(xl[d + 2], wl[d + 2], self.stride[d], self.padding[d])
+                .ok_or_else(|| {
+                    Error::Shape(format!(
+                        "{}: kernel {} is larger than the padded input {}",
+                        what(),
+                        wl[d + 2],
+                        xl[d + 2] + 2 * self.padding[d]
+                    ))
+                })?;
         }
         Ok(out)
     }
 
     fn out_shape(&self, y: [usize; 5]) -> Vec<usize> {
-        if self.two_d { vec![y[0], y[1], y[3], y[4]] } else { y.to_vec() }
+        if self.two_d {
+            vec![y[0], y[1], y[3], y[4]]
+        } else {
+            y.to_vec()
+        }
     }
 
     fn params(&self, x: [usize; 5], w: [usize; 5], y: [usize; 5]) -> Params {
@@ -148,8 +184,14 @@ impl Conv3d {
 }
 
 /// Runs one pass whose `red`-term reductions are sliced: (N_SPLIT, out) partials, then their sum.
-fn sliced(kernel: &Kernel, consts: &[(&'static str, f64)], bufs: &[&wgpu::Buffer], mut p: Params,
-    out: &[usize], red: usize) -> Result<Tensor> {
+fn sliced(
+    kernel: &Kernel,
+    consts: &[(&'static str, f64)],
+    bufs: &[&wgpu::Buffer],
+    mut p: Params,
+    out: &[usize],
+    red: usize,
+) -> Result<Tensor> {
     let n: usize = out.iter().product();
     p.n = n as u32;
     p.red = red as u32;
@@ -159,7 +201,11 @@ fn sliced(kernel: &Kernel, consts: &[(&'static str, f64)], bufs: &[&wgpu::Buffer
     all.push(part.buffer());
     // (inputs) -> (N_SPLIT, out)
     gpu().dispatch(kernel, consts, &all, &p, grid(n * p.n_split as usize, 256))?;
-    let y = if p.n_split == 1 { part } else { reduce_raw(&part, ReduceKind::Sum, &[0])? };
+    let y = if p.n_split == 1 {
+        part
+    } else {
+        reduce_raw(&part, ReduceKind::Sum, &[0])?
+    };
     Ok(y.view(out))
 }
 
@@ -170,7 +216,9 @@ impl Op for Conv3d {
 
     fn reference(&self, x: &[&CpuTensor]) -> CpuTensor {
         let (xl, wl) = (lift(&x[0].shape), lift(&x[1].shape));
-        let ys = self.check(&x[0].shape, &x[1].shape, None).expect("valid shapes");
+        let ys = self
+            .check(&x[0].shape, &x[1].shape, None)
+            .expect("valid shapes");
         let (xt, wt) = (x[0].reshape(&xl), x[1].reshape(&wl));
         let (cig, cog) = (wl[1], wl[0] / self.groups);
         let (s, p) = (self.stride, self.padding);
@@ -209,7 +257,9 @@ impl Op for Conv3d {
 
     fn reference_backward(&self, x: &[&CpuTensor], dy: &CpuTensor) -> Vec<Option<CpuTensor>> {
         let (xl, wl) = (lift(&x[0].shape), lift(&x[1].shape));
-        let ys = self.check(&x[0].shape, &x[1].shape, None).expect("valid shapes");
+        let ys = self
+            .check(&x[0].shape, &x[1].shape, None)
+            .expect("valid shapes");
         let (xt, wt, g) = (x[0].reshape(&xl), x[1].reshape(&wl), dy.reshape(&ys));
         let (cig, cog) = (wl[1], wl[0] / self.groups);
         let (s, p) = (self.stride, self.padding);
@@ -262,8 +312,14 @@ impl Op for Conv3d {
         let b = bias.unwrap_or(x[1]);
         let consts = [("HAS_BIAS", f64::from(u8::from(bias.is_some())))];
         // (B, CIN, T, H, W) ⊛ (COUT, CIG, KT, KH, KW) + (COUT) -> (B, COUT, TO, HO, WO)
-        sliced(kernel!(conv3d_forward), &consts, &[x[0].buffer(), x[1].buffer(), b.buffer()], p,
-            &self.out_shape(ys), wl[1] * wl[2] * wl[3] * wl[4])
+        sliced(
+            kernel!(conv3d_forward),
+            &consts,
+            &[x[0].buffer(), x[1].buffer(), b.buffer()],
+            p,
+            &self.out_shape(ys),
+            wl[1] * wl[2] * wl[3] * wl[4],
+        )
     }
 
     // dx[n,ci,q] = Σ_{co in group, k, o: o·s − p + k = q} w[co,ci,k] · dy[n,co,o]   (gather)
@@ -275,15 +331,27 @@ impl Op for Conv3d {
         let taps = wl[2] * wl[3] * wl[4];
         let dx = if x[0].requires_grad() {
             // (B, COUT, TO, HO, WO), (COUT, CIG, KT, KH, KW) -> (B, CIN, T, H, W)
-            Some(sliced(kernel!(conv3d_backward_input), &[], &[dy.buffer(), x[1].buffer()], p,
-                x[0].shape(), wl[0] / self.groups * taps)?)
+            Some(sliced(
+                kernel!(conv3d_backward_input),
+                &[],
+                &[dy.buffer(), x[1].buffer()],
+                p,
+                x[0].shape(),
+                wl[0] / self.groups * taps,
+            )?)
         } else {
             None
         };
         let dw = if x[1].requires_grad() {
             // (B, CIN, T, H, W), (B, COUT, TO, HO, WO) -> (COUT, CIG, KT, KH, KW)
-            Some(sliced(kernel!(conv3d_backward_weight), &[], &[x[0].buffer(), dy.buffer()], p,
-                x[1].shape(), yl[0] * yl[2] * yl[3] * yl[4])?)
+            Some(sliced(
+                kernel!(conv3d_backward_weight),
+                &[],
+                &[x[0].buffer(), dy.buffer()],
+                p,
+                x[1].shape(),
+                yl[0] * yl[2] * yl[3] * yl[4],
+            )?)
         } else {
             None
         };
@@ -319,14 +387,37 @@ impl Tensor {
     /// let w = Tensor::randn(&[768, 3, 2, 16, 16], 0.0, 0.02, 2).unwrap();
     /// let y = x.conv3d(&w, None, [2, 16, 16], [0, 0, 0], 1); // (1, 768, 8, 14, 14)
     /// ```
-    pub fn try_conv3d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: [usize; 3],
-        padding: [usize; 3], groups: usize) -> Result<Tensor> {
-        run(Conv3d { stride, padding, groups, two_d: false }, self, weight, bias)
+    pub fn try_conv3d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: [usize; 3],
+        padding: [usize; 3],
+        groups: usize,
+    ) -> Result<Tensor> {
+        run(
+            Conv3d {
+                stride,
+                padding,
+                groups,
+                two_d: false,
+            },
+            self,
+            weight,
+            bias,
+        )
     }
 
-    pub fn conv3d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: [usize; 3],
-        padding: [usize; 3], groups: usize) -> Tensor {
-        self.try_conv3d(weight, bias, stride, padding, groups).unwrap_or_else(|e| panic!("{e}"))
+    pub fn conv3d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: [usize; 3],
+        padding: [usize; 3],
+        groups: usize,
+    ) -> Tensor {
+        self.try_conv3d(weight, bias, stride, padding, groups)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// 2D convolution of x (B, CIN, H, W) with weight (COUT, CIN/groups, KH, KW): PyTorch's
@@ -339,15 +430,33 @@ impl Tensor {
     /// let w = Tensor::randn(&[64, 3, 7, 7], 0.0, 0.02, 2).unwrap();
     /// let y = x.conv2d(&w, None, [2, 2], [3, 3], 1); // (8, 64, 112, 112)
     /// ```
-    pub fn try_conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: [usize; 2],
-        padding: [usize; 2], groups: usize) -> Result<Tensor> {
-        let op = Conv3d { stride: [1, stride[0], stride[1]], padding: [0, padding[0], padding[1]], groups, two_d: true };
+    pub fn try_conv2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: [usize; 2],
+        padding: [usize; 2],
+        groups: usize,
+    ) -> Result<Tensor> {
+        let op = Conv3d {
+            stride: [1, stride[0], stride[1]],
+            padding: [0, padding[0], padding[1]],
+            groups,
+            two_d: true,
+        };
         run(op, self, weight, bias)
     }
 
-    pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: [usize; 2],
-        padding: [usize; 2], groups: usize) -> Tensor {
-        self.try_conv2d(weight, bias, stride, padding, groups).unwrap_or_else(|e| panic!("{e}"))
+    pub fn conv2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: [usize; 2],
+        padding: [usize; 2],
+        groups: usize,
+    ) -> Tensor {
+        self.try_conv2d(weight, bias, stride, padding, groups)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -355,21 +464,47 @@ impl Tensor {
 /// `two_d` drops T (which must be 1) and KT.
 #[cfg(feature = "testing")]
 #[allow(clippy::too_many_arguments)]
-pub fn case(x: [usize; 5], cout: usize, k: [usize; 3], stride: [usize; 3], padding: [usize; 3],
-    groups: usize, bias: bool, two_d: bool, seed: u64) -> crate::testing::Case<Conv3d> {
+pub fn case(
+    x: [usize; 5],
+    cout: usize,
+    k: [usize; 3],
+    stride: [usize; 3],
+    padding: [usize; 3],
+    groups: usize,
+    bias: bool,
+    two_d: bool,
+    seed: u64,
+) -> crate::testing::Case<Conv3d> {
     let mut rng = crate::Rng::new(seed);
     let (xs, ws): (Vec<usize>, Vec<usize>) = if two_d {
-        (vec![x[0], x[1], x[3], x[4]], vec![cout, x[1] / groups, k[1], k[2]])
+        (
+            vec![x[0], x[1], x[3], x[4]],
+            vec![cout, x[1] / groups, k[1], k[2]],
+        )
     } else {
         (x.to_vec(), vec![cout, x[1] / groups, k[0], k[1], k[2]])
     };
-    let mut inputs = vec![CpuTensor::uniform(&xs, -1.0, 1.0, &mut rng), CpuTensor::uniform(&ws, -1.0, 1.0, &mut rng)];
+    let mut inputs = vec![
+        CpuTensor::uniform(&xs, -1.0, 1.0, &mut rng),
+        CpuTensor::uniform(&ws, -1.0, 1.0, &mut rng),
+    ];
     if bias {
         inputs.push(CpuTensor::uniform(&[cout], -1.0, 1.0, &mut rng));
     }
-    let label = format!("{} k {k:?} stride {stride:?} padding {padding:?} groups {groups} bias {bias}",
-        if two_d { "conv2d" } else { "conv3d" });
-    crate::testing::Case::new(Conv3d { stride, padding, groups, two_d }, inputs, label)
+    let label = format!(
+        "{} k {k:?} stride {stride:?} padding {padding:?} groups {groups} bias {bias}",
+        if two_d { "conv2d" } else { "conv3d" }
+    );
+    crate::testing::Case::new(
+        Conv3d {
+            stride,
+            padding,
+            groups,
+            two_d,
+        },
+        inputs,
+        label,
+    )
 }
 
 /// Seed-model geometries (seed-models.md §4–§7) at reduced channels and sizes that keep the
@@ -377,19 +512,129 @@ pub fn case(x: [usize; 5], cout: usize, k: [usize; 3], stride: [usize; 3], paddi
 #[cfg(feature = "testing")]
 pub fn seed_cases() -> Vec<crate::testing::Case<Conv3d>> {
     vec![
-        case([1, 3, 4, 33, 32], 4, [2, 16, 16], [2, 16, 16], [0, 0, 0], 1, true, false, 1), // ViViT tubelet
-        case([2, 3, 4, 9, 8], 5, [2, 4, 4], [2, 4, 4], [0, 0, 0], 1, true, false, 2), // Swin patch embed
-        case([1, 3, 5, 13, 12], 4, [3, 4, 4], [2, 4, 4], [1, 0, 0], 1, true, false, 3), // UniFormer PE1
-        case([1, 4, 3, 6, 6], 6, [1, 2, 2], [1, 2, 2], [0, 0, 0], 1, true, false, 4), // UniFormer PE2-4
-        case([1, 3, 5, 15, 14], 4, [3, 7, 7], [2, 4, 4], [1, 3, 3], 1, true, false, 5), // MViT stem
-        case([2, 6, 3, 5, 7], 9, [1, 1, 1], [1, 1, 1], [0, 0, 0], 1, true, false, 6), // pointwise
-        case([2, 6, 3, 5, 7], 4, [3, 3, 3], [1, 2, 2], [1, 1, 1], 2, false, false, 7), // grouped
-        case([2, 3, 1, 23, 22], 4, [1, 7, 7], [1, 2, 2], [0, 3, 3], 1, false, true, 8), // ResNet stem
-        case([1, 4, 1, 9, 10], 5, [1, 3, 3], [1, 2, 2], [0, 1, 1], 1, false, true, 9), // ResNet 3×3/2
+        case(
+            [1, 3, 4, 33, 32],
+            4,
+            [2, 16, 16],
+            [2, 16, 16],
+            [0, 0, 0],
+            1,
+            true,
+            false,
+            1,
+        ), // ViViT tubelet
+        case(
+            [2, 3, 4, 9, 8],
+            5,
+            [2, 4, 4],
+            [2, 4, 4],
+            [0, 0, 0],
+            1,
+            true,
+            false,
+            2,
+        ), // Swin patch embed
+        case(
+            [1, 3, 5, 13, 12],
+            4,
+            [3, 4, 4],
+            [2, 4, 4],
+            [1, 0, 0],
+            1,
+            true,
+            false,
+            3,
+        ), // UniFormer PE1
+        case(
+            [1, 4, 3, 6, 6],
+            6,
+            [1, 2, 2],
+            [1, 2, 2],
+            [0, 0, 0],
+            1,
+            true,
+            false,
+            4,
+        ), // UniFormer PE2-4
+        case(
+            [1, 3, 5, 15, 14],
+            4,
+            [3, 7, 7],
+            [2, 4, 4],
+            [1, 3, 3],
+            1,
+            true,
+            false,
+            5,
+        ), // MViT stem
+        case(
+            [2, 6, 3, 5, 7],
+            9,
+            [1, 1, 1],
+            [1, 1, 1],
+            [0, 0, 0],
+            1,
+            true,
+            false,
+            6,
+        ), // pointwise
+        case(
+            [2, 6, 3, 5, 7],
+            4,
+            [3, 3, 3],
+            [1, 2, 2],
+            [1, 1, 1],
+            2,
+            false,
+            false,
+            7,
+        ), // grouped
+        case(
+            [2, 3, 1, 23, 22],
+            4,
+            [1, 7, 7],
+            [1, 2, 2],
+            [0, 3, 3],
+            1,
+            false,
+            true,
+            8,
+        ), // ResNet stem
+        case(
+            [1, 4, 1, 9, 10],
+            5,
+            [1, 3, 3],
+            [1, 2, 2],
+            [0, 1, 1],
+            1,
+            false,
+            true,
+            9,
+        ), // ResNet 3×3/2
         // dw reduces over B·TO·HO·WO = 2·2·130·130 = 67,600 > 65,535 positions (1×1×1 conv).
-        case([2, 2, 2, 130, 130], 3, [1, 1, 1], [1, 1, 1], [0, 0, 0], 1, true, false, 10),
+        case(
+            [2, 2, 2, 130, 130],
+            3,
+            [1, 1, 1],
+            [1, 1, 1],
+            [0, 0, 0],
+            1,
+            true,
+            false,
+            10,
+        ),
         // forward reduction CIG·K = 48·27 = 1,296 > SPLIT: two slices, then a sum.
-        case([1, 48, 3, 4, 4], 2, [3, 3, 3], [1, 1, 1], [1, 1, 1], 1, false, false, 11),
+        case(
+            [1, 48, 3, 4, 4],
+            2,
+            [3, 3, 3],
+            [1, 1, 1],
+            [1, 1, 1],
+            1,
+            false,
+            false,
+            11,
+        ),
     ]
 }
 
@@ -398,14 +643,30 @@ pub fn test_spec() -> crate::testing::TestSpec<Conv3d> {
     use crate::testing::{TestSpec, Tol};
     use proptest::prelude::*;
     // (x, cout, k, stride, padding, groups, two_d): odd sizes, kernels 1–4, strides 1–4.
-    type Geometry = ([usize; 5], usize, [usize; 3], [usize; 3], [usize; 3], usize, bool);
+    type Geometry = (
+        [usize; 5],
+        usize,
+        [usize; 3],
+        [usize; 3],
+        [usize; 3],
+        usize,
+        bool,
+    );
     fn geometry(max_side: usize) -> impl Strategy<Value = Geometry> {
         let side = prop_oneof![Just(1usize), 2usize..=max_side];
         let k = 1usize..=4;
         let s = prop::sample::select(vec![1usize, 1, 2, 3, 4]);
-        (1usize..=2, 1usize..=3, 1usize..=3, prop::sample::select(vec![1usize, 1, 2, 3]),
-            [side.clone(), side.clone(), side], [k.clone(), k.clone(), k], [s.clone(), s.clone(), s],
-            any::<[u8; 3]>(), any::<bool>())
+        (
+            1usize..=2,
+            1usize..=3,
+            1usize..=3,
+            prop::sample::select(vec![1usize, 1, 2, 3]),
+            [side.clone(), side.clone(), side],
+            [k.clone(), k.clone(), k],
+            [s.clone(), s.clone(), s],
+            any::<[u8; 3]>(),
+            any::<bool>(),
+        )
             .prop_map(|(b, cig, cog, g, mut sp, mut k, mut s, pr, two_d)| {
                 if two_d {
                     (sp[0], k[0], s[0]) = (1, 1, 1);
@@ -415,16 +676,26 @@ pub fn test_spec() -> crate::testing::TestSpec<Conv3d> {
                     p[d] = pr[d] as usize % (k[d] / 2 + 1);
                     sp[d] = sp[d].max(k[d] - 2 * p[d]);
                 }
-                ([b, cig * g, sp[0], sp[1], sp[2]], cog * g, k, s, p, g, two_d)
+                (
+                    [b, cig * g, sp[0], sp[1], sp[2]],
+                    cog * g,
+                    k,
+                    s,
+                    p,
+                    g,
+                    two_d,
+                )
             })
     }
     let cases = (geometry(19), any::<bool>(), any::<u64>())
         .prop_map(|((x, co, k, s, p, g, td), bias, seed)| case(x, co, k, s, p, g, bias, td, seed));
-    let small = (geometry(3), any::<bool>(), any::<u64>()).prop_filter_map("≤ 64 elements",
+    let small = (geometry(3), any::<bool>(), any::<u64>()).prop_filter_map(
+        "≤ 64 elements",
         |((x, co, k, s, p, g, td), bias, seed)| {
             (x.iter().product::<usize>() <= 64 && co * x[1] / g * k.iter().product::<usize>() <= 96)
                 .then(|| case(x, co, k, s, p, g, bias, td, seed))
-        });
+        },
+    );
     TestSpec {
         cases: prop_oneof![4 => cases, 1 => prop::sample::select(seed_cases())].boxed(),
         small_cases: small.boxed(),

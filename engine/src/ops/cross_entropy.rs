@@ -51,22 +51,35 @@ impl std::fmt::Debug for CrossEntropy {
 
 impl CrossEntropy {
     pub fn new(labels: &Indices) -> CrossEntropy {
-        CrossEntropy { labels: Labels::Device(labels.clone()), lse: None }
+        CrossEntropy {
+            labels: Labels::Device(labels.clone()),
+            lse: None,
+        }
     }
 
     /// From host values alone, uploaded by the first `forward` (so test cases build without a GPU).
     pub fn from_host(labels: Vec<u32>) -> CrossEntropy {
-        CrossEntropy { labels: Labels::Host(Arc::new(labels)), lse: None }
+        CrossEntropy {
+            labels: Labels::Host(Arc::new(labels)),
+            lse: None,
+        }
     }
 
     /// The argument checks of `try_cross_entropy`: errors name the shapes, labels and positions.
     fn check(&self, shape: &[usize]) -> Result<()> {
         let labels = self.labels.host();
         let &[n, c] = shape else {
-            crate::bail!(Shape, "cross_entropy: logits must be (N, C), got shape {shape:?}");
+            crate::bail!(
+                Shape,
+                "cross_entropy: logits must be (N, C), got shape {shape:?}"
+            );
         };
         if labels.len() != n {
-            crate::bail!(Shape, "cross_entropy: {} labels for logits of shape {shape:?} (N = {n})", labels.len());
+            crate::bail!(
+                Shape,
+                "cross_entropy: {} labels for logits of shape {shape:?} (N = {n})",
+                labels.len()
+            );
         }
         if n == 0 {
             crate::bail!(Shape, "cross_entropy: logits of shape {shape:?} have no rows; the mean over N = 0 is undefined");
@@ -140,11 +153,17 @@ impl Op for CrossEntropy {
         if let Labels::Host(v) = &self.labels {
             self.labels = Labels::Device(Indices::from_slice(v)?);
         }
-        let Labels::Device(labels) = &self.labels else { unreachable!("uploaded above") };
+        let Labels::Device(labels) = &self.labels else {
+            unreachable!("uploaded above")
+        };
         let (n, c) = (x[0].shape()[0], x[0].shape()[1]);
         let lse = Tensor::empty(&[n])?;
         let loss = Tensor::empty(&[n])?;
-        let p = ForwardParams { rows: n as u32, c: c as u32, inv_n: 1.0 / n as f32 };
+        let p = ForwardParams {
+            rows: n as u32,
+            c: c as u32,
+            inv_n: 1.0 / n as f32,
+        };
         // (N, C), labels (N) -> lse (N), loss (N)
         gpu().dispatch(
             kernel!(cross_entropy_forward),
@@ -161,16 +180,29 @@ impl Op for CrossEntropy {
     // dlogits[r, c] = (softmax(x)[r, c] − [c == label_r]) · dloss / N,  softmax = exp(x − lse_r)
     fn backward(&self, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let (Some(lse), Labels::Device(labels)) = (&self.lse, &self.labels) else {
-            crate::bail!(Autograd, "cross_entropy: backward before forward (no saved logsumexp)");
+            crate::bail!(
+                Autograd,
+                "cross_entropy: backward before forward (no saved logsumexp)"
+            );
         };
         let (n, c) = (x[0].shape()[0], x[0].shape()[1]);
         let dx = Tensor::empty(x[0].shape())?;
-        let p = BackwardParams { n: (n * c) as u32, c: c as u32, inv_n: 1.0 / n as f32 };
+        let p = BackwardParams {
+            n: (n * c) as u32,
+            c: c as u32,
+            inv_n: 1.0 / n as f32,
+        };
         // (N, C), lse (N), labels (N), dy () -> (N, C)
         gpu().dispatch(
             kernel!(cross_entropy_backward),
             &[],
-            &[x[0].buffer(), lse.buffer(), labels.buffer(), dy.buffer(), dx.buffer()],
+            &[
+                x[0].buffer(),
+                lse.buffer(),
+                labels.buffer(),
+                dy.buffer(),
+                dx.buffer(),
+            ],
             &p,
             grid(n * c, 256),
         )?;
@@ -195,8 +227,13 @@ impl Tensor {
 
     /// Mean cross-entropy; see [`Tensor::try_cross_entropy`].
     pub fn cross_entropy(&self, labels: &Indices) -> Tensor {
-        self.try_cross_entropy(labels)
-            .unwrap_or_else(|e| panic!("cross_entropy{:?} with {} labels: {e}", self.shape(), labels.len()))
+        self.try_cross_entropy(labels).unwrap_or_else(|e| {
+            panic!(
+                "cross_entropy{:?} with {} labels: {e}",
+                self.shape(),
+                labels.len()
+            )
+        })
     }
 }
 
@@ -209,8 +246,14 @@ pub fn test_spec() -> crate::testing::TestSpec<CrossEntropy> {
     fn case(n: usize, c: usize, shift: f64, seed: u64) -> Case<CrossEntropy> {
         let mut rng = crate::Rng::new(seed);
         let x = CpuTensor::uniform(&[n, c], -8.0, 8.0, &mut rng).map(|v| v + shift);
-        let labels: Vec<u32> = (0..n).map(|_| ((rng.uniform() * c as f64) as u32).min(c as u32 - 1)).collect();
-        Case::new(CrossEntropy::from_host(labels), vec![x], format!("shift {shift:.1}"))
+        let labels: Vec<u32> = (0..n)
+            .map(|_| ((rng.uniform() * c as f64) as u32).min(c as u32 - 1))
+            .collect();
+        Case::new(
+            CrossEntropy::from_host(labels),
+            vec![x],
+            format!("shift {shift:.1}"),
+        )
     }
     let shapes = prop_oneof![
         6 => (dim_strategy(), dim_strategy()),
@@ -221,14 +264,24 @@ pub fn test_spec() -> crate::testing::TestSpec<CrossEntropy> {
     ];
     let small = (1usize..=6, 1usize..=8);
     TestSpec {
-        cases: (shapes, -100.0f64..100.0, any::<u64>()).prop_map(|((n, c), sh, seed)| case(n, c, sh, seed)).boxed(),
+        cases: (shapes, -100.0f64..100.0, any::<u64>())
+            .prop_map(|((n, c), sh, seed)| case(n, c, sh, seed))
+            .boxed(),
         small_cases: (small, -100.0f64..100.0, any::<u64>())
             .prop_map(|((n, c), sh, seed)| case(n, c, sh, seed))
             .boxed(),
         // Per row (m − x_label) + log Σ: a few ulps of terms ≤ ~30, then an f32 mean over N.
-        forward_tol: Tol::new(1e-5, 1e-5, "f32 log/exp of terms ≤ 30 and an f32 mean over N"),
+        forward_tol: Tol::new(
+            1e-5,
+            1e-5,
+            "f32 log/exp of terms ≤ 30 and an f32 mean over N",
+        ),
         // exp(x − lse) with |lse| ≤ 110: x − lse rounds by ulp(110)/2 ≈ 4e-6, a relative error
         // on p that survives the p − 1 cancellation at the label: ≤ 4e-6 · |dy| / N absolute.
-        backward_tol: Tol::new(5e-6, 2e-5, "f32 lse of shifted logits (≤ 110) rounds by 4e-6"),
+        backward_tol: Tol::new(
+            5e-6,
+            2e-5,
+            "f32 lse of shifted logits (≤ 110) rounds by 4e-6",
+        ),
     }
 }

@@ -54,7 +54,15 @@ fn tiles(out: [usize; 3], k: [usize; 3], s: [usize; 3], max_wg: usize) -> Tiles 
     let (lw, hb) = (out[2].div_ceil(v), out[1].div_ceil(r));
     let blocks = out[0] * hb * lw;
     let wg = blocks.next_multiple_of(8).min(max_wg);
-    Tiles { v, r, wg, lw, hb, blocks, gpc: blocks.div_ceil(wg) }
+    Tiles {
+        v,
+        r,
+        wg,
+        lw,
+        hb,
+        blocks,
+        gpc: blocks.div_ceil(wg),
+    }
 }
 
 /// The strided input gradient's tiling of dx (T, H, W): blocks start on a stride phase, so R
@@ -65,7 +73,15 @@ fn strided_tiles(out: [usize; 3], k: [usize; 3], s: [usize; 3], max_wg: usize) -
     let (lw, hb) = (out[2].div_ceil(v), out[1].div_ceil(r));
     let blocks = out[0] * hb * lw;
     let wg = blocks.next_multiple_of(8).min(max_wg);
-    Tiles { v, r, wg, lw, hb, blocks, gpc: blocks.div_ceil(wg) }
+    Tiles {
+        v,
+        r,
+        wg,
+        lw,
+        hb,
+        blocks,
+        gpc: blocks.div_ceil(wg),
+    }
 }
 
 /// Output length of a convolution/pooling axis: (n + 2p − k)/s + 1, or None when the padded
@@ -140,8 +156,16 @@ impl Params {
 
 /// Override constants of a v3 kernel: kernel, H/W strides and tiling.
 fn consts(k: &[usize], s: [usize; 3], tl: Tiles) -> Vec<(&'static str, f64)> {
-    vec![("KT", k[0] as f64), ("KH", k[1] as f64), ("KW", k[2] as f64), ("SH", s[1] as f64),
-        ("SW", s[2] as f64), ("V", tl.v as f64), ("R", tl.r as f64), ("WG", tl.wg as f64)]
+    vec![
+        ("KT", k[0] as f64),
+        ("KH", k[1] as f64),
+        ("KW", k[2] as f64),
+        ("SH", s[1] as f64),
+        ("SW", s[2] as f64),
+        ("V", tl.v as f64),
+        ("R", tl.r as f64),
+        ("WG", tl.wg as f64),
+    ]
 }
 
 impl DepthwiseConv3d {
@@ -154,13 +178,24 @@ impl DepthwiseConv3d {
             )
         };
         if x.len() != 5 || w.len() != 5 {
-            return Err(Error::Shape(format!("{}: x must be (B, C, T, H, W) and weight (C, 1, KT, KH, KW)", what())));
+            return Err(Error::Shape(format!(
+                "{}: x must be (B, C, T, H, W) and weight (C, 1, KT, KH, KW)",
+                what()
+            )));
         }
         if w[0] != x[1] || w[1] != 1 {
-            return Err(Error::Shape(format!("{}: weight must be ({}, 1, KT, KH, KW) for {} channels", what(), x[1], x[1])));
+            return Err(Error::Shape(format!(
+                "{}: weight must be ({}, 1, KT, KH, KW) for {} channels",
+                what(),
+                x[1],
+                x[1]
+            )));
         }
         if w[2..].contains(&0) || self.stride.contains(&0) {
-            return Err(Error::Shape(format!("{}: kernel and stride must be ≥ 1", what())));
+            return Err(Error::Shape(format!(
+                "{}: kernel and stride must be ≥ 1",
+                what()
+            )));
         }
         if w[3] * w[4] > MAX_TAPS || w[4] > MAX_SPAN || self.stride[1] * self.stride[2] > MAX_SPAN {
             return Err(Error::Shape(format!(
@@ -168,14 +203,24 @@ impl DepthwiseConv3d {
                 what())));
         }
         if b.is_some_and(|b| b != [x[1]]) {
-            return Err(Error::Shape(format!("{}: bias must be ({},)", what(), x[1])));
+            return Err(Error::Shape(format!(
+                "{}: bias must be ({},)",
+                what(),
+                x[1]
+            )));
         }
         let mut out = [x[0], x[1], 0, 0, 0];
         for d in 0..3 {
-            out[d + 2] = out_len(x[d + 2], w[d + 2], self.stride[d], self.padding[d]).ok_or_else(|| {
-                Error::Shape(format!("{}: kernel {} is larger than the padded input {} on axis {}", what(),
-                    w[d + 2], x[d + 2] + 2 * self.padding[d], d + 2))
-            })?;
+            out[d + 2] =
+                out_len(x[d + 2], w[d + 2], self.stride[d], self.padding[d]).ok_or_else(|| {
+                    Error::Shape(format!(
+                        "{}: kernel {} is larger than the padded input {} on axis {}",
+                        what(),
+                        w[d + 2],
+                        x[d + 2] + 2 * self.padding[d],
+                        d + 2
+                    ))
+                })?;
         }
         Ok(out)
     }
@@ -186,7 +231,12 @@ impl DepthwiseConv3d {
 
     /// Calls `f(n, c, o, q, k)` for every output o = (to, ho, wo), tap k = (a, i, j) and the
     /// input q it reads (taps on padding skipped): the one loop nest the reference is made of.
-    fn for_each_tap(&self, x: &[usize], w: &[usize], mut f: impl FnMut(usize, usize, [usize; 3], [usize; 3], [usize; 3])) {
+    fn for_each_tap(
+        &self,
+        x: &[usize],
+        w: &[usize],
+        mut f: impl FnMut(usize, usize, [usize; 3], [usize; 3], [usize; 3]),
+    ) {
         let y = self.check(x, w, None).expect("valid shapes");
         let (s, p) = (self.stride, self.padding);
         for n in 0..y[0] {
@@ -222,7 +272,9 @@ impl Op for DepthwiseConv3d {
     }
 
     fn reference(&self, x: &[&CpuTensor]) -> CpuTensor {
-        let y_shape = self.check(&x[0].shape, &x[1].shape, None).expect("valid shapes");
+        let y_shape = self
+            .check(&x[0].shape, &x[1].shape, None)
+            .expect("valid shapes");
         let mut y = CpuTensor::zeros(&y_shape);
         if let Some(b) = x.get(2) {
             for i in 0..y.numel() {
@@ -266,7 +318,12 @@ impl Op for DepthwiseConv3d {
         if y.numel() == 0 {
             return Ok(y);
         }
-        let tl = tiles([y_shape[2], y_shape[3], y_shape[4]], [ws[2], ws[3], ws[4]], self.stride, 64);
+        let tl = tiles(
+            [y_shape[2], y_shape[3], y_shape[4]],
+            [ws[2], ws[3], ws[4]],
+            self.stride,
+            64,
+        );
         let p = Params::new(xs, &y_shape, self.stride[0], self.pad(), tl);
         // NOTE: without a bias the b binding still has to exist; w stands in and is never read.
         let b = bias.unwrap_or(x[1]);
@@ -274,8 +331,13 @@ impl Op for DepthwiseConv3d {
         consts.push(("HAS_BIAS", f64::from(u8::from(bias.is_some()))));
         // (B, C, T, H, W) ⊛ (C, 1, KT, KH, KW) + (C) -> (B, C, TO, HO, WO), one workgroup per
         // WG blocks of R × V outputs of one (n, c)
-        gpu().dispatch(kernel!(depthwise_conv3d_forward), &consts,
-            &[x[0].buffer(), x[1].buffer(), b.buffer(), y.buffer()], &p, grid_rows(p.n as usize))?;
+        gpu().dispatch(
+            kernel!(depthwise_conv3d_forward),
+            &consts,
+            &[x[0].buffer(), x[1].buffer(), b.buffer(), y.buffer()],
+            &p,
+            grid_rows(p.n as usize),
+        )?;
         Ok(y)
     }
 
@@ -291,21 +353,35 @@ impl Op for DepthwiseConv3d {
                 // The forward kernel on dy with the kernel reversed and padding K − 1 − p (which
                 // is negative, a crop, when p ≥ K): (B, C, TO, HO, WO) -> (B, C, T, H, W)
                 let tl = tiles([xs[2], xs[3], xs[4]], k, [1, 1, 1], 64);
-                let pad: [isize; 3] = std::array::from_fn(|d| k[d] as isize - 1 - self.padding[d] as isize);
+                let pad: [isize; 3] =
+                    std::array::from_fn(|d| k[d] as isize - 1 - self.padding[d] as isize);
                 let p = Params::new(ys, xs, 1, pad, tl);
                 let mut consts = consts(&k, [1, 1, 1], tl);
                 consts.push(("FLIP", 1.0));
-                gpu().dispatch(kernel!(depthwise_conv3d_forward), &consts,
-                    &[dy.buffer(), x[1].buffer(), x[1].buffer(), dx.buffer()], &p, grid_rows(p.n as usize))?;
+                gpu().dispatch(
+                    kernel!(depthwise_conv3d_forward),
+                    &consts,
+                    &[dy.buffer(), x[1].buffer(), x[1].buffer(), dx.buffer()],
+                    &p,
+                    grid_rows(p.n as usize),
+                )?;
             } else {
                 let tl = strided_tiles([xs[2], xs[3], xs[4]], k, self.stride, 64);
                 let p = Params::new(ys, xs, self.stride[0], self.pad(), tl);
                 let mut consts = consts(&k, self.stride, tl);
-                consts.extend([("PH", self.padding[1] as f64), ("PW", self.padding[2] as f64)]);
+                consts.extend([
+                    ("PH", self.padding[1] as f64),
+                    ("PW", self.padding[2] as f64),
+                ]);
                 // (B, C, TO, HO, WO), (C, 1, KT, KH, KW) -> (B, C, T, H, W), one workgroup per
                 // WG blocks of R × V elements of one (n, c)
-                gpu().dispatch(kernel!(depthwise_conv3d_backward_input), &consts,
-                    &[dy.buffer(), x[1].buffer(), dx.buffer()], &p, grid_rows(p.n as usize))?;
+                gpu().dispatch(
+                    kernel!(depthwise_conv3d_backward_input),
+                    &consts,
+                    &[dy.buffer(), x[1].buffer(), dx.buffer()],
+                    &p,
+                    grid_rows(p.n as usize),
+                )?;
             }
             Some(dx)
         } else {
@@ -328,9 +404,18 @@ impl Op for DepthwiseConv3d {
             consts.push(("AT", at as f64));
             // (B, C, T, H, W), (B, C, TO, HO, WO) -> (C·KT·KH·KW, N_CHUNKS), one chunk per
             // workgroup of WG blocks of one (n, c) and group of AT t-taps
-            gpu().dispatch(kernel!(depthwise_conv3d_backward_weight), &consts,
-                &[x[0].buffer(), dy.buffer(), part.buffer()], &p, grid_rows(p.n as usize))?;
-            let dw = if p.n_chunks == 1 { part } else { reduce_raw(&part, ReduceKind::Sum, &[1])? };
+            gpu().dispatch(
+                kernel!(depthwise_conv3d_backward_weight),
+                &consts,
+                &[x[0].buffer(), dy.buffer(), part.buffer()],
+                &p,
+                grid_rows(p.n as usize),
+            )?;
+            let dw = if p.n_chunks == 1 {
+                part
+            } else {
+                reduce_raw(&part, ReduceKind::Sum, &[1])?
+            };
             Some(dw.view(ws))
         } else {
             None
@@ -360,8 +445,13 @@ impl Tensor {
     /// let w = Tensor::randn(&[64, 1, 3, 3, 3], 0.0, 0.1, 2).unwrap();
     /// let y = x.depthwise_conv3d(&w, None, [1, 1, 1], [1, 1, 1]); // UniFormer DPE: same shape
     /// ```
-    pub fn try_depthwise_conv3d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: [usize; 3],
-        padding: [usize; 3]) -> Result<Tensor> {
+    pub fn try_depthwise_conv3d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: [usize; 3],
+        padding: [usize; 3],
+    ) -> Result<Tensor> {
         let op = DepthwiseConv3d { stride, padding };
         match bias {
             Some(b) => apply(op, &[self, weight, b]),
@@ -369,16 +459,28 @@ impl Tensor {
         }
     }
 
-    pub fn depthwise_conv3d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: [usize; 3],
-        padding: [usize; 3]) -> Tensor {
-        self.try_depthwise_conv3d(weight, bias, stride, padding).unwrap_or_else(|e| panic!("{e}"))
+    pub fn depthwise_conv3d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: [usize; 3],
+        padding: [usize; 3],
+    ) -> Tensor {
+        self.try_depthwise_conv3d(weight, bias, stride, padding)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
 /// One case: x (B, C, T, H, W) and a kernel/stride/padding; random values in [-1, 1).
 #[cfg(feature = "testing")]
-pub fn case(x: [usize; 5], k: [usize; 3], stride: [usize; 3], padding: [usize; 3], bias: bool,
-    seed: u64) -> crate::testing::Case<DepthwiseConv3d> {
+pub fn case(
+    x: [usize; 5],
+    k: [usize; 3],
+    stride: [usize; 3],
+    padding: [usize; 3],
+    bias: bool,
+    seed: u64,
+) -> crate::testing::Case<DepthwiseConv3d> {
     let mut rng = crate::Rng::new(seed);
     let mut inputs = vec![
         CpuTensor::uniform(&x, -1.0, 1.0, &mut rng),
@@ -397,13 +499,20 @@ pub fn case(x: [usize; 5], k: [usize; 3], stride: [usize; 3], padding: [usize; 3
 pub fn seed_cases() -> Vec<crate::testing::Case<DepthwiseConv3d>> {
     vec![
         case([1, 3, 4, 13, 11], [3, 3, 3], [1, 1, 1], [1, 1, 1], true, 1), // UniFormer DPE
-        case([2, 2, 5, 9, 10], [5, 5, 5], [1, 1, 1], [2, 2, 2], true, 2), // UniFormer MHRA
+        case([2, 2, 5, 9, 10], [5, 5, 5], [1, 1, 1], [2, 2, 2], true, 2),  // UniFormer MHRA
         case([2, 3, 3, 15, 14], [3, 3, 3], [1, 2, 2], [1, 1, 1], false, 3), // MViT q pool
         case([1, 2, 4, 29, 30], [3, 3, 3], [1, 4, 4], [1, 1, 1], false, 4), // MViT kv pool
         case([1, 2, 2, 57, 56], [3, 3, 3], [1, 8, 8], [1, 1, 1], false, 5), // MViT kv pool 56→7
-        case([1, 2, 1, 7, 7], [1, 9, 9], [1, 1, 1], [0, 4, 4], true, 6), // T = 1, (1,9,9) kv
+        case([1, 2, 1, 7, 7], [1, 9, 9], [1, 1, 1], [0, 4, 4], true, 6),   // T = 1, (1,9,9) kv
         // dw reduces over B·TO·HO·WO = 2·3·110·110 = 72,600 > 65,535 positions per channel.
-        case([2, 2, 3, 110, 110], [3, 3, 3], [1, 1, 1], [1, 1, 1], true, 7),
+        case(
+            [2, 2, 3, 110, 110],
+            [3, 3, 3],
+            [1, 1, 1],
+            [1, 1, 1],
+            true,
+            7,
+        ),
     ]
 }
 
@@ -414,12 +523,20 @@ pub fn test_spec() -> crate::testing::TestSpec<DepthwiseConv3d> {
     /// Spatial (T, H, W), kernel, stride, padding.
     type Geometry = ([usize; 3], [usize; 3], [usize; 3], [usize; 3]);
     // Axis sizes: 1, primes and non-multiples of the strides; kernels odd up to 5 (and 1).
-    fn geometry(max_side: usize) -> impl Strategy<Value = ([usize; 5], [usize; 3], [usize; 3], [usize; 3])> {
+    fn geometry(
+        max_side: usize,
+    ) -> impl Strategy<Value = ([usize; 5], [usize; 3], [usize; 3], [usize; 3])> {
         let side = prop_oneof![Just(1usize), 2usize..=max_side];
         let k = prop::sample::select(vec![1usize, 3, 5]);
         let s = prop::sample::select(vec![1usize, 1, 2, 3, 4, 8]);
-        (1usize..=2, 1usize..=4, [side.clone(), side.clone(), side], [k.clone(), k.clone(), k],
-            [s.clone(), s.clone(), s], any::<[u8; 3]>())
+        (
+            1usize..=2,
+            1usize..=4,
+            [side.clone(), side.clone(), side],
+            [k.clone(), k.clone(), k],
+            [s.clone(), s.clone(), s],
+            any::<[u8; 3]>(),
+        )
             .prop_map(|(b, c, mut sp, k, s, pr)| {
                 let mut p = [0; 3];
                 for d in 0..3 {
@@ -438,16 +555,27 @@ pub fn test_spec() -> crate::testing::TestSpec<DepthwiseConv3d> {
     // geometries (`seed_cases`, one past 65,535 dw positions). Batch, channels, bias and values
     // stay random; the finite-difference cases below keep fully random geometries (CPU only).
     let bucket: Vec<Geometry> = vec![
-        ([1, 1, 1], [1, 1, 1], [1, 1, 1], [0, 0, 0]),  // one element
-        ([3, 5, 7], [1, 3, 5], [2, 3, 1], [0, 1, 2]),  // mixed kernels, stride 3 ∤ 5
+        ([1, 1, 1], [1, 1, 1], [1, 1, 1], [0, 0, 0]), // one element
+        ([3, 5, 7], [1, 3, 5], [2, 3, 1], [0, 1, 2]), // mixed kernels, stride 3 ∤ 5
         ([6, 37, 23], [3, 5, 1], [3, 1, 2], [1, 2, 0]), // wide rows: V blocks with a remainder
         ([5, 11, 17], [5, 1, 3], [1, 2, 8], [2, 0, 1]), // stride 8, R rows with a remainder
     ];
-    let cases = (prop::sample::select(bucket), 1usize..=2, 1usize..=4, any::<bool>(), any::<u64>())
-        .prop_map(|((sp, k, s, p), b, c, bias, seed)| case([b, c, sp[0], sp[1], sp[2]], k, s, p, bias, seed));
-    let small = (geometry(4), any::<bool>(), any::<u64>()).prop_filter_map("≤ 64 elements", |((x, k, s, p), bias, seed)| {
-        (x.iter().product::<usize>() <= 64).then(|| case(x, k, s, p, bias, seed))
-    });
+    let cases = (
+        prop::sample::select(bucket),
+        1usize..=2,
+        1usize..=4,
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_map(|((sp, k, s, p), b, c, bias, seed)| {
+            case([b, c, sp[0], sp[1], sp[2]], k, s, p, bias, seed)
+        });
+    let small = (geometry(4), any::<bool>(), any::<u64>()).prop_filter_map(
+        "≤ 64 elements",
+        |((x, k, s, p), bias, seed)| {
+            (x.iter().product::<usize>() <= 64).then(|| case(x, k, s, p, bias, seed))
+        },
+    );
     let seeds = seed_cases();
     TestSpec {
         cases: prop_oneof![1 => cases, 1 => prop::sample::select(seeds)].boxed(),

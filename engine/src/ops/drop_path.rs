@@ -35,7 +35,10 @@ struct Params {
 
 impl DropPath {
     fn mask(&self) -> Dropout {
-        Dropout { p: self.p, seed: self.seed }
+        Dropout {
+            p: self.p,
+            seed: self.seed,
+        }
     }
 
     /// Whether sample `b` is kept (dropout's mask bit at flat index b).
@@ -59,7 +62,13 @@ impl DropPath {
             per_sample: (n / x.shape()[0]) as u32,
         };
         // (B, …) -> (B, …)
-        gpu().dispatch(kernel!(drop_path_forward), &[], &[x.buffer(), y.buffer()], &p, grid(n, 256))?;
+        gpu().dispatch(
+            kernel!(drop_path_forward),
+            &[],
+            &[x.buffer(), y.buffer()],
+            &p,
+            grid(n, 256),
+        )?;
         Ok(y)
     }
 
@@ -112,10 +121,17 @@ impl Tensor {
     /// ```
     pub fn try_drop_path(&self, p: f32, seed: u64) -> Result<Tensor> {
         if !(0.0..1.0).contains(&p) {
-            crate::bail!(Config, "drop_path: p = {p} is not in [0, 1) (tensor of shape {:?})", self.shape());
+            crate::bail!(
+                Config,
+                "drop_path: p = {p} is not in [0, 1) (tensor of shape {:?})",
+                self.shape()
+            );
         }
         if self.rank() == 0 {
-            crate::bail!(Shape, "drop_path: x must have a sample axis (the first), got shape []");
+            crate::bail!(
+                Shape,
+                "drop_path: x must have a sample axis (the first), got shape []"
+            );
         }
         if p == 0.0 {
             return Ok(self.clone());
@@ -126,7 +142,8 @@ impl Tensor {
     }
 
     pub fn drop_path(&self, p: f32, seed: u64) -> Tensor {
-        self.try_drop_path(p, seed).unwrap_or_else(|e| panic!("drop_path{:?}: {e}", self.shape()))
+        self.try_drop_path(p, seed)
+            .unwrap_or_else(|e| panic!("drop_path{:?}: {e}", self.shape()))
     }
 
     /// [`Tensor::try_drop_path`] when `train`, the identity in eval (timm's `training=False`).
@@ -139,7 +156,8 @@ impl Tensor {
     }
 
     pub fn drop_path_if(&self, train: bool, p: f32, seed: u64) -> Tensor {
-        self.try_drop_path_if(train, p, seed).unwrap_or_else(|e| panic!("drop_path{:?}: {e}", self.shape()))
+        self.try_drop_path_if(train, p, seed)
+            .unwrap_or_else(|e| panic!("drop_path{:?}: {e}", self.shape()))
     }
 }
 
@@ -161,7 +179,11 @@ pub fn test_spec() -> crate::testing::TestSpec<DropPath> {
     // (B·T frames, B·windows) are compared too.
     let many = (100usize..=300, 1usize..=40).prop_map(|(b, r)| vec![b, r]);
     TestSpec {
-        cases: (prop_oneof![4 => shape_strategy(1..=5, 300_000), 1 => many], ps.clone(), any::<u64>())
+        cases: (
+            prop_oneof![4 => shape_strategy(1..=5, 300_000), 1 => many],
+            ps.clone(),
+            any::<u64>(),
+        )
             .prop_map(|(s, p, seed)| case(s, p, seed))
             .boxed(),
         small_cases: (shape_strategy(1..=3, 48), ps, any::<u64>())

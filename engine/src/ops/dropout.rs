@@ -54,7 +54,12 @@ impl Dropout {
     }
 
     fn params(&self, n: usize) -> Params {
-        Params { n: n as u32, key: self.key(), threshold: self.threshold(), scale: (1.0 / (1.0 - self.p as f64)) as f32 }
+        Params {
+            n: n as u32,
+            key: self.key(),
+            threshold: self.threshold(),
+            scale: (1.0 / (1.0 - self.p as f64)) as f32,
+        }
     }
 
     /// y = dropout(x) with this mask, without autograd (the forward, and the backward on dy).
@@ -62,7 +67,13 @@ impl Dropout {
         let y = Tensor::empty(x.shape())?;
         let n = x.numel();
         // (N) -> (N)
-        gpu().dispatch(kernel!(dropout_forward), &[], &[x.buffer(), y.buffer()], &self.params(n), grid(n, 256))?;
+        gpu().dispatch(
+            kernel!(dropout_forward),
+            &[],
+            &[x.buffer(), y.buffer()],
+            &self.params(n),
+            grid(n, 256),
+        )?;
         Ok(y)
     }
 
@@ -105,7 +116,11 @@ impl Tensor {
     /// Inverted dropout with drop probability `p` ∈ [0, 1) and mask seed `seed`.
     pub fn try_dropout(&self, p: f32, seed: u64) -> Result<Tensor> {
         if !(0.0..1.0).contains(&p) {
-            crate::bail!(Config, "dropout: p = {p} is not in [0, 1) (tensor of shape {:?})", self.shape());
+            crate::bail!(
+                Config,
+                "dropout: p = {p} is not in [0, 1) (tensor of shape {:?})",
+                self.shape()
+            );
         }
         if p == 0.0 {
             return Ok(self.clone());
@@ -124,7 +139,8 @@ impl Tensor {
     /// let y = x.dropout(0.5, 42); // values 0 or 2
     /// ```
     pub fn dropout(&self, p: f32, seed: u64) -> Tensor {
-        self.try_dropout(p, seed).unwrap_or_else(|e| panic!("dropout{:?}: {e}", self.shape()))
+        self.try_dropout(p, seed)
+            .unwrap_or_else(|e| panic!("dropout{:?}: {e}", self.shape()))
     }
 }
 
@@ -136,7 +152,9 @@ pub fn test_spec() -> crate::testing::TestSpec<Dropout> {
     // far outside the tolerance, so the masks are compared exactly.
     fn case(shape: Vec<usize>, p: f32, seed: u64) -> Case<Dropout> {
         let mut rng = crate::Rng::new(seed);
-        let x = CpuTensor::uniform(&shape, 0.25, 2.0, &mut rng).map(|v| if rng_bit(v) { v } else { -v });
+        let x =
+            CpuTensor::uniform(&shape, 0.25, 2.0, &mut rng)
+                .map(|v| if rng_bit(v) { v } else { -v });
         Case::new(Dropout { p, seed }, vec![x], format!("p {p} seed {seed}"))
     }
     fn rng_bit(v: f64) -> bool {

@@ -22,7 +22,10 @@ pub(crate) fn expand_raw(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
     }
     let out = binary::broadcast_shape(x.shape(), shape)?;
     if out.as_slice() != shape {
-        return Err(Error::Shape(format!("broadcast_to: shape {:?} does not broadcast to {shape:?}", x.shape())));
+        return Err(Error::Shape(format!(
+            "broadcast_to: shape {:?} does not broadcast to {shape:?}",
+            x.shape()
+        )));
     }
     // (x broadcast) -> (shape)
     binary::launch(6, x, x, shape)
@@ -53,12 +56,18 @@ impl Op for Expand {
 
 impl Tensor {
     pub fn try_broadcast_to(&self, shape: &[usize]) -> Result<Tensor> {
-        apply(Expand { shape: shape.to_vec() }, &[self])
+        apply(
+            Expand {
+                shape: shape.to_vec(),
+            },
+            &[self],
+        )
     }
 
     /// The tensor repeated along its size-1 (and missing leading) dims to `shape`.
     pub fn broadcast_to(&self, shape: &[usize]) -> Tensor {
-        self.try_broadcast_to(shape).unwrap_or_else(|e| panic!("{e}"))
+        self.try_broadcast_to(shape)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -68,17 +77,36 @@ pub fn test_spec() -> crate::testing::TestSpec<Expand> {
     use proptest::prelude::*;
     fn case(shape: Vec<usize>, mask: u32, drop: usize, seed: u64) -> Case<Expand> {
         let mut rng = crate::Rng::new(seed);
-        let mut xs: Vec<usize> =
-            shape.iter().enumerate().map(|(i, &d)| if mask >> i & 1 == 1 { 1 } else { d }).collect();
+        let mut xs: Vec<usize> = shape
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| if mask >> i & 1 == 1 { 1 } else { d })
+            .collect();
         xs.drain(..drop.min(xs.len()));
         let x = CpuTensor::uniform(&xs, -2.0, 2.0, &mut rng);
-        Case::new(Expand { shape: shape.clone() }, vec![x], format!("to {shape:?}"))
+        Case::new(
+            Expand {
+                shape: shape.clone(),
+            },
+            vec![x],
+            format!("to {shape:?}"),
+        )
     }
     TestSpec {
-        cases: (shape_strategy(1..=5, 200_000), any::<u32>(), 0usize..3, any::<u64>())
+        cases: (
+            shape_strategy(1..=5, 200_000),
+            any::<u32>(),
+            0usize..3,
+            any::<u64>(),
+        )
             .prop_map(|(s, m, d, seed)| case(s, m, d, seed))
             .boxed(),
-        small_cases: (shape_strategy(1..=3, 48), any::<u32>(), 0usize..2, any::<u64>())
+        small_cases: (
+            shape_strategy(1..=3, 48),
+            any::<u32>(),
+            0usize..2,
+            any::<u64>(),
+        )
             .prop_map(|(s, m, d, seed)| case(s, m, d, seed))
             .boxed(),
         forward_tol: Tol::new(0.0, 0.0, "a copy"),

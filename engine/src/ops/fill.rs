@@ -18,7 +18,13 @@ struct FillParams {
 pub fn fill(y: &Tensor, value: f32) -> Result<()> {
     let n = y.numel();
     // (N) -> (N)
-    gpu().dispatch(kernel!(fill_forward), &[], &[y.buffer()], &FillParams { n: n as u32, value }, grid(n, 256))
+    gpu().dispatch(
+        kernel!(fill_forward),
+        &[],
+        &[y.buffer()],
+        &FillParams { n: n as u32, value },
+        grid(n, 256),
+    )
 }
 
 #[repr(C)]
@@ -31,5 +37,11 @@ struct CopyParams {
 pub fn copy(x: &Tensor, y: &Tensor) -> Result<()> {
     let n = x.numel();
     debug_assert_eq!(n, y.numel());
-    gpu().dispatch(kernel!(copy_forward), &[], &[x.buffer(), y.buffer()], &CopyParams { n: n as u32 }, grid(n, 256))
+    gpu().dispatch(
+        kernel!(copy_forward),
+        &[],
+        &[x.buffer(), y.buffer()],
+        &CopyParams { n: n as u32 },
+        grid(n, 256),
+    )
 }

@@ -49,7 +49,12 @@ struct Scatter {
 
 impl std::fmt::Debug for Gather {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Gather {{ {} indices, chunk {} }}", self.host.len(), self.chunk)
+        write!(
+            f,
+            "Gather {{ {} indices, chunk {} }}",
+            self.host.len(),
+            self.chunk
+        )
     }
 }
 
@@ -62,7 +67,11 @@ struct Params {
 
 /// Host-side scatter lists for `index` into a table of `rows` rows:
 /// (segment offsets, positions sorted by row, per-row segment offsets when some row is split).
-fn scatter_lists(index: &[u32], rows: usize, chunk: usize) -> (Vec<u32>, Vec<u32>, Option<Vec<u32>>) {
+fn scatter_lists(
+    index: &[u32],
+    rows: usize,
+    chunk: usize,
+) -> (Vec<u32>, Vec<u32>, Option<Vec<u32>>) {
     // Counting sort by row: stable, so each row's positions stay in increasing order.
     let mut row_start = vec![0u32; rows + 1];
     for &v in index {
@@ -77,7 +86,10 @@ fn scatter_lists(index: &[u32], rows: usize, chunk: usize) -> (Vec<u32>, Vec<u32
         positions[fill[v as usize] as usize] = l as u32;
         fill[v as usize] += 1;
     }
-    let max_count = (0..rows).map(|v| row_start[v + 1] - row_start[v]).max().unwrap_or(0);
+    let max_count = (0..rows)
+        .map(|v| row_start[v + 1] - row_start[v])
+        .max()
+        .unwrap_or(0);
     if max_count as usize <= chunk {
         return (row_start, positions, None); // segments are rows
     }
@@ -98,21 +110,43 @@ fn scatter_lists(index: &[u32], rows: usize, chunk: usize) -> (Vec<u32>, Vec<u32
 impl Gather {
     /// The op for `indices` (GPU copy and host copy).
     pub fn new(indices: &Indices) -> Gather {
-        Gather { host: Arc::new(indices.host().to_vec()), index: Some(indices.clone()), scatter: None, chunk: CHUNK }
+        Gather {
+            host: Arc::new(indices.host().to_vec()),
+            index: Some(indices.clone()),
+            scatter: None,
+            chunk: CHUNK,
+        }
     }
 
     /// The op from host values only; they are uploaded by the first forward.
     pub fn from_host(indices: Vec<u32>, chunk: usize) -> Gather {
-        Gather { host: Arc::new(indices), index: None, scatter: None, chunk: chunk.max(1) }
+        Gather {
+            host: Arc::new(indices),
+            index: None,
+            scatter: None,
+            chunk: chunk.max(1),
+        }
     }
 
     fn check(&self, shape: &[usize]) -> Result<()> {
         if shape.is_empty() {
-            crate::bail!(Shape, "index_select: the table must have rank ≥ 1, got shape {shape:?}");
+            crate::bail!(
+                Shape,
+                "index_select: the table must have rank ≥ 1, got shape {shape:?}"
+            );
         }
-        if let Some((l, &v)) = self.host.iter().enumerate().find(|&(_, &v)| v as usize >= shape[0]) {
-            crate::bail!(Shape, "index_select: index {v} at position {l} is out of range for a table \
-                of {} rows (shape {shape:?})", shape[0]);
+        if let Some((l, &v)) = self
+            .host
+            .iter()
+            .enumerate()
+            .find(|&(_, &v)| v as usize >= shape[0])
+        {
+            crate::bail!(
+                Shape,
+                "index_select: index {v} at position {l} is out of range for a table \
+                of {} rows (shape {shape:?})",
+                shape[0]
+            );
         }
         Ok(())
     }
@@ -121,7 +155,10 @@ impl Gather {
         let (seg_offsets, positions, row_offsets) = scatter_lists(&self.host, rows, self.chunk);
         let segments = seg_offsets.len() - 1;
         let merge = match row_offsets {
-            Some(r) => Some((Indices::from_slice(&r)?, Indices::from_slice(&(0..segments as u32).collect::<Vec<_>>())?)),
+            Some(r) => Some((
+                Indices::from_slice(&r)?,
+                Indices::from_slice(&(0..segments as u32).collect::<Vec<_>>())?,
+            )),
             None => None,
         };
         Ok(Scatter {
@@ -134,12 +171,27 @@ impl Gather {
 }
 
 /// One launch of the CSR sum: out (R, D) with out[r] = Σ over list r of src rows.
-fn csr_sum(src: &Tensor, offsets: &Indices, pos: &Indices, rows: usize, d: usize, out_shape: &[usize]) -> Result<Tensor> {
+fn csr_sum(
+    src: &Tensor,
+    offsets: &Indices,
+    pos: &Indices,
+    rows: usize,
+    d: usize,
+    out_shape: &[usize],
+) -> Result<Tensor> {
     let out = Tensor::empty(out_shape)?;
     let n = rows * d;
     // (·, D) summed by lists -> (R, D)
-    gpu().dispatch(kernel!(gather_backward), &[], &[src.buffer(), offsets.buffer(), pos.buffer(), out.buffer()],
-        &Params { n: n as u32, d: d as u32 }, grid(n, 256))?;
+    gpu().dispatch(
+        kernel!(gather_backward),
+        &[],
+        &[src.buffer(), offsets.buffer(), pos.buffer(), out.buffer()],
+        &Params {
+            n: n as u32,
+            d: d as u32,
+        },
+        grid(n, 256),
+    )?;
     Ok(out)
 }
 
@@ -187,15 +239,25 @@ impl Op for Gather {
         let (n, d) = (y.numel(), numel(&shape[1..]));
         let idx = self.index.as_ref().expect("uploaded above");
         // (V, D) rows picked by idx[L] -> (L, D)
-        gpu().dispatch(kernel!(gather_forward), &[], &[table.buffer(), idx.buffer(), y.buffer()],
-            &Params { n: n as u32, d: d as u32 }, grid(n, 256))?;
+        gpu().dispatch(
+            kernel!(gather_forward),
+            &[],
+            &[table.buffer(), idx.buffer(), y.buffer()],
+            &Params {
+                n: n as u32,
+                d: d as u32,
+            },
+            grid(n, 256),
+        )?;
         Ok(y)
     }
 
     // dx[v] = Σ_{l : idx[l] = v} dy[l]: a sum over each row's position list (no atomics).
     fn backward(&self, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let s = self.scatter.as_ref().ok_or_else(|| {
-            Error::Autograd("gather: backward without scatter lists (forward ran without a gradient)".into())
+            Error::Autograd(
+                "gather: backward without scatter lists (forward ran without a gradient)".into(),
+            )
         })?;
         let shape = x[0].shape();
         let (rows, d) = (shape[0], numel(&shape[1..]));
@@ -203,7 +265,14 @@ impl Op for Gather {
             None => csr_sum(dy, &s.seg_offsets, &s.positions, rows, d, shape)?,
             Some((row_offsets, identity)) => {
                 // (S, D) partial sums of ≤ chunk positions each, then (V, D) sums of segments
-                let partial = csr_sum(dy, &s.seg_offsets, &s.positions, s.segments, d, &[s.segments, d])?;
+                let partial = csr_sum(
+                    dy,
+                    &s.seg_offsets,
+                    &s.positions,
+                    s.segments,
+                    d,
+                    &[s.segments, d],
+                )?;
                 csr_sum(&partial, row_offsets, identity, rows, d, shape)?
             }
         };
@@ -227,8 +296,13 @@ impl Tensor {
     /// assert_eq!(table.index_select(&ids).shape(), &[3, 768]);
     /// ```
     pub fn index_select(&self, indices: &Indices) -> Tensor {
-        self.try_index_select(indices)
-            .unwrap_or_else(|e| panic!("index_select{:?} with {} indices: {e}", self.shape(), indices.len()))
+        self.try_index_select(indices).unwrap_or_else(|e| {
+            panic!(
+                "index_select{:?} with {} indices: {e}",
+                self.shape(),
+                indices.len()
+            )
+        })
     }
 }
 
@@ -238,7 +312,14 @@ pub fn test_spec() -> crate::testing::TestSpec<Gather> {
     use proptest::prelude::*;
     // mode 0: uniform rows; 1: one hot row; 2: a few distinct rows; 3: one row 70,000 times
     // (past lavapipe's loop limit, so the default chunking must split it).
-    fn case(mut table: Vec<usize>, len: usize, mode: u8, chunk: usize, max: usize, seed: u64) -> Case<Gather> {
+    fn case(
+        mut table: Vec<usize>,
+        len: usize,
+        mode: u8,
+        chunk: usize,
+        max: usize,
+        seed: u64,
+    ) -> Case<Gather> {
         let mut rng = crate::Rng::new(seed);
         let len = if mode == 3 {
             table.truncate(1);
@@ -263,10 +344,22 @@ pub fn test_spec() -> crate::testing::TestSpec<Gather> {
     }
     let chunks = prop::sample::select(vec![CHUNK, CHUNK, 1, 2, 3, 7]);
     TestSpec {
-        cases: (shape_strategy(1..=4, 100_000), dim_strategy(), 0u8..4, chunks.clone(), any::<u64>())
+        cases: (
+            shape_strategy(1..=4, 100_000),
+            dim_strategy(),
+            0u8..4,
+            chunks.clone(),
+            any::<u64>(),
+        )
             .prop_map(|(t, l, m, c, seed)| case(t, l, m, c, 200_000, seed))
             .boxed(),
-        small_cases: (shape_strategy(1..=3, 24), 1usize..=12, 0u8..3, chunks, any::<u64>())
+        small_cases: (
+            shape_strategy(1..=3, 24),
+            1usize..=12,
+            0u8..3,
+            chunks,
+            any::<u64>(),
+        )
             .prop_map(|(t, l, m, c, seed)| case(t, l, m, c, 48, seed))
             .boxed(),
         forward_tol: Tol::new(0.0, 0.0, "a copy"),

@@ -149,7 +149,11 @@ impl Pattern {
     }
     /// TimeSformer L+G, local step: blocks of T × ceil(H/2) × ceil(W/2) (see the module docs).
     pub fn timesformer_local(dims: [usize; 3]) -> Pattern {
-        Pattern([Span::All, Span::Block(dims[1].div_ceil(2)), Span::Block(dims[2].div_ceil(2))])
+        Pattern([
+            Span::All,
+            Span::Block(dims[1].div_ceil(2)),
+            Span::Block(dims[2].div_ceil(2)),
+        ])
     }
     /// TimeSformer L+G, global step: stride 2 in t, h and w (see the module docs).
     pub const fn timesformer_global() -> Pattern {
@@ -179,11 +183,19 @@ pub struct TokenGrid {
 impl TokenGrid {
     /// Tokens ordered `(t h w)`, t slowest (ViViT: `[B, T, H·W, D]` flattened).
     pub fn t_major(dims: [usize; 3], cls: Cls) -> TokenGrid {
-        TokenGrid { dims, strides: [dims[1] * dims[2], dims[2], 1], cls }
+        TokenGrid {
+            dims,
+            strides: [dims[1] * dims[2], dims[2], 1],
+            cls,
+        }
     }
     /// Tokens ordered `(h w t)`, t fastest (TimeSformer after its time embedding).
     pub fn space_major(dims: [usize; 3], cls: Cls) -> TokenGrid {
-        TokenGrid { dims, strides: [1, dims[2] * dims[0], dims[0]], cls }
+        TokenGrid {
+            dims,
+            strides: [1, dims[2] * dims[0], dims[0]],
+            cls,
+        }
     }
     fn has_cls(&self) -> usize {
         (self.cls != Cls::None) as usize
@@ -219,10 +231,22 @@ pub struct GridAttention {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    b: u32, n_tok: u32, c3: u32, c_out: u32,
-    hd: u32, d4: u32, bk: u32, cls: u32,
-    heads: u32, h0: u32, o0: u32, nh: u32,
-    n_grp: u32, lmax: u32, n_inst: u32, scale: f32,
+    b: u32,
+    n_tok: u32,
+    c3: u32,
+    c_out: u32,
+    hd: u32,
+    d4: u32,
+    bk: u32,
+    cls: u32,
+    heads: u32,
+    h0: u32,
+    o0: u32,
+    nh: u32,
+    n_grp: u32,
+    lmax: u32,
+    n_inst: u32,
+    scale: f32,
     dims: [u32; 4],
     strides: [u32; 4],
     win: [u32; 4],
@@ -239,7 +263,13 @@ fn launch(p: &Params) -> [u32; 3] {
 
 impl GridAttention {
     pub fn new(heads: usize, scale: f32, grid: TokenGrid, parts: Vec<Part>) -> GridAttention {
-        GridAttention { heads, scale, grid, parts, saved: Vec::new() }
+        GridAttention {
+            heads,
+            scale,
+            grid,
+            parts,
+            saved: Vec::new(),
+        }
     }
 
     fn c_out(&self, hd: usize) -> usize {
@@ -250,13 +280,19 @@ impl GridAttention {
     fn geometry(&self, qkv: &[usize]) -> Result<Vec<Params>> {
         let g = &self.grid;
         let err = |msg: String| -> Result<Vec<Params>> {
-            Err(Error::Shape(format!("grid_attention: {msg} (qkv {qkv:?}, heads {}, {g:?}, parts {:?})", self.heads, self.parts)))
+            Err(Error::Shape(format!(
+                "grid_attention: {msg} (qkv {qkv:?}, heads {}, {g:?}, parts {:?})",
+                self.heads, self.parts
+            )))
         };
         if g.dims.contains(&0) {
             return err("the grid (T, H, W) must be non-empty".into());
         }
         // The strides must lay the grid out as some permutation of its axes, densely.
-        let mut axes: Vec<(usize, usize)> = (0..3).filter(|&a| g.dims[a] > 1).map(|a| (g.strides[a], g.dims[a])).collect();
+        let mut axes: Vec<(usize, usize)> = (0..3)
+            .filter(|&a| g.dims[a] > 1)
+            .map(|a| (g.strides[a], g.dims[a]))
+            .collect();
         axes.sort();
         let mut expect = 1;
         for (s, d) in axes {
@@ -266,11 +302,16 @@ impl GridAttention {
             expect *= d;
         }
         if qkv.len() != 3 || qkv[0] == 0 || qkv[1] != g.n_tokens() {
-            return err(format!("qkv must be (B, {}, 3·heads·head_dim) for this grid", g.n_tokens()));
+            return err(format!(
+                "qkv must be (B, {}, 3·heads·head_dim) for this grid",
+                g.n_tokens()
+            ));
         }
         let c3 = qkv[2];
         if self.heads == 0 || c3 == 0 || !c3.is_multiple_of(3 * self.heads) {
-            return err(format!("last dim {c3} is not a positive multiple of 3·heads"));
+            return err(format!(
+                "last dim {c3} is not a positive multiple of 3·heads"
+            ));
         }
         let hd = c3 / 3 / self.heads;
         if hd > MAX_HEAD_DIM {
@@ -284,12 +325,23 @@ impl GridAttention {
         }
         let mut used = vec![false; self.heads];
         for part in &self.parts {
-            if part.heads.is_empty() || part.heads.end > self.heads || part.heads.clone().any(|h| used[h]) {
+            if part.heads.is_empty()
+                || part.heads.end > self.heads
+                || part.heads.clone().any(|h| used[h])
+            {
                 return err(format!("part heads {:?} must be non-empty, within 0..{} and disjoint from the other parts", part.heads, self.heads));
             }
             part.heads.clone().for_each(|h| used[h] = true);
-            if part.pattern.0.iter().any(|s| matches!(s, Span::Block(0) | Span::Stride(0))) {
-                return err(format!("pattern {:?}: Block and Stride need a size ≥ 1", part.pattern));
+            if part
+                .pattern
+                .0
+                .iter()
+                .any(|s| matches!(s, Span::Block(0) | Span::Stride(0)))
+            {
+                return err(format!(
+                    "pattern {:?}: Block and Stride need a size ≥ 1",
+                    part.pattern
+                ));
             }
         }
         let d4 = hd.div_ceil(4);
@@ -304,24 +356,30 @@ impl GridAttention {
                 let n = g.dims[a];
                 let (w, s) = part.pattern.0[a].window_dilation(n);
                 let ngrp = n.div_ceil(w * s) * s;
-                (p.dims[a], p.strides[a], p.win[a], p.dil[a], p.ngrp[a]) = (u(n), u(g.strides[a]), u(w), u(s), u(ngrp));
+                (p.dims[a], p.strides[a], p.win[a], p.dil[a], p.ngrp[a]) =
+                    (u(n), u(g.strides[a]), u(w), u(s), u(ngrp));
                 lmax *= w.min(n.div_ceil(s)); // group 0 is the largest on every axis
                 n_grp *= ngrp;
             }
             lmax += (g.cls == Cls::Shared) as usize;
             let nh = part.heads.len();
             if lmax * (4 * d4 + 4) + 4 * d4 > LOOP_BUDGET {
-                return err(format!("a group of {lmax} tokens at head dim {hd} needs more loop iterations \
-                    per invocation than the {LOOP_BUDGET} budget (groups are not split yet)"));
+                return err(format!(
+                    "a group of {lmax} tokens at head dim {hd} needs more loop iterations \
+                    per invocation than the {LOOP_BUDGET} budget (groups are not split yet)"
+                ));
             }
             if g.cls == Cls::Shared && n_grp > LOOP_BUDGET {
-                return err(format!("a shared cls token in {n_grp} groups: its mean and gradient sums \
-                    loop over more than the {LOOP_BUDGET} budget"));
+                return err(format!(
+                    "a shared cls token in {n_grp} groups: its mean and gradient sums \
+                    loop over more than the {LOOP_BUDGET} budget"
+                ));
             }
             (p.b, p.n_tok, p.c3, p.c_out) = (u(qkv[0]), u(qkv[1]), u(c3), u(self.c_out(hd)));
             (p.hd, p.d4, p.bk, p.cls) = (u(hd), u(d4), u((TILE / d4).min(MAX_BK)), g.cls as u32);
             (p.heads, p.h0, p.o0, p.nh) = (u(self.heads), u(part.heads.start), u(o0), u(nh));
-            (p.n_grp, p.lmax, p.n_inst, p.scale) = (u(n_grp), u(lmax), u(qkv[0] * n_grp * nh), self.scale);
+            (p.n_grp, p.lmax, p.n_inst, p.scale) =
+                (u(n_grp), u(lmax), u(qkv[0] * n_grp * nh), self.scale);
             o0 += nh;
             out.push(p);
         }
@@ -342,7 +400,10 @@ fn ref_groups(grid: &TokenGrid, pattern: Pattern) -> Vec<Vec<usize>> {
             for w in 0..nw {
                 let x = [t, h, w];
                 let k = [0, 1, 2].map(|a| pattern.0[a].key(x[a], grid.dims[a]));
-                groups.entry(k.map(|k| k.0)).or_default().push((k.map(|k| k.1), grid.token(x)));
+                groups
+                    .entry(k.map(|k| k.0))
+                    .or_default()
+                    .push((k.map(|k| k.1), grid.token(x)));
             }
         }
     }
@@ -358,19 +419,32 @@ fn ref_groups(grid: &TokenGrid, pattern: Pattern) -> Vec<Vec<usize>> {
 /// The members of one group: `None` is the shared cls token.
 fn ref_members(grid: &TokenGrid, grp: &[usize]) -> Vec<Option<usize>> {
     let cls = (grid.cls == Cls::Shared).then_some(None);
-    cls.into_iter().chain(grp.iter().map(|&t| Some(t))).collect()
+    cls.into_iter()
+        .chain(grp.iter().map(|&t| Some(t)))
+        .collect()
 }
 
 impl GridAttention {
     /// P (L×L) of one group of batch row b, qkv head hq, in f64.
-    fn ref_probs(&self, qkv: &CpuTensor, b: usize, hq: usize, mem: &[Option<usize>]) -> Vec<Vec<f64>> {
+    fn ref_probs(
+        &self,
+        qkv: &CpuTensor,
+        b: usize,
+        hq: usize,
+        mem: &[Option<usize>],
+    ) -> Vec<Vec<f64>> {
         let hd = qkv.shape[2] / 3 / self.heads;
-        let at = |m: Option<usize>, t: usize, c: usize| qkv.at(&[b, m.unwrap_or(0), (t * self.heads + hq) * hd + c]);
+        let at = |m: Option<usize>, t: usize, c: usize| {
+            qkv.at(&[b, m.unwrap_or(0), (t * self.heads + hq) * hd + c])
+        };
         let n = mem.len();
         let mut p = vec![vec![0.0; n]; n];
         for i in 0..n {
             for j in 0..n {
-                p[i][j] = self.scale as f64 * (0..hd).map(|c| at(mem[i], 0, c) * at(mem[j], 1, c)).sum::<f64>();
+                p[i][j] = self.scale as f64
+                    * (0..hd)
+                        .map(|c| at(mem[i], 0, c) * at(mem[j], 1, c))
+                        .sum::<f64>();
             }
             let mx = p[i].iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let z: f64 = p[i].iter().map(|v| (v - mx).exp()).sum();
@@ -388,7 +462,8 @@ impl Op for GridAttention {
     // Per part, head, batch row and group: O = softmax(scale·Q Kᵀ) V over the group's members;
     // grid rows of y take their O, the shared cls row the mean of its O over the groups.
     fn reference(&self, x: &[&CpuTensor]) -> CpuTensor {
-        self.geometry(&x[0].shape).expect("grid_attention reference");
+        self.geometry(&x[0].shape)
+            .expect("grid_attention reference");
         let (bb, n_tok) = (x[0].shape[0], x[0].shape[1]);
         let hd = x[0].shape[2] / 3 / self.heads;
         let mut y = CpuTensor::zeros(&[bb, n_tok, self.c_out(hd)]);
@@ -403,7 +478,14 @@ impl Op for GridAttention {
                         for (i, m) in mem.iter().enumerate() {
                             for c in 0..hd {
                                 let o: f64 = (0..mem.len())
-                                    .map(|j| p[i][j] * x[0].at(&[b, mem[j].unwrap_or(0), (2 * self.heads + hq) * hd + c]))
+                                    .map(|j| {
+                                        p[i][j]
+                                            * x[0].at(&[
+                                                b,
+                                                mem[j].unwrap_or(0),
+                                                (2 * self.heads + hq) * hd + c,
+                                            ])
+                                    })
                                     .sum();
                                 let out = y.at_mut(&[b, m.unwrap_or(0), (o0 + hh) * hd + c]);
                                 match m {
@@ -439,14 +521,22 @@ impl Op for GridAttention {
                         let mem = ref_members(&self.grid, grp);
                         let n = mem.len();
                         let p = self.ref_probs(x[0], b, hq, &mem);
-                        let at = |i: usize, t: usize, c: usize| x[0].at(&[b, mem[i].unwrap_or(0), col(t, c)]);
+                        let at = |i: usize, t: usize, c: usize| {
+                            x[0].at(&[b, mem[i].unwrap_or(0), col(t, c)])
+                        };
                         let go = |i: usize, c: usize| {
                             let g = dy.at(&[b, mem[i].unwrap_or(0), (o0 + hh) * hd + c]);
-                            if mem[i].is_some() { g } else { g / ng }
+                            if mem[i].is_some() {
+                                g
+                            } else {
+                                g / ng
+                            }
                         };
                         let mut ds = vec![vec![0.0; n]; n];
                         for i in 0..n {
-                            let dp: Vec<f64> = (0..n).map(|j| (0..hd).map(|c| go(i, c) * at(j, 2, c)).sum()).collect();
+                            let dp: Vec<f64> = (0..n)
+                                .map(|j| (0..hd).map(|c| go(i, c) * at(j, 2, c)).sum())
+                                .collect();
                             let row: f64 = (0..n).map(|j| dp[j] * p[i][j]).sum();
                             for j in 0..n {
                                 ds[i][j] = p[i][j] * (dp[j] - row);
@@ -483,7 +573,11 @@ impl Op for GridAttention {
             let rows = (p.n_inst * p.lmax) as usize;
             let lse = Tensor::empty(&[rows])?;
             let shared = p.cls == Cls::Shared as u32;
-            let cls_o = Tensor::empty(&[if shared { (p.n_inst * p.hd) as usize } else { 1 }])?;
+            let cls_o = Tensor::empty(&[if shared {
+                (p.n_inst * p.hd) as usize
+            } else {
+                1
+            }])?;
             // qkv (B, N, 3·heads·HD) -> y (B, N, C_out) at this part's heads, cls_o (B, G, nh, HD),
             // lse (B, G, nh, L)
             gpu().dispatch(
@@ -496,7 +590,13 @@ impl Op for GridAttention {
             if p.cls != Cls::None as u32 {
                 // cls_o (B, G, nh, HD) -> y[:, 0] at this part's heads: the mean over G, or 0
                 let n = (p.b * p.nh * p.hd) as usize;
-                gpu().dispatch(kernel!(grid_attention_forward_cls), &[], &[cls_o.buffer(), y.buffer()], p, grid(n, 256))?;
+                gpu().dispatch(
+                    kernel!(grid_attention_forward_cls),
+                    &[],
+                    &[cls_o.buffer(), y.buffer()],
+                    p,
+                    grid(n, 256),
+                )?;
             }
             self.saved.push((lse, cls_o));
         }
@@ -509,7 +609,9 @@ impl Op for GridAttention {
     fn backward(&self, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let params = self.geometry(x[0].shape())?;
         if self.saved.len() != params.len() {
-            return Err(Error::Autograd("grid_attention: backward before forward".into()));
+            return Err(Error::Autograd(
+                "grid_attention: backward before forward".into(),
+            ));
         }
         // Slots no kernel writes (heads outside every part, an excluded cls token) stay 0.
         let covered: usize = self.parts.iter().map(|p| p.heads.len()).sum();
@@ -530,16 +632,45 @@ impl Op for GridAttention {
                 grid(rows, 256),
             )?;
             let shared = p.cls == Cls::Shared as u32;
-            let dcls = Tensor::empty(&[if shared { (p.n_inst * 3 * p.hd) as usize } else { 1 }])?;
-            let bufs = [x[0].buffer(), dy.buffer(), lse.buffer(), delta.buffer(), dqkv.buffer(), dcls.buffer()];
+            let dcls = Tensor::empty(&[if shared {
+                (p.n_inst * 3 * p.hd) as usize
+            } else {
+                1
+            }])?;
+            let bufs = [
+                x[0].buffer(),
+                dy.buffer(),
+                lse.buffer(),
+                delta.buffer(),
+                dqkv.buffer(),
+                dcls.buffer(),
+            ];
             // -> dqkv (B, N, 3, heads, HD) at this part's heads for grid tokens;
             //    dcls (B, G, nh, 3, HD) for the shared cls token
-            gpu().dispatch(kernel!(grid_attention_backward_dq), &row_constants(p), &bufs, p, launch(p))?;
-            gpu().dispatch(kernel!(grid_attention_backward_dkv), &row_constants(p), &bufs, p, launch(p))?;
+            gpu().dispatch(
+                kernel!(grid_attention_backward_dq),
+                &row_constants(p),
+                &bufs,
+                p,
+                launch(p),
+            )?;
+            gpu().dispatch(
+                kernel!(grid_attention_backward_dkv),
+                &row_constants(p),
+                &bufs,
+                p,
+                launch(p),
+            )?;
             if shared {
                 // dcls (B, G, nh, 3, HD) -> dqkv[:, 0] (Σ over G)
                 let n = (p.b * p.nh * 3 * p.hd) as usize;
-                gpu().dispatch(kernel!(grid_attention_backward_cls), &[], &[dcls.buffer(), dqkv.buffer()], p, grid(n, 256))?;
+                gpu().dispatch(
+                    kernel!(grid_attention_backward_cls),
+                    &[],
+                    &[dcls.buffer(), dqkv.buffer()],
+                    p,
+                    grid(n, 256),
+                )?;
             }
         }
         Ok(vec![Some(dqkv)])
@@ -551,7 +682,13 @@ impl Op for GridAttention {
 /// (groups, L, 3, nh, HD) batches (one batch per group length), attended with matmul, softmax
 /// and matmul as `blocks::attention_unfused`, and gathered back into token order; the shared
 /// cls token's per-group rows are averaged. Materialises every copy the fused op avoids.
-pub fn grid_attention_unfused(qkv: &Tensor, heads: usize, scale: f32, grid: TokenGrid, parts: &[Part]) -> Result<Tensor> {
+pub fn grid_attention_unfused(
+    qkv: &Tensor,
+    heads: usize,
+    scale: f32,
+    grid: TokenGrid,
+    parts: &[Part],
+) -> Result<Tensor> {
     let op = GridAttention::new(heads, scale, grid, parts.to_vec());
     op.geometry(qkv.shape())?;
     let (bb, n_tok, c3) = (qkv.dim(0), qkv.dim(1), qkv.dim(2));
@@ -563,7 +700,10 @@ pub fn grid_attention_unfused(qkv: &Tensor, heads: usize, scale: f32, grid: Toke
         let groups = ref_groups(&grid, part.pattern);
         let mut by_len: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (g, grp) in groups.iter().enumerate() {
-            by_len.entry(ref_members(&grid, grp).len()).or_default().push(g);
+            by_len
+                .entry(ref_members(&grid, grp).len())
+                .or_default()
+                .push(g);
         }
         let mut where_row: Vec<Option<u32>> = vec![None; bb * n_tok]; // row of each token's output
         let mut cls_rows = Vec::new(); // (B, G) rows of the shared cls token's outputs
@@ -588,9 +728,16 @@ pub fn grid_attention_unfused(qkv: &Tensor, heads: usize, scale: f32, grid: Toke
                 .try_reshape(&[n, len, 3, heads, hd])?
                 .try_narrow(3, h0, nh)? // (n, L, 3, nh, HD)
                 .try_permute(&[2, 0, 3, 1, 4])?; // (3, n, nh, L, HD)
-            let (q, k, v) = (x.try_select(0, 0)?, x.try_select(0, 1)?, x.try_select(0, 2)?);
+            let (q, k, v) = (
+                x.try_select(0, 0)?,
+                x.try_select(0, 1)?,
+                x.try_select(0, 2)?,
+            );
             let a = q.try_matmul_nt(&k)?.try_mul_scalar(scale)?.try_softmax()?; // (n, nh, L, L)
-            let o = a.try_matmul(&v)?.try_permute(&[0, 2, 1, 3])?.try_reshape(&[n * len, nh * hd])?;
+            let o = a
+                .try_matmul(&v)?
+                .try_permute(&[0, 2, 1, 3])?
+                .try_reshape(&[n * len, nh * hd])?;
             offset += n * len;
             pieces.push(o);
         }
@@ -598,9 +745,14 @@ pub fn grid_attention_unfused(qkv: &Tensor, heads: usize, scale: f32, grid: Toke
         let mut all: Vec<&Tensor> = pieces.iter().collect();
         all.push(&zeros);
         let all = Tensor::try_cat(&all, 0)?; // (R + 1, nh·HD), the last row 0
-        // Tokens without an output (an excluded or shared cls token) read the zero row.
-        let where_row: Vec<u32> = where_row.into_iter().map(|r| r.unwrap_or(offset as u32)).collect();
-        let mut y = all.try_index_select(&Indices::from_slice(&where_row)?)?.try_reshape(&[bb, n_tok, nh * hd])?;
+                                             // Tokens without an output (an excluded or shared cls token) read the zero row.
+        let where_row: Vec<u32> = where_row
+            .into_iter()
+            .map(|r| r.unwrap_or(offset as u32))
+            .collect();
+        let mut y = all
+            .try_index_select(&Indices::from_slice(&where_row)?)?
+            .try_reshape(&[bb, n_tok, nh * hd])?;
         if grid.cls == Cls::Shared {
             cls_rows.sort();
             let idx: Vec<u32> = cls_rows.iter().map(|r| r.2 as u32).collect();
@@ -627,11 +779,31 @@ impl Tensor {
     /// let qkv = Tensor::randn(&[2, 1 + 8 * 196, 3 * 768], 0.0, 1.0, 7).unwrap();
     /// let y = qkv.grid_attention(12, 64f32.powf(-0.5), grid, Pattern::space()); // (2, 1569, 768)
     /// ```
-    pub fn try_grid_attention(&self, heads: usize, scale: f32, grid: TokenGrid, pattern: Pattern) -> Result<Tensor> {
-        self.try_grid_attention_parts(heads, scale, grid, &[Part { heads: 0..heads, pattern }])
+    pub fn try_grid_attention(
+        &self,
+        heads: usize,
+        scale: f32,
+        grid: TokenGrid,
+        pattern: Pattern,
+    ) -> Result<Tensor> {
+        self.try_grid_attention_parts(
+            heads,
+            scale,
+            grid,
+            &[Part {
+                heads: 0..heads,
+                pattern,
+            }],
+        )
     }
 
-    pub fn grid_attention(&self, heads: usize, scale: f32, grid: TokenGrid, pattern: Pattern) -> Tensor {
+    pub fn grid_attention(
+        &self,
+        heads: usize,
+        scale: f32,
+        grid: TokenGrid,
+        pattern: Pattern,
+    ) -> Tensor {
         self.try_grid_attention(heads, scale, grid, pattern)
             .unwrap_or_else(|e| panic!("grid_attention{:?} with {heads} heads: {e}", self.shape()))
     }
@@ -640,13 +812,33 @@ impl Tensor {
     /// none get no output): → (B, N, Σ range lengths·HD), the ranges' outputs in part order.
     /// ViViT Model 4: `&[Part { heads: 0..6, pattern: Pattern::time() },
     /// Part { heads: 6..12, pattern: Pattern::space() }]`.
-    pub fn try_grid_attention_parts(&self, heads: usize, scale: f32, grid: TokenGrid, parts: &[Part]) -> Result<Tensor> {
-        apply(GridAttention::new(heads, scale, grid, parts.to_vec()), &[self])
+    pub fn try_grid_attention_parts(
+        &self,
+        heads: usize,
+        scale: f32,
+        grid: TokenGrid,
+        parts: &[Part],
+    ) -> Result<Tensor> {
+        apply(
+            GridAttention::new(heads, scale, grid, parts.to_vec()),
+            &[self],
+        )
     }
 
-    pub fn grid_attention_parts(&self, heads: usize, scale: f32, grid: TokenGrid, parts: &[Part]) -> Tensor {
+    pub fn grid_attention_parts(
+        &self,
+        heads: usize,
+        scale: f32,
+        grid: TokenGrid,
+        parts: &[Part],
+    ) -> Tensor {
         self.try_grid_attention_parts(heads, scale, grid, parts)
-            .unwrap_or_else(|e| panic!("grid_attention{:?} with {heads} heads, parts {parts:?}: {e}", self.shape()))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "grid_attention{:?} with {heads} heads, parts {parts:?}: {e}",
+                    self.shape()
+                )
+            })
     }
 }
 
@@ -663,12 +855,29 @@ pub fn test_spec() -> crate::testing::TestSpec<GridAttention> {
         }
     }
     #[allow(clippy::too_many_arguments)]
-    fn case(b: usize, heads: usize, hd: usize, dims: [usize; 3], order: usize, cls: u8, pats: [[(u8, usize); 3]; 2],
-            split: usize, k: f32, seed: u64) -> Case<GridAttention> {
+    fn case(
+        b: usize,
+        heads: usize,
+        hd: usize,
+        dims: [usize; 3],
+        order: usize,
+        cls: u8,
+        pats: [[(u8, usize); 3]; 2],
+        split: usize,
+        k: f32,
+        seed: u64,
+    ) -> Case<GridAttention> {
         let mut rng = crate::Rng::new(seed);
         let cls = [Cls::None, Cls::Excluded, Cls::Shared][cls as usize];
         // Axis order of the tokens: one of the 6 permutations, slowest first.
-        let perm = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]][order % 6];
+        let perm = [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ][order % 6];
         let mut strides = [0; 3];
         let mut s = 1;
         for &a in perm.iter().rev() {
@@ -680,20 +889,43 @@ pub fn test_spec() -> crate::testing::TestSpec<GridAttention> {
         // split 0: one part, all heads; else two parts (ViViT M4), the second maybe short of
         // the last head (a head range selection).
         let parts = if split == 0 || heads < 2 {
-            vec![Part { heads: 0..heads, pattern: pattern(0) }]
+            vec![Part {
+                heads: 0..heads,
+                pattern: pattern(0),
+            }]
         } else {
             let m = 1 + split % (heads - 1);
-            let end = if split.is_multiple_of(2) { heads } else { heads - (heads > m + 1) as usize };
-            vec![Part { heads: 0..m, pattern: pattern(0) }, Part { heads: m..end, pattern: pattern(1) }]
+            let end = if split.is_multiple_of(2) {
+                heads
+            } else {
+                heads - (heads > m + 1) as usize
+            };
+            vec![
+                Part {
+                    heads: 0..m,
+                    pattern: pattern(0),
+                },
+                Part {
+                    heads: m..end,
+                    pattern: pattern(1),
+                },
+            ]
         };
         let qkv = CpuTensor::uniform(&[b, grid.n_tokens(), 3 * heads * hd], -2.0, 2.0, &mut rng);
         let scale = k * (hd as f32).powf(-0.5);
         let label = format!("B {b} heads {heads} hd {hd} {grid:?} parts {parts:?} scale {scale}");
-        Case::new(GridAttention::new(heads, scale, grid, parts), vec![qkv], label)
+        Case::new(
+            GridAttention::new(heads, scale, grid, parts),
+            vec![qkv],
+            label,
+        )
     }
     let span_code = (0u8..4, 1usize..=4);
-    let pats = [[span_code.clone(), span_code.clone(), span_code.clone()], [span_code.clone(), span_code.clone(), span_code]]
-        .prop_map(|[[a, b, c], [d, e, f]]| [[a, b, c], [d, e, f]]);
+    let pats = [
+        [span_code.clone(), span_code.clone(), span_code.clone()],
+        [span_code.clone(), span_code.clone(), span_code],
+    ]
+    .prop_map(|[[a, b, c], [d, e, f]]| [[a, b, c], [d, e, f]]);
     // Grid sizes 1, primes and composites; a group of up to 7·7·5 + 1 = 246 tokens (several
     // 32-row workgroups and 64-row tiles).
     let dim = prop::sample::select(vec![1usize, 2, 3, 4, 5, 7]);
@@ -703,17 +935,52 @@ pub fn test_spec() -> crate::testing::TestSpec<GridAttention> {
     // seed patterns (ops/grid_attention.rs) and the tiny presets (head dim 16) compile anyway:
     // every remainder hd mod 4, bk capped at MAX_BK, and bk = ⌊TILE/8⌋ = 60 below it.
     let hds = prop::sample::select(vec![1usize, 2, 3, 5, 7, 8, 16, 29, 32]);
-    let small_dims = [1usize..=2, 1usize..=3, 1usize..=2].prop_map(|[a, b, c]| if a * b * c > 6 { [a, b, 1] } else { [a, b, c] });
+    let small_dims = [1usize..=2, 1usize..=3, 1usize..=2].prop_map(|[a, b, c]| {
+        if a * b * c > 6 {
+            [a, b, 1]
+        } else {
+            [a, b, c]
+        }
+    });
     TestSpec {
-        cases: (1usize..=2, 1usize..=3, hds, dims, 0usize..6, 0u8..3, pats.clone(), 0usize..4, 0.5f32..2.0, any::<u64>())
+        cases: (
+            1usize..=2,
+            1usize..=3,
+            hds,
+            dims,
+            0usize..6,
+            0u8..3,
+            pats.clone(),
+            0usize..4,
+            0.5f32..2.0,
+            any::<u64>(),
+        )
             .prop_map(|(b, h, hd, d, o, c, p, s, k, seed)| case(b, h, hd, d, o, c, p, s, k, seed))
             .boxed(),
-        small_cases: (1usize..=2, 1usize..=2, small_dims, 0usize..6, 0u8..3, pats, 0usize..4, 0.5f32..2.0, any::<u64>())
+        small_cases: (
+            1usize..=2,
+            1usize..=2,
+            small_dims,
+            0usize..6,
+            0u8..3,
+            pats,
+            0usize..4,
+            0.5f32..2.0,
+            any::<u64>(),
+        )
             .prop_map(|(h, hd, d, o, c, p, s, k, seed)| case(1, h, hd, d, o, c, p, s, k, seed))
             .boxed(),
         // f32 dots of ≤ 32 terms, online-softmax sums over ≤ 246 members, |q|, |k|, |v| ≤ 2.
-        forward_tol: Tol::new(2e-5, 1e-4, "f32 dots of ≤ 32 terms, softmax sums of ≤ 246 keys"),
+        forward_tol: Tol::new(
+            2e-5,
+            1e-4,
+            "f32 dots of ≤ 32 terms, softmax sums of ≤ 246 keys",
+        ),
         // dK, dV (and the shared cls token's sums over groups) add ≤ ~250 f32 terms of |·| ≲ 10.
-        backward_tol: Tol::new(1e-4, 5e-4, "f32 sums of ≤ ~250 rows, P recomputed from an f32 lse"),
+        backward_tol: Tol::new(
+            1e-4,
+            5e-4,
+            "f32 sums of ≤ ~250 rows, P recomputed from an f32 lse",
+        ),
     }
 }

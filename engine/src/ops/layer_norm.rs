@@ -42,7 +42,10 @@ impl LayerNorm {
     /// The argument checks of `try_layer_norm`: errors name the shapes and eps.
     fn check(&self, x: &[usize], w: &[usize], b: &[usize]) -> Result<()> {
         let Some(&c) = x.last() else {
-            crate::bail!(Shape, "layer_norm: x must have a last axis to normalise, got shape []");
+            crate::bail!(
+                Shape,
+                "layer_norm: x must have a last axis to normalise, got shape []"
+            );
         };
         if w != [c] || b != [c] {
             crate::bail!(
@@ -51,7 +54,11 @@ impl LayerNorm {
             );
         }
         if !(self.eps >= 0.0 && self.eps.is_finite()) {
-            crate::bail!(Config, "layer_norm: eps must be finite and ≥ 0, got {} (x of shape {x:?})", self.eps);
+            crate::bail!(
+                Config,
+                "layer_norm: eps must be finite and ≥ 0, got {} (x of shape {x:?})",
+                self.eps
+            );
         }
         check_row("layer_norm", x)
     }
@@ -129,13 +136,24 @@ impl Op for LayerNorm {
         let y = Tensor::empty(x[0].shape())?;
         let mean = Tensor::empty(&[rows])?;
         let rstd = Tensor::empty(&[rows])?;
-        let p = RowParams { rows: rows as u32, c: c as u32, eps: self.eps };
+        let p = RowParams {
+            rows: rows as u32,
+            c: c as u32,
+            eps: self.eps,
+        };
         if rows > 0 {
             // (ROWS, C), w (C), b (C) -> y (ROWS, C), mean (ROWS), rstd (ROWS)
             gpu().dispatch(
                 kernel!(layer_norm_forward),
                 &[("WG", row_wg(c) as f64)],
-                &[x[0].buffer(), x[1].buffer(), x[2].buffer(), y.buffer(), mean.buffer(), rstd.buffer()],
+                &[
+                    x[0].buffer(),
+                    x[1].buffer(),
+                    x[2].buffer(),
+                    y.buffer(),
+                    mean.buffer(),
+                    rstd.buffer(),
+                ],
                 &p,
                 grid_rows(rows),
             )?;
@@ -149,20 +167,38 @@ impl Op for LayerNorm {
     //   dw = Σ_rows dy ⊙ x̂,   db = Σ_rows dy
     fn backward(&self, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let Some((mean, rstd)) = &self.saved else {
-            crate::bail!(Autograd, "layer_norm: backward before forward (no saved mean and rstd)");
+            crate::bail!(
+                Autograd,
+                "layer_norm: backward before forward (no saved mean and rstd)"
+            );
         };
         let (rows, c) = rows_and_c(x[0].shape());
         if rows == 0 {
-            return Ok(vec![Some(Tensor::empty(x[0].shape())?), Some(Tensor::zeros(&[c])), Some(Tensor::zeros(&[c]))]);
+            return Ok(vec![
+                Some(Tensor::empty(x[0].shape())?),
+                Some(Tensor::zeros(&[c])),
+                Some(Tensor::zeros(&[c])),
+            ]);
         }
         let dx = if x[0].requires_grad() {
             let dx = Tensor::empty(x[0].shape())?;
-            let p = RowParams { rows: rows as u32, c: c as u32, eps: self.eps };
+            let p = RowParams {
+                rows: rows as u32,
+                c: c as u32,
+                eps: self.eps,
+            };
             // x, dy (ROWS, C), w (C), mean, rstd (ROWS) -> dx (ROWS, C)
             gpu().dispatch(
                 kernel!(layer_norm_backward),
                 &[("WG", row_wg(c) as f64)],
-                &[x[0].buffer(), x[1].buffer(), mean.buffer(), rstd.buffer(), dy.buffer(), dx.buffer()],
+                &[
+                    x[0].buffer(),
+                    x[1].buffer(),
+                    mean.buffer(),
+                    rstd.buffer(),
+                    dy.buffer(),
+                    dx.buffer(),
+                ],
                 &p,
                 grid_rows(rows),
             )?;
@@ -176,18 +212,34 @@ impl Op for LayerNorm {
         let k = rows.div_ceil(ROW_CHUNK);
         let dw_part = Tensor::empty(&[k, c])?;
         let db_part = Tensor::empty(&[k, c])?;
-        let p = ColumnParams { rows: rows as u32, c: c as u32, chunk: ROW_CHUNK as u32, n_chunks: k as u32 };
+        let p = ColumnParams {
+            rows: rows as u32,
+            c: c as u32,
+            chunk: ROW_CHUNK as u32,
+            n_chunks: k as u32,
+        };
         // x, dy (ROWS, C), mean, rstd (ROWS) -> dw_part, db_part (K, C)
         gpu().dispatch(
             kernel!(layer_norm_backward_dwdb),
             &[],
-            &[x[0].buffer(), mean.buffer(), rstd.buffer(), dy.buffer(), dw_part.buffer(), db_part.buffer()],
+            &[
+                x[0].buffer(),
+                mean.buffer(),
+                rstd.buffer(),
+                dy.buffer(),
+                dw_part.buffer(),
+                db_part.buffer(),
+            ],
             &p,
             grid(k * c, 256),
         )?;
         // (K, C) -> (C); reduce chunks the K axis again if it is long.
         let total = |part: Tensor| -> Result<Tensor> {
-            Ok(if k == 1 { part.view(&[c]) } else { reduce_raw(&part, ReduceKind::Sum, &[0])?.view(&[c]) })
+            Ok(if k == 1 {
+                part.view(&[c])
+            } else {
+                reduce_raw(&part, ReduceKind::Sum, &[0])?.view(&[c])
+            })
         };
         let dw = x[1].requires_grad().then(|| total(dw_part)).transpose()?;
         let db = x[2].requires_grad().then(|| total(db_part)).transpose()?;
@@ -212,7 +264,12 @@ impl Tensor {
     /// LayerNorm over the last axis; see [`Tensor::try_layer_norm`].
     pub fn layer_norm(&self, weight: &Tensor, bias: &Tensor, eps: f32) -> Tensor {
         self.try_layer_norm(weight, bias, eps).unwrap_or_else(|e| {
-            panic!("layer_norm{:?} with weight {:?}, bias {:?}: {e}", self.shape(), weight.shape(), bias.shape())
+            panic!(
+                "layer_norm{:?} with weight {:?}, bias {:?}: {e}",
+                self.shape(),
+                weight.shape(),
+                bias.shape()
+            )
         })
     }
 }
@@ -228,11 +285,19 @@ pub fn test_spec() -> crate::testing::TestSpec<LayerNorm> {
         // is ill-conditioned whatever the kernel: the mean's rounding (ulp(|x|)/2) reaches x̂
         // multiplied by rstd and dx by rstd², up to 1/eps. Those rows get eps ≥ 0.05 (rstd ≤ 4.5);
         // rows of one element are exact (x − mean = 0), rows of ≥ 8 are never near-constant.
-        let eps = if (2..8).contains(&c) { eps.max(0.05) } else { eps };
+        let eps = if (2..8).contains(&c) {
+            eps.max(0.05)
+        } else {
+            eps
+        };
         let x = CpuTensor::uniform(&shape, -2.0, 2.0, &mut rng).map(|v| v + shift);
         let w = CpuTensor::uniform(&[c], -1.5, 1.5, &mut rng);
         let b = CpuTensor::uniform(&[c], -1.0, 1.0, &mut rng);
-        Case::new(LayerNorm::new(eps), vec![x, w, b], format!("eps {eps:e} shift {shift:.2}"))
+        Case::new(
+            LayerNorm::new(eps),
+            vec![x, w, b],
+            format!("eps {eps:e} shift {shift:.2}"),
+        )
     }
     // The seed models' eps (1e-5 PyTorch, 1e-6 Flax / timm) and larger ones.
     let eps = prop_oneof![Just(1e-5f32), Just(1e-6f32), 0.01f32..1.0];
@@ -254,6 +319,10 @@ pub fn test_spec() -> crate::testing::TestSpec<LayerNorm> {
         forward_tol: Tol::new(1e-5, 1e-5, "f32 row mean/variance, scaled by rstd·|w|"),
         // dw, db: f32 sums over up to 7e4 rows (chunks of 64, then a tree) of |dy·x̂| ≲ 2;
         // dx: f32 row means of g and g·x̂, scaled by rstd.
-        backward_tol: Tol::new(1e-4, 1e-4, "f32 column sums over up to 7e4 rows; row means × rstd"),
+        backward_tol: Tol::new(
+            1e-4,
+            1e-4,
+            "f32 column sums over up to 7e4 rows; row means × rstd",
+        ),
     }
 }

@@ -74,20 +74,33 @@ impl LayerNormChannels {
 
     fn check(&self, x: &[usize], w: &[usize], b: &[usize]) -> Result<()> {
         if x.len() < 2 {
-            crate::bail!(Shape, "layer_norm_channels: x must be channels-first (B, C, …), got shape {x:?}");
+            crate::bail!(
+                Shape,
+                "layer_norm_channels: x must be channels-first (B, C, …), got shape {x:?}"
+            );
         }
         let c = x[1];
         if w != [c] || b != [c] {
             crate::bail!(Shape, "layer_norm_channels: weight {w:?} and bias {b:?} must both be [C] = [{c}] for x of shape {x:?}");
         }
         if c == 0 || c > MAX_C {
-            crate::bail!(Shape, "layer_norm_channels: C = {c} must be in 1..={MAX_C} (x of shape {x:?})");
+            crate::bail!(
+                Shape,
+                "layer_norm_channels: C = {c} must be in 1..={MAX_C} (x of shape {x:?})"
+            );
         }
         if !(self.eps >= 0.0 && self.eps.is_finite()) {
-            crate::bail!(Config, "layer_norm_channels: eps must be finite and ≥ 0, got {} (x of shape {x:?})", self.eps);
+            crate::bail!(
+                Config,
+                "layer_norm_channels: eps must be finite and ≥ 0, got {} (x of shape {x:?})",
+                self.eps
+            );
         }
         if x.iter().product::<usize>() > u32::MAX as usize {
-            crate::bail!(Shape, "layer_norm_channels: x of shape {x:?} has more than 2³² elements");
+            crate::bail!(
+                Shape,
+                "layer_norm_channels: x of shape {x:?} has more than 2³² elements"
+            );
         }
         Ok(())
     }
@@ -155,11 +168,27 @@ impl Op for LayerNormChannels {
         let mean = Tensor::empty(&[cols])?;
         let rstd = Tensor::empty(&[cols])?;
         if cols > 0 {
-            let p = ColumnParams { cols: cols as u32, c: c as u32, s: sp as u32, eps: self.eps };
+            let p = ColumnParams {
+                cols: cols as u32,
+                c: c as u32,
+                s: sp as u32,
+                eps: self.eps,
+            };
             // (B, C, S), w (C), b (C) -> y (B, C, S), mean (B·S), rstd (B·S)
-            gpu().dispatch(kernel!(layer_norm_channels_forward), &[],
-                &[x[0].buffer(), x[1].buffer(), x[2].buffer(), y.buffer(), mean.buffer(), rstd.buffer()],
-                &p, grid(cols, 256))?;
+            gpu().dispatch(
+                kernel!(layer_norm_channels_forward),
+                &[],
+                &[
+                    x[0].buffer(),
+                    x[1].buffer(),
+                    x[2].buffer(),
+                    y.buffer(),
+                    mean.buffer(),
+                    rstd.buffer(),
+                ],
+                &p,
+                grid(cols, 256),
+            )?;
         }
         self.saved = Some((mean, rstd));
         Ok(y)
@@ -170,20 +199,43 @@ impl Op for LayerNormChannels {
     //   dw = Σ_{b,s} dy ⊙ x̂,   db = Σ_{b,s} dy     (reductions over B·T·H·W, chunked)
     fn backward(&self, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let Some((mean, rstd)) = &self.saved else {
-            crate::bail!(Autograd, "layer_norm_channels: backward before forward (no saved mean and rstd)");
+            crate::bail!(
+                Autograd,
+                "layer_norm_channels: backward before forward (no saved mean and rstd)"
+            );
         };
         let (nb, c, sp) = bcs(x[0].shape());
         let cols = nb * sp;
         if cols == 0 {
-            return Ok(vec![Some(Tensor::empty(x[0].shape())?), Some(Tensor::zeros(&[c])), Some(Tensor::zeros(&[c]))]);
+            return Ok(vec![
+                Some(Tensor::empty(x[0].shape())?),
+                Some(Tensor::zeros(&[c])),
+                Some(Tensor::zeros(&[c])),
+            ]);
         }
         let dx = if x[0].requires_grad() {
             let dx = Tensor::empty(x[0].shape())?;
-            let p = ColumnParams { cols: cols as u32, c: c as u32, s: sp as u32, eps: self.eps };
+            let p = ColumnParams {
+                cols: cols as u32,
+                c: c as u32,
+                s: sp as u32,
+                eps: self.eps,
+            };
             // x, dy (B, C, S), w (C), mean, rstd (B·S) -> dx (B, C, S)
-            gpu().dispatch(kernel!(layer_norm_channels_backward), &[],
-                &[x[0].buffer(), x[1].buffer(), mean.buffer(), rstd.buffer(), dy.buffer(), dx.buffer()],
-                &p, grid(cols, 256))?;
+            gpu().dispatch(
+                kernel!(layer_norm_channels_backward),
+                &[],
+                &[
+                    x[0].buffer(),
+                    x[1].buffer(),
+                    mean.buffer(),
+                    rstd.buffer(),
+                    dy.buffer(),
+                    dx.buffer(),
+                ],
+                &p,
+                grid(cols, 256),
+            )?;
             Some(dx)
         } else {
             None
@@ -194,14 +246,35 @@ impl Op for LayerNormChannels {
         let k = cols.div_ceil(CHUNK);
         let dw_part = Tensor::empty(&[c, k])?;
         let db_part = Tensor::empty(&[c, k])?;
-        let p = ChunkParams { cols: cols as u32, c: c as u32, s: sp as u32, chunk: CHUNK as u32, n_chunks: k as u32 };
+        let p = ChunkParams {
+            cols: cols as u32,
+            c: c as u32,
+            s: sp as u32,
+            chunk: CHUNK as u32,
+            n_chunks: k as u32,
+        };
         // x, dy (B, C, S), mean, rstd (B·S) -> dw_part, db_part (C, K)
-        gpu().dispatch(kernel!(layer_norm_channels_backward_dwdb), &[],
-            &[x[0].buffer(), mean.buffer(), rstd.buffer(), dy.buffer(), dw_part.buffer(), db_part.buffer()],
-            &p, grid_rows(c * k))?;
+        gpu().dispatch(
+            kernel!(layer_norm_channels_backward_dwdb),
+            &[],
+            &[
+                x[0].buffer(),
+                mean.buffer(),
+                rstd.buffer(),
+                dy.buffer(),
+                dw_part.buffer(),
+                db_part.buffer(),
+            ],
+            &p,
+            grid_rows(c * k),
+        )?;
         // (C, K) -> (C)
         let total = |part: Tensor| -> Result<Tensor> {
-            Ok(if k == 1 { part.view(&[c]) } else { reduce_raw(&part, ReduceKind::Sum, &[1])?.view(&[c]) })
+            Ok(if k == 1 {
+                part.view(&[c])
+            } else {
+                reduce_raw(&part, ReduceKind::Sum, &[1])?.view(&[c])
+            })
         };
         let dw = x[1].requires_grad().then(|| total(dw_part)).transpose()?;
         let db = x[2].requires_grad().then(|| total(db_part)).transpose()?;
@@ -219,29 +292,53 @@ impl Tensor {
     /// let (w, b) = (Tensor::ones(&[64]).param(), Tensor::zeros(&[64]).param());
     /// let y = x.layer_norm_channels(&w, &b, 1e-5); // (1, 64, 8, 56, 56)
     /// ```
-    pub fn try_layer_norm_channels(&self, weight: &Tensor, bias: &Tensor, eps: f32) -> Result<Tensor> {
+    pub fn try_layer_norm_channels(
+        &self,
+        weight: &Tensor,
+        bias: &Tensor,
+        eps: f32,
+    ) -> Result<Tensor> {
         apply(LayerNormChannels::new(eps), &[self, weight, bias])
     }
 
     pub fn layer_norm_channels(&self, weight: &Tensor, bias: &Tensor, eps: f32) -> Tensor {
-        self.try_layer_norm_channels(weight, bias, eps).unwrap_or_else(|e| {
-            panic!("layer_norm_channels{:?} with weight {:?}, bias {:?}: {e}", self.shape(), weight.shape(), bias.shape())
-        })
+        self.try_layer_norm_channels(weight, bias, eps)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "layer_norm_channels{:?} with weight {:?}, bias {:?}: {e}",
+                    self.shape(),
+                    weight.shape(),
+                    bias.shape()
+                )
+            })
     }
 }
 
 #[cfg(feature = "testing")]
-pub fn case(shape: Vec<usize>, eps: f32, shift: f64, seed: u64) -> crate::testing::Case<LayerNormChannels> {
+pub fn case(
+    shape: Vec<usize>,
+    eps: f32,
+    shift: f64,
+    seed: u64,
+) -> crate::testing::Case<LayerNormChannels> {
     let mut rng = crate::Rng::new(seed);
     let c = shape[1];
     // NOTE: as in layer_norm.rs, a column of 2..8 channels can be nearly constant, and there f32
     // layer norm is ill-conditioned whatever the kernel (rounding of the mean × rstd, × rstd² in
     // dx, up to 1/eps): those columns get eps ≥ 0.05. One channel is exact (x − mean = 0).
-    let eps = if (2..8).contains(&c) { eps.max(0.05) } else { eps };
+    let eps = if (2..8).contains(&c) {
+        eps.max(0.05)
+    } else {
+        eps
+    };
     let x = CpuTensor::uniform(&shape, -2.0, 2.0, &mut rng).map(|v| v + shift);
     let w = CpuTensor::uniform(&[c], -1.5, 1.5, &mut rng);
     let b = CpuTensor::uniform(&[c], -1.0, 1.0, &mut rng);
-    crate::testing::Case::new(LayerNormChannels::new(eps), vec![x, w, b], format!("eps {eps:e} shift {shift:.2}"))
+    crate::testing::Case::new(
+        LayerNormChannels::new(eps),
+        vec![x, w, b],
+        format!("eps {eps:e} shift {shift:.2}"),
+    )
 }
 
 /// UniFormer's patch-embed norms (seed-models.md §5) at reduced sizes: (B, C, T, H, W) with odd
@@ -249,9 +346,9 @@ pub fn case(shape: Vec<usize>, eps: f32, shift: f64, seed: u64) -> crate::testin
 #[cfg(feature = "testing")]
 pub fn seed_cases() -> Vec<crate::testing::Case<LayerNormChannels>> {
     vec![
-        case(vec![1, 64, 3, 7, 9], 1e-5, 0.0, 1),  // patch_embed1 (64 channels)
+        case(vec![1, 64, 3, 7, 9], 1e-5, 0.0, 1), // patch_embed1 (64 channels)
         case(vec![2, 128, 1, 5, 5], 1e-5, 1.0, 2), // patch_embed2, T = 1
-        case(vec![2, 13, 49], 1e-5, -1.0, 3),      // (B, C, L)
+        case(vec![2, 13, 49], 1e-5, -1.0, 3),     // (B, C, L)
         case(vec![2, 9, 3, 109, 101], 1e-5, 0.5, 4),
     ]
 }

@@ -18,7 +18,12 @@ impl Tensor {
     /// ```
     pub fn try_linear(&self, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         let what = || {
-            format!("linear: x {:?}, w {:?}, b {:?}", self.shape(), w.shape(), b.map(|b| b.shape().to_vec()))
+            format!(
+                "linear: x {:?}, w {:?}, b {:?}",
+                self.shape(),
+                w.shape(),
+                b.map(|b| b.shape().to_vec())
+            )
         };
         if self.rank() < 2 || w.rank() != 2 || self.shape()[self.rank() - 1] != w.shape()[1] {
             return Err(Error::Shape(format!(
@@ -28,7 +33,11 @@ impl Tensor {
         }
         if let Some(b) = b {
             if b.shape() != [w.shape()[0]] {
-                return Err(Error::Shape(format!("{}: expected b (out) = [{}]", what(), w.shape()[0])));
+                return Err(Error::Shape(format!(
+                    "{}: expected b (out) = [{}]",
+                    what(),
+                    w.shape()[0]
+                )));
             }
         }
         let y = self.try_matmul_nt(w)?; // (..., in) · (out, in)ᵀ -> (..., out)

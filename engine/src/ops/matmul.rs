@@ -41,7 +41,11 @@ pub struct Matmul {
 
 impl Matmul {
     pub fn new(trans_a: bool, trans_b: bool) -> Matmul {
-        Matmul { trans_a, trans_b, variant: 0 }
+        Matmul {
+            trans_a,
+            trans_b,
+            variant: 0,
+        }
     }
 }
 
@@ -74,22 +78,48 @@ impl Dims {
     fn new(a: &[usize], b: &[usize], trans_a: bool, trans_b: bool) -> Result<Dims> {
         let what = || format!("matmul{}: a {a:?} @ b {b:?}", flags(trans_a, trans_b));
         if a.len() < 2 || b.len() < 2 {
-            return Err(Error::Shape(format!("{}: both need rank ≥ 2 (..., rows, cols)", what())));
+            return Err(Error::Shape(format!(
+                "{}: both need rank ≥ 2 (..., rows, cols)",
+                what()
+            )));
         }
         let (ra, rb) = (a.len(), b.len());
-        let (m, ka) = if trans_a { (a[ra - 1], a[ra - 2]) } else { (a[ra - 2], a[ra - 1]) };
-        let (kb, n) = if trans_b { (b[rb - 1], b[rb - 2]) } else { (b[rb - 2], b[rb - 1]) };
+        let (m, ka) = if trans_a {
+            (a[ra - 1], a[ra - 2])
+        } else {
+            (a[ra - 2], a[ra - 1])
+        };
+        let (kb, n) = if trans_b {
+            (b[rb - 1], b[rb - 2])
+        } else {
+            (b[rb - 2], b[rb - 1])
+        };
         if ka != kb {
-            return Err(Error::Shape(format!("{}: inner dims differ (K = {ka} vs {kb})", what())));
+            return Err(Error::Shape(format!(
+                "{}: inner dims differ (K = {ka} vs {kb})",
+                what()
+            )));
         }
         let (a_batch, b_batch) = (a[..ra - 2].to_vec(), b[..rb - 2].to_vec());
         let batch = broadcast_shape(&a_batch, &b_batch)
-            .map_err(|_| Error::Shape(format!("{}: batch dims {a_batch:?} and {b_batch:?} do not broadcast", what())))?
+            .map_err(|_| {
+                Error::Shape(format!(
+                    "{}: batch dims {a_batch:?} and {b_batch:?} do not broadcast",
+                    what()
+                ))
+            })?
             .to_vec();
         if batch.len() > 6 {
             return Err(Error::Shape(format!("{}: more than 6 batch dims", what())));
         }
-        Ok(Dims { m, n, k: ka, a_batch, b_batch, batch })
+        Ok(Dims {
+            m,
+            n,
+            k: ka,
+            a_batch,
+            b_batch,
+            batch,
+        })
     }
 
     fn out_shape(&self) -> Vec<usize> {
@@ -119,7 +149,9 @@ fn matrix_strides(d: &Dims, trans_a: bool, trans_b: bool) -> ([usize; 2], [usize
 /// (dims align from the right; a size-1 dim is broadcast).
 fn batch_flat(idx: &[usize], shape: &[usize]) -> usize {
     let off = idx.len() - shape.len();
-    shape.iter().enumerate().fold(0, |acc, (d, &s)| acc * s + if s == 1 { 0 } else { idx[d + off] })
+    shape.iter().enumerate().fold(0, |acc, (d, &s)| {
+        acc * s + if s == 1 { 0 } else { idx[d + off] }
+    })
 }
 
 #[repr(C)]
@@ -146,17 +178,31 @@ struct Params {
 }
 
 /// Y = A·B on the GPU with kernel `variant` (0: shipped), without autograd.
-pub(crate) fn matmul_raw(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool, variant: u32) -> Result<Tensor> {
+pub(crate) fn matmul_raw(
+    a: &Tensor,
+    b: &Tensor,
+    trans_a: bool,
+    trans_b: bool,
+    variant: u32,
+) -> Result<Tensor> {
     let d = Dims::new(a.shape(), b.shape(), trans_a, trans_b)?;
     let gpu = gpu();
-    let variant = if variant == 0 { shipped_variant(gpu) } else { variant };
+    let variant = if variant == 0 {
+        shipped_variant(gpu)
+    } else {
+        variant
+    };
     if variant == 3 && !v3_supported(gpu) {
         crate::bail!(
             DeviceLimit,
             "matmul v3 needs the SUBGROUP feature with subgroups of ≥ 8 lanes; {} has {} \
              (subgroup sizes {}..{})",
             gpu.info.name,
-            if gpu.has_subgroups() { "SUBGROUP" } else { "no SUBGROUP" },
+            if gpu.has_subgroups() {
+                "SUBGROUP"
+            } else {
+                "no SUBGROUP"
+            },
             gpu.info.subgroup_min_size,
             gpu.info.subgroup_max_size
         );
@@ -198,10 +244,17 @@ pub(crate) fn matmul_raw(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool, v
             let (tm, tn) = if variant == 2 { (32, 32) } else { (64, 8) };
             p.tiles_m = m.div_ceil(tm) as u32;
             p.tiles_n = d.n.div_ceil(tn) as u32;
-            let k = if variant == 2 { kernel!(matmul_forward_v2_blocked) } else { kernel!(matmul_forward_v3_subgroup) };
+            let k = if variant == 2 {
+                kernel!(matmul_forward_v2_blocked)
+            } else {
+                kernel!(matmul_forward_v3_subgroup)
+            };
             (k, grid_rows(batch * (p.tiles_m * p.tiles_n) as usize))
         }
-        v => crate::bail!(Config, "matmul: no kernel variant {v} (1 naive, 2 blocked, 3 subgroup)"),
+        v => crate::bail!(
+            Config,
+            "matmul: no kernel variant {v} (1 naive, 2 blocked, 3 subgroup)"
+        ),
     };
     // (Z, M, K) · (Z, K, N) -> (Z, M, N), K in chunks accumulating into y (at least one
     // dispatch, so that K = 0 writes zeros).
@@ -210,7 +263,13 @@ pub(crate) fn matmul_raw(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool, v
         p.k0 = (c * K_CHUNK) as u32;
         p.k1 = d.k.min((c + 1) * K_CHUNK) as u32;
         p.accumulate = u32::from(c > 0);
-        gpu.dispatch(kernel, &[], &[a.buffer(), b.buffer(), y.buffer()], &p, groups)?;
+        gpu.dispatch(
+            kernel,
+            &[],
+            &[a.buffer(), b.buffer(), y.buffer()],
+            &p,
+            groups,
+        )?;
     }
     Ok(y)
 }
@@ -221,7 +280,8 @@ impl Op for Matmul {
     }
 
     fn reference(&self, x: &[&CpuTensor]) -> CpuTensor {
-        let d = Dims::new(&x[0].shape, &x[1].shape, self.trans_a, self.trans_b).expect("matmul shapes");
+        let d =
+            Dims::new(&x[0].shape, &x[1].shape, self.trans_a, self.trans_b).expect("matmul shapes");
         let ([a_sm, a_sk], [b_sk, b_sn]) = matrix_strides(&d, self.trans_a, self.trans_b);
         let mut y = CpuTensor::zeros(&d.out_shape());
         for z in 0..numel(&d.batch) {
@@ -232,7 +292,8 @@ impl Op for Matmul {
                 for j in 0..d.n {
                     let mut s = 0.0;
                     for k in 0..d.k {
-                        s += x[0].data[oa + i * a_sm + k * a_sk] * x[1].data[ob + k * b_sk + j * b_sn];
+                        s += x[0].data[oa + i * a_sm + k * a_sk]
+                            * x[1].data[ob + k * b_sk + j * b_sn];
                     }
                     y.data[(z * d.m + i) * d.n + j] = s;
                 }
@@ -244,7 +305,8 @@ impl Op for Matmul {
     // dA(i, k) = Σ_j dY(i, j)·B(k, j),  dB(k, j) = Σ_i A(i, k)·dY(i, j), summed over the
     // output batch indices that read each stored element (broadcast and transposes alike).
     fn reference_backward(&self, x: &[&CpuTensor], dy: &CpuTensor) -> Vec<Option<CpuTensor>> {
-        let d = Dims::new(&x[0].shape, &x[1].shape, self.trans_a, self.trans_b).expect("matmul shapes");
+        let d =
+            Dims::new(&x[0].shape, &x[1].shape, self.trans_a, self.trans_b).expect("matmul shapes");
         let ([a_sm, a_sk], [b_sk, b_sn]) = matrix_strides(&d, self.trans_a, self.trans_b);
         let mut da = CpuTensor::zeros(&x[0].shape);
         let mut db = CpuTensor::zeros(&x[1].shape);
@@ -281,7 +343,11 @@ impl Op for Matmul {
         let (ta, tb, v) = (self.trans_a, self.trans_b, self.variant);
         let d = Dims::new(a.shape(), b.shape(), ta, tb)?;
         let da = if a.requires_grad() {
-            let g = if ta { matmul_raw(b, dy, tb, true, v)? } else { matmul_raw(dy, b, false, !tb, v)? };
+            let g = if ta {
+                matmul_raw(b, dy, tb, true, v)?
+            } else {
+                matmul_raw(dy, b, false, !tb, v)?
+            };
             Some(reduce::sum_to_raw(&g, a.shape())?)
         } else {
             None
@@ -293,10 +359,18 @@ impl Op for Matmul {
             let rows = numel(&d.batch) * d.m;
             let a2 = a.view(&[rows, d.k]);
             let dy2 = dy.view(&[rows, d.n]);
-            let g = if tb { matmul_raw(&dy2, &a2, true, false, v)? } else { matmul_raw(&a2, &dy2, true, false, v)? };
+            let g = if tb {
+                matmul_raw(&dy2, &a2, true, false, v)?
+            } else {
+                matmul_raw(&a2, &dy2, true, false, v)?
+            };
             Some(g.view(b.shape()))
         } else {
-            let g = if tb { matmul_raw(dy, a, true, ta, v)? } else { matmul_raw(a, dy, !ta, false, v)? };
+            let g = if tb {
+                matmul_raw(dy, a, true, ta, v)?
+            } else {
+                matmul_raw(a, dy, !ta, false, v)?
+            };
             Some(reduce::sum_to_raw(&g, b.shape())?)
         };
         Ok(vec![da, db])
@@ -315,8 +389,21 @@ pub fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Te
 }
 
 /// [`matmul`] with an explicit kernel variant (1 naive, 2 blocked, 3 subgroup), for benches.
-pub fn matmul_variant(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool, variant: u32) -> Result<Tensor> {
-    apply(Matmul { trans_a, trans_b, variant }, &[a, b])
+pub fn matmul_variant(
+    a: &Tensor,
+    b: &Tensor,
+    trans_a: bool,
+    trans_b: bool,
+    variant: u32,
+) -> Result<Tensor> {
+    apply(
+        Matmul {
+            trans_a,
+            trans_b,
+            variant,
+        },
+        &[a, b],
+    )
 }
 
 impl Tensor {
@@ -327,7 +414,8 @@ impl Tensor {
 
     /// self @ b: (..., M, K) · (..., K, N) -> (..., M, N), batch dims broadcast.
     pub fn matmul(&self, b: &Tensor) -> Tensor {
-        self.try_matmul(b).unwrap_or_else(|e| panic!("matmul{:?} @ {:?}: {e}", self.shape(), b.shape()))
+        self.try_matmul(b)
+            .unwrap_or_else(|e| panic!("matmul{:?} @ {:?}: {e}", self.shape(), b.shape()))
     }
 
     /// self @ bᵀ: (..., M, K) · (..., N, K)ᵀ -> (..., M, N), without a transposed copy.
@@ -337,7 +425,8 @@ impl Tensor {
 
     /// self @ bᵀ: (..., M, K) · (..., N, K)ᵀ -> (..., M, N), without a transposed copy.
     pub fn matmul_nt(&self, b: &Tensor) -> Tensor {
-        self.try_matmul_nt(b).unwrap_or_else(|e| panic!("matmul_nt{:?} @ {:?}ᵀ: {e}", self.shape(), b.shape()))
+        self.try_matmul_nt(b)
+            .unwrap_or_else(|e| panic!("matmul_nt{:?} @ {:?}ᵀ: {e}", self.shape(), b.shape()))
     }
 }
 
@@ -348,7 +437,16 @@ pub fn test_spec() -> crate::testing::TestSpec<Matmul> {
 
     /// Batch layouts: 0 none, 1 equal batch dims, 2 linear (2-D b under a batched a),
     /// 3 both broadcast ((Z1, 1) against (Z2)), 4 2-D a under a batched b.
-    fn case(variant: u32, layout: u8, ta: bool, tb: bool, mnk: [usize; 3], z: [usize; 2], max_macs: usize, seed: u64) -> Case<Matmul> {
+    fn case(
+        variant: u32,
+        layout: u8,
+        ta: bool,
+        tb: bool,
+        mnk: [usize; 3],
+        z: [usize; 2],
+        max_macs: usize,
+        seed: u64,
+    ) -> Case<Matmul> {
         let [mut m, mut n, mut k] = mnk;
         let (za, zb): (Vec<usize>, Vec<usize>) = match layout {
             0 => (vec![], vec![]),
@@ -360,7 +458,13 @@ pub fn test_spec() -> crate::testing::TestSpec<Matmul> {
         let batch = numel(&broadcast_shape(&za, &zb).expect("broadcastable batch"));
         while batch * m * n * k > max_macs {
             let big = m.max(n).max(k);
-            if m == big { m = (m / 2).max(1) } else if n == big { n = (n / 2).max(1) } else { k = (k / 2).max(1) }
+            if m == big {
+                m = (m / 2).max(1)
+            } else if n == big {
+                n = (n / 2).max(1)
+            } else {
+                k = (k / 2).max(1)
+            }
             if m * n * k == 1 {
                 break;
             }
@@ -372,7 +476,15 @@ pub fn test_spec() -> crate::testing::TestSpec<Matmul> {
         let mut rng = crate::Rng::new(seed);
         let a = CpuTensor::uniform(&a_shape, -1.0, 1.0, &mut rng);
         let b = CpuTensor::uniform(&b_shape, -1.0, 1.0, &mut rng);
-        Case::new(Matmul { trans_a: ta, trans_b: tb, variant }, vec![a, b], format!("v{variant} layout {layout} ta {ta} tb {tb}"))
+        Case::new(
+            Matmul {
+                trans_a: ta,
+                trans_b: tb,
+                variant,
+            },
+            vec![a, b],
+            format!("v{variant} layout {layout} ta {ta} tb {tb}"),
+        )
     }
     // Every variant this adapter can run (v3 needs subgroups); CPU-only checks ignore it.
     let mut variants = vec![1u32, 2];
@@ -382,12 +494,25 @@ pub fn test_spec() -> crate::testing::TestSpec<Matmul> {
     let batch = || prop::sample::select(vec![1usize, 2, 3, 5]);
     TestSpec {
         // M, N, K: 1, primes, non-multiples of the 32×32 (v2) and 64×8 (v3) tiles, up to 300.
-        cases: (prop::sample::select(variants), 0u8..5, any::<bool>(), any::<bool>(),
-                [dim_strategy(), dim_strategy(), dim_strategy()], [batch(), batch()], any::<u64>())
+        cases: (
+            prop::sample::select(variants),
+            0u8..5,
+            any::<bool>(),
+            any::<bool>(),
+            [dim_strategy(), dim_strategy(), dim_strategy()],
+            [batch(), batch()],
+            any::<u64>(),
+        )
             .prop_map(|(v, l, ta, tb, mnk, z, seed)| case(v, l, ta, tb, mnk, z, 400_000, seed))
             .boxed(),
-        small_cases: (0u8..5, any::<bool>(), any::<bool>(), [1usize..=4, 1usize..=4, 1usize..=4],
-                      [1usize..=2, 1usize..=2], any::<u64>())
+        small_cases: (
+            0u8..5,
+            any::<bool>(),
+            any::<bool>(),
+            [1usize..=4, 1usize..=4, 1usize..=4],
+            [1usize..=2, 1usize..=2],
+            any::<u64>(),
+        )
             .prop_map(|(l, ta, tb, mnk, z, seed)| case(0, l, ta, tb, mnk, z, 64, seed))
             .boxed(),
         // Dot products of up to 300 terms |a·b| ≤ 1 in f32: error ~ √K·ulp·|partial sums| ≪ 1e-4.

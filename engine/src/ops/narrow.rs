@@ -51,7 +51,13 @@ pub(crate) fn narrow_raw(x: &Tensor, axis: usize, start: usize, len: usize) -> R
     let y = Tensor::empty(&narrowed(x.shape(), axis, len))?;
     let n = y.numel();
     // (O, A, I) -> (O, L, I)
-    gpu().dispatch(kernel!(narrow_forward), &[], &[x.buffer(), y.buffer()], &params(x.shape(), axis, start, len, n), grid(n, 256))?;
+    gpu().dispatch(
+        kernel!(narrow_forward),
+        &[],
+        &[x.buffer(), y.buffer()],
+        &params(x.shape(), axis, start, len, n),
+        grid(n, 256),
+    )?;
     Ok(y)
 }
 
@@ -59,11 +65,18 @@ impl Narrow {
     fn check(&self, shape: &[usize]) -> Result<()> {
         let Narrow { axis, start, len } = *self;
         if axis >= shape.len() {
-            crate::bail!(Shape, "narrow: axis {axis} out of range for shape {shape:?}");
+            crate::bail!(
+                Shape,
+                "narrow: axis {axis} out of range for shape {shape:?}"
+            );
         }
         if start.checked_add(len).is_none_or(|end| end > shape[axis]) {
-            crate::bail!(Shape, "narrow: range {start}..{} along axis {axis} of size {} (shape {shape:?})",
-                start.saturating_add(len), shape[axis]);
+            crate::bail!(
+                Shape,
+                "narrow: range {start}..{} along axis {axis} of size {} (shape {shape:?})",
+                start.saturating_add(len),
+                shape[axis]
+            );
         }
         Ok(())
     }
@@ -106,7 +119,13 @@ impl Op for Narrow {
         let n = dx.numel();
         let p = params(x[0].shape(), self.axis, self.start, self.len, n);
         // (O, L, I) -> (O, A, I)
-        gpu().dispatch(kernel!(narrow_backward), &[], &[dy.buffer(), dx.buffer()], &p, grid(n, 256))?;
+        gpu().dispatch(
+            kernel!(narrow_backward),
+            &[],
+            &[dy.buffer(), dx.buffer()],
+            &p,
+            grid(n, 256),
+        )?;
         Ok(vec![Some(dx)])
     }
 }
@@ -159,8 +178,12 @@ pub fn test_spec() -> crate::testing::TestSpec<Narrow> {
         Case::new(op.clone(), vec![x], format!("{op:?}"))
     }
     TestSpec {
-        cases: (shape_strategy(1..=5, 200_000), any::<u64>()).prop_map(|(s, seed)| case(s, seed)).boxed(),
-        small_cases: (shape_strategy(1..=3, 48), any::<u64>()).prop_map(|(s, seed)| case(s, seed)).boxed(),
+        cases: (shape_strategy(1..=5, 200_000), any::<u64>())
+            .prop_map(|(s, seed)| case(s, seed))
+            .boxed(),
+        small_cases: (shape_strategy(1..=3, 48), any::<u64>())
+            .prop_map(|(s, seed)| case(s, seed))
+            .boxed(),
         forward_tol: Tol::new(0.0, 0.0, "a copy"),
         backward_tol: Tol::new(0.0, 0.0, "a copy of dy and zeros"),
     }

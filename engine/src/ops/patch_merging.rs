@@ -40,7 +40,9 @@ fn source(i: usize, j: usize, q: usize) -> (usize, usize) {
 /// (B, D, H, W, C) -> (B, D, ⌈H/2⌉, ⌈W/2⌉, 4C), or a shape error naming x.
 fn out_shape(x: &[usize]) -> Result<[usize; 5]> {
     if x.len() != 5 || x.contains(&0) {
-        return Err(Error::Shape(format!("patch_merging: x {x:?} must be a non-empty (B, D, H, W, C) grid")));
+        return Err(Error::Shape(format!(
+            "patch_merging: x {x:?} must be a non-empty (B, D, H, W, C) grid"
+        )));
     }
     Ok([x[0], x[1], x[2].div_ceil(2), x[3].div_ceil(2), 4 * x[4]])
 }
@@ -48,7 +50,14 @@ fn out_shape(x: &[usize]) -> Result<[usize; 5]> {
 impl PatchMerging {
     fn params(x: &[usize], n: usize) -> Params {
         let u = |v: usize| v as u32;
-        Params { n: u(n), h: u(x[2]), w: u(x[3]), c: u(x[4]), ho: u(x[2].div_ceil(2)), wo: u(x[3].div_ceil(2)) }
+        Params {
+            n: u(n),
+            h: u(x[2]),
+            w: u(x[3]),
+            c: u(x[4]),
+            ho: u(x[2].div_ceil(2)),
+            wo: u(x[3].div_ceil(2)),
+        }
     }
 }
 
@@ -63,7 +72,11 @@ impl Op for PatchMerging {
         let c = s[4];
         CpuTensor::from_fn(&out_shape(s).expect("patch_merging reference"), |o| {
             let (h, w) = source(o[2], o[3], o[4] / c);
-            if h < s[2] && w < s[3] { x[0].at(&[o[0], o[1], h, w, o[4] % c]) } else { 0.0 }
+            if h < s[2] && w < s[3] {
+                x[0].at(&[o[0], o[1], h, w, o[4] % c])
+            } else {
+                0.0
+            }
         })
     }
 
@@ -84,7 +97,13 @@ impl Op for PatchMerging {
         let y = Tensor::empty(&out_shape(x[0].shape())?)?;
         let p = PatchMerging::params(x[0].shape(), y.numel());
         // x (B, D, H, W, C) -> y (B, D, HO, WO, 4C)
-        gpu().dispatch(kernel!(patch_merging_forward), &[], &[x[0].buffer(), y.buffer()], &p, grid(y.numel(), 256))?;
+        gpu().dispatch(
+            kernel!(patch_merging_forward),
+            &[],
+            &[x[0].buffer(), y.buffer()],
+            &p,
+            grid(y.numel(), 256),
+        )?;
         Ok(y)
     }
 
@@ -94,7 +113,13 @@ impl Op for PatchMerging {
         let dx = Tensor::empty(x[0].shape())?;
         let p = PatchMerging::params(x[0].shape(), dx.numel());
         // dy (B, D, HO, WO, 4C) -> dx (B, D, H, W, C)
-        gpu().dispatch(kernel!(patch_merging_backward), &[], &[dy.buffer(), dx.buffer()], &p, grid(dx.numel(), 256))?;
+        gpu().dispatch(
+            kernel!(patch_merging_backward),
+            &[],
+            &[dy.buffer(), dx.buffer()],
+            &p,
+            grid(dx.numel(), 256),
+        )?;
         Ok(vec![Some(dx)])
     }
 }
@@ -121,7 +146,11 @@ impl Tensor {
 #[cfg(feature = "testing")]
 pub fn case(x: [usize; 5], seed: u64) -> crate::testing::Case<PatchMerging> {
     let mut rng = crate::Rng::new(seed);
-    crate::testing::Case::new(PatchMerging, vec![CpuTensor::uniform(&x, -1.0, 1.0, &mut rng)], String::new())
+    crate::testing::Case::new(
+        PatchMerging,
+        vec![CpuTensor::uniform(&x, -1.0, 1.0, &mut rng)],
+        String::new(),
+    )
 }
 
 /// Video Swin stage shapes at reduced sizes: even grids (Swin-T at 224²: 56 → 28 → 14 → 7),
@@ -143,13 +172,20 @@ pub fn test_spec() -> crate::testing::TestSpec<PatchMerging> {
     use crate::testing::{dim_strategy, TestSpec, Tol};
     use proptest::prelude::*;
     fn geometry(max: usize) -> impl Strategy<Value = [usize; 5]> {
-        (1usize..=3, 1usize..=9, dim_strategy(), dim_strategy(), 1usize..=40).prop_map(move |(b, d, h, w, c)| {
-            let (mut h, mut w) = (h, w);
-            while b * d * h * w * c > max && h * w > 1 {
-                (h, w) = ((h / 2).max(1), (w / 2).max(1));
-            }
-            [b, d, h, w, c]
-        })
+        (
+            1usize..=3,
+            1usize..=9,
+            dim_strategy(),
+            dim_strategy(),
+            1usize..=40,
+        )
+            .prop_map(move |(b, d, h, w, c)| {
+                let (mut h, mut w) = (h, w);
+                while b * d * h * w * c > max && h * w > 1 {
+                    (h, w) = ((h / 2).max(1), (w / 2).max(1));
+                }
+                [b, d, h, w, c]
+            })
     }
     TestSpec {
         cases: prop_oneof![
@@ -158,7 +194,9 @@ pub fn test_spec() -> crate::testing::TestSpec<PatchMerging> {
         ]
         .boxed(),
         small_cases: (geometry(64), any::<u64>())
-            .prop_filter_map("≤ 64 elements", |(x, seed)| (x.iter().product::<usize>() <= 64).then(|| case(x, seed)))
+            .prop_filter_map("≤ 64 elements", |(x, seed)| {
+                (x.iter().product::<usize>() <= 64).then(|| case(x, seed))
+            })
             .boxed(),
         forward_tol: Tol::new(0.0, 0.0, "a copy"),
         backward_tol: Tol::new(0.0, 0.0, "a copy (one source per element)"),

@@ -32,15 +32,23 @@ struct Params {
 /// Checks that `perm` is a permutation of 0..rank(shape), rank ≤ 8.
 pub(crate) fn check_perm(shape: &[usize], perm: &[usize]) -> Result<()> {
     if perm.len() != shape.len() {
-        crate::bail!(Shape, "permute: {} dims {perm:?} for shape {shape:?} of rank {}", perm.len(), shape.len());
+        crate::bail!(
+            Shape,
+            "permute: {} dims {perm:?} for shape {shape:?} of rank {}",
+            perm.len(),
+            shape.len()
+        );
     }
     if shape.len() > 8 {
         crate::bail!(Shape, "permute: rank {} above 8 ({shape:?})", shape.len());
     }
     for (d, &a) in perm.iter().enumerate() {
         if a >= shape.len() || perm[..d].contains(&a) {
-            crate::bail!(Shape, "permute: {perm:?} is not a permutation of the dims of shape {shape:?} \
-                (entry {d} = {a} is out of range or repeated)");
+            crate::bail!(
+                Shape,
+                "permute: {perm:?} is not a permutation of the dims of shape {shape:?} \
+                (entry {d} = {a} is out of range or repeated)"
+            );
         }
     }
     Ok(())
@@ -92,9 +100,21 @@ pub(crate) fn permute_raw(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     let y = Tensor::empty(&permuted(x.shape(), perm))?;
     let (dims, strides) = plan(x.shape(), perm);
     let n = y.numel();
-    let p = Params { n: n as u32, rank: dims.len() as u32, _pad: [0; 2], shape: pack8(&dims), stride: pack8(&strides) };
+    let p = Params {
+        n: n as u32,
+        rank: dims.len() as u32,
+        _pad: [0; 2],
+        shape: pack8(&dims),
+        stride: pack8(&strides),
+    };
     // (x through permuted strides) -> (N) contiguous
-    gpu().dispatch(kernel!(permute_forward), &[("RANK", p.rank as f64)], &[x.buffer(), y.buffer()], &p, grid(n, 256))?;
+    gpu().dispatch(
+        kernel!(permute_forward),
+        &[("RANK", p.rank as f64)],
+        &[x.buffer(), y.buffer()],
+        &p,
+        grid(n, 256),
+    )?;
     Ok(y)
 }
 
@@ -146,7 +166,12 @@ impl Op for Permute {
 impl Tensor {
     /// The dims reordered: output dim d is input dim `perm[d]` (rank ≤ 8).
     pub fn try_permute(&self, perm: &[usize]) -> Result<Tensor> {
-        apply(Permute { perm: perm.to_vec() }, &[self])
+        apply(
+            Permute {
+                perm: perm.to_vec(),
+            },
+            &[self],
+        )
     }
 
     /// The dims reordered: output dim d is input dim `perm[d]` (rank ≤ 8). Copies.
@@ -157,14 +182,19 @@ impl Tensor {
     /// assert_eq!(x.permute(&[0, 2, 3, 4, 1]).shape(), &[2, 8, 4, 4, 3]); // (B, T, H, W, C)
     /// ```
     pub fn permute(&self, perm: &[usize]) -> Tensor {
-        self.try_permute(perm).unwrap_or_else(|e| panic!("permute{:?} by {perm:?}: {e}", self.shape()))
+        self.try_permute(perm)
+            .unwrap_or_else(|e| panic!("permute{:?} by {perm:?}: {e}", self.shape()))
     }
 
     /// Dims `a` and `b` swapped.
     pub fn try_transpose(&self, a: usize, b: usize) -> Result<Tensor> {
         let r = self.rank();
         if a >= r || b >= r {
-            crate::bail!(Shape, "transpose: dims ({a}, {b}) out of range for shape {:?}", self.shape());
+            crate::bail!(
+                Shape,
+                "transpose: dims ({a}, {b}) out of range for shape {:?}",
+                self.shape()
+            );
         }
         let mut perm: Vec<usize> = (0..r).collect();
         perm.swap(a, b);
@@ -173,7 +203,8 @@ impl Tensor {
 
     /// Dims `a` and `b` swapped: (B, N, D).transpose(1, 2) is (B, D, N).
     pub fn transpose(&self, a: usize, b: usize) -> Tensor {
-        self.try_transpose(a, b).unwrap_or_else(|e| panic!("transpose{:?} ({a}, {b}): {e}", self.shape()))
+        self.try_transpose(a, b)
+            .unwrap_or_else(|e| panic!("transpose{:?} ({a}, {b}): {e}", self.shape()))
     }
 }
 
@@ -184,9 +215,16 @@ pub fn test_spec() -> crate::testing::TestSpec<Permute> {
     fn case(shape: Vec<usize>, perm: Vec<usize>, seed: u64) -> Case<Permute> {
         let mut rng = crate::Rng::new(seed);
         let x = CpuTensor::uniform(&shape, -2.0, 2.0, &mut rng);
-        Case::new(Permute { perm: perm.clone() }, vec![x], format!("perm {perm:?}"))
+        Case::new(
+            Permute { perm: perm.clone() },
+            vec![x],
+            format!("perm {perm:?}"),
+        )
     }
-    fn strategy(ranks: std::ops::RangeInclusive<usize>, max: usize) -> BoxedStrategy<Case<Permute>> {
+    fn strategy(
+        ranks: std::ops::RangeInclusive<usize>,
+        max: usize,
+    ) -> BoxedStrategy<Case<Permute>> {
         shape_strategy(ranks, max)
             .prop_flat_map(|s| {
                 let perm = Just((0..s.len()).collect::<Vec<_>>()).prop_shuffle();
@@ -213,7 +251,10 @@ mod tests {
         // identity: one dim of stride 1
         assert_eq!(plan(&[2, 3, 4], &[0, 1, 2]), (vec![24], vec![1]));
         // (B, N, D) -> (B, D, N): nothing merges
-        assert_eq!(plan(&[2, 3, 4], &[0, 2, 1]), (vec![2, 4, 3], vec![12, 1, 4]));
+        assert_eq!(
+            plan(&[2, 3, 4], &[0, 2, 1]),
+            (vec![2, 4, 3], vec![12, 1, 4])
+        );
         // (A, B, C) -> (C, A, B): A and B stay adjacent
         assert_eq!(plan(&[2, 3, 4], &[2, 0, 1]), (vec![4, 6], vec![1, 4]));
         // size-1 dims vanish

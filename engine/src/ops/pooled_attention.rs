@@ -91,7 +91,13 @@ struct Dims {
 
 impl PooledAttention {
     pub fn new(scale: f32, cls: bool, kv_thw: [usize; 3]) -> PooledAttention {
-        PooledAttention { scale, cls, kv_thw, split: None, lse: None }
+        PooledAttention {
+            scale,
+            cls,
+            kv_thw,
+            split: None,
+            lse: None,
+        }
     }
 
     fn r(&self) -> usize {
@@ -101,7 +107,11 @@ impl PooledAttention {
     /// Checks the inputs' shapes: q (B, h, Nq, d), k and v (B, h, Nk, d), rel (B, h, Nq − cls, R).
     fn dims(&self, shapes: &[&[usize]]) -> Result<Dims> {
         if shapes.len() != 3 && shapes.len() != 4 {
-            crate::bail!(Shape, "pooled_attention: expected q, k, v and an optional rel, got {} inputs", shapes.len());
+            crate::bail!(
+                Shape,
+                "pooled_attention: expected q, k, v and an optional rel, got {} inputs",
+                shapes.len()
+            );
         }
         let (q, k, v) = (shapes[0], shapes[1], shapes[2]);
         if q.len() != 4 || k.len() != 4 || v.len() != 4 {
@@ -109,10 +119,16 @@ impl PooledAttention {
         }
         let (b, h, nq, d, nk) = (q[0], q[1], q[2], q[3], k[2]);
         if k != v || k[0] != b || k[1] != h || k[3] != d {
-            crate::bail!(Shape, "pooled_attention: k {k:?} and v {v:?} must be (B, heads, Nk, head_dim) of q {q:?}");
+            crate::bail!(
+                Shape,
+                "pooled_attention: k {k:?} and v {v:?} must be (B, heads, Nk, head_dim) of q {q:?}"
+            );
         }
         if b * h == 0 || d == 0 || d > MAX_HEAD_DIM {
-            crate::bail!(Shape, "pooled_attention: q {q:?} needs B, heads ≥ 1 and head_dim in 1..={MAX_HEAD_DIM}");
+            crate::bail!(
+                Shape,
+                "pooled_attention: q {q:?} needs B, heads ≥ 1 and head_dim in 1..={MAX_HEAD_DIM}"
+            );
         }
         let c = usize::from(self.cls);
         let grid: usize = self.kv_thw.iter().product();
@@ -121,7 +137,10 @@ impl PooledAttention {
                 self.kv_thw, c + grid);
         }
         if nq <= c {
-            crate::bail!(Shape, "pooled_attention: q {q:?} has no query besides the cls token");
+            crate::bail!(
+                Shape,
+                "pooled_attention: q {q:?} has no query besides the cls token"
+            );
         }
         if let Some(rel) = shapes.get(3) {
             let want = [b, h, nq - c, self.r()];
@@ -131,7 +150,11 @@ impl PooledAttention {
             }
         }
         if !self.scale.is_finite() {
-            crate::bail!(Config, "pooled_attention: scale {} is not finite", self.scale);
+            crate::bail!(
+                Config,
+                "pooled_attention: scale {} is not finite",
+                self.scale
+            );
         }
         Ok(Dims { b, h, nq, nk, d })
     }
@@ -141,7 +164,12 @@ impl PooledAttention {
         let bk = ((TILE / d4).min(MAX_BK) / KB * KB).max(KB);
         // Per looped-over row: 2·D4 + 4 trips in the widest kernel, plus its share of tile loads.
         let per_row = 2 * d4 + 4;
-        let split = self.split.unwrap_or(LOOP_BUDGET / per_row).max(1).div_ceil(bk) * bk;
+        let split = self
+            .split
+            .unwrap_or(LOOP_BUDGET / per_row)
+            .max(1)
+            .div_ceil(bk)
+            * bk;
         let [kt, kh, kw] = self.kv_thw.map(|x| x as u32);
         Params {
             bh: (dm.b * dm.h) as u32,
@@ -198,7 +226,12 @@ impl PooledAttention {
 /// The kernels' override constants: tiles, the head dim in vec4s (constant loop bounds, as in
 /// attention_forward.wgsl), and whether a rel input is bound (dead code otherwise).
 fn constants(p: &Params, rel: bool) -> [(&'static str, f64); 4] {
-    [("BQ", BQ as f64), ("TILE", TILE as f64), ("D4", p.d.div_ceil(4) as f64), ("REL", f64::from(u8::from(rel)))]
+    [
+        ("BQ", BQ as f64),
+        ("TILE", TILE as f64),
+        ("D4", p.d.div_ceil(4) as f64),
+        ("REL", f64::from(u8::from(rel))),
+    ]
 }
 
 impl Op for PooledAttention {
@@ -209,14 +242,17 @@ impl Op for PooledAttention {
     // The plain unfused computation: S = scale·Q Kᵀ (+ the expanded rel term), P = softmax(S), Y = P V.
     fn reference(&self, x: &[&CpuTensor]) -> CpuTensor {
         let shapes: Vec<&[usize]> = x.iter().map(|t| t.shape.as_slice()).collect();
-        let dm = self.dims(&shapes).expect("pooled_attention reference: bad shapes");
+        let dm = self
+            .dims(&shapes)
+            .expect("pooled_attention reference: bad shapes");
         let mut y = CpuTensor::zeros(&[dm.b, dm.h, dm.nq, dm.d]);
         for b in 0..dm.b {
             for h in 0..dm.h {
                 let p = self.probs(x, dm, b, h);
                 for i in 0..dm.nq {
                     for e in 0..dm.d {
-                        *y.at_mut(&[b, h, i, e]) = (0..dm.nk).map(|j| p[i][j] * x[2].at(&[b, h, j, e])).sum();
+                        *y.at_mut(&[b, h, i, e]) =
+                            (0..dm.nk).map(|j| p[i][j] * x[2].at(&[b, h, j, e])).sum();
                     }
                 }
             }
@@ -228,7 +264,9 @@ impl Op for PooledAttention {
     // d_rel[i, a] = Σ_{j: a ∈ axes(j)} dS_ij  (i, j ≥ cls)
     fn reference_backward(&self, x: &[&CpuTensor], dy: &CpuTensor) -> Vec<Option<CpuTensor>> {
         let shapes: Vec<&[usize]> = x.iter().map(|t| t.shape.as_slice()).collect();
-        let dm = self.dims(&shapes).expect("pooled_attention reference: bad shapes");
+        let dm = self
+            .dims(&shapes)
+            .expect("pooled_attention reference: bad shapes");
         let (scale, c) = (self.scale as f64, usize::from(self.cls));
         let mut dq = CpuTensor::zeros(&x[0].shape);
         let mut dk = CpuTensor::zeros(&x[1].shape);
@@ -239,7 +277,11 @@ impl Op for PooledAttention {
                 let p = self.probs(x, dm, b, h);
                 for i in 0..dm.nq {
                     let dp: Vec<f64> = (0..dm.nk)
-                        .map(|j| (0..dm.d).map(|e| dy.at(&[b, h, i, e]) * x[2].at(&[b, h, j, e])).sum())
+                        .map(|j| {
+                            (0..dm.d)
+                                .map(|e| dy.at(&[b, h, i, e]) * x[2].at(&[b, h, j, e]))
+                                .sum()
+                        })
                         .collect();
                     let row: f64 = (0..dm.nk).map(|j| dp[j] * p[i][j]).sum();
                     for j in 0..dm.nk {
@@ -249,7 +291,9 @@ impl Op for PooledAttention {
                             *dk.at_mut(&[b, h, j, e]) += scale * ds * x[0].at(&[b, h, i, e]);
                             *dv.at_mut(&[b, h, j, e]) += p[i][j] * dy.at(&[b, h, i, e]);
                         }
-                        if let (Some(dr), Some(axes), true) = (drel.as_mut(), self.key_axes(j), i >= c) {
+                        if let (Some(dr), Some(axes), true) =
+                            (drel.as_mut(), self.key_axes(j), i >= c)
+                        {
                             for a in axes {
                                 *dr.at_mut(&[b, h, i - c, a]) += ds;
                             }
@@ -275,17 +319,43 @@ impl Op for PooledAttention {
         p.n_split = s as u32;
         let y = Tensor::empty(&[dm.b, dm.h, nq, d])?;
         let lse = Tensor::empty(&[dm.b, dm.h, nq])?;
-        let (y_part, lse_part) = if s == 1 { (y.clone(), lse.clone()) } else { (Tensor::empty(&[s, bh, nq, d])?, Tensor::empty(&[s, bh, nq])?) };
+        let (y_part, lse_part) = if s == 1 {
+            (y.clone(), lse.clone())
+        } else {
+            (
+                Tensor::empty(&[s, bh, nq, d])?,
+                Tensor::empty(&[s, bh, nq])?,
+            )
+        };
         let rel_buf = if rel { x[3].buffer() } else { x[0].buffer() }; // unread when REL is off
         let tiles = [nq.div_ceil(BQ as usize) as u32, p.n_split, bh as u32];
         // q, k, v, rel -> y_part (S, B·h, Nq, d), lse_part (S, B·h, Nq)
-        let bufs = [x[0].buffer(), x[1].buffer(), x[2].buffer(), rel_buf, y_part.buffer(), lse_part.buffer()];
-        gpu().dispatch(kernel!(pooled_attention_forward), &constants(&p, rel), &bufs, &p, tiles)?;
+        let bufs = [
+            x[0].buffer(),
+            x[1].buffer(),
+            x[2].buffer(),
+            rel_buf,
+            y_part.buffer(),
+            lse_part.buffer(),
+        ];
+        gpu().dispatch(
+            kernel!(pooled_attention_forward),
+            &constants(&p, rel),
+            &bufs,
+            &p,
+            tiles,
+        )?;
         if s > 1 {
             p.total = (bh * nq * d) as u32;
             // (S, B·h, Nq, d), (S, B·h, Nq) -> y (B, h, Nq, d), lse (B, h, Nq)
             let bufs = [y_part.buffer(), lse_part.buffer(), y.buffer(), lse.buffer()];
-            gpu().dispatch(kernel!(pooled_attention_forward_combine), &[], &bufs, &p, grid(y.numel(), 256))?;
+            gpu().dispatch(
+                kernel!(pooled_attention_forward_combine),
+                &[],
+                &bufs,
+                &p,
+                grid(y.numel(), 256),
+            )?;
         }
         self.lse = Some(lse);
         Ok(y)
@@ -298,21 +368,34 @@ impl Op for PooledAttention {
     fn backward(&self, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let shapes: Vec<&[usize]> = x.iter().map(|t| t.shape()).collect();
         let dm = self.dims(&shapes)?;
-        let lse = self.lse.as_ref().ok_or_else(|| Error::Autograd("pooled_attention: backward before forward".into()))?;
+        let lse = self
+            .lse
+            .as_ref()
+            .ok_or_else(|| Error::Autograd("pooled_attention: backward before forward".into()))?;
         let rel = x.len() == 4;
         let mut p = self.params(dm);
         let (bh, nq, nk, d, r) = (dm.b * dm.h, dm.nq, dm.nk, dm.d, p.r as usize);
         let nr = nq - usize::from(self.cls);
         let consts = constants(&p, rel);
         let part = |s: usize, t: &Tensor, shape: &[usize]| -> Result<Tensor> {
-            if s == 1 { Ok(t.clone()) } else { Tensor::empty(&[&[s][..], shape].concat()) }
+            if s == 1 {
+                Ok(t.clone())
+            } else {
+                Tensor::empty(&[&[s][..], shape].concat())
+            }
         };
         let sum_splits = |p: &mut Params, s: usize, part: &Tensor, out: &Tensor| -> Result<()> {
             if s > 1 {
                 p.n_split = s as u32;
                 p.total = out.numel() as u32;
                 // (S, ·) -> (·), a fixed-order sum
-                gpu().dispatch(kernel!(pooled_attention_backward_combine), &[], &[part.buffer(), out.buffer()], &*p, grid(out.numel(), 256))?;
+                gpu().dispatch(
+                    kernel!(pooled_attention_backward_combine),
+                    &[],
+                    &[part.buffer(), out.buffer()],
+                    &*p,
+                    grid(out.numel(), 256),
+                )?;
             }
             Ok(())
         };
@@ -321,17 +404,37 @@ impl Op for PooledAttention {
         p.n_split = sk as u32;
         let dq = Tensor::empty(x[0].shape())?;
         let delta = Tensor::empty(&[bh, nq])?;
-        let drel = if rel { Some(Tensor::empty(x[3].shape())?) } else { None };
+        let drel = if rel {
+            Some(Tensor::empty(x[3].shape())?)
+        } else {
+            None
+        };
         let dq_part = part(sk, &dq, &[bh, nq, d])?;
         let drel_part = match &drel {
             Some(t) => part(sk, t, &[bh, nr, r])?,
             None => delta.clone(), // unwritten when REL is off
         };
         let rel_buf = if rel { x[3].buffer() } else { x[0].buffer() };
-        let bufs = [x[0].buffer(), x[1].buffer(), x[2].buffer(), rel_buf, y.buffer(), dy.buffer(), lse.buffer(),
-            dq_part.buffer(), drel_part.buffer(), delta.buffer()];
+        let bufs = [
+            x[0].buffer(),
+            x[1].buffer(),
+            x[2].buffer(),
+            rel_buf,
+            y.buffer(),
+            dy.buffer(),
+            lse.buffer(),
+            dq_part.buffer(),
+            drel_part.buffer(),
+            delta.buffer(),
+        ];
         // -> dq_part (S, B·h, Nq, d), drel_part (S, B·h, Nq − cls, R), delta (B·h, Nq)
-        gpu().dispatch(kernel!(pooled_attention_backward_dq), &consts, &bufs, &p, [nq.div_ceil(BQ as usize) as u32, sk as u32, bh as u32])?;
+        gpu().dispatch(
+            kernel!(pooled_attention_backward_dq),
+            &consts,
+            &bufs,
+            &p,
+            [nq.div_ceil(BQ as usize) as u32, sk as u32, bh as u32],
+        )?;
         sum_splits(&mut p, sk, &dq_part, &dq)?;
         if let Some(t) = &drel {
             sum_splits(&mut p, sk, &drel_part, t)?;
@@ -342,10 +445,25 @@ impl Op for PooledAttention {
         let dk = Tensor::empty(x[1].shape())?;
         let dv = Tensor::empty(x[2].shape())?;
         let (dk_part, dv_part) = (part(sq, &dk, &[bh, nk, d])?, part(sq, &dv, &[bh, nk, d])?);
-        let bufs = [x[0].buffer(), x[1].buffer(), x[2].buffer(), rel_buf, dy.buffer(), lse.buffer(), delta.buffer(),
-            dk_part.buffer(), dv_part.buffer()];
+        let bufs = [
+            x[0].buffer(),
+            x[1].buffer(),
+            x[2].buffer(),
+            rel_buf,
+            dy.buffer(),
+            lse.buffer(),
+            delta.buffer(),
+            dk_part.buffer(),
+            dv_part.buffer(),
+        ];
         // -> dk_part, dv_part (S, B·h, Nk, d)
-        gpu().dispatch(kernel!(pooled_attention_backward_dkv), &consts, &bufs, &p, [nk.div_ceil(BQ as usize) as u32, sq as u32, bh as u32])?;
+        gpu().dispatch(
+            kernel!(pooled_attention_backward_dkv),
+            &consts,
+            &bufs,
+            &p,
+            [nk.div_ceil(BQ as usize) as u32, sq as u32, bh as u32],
+        )?;
         sum_splits(&mut p, sq, &dk_part, &dk)?;
         sum_splits(&mut p, sq, &dv_part, &dv)?;
         let mut out = vec![Some(dq), Some(dk), Some(dv)];
@@ -371,7 +489,15 @@ impl Tensor {
     /// let v = Tensor::randn(&[1, 2, 1 + 8 * 14 * 14, 96], 0.0, 1.0, 3).unwrap();
     /// let y = q.pooled_attention(&k, &v, None, 96f32.powf(-0.5), true, [8, 14, 14]);
     /// ```
-    pub fn try_pooled_attention(&self, k: &Tensor, v: &Tensor, rel: Option<&Tensor>, scale: f32, cls: bool, kv_thw: [usize; 3]) -> Result<Tensor> {
+    pub fn try_pooled_attention(
+        &self,
+        k: &Tensor,
+        v: &Tensor,
+        rel: Option<&Tensor>,
+        scale: f32,
+        cls: bool,
+        kv_thw: [usize; 3],
+    ) -> Result<Tensor> {
         let op = PooledAttention::new(scale, cls, kv_thw);
         match rel {
             Some(r) => apply(op, &[self, k, v, r]),
@@ -379,17 +505,39 @@ impl Tensor {
         }
     }
 
-    pub fn pooled_attention(&self, k: &Tensor, v: &Tensor, rel: Option<&Tensor>, scale: f32, cls: bool, kv_thw: [usize; 3]) -> Tensor {
-        self.try_pooled_attention(k, v, rel, scale, cls, kv_thw).unwrap_or_else(|e| {
-            panic!("pooled_attention(q {:?}, k {:?}, v {:?}, rel {:?}, kv grid {kv_thw:?}): {e}",
-                self.shape(), k.shape(), v.shape(), rel.map(|r| r.shape().to_vec()))
-        })
+    pub fn pooled_attention(
+        &self,
+        k: &Tensor,
+        v: &Tensor,
+        rel: Option<&Tensor>,
+        scale: f32,
+        cls: bool,
+        kv_thw: [usize; 3],
+    ) -> Tensor {
+        self.try_pooled_attention(k, v, rel, scale, cls, kv_thw)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "pooled_attention(q {:?}, k {:?}, v {:?}, rel {:?}, kv grid {kv_thw:?}): {e}",
+                    self.shape(),
+                    k.shape(),
+                    v.shape(),
+                    rel.map(|r| r.shape().to_vec())
+                )
+            })
     }
 }
 
 /// [`Tensor::pooled_attention`] composed from basic ops, the (B, heads, Nq, Nk) scores and the
 /// expanded rel-pos term materialised: the bench's baseline (and a readable definition).
-pub fn pooled_attention_unfused(q: &Tensor, k: &Tensor, v: &Tensor, rel: Option<&Tensor>, scale: f32, cls: bool, kv_thw: [usize; 3]) -> Result<Tensor> {
+pub fn pooled_attention_unfused(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    rel: Option<&Tensor>,
+    scale: f32,
+    cls: bool,
+    kv_thw: [usize; 3],
+) -> Result<Tensor> {
     let mut shapes: Vec<&[usize]> = vec![q.shape(), k.shape(), v.shape()];
     shapes.extend(rel.map(|r| r.shape()));
     let dm = PooledAttention::new(scale, cls, kv_thw).dims(&shapes)?;
@@ -398,12 +546,20 @@ pub fn pooled_attention_unfused(q: &Tensor, k: &Tensor, v: &Tensor, rel: Option<
         let ([kt, kh, kw], c) = (kv_thw, usize::from(cls));
         let (b, h, mq) = (dm.b, dm.h, dm.nq - c);
         let rt = r.try_narrow(3, 0, kt)?.try_reshape(&[b, h, mq, kt, 1, 1])?;
-        let rh = r.try_narrow(3, kt, kh)?.try_reshape(&[b, h, mq, 1, kh, 1])?;
-        let rw = r.try_narrow(3, kt + kh, kw)?.try_reshape(&[b, h, mq, 1, 1, kw])?;
-        let mut e = rt.try_add(&rh)?.try_add(&rw)?.try_reshape(&[b, h, mq, kt * kh * kw])?; // (B, h, Nq', Nk')
+        let rh = r
+            .try_narrow(3, kt, kh)?
+            .try_reshape(&[b, h, mq, 1, kh, 1])?;
+        let rw = r
+            .try_narrow(3, kt + kh, kw)?
+            .try_reshape(&[b, h, mq, 1, 1, kw])?;
+        let mut e = rt
+            .try_add(&rh)?
+            .try_add(&rw)?
+            .try_reshape(&[b, h, mq, kt * kh * kw])?; // (B, h, Nq', Nk')
         if cls {
             e = Tensor::try_cat(&[&Tensor::try_full(&[b, h, mq, 1], 0.0)?, &e], 3)?; // zero cls column
-            e = Tensor::try_cat(&[&Tensor::try_full(&[b, h, 1, dm.nk], 0.0)?, &e], 2)?; // zero cls row
+            e = Tensor::try_cat(&[&Tensor::try_full(&[b, h, 1, dm.nk], 0.0)?, &e], 2)?;
+            // zero cls row
         }
         s = s.try_add(&e)?;
     }
@@ -415,7 +571,17 @@ pub fn test_spec() -> crate::testing::TestSpec<PooledAttention> {
     use crate::testing::{Case, TestSpec, Tol};
     use proptest::prelude::*;
     #[allow(clippy::too_many_arguments)]
-    fn case(b: usize, h: usize, d: usize, nq_grid: usize, kv: [usize; 3], cls: bool, rel: bool, split: Option<usize>, seed: u64) -> Case<PooledAttention> {
+    fn case(
+        b: usize,
+        h: usize,
+        d: usize,
+        nq_grid: usize,
+        kv: [usize; 3],
+        cls: bool,
+        rel: bool,
+        split: Option<usize>,
+        seed: u64,
+    ) -> Case<PooledAttention> {
         let mut rng = crate::Rng::new(seed);
         let c = usize::from(cls);
         let (nq, nk) = (c + nq_grid, c + kv.iter().product::<usize>());
@@ -425,11 +591,26 @@ pub fn test_spec() -> crate::testing::TestSpec<PooledAttention> {
             CpuTensor::uniform(&[b, h, nk, d], -2.0, 2.0, &mut rng),
         ];
         if rel {
-            x.push(CpuTensor::uniform(&[b, h, nq_grid, kv.iter().sum()], -1.0, 1.0, &mut rng));
+            x.push(CpuTensor::uniform(
+                &[b, h, nq_grid, kv.iter().sum()],
+                -1.0,
+                1.0,
+                &mut rng,
+            ));
         }
         let scale = (d as f32).powf(-0.5);
-        let op = PooledAttention { scale, cls, kv_thw: kv, split, lse: None };
-        Case::new(op, x, format!("B {b} heads {h} d {d} Nq {nq} kv {kv:?} cls {cls} rel {rel} split {split:?}"))
+        let op = PooledAttention {
+            scale,
+            cls,
+            kv_thw: kv,
+            split,
+            lse: None,
+        };
+        Case::new(
+            op,
+            x,
+            format!("B {b} heads {h} d {d} Nq {nq} kv {kv:?} cls {cls} rel {rel} split {split:?}"),
+        )
     }
     // Head dims, a fixed bucket: each D4 = ⌈d/4⌉ (an override constant, with REL) compiles its own
     // pipelines, seconds to minutes apiece on lavapipe. D4 1 (d 1–3), 8 (d 29–32, every
@@ -440,20 +621,53 @@ pub fn test_spec() -> crate::testing::TestSpec<PooledAttention> {
     // the 8-key sub-tiles and the tiles (24 to 64 rows).
     let axis = prop::sample::select(vec![1usize, 1, 2, 3, 5, 7]);
     let t_axis = prop::sample::select(vec![1usize, 2, 3]);
-    let nq = prop_oneof![Just(1usize), 2usize..=9, prop::sample::select(vec![13usize, 31, 33, 64, 97, 127])];
+    let nq = prop_oneof![
+        Just(1usize),
+        2usize..=9,
+        prop::sample::select(vec![13usize, 31, 33, 64, 97, 127])
+    ];
     // None: the automatic split (one split at these N); Some(1): one tile a split, so the
     // combine passes run with several splits.
     let split = prop_oneof![Just(None), Just(Some(1usize))];
     TestSpec {
-        cases: (1usize..=2, 1usize..=3, dims, nq, [t_axis, axis.clone(), axis], any::<bool>(), any::<bool>(), split.clone(), any::<u64>())
-            .prop_map(|(b, h, d, nq, kv, cls, rel, s, seed)| case(b, h, d, nq, kv, cls, rel, s, seed))
+        cases: (
+            1usize..=2,
+            1usize..=3,
+            dims,
+            nq,
+            [t_axis, axis.clone(), axis],
+            any::<bool>(),
+            any::<bool>(),
+            split.clone(),
+            any::<u64>(),
+        )
+            .prop_map(|(b, h, d, nq, kv, cls, rel, s, seed)| {
+                case(b, h, d, nq, kv, cls, rel, s, seed)
+            })
             .boxed(),
-        small_cases: (1usize..=2, 1usize..=3, 1usize..=4, [1usize..=2, 1usize..=2, 1usize..=3], any::<bool>(), any::<bool>(), split, any::<u64>())
+        small_cases: (
+            1usize..=2,
+            1usize..=3,
+            1usize..=4,
+            [1usize..=2, 1usize..=2, 1usize..=3],
+            any::<bool>(),
+            any::<bool>(),
+            split,
+            any::<u64>(),
+        )
             .prop_map(|(h, d, nq, kv, cls, rel, s, seed)| case(1, h, d, nq, kv, cls, rel, s, seed))
             .boxed(),
         // f32 dots of ≤ 128 terms, online-softmax sums of ≤ 148 keys, |q|, |k|, |v| ≤ 2.
-        forward_tol: Tol::new(2e-5, 1e-4, "f32 dots of ≤ 128 terms, softmax sums of ≤ 148 keys"),
+        forward_tol: Tol::new(
+            2e-5,
+            1e-4,
+            "f32 dots of ≤ 128 terms, softmax sums of ≤ 148 keys",
+        ),
         // dK, dV, d_rel sum ≤ 128 rows / 148 keys of dS·q, P·dO; exp(s − lse) recomputed in f32.
-        backward_tol: Tol::new(1e-4, 5e-4, "f32 sums of ≤ 148 rows, P recomputed from an f32 lse"),
+        backward_tol: Tol::new(
+            1e-4,
+            5e-4,
+            "f32 sums of ≤ 148 rows, P recomputed from an f32 lse",
+        ),
     }
 }

@@ -79,14 +79,19 @@ fn split(shape: &[usize], axes: &[usize]) -> Params {
 }
 
 fn keepdim_shape(shape: &[usize], axes: &[usize]) -> Vec<usize> {
-    (0..shape.len()).map(|d| if axes.contains(&d) { 1 } else { shape[d] }).collect()
+    (0..shape.len())
+        .map(|d| if axes.contains(&d) { 1 } else { shape[d] })
+        .collect()
 }
 
 fn out_shape(shape: &[usize], axes: &[usize], keepdim: bool) -> Vec<usize> {
     if keepdim {
         keepdim_shape(shape, axes)
     } else {
-        (0..shape.len()).filter(|d| !axes.contains(d)).map(|d| shape[d]).collect()
+        (0..shape.len())
+            .filter(|d| !axes.contains(d))
+            .map(|d| shape[d])
+            .collect()
     }
 }
 
@@ -100,16 +105,31 @@ pub(crate) fn reduce_raw(x: &Tensor, kind: ReduceKind, axes: &[usize]) -> Result
     // (H, N, N)) gets a workgroup no wider than its length: 256 lanes and 8 barrier rounds per
     // 4-element sum made such sums ~100× slower on llvmpipe. Same results: one chunk, tree order.
     let wg = (p.n_red.max(1) as usize).next_power_of_two().min(256) as f64;
-    let op = [("OP", if kind == ReduceKind::Sum { 0.0 } else { 1.0 }), ("WG", wg)];
+    let op = [
+        ("OP", if kind == ReduceKind::Sum { 0.0 } else { 1.0 }),
+        ("WG", wg),
+    ];
     let keep = keepdim_shape(x.shape(), axes);
     if p.n_chunks == 1 {
         let y = Tensor::empty(&keep)?;
-        gpu().dispatch(kernel!(reduce_forward), &op, &[x.buffer(), y.buffer()], &p, grid_rows(p.n_out as usize))?;
+        gpu().dispatch(
+            kernel!(reduce_forward),
+            &op,
+            &[x.buffer(), y.buffer()],
+            &p,
+            grid_rows(p.n_out as usize),
+        )?;
         return Ok(y);
     }
     // (N_OUT, N_CHUNKS) partials, then reduce the chunk axis.
     let partial = Tensor::empty(&[p.n_out as usize, p.n_chunks as usize])?;
-    gpu().dispatch(kernel!(reduce_forward), &op, &[x.buffer(), partial.buffer()], &p, grid_rows((p.n_out * p.n_chunks) as usize))?;
+    gpu().dispatch(
+        kernel!(reduce_forward),
+        &op,
+        &[x.buffer(), partial.buffer()],
+        &p,
+        grid_rows((p.n_out * p.n_chunks) as usize),
+    )?;
     Ok(reduce_raw(&partial, kind, &[1])?.view(&keep))
 }
 
@@ -120,15 +140,19 @@ pub(crate) fn sum_to_raw(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
         return Ok(g.clone());
     }
     let off = g.rank() - shape.len();
-    let axes: Vec<usize> =
-        (0..g.rank()).filter(|&d| d < off || (shape[d - off] == 1 && g.shape()[d] != 1)).collect();
+    let axes: Vec<usize> = (0..g.rank())
+        .filter(|&d| d < off || (shape[d - off] == 1 && g.shape()[d] != 1))
+        .collect();
     Ok(reduce_raw(g, ReduceKind::Sum, &axes)?.view(shape))
 }
 
 impl Reduce {
     fn check(&self, shape: &[usize]) -> Result<()> {
         if let Some(&a) = self.axes.iter().find(|&&a| a >= shape.len()) {
-            return Err(Error::Shape(format!("{:?}: axis {a} out of range for shape {shape:?}", self.kind)));
+            return Err(Error::Shape(format!(
+                "{:?}: axis {a} out of range for shape {shape:?}",
+                self.kind
+            )));
         }
         Ok(())
     }
@@ -141,7 +165,11 @@ impl Op for Reduce {
 
     fn reference(&self, x: &[&CpuTensor]) -> CpuTensor {
         let keep = keepdim_shape(&x[0].shape, &self.axes);
-        let init = if self.kind == ReduceKind::Sum { 0.0 } else { f64::NEG_INFINITY };
+        let init = if self.kind == ReduceKind::Sum {
+            0.0
+        } else {
+            f64::NEG_INFINITY
+        };
         let mut y = CpuTensor::full(&keep, init);
         for i in 0..x[0].numel() {
             let mut idx = unravel(i, &x[0].shape);
@@ -150,7 +178,11 @@ impl Op for Reduce {
             }
             let v = x[0].data[i];
             let o = y.at_mut(&idx);
-            *o = if self.kind == ReduceKind::Sum { *o + v } else { o.max(v) };
+            *o = if self.kind == ReduceKind::Sum {
+                *o + v
+            } else {
+                o.max(v)
+            };
         }
         y.reshape(&out_shape(&x[0].shape, &self.axes, self.keepdim))
     }
@@ -158,7 +190,11 @@ impl Op for Reduce {
     fn reference_backward(&self, x: &[&CpuTensor], dy: &CpuTensor) -> Vec<Option<CpuTensor>> {
         let keep = keepdim_shape(&x[0].shape, &self.axes);
         let dy = dy.reshape(&keep);
-        let y = Reduce { keepdim: true, ..self.clone() }.reference(x);
+        let y = Reduce {
+            keepdim: true,
+            ..self.clone()
+        }
+        .reference(x);
         let key = |i: usize| {
             let mut idx = unravel(i, &x[0].shape);
             for &a in &self.axes {
@@ -223,7 +259,10 @@ impl Op for Reduce {
 
 /// Resolves possibly negative axes against `t`, sorted and distinct.
 fn resolve(t: &Tensor, axes: &[isize]) -> Result<Vec<usize>> {
-    let mut v = axes.iter().map(|&a| t.axis(a)).collect::<Result<Vec<_>>>()?;
+    let mut v = axes
+        .iter()
+        .map(|&a| t.axis(a))
+        .collect::<Result<Vec<_>>>()?;
     v.sort_unstable();
     v.dedup();
     Ok(v)
@@ -232,11 +271,19 @@ fn resolve(t: &Tensor, axes: &[isize]) -> Result<Vec<usize>> {
 impl Tensor {
     /// Σ over `axes` (negative counts from the end).
     pub fn try_sum(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
-        apply(Reduce { kind: ReduceKind::Sum, axes: resolve(self, axes)?, keepdim }, &[self])
+        apply(
+            Reduce {
+                kind: ReduceKind::Sum,
+                axes: resolve(self, axes)?,
+                keepdim,
+            },
+            &[self],
+        )
     }
 
     pub fn sum(&self, axes: &[isize], keepdim: bool) -> Tensor {
-        self.try_sum(axes, keepdim).unwrap_or_else(|e| panic!("sum{:?} over {axes:?}: {e}", self.shape()))
+        self.try_sum(axes, keepdim)
+            .unwrap_or_else(|e| panic!("sum{:?} over {axes:?}: {e}", self.shape()))
     }
 
     /// Σ over every element: a one-element tensor of shape [].
@@ -247,21 +294,34 @@ impl Tensor {
 
     /// Max over `axes`; the gradient is shared evenly among tied maxima (torch.amax).
     pub fn try_max(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
-        apply(Reduce { kind: ReduceKind::Max, axes: resolve(self, axes)?, keepdim }, &[self])
+        apply(
+            Reduce {
+                kind: ReduceKind::Max,
+                axes: resolve(self, axes)?,
+                keepdim,
+            },
+            &[self],
+        )
     }
 
     pub fn max(&self, axes: &[isize], keepdim: bool) -> Tensor {
-        self.try_max(axes, keepdim).unwrap_or_else(|e| panic!("max{:?} over {axes:?}: {e}", self.shape()))
+        self.try_max(axes, keepdim)
+            .unwrap_or_else(|e| panic!("max{:?} over {axes:?}: {e}", self.shape()))
     }
 
     /// Mean over `axes`: Σ / count (composite).
     pub fn try_mean(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
-        let count: usize = resolve(self, axes)?.iter().map(|&a| self.shape()[a]).product();
-        self.try_sum(axes, keepdim)?.try_mul_scalar(1.0 / count.max(1) as f32)
+        let count: usize = resolve(self, axes)?
+            .iter()
+            .map(|&a| self.shape()[a])
+            .product();
+        self.try_sum(axes, keepdim)?
+            .try_mul_scalar(1.0 / count.max(1) as f32)
     }
 
     pub fn mean(&self, axes: &[isize], keepdim: bool) -> Tensor {
-        self.try_mean(axes, keepdim).unwrap_or_else(|e| panic!("mean{:?} over {axes:?}: {e}", self.shape()))
+        self.try_mean(axes, keepdim)
+            .unwrap_or_else(|e| panic!("mean{:?} over {axes:?}: {e}", self.shape()))
     }
 }
 
@@ -269,19 +329,45 @@ impl Tensor {
 pub fn test_spec() -> crate::testing::TestSpec<Reduce> {
     use crate::testing::{shape_strategy, Case, TestSpec, Tol};
     use proptest::prelude::*;
-    fn case(kind: ReduceKind, shape: Vec<usize>, mask: u32, keepdim: bool, seed: u64) -> Case<Reduce> {
+    fn case(
+        kind: ReduceKind,
+        shape: Vec<usize>,
+        mask: u32,
+        keepdim: bool,
+        seed: u64,
+    ) -> Case<Reduce> {
         let mut rng = crate::Rng::new(seed);
         let axes: Vec<usize> = (0..shape.len()).filter(|i| mask >> i & 1 == 1).collect();
         let x = CpuTensor::uniform(&shape, -2.0, 2.0, &mut rng);
-        Case::new(Reduce { kind, axes: axes.clone(), keepdim }, vec![x], format!("{kind:?} axes {axes:?} keepdim {keepdim}"))
+        Case::new(
+            Reduce {
+                kind,
+                axes: axes.clone(),
+                keepdim,
+            },
+            vec![x],
+            format!("{kind:?} axes {axes:?} keepdim {keepdim}"),
+        )
     }
     let kinds = prop_oneof![Just(ReduceKind::Sum), Just(ReduceKind::Max)];
     TestSpec {
         // Up to 400k elements: full reductions then take the chunked two-pass path.
-        cases: (kinds.clone(), shape_strategy(1..=5, 400_000), any::<u32>(), any::<bool>(), any::<u64>())
+        cases: (
+            kinds.clone(),
+            shape_strategy(1..=5, 400_000),
+            any::<u32>(),
+            any::<bool>(),
+            any::<u64>(),
+        )
             .prop_map(|(k, s, m, kd, seed)| case(k, s, m, kd, seed))
             .boxed(),
-        small_cases: (kinds, shape_strategy(1..=3, 48), any::<u32>(), any::<bool>(), any::<u64>())
+        small_cases: (
+            kinds,
+            shape_strategy(1..=3, 48),
+            any::<u32>(),
+            any::<bool>(),
+            any::<u64>(),
+        )
             .prop_map(|(k, s, m, kd, seed)| case(k, s, m, kd, seed))
             .boxed(),
         // f32 tree sums of up to 4e5 terms of |x| ≤ 2: error ~ log2(n)·ulp·Σ|x| ≈ 1e-3 absolute.

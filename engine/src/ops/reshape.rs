@@ -40,8 +40,12 @@ impl Op for Reshape {
     fn forward(&mut self, x: &[&Tensor]) -> Result<Tensor> {
         let (from, to) = (x[0].shape(), self.shape.as_slice());
         if numel(from) != numel(to) {
-            crate::bail!(Shape, "reshape: shape {from:?} ({} elements) cannot become {to:?} ({} elements)",
-                numel(from), numel(to));
+            crate::bail!(
+                Shape,
+                "reshape: shape {from:?} ({} elements) cannot become {to:?} ({} elements)",
+                numel(from),
+                numel(to)
+            );
         }
         Ok(x[0].view(to)) // a view: no copy, no dispatch
     }
@@ -55,7 +59,12 @@ impl Op for Reshape {
 impl Tensor {
     /// The same elements (row-major) under `shape`, which must have as many elements.
     pub fn try_reshape(&self, shape: &[usize]) -> Result<Tensor> {
-        apply(Reshape { shape: shape.to_vec() }, &[self])
+        apply(
+            Reshape {
+                shape: shape.to_vec(),
+            },
+            &[self],
+        )
     }
 
     /// The same elements (row-major) under `shape`. A view: no data moves.
@@ -66,14 +75,18 @@ impl Tensor {
     /// assert_eq!(x.reshape(&[6, 4]).shape(), &[6, 4]);
     /// ```
     pub fn reshape(&self, shape: &[usize]) -> Tensor {
-        self.try_reshape(shape).unwrap_or_else(|e| panic!("reshape{:?} to {shape:?}: {e}", self.shape()))
+        self.try_reshape(shape)
+            .unwrap_or_else(|e| panic!("reshape{:?} to {shape:?}: {e}", self.shape()))
     }
 
     /// Merges dims `start..=end` into one (PyTorch `flatten(start_dim, end_dim)`).
     pub fn try_flatten(&self, start: usize, end: usize) -> Result<Tensor> {
         let s = self.shape();
         if start > end || end >= s.len() {
-            crate::bail!(Shape, "flatten: dims {start}..={end} are not a range of shape {s:?}");
+            crate::bail!(
+                Shape,
+                "flatten: dims {start}..={end} are not a range of shape {s:?}"
+            );
         }
         let mut shape: Vec<usize> = s[..start].to_vec();
         shape.push(numel(&s[start..=end]));
@@ -119,8 +132,12 @@ pub fn test_spec() -> crate::testing::TestSpec<Reshape> {
         Case::new(Reshape { shape: to.clone() }, vec![x], format!("to {to:?}"))
     }
     TestSpec {
-        cases: (shape_strategy(1..=6, 200_000), any::<u64>()).prop_map(|(s, seed)| case(s, seed)).boxed(),
-        small_cases: (shape_strategy(1..=4, 48), any::<u64>()).prop_map(|(s, seed)| case(s, seed)).boxed(),
+        cases: (shape_strategy(1..=6, 200_000), any::<u64>())
+            .prop_map(|(s, seed)| case(s, seed))
+            .boxed(),
+        small_cases: (shape_strategy(1..=4, 48), any::<u64>())
+            .prop_map(|(s, seed)| case(s, seed))
+            .boxed(),
         forward_tol: Tol::new(0.0, 0.0, "a view: the same f32 values"),
         backward_tol: Tol::new(0.0, 0.0, "a view of dy: the same f32 values"),
     }

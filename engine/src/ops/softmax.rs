@@ -99,15 +99,27 @@ impl Op for Softmax {
 
     fn forward(&mut self, x: &[&Tensor]) -> Result<Tensor> {
         if x[0].rank() == 0 {
-            crate::bail!(Shape, "softmax: needs at least one axis, got a scalar of shape []");
+            crate::bail!(
+                Shape,
+                "softmax: needs at least one axis, got a scalar of shape []"
+            );
         }
         check_row("softmax", x[0].shape())?;
         let (rows, c) = rows_and_c(x[0].shape());
         let y = Tensor::empty(x[0].shape())?;
-        let p = Params { rows: rows as u32, c: c as u32 };
+        let p = Params {
+            rows: rows as u32,
+            c: c as u32,
+        };
         // (ROWS, C) -> (ROWS, C)
         let wg = [("WG", row_wg(c) as f64)];
-        gpu().dispatch(kernel!(softmax_forward), &wg, &[x[0].buffer(), y.buffer()], &p, grid_rows(rows))?;
+        gpu().dispatch(
+            kernel!(softmax_forward),
+            &wg,
+            &[x[0].buffer(), y.buffer()],
+            &p,
+            grid_rows(rows),
+        )?;
         Ok(y)
     }
 
@@ -115,10 +127,19 @@ impl Op for Softmax {
     fn backward(&self, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let (rows, c) = rows_and_c(x[0].shape());
         let dx = Tensor::empty(x[0].shape())?;
-        let p = Params { rows: rows as u32, c: c as u32 };
+        let p = Params {
+            rows: rows as u32,
+            c: c as u32,
+        };
         // (ROWS, C), (ROWS, C) -> (ROWS, C)
         let wg = [("WG", row_wg(c) as f64)];
-        gpu().dispatch(kernel!(softmax_backward), &wg, &[y.buffer(), dy.buffer(), dx.buffer()], &p, grid_rows(rows))?;
+        gpu().dispatch(
+            kernel!(softmax_backward),
+            &wg,
+            &[y.buffer(), dy.buffer(), dx.buffer()],
+            &p,
+            grid_rows(rows),
+        )?;
         Ok(vec![Some(dx)])
     }
 }
@@ -136,7 +157,8 @@ impl Tensor {
 
     /// Softmax over the last axis; see [`Tensor::try_softmax`].
     pub fn softmax(&self) -> Tensor {
-        self.try_softmax().unwrap_or_else(|e| panic!("softmax{:?}: {e}", self.shape()))
+        self.try_softmax()
+            .unwrap_or_else(|e| panic!("softmax{:?}: {e}", self.shape()))
     }
 }
 
@@ -159,7 +181,9 @@ pub fn test_spec() -> crate::testing::TestSpec<Softmax> {
         1 => (65_536usize..=70_000, 1usize..=3).prop_map(|(r, c)| vec![r, c]),
     ];
     TestSpec {
-        cases: (shapes, -100.0f64..100.0, any::<u64>()).prop_map(|(s, sh, seed)| case(s, sh, seed)).boxed(),
+        cases: (shapes, -100.0f64..100.0, any::<u64>())
+            .prop_map(|(s, sh, seed)| case(s, sh, seed))
+            .boxed(),
         small_cases: (shape_strategy(1..=3, 48), -100.0f64..100.0, any::<u64>())
             .prop_map(|(s, sh, seed)| case(s, sh, seed))
             .boxed(),
@@ -167,6 +191,10 @@ pub fn test_spec() -> crate::testing::TestSpec<Softmax> {
         forward_tol: Tol::new(1e-7, 2e-5, "f32 exp and a row sum of up to 7e4 terms"),
         // dx = y·(dy − Σdy·y): y carries the forward's relative error times |dy − Σdy·y| ≤ 2, and
         // the f32 row dot product errs absolutely (by ~1e-6), scaled by y ≤ 1.
-        backward_tol: Tol::new(5e-6, 5e-5, "forward's relative error on y, f32 row dot product"),
+        backward_tol: Tol::new(
+            5e-6,
+            5e-5,
+            "forward's relative error on y, f32 row dot product",
+        ),
     }
 }

@@ -33,15 +33,30 @@ struct Params {
 
 impl TemporalShift {
     fn check(&self, x: &[usize]) -> Result<()> {
-        let what = || format!("temporal_shift: x {x:?}, n_segment {}, fold_div {}", self.n_segment, self.fold_div);
+        let what = || {
+            format!(
+                "temporal_shift: x {x:?}, n_segment {}, fold_div {}",
+                self.n_segment, self.fold_div
+            )
+        };
         if x.len() != 4 {
-            return Err(Error::Shape(format!("{}: x must be (N·T, C, H, W)", what())));
+            return Err(Error::Shape(format!(
+                "{}: x must be (N·T, C, H, W)",
+                what()
+            )));
         }
         if self.n_segment == 0 || self.fold_div == 0 {
-            return Err(Error::Shape(format!("{}: n_segment and fold_div must be ≥ 1", what())));
+            return Err(Error::Shape(format!(
+                "{}: n_segment and fold_div must be ≥ 1",
+                what()
+            )));
         }
         if !x[0].is_multiple_of(self.n_segment) {
-            return Err(Error::Shape(format!("{}: the batch {} is not a multiple of n_segment", what(), x[0])));
+            return Err(Error::Shape(format!(
+                "{}: the batch {} is not a multiple of n_segment",
+                what(),
+                x[0]
+            )));
         }
         Ok(())
     }
@@ -84,8 +99,13 @@ impl TemporalShift {
             fold: (s[1] / self.fold_div) as u32,
         };
         // (N·T, C, H, W) -> (N·T, C, H, W)
-        gpu().dispatch(kernel!(temporal_shift_forward), &[("DIR", dir as f64)], &[x.buffer(), y.buffer()], &p,
-            grid(y.numel(), 256))?;
+        gpu().dispatch(
+            kernel!(temporal_shift_forward),
+            &[("DIR", dir as f64)],
+            &[x.buffer(), y.buffer()],
+            &p,
+            grid(y.numel(), 256),
+        )?;
         Ok(y)
     }
 }
@@ -124,18 +144,33 @@ impl Tensor {
     /// let y = x.temporal_shift(8, 8);
     /// ```
     pub fn try_temporal_shift(&self, n_segment: usize, fold_div: usize) -> Result<Tensor> {
-        apply(TemporalShift { n_segment, fold_div }, &[self])
+        apply(
+            TemporalShift {
+                n_segment,
+                fold_div,
+            },
+            &[self],
+        )
     }
 
     pub fn temporal_shift(&self, n_segment: usize, fold_div: usize) -> Tensor {
-        self.try_temporal_shift(n_segment, fold_div).unwrap_or_else(|e| panic!("{e}"))
+        self.try_temporal_shift(n_segment, fold_div)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
 #[cfg(feature = "testing")]
-pub fn case(x: [usize; 4], n_segment: usize, fold_div: usize, seed: u64) -> crate::testing::Case<TemporalShift> {
+pub fn case(
+    x: [usize; 4],
+    n_segment: usize,
+    fold_div: usize,
+    seed: u64,
+) -> crate::testing::Case<TemporalShift> {
     let mut rng = crate::Rng::new(seed);
-    let op = TemporalShift { n_segment, fold_div };
+    let op = TemporalShift {
+        n_segment,
+        fold_div,
+    };
     let label = format!("n_segment {n_segment} fold_div {fold_div}");
     crate::testing::Case::new(op, vec![CpuTensor::uniform(&x, -1.0, 1.0, &mut rng)], label)
 }
@@ -158,7 +193,14 @@ pub fn test_spec() -> crate::testing::TestSpec<TemporalShift> {
     use crate::testing::{dim_strategy, TestSpec, Tol};
     use proptest::prelude::*;
     fn geometry(max: usize) -> impl Strategy<Value = ([usize; 4], usize, usize)> {
-        (1usize..=3, 1usize..=9, 1usize..=40, dim_strategy(), dim_strategy(), 1usize..=9)
+        (
+            1usize..=3,
+            1usize..=9,
+            1usize..=40,
+            dim_strategy(),
+            dim_strategy(),
+            1usize..=9,
+        )
             .prop_map(move |(n, t, c, h, w, fd)| {
                 let (mut h, mut w) = (h, w);
                 while n * t * c * h * w > max && h * w > 1 {

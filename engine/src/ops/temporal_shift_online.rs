@@ -49,9 +49,17 @@ struct Params {
 impl TemporalShiftOnline {
     /// fold, or an error naming the shapes and fold_div.
     fn check(&self, x: &[usize], cache: &[usize]) -> Result<usize> {
-        let what = || format!("temporal_shift_online: x {x:?}, cache {cache:?}, fold_div {}", self.fold_div);
+        let what = || {
+            format!(
+                "temporal_shift_online: x {x:?}, cache {cache:?}, fold_div {}",
+                self.fold_div
+            )
+        };
         if x.len() != 4 {
-            return Err(Error::Shape(format!("{}: x must be one frame (N, C, H, W)", what())));
+            return Err(Error::Shape(format!(
+                "{}: x must be one frame (N, C, H, W)",
+                what()
+            )));
         }
         if self.fold_div == 0 {
             return Err(Error::Shape(format!("{}: fold_div must be ≥ 1", what())));
@@ -70,11 +78,21 @@ impl TemporalShiftOnline {
     fn launch(&self, x: &Tensor, cache: &Tensor, mode: u32) -> Result<Tensor> {
         let s = x.shape();
         let y = Tensor::empty(s)?;
-        let p = Params { n: y.numel() as u32, c: s[1] as u32, hw: (s[2] * s[3]) as u32, fold: (s[1] / self.fold_div) as u32 };
+        let p = Params {
+            n: y.numel() as u32,
+            c: s[1] as u32,
+            hw: (s[2] * s[3]) as u32,
+            fold: (s[1] / self.fold_div) as u32,
+        };
         if y.numel() > 0 {
             // (N, C, H, W), (N, fold, H, W) -> (N, C, H, W)
-            gpu().dispatch(kernel!(temporal_shift_online_forward), &[("MODE", mode as f64)],
-                &[x.buffer(), cache.buffer(), y.buffer()], &p, grid(y.numel(), 256))?;
+            gpu().dispatch(
+                kernel!(temporal_shift_online_forward),
+                &[("MODE", mode as f64)],
+                &[x.buffer(), cache.buffer(), y.buffer()],
+                &p,
+                grid(y.numel(), 256),
+            )?;
         }
         Ok(y)
     }
@@ -87,7 +105,13 @@ impl Op for TemporalShiftOnline {
 
     fn reference(&self, x: &[&CpuTensor]) -> CpuTensor {
         let fold = x[1].shape[1];
-        CpuTensor::from_fn(&x[0].shape, |i| if i[1] < fold { x[1].at(i) } else { x[0].at(i) })
+        CpuTensor::from_fn(&x[0].shape, |i| {
+            if i[1] < fold {
+                x[1].at(i)
+            } else {
+                x[0].at(i)
+            }
+        })
     }
 
     fn reference_backward(&self, x: &[&CpuTensor], dy: &CpuTensor) -> Vec<Option<CpuTensor>> {
@@ -105,7 +129,10 @@ impl Op for TemporalShiftOnline {
     // y = cat(cache, x[:, fold:]) is a copy: dx = dy with [0, fold) zeroed, dcache = dy[:, :fold].
     fn backward(&self, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let fold = x[1].shape()[1];
-        let dx = x[0].requires_grad().then(|| self.launch(dy, dy, 1)).transpose()?;
+        let dx = x[0]
+            .requires_grad()
+            .then(|| self.launch(dy, dy, 1))
+            .transpose()?;
         let dcache = if !x[1].requires_grad() {
             None
         } else if fold == 0 || dy.numel() == 0 {
@@ -133,7 +160,11 @@ impl Tensor {
     ///     // residual block: frame + conv(shifted)
     /// }
     /// ```
-    pub fn try_temporal_shift_online(&self, cache: Option<&Tensor>, fold_div: usize) -> Result<(Tensor, Tensor)> {
+    pub fn try_temporal_shift_online(
+        &self,
+        cache: Option<&Tensor>,
+        fold_div: usize,
+    ) -> Result<(Tensor, Tensor)> {
         let op = TemporalShiftOnline { fold_div };
         let s = self.shape();
         let zeros;
@@ -153,17 +184,33 @@ impl Tensor {
         Ok((y, new_cache))
     }
 
-    pub fn temporal_shift_online(&self, cache: Option<&Tensor>, fold_div: usize) -> (Tensor, Tensor) {
-        self.try_temporal_shift_online(cache, fold_div).unwrap_or_else(|e| panic!("{e}"))
+    pub fn temporal_shift_online(
+        &self,
+        cache: Option<&Tensor>,
+        fold_div: usize,
+    ) -> (Tensor, Tensor) {
+        self.try_temporal_shift_online(cache, fold_div)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
 #[cfg(feature = "testing")]
-pub fn case(x: [usize; 4], fold_div: usize, seed: u64) -> crate::testing::Case<TemporalShiftOnline> {
+pub fn case(
+    x: [usize; 4],
+    fold_div: usize,
+    seed: u64,
+) -> crate::testing::Case<TemporalShiftOnline> {
     let mut rng = crate::Rng::new(seed);
     let cache = [x[0], x[1] / fold_div, x[2], x[3]];
-    let inputs = vec![CpuTensor::uniform(&x, -1.0, 1.0, &mut rng), CpuTensor::uniform(&cache, -1.0, 1.0, &mut rng)];
-    crate::testing::Case::new(TemporalShiftOnline { fold_div }, inputs, format!("fold_div {fold_div}"))
+    let inputs = vec![
+        CpuTensor::uniform(&x, -1.0, 1.0, &mut rng),
+        CpuTensor::uniform(&cache, -1.0, 1.0, &mut rng),
+    ];
+    crate::testing::Case::new(
+        TemporalShiftOnline { fold_div },
+        inputs,
+        format!("fold_div {fold_div}"),
+    )
 }
 
 /// The online demo's shapes (MobileNetV2 at 224², fold_div 8) at reduced sizes, C not a multiple
@@ -184,13 +231,20 @@ pub fn test_spec() -> crate::testing::TestSpec<TemporalShiftOnline> {
     use crate::testing::{dim_strategy, TestSpec, Tol};
     use proptest::prelude::*;
     fn geometry(max: usize) -> impl Strategy<Value = ([usize; 4], usize)> {
-        (1usize..=3, 1usize..=40, dim_strategy(), dim_strategy(), 1usize..=9).prop_map(move |(n, c, h, w, fd)| {
-            let (mut h, mut w) = (h, w);
-            while n * c * h * w > max && h * w > 1 {
-                (h, w) = ((h / 2).max(1), (w / 2).max(1));
-            }
-            ([n, c, h, w], fd)
-        })
+        (
+            1usize..=3,
+            1usize..=40,
+            dim_strategy(),
+            dim_strategy(),
+            1usize..=9,
+        )
+            .prop_map(move |(n, c, h, w, fd)| {
+                let (mut h, mut w) = (h, w);
+                while n * c * h * w > max && h * w > 1 {
+                    (h, w) = ((h / 2).max(1), (w / 2).max(1));
+                }
+                ([n, c, h, w], fd)
+            })
     }
     TestSpec {
         cases: prop_oneof![

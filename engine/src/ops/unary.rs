@@ -171,9 +171,18 @@ impl Op for Unary {
     fn forward(&mut self, x: &[&Tensor]) -> Result<Tensor> {
         let n = x[0].numel();
         let y = Tensor::empty(x[0].shape())?;
-        let p = Params { n: n as u32, a: self.scalar() };
+        let p = Params {
+            n: n as u32,
+            a: self.scalar(),
+        };
         // (N) -> (N)
-        gpu().dispatch(kernel!(unary_forward), &[("OP", self.code() as f64)], &[x[0].buffer(), y.buffer()], &p, grid(n, 256))?;
+        gpu().dispatch(
+            kernel!(unary_forward),
+            &[("OP", self.code() as f64)],
+            &[x[0].buffer(), y.buffer()],
+            &p,
+            grid(n, 256),
+        )?;
         Ok(y)
     }
 
@@ -181,7 +190,10 @@ impl Op for Unary {
     fn backward(&self, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let n = x[0].numel();
         let dx = Tensor::empty(x[0].shape())?;
-        let p = Params { n: n as u32, a: self.scalar() };
+        let p = Params {
+            n: n as u32,
+            a: self.scalar(),
+        };
         gpu().dispatch(
             kernel!(unary_backward),
             &[("OP", self.code() as f64)],
@@ -252,10 +264,19 @@ pub fn test_spec() -> crate::testing::TestSpec<Unary> {
     use crate::testing::{shape_strategy, Case, TestSpec, Tol};
     use proptest::prelude::*;
     let kinds = prop_oneof![
-        Just(Unary::Neg), Just(Unary::Exp), Just(Unary::Log), Just(Unary::Sqrt), Just(Unary::Rsqrt),
-        Just(Unary::Tanh), Just(Unary::Relu), Just(Unary::Sigmoid), Just(Unary::GeluErf),
-        Just(Unary::GeluTanh), Just(Unary::Square),
-        (-3.0f32..3.0).prop_map(Unary::AddScalar), (-3.0f32..3.0).prop_map(Unary::MulScalar),
+        Just(Unary::Neg),
+        Just(Unary::Exp),
+        Just(Unary::Log),
+        Just(Unary::Sqrt),
+        Just(Unary::Rsqrt),
+        Just(Unary::Tanh),
+        Just(Unary::Relu),
+        Just(Unary::Sigmoid),
+        Just(Unary::GeluErf),
+        Just(Unary::GeluTanh),
+        Just(Unary::Square),
+        (-3.0f32..3.0).prop_map(Unary::AddScalar),
+        (-3.0f32..3.0).prop_map(Unary::MulScalar),
         (-2.0f32..2.0).prop_map(Unary::PowScalar),
     ];
     // Domain per function: positive where the function needs it, away from relu's kink.
@@ -266,7 +287,13 @@ pub fn test_spec() -> crate::testing::TestSpec<Unary> {
                 CpuTensor::uniform(&shape, 0.2, 4.0, &mut rng)
             }
             Unary::Exp => CpuTensor::uniform(&shape, -6.0, 6.0, &mut rng),
-            Unary::Relu => CpuTensor::uniform(&shape, -4.0, 4.0, &mut rng).map(|v| if v.abs() < 1e-3 { 0.5 } else { v }),
+            Unary::Relu => CpuTensor::uniform(&shape, -4.0, 4.0, &mut rng).map(|v| {
+                if v.abs() < 1e-3 {
+                    0.5
+                } else {
+                    v
+                }
+            }),
             _ => CpuTensor::uniform(&shape, -8.0, 8.0, &mut rng),
         };
         Case::new(kind, vec![x], format!("{kind:?}"))

@@ -61,12 +61,19 @@ fn subgroups() -> bool {
 
 /// The kernels' override constants: tiles, and the head dim in vec4s (constant loop bounds).
 fn consts(p: &Params) -> [(&'static str, f64); 3] {
-    [("BQ", BQ as f64), ("TILE", TILE as f64), ("D4", p.d4 as f64)]
+    [
+        ("BQ", BQ as f64),
+        ("TILE", TILE as f64),
+        ("D4", p.d4 as f64),
+    ]
 }
 
 /// The v3 kernels' override constants: the head dim in vec4s, and whether it is a multiple of 4.
 fn v3_consts(p: &Params) -> [(&'static str, f64); 2] {
-    [("D4", p.d4 as f64), ("HD_EXACT", p.hd.is_multiple_of(4) as u32 as f64)]
+    [
+        ("D4", p.d4 as f64),
+        ("HD_EXACT", p.hd.is_multiple_of(4) as u32 as f64),
+    ]
 }
 
 /// The v3 kernels' per-token descriptors (window_attention_tokens.wgsl): u32 pairs
@@ -75,13 +82,23 @@ fn tokens(p: &Params) -> Result<Tensor> {
     // The descriptor packs rel_off below 2^24 and rows below 2^31.
     let rows = p.b as usize * (p.pd * p.ph * p.pw) as usize;
     if p.table_len() >= 1 << 24 || rows >= 1 << 31 {
-        crate::bail!(Shape, "window_attention: {rows} padded tokens or a {}-entry table is past the \
-            v3 kernels' token descriptors (2^31 rows, 2^24 entries)", p.table_len());
+        crate::bail!(
+            Shape,
+            "window_attention: {rows} padded tokens or a {}-entry table is past the \
+            v3 kernels' token descriptors (2^31 rows, 2^24 entries)",
+            p.table_len()
+        );
     }
     let n = p.n_inst as usize * p.n as usize;
     let toks = Tensor::empty(&[2 * n])?;
     // -> toks (B·nW, N, 2) u32
-    gpu().dispatch(kernel!(window_attention_tokens), &[], &[toks.buffer()], p, grid(n, 256))?;
+    gpu().dispatch(
+        kernel!(window_attention_tokens),
+        &[],
+        &[toks.buffer()],
+        p,
+        grid(n, 256),
+    )?;
     Ok(toks)
 }
 
@@ -111,7 +128,11 @@ pub fn video_swin_window(dims: [usize; 3], window: [usize; 3], shift: [usize; 3]
             s[a] = 0;
         }
     }
-    SwinWindow { window: w, shift: s, full_window: window }
+    SwinWindow {
+        window: w,
+        shift: s,
+        full_window: window,
+    }
 }
 
 /// Fused Video Swin window attention. Inputs: qkv (B, D, H, W, 3C), qkv_bias (3C),
@@ -135,13 +156,34 @@ pub struct WindowAttention {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    b: u32, gd: u32, gh: u32, gw: u32,
-    wd: u32, wh: u32, ww: u32, n: u32,
-    sd: u32, sh: u32, sw: u32, masked: u32,
-    pd: u32, ph: u32, pw: u32, n_win: u32,
-    od: u32, oh: u32, ow: u32, heads: u32,
-    hd: u32, d4: u32, bk: u32, c: u32,
-    scale: f32, n_pad: u32, chunk: u32, n_inst: u32,
+    b: u32,
+    gd: u32,
+    gh: u32,
+    gw: u32,
+    wd: u32,
+    wh: u32,
+    ww: u32,
+    n: u32,
+    sd: u32,
+    sh: u32,
+    sw: u32,
+    masked: u32,
+    pd: u32,
+    ph: u32,
+    pw: u32,
+    n_win: u32,
+    od: u32,
+    oh: u32,
+    ow: u32,
+    heads: u32,
+    hd: u32,
+    d4: u32,
+    bk: u32,
+    c: u32,
+    scale: f32,
+    n_pad: u32,
+    chunk: u32,
+    n_inst: u32,
 }
 
 impl Params {
@@ -155,7 +197,14 @@ impl Params {
 
 impl WindowAttention {
     pub fn new(heads: usize, scale: f32, win: SwinWindow) -> WindowAttention {
-        WindowAttention { heads, scale, win, variant: 0, lse: None, toks: None }
+        WindowAttention {
+            heads,
+            scale,
+            win,
+            variant: 0,
+            lse: None,
+            toks: None,
+        }
     }
 
     /// Whether this op runs the v3 (subgroup) kernels, by `variant`.
@@ -164,48 +213,73 @@ impl WindowAttention {
             0 => Ok(subgroups()),
             2 => Ok(false),
             3 if subgroups() => Ok(true),
-            v => crate::bail!(Config, "window_attention: no kernel variant {v} on {} (0 shipped, \
-                2 portable, 3 subgroup: needs SUBGROUP with subgroups of ≥ 8 lanes)", gpu().info.name),
+            v => crate::bail!(
+                Config,
+                "window_attention: no kernel variant {v} on {} (0 shipped, \
+                2 portable, 3 subgroup: needs SUBGROUP with subgroups of ≥ 8 lanes)",
+                gpu().info.name
+            ),
         }
     }
 
     /// Validates the three input shapes and the window; returns the kernels' geometry.
     fn geometry(&self, qkv: &[usize], bias: &[usize], table: &[usize]) -> Result<Params> {
-        let SwinWindow { window: w, shift: s, full_window: o } = self.win;
+        let SwinWindow {
+            window: w,
+            shift: s,
+            full_window: o,
+        } = self.win;
         let err = |msg: String| -> Result<Params> {
-            Err(Error::Shape(format!("window_attention: {msg} (qkv {qkv:?}, qkv_bias {bias:?}, \
-                table {table:?}, heads {}, {:?})", self.heads, self.win)))
+            Err(Error::Shape(format!(
+                "window_attention: {msg} (qkv {qkv:?}, qkv_bias {bias:?}, \
+                table {table:?}, heads {}, {:?})",
+                self.heads, self.win
+            )))
         };
         if qkv.len() != 5 || qkv[..4].contains(&0) {
             return err("qkv must be a non-empty (B, D, H, W, 3C) grid".into());
         }
         let c3 = qkv[4];
         if self.heads == 0 || c3 == 0 || !c3.is_multiple_of(3 * self.heads) {
-            return err(format!("last dim {c3} is not a positive multiple of 3·heads"));
+            return err(format!(
+                "last dim {c3} is not a positive multiple of 3·heads"
+            ));
         }
         let hd = c3 / 3 / self.heads;
         if hd > MAX_HEAD_DIM {
             return err(format!("head dim {hd} above the supported {MAX_HEAD_DIM}"));
         }
         if (0..3).any(|a| w[a] == 0 || w[a] > o[a] || s[a] >= w[a]) {
-            return err("the window must be 1..=full window and the shift below it, per axis \
-                (use video_swin_window)".into());
+            return err(
+                "the window must be 1..=full window and the shift below it, per axis \
+                (use video_swin_window)"
+                    .into(),
+            );
         }
         if bias != [c3] {
             return err(format!("qkv_bias must be ({c3})"));
         }
         let t = (2 * o[0] - 1) * (2 * o[1] - 1) * (2 * o[2] - 1);
         if table != [t, self.heads] {
-            return err(format!("table must be ({t}, {}) for the full window {o:?}", self.heads));
+            return err(format!(
+                "table must be ({t}, {}) for the full window {o:?}",
+                self.heads
+            ));
         }
         if !self.scale.is_finite() {
-            crate::bail!(Config, "window_attention: scale {} is not finite", self.scale);
+            crate::bail!(
+                Config,
+                "window_attention: scale {} is not finite",
+                self.scale
+            );
         }
         let n = w[0] * w[1] * w[2];
         let d4 = hd.div_ceil(4);
         if n * (2 * d4 + 2) + 4 * d4 > LOOP_BUDGET {
-            return err(format!("a window of {n} tokens at head dim {hd} needs more loop \
-                iterations per invocation than the {LOOP_BUDGET} budget (no window splitting yet)"));
+            return err(format!(
+                "a window of {n} tokens at head dim {hd} needs more loop \
+                iterations per invocation than the {LOOP_BUDGET} budget (no window splitting yet)"
+            ));
         }
         let pad = |g: usize, w: usize| g.div_ceil(w) * w;
         let (pd, ph, pw) = (pad(qkv[1], w[0]), pad(qkv[2], w[1]), pad(qkv[3], w[2]));
@@ -214,14 +288,34 @@ impl WindowAttention {
         let chunk = (LOOP_BUDGET / (n * (d4 + 3) + o[0] * o[1])).max(1);
         let u = |v: usize| v as u32;
         Ok(Params {
-            b: u(qkv[0]), gd: u(qkv[1]), gh: u(qkv[2]), gw: u(qkv[3]),
-            wd: u(w[0]), wh: u(w[1]), ww: u(w[2]), n: u(n),
-            sd: u(s[0]), sh: u(s[1]), sw: u(s[2]), masked: u(s.iter().any(|&v| v > 0) as usize),
-            pd: u(pd), ph: u(ph), pw: u(pw), n_win: u(n_win),
-            od: u(o[0]), oh: u(o[1]), ow: u(o[2]), heads: u(self.heads),
-            hd: u(hd), d4: u(d4), bk: u((TILE / d4).min(MAX_BK) / KB * KB), c: u(c3 / 3),
-            scale: self.scale, n_pad: u(pd * ph * pw - qkv[1] * qkv[2] * qkv[3]),
-            chunk: u(chunk), n_inst: u(qkv[0] * n_win),
+            b: u(qkv[0]),
+            gd: u(qkv[1]),
+            gh: u(qkv[2]),
+            gw: u(qkv[3]),
+            wd: u(w[0]),
+            wh: u(w[1]),
+            ww: u(w[2]),
+            n: u(n),
+            sd: u(s[0]),
+            sh: u(s[1]),
+            sw: u(s[2]),
+            masked: u(s.iter().any(|&v| v > 0) as usize),
+            pd: u(pd),
+            ph: u(ph),
+            pw: u(pw),
+            n_win: u(n_win),
+            od: u(o[0]),
+            oh: u(o[1]),
+            ow: u(o[2]),
+            heads: u(self.heads),
+            hd: u(hd),
+            d4: u(d4),
+            bk: u((TILE / d4).min(MAX_BK) / KB * KB),
+            c: u(c3 / 3),
+            scale: self.scale,
+            n_pad: u(pd * ph * pw - qkv[1] * qkv[2] * qkv[3]),
+            chunk: u(chunk),
+            n_inst: u(qkv[0] * n_win),
         })
     }
 }
@@ -231,7 +325,13 @@ impl WindowAttention {
 /// Python's `slice(start, stop)` on an axis of `len`, as a range (negative = from the end;
 /// NOTE: `-0` is 0, so `slice(-0, None)` is the whole axis, as in `compute_mask` with shift 0).
 fn py_slice(start: Option<i64>, stop: Option<i64>, len: usize) -> std::ops::Range<usize> {
-    let norm = |i: i64| if i < 0 { (len as i64 + i).max(0) as usize } else { (i as usize).min(len) };
+    let norm = |i: i64| {
+        if i < 0 {
+            (len as i64 + i).max(0) as usize
+        } else {
+            (i as usize).min(len)
+        }
+    };
     let (a, b) = (start.map_or(0, norm), stop.map_or(len, norm));
     a..b.max(a)
 }
@@ -251,7 +351,15 @@ impl RefGeom {
         let w = op.win.window;
         let g = [qkv[1], qkv[2], qkv[3]];
         let p = [0, 1, 2].map(|a| g[a].div_ceil(w[a]) * w[a]);
-        RefGeom { b: qkv[0], g, p, w, s: op.win.shift, n: w[0] * w[1] * w[2], nw: [0, 1, 2].map(|a| p[a] / w[a]) }
+        RefGeom {
+            b: qkv[0],
+            g,
+            p,
+            w,
+            s: op.win.shift,
+            n: w[0] * w[1] * w[2],
+            nw: [0, 1, 2].map(|a| p[a] / w[a]),
+        }
     }
 
     fn n_win(&self) -> usize {
@@ -264,21 +372,43 @@ impl RefGeom {
         let k = x.shape[4];
         let [pd, ph, pw] = self.p;
         let xp = CpuTensor::from_fn(&[self.b, pd, ph, pw, k], |i| {
-            if i[1] < self.g[0] && i[2] < self.g[1] && i[3] < self.g[2] { x.at(i) } else { fill[i[4]] }
+            if i[1] < self.g[0] && i[2] < self.g[1] && i[3] < self.g[2] {
+                x.at(i)
+            } else {
+                fill[i[4]]
+            }
         });
         // torch.roll(xp, (−sd, −sh, −sw)): rolled[x] = xp[(x + s) mod P]
         let rolled = CpuTensor::from_fn(&xp.shape, |i| {
-            xp.at(&[i[0], (i[1] + self.s[0]) % pd, (i[2] + self.s[1]) % ph, (i[3] + self.s[2]) % pw, i[4]])
+            xp.at(&[
+                i[0],
+                (i[1] + self.s[0]) % pd,
+                (i[2] + self.s[1]) % ph,
+                (i[3] + self.s[2]) % pw,
+                i[4],
+            ])
         });
-        CpuTensor::from_fn(&[self.b * self.n_win(), self.n, k], |i| rolled.at(&self.window_coord(i[0], i[1], i[2])))
+        CpuTensor::from_fn(&[self.b * self.n_win(), self.n, k], |i| {
+            rolled.at(&self.window_coord(i[0], i[1], i[2]))
+        })
     }
 
     /// Where token t of window instance g sits in the rolled padded frame (with channel k).
     fn window_coord(&self, g: usize, t: usize, k: usize) -> [usize; 5] {
         let [wd, wh, ww] = self.w;
         let (b, w) = (g / self.n_win(), g % self.n_win());
-        let (wi, hi, xi) = (w / (self.nw[1] * self.nw[2]), (w / self.nw[2]) % self.nw[1], w % self.nw[2]);
-        [b, wi * wd + t / (wh * ww), hi * wh + (t / ww) % wh, xi * ww + t % ww, k]
+        let (wi, hi, xi) = (
+            w / (self.nw[1] * self.nw[2]),
+            (w / self.nw[2]) % self.nw[1],
+            w % self.nw[2],
+        );
+        [
+            b,
+            wi * wd + t / (wh * ww),
+            hi * wh + (t / ww) % wh,
+            xi * ww + t % ww,
+            k,
+        ]
     }
 
     /// window_reverse then roll by +shift: (B·nW, N, K) → (B, Dp, Hp, Wp, K).
@@ -295,12 +425,21 @@ impl RefGeom {
         }
         // torch.roll(rolled, (sd, sh, sw)): out[x] = rolled[(x − s) mod P]
         CpuTensor::from_fn(&rolled.shape, |i| {
-            rolled.at(&[i[0], (i[1] + pd - self.s[0]) % pd, (i[2] + ph - self.s[1]) % ph, (i[3] + pw - self.s[2]) % pw, i[4]])
+            rolled.at(&[
+                i[0],
+                (i[1] + pd - self.s[0]) % pd,
+                (i[2] + ph - self.s[1]) % ph,
+                (i[3] + pw - self.s[2]) % pw,
+                i[4],
+            ])
         })
     }
 
     fn crop(&self, xp: &CpuTensor) -> CpuTensor {
-        CpuTensor::from_fn(&[self.b, self.g[0], self.g[1], self.g[2], xp.shape[4]], |i| xp.at(i))
+        CpuTensor::from_fn(
+            &[self.b, self.g[0], self.g[1], self.g[2], xp.shape[4]],
+            |i| xp.at(i),
+        )
     }
 
     /// Official `compute_mask` on the padded grid: (nW, N, N) of 0 / −100.
@@ -312,7 +451,11 @@ impl RefGeom {
             img.at(&[0, c[1], c[2], c[3], 0])
         };
         CpuTensor::from_fn(&[self.n_win(), self.n, self.n], |i| {
-            if labels(i[0], i[1]) != labels(i[0], i[2]) { -100.0 } else { 0.0 }
+            if labels(i[0], i[1]) != labels(i[0], i[2]) {
+                -100.0
+            } else {
+                0.0
+            }
         })
     }
 }
@@ -325,7 +468,11 @@ fn shift_region_image(p: [usize; 3], w: [usize; 3], s: [usize; 3]) -> CpuTensor 
     let mut img = CpuTensor::zeros(&[1, pd, ph, pw, 1]);
     let slices = |len: usize, w: usize, s: usize| {
         let (w, s) = (w as i64, s as i64);
-        [py_slice(None, Some(-w), len), py_slice(Some(-w), Some(-s), len), py_slice(Some(-s), None, len)]
+        [
+            py_slice(None, Some(-w), len),
+            py_slice(Some(-w), Some(-s), len),
+            py_slice(Some(-s), None, len),
+        ]
     };
     let mut cnt = 0.0;
     for sd in slices(pd, w[0], s[0]) {
@@ -405,7 +552,8 @@ impl Op for WindowAttention {
 
     // pad → roll(−shift) → partition → softmax(scale·q kᵀ + bias + mask) v → reverse → roll → crop
     fn reference(&self, x: &[&CpuTensor]) -> CpuTensor {
-        self.geometry(&x[0].shape, &x[1].shape, &x[2].shape).expect("window_attention reference");
+        self.geometry(&x[0].shape, &x[1].shape, &x[2].shape)
+            .expect("window_attention reference");
         let geo = RefGeom::new(self, &x[0].shape);
         let c = x[0].shape[4] / 3;
         let hd = c / self.heads;
@@ -416,7 +564,9 @@ impl Op for WindowAttention {
                 let p = &probs[g * self.heads + h];
                 for i in 0..geo.n {
                     for e in 0..hd {
-                        let o: f64 = (0..geo.n).map(|j| p[i][j] * xw.at(&[g, j, 2 * c + h * hd + e])).sum();
+                        let o: f64 = (0..geo.n)
+                            .map(|j| p[i][j] * xw.at(&[g, j, 2 * c + h * hd + e]))
+                            .sum();
                         *out.at_mut(&[g, i, h * hd + e]) = o;
                     }
                 }
@@ -440,14 +590,20 @@ impl Op for WindowAttention {
         let scale = self.scale as f64;
         let mut dxw = CpuTensor::zeros(&xw.shape);
         let mut dtable = CpuTensor::zeros(&x[2].shape);
-        let at = |g: usize, t: usize, s: usize, h: usize, e: usize| xw.at(&[g, t, s * c + h * hd + e]);
+        let at =
+            |g: usize, t: usize, s: usize, h: usize, e: usize| xw.at(&[g, t, s * c + h * hd + e]);
         for g in 0..xw.shape[0] {
             for h in 0..self.heads {
                 let p = &probs[g * self.heads + h];
                 let mut ds = vec![vec![0.0; n]; n];
                 for i in 0..n {
-                    let dp: Vec<f64> =
-                        (0..n).map(|j| (0..hd).map(|e| gw.at(&[g, i, h * hd + e]) * at(g, j, 2, h, e)).sum()).collect();
+                    let dp: Vec<f64> = (0..n)
+                        .map(|j| {
+                            (0..hd)
+                                .map(|e| gw.at(&[g, i, h * hd + e]) * at(g, j, 2, h, e))
+                                .sum()
+                        })
+                        .collect();
                     let row: f64 = (0..n).map(|j| dp[j] * p[i][j]).sum();
                     for j in 0..n {
                         ds[i][j] = p[i][j] * (dp[j] - row);
@@ -486,15 +642,40 @@ impl Op for WindowAttention {
         let y = Tensor::empty(&[s[0], s[1], s[2], s[3], s[4] / 3])?;
         let lse = Tensor::empty(&[p.n_inst as usize, p.heads as usize, p.n as usize])?;
         // qkv (B, D, H, W, 3C), bias (3C), table (T, heads) -> y (B, D, H, W, C), lse (B·nW, heads, N)
-        let bufs = [x[0].buffer(), x[1].buffer(), x[2].buffer(), y.buffer(), lse.buffer()];
+        let bufs = [
+            x[0].buffer(),
+            x[1].buffer(),
+            x[2].buffer(),
+            y.buffer(),
+            lse.buffer(),
+        ];
         if self.v3()? {
             let toks = tokens(&p)?;
-            let bufs = [x[0].buffer(), x[1].buffer(), x[2].buffer(), toks.buffer(), y.buffer(), lse.buffer()];
+            let bufs = [
+                x[0].buffer(),
+                x[1].buffer(),
+                x[2].buffer(),
+                toks.buffer(),
+                y.buffer(),
+                lse.buffer(),
+            ];
             let groups = [p.n.div_ceil(8 * SG_R), p.n_inst, p.heads];
-            gpu().dispatch(kernel!(window_attention_forward_v3_subgroup), &v3_consts(&p), &bufs, &p, groups)?;
+            gpu().dispatch(
+                kernel!(window_attention_forward_v3_subgroup),
+                &v3_consts(&p),
+                &bufs,
+                &p,
+                groups,
+            )?;
             self.toks = Some(toks);
         } else {
-            gpu().dispatch(kernel!(window_attention_forward), &consts(&p), &bufs, &p, [p.n.div_ceil(BQ), p.n_inst, p.heads])?;
+            gpu().dispatch(
+                kernel!(window_attention_forward),
+                &consts(&p),
+                &bufs,
+                &p,
+                [p.n.div_ceil(BQ), p.n_inst, p.heads],
+            )?;
         }
         self.lse = Some(lse);
         Ok(y)
@@ -505,15 +686,31 @@ impl Op for WindowAttention {
     //   d table[e, h] = Σ over windows and pairs with index e of dS_ij;  d bias = Σ_pad tokens d qkv.
     fn backward(&self, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let p = self.geometry(x[0].shape(), x[1].shape(), x[2].shape())?;
-        let lse = self.lse.as_ref().ok_or_else(|| Error::Autograd("window_attention: backward before forward".into()))?;
+        let lse = self
+            .lse
+            .as_ref()
+            .ok_or_else(|| Error::Autograd("window_attention: backward before forward".into()))?;
         let (b, c3, heads) = (p.b as usize, 3 * p.c as usize, p.heads as usize);
         let rows = p.n_inst as usize * heads * p.n as usize;
         let delta = Tensor::empty(&[rows])?;
         // y, dy (B, D, H, W, C) -> delta (B·nW, heads, N)
-        gpu().dispatch(kernel!(window_attention_backward_delta), &[], &[y.buffer(), dy.buffer(), delta.buffer()], &p, grid(rows, 256))?;
+        gpu().dispatch(
+            kernel!(window_attention_backward_delta),
+            &[],
+            &[y.buffer(), dy.buffer(), delta.buffer()],
+            &p,
+            grid(rows, 256),
+        )?;
         let dqkv = Tensor::empty(x[0].shape())?;
         let dpad = Tensor::empty(&[(b * p.n_pad as usize).max(1), c3])?;
-        let ins = [x[0].buffer(), x[1].buffer(), x[2].buffer(), dy.buffer(), lse.buffer(), delta.buffer()];
+        let ins = [
+            x[0].buffer(),
+            x[1].buffer(),
+            x[2].buffer(),
+            dy.buffer(),
+            lse.buffer(),
+            delta.buffer(),
+        ];
         let t = p.table_len();
         let part = if self.v3()? && t <= V3_TMAX && p.ow <= V3_MAX_OW {
             // v3: dq and the table gradient in one pass, partial tables per workgroup (chunks of
@@ -527,27 +724,70 @@ impl Op for WindowAttention {
             p.chunk = p.n_inst.div_ceil(V3_CHUNKS.min(p.n_inst));
             let n_chunks = p.n_inst.div_ceil(p.chunk);
             let part = Tensor::empty(&[(n_chunks * qt_rows) as usize, t, heads])?;
-            let toks = self.toks.as_ref().ok_or_else(|| Error::Autograd("window_attention: backward before forward".into()))?;
-            let bufs: Vec<&wgpu::Buffer> =
-                ins.iter().copied().chain([toks.buffer(), dqkv.buffer(), dpad.buffer(), part.buffer()]).collect();
+            let toks = self.toks.as_ref().ok_or_else(|| {
+                Error::Autograd("window_attention: backward before forward".into())
+            })?;
+            let bufs: Vec<&wgpu::Buffer> = ins
+                .iter()
+                .copied()
+                .chain([toks.buffer(), dqkv.buffer(), dpad.buffer(), part.buffer()])
+                .collect();
             // -> dqkv q slots (B, D, H, W, 3C), dpad (B, NPAD, 3C), part (NSLOT, T, heads)
             let [d4, exact] = v3_consts(&p);
             let consts = [d4, exact, ("RW", rw as f64)];
-            gpu().dispatch(kernel!(window_attention_backward_dq_v3_subgroup), &consts, &bufs, &p, [qt_rows, n_chunks, p.heads])?;
-            let bufs: Vec<&wgpu::Buffer> = ins.iter().copied().chain([toks.buffer(), dqkv.buffer(), dpad.buffer()]).collect();
+            gpu().dispatch(
+                kernel!(window_attention_backward_dq_v3_subgroup),
+                &consts,
+                &bufs,
+                &p,
+                [qt_rows, n_chunks, p.heads],
+            )?;
+            let bufs: Vec<&wgpu::Buffer> = ins
+                .iter()
+                .copied()
+                .chain([toks.buffer(), dqkv.buffer(), dpad.buffer()])
+                .collect();
             // -> dqkv k, v slots, dpad k, v slots
-            gpu().dispatch(kernel!(window_attention_backward_dkv_v3_subgroup), &v3_consts(&p), &bufs, &p, [qt, p.n_inst, p.heads])?;
+            gpu().dispatch(
+                kernel!(window_attention_backward_dkv_v3_subgroup),
+                &v3_consts(&p),
+                &bufs,
+                &p,
+                [qt, p.n_inst, p.heads],
+            )?;
             part
         } else {
             let tiles = [p.n.div_ceil(BQ), p.n_inst, p.heads];
-            let bufs: Vec<&wgpu::Buffer> = ins.iter().copied().chain([dqkv.buffer(), dpad.buffer()]).collect();
+            let bufs: Vec<&wgpu::Buffer> = ins
+                .iter()
+                .copied()
+                .chain([dqkv.buffer(), dpad.buffer()])
+                .collect();
             // -> dqkv (B, D, H, W, 3C) for real tokens, dpad (B, NPAD, 3C) for padding tokens
-            gpu().dispatch(kernel!(window_attention_backward_dq), &consts(&p), &bufs, &p, tiles)?;
-            gpu().dispatch(kernel!(window_attention_backward_dkv), &consts(&p), &bufs, &p, tiles)?;
+            gpu().dispatch(
+                kernel!(window_attention_backward_dq),
+                &consts(&p),
+                &bufs,
+                &p,
+                tiles,
+            )?;
+            gpu().dispatch(
+                kernel!(window_attention_backward_dkv),
+                &consts(&p),
+                &bufs,
+                &p,
+                tiles,
+            )?;
             let part = Tensor::empty(&[p.n_chunks(), t, heads])?;
             let bufs: Vec<&wgpu::Buffer> = ins.iter().copied().chain([part.buffer()]).collect();
             // -> part (NCHUNK, T, heads), one invocation per (chunk, entry, head)
-            gpu().dispatch(kernel!(window_attention_backward_table), &[("D4", p.d4 as f64)], &bufs, &p, grid(part.numel(), 64))?;
+            gpu().dispatch(
+                kernel!(window_attention_backward_table),
+                &[("D4", p.d4 as f64)],
+                &bufs,
+                &p,
+                grid(part.numel(), 64),
+            )?;
             part
         };
         let dbias = if p.n_pad == 0 {
@@ -557,7 +797,11 @@ impl Op for WindowAttention {
             reduce_raw(&dpad, ReduceKind::Sum, &[0])?.view(&[c3])
         };
         // (NSLOT, T, heads) -> (T, heads), a fixed-order tree sum
-        let dtable = if part.dim(0) == 1 { part.view(&[t, heads]) } else { reduce_raw(&part, ReduceKind::Sum, &[0])?.view(&[t, heads]) };
+        let dtable = if part.dim(0) == 1 {
+            part.view(&[t, heads])
+        } else {
+            reduce_raw(&part, ReduceKind::Sum, &[0])?.view(&[t, heads])
+        };
         Ok(vec![Some(dqkv), Some(dbias), Some(dtable)])
     }
 }
@@ -579,14 +823,37 @@ impl Tensor {
     /// let win = video_swin_window([16, 56, 56], [8, 7, 7], [4, 3, 3]);
     /// let y = qkv.window_attention(&bias, &table, heads, 32f32.powf(-0.5), win); // (1, 16, 56, 56, 96)
     /// ```
-    pub fn try_window_attention(&self, qkv_bias: &Tensor, table: &Tensor, heads: usize, scale: f32, win: SwinWindow) -> Result<Tensor> {
-        apply(WindowAttention::new(heads, scale, win), &[self, qkv_bias, table])
+    pub fn try_window_attention(
+        &self,
+        qkv_bias: &Tensor,
+        table: &Tensor,
+        heads: usize,
+        scale: f32,
+        win: SwinWindow,
+    ) -> Result<Tensor> {
+        apply(
+            WindowAttention::new(heads, scale, win),
+            &[self, qkv_bias, table],
+        )
     }
 
-    pub fn window_attention(&self, qkv_bias: &Tensor, table: &Tensor, heads: usize, scale: f32, win: SwinWindow) -> Tensor {
-        self.try_window_attention(qkv_bias, table, heads, scale, win).unwrap_or_else(|e| {
-            panic!("window_attention{:?} with bias {:?}, table {:?}: {e}", self.shape(), qkv_bias.shape(), table.shape())
-        })
+    pub fn window_attention(
+        &self,
+        qkv_bias: &Tensor,
+        table: &Tensor,
+        heads: usize,
+        scale: f32,
+        win: SwinWindow,
+    ) -> Tensor {
+        self.try_window_attention(qkv_bias, table, heads, scale, win)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "window_attention{:?} with bias {:?}, table {:?}: {e}",
+                    self.shape(),
+                    qkv_bias.shape(),
+                    table.shape()
+                )
+            })
     }
 }
 
@@ -609,11 +876,30 @@ impl Tensor {
 /// let y = window_attention_unfused(&qkv, &bias, &table, 3, 32f32.powf(-0.5), win).unwrap();
 /// let z = qkv.window_attention(&bias, &table, 3, 32f32.powf(-0.5), win); // same values
 /// ```
-pub fn window_attention_unfused(qkv: &Tensor, qkv_bias: &Tensor, table: &Tensor, heads: usize,
-                                scale: f32, win: SwinWindow) -> Result<Tensor> {
-    let g = WindowAttention::new(heads, scale, win).geometry(qkv.shape(), qkv_bias.shape(), table.shape())?;
-    let SwinWindow { window: w, shift: s, full_window: o } = win;
-    let (b, c3, n, nw) = (g.b as usize, 3 * g.c as usize, g.n as usize, g.n_win as usize);
+pub fn window_attention_unfused(
+    qkv: &Tensor,
+    qkv_bias: &Tensor,
+    table: &Tensor,
+    heads: usize,
+    scale: f32,
+    win: SwinWindow,
+) -> Result<Tensor> {
+    let g = WindowAttention::new(heads, scale, win).geometry(
+        qkv.shape(),
+        qkv_bias.shape(),
+        table.shape(),
+    )?;
+    let SwinWindow {
+        window: w,
+        shift: s,
+        full_window: o,
+    } = win;
+    let (b, c3, n, nw) = (
+        g.b as usize,
+        3 * g.c as usize,
+        g.n as usize,
+        g.n_win as usize,
+    );
     let (c, hd) = (g.c as usize, g.hd as usize);
     let dims = [g.gd, g.gh, g.gw].map(|v| v as usize);
     let padded = [g.pd, g.ph, g.pw].map(|v| v as usize);
@@ -623,7 +909,9 @@ pub fn window_attention_unfused(qkv: &Tensor, qkv_bias: &Tensor, table: &Tensor,
         if padded[a] > dims[a] {
             let mut fill = x.shape().to_vec();
             fill[a + 1] = padded[a] - dims[a];
-            let pad = qkv_bias.try_reshape(&[1, 1, 1, 1, c3])?.try_broadcast_to(&fill)?;
+            let pad = qkv_bias
+                .try_reshape(&[1, 1, 1, 1, c3])?
+                .try_broadcast_to(&fill)?;
             x = Tensor::try_cat(&[&x, &pad], a + 1)?;
         }
     }
@@ -632,10 +920,16 @@ pub fn window_attention_unfused(qkv: &Tensor, qkv_bias: &Tensor, table: &Tensor,
         x = roll(&x, a + 1, padded[a] - s[a])?; // (B, Dp, Hp, Wp, 3C)
     }
     let xw = window_partition(&x, w)?; // (B·nW, N, 3C)
-    let t = xw.try_reshape(&[b * nw, n, 3, heads, hd])?.try_permute(&[2, 0, 3, 1, 4])?; // (3, B·nW, nH, N, hd)
-    let (q, k, v) = (t.try_select(0, 0)?, t.try_select(0, 1)?, t.try_select(0, 2)?); // (B·nW, nH, N, hd)
+    let t = xw
+        .try_reshape(&[b * nw, n, 3, heads, hd])?
+        .try_permute(&[2, 0, 3, 1, 4])?; // (3, B·nW, nH, N, hd)
+    let (q, k, v) = (
+        t.try_select(0, 0)?,
+        t.try_select(0, 1)?,
+        t.try_select(0, 2)?,
+    ); // (B·nW, nH, N, hd)
     let mut attn = q.try_mul_scalar(scale)?.try_matmul_nt(&k)?; // (B·nW, nH, N, N)
-    // + table[index[:N, :N].reshape(−1)].reshape(N, N, nH).permute(2, 0, 1)
+                                                                // + table[index[:N, :N].reshape(−1)].reshape(N, N, nH).permute(2, 0, 1)
     let full = relative_position_index(o);
     let index: Vec<u32> = (0..n * n).map(|ij| full[ij / n][ij % n] as u32).collect();
     let bias = table.try_index_select(&Indices::from_slice(&index)?)?; // (N·N, nH)
@@ -646,9 +940,14 @@ pub fn window_attention_unfused(qkv: &Tensor, qkv_bias: &Tensor, table: &Tensor,
         let labels = window_partition(&img, w)?; // (nW, N, 1)
         let diff = labels.try_reshape(&[nw, 1, n])?.try_sub(&labels)?; // (nW, N, N)
         let ones = Tensor::try_full(&[1], 1.0)?;
-        let mask = diff.try_mul(&diff)?.try_minimum(&ones)?.try_mul_scalar(-100.0)?; // 0 or −100
-        // attn.view(B, nW, nH, N, N) + mask.unsqueeze(1).unsqueeze(0)
-        attn = attn.try_reshape(&[b, nw, heads, n, n])?.try_add(&mask.try_reshape(&[nw, 1, n, n])?)?;
+        let mask = diff
+            .try_mul(&diff)?
+            .try_minimum(&ones)?
+            .try_mul_scalar(-100.0)?; // 0 or −100
+                                      // attn.view(B, nW, nH, N, N) + mask.unsqueeze(1).unsqueeze(0)
+        attn = attn
+            .try_reshape(&[b, nw, heads, n, n])?
+            .try_add(&mask.try_reshape(&[nw, 1, n, n])?)?;
         attn = attn.try_reshape(&[b * nw, heads, n, n])?;
     }
     let y = attn.try_softmax()?.try_matmul(&v)?; // (B·nW, nH, N, hd)
@@ -671,7 +970,13 @@ fn roll(x: &Tensor, axis: usize, k: usize) -> Result<Tensor> {
     if k.is_multiple_of(p) {
         return Ok(x.clone());
     }
-    Tensor::try_cat(&[&x.try_narrow(axis, p - k, k)?, &x.try_narrow(axis, 0, p - k)?], axis)
+    Tensor::try_cat(
+        &[
+            &x.try_narrow(axis, p - k, k)?,
+            &x.try_narrow(axis, 0, p - k)?,
+        ],
+        axis,
+    )
 }
 
 /// Official `window_partition`: (B, Dp, Hp, Wp, K) → (B·nW, N, K), windows batch-major in
@@ -697,7 +1002,16 @@ pub fn test_spec() -> crate::testing::TestSpec<WindowAttention> {
     use crate::testing::{Case, TestSpec, Tol};
     use proptest::prelude::*;
     #[allow(clippy::too_many_arguments)]
-    fn case(b: usize, heads: usize, hd: usize, dims: [usize; 3], full: [usize; 3], shift: [usize; 3], k: f32, seed: u64) -> Case<WindowAttention> {
+    fn case(
+        b: usize,
+        heads: usize,
+        hd: usize,
+        dims: [usize; 3],
+        full: [usize; 3],
+        shift: [usize; 3],
+        k: f32,
+        seed: u64,
+    ) -> Case<WindowAttention> {
         let mut rng = crate::Rng::new(seed);
         let c3 = 3 * heads * hd;
         let shift = [0, 1, 2].map(|a| shift[a] % full[a]);
@@ -718,7 +1032,10 @@ pub fn test_spec() -> crate::testing::TestSpec<WindowAttention> {
     let dim = prop::sample::select(vec![1usize, 2, 3, 4, 5, 7, 9]);
     let dims = [dim.clone(), dim.clone(), dim].prop_map(|[a, b, c]| [a, b, c]);
     let full = [1usize..=4, 1usize..=4, 1usize..=4].prop_map(|[a, b, c]| [a, b, c]);
-    let shift = prop_oneof![Just([0usize; 3]), [0usize..4, 0usize..4, 0usize..4].prop_map(|[a, b, c]| [a, b, c])];
+    let shift = prop_oneof![
+        Just([0usize; 3]),
+        [0usize..4, 0usize..4, 0usize..4].prop_map(|[a, b, c]| [a, b, c])
+    ];
     // Head dims, a fixed bucket: the kernels compile per (D4 = ⌈hd/4⌉, HD_EXACT) and the v3 dq
     // pass also per RW (override constants; llvmpipe JIT-compiles each in tens of seconds, and
     // for D4 8 in minutes). Three pairs cover the paths: D4 1 with HD_EXACT 0 (hd 1–3) and 1
@@ -727,18 +1044,45 @@ pub fn test_spec() -> crate::testing::TestSpec<WindowAttention> {
     // in ops/window_attention.rs (fused against unfused) and through swin-tiny in models/.
     let hds = prop::sample::select(vec![1usize, 2, 3, 4, 5, 6, 7]);
     let small_dim = 1usize..=3;
-    let small_dims = [small_dim.clone(), small_dim.clone(), small_dim].prop_map(|[a, b, c]| [a, b, c]);
+    let small_dims =
+        [small_dim.clone(), small_dim.clone(), small_dim].prop_map(|[a, b, c]| [a, b, c]);
     let small_full = [1usize..=2, 1usize..=2, 1usize..=2].prop_map(|[a, b, c]| [a, b, c]);
     TestSpec {
-        cases: (1usize..=2, 1usize..=3, hds, dims, full, shift.clone(), 0.5f32..2.0, any::<u64>())
+        cases: (
+            1usize..=2,
+            1usize..=3,
+            hds,
+            dims,
+            full,
+            shift.clone(),
+            0.5f32..2.0,
+            any::<u64>(),
+        )
             .prop_map(|(b, h, hd, d, f, s, k, seed)| case(b, h, hd, d, f, s, k, seed))
             .boxed(),
-        small_cases: (1usize..=2, 1usize..=2, 1usize..=2, small_dims, small_full, shift, 0.5f32..2.0, any::<u64>())
+        small_cases: (
+            1usize..=2,
+            1usize..=2,
+            1usize..=2,
+            small_dims,
+            small_full,
+            shift,
+            0.5f32..2.0,
+            any::<u64>(),
+        )
             .prop_map(|(b, h, hd, d, f, s, k, seed)| case(b, h, hd, d, f, s, k, seed))
             .boxed(),
         // f32 dots of ≤ 32 terms, softmax sums over ≤ 64 window tokens, logits |s| ≲ 10 (+ −100).
-        forward_tol: Tol::new(2e-5, 1e-4, "f32 dots of ≤ 32 terms, softmax sums of ≤ 64 keys"),
+        forward_tol: Tol::new(
+            2e-5,
+            1e-4,
+            "f32 dots of ≤ 32 terms, softmax sums of ≤ 64 keys",
+        ),
         // d table and d bias sum dS over every window and pair: up to ~2·10³ f32 terms of |·| ≲ 1.
-        backward_tol: Tol::new(2e-4, 1e-3, "f32 sums of dS over all windows and pairs (d table, d bias)"),
+        backward_tol: Tol::new(
+            2e-4,
+            1e-3,
+            "f32 sums of dS over all windows and pairs (d table, d bias)",
+        ),
     }
 }

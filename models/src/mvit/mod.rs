@@ -38,7 +38,9 @@ use crate::{BuildOptions, InputLayout, Preset, VideoModel};
 
 pub mod pooling_attention;
 
-pub use pooling_attention::{attention_pool, AttentionPool, AttentionSpec, MultiScaleAttention, Pool, PoolMode};
+pub use pooling_attention::{
+    attention_pool, AttentionPool, AttentionSpec, MultiScaleAttention, Pool, PoolMode,
+};
 
 /// Which paper's block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,14 +113,33 @@ pub fn round_width(width: usize, multiplier: f64, divisor: usize) -> usize {
 
 /// `POOL_Q_STRIDE` that lists every block, with `strided` blocks at their stride (v2 configs).
 fn every_block(depth: usize, strided: &[usize]) -> Vec<(usize, [usize; 3])> {
-    (0..depth).map(|i| (i, if strided.contains(&i) { [1, 2, 2] } else { [1, 1, 1] })).collect()
+    (0..depth)
+        .map(|i| {
+            (
+                i,
+                if strided.contains(&i) {
+                    [1, 2, 2]
+                } else {
+                    [1, 1, 1]
+                },
+            )
+        })
+        .collect()
 }
 
 impl Config {
     /// The shared recipe: stem (3,7,7)/(2,4,4)/(1,3,3), MLP 4, qkv bias, kernels 3³, kv stride
     /// 1×8×8 adaptive, conv pooling, ×2 width and heads at each stage start in `stages`.
-    fn base(version: Version, frames: usize, crop: usize, depth: usize, embed_dim: usize, num_heads: usize,
-        stages: &[usize], drop_path_rate: f32) -> Config {
+    fn base(
+        version: Version,
+        frames: usize,
+        crop: usize,
+        depth: usize,
+        embed_dim: usize,
+        num_heads: usize,
+        stages: &[usize],
+        drop_path_rate: f32,
+    ) -> Config {
         let mul: Vec<(usize, f64)> = stages.iter().map(|&s| (s, 2.0)).collect();
         let pool_q_stride = match version {
             Version::V1 => stages.iter().map(|&s| (s, [1, 2, 2])).collect(),
@@ -189,14 +210,20 @@ impl Config {
     /// The patch grid (T, H, W) after the stem; SF requires it to equal input // stride.
     pub fn patch_grid(&self) -> Result<[usize; 3]> {
         let input = [self.frames, self.crop, self.crop];
-        let stem = Pool { kernel: self.patch_kernel, stride: self.patch_stride };
+        let stem = Pool {
+            kernel: self.patch_kernel,
+            stride: self.patch_stride,
+        };
         let mut g = [0; 3];
         for d in 0..3 {
             let s = self.patch_stride[d];
             let p = self.patch_padding[d];
             let k = self.patch_kernel[d];
             if s == 0 || input[d] + 2 * p < k {
-                return Err(Error::Config(format!("MViT config: patch {stem:?} padding {:?} does not fit the clip {input:?}", self.patch_padding)));
+                return Err(Error::Config(format!(
+                    "MViT config: patch {stem:?} padding {:?} does not fit the clip {input:?}",
+                    self.patch_padding
+                )));
             }
             g[d] = (input[d] + 2 * p - k) / s + 1;
             if g[d] != input[d] / s {
@@ -213,13 +240,18 @@ impl Config {
     pub fn schedule(&self) -> Result<Vec<BlockSpec>> {
         let bad = |what: String| Err(Error::Config(format!("MViT config: {what}")));
         if self.depth == 0 || self.embed_dim == 0 || self.num_heads == 0 || self.num_classes == 0 {
-            return bad(format!("depth {}, embed_dim {}, num_heads {}, classes {} must be positive",
-                self.depth, self.embed_dim, self.num_heads, self.num_classes));
+            return bad(format!(
+                "depth {}, embed_dim {}, num_heads {}, classes {} must be positive",
+                self.depth, self.embed_dim, self.num_heads, self.num_classes
+            ));
         }
         let n = self.depth;
         let (mut dim_mul, mut head_mul) = (vec![1.0; n + 1], vec![1.0; n + 1]);
         let mut stride_q: Vec<Option<[usize; 3]>> = vec![None; n];
-        for (list, target) in [(&self.dim_mul, &mut dim_mul), (&self.head_mul, &mut head_mul)] {
+        for (list, target) in [
+            (&self.dim_mul, &mut dim_mul),
+            (&self.head_mul, &mut head_mul),
+        ] {
             for &(i, m) in list {
                 if i > n {
                     return bad(format!("multiplier at block {i} is past depth {n}"));
@@ -233,7 +265,10 @@ impl Config {
             }
             stride_q[i] = Some(s);
         }
-        let kernel_for = |s: [usize; 3]| self.pool_kvq_kernel.unwrap_or(s.map(|s| if s > 1 { s + 1 } else { s }));
+        let kernel_for = |s: [usize; 3]| {
+            self.pool_kvq_kernel
+                .unwrap_or(s.map(|s| if s > 1 { s + 1 } else { s }))
+        };
         let mut thw = self.patch_grid()?; // actual token grid
         let mut input_size = thw; // SF's `input_size`: floors size // stride (sizes the rel-pos tables)
         let mut kv_stride = self.pool_kv_stride_adaptive;
@@ -243,16 +278,33 @@ impl Config {
             heads = round_width(heads, head_mul[i], 1);
             let dim_out = match self.version {
                 Version::V2 => round_width(dim, dim_mul[i], round_width(heads, head_mul[i], 1)),
-                Version::V1 => round_width(dim, dim_mul[i + 1], round_width(heads, head_mul[i + 1], 1)),
+                Version::V1 => {
+                    round_width(dim, dim_mul[i + 1], round_width(heads, head_mul[i + 1], 1))
+                }
             };
             if let Some(s) = stride_q[i] {
                 kv_stride = [0, 1, 2].map(|d| (kv_stride[d] / s[d]).max(1));
             }
-            let pool_q = stride_q[i].map(|s| Pool { kernel: kernel_for(s), stride: s }).filter(|p| !p.is_identity());
-            let pool_kv = Some(Pool { kernel: kernel_for(kv_stride), stride: kv_stride }).filter(|p| !p.is_identity());
-            let att = if self.version == Version::V2 { dim_out } else { dim };
+            let pool_q = stride_q[i]
+                .map(|s| Pool {
+                    kernel: kernel_for(s),
+                    stride: s,
+                })
+                .filter(|p| !p.is_identity());
+            let pool_kv = Some(Pool {
+                kernel: kernel_for(kv_stride),
+                stride: kv_stride,
+            })
+            .filter(|p| !p.is_identity());
+            let att = if self.version == Version::V2 {
+                dim_out
+            } else {
+                dim
+            };
             if att % heads != 0 {
-                return bad(format!("block {i}: width {att} is not divisible by {heads} heads"));
+                return bad(format!(
+                    "block {i}: width {att} is not divisible by {heads} heads"
+                ));
             }
             let rel_pos = (self.version == Version::V2).then(|| {
                 let q_size = input_size[1] / stride_q[i].map_or(1, |s| s[1]);
@@ -274,10 +326,24 @@ impl Config {
             let (q_thw, _) = attn.grids()?;
             let skip = stride_q[i]
                 .filter(|s| s.iter().product::<usize>() > 1)
-                .map(|s| Pool { kernel: s.map(|s| if s > 1 { s + 1 } else { s }), stride: s });
-            let drop_path = if n > 1 { self.drop_path_rate * i as f32 / (n - 1) as f32 } else { 0.0 };
+                .map(|s| Pool {
+                    kernel: s.map(|s| if s > 1 { s + 1 } else { s }),
+                    stride: s,
+                });
+            let drop_path = if n > 1 {
+                self.drop_path_rate * i as f32 / (n - 1) as f32
+            } else {
+                0.0
+            };
             let mlp_hidden = (att as f64 * self.mlp_ratio) as usize;
-            out.push(BlockSpec { attn, dim, dim_out, mlp_hidden, skip, drop_path });
+            out.push(BlockSpec {
+                attn,
+                dim,
+                dim_out,
+                mlp_hidden,
+                skip,
+                drop_path,
+            });
             if let Some(s) = stride_q[i] {
                 input_size = [0, 1, 2].map(|d| input_size[d] / s[d]);
             }
@@ -303,7 +369,15 @@ impl Config {
             let (att, hd) = (a.dim_out, a.head_dim());
             p += 2 * b.dim + b.dim * 3 * att + if a.qkv_bias { 3 * att } else { 0 };
             p += lin(att, att) + 2 * att + lin(att, b.mlp_hidden) + lin(b.mlp_hidden, b.dim_out);
-            let pool = |q: &Option<Pool>| q.map_or(0, |q| if a.mode == PoolMode::Conv { hd * q.kernel.iter().product::<usize>() + 2 * hd } else { 0 });
+            let pool = |q: &Option<Pool>| {
+                q.map_or(0, |q| {
+                    if a.mode == PoolMode::Conv {
+                        hd * q.kernel.iter().product::<usize>() + 2 * hd
+                    } else {
+                        0
+                    }
+                })
+            };
             p += pool(&a.pool_q) + 2 * pool(&a.pool_kv);
             if let Some([l_hw, l_t]) = a.rel_pos {
                 p += (2 * l_hw + l_t) * hd;
@@ -327,12 +401,24 @@ impl Config {
             let a = &b.attn;
             let (q, kv) = a.grids()?;
             let n = (a.thw.iter().product::<usize>() + 1) as f64;
-            let (lq, lk) = (q.iter().product::<usize>() as f64, kv.iter().product::<usize>() as f64);
+            let (lq, lk) = (
+                q.iter().product::<usize>() as f64,
+                kv.iter().product::<usize>() as f64,
+            );
             let (nq, nk) = (lq + 1.0, lk + 1.0);
-            let (dim, att, out, hid) = (b.dim as f64, a.dim_out as f64, b.dim_out as f64, b.mlp_hidden as f64);
-            m += n * dim * 3.0 * att + 2.0 * nq * nk * att + nq * att * att + nq * (att * hid + hid * out);
+            let (dim, att, out, hid) = (
+                b.dim as f64,
+                a.dim_out as f64,
+                b.dim_out as f64,
+                b.mlp_hidden as f64,
+            );
+            m += n * dim * 3.0 * att
+                + 2.0 * nq * nk * att
+                + nq * att * att
+                + nq * (att * hid + hid * out);
             if a.mode == PoolMode::Conv {
-                let taps = |p: &Option<Pool>| p.map_or(0.0, |p| p.kernel.iter().product::<usize>() as f64);
+                let taps =
+                    |p: &Option<Pool>| p.map_or(0.0, |p| p.kernel.iter().product::<usize>() as f64);
                 m += lq * att * taps(&a.pool_q) + 2.0 * lk * att * taps(&a.pool_kv);
             }
             if a.rel_pos.is_some() {
@@ -351,13 +437,22 @@ impl Config {
 pub(crate) fn linear(init: &mut Init, d_in: usize, d_out: usize, bias: bool) -> Result<Linear> {
     Ok(Linear {
         weight: init.trunc_normal(&[d_out, d_in], 0.02)?,
-        bias: if bias { Some(init.constant(&[d_out], 0.02)?) } else { None },
+        bias: if bias {
+            Some(init.constant(&[d_out], 0.02)?)
+        } else {
+            None
+        },
     })
 }
 
 /// SF norm: LayerNorm(eps 1e-6), weight 1, bias 0.02.
 pub(crate) fn layer_norm(init: &mut Init, c: usize) -> Result<LayerNorm> {
-    Ok(LayerNorm { weight: init.constant(&[c], 1.0)?, bias: init.constant(&[c], 0.02)?, eps: 1e-6, flax: false })
+    Ok(LayerNorm {
+        weight: init.constant(&[c], 1.0)?,
+        bias: init.constant(&[c], 0.02)?,
+        eps: 1e-6,
+        flax: false,
+    })
 }
 
 /// `x + drop_path(branch)`: stochastic depth in training, `x + branch` in eval.
@@ -390,8 +485,15 @@ impl MultiScaleBlock {
             norm1: layer_norm(init, spec.dim)?,
             attn: MultiScaleAttention::new(init, spec.attn.clone())?,
             norm2: layer_norm(init, att)?,
-            mlp: Mlp { fc1: linear(init, att, spec.mlp_hidden, true)?, fc2: linear(init, spec.mlp_hidden, spec.dim_out, true)? },
-            proj: if spec.dim != spec.dim_out { Some(linear(init, spec.dim, spec.dim_out, true)?) } else { None },
+            mlp: Mlp {
+                fc1: linear(init, att, spec.mlp_hidden, true)?,
+                fc2: linear(init, spec.mlp_hidden, spec.dim_out, true)?,
+            },
+            proj: if spec.dim != spec.dim_out {
+                Some(linear(init, spec.dim, spec.dim_out, true)?)
+            } else {
+                None
+            },
             spec,
             version,
         })
@@ -410,12 +512,17 @@ impl MultiScaleBlock {
             // pool_skip: MaxPool3d(k, s, k//2) over the grid, cls excluded and re-attached.
             let (b, n, c) = (x.dim(0), x.dim(1), x.dim(2));
             let x4 = x.try_reshape(&[b, 1, n, c])?;
-            let pooled = attention_pool(&x4, self.spec.attn.thw, |g| g.try_max_pool3d(s.kernel, s.stride, s.padding()))?;
+            let pooled = attention_pool(&x4, self.spec.attn.thw, |g| {
+                g.try_max_pool3d(s.kernel, s.stride, s.padding())
+            })?;
             x = pooled.try_reshape(&[b, pooled.dim(2), c])?;
         }
         let x = residual(&x, &x_block, dp, train)?;
         let x_norm = self.norm2.forward(&x)?;
-        let x_mlp = self.mlp.fc2.forward(&self.mlp.fc1.forward(&x_norm)?.try_gelu()?)?;
+        let x_mlp = self
+            .mlp
+            .fc2
+            .forward(&self.mlp.fc1.forward(&x_norm)?.try_gelu()?)?;
         let x = match (self.version, &self.proj) {
             (Version::V1, Some(proj)) => proj.forward(&x_norm)?, // v1: project norm2(x)
             _ => x,
@@ -467,7 +574,10 @@ impl MViT {
         let mut init = Init::new(seed);
         let d = config.embed_dim;
         let [kt, kh, kw] = config.patch_kernel;
-        let patch_embed = (init.trunc_normal(&[d, 3, kt, kh, kw], 0.02)?, init.constant(&[d], 0.0)?);
+        let patch_embed = (
+            init.trunc_normal(&[d, 3, kt, kh, kw], 0.02)?,
+            init.constant(&[d], 0.0)?,
+        );
         let cls_token = init.trunc_normal(&[1, 1, d], 0.02)?;
         let pos_embed = match config.version {
             Version::V1 => Some(SepPosEmbed {
@@ -484,7 +594,18 @@ impl MViT {
         let d_last = blocks.last().map_or(d, |b| b.spec.dim_out);
         let norm = layer_norm(&mut init, d_last)?;
         let head = linear(&mut init, d_last, config.num_classes, true)?;
-        Ok(MViT { config, patch_embed, cls_token, pos_embed, blocks, norm, head, grid, seed, steps: Cell::new(0) })
+        Ok(MViT {
+            config,
+            patch_embed,
+            cls_token,
+            pos_embed,
+            blocks,
+            norm,
+            head,
+            grid,
+            seed,
+            steps: Cell::new(0),
+        })
     }
 
     /// x (B, 3, T, H, W) -> logits (B, classes). SF's eval head would apply softmax; we don't.
@@ -494,7 +615,10 @@ impl MViT {
         if x.rank() != 5 || x.shape()[1..] != want || x.dim(0) == 0 {
             return Err(Error::Shape(format!(
                 "MViT: input of shape {:?}, expected (B, 3, {}, {}, {}) with B ≥ 1",
-                x.shape(), c.frames, c.crop, c.crop
+                x.shape(),
+                c.frames,
+                c.crop,
+                c.crop
             )));
         }
         let b = x.dim(0);
@@ -507,7 +631,10 @@ impl MViT {
         let mut x = Tensor::try_cat(&[&cls, &tokens], 1)?; // (B, 1 + T·H·W, D)
         if let Some(p) = &self.pos_embed {
             // spatial.repeat(1, T, 1) + repeat_interleave(temporal, H·W, dim=1), as broadcasts.
-            let grid = p.spatial.try_reshape(&[1, 1, h * w, d])?.try_add(&p.temporal.try_reshape(&[1, t, 1, d])?)?; // (1, T, H·W, D)
+            let grid = p
+                .spatial
+                .try_reshape(&[1, 1, h * w, d])?
+                .try_add(&p.temporal.try_reshape(&[1, t, 1, d])?)?; // (1, T, H·W, D)
             let pos = Tensor::try_cat(&[&p.class, &grid.try_reshape(&[1, l, d])?], 1)?; // (1, 1 + T·H·W, D)
             x = x.try_add(&pos)?;
         }
@@ -515,15 +642,22 @@ impl MViT {
         // block with a stride, where the residual is pooled too).
         let mut i = 0;
         while i < self.blocks.len() {
-            let end = (i + 1..self.blocks.len()).find(|&j| self.blocks[j].spec.skip.is_some()).unwrap_or(self.blocks.len());
-            x = crate::blocks::stage(&x, &self.blocks[i..end], move |blk, _, x| blk.forward(x, train))?;
+            let end = (i + 1..self.blocks.len())
+                .find(|&j| self.blocks[j].spec.skip.is_some())
+                .unwrap_or(self.blocks.len());
+            x = crate::blocks::stage(&x, &self.blocks[i..end], move |blk, _, x| {
+                blk.forward(x, train)
+            })?;
             i = end;
         }
         let mut x = self.norm.forward(&x)?.try_select(1, 0)?; // cls token: (B, D')
         if train && c.dropout_rate > 0.0 {
             let step = self.steps.get();
             self.steps.set(step + 1);
-            x = x.try_dropout(c.dropout_rate, self.seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15))?;
+            x = x.try_dropout(
+                c.dropout_rate,
+                self.seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            )?;
         }
         self.head.forward(&x)
     }
@@ -531,8 +665,14 @@ impl MViT {
     /// Every parameter under its SF state-dict key.
     pub fn named_params(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![
-            ("patch_embed.proj.weight".to_string(), self.patch_embed.0.clone()),
-            ("patch_embed.proj.bias".to_string(), self.patch_embed.1.clone()),
+            (
+                "patch_embed.proj.weight".to_string(),
+                self.patch_embed.0.clone(),
+            ),
+            (
+                "patch_embed.proj.bias".to_string(),
+                self.patch_embed.1.clone(),
+            ),
             ("cls_token".to_string(), self.cls_token.clone()),
         ];
         if let Some(p) = &self.pos_embed {
@@ -607,8 +747,13 @@ fn configure(mut c: Config, o: &BuildOptions) -> Result<Config> {
     Ok(c)
 }
 
-fn preset(name: &'static str, description: &'static str, c: Config, tiny: bool,
-    build: fn(&BuildOptions) -> Result<Box<dyn VideoModel>>) -> Preset {
+fn preset(
+    name: &'static str,
+    description: &'static str,
+    c: Config,
+    tiny: bool,
+    build: fn(&BuildOptions) -> Result<Box<dyn VideoModel>>,
+) -> Preset {
     // The preset configs are fixed and valid (the tests count every one), so a count error
     // here is a bug in this file; it reads as 0 rather than hiding the preset.
     Preset {
@@ -628,27 +773,102 @@ pub fn presets() -> Vec<Preset> {
     let v1 = || Config::tiny(Version::V1, NUM_CLASSES);
     let v2 = || Config::tiny(Version::V2, NUM_CLASSES);
     vec![
-        preset("mvit-b-16x4", "MViT-B 16x4, K400 (SF MVIT_B_16x4_CONV)", Config::mvit_b_16x4(), false,
-            |o| Ok(Box::new(MViT::new(configure(Config::mvit_b_16x4(), o)?, o.seed)?))),
-        preset("mvit-b-32x3", "MViT-B 32x3, K400, 16 layers as the paper", Config::mvit_b_32x3(), false,
-            |o| Ok(Box::new(MViT::new(configure(Config::mvit_b_32x3(), o)?, o.seed)?))),
-        preset("mvitv2-s-16x4", "MViTv2-S 16x4, K400 (SF MVITv2_S_16x4)", Config::mvitv2_s_16x4(), false,
-            |o| Ok(Box::new(MViT::new(configure(Config::mvitv2_s_16x4(), o)?, o.seed)?))),
-        preset("mvitv2-b-32x3", "MViTv2-B 32x3, K400 (SF MVITv2_B_32x3)", Config::mvitv2_b_32x3(), false,
-            |o| Ok(Box::new(MViT::new(configure(Config::mvitv2_b_32x3(), o)?, o.seed)?))),
-        preset("mvitv2-l-40x3", "MViTv2-L 40x3 @312, K400 (SF MVITv2_L_40x3_test)", Config::mvitv2_l_40x3(), false,
-            |o| Ok(Box::new(MViT::new(configure(Config::mvitv2_l_40x3(), o)?, o.seed)?))),
-        preset("mvit-tiny", "MViT v1, tiny: 8x32x32, embed 32, 3 blocks, one q-pool stage", v1(), true,
-            |o| Ok(Box::new(MViT::new(configure(Config::tiny(Version::V1, NUM_CLASSES), o)?, o.seed)?))),
-        preset("mvitv2-tiny", "MViTv2, tiny: 8x32x32, embed 32, 3 blocks, one q-pool stage", v2(), true,
-            |o| Ok(Box::new(MViT::new(configure(Config::tiny(Version::V2, NUM_CLASSES), o)?, o.seed)?))),
+        preset(
+            "mvit-b-16x4",
+            "MViT-B 16x4, K400 (SF MVIT_B_16x4_CONV)",
+            Config::mvit_b_16x4(),
+            false,
+            |o| {
+                Ok(Box::new(MViT::new(
+                    configure(Config::mvit_b_16x4(), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
+        preset(
+            "mvit-b-32x3",
+            "MViT-B 32x3, K400, 16 layers as the paper",
+            Config::mvit_b_32x3(),
+            false,
+            |o| {
+                Ok(Box::new(MViT::new(
+                    configure(Config::mvit_b_32x3(), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
+        preset(
+            "mvitv2-s-16x4",
+            "MViTv2-S 16x4, K400 (SF MVITv2_S_16x4)",
+            Config::mvitv2_s_16x4(),
+            false,
+            |o| {
+                Ok(Box::new(MViT::new(
+                    configure(Config::mvitv2_s_16x4(), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
+        preset(
+            "mvitv2-b-32x3",
+            "MViTv2-B 32x3, K400 (SF MVITv2_B_32x3)",
+            Config::mvitv2_b_32x3(),
+            false,
+            |o| {
+                Ok(Box::new(MViT::new(
+                    configure(Config::mvitv2_b_32x3(), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
+        preset(
+            "mvitv2-l-40x3",
+            "MViTv2-L 40x3 @312, K400 (SF MVITv2_L_40x3_test)",
+            Config::mvitv2_l_40x3(),
+            false,
+            |o| {
+                Ok(Box::new(MViT::new(
+                    configure(Config::mvitv2_l_40x3(), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
+        preset(
+            "mvit-tiny",
+            "MViT v1, tiny: 8x32x32, embed 32, 3 blocks, one q-pool stage",
+            v1(),
+            true,
+            |o| {
+                Ok(Box::new(MViT::new(
+                    configure(Config::tiny(Version::V1, NUM_CLASSES), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
+        preset(
+            "mvitv2-tiny",
+            "MViTv2, tiny: 8x32x32, embed 32, 3 blocks, one q-pool stage",
+            v2(),
+            true,
+            |o| {
+                Ok(Box::new(MViT::new(
+                    configure(Config::tiny(Version::V2, NUM_CLASSES), o)?,
+                    o.seed,
+                )?))
+            },
+        ),
     ]
 }
 
 /// SlowFast `PatchEmbed` (3-D): Conv3d(proj, stride, padding), then `flatten(2).transpose(1,
 /// 2)`: x (B, 3, T, H, W) -> tokens (B, T'·H'·W', D), t-major. `proj` is `proj.weight` (D, C,
 /// kT, kH, kW) and `proj.bias` (D).
-pub fn patch_embed(proj: &(Tensor, Tensor), stride: [usize; 3], padding: [usize; 3], x: &Tensor) -> Result<Tensor> {
+pub fn patch_embed(
+    proj: &(Tensor, Tensor),
+    stride: [usize; 3],
+    padding: [usize; 3],
+    x: &Tensor,
+) -> Result<Tensor> {
     let y = x.try_conv3d(&proj.0, Some(&proj.1), stride, padding, 1)?; // (B, D, T', H', W')
     let (b, d) = (y.dim(0), y.dim(1));
     let l = y.numel() / (b * d);

@@ -103,11 +103,18 @@ impl AttentionSpec {
 /// `attention_pool`: x (B, G, 1 + T·H·W, C) with the cls token first -> (B, G, 1 + T'·H'·W', C).
 /// The cls row is split off, the rest is pooled as B·G images of C channels over (T, H, W) by
 /// `pool` ((B·G, C, T, H, W) -> (B·G, C, T', H', W')), then the cls row is put back in front.
-pub fn attention_pool(x: &Tensor, thw: [usize; 3], pool: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+pub fn attention_pool(
+    x: &Tensor,
+    thw: [usize; 3],
+    pool: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
     let (b, g, n, c) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
     let [t, h, w] = thw;
     if n != 1 + t * h * w {
-        return Err(Error::Shape(format!("attention_pool: {n} tokens, expected 1 + {t}·{h}·{w} (x {:?})", x.shape())));
+        return Err(Error::Shape(format!(
+            "attention_pool: {n} tokens, expected 1 + {t}·{h}·{w} (x {:?})",
+            x.shape()
+        )));
     }
     let cls = x.try_narrow(2, 0, 1)?; // (B, G, 1, C)
     let grid = x
@@ -116,7 +123,10 @@ pub fn attention_pool(x: &Tensor, thw: [usize; 3], pool: impl FnOnce(&Tensor) ->
         .try_permute(&[0, 4, 1, 2, 3])?; // (B·G, C, T, H, W)
     let y = pool(&grid)?; // (B·G, C, T', H', W')
     let l = y.dim(2) * y.dim(3) * y.dim(4);
-    let y = y.try_reshape(&[b * g, c, l])?.try_permute(&[0, 2, 1])?.try_reshape(&[b, g, l, c])?; // (B, G, L', C)
+    let y = y
+        .try_reshape(&[b * g, c, l])?
+        .try_permute(&[0, 2, 1])?
+        .try_reshape(&[b, g, l, c])?; // (B, G, L', C)
     Tensor::try_cat(&[&cls, &y], 2) // (B, G, 1 + L', C)
 }
 
@@ -136,11 +146,19 @@ impl AttentionPool {
         let (weight, norm) = match mode {
             PoolMode::Conv => {
                 let [kt, kh, kw] = pool.kernel;
-                (Some(init.trunc_normal(&[hd, 1, kt, kh, kw], 0.02)?), Some(super::layer_norm(init, hd)?))
+                (
+                    Some(init.trunc_normal(&[hd, 1, kt, kh, kw], 0.02)?),
+                    Some(super::layer_norm(init, hd)?),
+                )
             }
             PoolMode::Avg | PoolMode::Max => (None, None),
         };
-        Ok(AttentionPool { pool, mode, weight, norm })
+        Ok(AttentionPool {
+            pool,
+            mode,
+            weight,
+            norm,
+        })
     }
 
     /// x (B, heads, 1 + T·H·W, hd) -> (B, heads, 1 + T'·H'·W', hd).
@@ -150,7 +168,9 @@ impl AttentionPool {
             (PoolMode::Conv, Some(w)) => g.try_depthwise_conv3d(w, None, s, p),
             (PoolMode::Avg, _) => g.try_avg_pool3d(k, s, p),
             (PoolMode::Max, _) => g.try_max_pool3d(k, s, p),
-            (PoolMode::Conv, None) => Err(Error::Config("MViT attention pool: conv mode without a weight".into())),
+            (PoolMode::Conv, None) => Err(Error::Config(
+                "MViT attention pool: conv mode without a weight".into(),
+            )),
         })?;
         match &self.norm {
             Some(n) => n.forward(&y),
@@ -215,7 +235,12 @@ impl RelAxis {
             Some(m) => Some(Tensor::from_slice(&m, &[len, table_len])?),
             None => None,
         };
-        Ok(RelAxis { index: Indices::from_slice(&rel_pos_index(q, k))?, resize, q, k })
+        Ok(RelAxis {
+            index: Indices::from_slice(&rel_pos_index(q, k))?,
+            resize,
+            q,
+            k,
+        })
     }
 
     /// R (q, k, hd) = table[dist] from a table (L, hd).
@@ -225,7 +250,8 @@ impl RelAxis {
             Some(m) => m.try_matmul(table)?, // (2·max − 1, hd)
             None => table.clone(),
         };
-        t.try_index_select(&self.index)?.try_reshape(&[self.q, self.k, hd])
+        t.try_index_select(&self.index)?
+            .try_reshape(&[self.q, self.k, hd])
     }
 }
 
@@ -251,19 +277,27 @@ impl RelPos {
         let (qt, qh, qw) = (at.q, ah.q, aw.q);
         let (kt, kh, kw) = (at.k, ah.k, aw.k);
         let mq = qt * qh * qw;
-        let r_q = q.try_narrow(2, 1, nq - 1)?.try_reshape(&[b, nh, qt, qh, qw, hd])?; // (B, n, qt, qh, qw, hd)
-        // Rh (qh, kh, hd): batch over y, rows over x.
-        let rh = ah.lookup(&self.rel_pos_h)?.try_reshape(&[1, 1, 1, qh, kh, hd])?;
+        let r_q = q
+            .try_narrow(2, 1, nq - 1)?
+            .try_reshape(&[b, nh, qt, qh, qw, hd])?; // (B, n, qt, qh, qw, hd)
+                                                     // Rh (qh, kh, hd): batch over y, rows over x.
+        let rh = ah
+            .lookup(&self.rel_pos_h)?
+            .try_reshape(&[1, 1, 1, qh, kh, hd])?;
         let rel_h = r_q.try_matmul_nt(&rh)?.try_reshape(&[b, nh, mq, kh])?; // (B, n, qt·qh·qw, kh)
-        // Rw (qw, kw, hd): batch over x, so x moves before y and back.
-        let rw = aw.lookup(&self.rel_pos_w)?.try_reshape(&[1, 1, 1, qw, kw, hd])?;
+                                                                            // Rw (qw, kw, hd): batch over x, so x moves before y and back.
+        let rw = aw
+            .lookup(&self.rel_pos_w)?
+            .try_reshape(&[1, 1, 1, qw, kw, hd])?;
         let rel_w = r_q
             .try_permute(&[0, 1, 2, 4, 3, 5])? // (B, n, qt, qw, qh, hd)
             .try_matmul_nt(&rw)? // (B, n, qt, qw, qh, kw)
             .try_permute(&[0, 1, 2, 4, 3, 5])?
             .try_reshape(&[b, nh, mq, kw])?;
         // Rt (qt, kt, hd): batch over t, rows over (y, x).
-        let rt = at.lookup(&self.rel_pos_t)?.try_reshape(&[1, 1, qt, kt, hd])?;
+        let rt = at
+            .lookup(&self.rel_pos_t)?
+            .try_reshape(&[1, 1, qt, kt, hd])?;
         let rel_t = r_q
             .try_reshape(&[b, nh, qt, qh * qw, hd])?
             .try_matmul_nt(&rt)? // (B, n, qt, qh·qw, kt)
@@ -281,11 +315,20 @@ impl RelPos {
         let (kt, kh, kw) = (at.k, ah.k, aw.k);
         let (mq, mk) = (qt * qh * qw, kt * kh * kw);
         let rel = self.forward(q)?; // (B, n, Nq', kt + kh + kw)
-        let rel_t = rel.try_narrow(3, 0, kt)?.try_reshape(&[b, nh, mq, kt, 1, 1])?;
-        let rel_h = rel.try_narrow(3, kt, kh)?.try_reshape(&[b, nh, mq, 1, kh, 1])?;
-        let rel_w = rel.try_narrow(3, kt + kh, kw)?.try_reshape(&[b, nh, mq, 1, 1, kw])?;
-        let rel = rel_t.try_add(&rel_h)?.try_add(&rel_w)?.try_reshape(&[b, nh, mq, mk])?; // (B, n, Nq', Nk')
-        // Zero cls column, then zero cls row: (B, n, 1 + Nq', 1 + Nk').
+        let rel_t = rel
+            .try_narrow(3, 0, kt)?
+            .try_reshape(&[b, nh, mq, kt, 1, 1])?;
+        let rel_h = rel
+            .try_narrow(3, kt, kh)?
+            .try_reshape(&[b, nh, mq, 1, kh, 1])?;
+        let rel_w = rel
+            .try_narrow(3, kt + kh, kw)?
+            .try_reshape(&[b, nh, mq, 1, 1, kw])?;
+        let rel = rel_t
+            .try_add(&rel_h)?
+            .try_add(&rel_w)?
+            .try_reshape(&[b, nh, mq, mk])?; // (B, n, Nq', Nk')
+                                             // Zero cls column, then zero cls row: (B, n, 1 + Nq', 1 + Nk').
         let rel = Tensor::try_cat(&[&Tensor::try_full(&[b, nh, mq, 1], 0.0)?, &rel], 3)?;
         Tensor::try_cat(&[&Tensor::try_full(&[b, nh, 1, mk + 1], 0.0)?, &rel], 2)
     }
@@ -309,18 +352,27 @@ pub struct MultiScaleAttention {
 impl MultiScaleAttention {
     pub fn new(init: &mut Init, spec: AttentionSpec) -> Result<MultiScaleAttention> {
         if spec.heads == 0 || !spec.dim_out.is_multiple_of(spec.heads) {
-            return Err(Error::Config(format!("MViT attention: width {} is not divisible by {} heads", spec.dim_out, spec.heads)));
+            return Err(Error::Config(format!(
+                "MViT attention: width {} is not divisible by {} heads",
+                spec.dim_out, spec.heads
+            )));
         }
         let hd = spec.head_dim();
         let (q_thw, kv_thw) = spec.grids()?;
         let qkv = super::linear(init, spec.dim, 3 * spec.dim_out, spec.qkv_bias)?;
         let proj = super::linear(init, spec.dim_out, spec.dim_out, true)?;
-        let mut pool = |p: Option<Pool>| p.map(|p| AttentionPool::new(init, p, spec.mode, hd)).transpose();
-        let (pool_q, pool_k, pool_v) = (pool(spec.pool_q)?, pool(spec.pool_kv)?, pool(spec.pool_kv)?);
+        let mut pool = |p: Option<Pool>| {
+            p.map(|p| AttentionPool::new(init, p, spec.mode, hd))
+                .transpose()
+        };
+        let (pool_q, pool_k, pool_v) =
+            (pool(spec.pool_q)?, pool(spec.pool_kv)?, pool(spec.pool_kv)?);
         let rel_pos = match spec.rel_pos {
             Some([l_hw, l_t]) => {
                 if q_thw[1] != q_thw[2] || kv_thw[1] != kv_thw[2] {
-                    return Err(Error::Config(format!("MViT rel pos: grids must be square, got q {q_thw:?} kv {kv_thw:?}")));
+                    return Err(Error::Config(format!(
+                        "MViT rel pos: grids must be square, got q {q_thw:?} kv {kv_thw:?}"
+                    )));
                 }
                 Some(RelPos {
                     rel_pos_h: init.trunc_normal(&[l_hw, hd], 0.02)?,
@@ -335,7 +387,17 @@ impl MultiScaleAttention {
             }
             None => None,
         };
-        Ok(MultiScaleAttention { spec, qkv, proj, pool_q, pool_k, pool_v, rel_pos, q_thw, kv_thw })
+        Ok(MultiScaleAttention {
+            spec,
+            qkv,
+            proj,
+            pool_q,
+            pool_k,
+            pool_v,
+            rel_pos,
+            q_thw,
+            kv_thw,
+        })
     }
 
     /// x (B, 1 + T·H·W, dim) -> pooled and normed q (B, heads, Nq, hd), k and v (B, heads, Nk, hd).
@@ -355,7 +417,11 @@ impl MultiScaleAttention {
                 None => Ok(t),
             }
         };
-        Ok([pooled(0, &self.pool_q)?, pooled(1, &self.pool_k)?, pooled(2, &self.pool_v)?])
+        Ok([
+            pooled(0, &self.pool_q)?,
+            pooled(1, &self.pool_k)?,
+            pooled(2, &self.pool_v)?,
+        ])
     }
 
     /// Attention output y (B, heads, Nq, hd) -> (B, Nq, dim_out): v2 residual pooling, proj.
@@ -365,10 +431,18 @@ impl MultiScaleAttention {
         let mut y = y;
         if s.residual_pooling {
             // x[:, :, 1:] += q[:, :, 1:]: the cls row gets nothing.
-            let q_body = Tensor::try_cat(&[&Tensor::try_full(&[b, nh, 1, hd], 0.0)?, &q.try_narrow(2, 1, nq - 1)?], 2)?;
+            let q_body = Tensor::try_cat(
+                &[
+                    &Tensor::try_full(&[b, nh, 1, hd], 0.0)?,
+                    &q.try_narrow(2, 1, nq - 1)?,
+                ],
+                2,
+            )?;
             y = y.try_add(&q_body)?;
         }
-        let y = y.try_permute(&[0, 2, 1, 3])?.try_reshape(&[b, nq, s.dim_out])?; // (B, Nq, att)
+        let y = y
+            .try_permute(&[0, 2, 1, 3])?
+            .try_reshape(&[b, nq, s.dim_out])?; // (B, Nq, att)
         self.proj.forward(&y)
     }
 
@@ -389,7 +463,9 @@ impl MultiScaleAttention {
     pub fn forward_unfused(&self, x: &Tensor) -> Result<Tensor> {
         let [q, k, v] = self.pooled_qkv(x)?;
         // (q·scale)·kᵀ, the scale applied to the scores (the same product).
-        let mut attn = q.try_matmul_nt(&k)?.try_mul_scalar((self.spec.head_dim() as f32).powf(-0.5))?; // (B, heads, Nq, Nk)
+        let mut attn = q
+            .try_matmul_nt(&k)?
+            .try_mul_scalar((self.spec.head_dim() as f32).powf(-0.5))?; // (B, heads, Nq, Nk)
         if let Some(r) = &self.rel_pos {
             attn = attn.try_add(&r.expanded(&q)?)?; // unscaled q (SF passes q, not q·scale)
         }
@@ -401,7 +477,11 @@ impl MultiScaleAttention {
     pub fn params(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
         self.qkv.params(&format!("{prefix}.qkv"), out);
         self.proj.params(&format!("{prefix}.proj"), out);
-        for (name, p) in [("q", &self.pool_q), ("k", &self.pool_k), ("v", &self.pool_v)] {
+        for (name, p) in [
+            ("q", &self.pool_q),
+            ("k", &self.pool_k),
+            ("v", &self.pool_v),
+        ] {
             if let Some(p) = p {
                 if let Some(w) = &p.weight {
                     out.push((format!("{prefix}.pool_{name}.weight"), w.clone()));

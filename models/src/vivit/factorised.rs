@@ -20,7 +20,10 @@
 use tubelet::nn::{Dense, Init, LayerNorm};
 use tubelet::{Error, Result, Tensor};
 
-use super::{classify, head_params, new_embedding, new_head, tubelet_embed, AttentionOrder, Config, EncoderBlock, MlpBlock};
+use super::{
+    classify, head_params, new_embedding, new_head, tubelet_embed, AttentionOrder, Config,
+    EncoderBlock, MlpBlock,
+};
 use super::{Classifier, Model, MultiHeadDotProductAttention};
 use crate::grid_attention::{group_attention, head_split_attention, Groups};
 use crate::{InputLayout, VideoModel};
@@ -41,14 +44,28 @@ pub struct Transformer {
 
 impl Transformer {
     /// `layers` blocks of `heads` heads and MLP width `mlp_dim` over `len` tokens (+ cls).
-    fn new(init: &mut Init, name: &'static str, c: &Config, len: usize, layers: usize, heads: usize, mlp_dim: usize) -> Result<Transformer> {
+    fn new(
+        init: &mut Init,
+        name: &'static str,
+        c: &Config,
+        len: usize,
+        layers: usize,
+        heads: usize,
+        mlp_dim: usize,
+    ) -> Result<Transformer> {
         let d = c.hidden;
         let k = c.classifier.cls_tokens();
         Ok(Transformer {
             name,
-            cls: if k == 1 { Some(init.constant(&[1, 1, d], 0.0)?) } else { None },
+            cls: if k == 1 {
+                Some(init.constant(&[1, 1, d], 0.0)?)
+            } else {
+                None
+            },
             pos_embedding: init.normal(&[1, len + k, d], 0.02)?,
-            blocks: (0..layers).map(|_| EncoderBlock::new(init, d, heads, mlp_dim)).collect::<Result<_>>()?,
+            blocks: (0..layers)
+                .map(|_| EncoderBlock::new(init, d, heads, mlp_dim))
+                .collect::<Result<_>>()?,
             encoder_norm: LayerNorm::flax(init, d)?,
             classifier: c.classifier,
         })
@@ -65,7 +82,9 @@ impl Transformer {
         h = crate::blocks::layers(&h, &self.blocks, |blk, _, h| blk.forward(h))?; // checkpoint segments
         match self.classifier {
             // LN is per token: only the first row is read.
-            Classifier::Token | Classifier::First => self.encoder_norm.forward(&h.try_select(1, 0)?),
+            Classifier::Token | Classifier::First => {
+                self.encoder_norm.forward(&h.try_select(1, 0)?)
+            }
             pooled => pooled.pool(&self.encoder_norm.forward(&h)?),
         }
     }
@@ -75,7 +94,10 @@ impl Transformer {
         if let Some(cls) = &self.cls {
             out.push((format!("cls_{n}"), cls.clone()));
         }
-        out.push((format!("{n}/posembed_input/pos_embedding"), self.pos_embedding.clone()));
+        out.push((
+            format!("{n}/posembed_input/pos_embedding"),
+            self.pos_embedding.clone(),
+        ));
         for (i, blk) in self.blocks.iter().enumerate() {
             blk.params(&format!("{n}/encoderblock_{i}"), out);
         }
@@ -100,16 +122,48 @@ impl FactorisedEncoder {
     pub fn new(config: Config, seed: u64) -> Result<FactorisedEncoder> {
         config.validate()?;
         let Model::FactorisedEncoder { temporal_layers } = config.model else {
-            return Err(Error::Config(format!("FactorisedEncoder builds Model 2, not {:?}", config.model)));
+            return Err(Error::Config(format!(
+                "FactorisedEncoder builds Model 2, not {:?}",
+                config.model
+            )));
         };
         let mut init = Init::new(seed);
         let g = config.grid();
         let embedding = new_embedding(&mut init, &config)?;
-        let (c, (th, tm)) = (&config, (config.temporal_heads.unwrap_or(config.heads), config.temporal_mlp_dim.unwrap_or(config.mlp_dim)));
-        let spatial = Transformer::new(&mut init, "SpatialTransformer", c, g.h * g.w, c.layers, c.heads, c.mlp_dim)?;
-        let temporal = Transformer::new(&mut init, "TemporalTransformer", c, g.t, temporal_layers, th, tm)?;
+        let (c, (th, tm)) = (
+            &config,
+            (
+                config.temporal_heads.unwrap_or(config.heads),
+                config.temporal_mlp_dim.unwrap_or(config.mlp_dim),
+            ),
+        );
+        let spatial = Transformer::new(
+            &mut init,
+            "SpatialTransformer",
+            c,
+            g.h * g.w,
+            c.layers,
+            c.heads,
+            c.mlp_dim,
+        )?;
+        let temporal = Transformer::new(
+            &mut init,
+            "TemporalTransformer",
+            c,
+            g.t,
+            temporal_layers,
+            th,
+            tm,
+        )?;
         let (pre_logits, output_projection) = new_head(&mut init, &config)?;
-        Ok(FactorisedEncoder { config, embedding, spatial, temporal, pre_logits, output_projection })
+        Ok(FactorisedEncoder {
+            config,
+            embedding,
+            spatial,
+            temporal,
+            pre_logits,
+            output_projection,
+        })
     }
 
     /// x (B, T, H, W, 3) channels-last -> logits (B, classes).
@@ -119,8 +173,15 @@ impl FactorisedEncoder {
         let tokens = tubelet_embed(c, &self.embedding, x)?; // (B, nt·ns, D), t-major
         let b = x.dim(0);
         let frames = tokens.try_reshape(&[b * g.t, g.h * g.w, c.hidden])?; // (B·nt, ns, D)
-        let frames = self.spatial.forward(&frames)?.try_reshape(&[b, g.t, c.hidden])?; // (B, nt, D)
-        classify(&self.pre_logits, &self.output_projection, &self.temporal.forward(&frames)?) // (B, classes)
+        let frames = self
+            .spatial
+            .forward(&frames)?
+            .try_reshape(&[b, g.t, c.hidden])?; // (B, nt, D)
+        classify(
+            &self.pre_logits,
+            &self.output_projection,
+            &self.temporal.forward(&frames)?,
+        ) // (B, classes)
     }
 
     /// Every parameter under its scenic checkpoint key.
@@ -158,7 +219,10 @@ impl FactorisedSelfAttentionBlock {
             layer_norm_space: LayerNorm::flax(init, d)?,
             attention_space: MultiHeadDotProductAttention::new(init, d, heads)?,
             layer_norm_mlp: LayerNorm::flax(init, d)?,
-            mlp: MlpBlock { dense_0: Dense::new(init, d, mlp_dim)?, dense_1: Dense::new(init, mlp_dim, d)? },
+            mlp: MlpBlock {
+                dense_0: Dense::new(init, d, mlp_dim)?,
+                dense_1: Dense::new(init, mlp_dim, d)?,
+            },
         })
     }
 
@@ -180,13 +244,22 @@ impl FactorisedSelfAttentionBlock {
     }
 
     fn params(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
-        self.layer_norm_time.params(&format!("{p}/LayerNorm_time"), out);
-        self.attention_time.params(&format!("{p}/MultiHeadDotProductAttention_time"), out);
-        self.layer_norm_space.params(&format!("{p}/LayerNorm_space"), out);
-        self.attention_space.params(&format!("{p}/MultiHeadDotProductAttention_space"), out);
-        self.layer_norm_mlp.params(&format!("{p}/LayerNorm_mlp"), out);
-        self.mlp.dense_0.params(&format!("{p}/MlpBlock/Dense_0"), out);
-        self.mlp.dense_1.params(&format!("{p}/MlpBlock/Dense_1"), out);
+        self.layer_norm_time
+            .params(&format!("{p}/LayerNorm_time"), out);
+        self.attention_time
+            .params(&format!("{p}/MultiHeadDotProductAttention_time"), out);
+        self.layer_norm_space
+            .params(&format!("{p}/LayerNorm_space"), out);
+        self.attention_space
+            .params(&format!("{p}/MultiHeadDotProductAttention_space"), out);
+        self.layer_norm_mlp
+            .params(&format!("{p}/LayerNorm_mlp"), out);
+        self.mlp
+            .dense_0
+            .params(&format!("{p}/MlpBlock/Dense_0"), out);
+        self.mlp
+            .dense_1
+            .params(&format!("{p}/MlpBlock/Dense_1"), out);
     }
 }
 
@@ -219,16 +292,32 @@ impl FactorisedViViT {
         let pos_embedding = init.normal(&[1, config.num_patches(), d], 0.02)?;
         let blocks = match config.model {
             Model::FactorisedSelfAttention => FactorisedBlocks::SelfAttention(
-                (0..config.layers).map(|_| FactorisedSelfAttentionBlock::new(&mut init, d, h, m)).collect::<Result<_>>()?,
+                (0..config.layers)
+                    .map(|_| FactorisedSelfAttentionBlock::new(&mut init, d, h, m))
+                    .collect::<Result<_>>()?,
             ),
             Model::FactorisedDotProduct => FactorisedBlocks::DotProduct(
-                (0..config.layers).map(|_| EncoderBlock::new(&mut init, d, h, m)).collect::<Result<_>>()?,
+                (0..config.layers)
+                    .map(|_| EncoderBlock::new(&mut init, d, h, m))
+                    .collect::<Result<_>>()?,
             ),
-            other => return Err(Error::Config(format!("FactorisedViViT builds Models 3 and 4, not {other:?}"))),
+            other => {
+                return Err(Error::Config(format!(
+                    "FactorisedViViT builds Models 3 and 4, not {other:?}"
+                )))
+            }
         };
         let encoder_norm = LayerNorm::flax(&mut init, d)?;
         let (pre_logits, output_projection) = new_head(&mut init, &config)?;
-        Ok(FactorisedViViT { config, embedding, pos_embedding, blocks, encoder_norm, pre_logits, output_projection })
+        Ok(FactorisedViViT {
+            config,
+            embedding,
+            pos_embedding,
+            blocks,
+            encoder_norm,
+            pre_logits,
+            output_projection,
+        })
     }
 
     /// x (B, T, H, W, 3) channels-last -> logits (B, classes).
@@ -238,13 +327,19 @@ impl FactorisedViViT {
         match &self.blocks {
             FactorisedBlocks::SelfAttention(blocks) => {
                 let c = c.clone();
-                h = crate::blocks::layers(&h, blocks, move |blk, _, h| blk.forward(h, &c))?; // checkpoint segments
+                h = crate::blocks::layers(&h, blocks, move |blk, _, h| blk.forward(h, &c))?;
+                // checkpoint segments
             }
             FactorisedBlocks::DotProduct(blocks) => {
                 // scenic applies the block to x viewed as [B, nt, ns, D]; (B, N, D) holds the same.
-                let (g, heads, scale) = (c.grid(), c.heads, 1.0 / ((c.hidden / c.heads) as f32).sqrt());
+                let (g, heads, scale) = (
+                    c.grid(),
+                    c.heads,
+                    1.0 / ((c.hidden / c.heads) as f32).sqrt(),
+                );
                 let core = move |qkv: &Tensor| head_split_attention(qkv, g, heads, scale);
-                h = crate::blocks::layers(&h, blocks, move |blk, _, h| blk.forward_with(h, core))?; // checkpoint segments
+                h = crate::blocks::layers(&h, blocks, move |blk, _, h| blk.forward_with(h, core))?;
+                // checkpoint segments
             }
         }
         let pooled = c.classifier.pool(&self.encoder_norm.forward(&h)?)?; // 'gap', 'gmp' or 'gsp': (B, D)
@@ -256,7 +351,10 @@ impl FactorisedViViT {
         let mut out = vec![
             ("embedding/kernel".to_string(), self.embedding.0.clone()),
             ("embedding/bias".to_string(), self.embedding.1.clone()),
-            ("Transformer/posembed_input/pos_embedding".to_string(), self.pos_embedding.clone()),
+            (
+                "Transformer/posembed_input/pos_embedding".to_string(),
+                self.pos_embedding.clone(),
+            ),
         ];
         match &self.blocks {
             FactorisedBlocks::SelfAttention(blocks) => {
@@ -270,7 +368,8 @@ impl FactorisedViViT {
                 }
             }
         }
-        self.encoder_norm.params("Transformer/encoder_norm", &mut out);
+        self.encoder_norm
+            .params("Transformer/encoder_norm", &mut out);
         head_params(&self.pre_logits, &self.output_projection, &mut out);
         out
     }

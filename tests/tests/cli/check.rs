@@ -12,7 +12,9 @@ struct Cli {
 }
 
 fn args(argv: &[&str]) -> Args {
-    Cli::try_parse_from(std::iter::once("check").chain(argv.iter().copied())).unwrap().args
+    Cli::try_parse_from(std::iter::once("check").chain(argv.iter().copied()))
+        .unwrap()
+        .args
 }
 
 #[test]
@@ -22,7 +24,13 @@ fn check_lists_every_registered_op_once() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), names.len(), "{names:?}");
-    for op in ["matmul", "attention", "window_attention", "depthwise_conv3d", "pooled_attention"] {
+    for op in [
+        "matmul",
+        "attention",
+        "window_attention",
+        "depthwise_conv3d",
+        "pooled_attention",
+    ] {
         assert!(names.contains(&op), "{op} missing from {names:?}");
     }
 }
@@ -35,5 +43,8 @@ fn check_cases_runs_every_check_of_the_chosen_ops_and_counts_the_cases() {
     let text = String::from_utf8(out.into_inner()).unwrap();
     // softmax: 3 checks (forward, GPU backward, finite differences) × 3 cases.
     assert!(text.contains("3 cases per op and check"), "{text}");
-    assert!(text.contains("all 1 ops match the CPU reference: 9 cases, 0 mismatches"), "{text}");
+    assert!(
+        text.contains("all 1 ops match the CPU reference: 9 cases, 0 mismatches"),
+        "{text}"
+    );
 }

@@ -4,5 +4,5 @@
 
 mod check;
 pub mod output;
-mod weights;
 mod resume;
+mod weights;

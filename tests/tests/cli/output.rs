@@ -29,17 +29,28 @@ impl Write for Reader {
 
 #[test]
 fn a_closed_pipe_stops_printing_and_is_not_an_error() {
-    let mut out = Output::new(Reader { lines: 2, kind: io::ErrorKind::BrokenPipe, got: Vec::new() });
+    let mut out = Output::new(Reader {
+        lines: 2,
+        kind: io::ErrorKind::BrokenPipe,
+        got: Vec::new(),
+    });
     for i in 0..5 {
         outln!(out, "line {i}").unwrap();
     }
     assert!(out.is_closed());
-    assert_eq!(String::from_utf8(out.into_inner().got).unwrap(), "line 0\nline 1\n");
+    assert_eq!(
+        String::from_utf8(out.into_inner().got).unwrap(),
+        "line 0\nline 1\n"
+    );
 }
 
 #[test]
 fn other_write_failures_are_errors_naming_stdout() {
-    let mut out = Output::new(Reader { lines: 0, kind: io::ErrorKind::StorageFull, got: Vec::new() });
+    let mut out = Output::new(Reader {
+        lines: 0,
+        kind: io::ErrorKind::StorageFull,
+        got: Vec::new(),
+    });
     let err = outln!(out, "x").unwrap_err().to_string();
     assert!(err.contains("stdout"), "{err}");
     assert!(!out.is_closed());

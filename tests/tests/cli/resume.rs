@@ -18,11 +18,27 @@ fn tmp(name: &str) -> PathBuf {
 fn args(run: &str, extra: &[&str]) -> train::Args {
     let run_dir = tmp(run);
     let save = tmp(&format!("{run}.safetensors"));
-    let mut argv: Vec<String> = ["train", "--quiet", "--steps", "6", "--batch", "3", "--eval-clips", "3", "--save-every", "2"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    argv.extend(["--run-dir".into(), run_dir.display().to_string(), "--save".into(), save.display().to_string()]);
+    let mut argv: Vec<String> = [
+        "train",
+        "--quiet",
+        "--steps",
+        "6",
+        "--batch",
+        "3",
+        "--eval-clips",
+        "3",
+        "--save-every",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    argv.extend([
+        "--run-dir".into(),
+        run_dir.display().to_string(),
+        "--save".into(),
+        save.display().to_string(),
+    ]);
     argv.extend(extra.iter().map(|s| s.to_string()));
     train::Args::try_parse_from(argv).unwrap()
 }
@@ -40,19 +56,37 @@ fn resuming_from_a_saved_state_gives_the_uninterrupted_weights_bit_for_bit() {
     train::run(args("resumed", &["--resume", &from])).unwrap();
     let a = std::fs::read(tmp("whole.safetensors")).unwrap();
     let b = std::fs::read(tmp("resumed.safetensors")).unwrap();
-    assert!(a == b, "the resumed run's weights differ from the uninterrupted run's");
+    assert!(
+        a == b,
+        "the resumed run's weights differ from the uninterrupted run's"
+    );
     // A run directory resolves to its latest state (step 6: nothing left to train).
     let dir = tmp("whole").display().to_string();
     train::run(args("again", &["--resume", &dir])).unwrap();
     assert!(std::fs::read(tmp("again.safetensors")).unwrap() == a);
 
     // Another seed is another run.
-    let err = train::run(args("other", &["--resume", &from, "--seed", "5"])).unwrap_err().to_string();
-    assert!(err.contains("another run") && err.contains("seed: state 0, now 5"), "{err}");
+    let err = train::run(args("other", &["--resume", &from, "--seed", "5"]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("another run") && err.contains("seed: state 0, now 5"),
+        "{err}"
+    );
     // Weights only given to --resume, and a whole state given to --weights.
     let weights = tmp("whole.safetensors").display().to_string();
-    let err = train::run(args("w", &["--resume", &weights])).unwrap_err().to_string();
-    assert!(err.contains("weights only") && err.contains("--weights"), "{err}");
-    let err = train::run(args("s", &["--weights", &from])).unwrap_err().to_string();
-    assert!(err.contains("whole state") && err.contains("--resume"), "{err}");
+    let err = train::run(args("w", &["--resume", &weights]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("weights only") && err.contains("--weights"),
+        "{err}"
+    );
+    let err = train::run(args("s", &["--weights", &from]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("whole state") && err.contains("--resume"),
+        "{err}"
+    );
 }

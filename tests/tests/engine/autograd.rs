@@ -12,7 +12,12 @@ fn tensor_used_twice_accumulates() {
     let x = Tensor::from_slice(&[1.0, -2.0, 0.5], &[3]).unwrap().param();
     let y = x.mul(&x).add(&x.mul_scalar(3.0)).sum_all();
     let g = y.backward().unwrap();
-    assert_close("d(x²+3x)/dx", g.get(&x).unwrap(), &CpuTensor::new(vec![3], vec![5.0, -1.0, 4.0]), EXACT);
+    assert_close(
+        "d(x²+3x)/dx",
+        g.get(&x).unwrap(),
+        &CpuTensor::new(vec![3], vec![5.0, -1.0, 4.0]),
+        EXACT,
+    );
 }
 
 #[test]
@@ -39,7 +44,9 @@ fn shape_errors_name_the_shapes() {
     let b = Tensor::zeros(&[4, 3]);
     let err = a.try_add(&b).expect_err("error").to_string();
     assert!(err.contains("[2, 3]") && err.contains("[4, 3]"), "{err}");
-    let err = Tensor::from_slice(&[1.0; 5], &[2, 3]).expect_err("error").to_string();
+    let err = Tensor::from_slice(&[1.0; 5], &[2, 3])
+        .expect_err("error")
+        .to_string();
     assert!(err.contains("[2, 3]"), "{err}");
 }
 
@@ -70,7 +77,9 @@ fn pool_reuses_buffers() {
 fn too_large_tensors_are_an_error_not_a_panic() {
     let Some(gpu) = gpu_or_skip() else { return };
     let limit = gpu.limits.max_storage_buffer_binding_size as usize;
-    let err = Tensor::empty(&[limit / 4 + 1]).expect_err("error").to_string();
+    let err = Tensor::empty(&[limit / 4 + 1])
+        .expect_err("error")
+        .to_string();
     assert!(err.contains("max_storage_buffer_binding_size"), "{err}");
 }
 

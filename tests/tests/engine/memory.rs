@@ -39,16 +39,28 @@ fn step(model: &dyn VideoModel, b: usize, mode: Checkpointing) -> (Named, Named)
     let (x, y) = render(0, model.clip(), Split::Train, 0, b);
     let x = model_input(model, &x, b).unwrap();
     let labels = Indices::from_slice(&y).unwrap();
-    let grads = model.forward(&x, true).unwrap().cross_entropy(&labels).backward().unwrap();
+    let grads = model
+        .forward(&x, true)
+        .unwrap()
+        .cross_entropy(&labels)
+        .backward()
+        .unwrap();
     let g = model
         .named_params()
         .into_iter()
         .map(|(k, t)| {
-            let v = grads.get(&t).map(|g| g.to_vec().unwrap()).unwrap_or_default();
+            let v = grads
+                .get(&t)
+                .map(|g| g.to_vec().unwrap())
+                .unwrap_or_default();
             (k, v)
         })
         .collect();
-    let bufs = model.named_buffers().into_iter().map(|(k, t)| (k, t.to_vec().unwrap())).collect();
+    let bufs = model
+        .named_buffers()
+        .into_iter()
+        .map(|(k, t)| (k, t.to_vec().unwrap()))
+        .collect();
     (g, bufs)
 }
 
@@ -59,7 +71,11 @@ fn assert_bits(what: &str, got: &[(String, Vec<f32>)], want: &[(String, Vec<f32>
         assert_eq!(k, k2);
         assert_eq!(g.len(), w.len(), "{what}: {k}: one run has no gradient");
         if g.iter().zip(w).any(|(a, b)| a.to_bits() != b.to_bits()) {
-            let d = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            let d = g
+                .iter()
+                .zip(w)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
             panic!("{what}: {k} differs from the uncheckpointed run (max |Δ| {d:e})");
         }
     }
@@ -71,13 +87,33 @@ fn checkpointed_gradients_are_bit_identical_for_every_tiny_preset() {
     for p in tubelet_models::presets().into_iter().filter(|p| p.tiny) {
         // A fresh model per run: the models draw their dropout/drop-path seeds from a per-model
         // step counter, so each run's forward uses the same masks.
-        let (want_g, want_b) = step((p.build)(&tubelet_models::BuildOptions::seed(3)).unwrap().as_ref(), 2, Checkpointing::None);
-        assert!(want_g.iter().any(|(_, g)| g.iter().any(|&v| v != 0.0)), "{}: no gradient at all", p.name);
+        let (want_g, want_b) = step(
+            (p.build)(&tubelet_models::BuildOptions::seed(3))
+                .unwrap()
+                .as_ref(),
+            2,
+            Checkpointing::None,
+        );
+        assert!(
+            want_g.iter().any(|(_, g)| g.iter().any(|&v| v != 0.0)),
+            "{}: no gradient at all",
+            p.name
+        );
         for mode in [Checkpointing::Blocks, Checkpointing::Stages] {
-            let (g, b) = step((p.build)(&tubelet_models::BuildOptions::seed(3)).unwrap().as_ref(), 2, mode);
+            let (g, b) = step(
+                (p.build)(&tubelet_models::BuildOptions::seed(3))
+                    .unwrap()
+                    .as_ref(),
+                2,
+                mode,
+            );
             assert_bits(&format!("{} --checkpoint {mode}", p.name), &g, &want_g);
             // BatchNorm models: running statistics updated once, not again by the recompute.
-            assert_bits(&format!("{} --checkpoint {mode} buffers", p.name), &b, &want_b);
+            assert_bits(
+                &format!("{} --checkpoint {mode} buffers", p.name),
+                &b,
+                &want_b,
+            );
         }
     }
 }
@@ -86,19 +122,30 @@ fn checkpointed_gradients_are_bit_identical_for_every_tiny_preset() {
 fn swin_with_drop_path_and_head_dropout_replays_the_same_masks() {
     let Some(_) = gpu_or_skip() else { return };
     use tubelet_models::video_swin::{Config, VideoSwin};
-    let config = Config { drop_path_rate: 0.5, head_dropout: 0.5, ..Config::tiny(8) };
+    let config = Config {
+        drop_path_rate: 0.5,
+        head_dropout: 0.5,
+        ..Config::tiny(8)
+    };
     let build = || VideoSwin::new(config.clone(), 5).unwrap();
     // Batch 4: with p = 0.5 some samples' branches are dropped and some kept.
     let (want, _) = step(&build(), 4, Checkpointing::None);
     for mode in [Checkpointing::Blocks, Checkpointing::Stages] {
         let (got, _) = step(&build(), 4, mode);
-        assert_bits(&format!("swin-tiny drop path 0.5 --checkpoint {mode}"), &got, &want);
+        assert_bits(
+            &format!("swin-tiny drop path 0.5 --checkpoint {mode}"),
+            &got,
+            &want,
+        );
     }
     // The masks matter: another step's seeds give other gradients.
     let m = build();
     let _ = step(&m, 4, Checkpointing::None);
     let (other, _) = step(&m, 4, Checkpointing::None);
-    assert!(other.iter().zip(&want).any(|((_, a), (_, b))| a != b), "drop path had no effect");
+    assert!(
+        other.iter().zip(&want).any(|((_, a), (_, b))| a != b),
+        "drop path had no effect"
+    );
 }
 
 #[test]
@@ -120,19 +167,34 @@ fn a_segment_that_draws_seeds_from_a_counter_replays_its_forward_masks() {
     let cot = Tensor::randn(&[8, 16], 0.0, 1.0, 3).unwrap();
     let run = |checkpointed: bool| {
         counter.store(11, Ordering::Relaxed);
-        let y = if checkpointed { checkpoint(&[&x], segment.clone()).unwrap() } else { segment(std::slice::from_ref(&x)).unwrap() };
+        let y = if checkpointed {
+            checkpoint(&[&x], segment.clone()).unwrap()
+        } else {
+            segment(std::slice::from_ref(&x)).unwrap()
+        };
         let g = y.try_mul(&cot).unwrap().sum_all().backward().unwrap();
-        (y.to_vec().unwrap(), g.get(&x).unwrap().to_vec().unwrap(), g.get(&w).unwrap().to_vec().unwrap())
+        (
+            y.to_vec().unwrap(),
+            g.get(&x).unwrap().to_vec().unwrap(),
+            g.get(&w).unwrap().to_vec().unwrap(),
+        )
     };
     let plain = run(false);
     let ckpt = run(true);
-    assert_eq!(counter.load(Ordering::Relaxed), 13, "the checkpointed segment ran twice (forward, recompute)");
+    assert_eq!(
+        counter.load(Ordering::Relaxed),
+        13,
+        "the checkpointed segment ran twice (forward, recompute)"
+    );
     assert_eq!(ckpt, plain, "output, dx and dw must be bit-identical");
     // The seed the recompute would have drawn (12) gives other masks: the replay is what made
     // the gradients equal.
     counter.store(12, Ordering::Relaxed);
     let other = segment(std::slice::from_ref(&x)).unwrap().to_vec().unwrap();
-    assert_ne!(other, plain.0, "the masks do not depend on the seed: the test would not see a replay");
+    assert_ne!(
+        other, plain.0,
+        "the masks do not depend on the seed: the test would not see a replay"
+    );
 }
 
 #[test]
@@ -143,11 +205,23 @@ fn checkpointing_outside_a_tape_runs_the_segment_plainly_and_modes_parse() {
     let y = checkpoint(&[&x], |xs: &[Tensor]| xs[0].try_gelu()).unwrap();
     assert!(!y.requires_grad());
     assert_eq!(y.to_vec().unwrap(), x.gelu().to_vec().unwrap());
-    assert_eq!("blocks".parse::<Checkpointing>().unwrap(), Checkpointing::Blocks);
-    assert_eq!("stages".parse::<Checkpointing>().unwrap(), Checkpointing::Stages);
-    assert_eq!("none".parse::<Checkpointing>().unwrap(), Checkpointing::None);
+    assert_eq!(
+        "blocks".parse::<Checkpointing>().unwrap(),
+        Checkpointing::Blocks
+    );
+    assert_eq!(
+        "stages".parse::<Checkpointing>().unwrap(),
+        Checkpointing::Stages
+    );
+    assert_eq!(
+        "none".parse::<Checkpointing>().unwrap(),
+        Checkpointing::None
+    );
     let err = "layers".parse::<Checkpointing>().unwrap_err().to_string();
-    assert!(err.contains("\"layers\"") && err.contains("blocks"), "{err}");
+    assert!(
+        err.contains("\"layers\"") && err.contains("blocks"),
+        "{err}"
+    );
     assert!(!checkpoint::is_recomputing());
 }
 
@@ -156,7 +230,14 @@ fn grads_of(model: &dyn VideoModel, first: u64, b: usize, scale: f32) -> Grads {
     let (x, y) = render(0, model.clip(), Split::Train, first, b);
     let x = model_input(model, &x, b).unwrap();
     let labels = Indices::from_slice(&y).unwrap();
-    model.forward(&x, true).unwrap().cross_entropy(&labels).try_mul_scalar(scale).unwrap().backward().unwrap()
+    model
+        .forward(&x, true)
+        .unwrap()
+        .cross_entropy(&labels)
+        .try_mul_scalar(scale)
+        .unwrap()
+        .backward()
+        .unwrap()
 }
 
 #[test]
@@ -171,9 +252,14 @@ fn accumulating_k_micro_batches_gives_the_update_of_one_k_times_larger_batch() {
     // within 1e-6 (the first update, ±lr per element, stays within 1e-6 at any rate).
     const K: usize = 3;
     const B: usize = 2;
-    let config = AdamWConfig { lr: 1e-4, ..Default::default() };
-    let large = tubelet_models::build("vivit-tiny", &tubelet_models::BuildOptions::seed(9)).unwrap();
-    let small = tubelet_models::build("vivit-tiny", &tubelet_models::BuildOptions::seed(9)).unwrap();
+    let config = AdamWConfig {
+        lr: 1e-4,
+        ..Default::default()
+    };
+    let large =
+        tubelet_models::build("vivit-tiny", &tubelet_models::BuildOptions::seed(9)).unwrap();
+    let small =
+        tubelet_models::build("vivit-tiny", &tubelet_models::BuildOptions::seed(9)).unwrap();
     let mut opt_large = AdamW::new(large.named_params(), config).unwrap();
     let mut opt_small = AdamW::new(small.named_params(), config).unwrap();
     for step in 0..3u64 {
@@ -181,21 +267,44 @@ fn accumulating_k_micro_batches_gives_the_update_of_one_k_times_larger_batch() {
         let g_large = grads_of(large.as_ref(), first, K * B, 1.0);
         let mut acc = Grads::default();
         for k in 0..K {
-            acc.accumulate(grads_of(small.as_ref(), first + (k * B) as u64, B, 1.0 / K as f32)).unwrap();
+            acc.accumulate(grads_of(
+                small.as_ref(),
+                first + (k * B) as u64,
+                B,
+                1.0 / K as f32,
+            ))
+            .unwrap();
         }
         assert_eq!(acc.len(), g_large.len());
         for ((name, a), (_, b)) in small.named_params().iter().zip(large.named_params().iter()) {
-            let (ga, gb) = (acc.get(a).unwrap().to_vec().unwrap(), g_large.get(b).unwrap().to_vec().unwrap());
-            let d = ga.iter().zip(&gb).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            let (ga, gb) = (
+                acc.get(a).unwrap().to_vec().unwrap(),
+                g_large.get(b).unwrap().to_vec().unwrap(),
+            );
+            let d = ga
+                .iter()
+                .zip(&gb)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
             let m = gb.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
-            assert!(d <= 1e-5 * m.max(1e-3), "step {step}: {name}: accumulated gradient off by {d:e} (max |g| {m:e})");
+            assert!(
+                d <= 1e-5 * m.max(1e-3),
+                "step {step}: {name}: accumulated gradient off by {d:e} (max |g| {m:e})"
+            );
         }
         opt_large.step(&g_large).unwrap();
         opt_small.step(&acc).unwrap();
         for ((name, a), (_, b)) in small.named_params().iter().zip(large.named_params().iter()) {
             let (wa, wb) = (a.to_vec().unwrap(), b.to_vec().unwrap());
-            let d = wa.iter().zip(&wb).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-            assert!(d <= 1e-6, "step {step}: {name}: weights differ by {d:e} after the update");
+            let d = wa
+                .iter()
+                .zip(&wb)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                d <= 1e-6,
+                "step {step}: {name}: weights differ by {d:e} after the update"
+            );
         }
     }
 }
@@ -206,7 +315,14 @@ fn grads_scale_and_accumulate_add_tensor_by_tensor() {
     let a = Tensor::from_slice(&[1.0, 2.0], &[2]).unwrap().param();
     let b = Tensor::from_slice(&[3.0], &[1]).unwrap().param();
     let mut acc = a.try_mul_scalar(2.0).unwrap().sum_all().backward().unwrap(); // da = 2
-    acc.accumulate(a.try_add(&b.try_broadcast_to(&[2]).unwrap()).unwrap().sum_all().backward().unwrap()).unwrap(); // da += 1, db = 2
+    acc.accumulate(
+        a.try_add(&b.try_broadcast_to(&[2]).unwrap())
+            .unwrap()
+            .sum_all()
+            .backward()
+            .unwrap(),
+    )
+    .unwrap(); // da += 1, db = 2
     acc.scale(0.5).unwrap();
     assert_eq!(acc.get(&a).unwrap().to_vec().unwrap(), vec![1.5, 1.5]);
     assert_eq!(acc.get(&b).unwrap().to_vec().unwrap(), vec![1.0]);

@@ -39,9 +39,18 @@ fn every_bound_param_block_is_the_last_binding() {
         bindings.sort_by_key(|b| b.0);
         let n = bindings.len();
         for (i, (b, space)) in bindings.iter().enumerate() {
-            assert_eq!(*b as usize, i, "{}: bindings must be 0..{n} without gaps", k.name);
+            assert_eq!(
+                *b as usize, i,
+                "{}: bindings must be 0..{n} without gaps",
+                k.name
+            );
             let is_uniform = matches!(space, naga::AddressSpace::Uniform);
-            assert_eq!(is_uniform, i == n - 1, "{}: the uniform Params is the last binding", k.name);
+            assert_eq!(
+                is_uniform,
+                i == n - 1,
+                "{}: the uniform Params is the last binding",
+                k.name
+            );
         }
     }
 }

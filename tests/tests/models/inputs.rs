@@ -14,7 +14,11 @@ fn zeros(shape: &[usize]) -> Tensor {
 /// The inputs a model of `layout` and `clip` cannot take, each with what is wrong with it.
 fn bad_inputs(layout: InputLayout, [t, h, w]: [usize; 3]) -> Vec<(&'static str, Vec<usize>)> {
     let good = layout.shape(2, [t, h, w]);
-    let channel = if layout == InputLayout::Bthwc { good.len() - 1 } else { 1 };
+    let channel = if layout == InputLayout::Bthwc {
+        good.len() - 1
+    } else {
+        1
+    };
     let mut four = good.clone();
     four[channel] = 4;
     let mut less = good.clone();
@@ -44,9 +48,15 @@ fn every_tiny_preset_refuses_inputs_of_the_wrong_shape_with_an_error_naming_it()
                 let err = model
                     .forward(&zeros(&shape), train)
                     .err()
-                    .unwrap_or_else(|| panic!("{}: {what} {shape:?} (train {train}) was accepted", p.name))
+                    .unwrap_or_else(|| {
+                        panic!("{}: {what} {shape:?} (train {train}) was accepted", p.name)
+                    })
                     .to_string();
-                assert!(err.contains(&format!("{shape:?}")), "{}: {what}: the error does not name {shape:?}: {err}", p.name);
+                assert!(
+                    err.contains(&format!("{shape:?}")),
+                    "{}: {what}: the error does not name {shape:?}: {err}",
+                    p.name
+                );
             }
         }
     }
@@ -59,13 +69,22 @@ fn every_tiny_preset_refuses_inputs_of_the_wrong_shape_with_an_error_naming_it()
 fn every_tiny_preset_refuses_or_pads_a_clip_of_another_size() {
     let Some(_) = gpu_or_skip() else { return };
     for p in tubelet_models::presets().into_iter().filter(|p| p.tiny) {
-        let model: Box<dyn VideoModel> = tubelet_models::build(p.name, &tubelet_models::BuildOptions::seed(0)).unwrap();
+        let model: Box<dyn VideoModel> =
+            tubelet_models::build(p.name, &tubelet_models::BuildOptions::seed(0)).unwrap();
         let [t, h, w] = model.clip();
         let shape = model.input_layout().shape(1, [t, h + 1, w]);
         match model.forward(&zeros(&shape), false) {
-            Err(e) => assert!(e.to_string().contains(&format!("{shape:?}")), "{}: {e}", p.name),
+            Err(e) => assert!(
+                e.to_string().contains(&format!("{shape:?}")),
+                "{}: {e}",
+                p.name
+            ),
             Ok(y) => {
-                assert!(p.name.starts_with("swin"), "{}: a clip of shape {shape:?} was accepted", p.name);
+                assert!(
+                    p.name.starts_with("swin"),
+                    "{}: a clip of shape {shape:?} was accepted",
+                    p.name
+                );
                 assert_eq!(y.shape(), [1, model.num_classes()], "{}", p.name);
             }
         }

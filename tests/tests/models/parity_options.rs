@@ -37,7 +37,12 @@ fn entry(case: &str) -> Value {
         let manifest: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         // A fixture is named by its `case`, or by its `module` when it is the module's only one.
-        if let Some(e) = manifest.as_array().unwrap().iter().find(|e| e.get("case").unwrap_or(&e["module"]) == case) {
+        if let Some(e) = manifest
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e.get("case").unwrap_or(&e["module"]) == case)
+        {
             return e.clone();
         }
     }
@@ -47,7 +52,10 @@ fn entry(case: &str) -> Value {
 /// max|got − want| / max|want| (the plain difference where want is all zero).
 fn relative_error(got: &[f32], want: &[f32]) -> f32 {
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = got.iter().zip(want).fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+    let diff = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
     if scale == 0.0 {
         diff
     } else {
@@ -61,24 +69,47 @@ fn check(case: &str) {
     let e = entry(case);
     let module = e["module"].as_str().unwrap();
     let input = io::read(&fixtures().join(e["input"].as_str().unwrap())).unwrap();
-    let want: BTreeMap<String, HostTensor> = io::read(&fixtures().join(e["want"].as_str().unwrap())).unwrap();
-    let got = parity::run_tensors(module, &e["config"], &input).unwrap_or_else(|err| panic!("{case}: {err}"));
-    let got: BTreeMap<&str, (&Vec<usize>, &Vec<f32>)> = got.iter().map(|(k, s, v)| (k.as_str(), (s, v))).collect();
-    assert_eq!(got.len(), want.len(), "{case}: tubelet wrote {:?}, want has {:?}", got.keys(), want.keys());
+    let want: BTreeMap<String, HostTensor> =
+        io::read(&fixtures().join(e["want"].as_str().unwrap())).unwrap();
+    let got = parity::run_tensors(module, &e["config"], &input)
+        .unwrap_or_else(|err| panic!("{case}: {err}"));
+    let got: BTreeMap<&str, (&Vec<usize>, &Vec<f32>)> =
+        got.iter().map(|(k, s, v)| (k.as_str(), (s, v))).collect();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{case}: tubelet wrote {:?}, want has {:?}",
+        got.keys(),
+        want.keys()
+    );
     let mut fails = Vec::new();
     let (mut max_fwd, mut max_grad) = (0f32, 0f32);
     for (key, w) in &want {
-        let (shape, g) = got.get(key.as_str()).unwrap_or_else(|| panic!("{case}: tubelet wrote no {key}"));
+        let (shape, g) = got
+            .get(key.as_str())
+            .unwrap_or_else(|| panic!("{case}: tubelet wrote no {key}"));
         assert_eq!(*shape, &w.shape, "{case}: {key} shape");
         let err = relative_error(g, &w.data);
-        let tol = if key == "output" { FORWARD_TOL } else { GRADIENT_TOL };
-        if key == "output" { max_fwd = err } else { max_grad = max_grad.max(err) }
+        let tol = if key == "output" {
+            FORWARD_TOL
+        } else {
+            GRADIENT_TOL
+        };
+        if key == "output" {
+            max_fwd = err
+        } else {
+            max_grad = max_grad.max(err)
+        }
         if err.is_nan() || err > tol {
             fails.push(format!("{key}: {err:.2e} > {tol:.0e}"));
         }
     }
     eprintln!("{case}: relative error output {max_fwd:.2e}, worst gradient {max_grad:.2e}");
-    assert!(fails.is_empty(), "{case} ({module}) differs from the official code:\n  {}", fails.join("\n  "));
+    assert!(
+        fails.is_empty(),
+        "{case} ({module}) differs from the official code:\n  {}",
+        fails.join("\n  ")
+    );
 }
 
 #[test]
@@ -227,9 +258,20 @@ fn config_error(case: &str, edit: &dyn Fn(&mut serde_json::Map<String, Value>)) 
     let e = entry(case);
     let mut config = e["config"].clone();
     edit(config.as_object_mut().unwrap());
-    let shape: Vec<usize> = io::read(&fixtures().join(e["input"].as_str().unwrap())).unwrap()["input"].shape.clone();
-    let file = BTreeMap::from([("input".to_string(), HostTensor { data: vec![0.0; shape.iter().product()], shape })]);
-    parity::run_tensors(e["module"].as_str().unwrap(), &config, &file).expect_err("an error").to_string()
+    let shape: Vec<usize> = io::read(&fixtures().join(e["input"].as_str().unwrap())).unwrap()
+        ["input"]
+        .shape
+        .clone();
+    let file = BTreeMap::from([(
+        "input".to_string(),
+        HostTensor {
+            data: vec![0.0; shape.iter().product()],
+            shape,
+        },
+    )]);
+    parity::run_tensors(e["module"].as_str().unwrap(), &config, &file)
+        .expect_err("an error")
+        .to_string()
 }
 
 /// What the official code rejects (a class it does not have, an attention order or temporal
@@ -241,11 +283,19 @@ fn parity_options_official_rejections_name_the_field() {
     let err = config_error("video_swin.BasicLayer.defaults", &|c| {
         c.insert("downsample".into(), json!("PatchMerging3D"));
     });
-    assert!(err.contains("downsample \"PatchMerging3D\"") && err.contains("\"PatchMerging\", null"), "{err}");
+    assert!(
+        err.contains("downsample \"PatchMerging3D\"") && err.contains("\"PatchMerging\", null"),
+        "{err}"
+    );
     let err = config_error("video_swin.BasicLayer.defaults", &|c| {
         c.insert("norm_layer".into(), json!("nn.BatchNorm3d"));
     });
-    assert!(err.contains("norm_layer") && err.contains("nn.BatchNorm3d") && err.contains("not a LayerNorm"), "{err}");
+    assert!(
+        err.contains("norm_layer")
+            && err.contains("nn.BatchNorm3d")
+            && err.contains("not a LayerNorm"),
+        "{err}"
+    );
     let err = config_error("video_swin.BasicLayer.no_downsample", &|c| {
         c.insert("norm_layer".into(), Value::Null);
     });
@@ -261,28 +311,60 @@ fn parity_options_official_rejections_name_the_field() {
     assert!(err.contains("\"qkv_bias\" is null"), "{err}");
 
     let err = config_error("vivit.ViViT.space_time", &|c| {
-        c.insert("attention_config".into(), json!({"type": "factorized_self_attention_block", "attention_order": "time"}));
+        c.insert(
+            "attention_config".into(),
+            json!({"type": "factorized_self_attention_block", "attention_order": "time"}),
+        );
     });
-    assert!(err.contains("attention_order \"time\"") && err.contains("\"space_time\""), "{err}");
+    assert!(
+        err.contains("attention_order \"time\"") && err.contains("\"space_time\""),
+        "{err}"
+    );
     let err = config_error("vivit.ViViT.temporal_sampling", &|c| {
-        c.insert("temporal_encoding_config".into(), json!({"method": "2d_conv"}));
+        c.insert(
+            "temporal_encoding_config".into(),
+            json!({"method": "2d_conv"}),
+        );
     });
-    assert!(err.contains("method \"2d_conv\"") && err.contains("\"temporal_sampling\""), "{err}");
+    assert!(
+        err.contains("method \"2d_conv\"") && err.contains("\"temporal_sampling\""),
+        "{err}"
+    );
     // 2-D patches for temporal sampling (scenic's `fh, fw = patches.size`).
     let err = config_error("vivit.ViViT.temporal_sampling", &|c| {
         c.insert("patches".into(), json!({"size": [3, 2, 2]}));
     });
-    assert!(err.contains("\"patches.size\" must be a list of 2"), "{err}");
+    assert!(
+        err.contains("\"patches.size\" must be a list of 2"),
+        "{err}"
+    );
     let err = config_error("vivit.ViViT.temporal_sampling", &|c| {
-        c.insert("temporal_encoding_config".into(), json!({"method": "temporal_sampling"}));
+        c.insert(
+            "temporal_encoding_config".into(),
+            json!({"method": "temporal_sampling"}),
+        );
     });
-    assert!(err.contains("missing required field \"temporal_encoding_config.n_sampled_frames\""), "{err}");
+    assert!(
+        err.contains("missing required field \"temporal_encoding_config.n_sampled_frames\""),
+        "{err}"
+    );
 
     // UniFormer's constructor fails on a representation size (nn.Linear(list of widths, r)).
-    let file = BTreeMap::from([("input".to_string(), HostTensor { shape: vec![1, 3, 2, 32, 32], data: vec![0.0; 6144] })]);
+    let file = BTreeMap::from([(
+        "input".to_string(),
+        HostTensor {
+            shape: vec![1, 3, 2, 32, 32],
+            data: vec![0.0; 6144],
+        },
+    )]);
     let config = json!({"UNIFORMER": {"REPRESENTATION_SIZE": 6}});
-    let err = parity::run_tensors("uniformer.Uniformer", &config, &file).expect_err("an error").to_string();
-    assert!(err.contains("REPRESENTATION_SIZE 6") && err.contains("official constructor fails"), "{err}");
+    let err = parity::run_tensors("uniformer.Uniformer", &config, &file)
+        .expect_err("an error")
+        .to_string();
+    assert!(
+        err.contains("REPRESENTATION_SIZE 6") && err.contains("official constructor fails"),
+        "{err}"
+    );
 }
 
 /// The options are fields of the zoo's configs, so presets can use them: a model built with
@@ -291,14 +373,37 @@ fn parity_options_official_rejections_name_the_field() {
 fn parity_options_are_config_fields_of_the_zoo() {
     use tubelet_models::{timesformer, video_swin, vivit};
     let Some(_) = gpu_or_skip() else { return };
-    let count = |m: &dyn tubelet_models::VideoModel| m.named_params().iter().map(|(_, t)| t.numel()).sum::<usize>();
+    let count = |m: &dyn tubelet_models::VideoModel| {
+        m.named_params()
+            .iter()
+            .map(|(_, t)| t.numel())
+            .sum::<usize>()
+    };
 
-    let base = vivit::Config { frames: 5, height: 8, width: 8, tubelet: [1, 4, 4], hidden: 8, layers: 1, heads: 2, mlp_dim: 8, ..vivit::Config::tiny(3) };
+    let base = vivit::Config {
+        frames: 5,
+        height: 8,
+        width: 8,
+        tubelet: [1, 4, 4],
+        hidden: 8,
+        layers: 1,
+        heads: 2,
+        mlp_dim: 8,
+        ..vivit::Config::tiny(3)
+    };
     let gap = vivit::Classifier::Gap;
-    let sampling = vivit::TemporalEncoding::UniformFrameSampling { n_sampled_frames: 2 };
+    let sampling = vivit::TemporalEncoding::UniformFrameSampling {
+        n_sampled_frames: 2,
+    };
     for config in [
-        vivit::Config { representation_size: Some(6), ..base.clone() },
-        vivit::Config { temporal_encoding: sampling, ..base.clone() },
+        vivit::Config {
+            representation_size: Some(6),
+            ..base.clone()
+        },
+        vivit::Config {
+            temporal_encoding: sampling,
+            ..base.clone()
+        },
         vivit::Config {
             temporal_encoding: sampling,
             representation_size: Some(4),
@@ -307,15 +412,26 @@ fn parity_options_are_config_fields_of_the_zoo() {
             classifier: gap,
             ..base.clone()
         },
-        vivit::Config { classifier: vivit::Classifier::First, ..base.clone() },
-        vivit::Config { classifier: vivit::Classifier::Gmp, model: vivit::Model::FactorisedEncoder { temporal_layers: 1 }, ..base.clone() },
+        vivit::Config {
+            classifier: vivit::Classifier::First,
+            ..base.clone()
+        },
+        vivit::Config {
+            classifier: vivit::Classifier::Gmp,
+            model: vivit::Model::FactorisedEncoder { temporal_layers: 1 },
+            ..base.clone()
+        },
         vivit::Config {
             temporal_heads: Some(4),
             temporal_mlp_dim: Some(20),
             model: vivit::Model::FactorisedEncoder { temporal_layers: 2 },
             ..base.clone()
         },
-        vivit::Config { temporal_encoding: sampling, model: vivit::Model::FactorisedEncoder { temporal_layers: 1 }, ..base.clone() },
+        vivit::Config {
+            temporal_encoding: sampling,
+            model: vivit::Model::FactorisedEncoder { temporal_layers: 1 },
+            ..base.clone()
+        },
     ] {
         // 5 frames: T/(n+1) = 5/3, frames round(1.67), round(3.33) = 2, 3 (as scenic, checked with jax).
         if config.temporal_encoding == sampling {
@@ -327,13 +443,28 @@ fn parity_options_are_config_fields_of_the_zoo() {
         assert_eq!(model.forward(&x, false).unwrap().shape(), [1, 3]);
     }
 
-    let attn = video_swin::AttnOptions { qkv_bias: false, qk_scale: Some(0.3) };
-    let config = video_swin::Config { attn, patch_norm: false, ..video_swin::Config::tiny(3) };
+    let attn = video_swin::AttnOptions {
+        qkv_bias: false,
+        qk_scale: Some(0.3),
+    };
+    let config = video_swin::Config {
+        attn,
+        patch_norm: false,
+        ..video_swin::Config::tiny(3)
+    };
     let model = video_swin::VideoSwin::new(config.clone(), 0).unwrap();
     assert_eq!(count(&model), config.num_params());
-    assert!(!model.named_params().iter().any(|(k, _)| k.contains("patch_embed.norm") || k.ends_with("qkv.bias")));
+    assert!(!model
+        .named_params()
+        .iter()
+        .any(|(k, _)| k.contains("patch_embed.norm") || k.ends_with("qkv.bias")));
 
-    let config = timesformer::Config { qkv_bias: false, qk_scale: Some(0.2), norm_eps: 1e-5, ..timesformer::Config::tiny(3) };
+    let config = timesformer::Config {
+        qkv_bias: false,
+        qk_scale: Some(0.2),
+        norm_eps: 1e-5,
+        ..timesformer::Config::tiny(3)
+    };
     let model = timesformer::TimeSformer::new(config.clone(), 0).unwrap();
     assert_eq!(count(&model), config.num_params());
 }

@@ -28,6 +28,13 @@ fn synthetic_motion_is_not_visible_in_one_frame() {
     let d = MovingShapes::new(8, 32, 1);
     let (clip, _) = d.clip(Split::Train, 0);
     let frame = 32 * 32 * 3;
-    let diff: f32 = clip[..frame].iter().zip(&clip[7 * frame..]).map(|(a, b)| (a - b).abs()).sum();
-    assert!(diff > 10.0, "first and last frames are nearly identical ({diff})");
+    let diff: f32 = clip[..frame]
+        .iter()
+        .zip(&clip[7 * frame..])
+        .map(|(a, b)| (a - b).abs())
+        .sum();
+    assert!(
+        diff > 10.0,
+        "first and last frames are nearly identical ({diff})"
+    );
 }

@@ -32,23 +32,55 @@ fn depthwise_conv3d_errors_name_shapes_and_parameters() {
     let Some(_) = gpu_or_skip() else { return };
     let x = Tensor::zeros(&[1, 4, 2, 5, 5]);
     let w = Tensor::zeros(&[3, 1, 3, 3, 3]);
-    let err = x.try_depthwise_conv3d(&w, None, [1, 1, 1], [1, 1, 1]).expect_err("error").to_string();
-    assert!(err.contains("depthwise_conv3d") && err.contains("[1, 4, 2, 5, 5]") && err.contains("[3, 1, 3, 3, 3]"), "{err}");
+    let err = x
+        .try_depthwise_conv3d(&w, None, [1, 1, 1], [1, 1, 1])
+        .expect_err("error")
+        .to_string();
+    assert!(
+        err.contains("depthwise_conv3d")
+            && err.contains("[1, 4, 2, 5, 5]")
+            && err.contains("[3, 1, 3, 3, 3]"),
+        "{err}"
+    );
     let w = Tensor::zeros(&[4, 1, 3, 3, 3]);
-    let err = x.try_depthwise_conv3d(&w, None, [1, 1, 1], [0, 0, 0]).expect_err("error").to_string();
-    assert!(err.contains("kernel 3") && err.contains("padding [0, 0, 0]"), "{err}");
-    let err = x.try_depthwise_conv3d(&w, None, [0, 1, 1], [1, 1, 1]).expect_err("error").to_string();
+    let err = x
+        .try_depthwise_conv3d(&w, None, [1, 1, 1], [0, 0, 0])
+        .expect_err("error")
+        .to_string();
+    assert!(
+        err.contains("kernel 3") && err.contains("padding [0, 0, 0]"),
+        "{err}"
+    );
+    let err = x
+        .try_depthwise_conv3d(&w, None, [0, 1, 1], [1, 1, 1])
+        .expect_err("error")
+        .to_string();
     assert!(err.contains("stride [0, 1, 1]"), "{err}");
     let b = Tensor::zeros(&[5]);
-    let err = x.try_depthwise_conv3d(&w, Some(&b), [1, 1, 1], [1, 1, 1]).expect_err("error").to_string();
+    let err = x
+        .try_depthwise_conv3d(&w, Some(&b), [1, 1, 1], [1, 1, 1])
+        .expect_err("error")
+        .to_string();
     assert!(err.contains("bias Some([5])"), "{err}");
     // the kernels' per-lane register blocks bound KH·KW and SH·SW
     let w = Tensor::zeros(&[4, 1, 1, 13, 13]);
-    let err = x.try_depthwise_conv3d(&w, None, [1, 1, 1], [0, 6, 6]).expect_err("error").to_string();
-    assert!(err.contains("KH·KW = 125") && err.contains("[4, 1, 1, 13, 13]"), "{err}");
+    let err = x
+        .try_depthwise_conv3d(&w, None, [1, 1, 1], [0, 6, 6])
+        .expect_err("error")
+        .to_string();
+    assert!(
+        err.contains("KH·KW = 125") && err.contains("[4, 1, 1, 13, 13]"),
+        "{err}"
+    );
     let w = Tensor::zeros(&[4, 1, 1, 1, 1]);
-    let err = x.try_depthwise_conv3d(&w, None, [1, 16, 8], [0, 0, 0]).expect_err("error").to_string();
-    assert!(err.contains("SH·SW = 64") && err.contains("stride [1, 16, 8]"), "{err}");
+    let err = x
+        .try_depthwise_conv3d(&w, None, [1, 16, 8], [0, 0, 0])
+        .expect_err("error")
+        .to_string();
+    assert!(
+        err.contains("SH·SW = 64") && err.contains("stride [1, 16, 8]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -56,46 +88,96 @@ fn conv3d_errors_name_shapes_and_parameters() {
     let Some(_) = gpu_or_skip() else { return };
     let x = Tensor::zeros(&[1, 6, 2, 5, 5]);
     let w = Tensor::zeros(&[4, 3, 1, 3, 3]);
-    let err = x.try_conv3d(&w, None, [1, 1, 1], [0, 1, 1], 4).expect_err("error").to_string();
-    assert!(err.contains("conv3d") && err.contains("groups 4") && err.contains("[4, 3, 1, 3, 3]"), "{err}");
-    let err = x.try_conv3d(&w, None, [1, 1, 1], [0, 1, 1], 1).expect_err("error").to_string();
+    let err = x
+        .try_conv3d(&w, None, [1, 1, 1], [0, 1, 1], 4)
+        .expect_err("error")
+        .to_string();
+    assert!(
+        err.contains("conv3d") && err.contains("groups 4") && err.contains("[4, 3, 1, 3, 3]"),
+        "{err}"
+    );
+    let err = x
+        .try_conv3d(&w, None, [1, 1, 1], [0, 1, 1], 1)
+        .expect_err("error")
+        .to_string();
     assert!(err.contains("CIN/groups = 6"), "{err}");
-    let err = x.try_conv3d(&w, None, [1, 9, 1], [0, 0, 0], 2).map(|y| y.shape().to_vec());
+    let err = x
+        .try_conv3d(&w, None, [1, 9, 1], [0, 0, 0], 2)
+        .map(|y| y.shape().to_vec());
     assert_eq!(err.unwrap(), vec![1, 4, 2, 1, 3]);
     let x2 = Tensor::zeros(&[1, 3, 4, 4]);
     let w2 = Tensor::zeros(&[2, 3, 7, 7]);
-    let err = x2.try_conv2d(&w2, None, [2, 2], [1, 1], 1).expect_err("error").to_string();
-    assert!(err.contains("conv2d") && err.contains("kernel 7") && err.contains("padding [1, 1]"), "{err}");
+    let err = x2
+        .try_conv2d(&w2, None, [2, 2], [1, 1], 1)
+        .expect_err("error")
+        .to_string();
+    assert!(
+        err.contains("conv2d") && err.contains("kernel 7") && err.contains("padding [1, 1]"),
+        "{err}"
+    );
 }
 
 #[test]
 fn pool3d_errors_name_shapes_and_parameters() {
     let Some(_) = gpu_or_skip() else { return };
     let x = Tensor::zeros(&[1, 2, 3, 5, 5]);
-    let err = x.try_max_pool3d([1, 3, 3], [1, 2, 2], [0, 2, 1]).expect_err("error").to_string();
-    assert!(err.contains("max_pool3d") && err.contains("[1, 2, 3, 5, 5]") && err.contains("padding [0, 2, 1]"), "{err}");
-    let err = x.try_avg_pool3d([5, 1, 1], [1, 1, 1], [0, 0, 0]).expect_err("error").to_string();
-    assert!(err.contains("avg_pool3d") && err.contains("kernel 5"), "{err}");
-    let err = x.try_max_pool2d([3, 3], [2, 2], [1, 1]).expect_err("error").to_string();
-    assert!(err.contains("max_pool2d") && err.contains("rank 4"), "{err}");
+    let err = x
+        .try_max_pool3d([1, 3, 3], [1, 2, 2], [0, 2, 1])
+        .expect_err("error")
+        .to_string();
+    assert!(
+        err.contains("max_pool3d")
+            && err.contains("[1, 2, 3, 5, 5]")
+            && err.contains("padding [0, 2, 1]"),
+        "{err}"
+    );
+    let err = x
+        .try_avg_pool3d([5, 1, 1], [1, 1, 1], [0, 0, 0])
+        .expect_err("error")
+        .to_string();
+    assert!(
+        err.contains("avg_pool3d") && err.contains("kernel 5"),
+        "{err}"
+    );
+    let err = x
+        .try_max_pool2d([3, 3], [2, 2], [1, 1])
+        .expect_err("error")
+        .to_string();
+    assert!(
+        err.contains("max_pool2d") && err.contains("rank 4"),
+        "{err}"
+    );
 }
 
 #[test]
 fn max_pool_gradient_goes_to_the_first_maximum() {
     let Some(_) = gpu_or_skip() else { return };
     // One window holding a tie: PyTorch routes the whole gradient to the first maximum.
-    let x = Tensor::from_slice(&[1.0, 3.0, 3.0, 2.0], &[1, 1, 1, 2, 2]).unwrap().param();
+    let x = Tensor::from_slice(&[1.0, 3.0, 3.0, 2.0], &[1, 1, 1, 2, 2])
+        .unwrap()
+        .param();
     let y = x.max_pool3d([1, 2, 2], [1, 2, 2], [0, 0, 0]);
-    let g = y.backward_with(Tensor::full(&[1, 1, 1, 1, 1], 5.0)).unwrap();
-    assert_eq!(g.get(&x).unwrap().to_vec().unwrap(), vec![0.0, 5.0, 0.0, 0.0]);
+    let g = y
+        .backward_with(Tensor::full(&[1, 1, 1, 1, 1], 5.0))
+        .unwrap();
+    assert_eq!(
+        g.get(&x).unwrap().to_vec().unwrap(),
+        vec![0.0, 5.0, 0.0, 0.0]
+    );
 }
 
 #[test]
 fn temporal_shift_matches_the_official_slices() {
     let Some(_) = gpu_or_skip() else { return };
     // 1 video, T = 3, C = 8, fold_div 4 (fold 2), H = W = 1: x[t, c] = 10·t + c.
-    let x: Vec<f32> = (0..3).flat_map(|t| (0..8).map(move |c| (10 * t + c) as f32)).collect();
-    let y = Tensor::from_slice(&x, &[3, 8, 1, 1]).unwrap().temporal_shift(3, 4).to_vec().unwrap();
+    let x: Vec<f32> = (0..3)
+        .flat_map(|t| (0..8).map(move |c| (10 * t + c) as f32))
+        .collect();
+    let y = Tensor::from_slice(&x, &[3, 8, 1, 1])
+        .unwrap()
+        .temporal_shift(3, 4)
+        .to_vec()
+        .unwrap();
     #[rustfmt::skip]
     let want = [
         10.0, 11.0, 0.0, 0.0, 4.0, 5.0, 6.0, 7.0,     // t = 0: [0,2) from t+1, [2,4) zero
@@ -103,14 +185,28 @@ fn temporal_shift_matches_the_official_slices() {
         0.0, 0.0, 12.0, 13.0, 24.0, 25.0, 26.0, 27.0, // t = 2: [0,2) zero
     ];
     assert_eq!(y, want);
-    let err = Tensor::zeros(&[5, 8, 1, 1]).try_temporal_shift(2, 8).expect_err("error").to_string();
-    assert!(err.contains("temporal_shift") && err.contains("[5, 8, 1, 1]") && err.contains("n_segment 2"), "{err}");
+    let err = Tensor::zeros(&[5, 8, 1, 1])
+        .try_temporal_shift(2, 8)
+        .expect_err("error")
+        .to_string();
+    assert!(
+        err.contains("temporal_shift")
+            && err.contains("[5, 8, 1, 1]")
+            && err.contains("n_segment 2"),
+        "{err}"
+    );
 }
 
 /// Mean over `axes` of x and its gradient dx = dy / count, both in f64 (the oracle of the
 /// global-average-pool tests below).
-fn mean_reference(x: &tubelet::CpuTensor, axes: &[usize], dy_keep: &tubelet::CpuTensor) -> (tubelet::CpuTensor, tubelet::CpuTensor) {
-    let keep: Vec<usize> = (0..x.shape.len()).map(|d| if axes.contains(&d) { 1 } else { x.shape[d] }).collect();
+fn mean_reference(
+    x: &tubelet::CpuTensor,
+    axes: &[usize],
+    dy_keep: &tubelet::CpuTensor,
+) -> (tubelet::CpuTensor, tubelet::CpuTensor) {
+    let keep: Vec<usize> = (0..x.shape.len())
+        .map(|d| if axes.contains(&d) { 1 } else { x.shape[d] })
+        .collect();
     let count: usize = axes.iter().map(|&a| x.shape[a]).product();
     let y = x.sum_to(&keep).map(|v| v / count as f64);
     let dx = tubelet::CpuTensor::from_fn(&x.shape, |i| dy_keep.at_broadcast(i) / count as f64);
@@ -123,18 +219,43 @@ fn check_global_average_pool(shape: &[usize], axes: &[isize], keepdim: bool, see
     let mut rng = tubelet::Rng::new(seed);
     let x = tubelet::CpuTensor::uniform(shape, -2.0, 2.0, &mut rng).map(|v| v as f32 as f64);
     let ax: Vec<usize> = axes.iter().map(|&a| a as usize).collect();
-    let keep: Vec<usize> = (0..shape.len()).map(|d| if ax.contains(&d) { 1 } else { shape[d] }).collect();
+    let keep: Vec<usize> = (0..shape.len())
+        .map(|d| if ax.contains(&d) { 1 } else { shape[d] })
+        .collect();
     let dy_keep = tubelet::CpuTensor::uniform(&keep, -1.0, 1.0, &mut rng).map(|v| v as f32 as f64);
     let (y_ref, dx_ref) = mean_reference(&x, &ax, &dy_keep);
     let xt = Tensor::from_cpu(&x).unwrap().param();
     let y = xt.mean(axes, keepdim);
-    let out: Vec<usize> = if keepdim { keep.clone() } else { (0..shape.len()).filter(|d| !ax.contains(d)).map(|d| shape[d]).collect() };
-    assert_eq!(y.shape(), out.as_slice(), "mean{shape:?} over {axes:?} keepdim {keepdim}");
-    let grads = y.backward_with(Tensor::from_cpu(&dy_keep.reshape(&out)).unwrap()).unwrap();
+    let out: Vec<usize> = if keepdim {
+        keep.clone()
+    } else {
+        (0..shape.len())
+            .filter(|d| !ax.contains(d))
+            .map(|d| shape[d])
+            .collect()
+    };
+    assert_eq!(
+        y.shape(),
+        out.as_slice(),
+        "mean{shape:?} over {axes:?} keepdim {keepdim}"
+    );
+    let grads = y
+        .backward_with(Tensor::from_cpu(&dy_keep.reshape(&out)).unwrap())
+        .unwrap();
     // f32 sums of up to 7e4 terms |x| ≤ 2 (chunked tree), divided by the count.
     let tol = Tol::new(1e-5, 1e-5, "f32 chunked sums of ≤ 7e4 terms, / count");
-    assert_close(&format!("mean{shape:?} over {axes:?}"), &y, &y_ref.reshape(&out), tol);
-    assert_close(&format!("d mean{shape:?} over {axes:?}"), grads.get(&xt).unwrap(), &dx_ref, Tol::new(0.0, 1e-6, "dy / count, one rounding"));
+    assert_close(
+        &format!("mean{shape:?} over {axes:?}"),
+        &y,
+        &y_ref.reshape(&out),
+        tol,
+    );
+    assert_close(
+        &format!("d mean{shape:?} over {axes:?}"),
+        grads.get(&xt).unwrap(),
+        &dx_ref,
+        Tol::new(0.0, 1e-6, "dy / count, one rounding"),
+    );
 }
 
 #[test]
@@ -168,11 +289,17 @@ fn drop_path_drops_whole_samples_with_probability_p() {
         }
         kept += 1;
         for (j, &v) in row.iter().enumerate() {
-            assert!((v - xv[s * 15 + j] * scale).abs() <= 1e-6 * v.abs(), "sample {s}: a kept sample is x/(1 − p)");
+            assert!(
+                (v - xv[s * 15 + j] * scale).abs() <= 1e-6 * v.abs(),
+                "sample {s}: a kept sample is x/(1 − p)"
+            );
         }
     }
     // Binomial(2000, 0.7): mean 1400, sd 20.5; ±5 sd.
-    assert!((1297..=1503).contains(&kept), "kept {kept} of {b} samples at p = {p}");
+    assert!(
+        (1297..=1503).contains(&kept),
+        "kept {kept} of {b} samples at p = {p}"
+    );
     // Deterministic in the seed; another seed gives another mask.
     assert_eq!(x.drop_path(p, 1234).to_vec().unwrap(), y);
     assert_ne!(x.drop_path(p, 1235).to_vec().unwrap(), y);
@@ -180,14 +307,21 @@ fn drop_path_drops_whole_samples_with_probability_p() {
     assert!(x.drop_path(0.0, 1).same_storage(&x));
     assert!(x.drop_path_if(false, 0.5, 1).same_storage(&x));
     let err = x.try_drop_path(1.0, 1).expect_err("error").to_string();
-    assert!(err.contains("drop_path") && err.contains("p = 1") && err.contains("[2000, 3, 5]"), "{err}");
+    assert!(
+        err.contains("drop_path") && err.contains("p = 1") && err.contains("[2000, 3, 5]"),
+        "{err}"
+    );
 }
 
 #[test]
 fn temporal_shift_online_matches_the_online_demo_frame_by_frame() {
     let Some(_) = gpu_or_skip() else { return };
     // 3 frames of (N, C, H, W) = (1, 16, 2, 1), fold_div 8 (fold 2): frame t has x[c, s] = 100·t + 10·c + s.
-    let frame = |t: usize| -> Vec<f32> { (0..16).flat_map(|c| (0..2).map(move |s| (100 * t + 10 * c + s) as f32)).collect() };
+    let frame = |t: usize| -> Vec<f32> {
+        (0..16)
+            .flat_map(|c| (0..2).map(move |s| (100 * t + 10 * c + s) as f32))
+            .collect()
+    };
     let mut cache: Option<Tensor> = None;
     for t in 0..3 {
         let x = Tensor::from_slice(&frame(t), &[1, 16, 2, 1]).unwrap();
@@ -199,13 +333,21 @@ fn temporal_shift_online_matches_the_online_demo_frame_by_frame() {
             want[e] = if t == 0 { 0.0 } else { frame(t - 1)[e] };
         }
         assert_eq!(y, want, "frame {t}");
-        assert_eq!(next.to_vec().unwrap(), frame(t)[..4].to_vec(), "cache after frame {t}");
+        assert_eq!(
+            next.to_vec().unwrap(),
+            frame(t)[..4].to_vec(),
+            "cache after frame {t}"
+        );
         cache = Some(next);
     }
     // Gradients: loss = Σ y·r1 + Σ new_cache·r2 → dx = r1 on channels ≥ fold, r2 on channels < fold;
     // dcache = r1 on channels < fold.
-    let x = Tensor::rand_uniform(&[2, 16, 3, 3], -1.0, 1.0, 1).unwrap().param();
-    let c0 = Tensor::rand_uniform(&[2, 2, 3, 3], -1.0, 1.0, 2).unwrap().param();
+    let x = Tensor::rand_uniform(&[2, 16, 3, 3], -1.0, 1.0, 1)
+        .unwrap()
+        .param();
+    let c0 = Tensor::rand_uniform(&[2, 2, 3, 3], -1.0, 1.0, 2)
+        .unwrap()
+        .param();
     let r1 = Tensor::rand_uniform(&[2, 16, 3, 3], -1.0, 1.0, 3).unwrap();
     let r2 = Tensor::rand_uniform(&[2, 2, 3, 3], -1.0, 1.0, 4).unwrap();
     let (y, next) = x.temporal_shift_online(Some(&c0), 8);
@@ -216,14 +358,29 @@ fn temporal_shift_online_matches_the_online_demo_frame_by_frame() {
     let dc = g.get(&c0).unwrap().to_vec().unwrap();
     for i in 0..dx.len() {
         let (n, c, s) = (i / 144, i / 9 % 16, i % 9);
-        let want = if c < 2 { r2v[(n * 2 + c) * 9 + s] } else { r1v[i] };
+        let want = if c < 2 {
+            r2v[(n * 2 + c) * 9 + s]
+        } else {
+            r1v[i]
+        };
         assert!((dx[i] - want).abs() < 1e-6, "dx at {i}");
         if c < 2 {
-            assert!((dc[(n * 2 + c) * 9 + s] - r1v[i]).abs() < 1e-6, "dcache at {i}");
+            assert!(
+                (dc[(n * 2 + c) * 9 + s] - r1v[i]).abs() < 1e-6,
+                "dcache at {i}"
+            );
         }
     }
-    let err = x.try_temporal_shift_online(Some(&Tensor::zeros(&[2, 3, 3, 3])), 8).expect_err("error").to_string();
-    assert!(err.contains("temporal_shift_online") && err.contains("[2, 3, 3, 3]") && err.contains("fold_div 8"), "{err}");
+    let err = x
+        .try_temporal_shift_online(Some(&Tensor::zeros(&[2, 3, 3, 3])), 8)
+        .expect_err("error")
+        .to_string();
+    assert!(
+        err.contains("temporal_shift_online")
+            && err.contains("[2, 3, 3, 3]")
+            && err.contains("fold_div 8"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -240,19 +397,44 @@ fn layer_norm_channels_equals_permute_layer_norm_permute() {
         let y = if fused {
             xp.layer_norm_channels(&wp, &bp, 1e-5)
         } else {
-            xp.permute(&[0, 2, 3, 4, 1]).layer_norm(&wp, &bp, 1e-5).permute(&[0, 4, 1, 2, 3])
+            xp.permute(&[0, 2, 3, 4, 1])
+                .layer_norm(&wp, &bp, 1e-5)
+                .permute(&[0, 4, 1, 2, 3])
         };
         let g = y.backward_with(dy.clone()).unwrap();
-        let out = [&y, g.get(&xp).unwrap(), g.get(&wp).unwrap(), g.get(&bp).unwrap()].map(|t| t.to_cpu().unwrap());
+        let out = [
+            &y,
+            g.get(&xp).unwrap(),
+            g.get(&wp).unwrap(),
+            g.get(&bp).unwrap(),
+        ]
+        .map(|t| t.to_cpu().unwrap());
         out
     };
     let (fused, composite) = (run(true), run(false));
     // Two f32 implementations of the same formulas (different summation orders).
-    let tol = Tol::new(1e-4, 1e-4, "two f32 orders of the same sums over 12 channels / 210 columns");
+    let tol = Tol::new(
+        1e-4,
+        1e-4,
+        "two f32 orders of the same sums over 12 channels / 210 columns",
+    );
     for (k, name) in ["y", "dx", "dweight", "dbias"].iter().enumerate() {
         let got = Tensor::from_cpu(&fused[k]).unwrap();
-        assert_close(&format!("layer_norm_channels {name}"), &got, &composite[k], tol);
+        assert_close(
+            &format!("layer_norm_channels {name}"),
+            &got,
+            &composite[k],
+            tol,
+        );
     }
-    let err = x.try_layer_norm_channels(&Tensor::ones(&[5]), &b, 1e-5).expect_err("error").to_string();
-    assert!(err.contains("layer_norm_channels") && err.contains("[5]") && err.contains("[2, 12, 3, 5, 7]"), "{err}");
+    let err = x
+        .try_layer_norm_channels(&Tensor::ones(&[5]), &b, 1e-5)
+        .expect_err("error")
+        .to_string();
+    assert!(
+        err.contains("layer_norm_channels")
+            && err.contains("[5]")
+            && err.contains("[2, 12, 3, 5, 7]"),
+        "{err}"
+    );
 }

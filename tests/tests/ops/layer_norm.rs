@@ -33,26 +33,60 @@ fn layer_norm_over_more_than_65535_rows_matches_reference() {
     let y = xt.layer_norm(&wt, &bt, eps);
     let grads = y.backward_with(Tensor::from_cpu(&r).unwrap()).unwrap();
 
-    let row_tol = Tol::new(1e-5, 1e-5, "f32 row statistics of 9 terms, scaled by rstd·|w|");
+    let row_tol = Tol::new(
+        1e-5,
+        1e-5,
+        "f32 row statistics of 9 terms, scaled by rstd·|w|",
+    );
     assert_close("layer_norm y", &y, &y_ref, row_tol);
-    assert_close("layer_norm dx", grads.get(&xt).unwrap(), g_ref[0].as_ref().unwrap(), row_tol);
+    assert_close(
+        "layer_norm dx",
+        grads.get(&xt).unwrap(),
+        g_ref[0].as_ref().unwrap(),
+        row_tol,
+    );
     // Column sums of 66,002 terms |dy·x̂| ≲ 2 (Σ|·| ≈ 3e4): 64-row chunks in sequence, then a
     // tree over 1,032 partials; f32 error ≈ 1e-7 · 64 · |chunk sum| plus the tree's share.
     let col_tol = Tol::new(2e-3, 1e-5, "f32 column sums of 66,002 terms");
-    assert_close("layer_norm dweight", grads.get(&wt).unwrap(), g_ref[1].as_ref().unwrap(), col_tol);
-    assert_close("layer_norm dbias", grads.get(&bt).unwrap(), g_ref[2].as_ref().unwrap(), col_tol);
+    assert_close(
+        "layer_norm dweight",
+        grads.get(&wt).unwrap(),
+        g_ref[1].as_ref().unwrap(),
+        col_tol,
+    );
+    assert_close(
+        "layer_norm dbias",
+        grads.get(&bt).unwrap(),
+        g_ref[2].as_ref().unwrap(),
+        col_tol,
+    );
 }
 
 #[test]
 fn layer_norm_errors_name_the_shapes() {
     let Some(_) = gpu_or_skip() else { return };
     let x = Tensor::zeros(&[2, 3]);
-    let err = x.try_layer_norm(&Tensor::ones(&[4]), &Tensor::zeros(&[3]), 1e-5).expect_err("error").to_string();
-    assert!(err.contains("layer_norm") && err.contains("[2, 3]") && err.contains("[4]"), "{err}");
-    let err = x.try_layer_norm(&Tensor::ones(&[3]), &Tensor::zeros(&[1, 3]), 1e-5).expect_err("error").to_string();
+    let err = x
+        .try_layer_norm(&Tensor::ones(&[4]), &Tensor::zeros(&[3]), 1e-5)
+        .expect_err("error")
+        .to_string();
+    assert!(
+        err.contains("layer_norm") && err.contains("[2, 3]") && err.contains("[4]"),
+        "{err}"
+    );
+    let err = x
+        .try_layer_norm(&Tensor::ones(&[3]), &Tensor::zeros(&[1, 3]), 1e-5)
+        .expect_err("error")
+        .to_string();
     assert!(err.contains("[1, 3]") && err.contains("[2, 3]"), "{err}");
-    let err = x.try_layer_norm(&Tensor::ones(&[3]), &Tensor::zeros(&[3]), -1.0).expect_err("error").to_string();
+    let err = x
+        .try_layer_norm(&Tensor::ones(&[3]), &Tensor::zeros(&[3]), -1.0)
+        .expect_err("error")
+        .to_string();
     assert!(err.contains("eps") && err.contains("-1"), "{err}");
-    let err = Tensor::zeros(&[]).try_layer_norm(&Tensor::ones(&[1]), &Tensor::zeros(&[1]), 1e-5).expect_err("error").to_string();
+    let err = Tensor::zeros(&[])
+        .try_layer_norm(&Tensor::ones(&[1]), &Tensor::zeros(&[1]), 1e-5)
+        .expect_err("error")
+        .to_string();
     assert!(err.contains("[]"), "{err}");
 }

@@ -21,13 +21,19 @@ fn linear_forward_and_gradients_match_cpu() {
         let y = xt.linear(&wt, bias.then_some(&bt_));
         // y[z, t, j] = Σ_i x[z, t, i]·w[j, i] + b[j]
         let want = CpuTensor::from_fn(&[bt, n, o], |ix| {
-            let s: f64 = (0..i).map(|k| x.at(&[ix[0], ix[1], k]) * w.at(&[ix[2], k])).sum();
+            let s: f64 = (0..i)
+                .map(|k| x.at(&[ix[0], ix[1], k]) * w.at(&[ix[2], k]))
+                .sum();
             s + if bias { b.at(&[ix[2]]) } else { 0.0 }
         });
         assert_close(&format!("linear forward (bias {bias})"), &y, &want, TOL);
         // loss = Σ y·r: dx = r·w, dw = Σ_{z,t} r ⊗ x, db = Σ_{z,t} r
         let g = y.backward_with(Tensor::from_cpu(&r).unwrap()).unwrap();
-        let dx = CpuTensor::from_fn(&[bt, n, i], |ix| (0..o).map(|j| r.at(&[ix[0], ix[1], j]) * w.at(&[j, ix[2]])).sum());
+        let dx = CpuTensor::from_fn(&[bt, n, i], |ix| {
+            (0..o)
+                .map(|j| r.at(&[ix[0], ix[1], j]) * w.at(&[j, ix[2]]))
+                .sum()
+        });
         let dw = CpuTensor::from_fn(&[o, i], |ix| {
             let mut s = 0.0;
             for z in 0..bt {
@@ -37,7 +43,9 @@ fn linear_forward_and_gradients_match_cpu() {
             }
             s
         });
-        let db = CpuTensor::from_fn(&[o], |ix| (0..bt * n).map(|zt| r.data[zt * o + ix[0]]).sum());
+        let db = CpuTensor::from_fn(&[o], |ix| {
+            (0..bt * n).map(|zt| r.data[zt * o + ix[0]]).sum()
+        });
         assert_close("linear dx", g.get(&xt).unwrap(), &dx, TOL);
         assert_close("linear dw", g.get(&wt).unwrap(), &dw, TOL);
         if bias {
@@ -52,8 +60,17 @@ fn linear_forward_and_gradients_match_cpu() {
 fn linear_errors_name_the_shapes() {
     let Some(_) = gpu_or_skip() else { return };
     let x = Tensor::zeros(&[4, 7]);
-    let e = x.try_linear(&Tensor::zeros(&[3, 6]), None).expect_err("error").to_string();
+    let e = x
+        .try_linear(&Tensor::zeros(&[3, 6]), None)
+        .expect_err("error")
+        .to_string();
     assert!(e.contains("[4, 7]") && e.contains("[3, 6]"), "{e}");
-    let e = x.try_linear(&Tensor::zeros(&[3, 7]), Some(&Tensor::zeros(&[4]))).expect_err("error").to_string();
-    assert!(e.contains("[4, 7]") && e.contains("[3, 7]") && e.contains("[4]"), "{e}");
+    let e = x
+        .try_linear(&Tensor::zeros(&[3, 7]), Some(&Tensor::zeros(&[4])))
+        .expect_err("error")
+        .to_string();
+    assert!(
+        e.contains("[4, 7]") && e.contains("[3, 7]") && e.contains("[4]"),
+        "{e}"
+    );
 }

@@ -17,11 +17,16 @@ fn variants(gpu: &Gpu) -> Vec<u32> {
 
 /// Forward and both gradients of `variant` against the f64 reference.
 fn check(a_shape: &[usize], b_shape: &[usize], ta: bool, tb: bool, variant: u32, tol: Tol) {
-    let mut rng = Rng::new(a_shape.iter().chain(b_shape).product::<usize>() as u64 + variant as u64);
+    let mut rng =
+        Rng::new(a_shape.iter().chain(b_shape).product::<usize>() as u64 + variant as u64);
     let round = |t: CpuTensor| t.map(|v| v as f32 as f64);
     let a = round(CpuTensor::uniform(a_shape, -1.0, 1.0, &mut rng));
     let b = round(CpuTensor::uniform(b_shape, -1.0, 1.0, &mut rng));
-    let op = Matmul { trans_a: ta, trans_b: tb, variant };
+    let op = Matmul {
+        trans_a: ta,
+        trans_b: tb,
+        variant,
+    };
     let want = op.reference(&[&a, &b]);
     let dy = round(CpuTensor::uniform(&want.shape, -1.0, 1.0, &mut rng));
     let grads = op.reference_backward(&[&a, &b], &dy);
@@ -31,8 +36,18 @@ fn check(a_shape: &[usize], b_shape: &[usize], ta: bool, tb: bool, variant: u32,
     let y = matmul_variant(&xa, &xb, ta, tb, variant).unwrap();
     assert_close(&format!("{what} forward"), &y, &want, tol);
     let g = y.backward_with(Tensor::from_cpu(&dy).unwrap()).unwrap();
-    assert_close(&format!("{what} da"), g.get(&xa).unwrap(), grads[0].as_ref().unwrap(), tol);
-    assert_close(&format!("{what} db"), g.get(&xb).unwrap(), grads[1].as_ref().unwrap(), tol);
+    assert_close(
+        &format!("{what} da"),
+        g.get(&xa).unwrap(),
+        grads[0].as_ref().unwrap(),
+        tol,
+    );
+    assert_close(
+        &format!("{what} db"),
+        g.get(&xb).unwrap(),
+        grads[1].as_ref().unwrap(),
+        tol,
+    );
 }
 
 #[test]
@@ -62,11 +77,22 @@ fn every_variant_folds_launches_past_65535_workgroups() {
 #[test]
 fn shipped_variant_is_v3_with_subgroups() {
     let Some(gpu) = gpu_or_skip() else { return };
-    let want = if gpu.has_subgroups() && gpu.info.subgroup_min_size >= 8 { 3 } else { 2 };
-    assert_eq!(shipped_variant(gpu), want, "{} (subgroups {})", gpu.info.name, gpu.has_subgroups());
+    let want = if gpu.has_subgroups() && gpu.info.subgroup_min_size >= 8 {
+        3
+    } else {
+        2
+    };
+    assert_eq!(
+        shipped_variant(gpu),
+        want,
+        "{} (subgroups {})",
+        gpu.info.name,
+        gpu.has_subgroups()
+    );
     if want == 2 {
         let a = Tensor::zeros(&[2, 2]);
-        let err = matmul_variant(&a, &a, false, false, 3).expect_err("v3 without subgroups is an error");
+        let err =
+            matmul_variant(&a, &a, false, false, 3).expect_err("v3 without subgroups is an error");
         assert!(err.to_string().contains("SUBGROUP"), "{err}");
     }
 }
@@ -78,9 +104,19 @@ fn matmul_and_matmul_nt_on_a_small_example() {
     let a = Tensor::from_slice(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap();
     let b = Tensor::from_slice(&[1.0, 0.0, -1.0, 2.0, 0.5, 1.0], &[3, 2]).unwrap();
     // [[1 2 3] [4 5 6]] · [[1 0] [-1 2] [0.5 1]] = [[0.5 7] [2 16]]
-    assert_close("a @ b", &a.matmul(&b), &CpuTensor::new(vec![2, 2], vec![0.5, 7.0, 2.0, 16.0]), exact);
+    assert_close(
+        "a @ b",
+        &a.matmul(&b),
+        &CpuTensor::new(vec![2, 2], vec![0.5, 7.0, 2.0, 16.0]),
+        exact,
+    );
     // a @ aᵀ = [[14 32] [32 77]]
-    assert_close("a @ aᵀ", &a.matmul_nt(&a), &CpuTensor::new(vec![2, 2], vec![14.0, 32.0, 32.0, 77.0]), exact);
+    assert_close(
+        "a @ aᵀ",
+        &a.matmul_nt(&a),
+        &CpuTensor::new(vec![2, 2], vec![14.0, 32.0, 32.0, 77.0]),
+        exact,
+    );
 }
 
 #[test]
@@ -88,18 +124,37 @@ fn shape_errors_name_both_shapes() {
     let Some(_) = gpu_or_skip() else { return };
     let err = |a: &[usize], b: &[usize], nt: bool| {
         let (a, b) = (Tensor::zeros(a), Tensor::zeros(b));
-        let r = if nt { a.try_matmul_nt(&b) } else { a.try_matmul(&b) };
+        let r = if nt {
+            a.try_matmul_nt(&b)
+        } else {
+            a.try_matmul(&b)
+        };
         r.expect_err("error").to_string()
     };
     let e = err(&[2, 3], &[4, 5], false);
-    assert!(e.contains("[2, 3]") && e.contains("[4, 5]") && e.contains("inner"), "{e}");
+    assert!(
+        e.contains("[2, 3]") && e.contains("[4, 5]") && e.contains("inner"),
+        "{e}"
+    );
     let e = err(&[2, 3], &[4, 5], true);
-    assert!(e.contains("[2, 3]") && e.contains("[4, 5]") && e.contains("transposed"), "{e}");
+    assert!(
+        e.contains("[2, 3]") && e.contains("[4, 5]") && e.contains("transposed"),
+        "{e}"
+    );
     let e = err(&[2, 4, 3], &[5, 3, 4], false);
-    assert!(e.contains("[2, 4, 3]") && e.contains("[5, 3, 4]") && e.contains("batch"), "{e}");
+    assert!(
+        e.contains("[2, 4, 3]") && e.contains("[5, 3, 4]") && e.contains("batch"),
+        "{e}"
+    );
     let e = err(&[3], &[3, 4], false);
-    assert!(e.contains("[3]") && e.contains("[3, 4]") && e.contains("rank"), "{e}");
+    assert!(
+        e.contains("[3]") && e.contains("[3, 4]") && e.contains("rank"),
+        "{e}"
+    );
     let r = std::panic::catch_unwind(|| Tensor::zeros(&[2, 3]).matmul(&Tensor::zeros(&[4, 5])));
-    let msg = r.err().and_then(|p| p.downcast::<String>().ok()).expect("panic with a message");
+    let msg = r
+        .err()
+        .and_then(|p| p.downcast::<String>().ok())
+        .expect("panic with a message");
     assert!(msg.contains("[2, 3]") && msg.contains("[4, 5]"), "{msg}");
 }

@@ -20,9 +20,16 @@ fn softmax_of_huge_logits_is_finite() {
 #[test]
 fn softmax_errors_name_the_shape() {
     let Some(_) = gpu_or_skip() else { return };
-    let err = Tensor::zeros(&[]).try_softmax().expect_err("error").to_string();
+    let err = Tensor::zeros(&[])
+        .try_softmax()
+        .expect_err("error")
+        .to_string();
     assert!(err.contains("softmax") && err.contains("[]"), "{err}");
-    let err = Tensor::empty(&[1, MAX_ROW + 1]).unwrap().try_softmax().expect_err("error").to_string();
+    let err = Tensor::empty(&[1, MAX_ROW + 1])
+        .unwrap()
+        .try_softmax()
+        .expect_err("error")
+        .to_string();
     assert!(err.contains(&format!("[1, {}]", MAX_ROW + 1)), "{err}");
 }
 
@@ -30,12 +37,19 @@ fn softmax_errors_name_the_shape() {
 fn cross_entropy_of_known_logits_and_its_gradient() {
     let Some(_) = gpu_or_skip() else { return };
     // Row 0: logit 1000 on its label: loss 0, softmax (1, 0). Row 1: uniform: loss ln 2.
-    let x = Tensor::from_slice(&[1000.0, 0.0, 0.0, 0.0], &[2, 2]).unwrap().param();
+    let x = Tensor::from_slice(&[1000.0, 0.0, 0.0, 0.0], &[2, 2])
+        .unwrap()
+        .param();
     let labels = Indices::from_slice(&[0, 1]).unwrap();
     let loss = x.cross_entropy(&labels);
     assert_eq!(loss.shape(), &[] as &[usize]);
     let ln2 = std::f64::consts::LN_2;
-    assert_close("cross_entropy", &loss, &CpuTensor::new(vec![], vec![ln2 / 2.0]), CLOSE);
+    assert_close(
+        "cross_entropy",
+        &loss,
+        &CpuTensor::new(vec![], vec![ln2 / 2.0]),
+        CLOSE,
+    );
     // d/dx = (softmax − onehot) / N = [(0, 0), (0.5, −0.5)] / 2
     let grads = loss.mul_scalar(3.0).backward().unwrap();
     let want = CpuTensor::new(vec![2, 2], vec![0.0, 0.0, 0.75, -0.75]);
@@ -46,10 +60,25 @@ fn cross_entropy_of_known_logits_and_its_gradient() {
 fn cross_entropy_errors_name_labels_and_shapes() {
     let Some(_) = gpu_or_skip() else { return };
     let labels = Indices::from_slice(&[0, 4, 7]).unwrap();
-    let err = Tensor::zeros(&[3]).try_cross_entropy(&labels).expect_err("error").to_string();
-    assert!(err.contains("cross_entropy") && err.contains("[3]") && err.contains("(N, C)"), "{err}");
-    let err = Tensor::zeros(&[2, 8]).try_cross_entropy(&labels).expect_err("error").to_string();
+    let err = Tensor::zeros(&[3])
+        .try_cross_entropy(&labels)
+        .expect_err("error")
+        .to_string();
+    assert!(
+        err.contains("cross_entropy") && err.contains("[3]") && err.contains("(N, C)"),
+        "{err}"
+    );
+    let err = Tensor::zeros(&[2, 8])
+        .try_cross_entropy(&labels)
+        .expect_err("error")
+        .to_string();
     assert!(err.contains("3 labels") && err.contains("[2, 8]"), "{err}");
-    let err = Tensor::zeros(&[3, 5]).try_cross_entropy(&labels).expect_err("error").to_string();
-    assert!(err.contains("label 7 at position 2") && err.contains("C = 5"), "{err}");
+    let err = Tensor::zeros(&[3, 5])
+        .try_cross_entropy(&labels)
+        .expect_err("error")
+        .to_string();
+    assert!(
+        err.contains("label 7 at position 2") && err.contains("C = 5"),
+        "{err}"
+    );
 }

@@ -15,7 +15,11 @@ fn a_clip_batch_past_the_binding_limit_says_how_much_smaller_a_batch_fits() {
     let shape = [b, 8, 32, 32, 3];
     let err = Tensor::randn(&shape, 0.0, 1.0, 0).unwrap_err().to_string();
     assert!(err.contains(&format!("{shape:?}")), "{err}");
-    assert!(err.contains("max_storage_buffer_binding_size") && err.contains("a batch at least 3.00× smaller fits"), "{err}");
+    assert!(
+        err.contains("max_storage_buffer_binding_size")
+            && err.contains("a batch at least 3.00× smaller fits"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -27,14 +31,19 @@ fn an_op_output_past_the_limit_names_the_op() {
     let a = Tensor::zeros(&[n, 1]);
     let b = Tensor::zeros(&[1, n]);
     let err = a.try_add(&b).unwrap_err().to_string();
-    assert!(err.starts_with("in binary forward: ") && err.contains(&format!("[{n}, {n}]")), "{err}");
+    assert!(
+        err.starts_with("in binary forward: ") && err.contains(&format!("[{n}, {n}]")),
+        "{err}"
+    );
 }
 
 #[test]
 fn an_element_count_that_overflows_is_an_error() {
     let Some(_) = gpu_or_skip() else { return };
     let shape = [usize::MAX / 2, 3];
-    let err = Tensor::rand_uniform(&shape, 0.0, 1.0, 0).unwrap_err().to_string();
+    let err = Tensor::rand_uniform(&shape, 0.0, 1.0, 0)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(&format!("{shape:?}")), "{err}");
     assert!(Tensor::empty(&shape).is_err());
 }

@@ -10,9 +10,16 @@ use crate::cli::output::Reader;
 
 #[test]
 fn models_piped_into_head_stops_printing_without_a_panic() {
-    let mut out = Output::new(Reader { lines: 1, kind: ErrorKind::BrokenPipe, got: Vec::new() });
+    let mut out = Output::new(Reader {
+        lines: 1,
+        kind: ErrorKind::BrokenPipe,
+        got: Vec::new(),
+    });
     tubelet_cli::models::print(&mut out).unwrap();
     assert!(out.is_closed(), "the table has more than one line");
     let got = String::from_utf8(out.into_inner().got).unwrap();
-    assert!(got.starts_with("model ") && got.lines().count() == 1, "{got}");
+    assert!(
+        got.starts_with("model ") && got.lines().count() == 1,
+        "{got}"
+    );
 }

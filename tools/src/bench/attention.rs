@@ -42,7 +42,9 @@
 
 use clap::Args as ClapArgs;
 use tubelet::nn::Init;
-use tubelet::ops::grid_attention::{self, grid_attention_unfused, Cls, Part, Pattern as GP, Span, TokenGrid};
+use tubelet::ops::grid_attention::{
+    self, grid_attention_unfused, Cls, Part, Pattern as GP, Span, TokenGrid,
+};
 use tubelet::ops::pooled_attention::pooled_attention_unfused;
 use tubelet::ops::window_attention::{video_swin_window, window_attention_unfused};
 use tubelet::{no_grad, Error, Gpu, Result, Tensor};
@@ -73,16 +75,43 @@ pub struct Args {
 #[derive(Clone, Debug)]
 enum Pattern {
     /// Video Swin window attention on a (B, D, H, W) token grid.
-    Window { b: usize, grid: [usize; 3], c: usize, heads: usize, window: [usize; 3], shift: [usize; 3] },
+    Window {
+        b: usize,
+        grid: [usize; 3],
+        c: usize,
+        heads: usize,
+        window: [usize; 3],
+        shift: [usize; 3],
+    },
     /// Joint attention over all N tokens (space-time, with the cls token).
-    Joint { b: usize, n: usize, heads: usize, hd: usize },
+    Joint {
+        b: usize,
+        n: usize,
+        heads: usize,
+        hd: usize,
+    },
     /// Attention within the groups of a grid pattern (`grid_attention`), tokens `(h w t)`.
-    Grid { b: usize, dims: [usize; 3], cls: Cls, heads: usize, hd: usize, what: &'static str, pattern: grid_attention::Pattern },
+    Grid {
+        b: usize,
+        dims: [usize; 3],
+        cls: Cls,
+        heads: usize,
+        hd: usize,
+        what: &'static str,
+        pattern: grid_attention::Pattern,
+    },
     /// MViT pooled attention (one `MultiScaleAttention`): fused `forward` or `forward_unfused`.
     Mvit { b: usize, spec: AttentionSpec },
     /// The pooled attention op alone (`Tensor::pooled_attention` against
     /// `pooled_attention_unfused`) on the q and kv grids of an MViT layer, + cls.
-    Pooled { b: usize, heads: usize, hd: usize, q: [usize; 3], kv: [usize; 3], rel: bool },
+    Pooled {
+        b: usize,
+        heads: usize,
+        hd: usize,
+        q: [usize; 3],
+        kv: [usize; 3],
+        rel: bool,
+    },
 }
 
 struct Shape {
@@ -101,7 +130,15 @@ struct Inputs {
 
 /// TimeSformer-B's attention (12 heads, d 64) on `frames` × 14×14 patches, tokens `(h w t)`.
 fn tsf(frames: usize, what: &'static str, cls: Cls, pattern: grid_attention::Pattern) -> Pattern {
-    Pattern::Grid { b: 1, dims: [frames, 14, 14], cls, heads: 12, hd: 64, what, pattern }
+    Pattern::Grid {
+        b: 1,
+        dims: [frames, 14, 14],
+        cls,
+        heads: 12,
+        hd: 64,
+        what,
+        pattern,
+    }
 }
 
 /// Block 1's attention of an MViT config (from the model's schedule), on a `t`×`hw`×`hw` grid.
@@ -112,73 +149,227 @@ fn mvit_block1(cfg: MvitConfig, t: usize, hw: usize) -> Pattern {
 }
 
 fn pooled(q: [usize; 3], kv: [usize; 3], rel: bool) -> Pattern {
-    Pattern::Pooled { b: 1, heads: 2, hd: 96, q, kv, rel }
+    Pattern::Pooled {
+        b: 1,
+        heads: 2,
+        hd: 96,
+        q,
+        kv,
+        rel,
+    }
 }
 
 fn swin(grid: [usize; 3], shift: [usize; 3]) -> Pattern {
     // Swin-T stage 1: C 96, 3 heads (head dim 32), window (8, 7, 7).
-    Pattern::Window { b: 1, grid, c: 96, heads: 3, window: [8, 7, 7], shift }
+    Pattern::Window {
+        b: 1,
+        grid,
+        c: 96,
+        heads: 3,
+        window: [8, 7, 7],
+        shift,
+    }
 }
 
 /// Every shape the bench knows, in the order it runs them.
 fn shapes() -> Vec<Shape> {
-    let joint = |frames: usize| Pattern::Joint { b: 1, n: frames * 196 + 1, heads: 12, hd: 64 };
+    let joint = |frames: usize| Pattern::Joint {
+        b: 1,
+        n: frames * 196 + 1,
+        heads: 12,
+        hd: 64,
+    };
     vec![
-        Shape { name: "swin-small", small: true, pattern: swin([8, 14, 14], [4, 3, 3]) },
-        Shape { name: "swin-t-stage1", small: false, pattern: swin([8, 56, 56], [0, 0, 0]) },
-        Shape { name: "swin-t-stage1", small: false, pattern: swin([8, 56, 56], [4, 3, 3]) },
+        Shape {
+            name: "swin-small",
+            small: true,
+            pattern: swin([8, 14, 14], [4, 3, 3]),
+        },
+        Shape {
+            name: "swin-t-stage1",
+            small: false,
+            pattern: swin([8, 56, 56], [0, 0, 0]),
+        },
+        Shape {
+            name: "swin-t-stage1",
+            small: false,
+            pattern: swin([8, 56, 56], [4, 3, 3]),
+        },
         // TimeSformer-B, joint space-time attention: 2 frames (small) and its 8 frames.
-        Shape { name: "joint-small", small: true, pattern: joint(2) },
-        Shape { name: "timesformer-joint", small: false, pattern: joint(8) },
+        Shape {
+            name: "joint-small",
+            small: true,
+            pattern: joint(2),
+        },
+        Shape {
+            name: "timesformer-joint",
+            small: false,
+            pattern: joint(8),
+        },
         // TimeSformer-B divided space-time: temporal (groups of T, cls not taking part: the
         // model runs it on x[:, 1:]) and spatial (groups of 196 + the shared cls).
-        Shape { name: "divided-small", small: true, pattern: tsf(2, "time", Cls::None, GP::time()) },
-        Shape { name: "divided-small", small: true, pattern: tsf(2, "space", Cls::Shared, GP::space()) },
-        Shape { name: "timesformer-divided", small: false, pattern: tsf(8, "time", Cls::None, GP::time()) },
-        Shape { name: "timesformer-divided", small: false, pattern: tsf(8, "space", Cls::Shared, GP::space()) },
+        Shape {
+            name: "divided-small",
+            small: true,
+            pattern: tsf(2, "time", Cls::None, GP::time()),
+        },
+        Shape {
+            name: "divided-small",
+            small: true,
+            pattern: tsf(2, "space", Cls::Shared, GP::space()),
+        },
+        Shape {
+            name: "timesformer-divided",
+            small: false,
+            pattern: tsf(8, "time", Cls::None, GP::time()),
+        },
+        Shape {
+            name: "timesformer-divided",
+            small: false,
+            pattern: tsf(8, "space", Cls::Shared, GP::space()),
+        },
         // TimeSformer L+G: local T×H/2×W/2 blocks, then the stride-2 global step (cls shared).
-        Shape { name: "lg-small", small: true, pattern: tsf(2, "local", Cls::Shared, GP::timesformer_local([2, 14, 14])) },
-        Shape { name: "lg-small", small: true, pattern: tsf(2, "global", Cls::Shared, GP::timesformer_global()) },
-        Shape { name: "timesformer-lg", small: false, pattern: tsf(8, "local", Cls::Shared, GP::timesformer_local([8, 14, 14])) },
-        Shape { name: "timesformer-lg", small: false, pattern: tsf(8, "global", Cls::Shared, GP::timesformer_global()) },
+        Shape {
+            name: "lg-small",
+            small: true,
+            pattern: tsf(2, "local", Cls::Shared, GP::timesformer_local([2, 14, 14])),
+        },
+        Shape {
+            name: "lg-small",
+            small: true,
+            pattern: tsf(2, "global", Cls::Shared, GP::timesformer_global()),
+        },
+        Shape {
+            name: "timesformer-lg",
+            small: false,
+            pattern: tsf(8, "local", Cls::Shared, GP::timesformer_local([8, 14, 14])),
+        },
+        Shape {
+            name: "timesformer-lg",
+            small: false,
+            pattern: tsf(8, "global", Cls::Shared, GP::timesformer_global()),
+        },
         // MViT-B 16×4 and MViTv2-S 16×4 block 1 (pooled attention; v2 with rel-pos and
         // residual pooling): a small grid with the same pools and widths, and the real 8×56×56.
-        Shape { name: "mvit-small", small: true, pattern: mvit_block1(MvitConfig::mvit_b_16x4(), 2, 14) },
-        Shape { name: "mvit-b-block1", small: false, pattern: mvit_block1(MvitConfig::mvit_b_16x4(), 8, 56) },
-        Shape { name: "mvitv2-small", small: true, pattern: mvit_block1(MvitConfig::mvitv2_s_16x4(), 2, 14) },
-        Shape { name: "mvitv2-s-block1", small: false, pattern: mvit_block1(MvitConfig::mvitv2_s_16x4(), 8, 56) },
+        Shape {
+            name: "mvit-small",
+            small: true,
+            pattern: mvit_block1(MvitConfig::mvit_b_16x4(), 2, 14),
+        },
+        Shape {
+            name: "mvit-b-block1",
+            small: false,
+            pattern: mvit_block1(MvitConfig::mvit_b_16x4(), 8, 56),
+        },
+        Shape {
+            name: "mvitv2-small",
+            small: true,
+            pattern: mvit_block1(MvitConfig::mvitv2_s_16x4(), 2, 14),
+        },
+        Shape {
+            name: "mvitv2-s-block1",
+            small: false,
+            pattern: mvit_block1(MvitConfig::mvitv2_s_16x4(), 8, 56),
+        },
         // The op alone at MViT-B 16×4 block 1's grids (q 8×28×28, kv 8×14×14, 2 heads of 96),
         // without and with the v2 rel-pos term.
-        Shape { name: "mvit-attn-small", small: true, pattern: pooled([2, 7, 7], [2, 4, 4], false) },
-        Shape { name: "mvit-attn-small", small: true, pattern: pooled([2, 7, 7], [2, 4, 4], true) },
-        Shape { name: "mvit-b-block1-attn", small: false, pattern: pooled([8, 28, 28], [8, 14, 14], false) },
-        Shape { name: "mvit-b-block1-attn", small: false, pattern: pooled([8, 28, 28], [8, 14, 14], true) },
+        Shape {
+            name: "mvit-attn-small",
+            small: true,
+            pattern: pooled([2, 7, 7], [2, 4, 4], false),
+        },
+        Shape {
+            name: "mvit-attn-small",
+            small: true,
+            pattern: pooled([2, 7, 7], [2, 4, 4], true),
+        },
+        Shape {
+            name: "mvit-b-block1-attn",
+            small: false,
+            pattern: pooled([8, 28, 28], [8, 14, 14], false),
+        },
+        Shape {
+            name: "mvit-b-block1-attn",
+            small: false,
+            pattern: pooled([8, 28, 28], [8, 14, 14], true),
+        },
     ]
 }
 
 impl Pattern {
     fn label(&self) -> String {
         match self {
-            Pattern::Window { b, grid, c, heads, window, shift } => format!(
+            Pattern::Window {
+                b,
+                grid,
+                c,
+                heads,
+                window,
+                shift,
+            } => format!(
                 "B{b} {}×{}×{} C{c} h{heads} win {}×{}×{} shift {}",
-                grid[0], grid[1], grid[2], window[0], window[1], window[2],
-                if shift.iter().any(|&s| s > 0) { format!("{}·{}·{}", shift[0], shift[1], shift[2]) } else { "0".into() }
+                grid[0],
+                grid[1],
+                grid[2],
+                window[0],
+                window[1],
+                window[2],
+                if shift.iter().any(|&s| s > 0) {
+                    format!("{}·{}·{}", shift[0], shift[1], shift[2])
+                } else {
+                    "0".into()
+                }
             ),
             Pattern::Joint { b, n, heads, hd } => format!("B{b} N{n} h{heads} d{hd}"),
-            Pattern::Pooled { b, heads, hd, q, kv, rel } => format!(
+            Pattern::Pooled {
+                b,
+                heads,
+                hd,
+                q,
+                kv,
+                rel,
+            } => format!(
                 "B{b} h{heads} d{hd} q {}×{}×{}+cls kv {}×{}×{}+cls{}",
-                q[0], q[1], q[2], kv[0], kv[1], kv[2], if *rel { " rel" } else { "" }
+                q[0],
+                q[1],
+                q[2],
+                kv[0],
+                kv[1],
+                kv[2],
+                if *rel { " rel" } else { "" }
             ),
-            Pattern::Grid { b, dims, cls, heads, hd, what, .. } => format!(
+            Pattern::Grid {
+                b,
+                dims,
+                cls,
+                heads,
+                hd,
+                what,
+                ..
+            } => format!(
                 "B{b} {}×{}×{}{} h{heads} d{hd} {what}",
-                dims[0], dims[1], dims[2], if *cls == Cls::None { "" } else { "+cls" }
+                dims[0],
+                dims[1],
+                dims[2],
+                if *cls == Cls::None { "" } else { "+cls" }
             ),
             Pattern::Mvit { b, spec } => {
                 let (q, kv) = spec.grids().unwrap_or_default();
                 format!(
                     "B{b} {}×{}×{}+cls C{} h{} d{} q→{}×{}×{} kv→{}×{}×{}{}",
-                    spec.thw[0], spec.thw[1], spec.thw[2], spec.dim, spec.heads, spec.head_dim(),
-                    q[0], q[1], q[2], kv[0], kv[1], kv[2], if spec.rel_pos.is_some() { " rel" } else { "" }
+                    spec.thw[0],
+                    spec.thw[1],
+                    spec.thw[2],
+                    spec.dim,
+                    spec.heads,
+                    spec.head_dim(),
+                    q[0],
+                    q[1],
+                    q[2],
+                    kv[0],
+                    kv[1],
+                    kv[2],
+                    if spec.rel_pos.is_some() { " rel" } else { "" }
                 )
             }
         }
@@ -188,7 +379,9 @@ impl Pattern {
         match self {
             Pattern::Window { b, grid, .. } => b * grid.iter().product::<usize>(),
             Pattern::Joint { b, n, .. } => b * n,
-            Pattern::Grid { b, dims, cls, .. } => b * TokenGrid::space_major(*dims, *cls).n_tokens(),
+            Pattern::Grid { b, dims, cls, .. } => {
+                b * TokenGrid::space_major(*dims, *cls).n_tokens()
+            }
             Pattern::Mvit { b, spec } => b * (1 + spec.thw.iter().product::<usize>()),
             Pattern::Pooled { b, q, .. } => b * (1 + q.iter().product::<usize>()),
         }
@@ -197,20 +390,46 @@ impl Pattern {
     /// Forward FLOPs of the two attention matmuls (see the file header).
     fn flops(&self) -> f64 {
         match self {
-            Pattern::Window { b, grid, c, heads, window, shift } => {
+            Pattern::Window {
+                b,
+                grid,
+                c,
+                heads,
+                window,
+                shift,
+            } => {
                 let w = video_swin_window(*grid, *window, *shift).window;
                 let n = w.iter().product::<usize>() as f64;
                 let windows: usize = (0..3).map(|a| grid[a].div_ceil(w[a])).product();
                 4.0 * n * n * (c / heads) as f64 * (*heads * b * windows) as f64
             }
             Pattern::Joint { b, n, heads, hd } => 4.0 * (n * n * hd * heads * b) as f64,
-            Pattern::Pooled { b, heads, hd, q, kv, .. } => {
-                let (nq, nk) = (1 + q.iter().product::<usize>(), 1 + kv.iter().product::<usize>());
+            Pattern::Pooled {
+                b,
+                heads,
+                hd,
+                q,
+                kv,
+                ..
+            } => {
+                let (nq, nk) = (
+                    1 + q.iter().product::<usize>(),
+                    1 + kv.iter().product::<usize>(),
+                );
                 4.0 * (nq * nk * hd * heads * b) as f64
             }
-            Pattern::Grid { b, dims, cls, heads, hd, pattern, .. } => {
+            Pattern::Grid {
+                b,
+                dims,
+                cls,
+                heads,
+                hd,
+                pattern,
+                ..
+            } => {
                 // Σ over groups of L², L = the group's grid tokens (+ the shared cls).
-                let sizes: Vec<Vec<usize>> = (0..3).map(|a| group_sizes(pattern.0[a], dims[a])).collect();
+                let sizes: Vec<Vec<usize>> =
+                    (0..3).map(|a| group_sizes(pattern.0[a], dims[a])).collect();
                 let extra = usize::from(*cls == Cls::Shared);
                 let mut sum_sq = 0usize;
                 for &x in &sizes[0] {
@@ -225,7 +444,10 @@ impl Pattern {
             Pattern::Mvit { b, spec } => {
                 // Q·Kᵀ and P·V on the pooled grids (the cls token included in both).
                 let (q, kv) = spec.grids().unwrap_or_default();
-                let (nq, nk) = (1 + q.iter().product::<usize>(), 1 + kv.iter().product::<usize>());
+                let (nq, nk) = (
+                    1 + q.iter().product::<usize>(),
+                    1 + kv.iter().product::<usize>(),
+                );
                 4.0 * (nq * nk * spec.head_dim() * spec.heads * b) as f64
             }
         }
@@ -233,12 +455,26 @@ impl Pattern {
 
     /// Random inputs (as parameters, so the backward reaches them) and an upstream gradient.
     fn inputs(&self, seed: u64) -> Result<Inputs> {
-        let plain = |(x, dy): (Vec<Tensor>, Tensor)| Inputs { x, dy, module: None };
+        let plain = |(x, dy): (Vec<Tensor>, Tensor)| Inputs {
+            x,
+            dy,
+            module: None,
+        };
         Ok(match self {
-            Pattern::Grid { b, dims, cls, heads, hd, .. } => {
+            Pattern::Grid {
+                b,
+                dims,
+                cls,
+                heads,
+                hd,
+                ..
+            } => {
                 let n = TokenGrid::space_major(*dims, *cls).n_tokens();
                 let qkv = Tensor::randn(&[*b, n, 3 * heads * hd], 0.0, 1.0, seed)?.param();
-                plain((vec![qkv], Tensor::randn(&[*b, n, heads * hd], 0.0, 1.0, seed + 3)?))
+                plain((
+                    vec![qkv],
+                    Tensor::randn(&[*b, n, heads * hd], 0.0, 1.0, seed + 3)?,
+                ))
             }
             Pattern::Mvit { b, spec } => {
                 let module = MultiScaleAttention::new(&mut Init::new(seed), spec.clone())?;
@@ -246,7 +482,11 @@ impl Pattern {
                 let nq = 1 + spec.grids()?.0.iter().product::<usize>();
                 let x = Tensor::randn(&[*b, n, spec.dim], 0.0, 1.0, seed + 1)?.param();
                 let dy = Tensor::randn(&[*b, nq, spec.dim_out], 0.0, 1.0, seed + 3)?;
-                Inputs { x: vec![x], dy, module: Some(module) }
+                Inputs {
+                    x: vec![x],
+                    dy,
+                    module: Some(module),
+                }
             }
             _ => plain(self.tensor_inputs(seed)?),
         })
@@ -254,26 +494,57 @@ impl Pattern {
 
     fn tensor_inputs(&self, seed: u64) -> Result<(Vec<Tensor>, Tensor)> {
         match self {
-            Pattern::Window { b, grid, c, heads, window, .. } => {
+            Pattern::Window {
+                b,
+                grid,
+                c,
+                heads,
+                window,
+                ..
+            } => {
                 let [d, h, w] = *grid;
                 let t = (2 * window[0] - 1) * (2 * window[1] - 1) * (2 * window[2] - 1);
                 let qkv = Tensor::randn(&[*b, d, h, w, 3 * c], 0.0, 1.0, seed)?.param();
                 let bias = Tensor::randn(&[3 * c], 0.0, 0.1, seed + 1)?.param();
                 let table = Tensor::trunc_normal(&[t, *heads], 0.02, seed + 2)?.param();
-                Ok((vec![qkv, bias, table], Tensor::randn(&[*b, d, h, w, *c], 0.0, 1.0, seed + 3)?))
+                Ok((
+                    vec![qkv, bias, table],
+                    Tensor::randn(&[*b, d, h, w, *c], 0.0, 1.0, seed + 3)?,
+                ))
             }
-            Pattern::Pooled { b, heads, hd, q, kv, rel } => {
-                let (nq, nk) = (1 + q.iter().product::<usize>(), 1 + kv.iter().product::<usize>());
-                let t = |n: usize, s: u64| Tensor::randn(&[*b, *heads, n, *hd], 0.0, 1.0, seed + s).map(|t| t.param());
+            Pattern::Pooled {
+                b,
+                heads,
+                hd,
+                q,
+                kv,
+                rel,
+            } => {
+                let (nq, nk) = (
+                    1 + q.iter().product::<usize>(),
+                    1 + kv.iter().product::<usize>(),
+                );
+                let t = |n: usize, s: u64| {
+                    Tensor::randn(&[*b, *heads, n, *hd], 0.0, 1.0, seed + s).map(|t| t.param())
+                };
                 let mut x = vec![t(nq, 0)?, t(nk, 1)?, t(nk, 2)?];
                 if *rel {
-                    x.push(Tensor::randn(&[*b, *heads, nq - 1, kv.iter().sum()], 0.0, 0.5, seed + 4)?.param());
+                    x.push(
+                        Tensor::randn(&[*b, *heads, nq - 1, kv.iter().sum()], 0.0, 0.5, seed + 4)?
+                            .param(),
+                    );
                 }
-                Ok((x, Tensor::randn(&[*b, *heads, nq, *hd], 0.0, 1.0, seed + 3)?))
+                Ok((
+                    x,
+                    Tensor::randn(&[*b, *heads, nq, *hd], 0.0, 1.0, seed + 3)?,
+                ))
             }
             Pattern::Joint { b, n, heads, hd } => {
                 let qkv = Tensor::randn(&[*b, *n, 3 * heads * hd], 0.0, 1.0, seed)?.param();
-                Ok((vec![qkv], Tensor::randn(&[*b, *n, heads * hd], 0.0, 1.0, seed + 3)?))
+                Ok((
+                    vec![qkv],
+                    Tensor::randn(&[*b, *n, heads * hd], 0.0, 1.0, seed + 3)?,
+                ))
             }
             Pattern::Grid { .. } | Pattern::Mvit { .. } => unreachable!("built by Pattern::inputs"),
         }
@@ -283,7 +554,14 @@ impl Pattern {
     fn forward(&self, inp: &Inputs, fused: bool) -> Result<Tensor> {
         let x = &inp.x;
         match self {
-            Pattern::Window { grid, c, heads, window, shift, .. } => {
+            Pattern::Window {
+                grid,
+                c,
+                heads,
+                window,
+                shift,
+                ..
+            } => {
                 let win = video_swin_window(*grid, *window, *shift);
                 let scale = ((c / heads) as f32).powf(-0.5);
                 if fused {
@@ -300,13 +578,29 @@ impl Pattern {
                     attention_unfused(&x[0], *heads, scale)
                 }
             }
-            Pattern::Grid { dims, cls, heads, hd, pattern, .. } => {
+            Pattern::Grid {
+                dims,
+                cls,
+                heads,
+                hd,
+                pattern,
+                ..
+            } => {
                 let scale = (*hd as f32).powf(-0.5);
                 let grid = TokenGrid::space_major(*dims, *cls);
                 if fused {
                     x[0].try_grid_attention(*heads, scale, grid, *pattern)
                 } else {
-                    grid_attention_unfused(&x[0], *heads, scale, grid, &[Part { heads: 0..*heads, pattern: *pattern }])
+                    grid_attention_unfused(
+                        &x[0],
+                        *heads,
+                        scale,
+                        grid,
+                        &[Part {
+                            heads: 0..*heads,
+                            pattern: *pattern,
+                        }],
+                    )
                 }
             }
             Pattern::Pooled { hd, kv, .. } => {
@@ -320,7 +614,9 @@ impl Pattern {
             Pattern::Mvit { .. } => match &inp.module {
                 Some(m) if fused => m.forward(&x[0]),
                 Some(m) => m.forward_unfused(&x[0]),
-                None => Err(Error::Config("bench attention: MViT pattern without its module".into())),
+                None => Err(Error::Config(
+                    "bench attention: MViT pattern without its module".into(),
+                )),
             },
         }
     }
@@ -362,7 +658,10 @@ fn train_step(p: &Pattern, inp: &Inputs, fused: bool) -> Result<()> {
     let y = p.forward(inp, fused)?;
     let grads = y.backward_with(inp.dy.clone())?;
     if grads.get(&inp.x[0]).is_none() {
-        return Err(Error::Autograd(format!("bench attention: {} gave no gradient", p.kernel(fused))));
+        return Err(Error::Autograd(format!(
+            "bench attention: {} gave no gradient",
+            p.kernel(fused)
+        )));
     }
     Ok(())
 }
@@ -380,7 +679,10 @@ fn workspace_bytes(gpu: &Gpu, f: impl FnOnce() -> Result<()>) -> Result<u64> {
 /// Largest |a − b| over two tensors of one shape.
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     let (a, b) = (a.to_vec()?, b.to_vec()?);
-    Ok(a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max))
+    Ok(a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max))
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -396,18 +698,30 @@ pub fn run(args: Args) -> Result<()> {
                     names.push(k.name);
                 }
             }
-            return Err(Error::Config(format!("bench attention: unknown --shape {s:?} (known: {})", names.join(", "))));
+            return Err(Error::Config(format!(
+                "bench attention: unknown --shape {s:?} (known: {})",
+                names.join(", ")
+            )));
         }
     }
     let run_all = args.shape.is_empty();
     let selected: Vec<Shape> = known
         .into_iter()
-        .filter(|k| if run_all { !args.quick || k.small } else { args.shape.iter().any(|s| s == k.name) })
+        .filter(|k| {
+            if run_all {
+                !args.quick || k.small
+            } else {
+                args.shape.iter().any(|s| s == k.name)
+            }
+        })
         .collect();
     let iters = if args.quick { 1 } else { args.iters.max(1) };
-    outln!(out, "{iters} timed run(s) per row (median), after one warm-up run at the small shapes \
+    outln!(
+        out,
+        "{iters} timed run(s) per row (median), after one warm-up run at the small shapes \
         (pipelines compile there); FLOPs: the attention matmuls only (forward 4·N²·d per head \
-        and window, forward+backward 3.5×)")?;
+        and window, forward+backward 3.5×)"
+    )?;
     let mut rows = Vec::new();
     let mut mem = Vec::new();
     let mut grid_rows: Vec<(&str, &str, usize)> = Vec::new(); // (shape name, step, first row)
@@ -419,15 +733,22 @@ pub fn run(args: Args) -> Result<()> {
         let label = format!("{} {}", s.name, p.label());
         let inp = p.inputs(7)?;
         // Validate before timing: the fused output must match the unfused composition.
-        let diff = no_grad(|| -> Result<f32> { max_abs_diff(&p.forward(&inp, true)?, &p.forward(&inp, false)?) })?;
+        let diff = no_grad(|| -> Result<f32> {
+            max_abs_diff(&p.forward(&inp, true)?, &p.forward(&inp, false)?)
+        })?;
         if diff.is_nan() || diff > 1e-3 {
-            return Err(Error::Config(format!("bench attention: {label}: fused and unfused differ by {diff}")));
+            return Err(Error::Config(format!(
+                "bench attention: {label}: fused and unfused differ by {diff}"
+            )));
         }
         eprintln!("{label}: fused and unfused agree (max |Δ| {diff:.1e}); timing ...");
         let variants = [false, true];
         let mut ms = [[0.0; 2]; 2]; // [fused?][forward, forward+backward]
         for (fi, &fused) in variants.iter().enumerate() {
-            ms[fi][0] = time_ms(warmup, iters, || no_grad(|| p.forward(&inp, fused).map(drop)))?.0;
+            ms[fi][0] = time_ms(warmup, iters, || {
+                no_grad(|| p.forward(&inp, fused).map(drop))
+            })?
+            .0;
             let bytes = workspace_bytes(gpu, || {
                 ms[fi][1] = time_ms(warmup, iters, || train_step(p, &inp, fused))?.0;
                 Ok(())
@@ -452,25 +773,47 @@ pub fn run(args: Args) -> Result<()> {
         gpu.trim_pool();
     }
     // The factorised patterns' sums: divided (T+S) and L+G, the rows of both steps added.
-    for (name, a, b, sum) in [("divided", "time", "space", "T+S"), ("lg", "local", "global", "L+G")] {
-        let mut names: Vec<&str> = grid_rows.iter().map(|g| g.0).filter(|n| n.contains(name)).collect();
+    for (name, a, b, sum) in [
+        ("divided", "time", "space", "T+S"),
+        ("lg", "local", "global", "L+G"),
+    ] {
+        let mut names: Vec<&str> = grid_rows
+            .iter()
+            .map(|g| g.0)
+            .filter(|n| n.contains(name))
+            .collect();
         names.dedup();
         for n in names {
             let find = |w: &str| grid_rows.iter().find(|g| g.0 == n && g.1 == w).map(|g| g.2);
-            let (Some(ra), Some(rb)) = (find(a), find(b)) else { continue };
-            let shape = rows[ra].shape.replacen(&format!(" {a}"), &format!(" {sum}"), 1);
+            let (Some(ra), Some(rb)) = (find(a), find(b)) else {
+                continue;
+            };
+            let shape = rows[ra]
+                .shape
+                .replacen(&format!(" {a}"), &format!(" {sum}"), 1);
             for k in 0..4 {
                 let (x, y) = (&rows[ra + k], &rows[rb + k]);
-                let kernel = x.kernel.replacen("grid_attention", &format!("grid_attention {sum}"), 1);
+                let kernel =
+                    x.kernel
+                        .replacen("grid_attention", &format!("grid_attention {sum}"), 1);
                 let baseline_ms = x.baseline_ms.zip(y.baseline_ms).map(|(p, q)| p + q);
-                let row = Row { kernel, shape: shape.clone(), ms: x.ms + y.ms, flops: x.flops + y.flops, baseline_ms };
+                let row = Row {
+                    kernel,
+                    shape: shape.clone(),
+                    ms: x.ms + y.ms,
+                    flops: x.flops + y.flops,
+                    baseline_ms,
+                };
                 rows.push(row);
             }
         }
     }
     outln!(out)?;
     print_table(&rows)?;
-    if selected.iter().any(|s| matches!(s.pattern, Pattern::Mvit { .. })) {
+    if selected
+        .iter()
+        .any(|s| matches!(s.pattern, Pattern::Mvit { .. }))
+    {
         outln!(out, "MultiScaleAttention rows (MViT pooled attention) time the whole layer in both paths: the \
             qkv and proj linears and the q/k/v conv pools and norms (the same in both) besides the attention; \
             their FLOPs count only Q·Kᵀ and P·V on the pooled grids.")?;
@@ -485,11 +828,30 @@ pub fn run(args: Args) -> Result<()> {
 fn print_memory(mem: &[(&str, String, usize, u64)]) -> Result<()> {
     let mut out = Output::stdout();
     let kw = mem.iter().map(|m| m.0.len()).max().unwrap_or(6).max(6);
-    let sw = mem.iter().map(|m| m.1.chars().count()).max().unwrap_or(5).max(5);
-    outln!(out, "{:<kw$}  {:<sw$}  {:>8}  {:>16}  {:>12}", "kernel", "shape", "tokens", "peak fwd+bwd MiB", "bytes/token")?;
+    let sw = mem
+        .iter()
+        .map(|m| m.1.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    outln!(
+        out,
+        "{:<kw$}  {:<sw$}  {:>8}  {:>16}  {:>12}",
+        "kernel",
+        "shape",
+        "tokens",
+        "peak fwd+bwd MiB",
+        "bytes/token"
+    )?;
     for (k, s, t, b) in mem {
         let pad = sw - s.chars().count();
-        outln!(out, "{k:<kw$}  {s}{}  {t:>8}  {:>16.1}  {:>12.0}", " ".repeat(pad), *b as f64 / (1 << 20) as f64, *b as f64 / *t as f64)?;
+        outln!(
+            out,
+            "{k:<kw$}  {s}{}  {t:>8}  {:>16.1}  {:>12.0}",
+            " ".repeat(pad),
+            *b as f64 / (1 << 20) as f64,
+            *b as f64 / *t as f64
+        )?;
     }
     Ok(())
 }

@@ -79,13 +79,18 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     if args.frames == 0 || args.iters == 0 {
-        return Err(Error::Config("bench conv: --frames and --iters must be ≥ 1".into()));
+        return Err(Error::Config(
+            "bench conv: --frames and --iters must be ≥ 1".into(),
+        ));
     }
 
     // 1. Correctness first, at small shapes: kernels and unfused paths against the reference.
     let mut small_rows = Vec::new();
     validate(&want, &mut small_rows)?;
-    outln!(out, "All results match the CPU reference. Starting benchmarks.\n")?;
+    outln!(
+        out,
+        "All results match the CPU reference. Starting benchmarks.\n"
+    )?;
 
     // 2. The seed models' real shapes.
     let items = real_items(&args, &want)?;
@@ -100,24 +105,49 @@ pub fn run(args: Args) -> Result<()> {
             let flops = if grad { 3.0 * it.flops } else { it.flops };
             let baseline = match (&it.unfused, !args.unfused) {
                 (Some(u), false) => {
-                    let (ms, _) = time_ms(args.warmup, args.iters, || step(u, &it.inputs, grad, &dy))?;
-                    rows.push(Row { kernel: format!("{} unfused {pass}", it.name), shape: it.shape.clone(), ms, flops, baseline_ms: None });
+                    let (ms, _) =
+                        time_ms(args.warmup, args.iters, || step(u, &it.inputs, grad, &dy))?;
+                    rows.push(Row {
+                        kernel: format!("{} unfused {pass}", it.name),
+                        shape: it.shape.clone(),
+                        ms,
+                        flops,
+                        baseline_ms: None,
+                    });
                     Some(ms)
                 }
                 _ => None,
             };
-            let (ms, _) = time_ms(args.warmup, args.iters, || step(&it.fused, &it.inputs, grad, &dy))?;
-            rows.push(Row { kernel: format!("{} kernel {pass}", it.name), shape: it.shape.clone(), ms, flops, baseline_ms: baseline });
+            let (ms, _) = time_ms(args.warmup, args.iters, || {
+                step(&it.fused, &it.inputs, grad, &dy)
+            })?;
+            rows.push(Row {
+                kernel: format!("{} kernel {pass}", it.name),
+                shape: it.shape.clone(),
+                ms,
+                flops,
+                baseline_ms: baseline,
+            });
         }
         eprintln!("  done: [{}] {} {}", it.group, it.name, it.shape);
     }
     if !small_rows.is_empty() {
-        outln!(out, "Small shapes (validation shapes; the CPU reference is the f64 definition):")?;
+        outln!(
+            out,
+            "Small shapes (validation shapes; the CPU reference is the f64 definition):"
+        )?;
         print_table(&small_rows)?;
         outln!(out)?;
     }
-    let note = if args.unfused { "" } else { "; unfused paths with --unfused" };
-    outln!(out, "Seed-model shapes (CPU reference skipped here: its f64 loops take minutes{note}):")?;
+    let note = if args.unfused {
+        ""
+    } else {
+        "; unfused paths with --unfused"
+    };
+    outln!(
+        out,
+        "Seed-model shapes (CPU reference skipped here: its f64 loops take minutes{note}):"
+    )?;
     print_table(&rows)?;
     Ok(())
 }
@@ -143,7 +173,13 @@ fn rand(shape: &[usize], seed: u64) -> Result<Tensor> {
 }
 
 fn fmt(s: &[usize]) -> String {
-    format!("({})", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","))
+    format!(
+        "({})",
+        s.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    )
 }
 
 // ------------------------------------------------------------------------ unfused compositions
@@ -165,7 +201,9 @@ fn channels_last_table(x: &Tensor) -> Result<Tensor> {
 fn im2col_rows(x: &[usize], k: &[usize], s: &[usize], p: &[usize]) -> (Vec<usize>, Vec<Vec<u32>>) {
     let sp = &x[2..];
     let nd = sp.len();
-    let out: Vec<usize> = (0..nd).map(|d| (sp[d] + 2 * p[d] - k[d]) / s[d] + 1).collect();
+    let out: Vec<usize> = (0..nd)
+        .map(|d| (sp[d] + 2 * p[d] - k[d]) / s[d] + 1)
+        .collect();
     let n_out: usize = out.iter().product();
     let taps: usize = k.iter().product();
     let zero = (x[0] * sp.iter().product::<usize>()) as u32;
@@ -202,20 +240,27 @@ fn im2col_rows(x: &[usize], k: &[usize], s: &[usize], p: &[usize]) -> (Vec<usize
 /// Depthwise conv as Σ_taps gather(tap) ⊙ w[:, tap], channels-last, then back to channels-first.
 fn dw_unfused(xs: &[usize], k: [usize; 3], s: [usize; 3], p: [usize; 3]) -> Result<Fun> {
     let (out, lists) = im2col_rows(xs, &k, &s, &p);
-    let idx = lists.iter().map(|l| Indices::from_slice(l)).collect::<Result<Vec<_>>>()?;
+    let idx = lists
+        .iter()
+        .map(|l| Indices::from_slice(l))
+        .collect::<Result<Vec<_>>>()?;
     let (b, c, taps) = (xs[0], xs[1], k.iter().product::<usize>());
     Ok(Box::new(move |t: &[Tensor]| {
         let table = channels_last_table(&t[0])?;
         let wt = t[1].try_reshape(&[c, taps])?.try_transpose(0, 1)?; // (K, C)
         let mut acc: Option<Tensor> = None;
         for (tap, ix) in idx.iter().enumerate() {
-            let term = table.try_index_select(ix)?.try_mul(&wt.try_select(0, tap)?)?; // (B·O, C)
+            let term = table
+                .try_index_select(ix)?
+                .try_mul(&wt.try_select(0, tap)?)?; // (B·O, C)
             acc = Some(match acc {
                 None => term,
                 Some(a) => a.try_add(&term)?,
             });
         }
-        let y = acc.expect("≥ 1 tap").try_reshape(&[b, out[0], out[1], out[2], c])?;
+        let y = acc
+            .expect("≥ 1 tap")
+            .try_reshape(&[b, out[0], out[1], out[2], c])?;
         y.try_permute(&[0, 4, 1, 2, 3])
     }))
 }
@@ -226,13 +271,21 @@ fn conv2d_unfused(xs: &[usize], ws: &[usize], s: [usize; 2], p: [usize; 2]) -> R
     let (out, lists) = im2col_rows(xs, &kk, &s, &p);
     let taps = kk[0] * kk[1];
     let n_pos = lists[0].len();
-    let rows: Vec<u32> = (0..n_pos).flat_map(|m| lists.iter().map(move |l| l[m])).collect();
+    let rows: Vec<u32> = (0..n_pos)
+        .flat_map(|m| lists.iter().map(move |l| l[m]))
+        .collect();
     let idx = Indices::from_slice(&rows)?;
     let b = xs[0];
     Ok(Box::new(move |t: &[Tensor]| {
-        let cols = channels_last_table(&t[0])?.try_index_select(&idx)?.try_reshape(&[n_pos, taps * cin])?;
-        let wm = t[1].try_permute(&[2, 3, 1, 0])?.try_reshape(&[taps * cin, cout])?;
-        cols.try_matmul(&wm)?.try_reshape(&[b, out[0], out[1], cout])?.try_permute(&[0, 3, 1, 2])
+        let cols = channels_last_table(&t[0])?
+            .try_index_select(&idx)?
+            .try_reshape(&[n_pos, taps * cin])?;
+        let wm = t[1]
+            .try_permute(&[2, 3, 1, 0])?
+            .try_reshape(&[taps * cin, cout])?;
+        cols.try_matmul(&wm)?
+            .try_reshape(&[b, out[0], out[1], cout])?
+            .try_permute(&[0, 3, 1, 2])
     }))
 }
 
@@ -244,8 +297,14 @@ fn shift_unfused(n_segment: usize, fold_div: usize) -> Fun {
         let (n, tt, fold) = (nt / n_segment, n_segment, c / fold_div);
         let x = t[0].try_reshape(&[n, tt, c, hw])?;
         let z = Tensor::zeros(&[n, 1, fold, hw]);
-        let fut = Tensor::try_cat(&[&x.try_narrow(1, 1, tt - 1)?.try_narrow(2, 0, fold)?, &z], 1)?;
-        let past = Tensor::try_cat(&[&z, &x.try_narrow(1, 0, tt - 1)?.try_narrow(2, fold, fold)?], 1)?;
+        let fut = Tensor::try_cat(
+            &[&x.try_narrow(1, 1, tt - 1)?.try_narrow(2, 0, fold)?, &z],
+            1,
+        )?;
+        let past = Tensor::try_cat(
+            &[&z, &x.try_narrow(1, 0, tt - 1)?.try_narrow(2, fold, fold)?],
+            1,
+        )?;
         let rest = x.try_narrow(2, 2 * fold, c - 2 * fold)?;
         Tensor::try_cat(&[&fut, &past, &rest], 2)?.try_reshape(&s)
     })
@@ -269,28 +328,52 @@ fn ln_unfused(eps: f32) -> Fun {
         to_last.push(1);
         let mut back = vec![0, r - 1];
         back.extend(1..r - 1);
-        t[0].try_permute(&to_last)?.try_layer_norm(&t[1], &t[2], eps)?.try_permute(&back)
+        t[0].try_permute(&to_last)?
+            .try_layer_norm(&t[1], &t[2], eps)?
+            .try_permute(&back)
     })
 }
 
 // ------------------------------------------------------------------------ validation
 
 fn check(what: &str, r: std::result::Result<(), String>) -> Result<()> {
-    r.map_err(|e| Error::Config(format!("bench conv: {what} does not match the reference, not timing it:\n{e}")))
+    r.map_err(|e| {
+        Error::Config(format!(
+            "bench conv: {what} does not match the reference, not timing it:\n{e}"
+        ))
+    })
 }
 
 /// `f` (an unfused path) on the case's inputs against the op's reference.
-fn check_unfused<O: Op + Clone>(name: &str, case: &tubelet::testing::Case<O>, f: &Fun, tol: Tol) -> Result<()> {
+fn check_unfused<O: Op + Clone>(
+    name: &str,
+    case: &tubelet::testing::Case<O>,
+    f: &Fun,
+    tol: Tol,
+) -> Result<()> {
     let want = case.op.reference(&case.inputs.iter().collect::<Vec<_>>());
-    let xs = case.inputs.iter().map(Tensor::from_cpu).collect::<Result<Vec<_>>>()?;
+    let xs = case
+        .inputs
+        .iter()
+        .map(Tensor::from_cpu)
+        .collect::<Result<Vec<_>>>()?;
     let got = no_grad(|| f(&xs))?.to_cpu()?;
-    check(name, compare(&format!("{name} unfused"), &got.data, &want, tol))
+    check(
+        name,
+        compare(&format!("{name} unfused"), &got.data, &want, tol),
+    )
 }
 
 /// Times the CPU reference (forward, and forward + reference backward) of a small case, next
 /// to the kernel and the unfused path on the same case.
-fn small_rows<O: Op + Clone>(name: &str, case: &tubelet::testing::Case<O>, fused: &Fun, unfused: Option<&Fun>,
-    flops: f64, rows: &mut Vec<Row>) -> Result<()> {
+fn small_rows<O: Op + Clone>(
+    name: &str,
+    case: &tubelet::testing::Case<O>,
+    fused: &Fun,
+    unfused: Option<&Fun>,
+    flops: f64,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
     let xs_cpu: Vec<&CpuTensor> = case.inputs.iter().collect();
     let t = std::time::Instant::now();
     let y = case.op.reference(&xs_cpu);
@@ -300,17 +383,39 @@ fn small_rows<O: Op + Clone>(name: &str, case: &tubelet::testing::Case<O>, fused
     case.op.reference_backward(&xs_cpu, &y);
     let cpu_both = t.elapsed().as_secs_f64() * 1e3;
     let shape = fmt(&case.inputs[0].shape);
-    let xs = case.inputs.iter().map(Tensor::from_cpu).collect::<Result<Vec<_>>>()?;
+    let xs = case
+        .inputs
+        .iter()
+        .map(Tensor::from_cpu)
+        .collect::<Result<Vec<_>>>()?;
     let dy = Tensor::from_cpu(&y)?;
     for (grad, cpu, pass) in [(false, cpu_fwd, "fwd"), (true, cpu_both, "fwd+bwd")] {
         let fl = if grad { 3.0 * flops } else { flops };
-        rows.push(Row { kernel: format!("{name} cpu-ref f64 {pass}"), shape: shape.clone(), ms: cpu, flops: fl, baseline_ms: None });
+        rows.push(Row {
+            kernel: format!("{name} cpu-ref f64 {pass}"),
+            shape: shape.clone(),
+            ms: cpu,
+            flops: fl,
+            baseline_ms: None,
+        });
         if let Some(u) = unfused {
             let (ms, _) = time_ms(1, 3, || step(u, &xs, grad, &dy))?;
-            rows.push(Row { kernel: format!("{name} unfused {pass}"), shape: shape.clone(), ms, flops: fl, baseline_ms: Some(cpu) });
+            rows.push(Row {
+                kernel: format!("{name} unfused {pass}"),
+                shape: shape.clone(),
+                ms,
+                flops: fl,
+                baseline_ms: Some(cpu),
+            });
         }
         let (ms, _) = time_ms(1, 3, || step(fused, &xs, grad, &dy))?;
-        rows.push(Row { kernel: format!("{name} kernel {pass}"), shape: shape.clone(), ms, flops: fl, baseline_ms: Some(cpu) });
+        rows.push(Row {
+            kernel: format!("{name} kernel {pass}"),
+            shape: shape.clone(),
+            ms,
+            flops: fl,
+            baseline_ms: Some(cpu),
+        });
     }
     Ok(())
 }
@@ -318,22 +423,50 @@ fn small_rows<O: Op + Clone>(name: &str, case: &tubelet::testing::Case<O>, fused
 /// Validates every op's seed cases (forward and GPU backward) and each unfused path, and times
 /// the CPU reference at one small case per group. Speedups in these rows are against the CPU.
 fn validate(want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Result<()> {
-    use tubelet::ops::{depthwise_conv3d as dw, conv3d, layer_norm_channels as lnc, temporal_shift as ts,
-        temporal_shift_online as tso};
+    use tubelet::ops::{
+        conv3d, depthwise_conv3d as dw, layer_norm_channels as lnc, temporal_shift as ts,
+        temporal_shift_online as tso,
+    };
     if want("dwconv") || want("mvit") || want("target") {
         let spec = dw::test_spec();
         for c in dw::seed_cases() {
             check("depthwise_conv3d", forward_case(&c, spec.forward_tol))?;
             check("depthwise_conv3d", gpu_backward_case(&c, spec.backward_tol))?;
         }
-        let c = dw::case([1, 8, 4, 14, 14], [3, 3, 3], [1, 1, 1], [1, 1, 1], false, 11);
+        let c = dw::case(
+            [1, 8, 4, 14, 14],
+            [3, 3, 3],
+            [1, 1, 1],
+            [1, 1, 1],
+            false,
+            11,
+        );
         let u = dw_unfused(&c.inputs[0].shape, [3, 3, 3], [1, 1, 1], [1, 1, 1])?;
         check_unfused("depthwise_conv3d", &c, &u, spec.forward_tol)?;
         let (s, p) = ([1, 1, 1], [1, 1, 1]);
         let f: Fun = Box::new(move |t| t[0].try_depthwise_conv3d(&t[1], None, s, p));
-        small_rows("dwconv3d k3", &c, &f, Some(&u), 2.0 * 8.0 * 4.0 * 196.0 * 27.0, rows)?;
-        let c = dw::case([1, 3, 3, 17, 15], [3, 3, 3], [1, 4, 4], [1, 1, 1], false, 12);
-        check_unfused("depthwise_conv3d s1×4×4", &c, &dw_unfused(&c.inputs[0].shape, [3, 3, 3], [1, 4, 4], [1, 1, 1])?, spec.forward_tol)?;
+        small_rows(
+            "dwconv3d k3",
+            &c,
+            &f,
+            Some(&u),
+            2.0 * 8.0 * 4.0 * 196.0 * 27.0,
+            rows,
+        )?;
+        let c = dw::case(
+            [1, 3, 3, 17, 15],
+            [3, 3, 3],
+            [1, 4, 4],
+            [1, 1, 1],
+            false,
+            12,
+        );
+        check_unfused(
+            "depthwise_conv3d s1×4×4",
+            &c,
+            &dw_unfused(&c.inputs[0].shape, [3, 3, 3], [1, 4, 4], [1, 1, 1])?,
+            spec.forward_tol,
+        )?;
     }
     if want("resnet") {
         let spec = conv3d::test_spec();
@@ -343,23 +476,62 @@ fn validate(want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Result<()> {
         }
         // conv2d 3×3 p1, 7×7/2 p3 and 1×1: the unfused im2col path against the reference.
         for (k, s, p, seed) in [(3, 1, 1, 13), (7, 2, 3, 14), (1, 1, 0, 19)] {
-            let c = conv3d::case([1, 5, 1, 19, 17], 6, [1, k, k], [1, s, s], [0, p, p], 1, false, true, seed);
+            let c = conv3d::case(
+                [1, 5, 1, 19, 17],
+                6,
+                [1, k, k],
+                [1, s, s],
+                [0, p, p],
+                1,
+                false,
+                true,
+                seed,
+            );
             let u = conv2d_unfused(&c.inputs[0].shape, &c.inputs[1].shape, [s, s], [p, p])?;
             check_unfused(&format!("conv2d {k}×{k}/{s}"), &c, &u, spec.forward_tol)?;
         }
-        let c = conv3d::case([1, 16, 1, 14, 14], 16, [1, 3, 3], [1, 1, 1], [0, 1, 1], 1, false, true, 15);
+        let c = conv3d::case(
+            [1, 16, 1, 14, 14],
+            16,
+            [1, 3, 3],
+            [1, 1, 1],
+            [0, 1, 1],
+            1,
+            false,
+            true,
+            15,
+        );
         let u = conv2d_unfused(&c.inputs[0].shape, &c.inputs[1].shape, [1, 1], [1, 1])?;
         let f: Fun = Box::new(|t| t[0].try_conv2d(&t[1], None, [1, 1], [1, 1], 1));
-        small_rows("conv2d 3×3", &c, &f, Some(&u), 2.0 * 16.0 * 16.0 * 196.0 * 9.0, rows)?;
+        small_rows(
+            "conv2d 3×3",
+            &c,
+            &f,
+            Some(&u),
+            2.0 * 16.0 * 16.0 * 196.0 * 9.0,
+            rows,
+        )?;
     }
     if want("shift") {
         for c in ts::seed_cases() {
-            check("temporal_shift", forward_case(&c, ts::test_spec().forward_tol))?;
-            check("temporal_shift", gpu_backward_case(&c, ts::test_spec().backward_tol))?;
+            check(
+                "temporal_shift",
+                forward_case(&c, ts::test_spec().forward_tol),
+            )?;
+            check(
+                "temporal_shift",
+                gpu_backward_case(&c, ts::test_spec().backward_tol),
+            )?;
         }
         for c in tso::seed_cases() {
-            check("temporal_shift_online", forward_case(&c, tso::test_spec().forward_tol))?;
-            check("temporal_shift_online", gpu_backward_case(&c, tso::test_spec().backward_tol))?;
+            check(
+                "temporal_shift_online",
+                forward_case(&c, tso::test_spec().forward_tol),
+            )?;
+            check(
+                "temporal_shift_online",
+                gpu_backward_case(&c, tso::test_spec().backward_tol),
+            )?;
         }
         let c = ts::case([16, 64, 7, 7], 8, 8, 16);
         let u = shift_unfused(8, 8);
@@ -367,13 +539,21 @@ fn validate(want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Result<()> {
         let f: Fun = Box::new(|t| t[0].try_temporal_shift(8, 8));
         small_rows("temporal_shift", &c, &f, Some(&u), 0.0, rows)?;
         let c = tso::case([2, 24, 7, 7], 8, 17);
-        check_unfused("temporal_shift_online", &c, &online_unfused(8), Tol::new(0.0, 0.0, "a copy"))?;
+        check_unfused(
+            "temporal_shift_online",
+            &c,
+            &online_unfused(8),
+            Tol::new(0.0, 0.0, "a copy"),
+        )?;
     }
     if want("norm") {
         let spec = lnc::test_spec();
         for c in lnc::seed_cases() {
             check("layer_norm_channels", forward_case(&c, spec.forward_tol))?;
-            check("layer_norm_channels", gpu_backward_case(&c, spec.backward_tol))?;
+            check(
+                "layer_norm_channels",
+                gpu_backward_case(&c, spec.backward_tol),
+            )?;
         }
         let c = lnc::case(vec![1, 64, 2, 14, 14], 1e-5, 0.0, 18);
         let u = ln_unfused(c.op.eps);
@@ -389,11 +569,21 @@ fn validate(want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Result<()> {
 
 fn real_items(args: &Args, want: &dyn Fn(&str) -> bool) -> Result<Vec<Item>> {
     let mut items = Vec::new();
-    let mut dw = |group: &'static str, name: &str, x: [usize; 5], k: usize, s: [usize; 3], p: usize| -> Result<()> {
+    let mut dw = |group: &'static str,
+                  name: &str,
+                  x: [usize; 5],
+                  k: usize,
+                  s: [usize; 3],
+                  p: usize|
+     -> Result<()> {
         let (kk, pp) = ([k; 3], [p; 3]);
         let inputs = vec![rand(&x, 1)?, rand(&[x[1], 1, k, k, k], 2)?];
         let out: usize = (0..3).map(|d| (x[d + 2] + 2 * p - k) / s[d] + 1).product();
-        let unfused = if !args.unfused { None } else { Some(dw_unfused(&x, kk, s, pp)?) };
+        let unfused = if !args.unfused {
+            None
+        } else {
+            Some(dw_unfused(&x, kk, s, pp)?)
+        };
         items.push(Item {
             group,
             name: name.into(),
@@ -406,15 +596,43 @@ fn real_items(args: &Args, want: &dyn Fn(&str) -> bool) -> Result<Vec<Item>> {
         Ok(())
     };
     if want("target") || want("dwconv") {
-        dw("target", "dwconv3d k3 (issue target)", [1, 96, 8, 56, 56], 3, [1, 1, 1], 1)?;
+        dw(
+            "target",
+            "dwconv3d k3 (issue target)",
+            [1, 96, 8, 56, 56],
+            3,
+            [1, 1, 1],
+            1,
+        )?;
     }
     if want("dwconv") {
-        dw("dwconv", "dwconv3d k3 (UniFormer DPE)", [1, 64, 8, 56, 56], 3, [1, 1, 1], 1)?;
-        dw("dwconv", "dwconv3d k5 (UniFormer MHRA)", [1, 64, 8, 56, 56], 5, [1, 1, 1], 2)?;
+        dw(
+            "dwconv",
+            "dwconv3d k3 (UniFormer DPE)",
+            [1, 64, 8, 56, 56],
+            3,
+            [1, 1, 1],
+            1,
+        )?;
+        dw(
+            "dwconv",
+            "dwconv3d k5 (UniFormer MHRA)",
+            [1, 64, 8, 56, 56],
+            5,
+            [1, 1, 1],
+            2,
+        )?;
     }
     if want("mvit") {
         for s in [2, 4, 8] {
-            dw("mvit", &format!("dwconv3d k3 (MViT pool s{s})"), [1, 96, 8, 56, 56], 3, [1, s, s], 1)?;
+            dw(
+                "mvit",
+                &format!("dwconv3d k3 (MViT pool s{s})"),
+                [1, 96, 8, 56, 56],
+                3,
+                [1, s, s],
+                1,
+            )?;
         }
     }
     if want("resnet") {
@@ -427,7 +645,11 @@ fn real_items(args: &Args, want: &dyn Fn(&str) -> bool) -> Result<Vec<Item>> {
             let ws = [cout, x[1], k, k];
             let inputs = vec![rand(&x, 3)?, rand(&ws, 4)?];
             let o = (x[2] + 2 * p - k) / s + 1;
-            let unfused = if !args.unfused { None } else { Some(conv2d_unfused(&x, &ws, [s, s], [p, p])?) };
+            let unfused = if !args.unfused {
+                None
+            } else {
+                Some(conv2d_unfused(&x, &ws, [s, s], [p, p])?)
+            };
             items.push(Item {
                 group: "resnet",
                 name: name.into(),

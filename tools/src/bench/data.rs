@@ -82,7 +82,10 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn bench(args: &Args, list: &Path) -> Result<()> {
-    let spec = DataSpec { root: args.data_root.clone(), ..DataSpec::new(Source::detect(list)?) };
+    let spec = DataSpec {
+        root: args.data_root.clone(),
+        ..DataSpec::new(Source::detect(list)?)
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let configs: [(&'static str, Pipeline); 2] = [
         ("swin-t 32×2 224²", Pipeline::video_swin_32x2(224)),
@@ -122,7 +125,12 @@ fn bench(args: &Args, list: &Path) -> Result<()> {
 /// Clips per second of a loader with `threads` workers over at least `clips` clips (whole
 /// epochs; batches of 4), and how many items were skipped.
 fn time_loader(ds: Arc<dyn Dataset>, threads: usize, clips: usize) -> Result<(f64, usize)> {
-    let cfg = LoaderConfig { batch: 4, workers: threads, seed: 1, ..LoaderConfig::default() };
+    let cfg = LoaderConfig {
+        batch: 4,
+        workers: threads,
+        seed: 1,
+        ..LoaderConfig::default()
+    };
     let loader = Loader::new(ds, cfg)?;
     let (mut done, mut skipped, mut epoch) = (0usize, 0usize, 0u64);
     let t0 = Instant::now();
@@ -149,11 +157,18 @@ fn write_plan(ds: &dyn Dataset, pipeline: &Pipeline, clips: usize, path: &Path) 
         let Ok(reader) = reader else { continue };
         let info = reader.info();
         let mut rng = item_rng(1, (k / ds.len()) as u64, i);
-        let inds: Vec<usize> =
-            sample(&pipeline.sampling, info.frames.max(1), Mode::Train, &mut rng).concat();
+        let inds: Vec<usize> = sample(
+            &pipeline.sampling,
+            info.frames.max(1),
+            Mode::Train,
+            &mut rng,
+        )
+        .concat();
         let (h, w) = pipeline
             .train_short_side
-            .map_or((info.height, info.width), |s| short_side_size(info.height, info.width, s));
+            .map_or((info.height, info.width), |s| {
+                short_side_size(info.height, info.width, s)
+            });
         entries.push(serde_json::json!({ "file": file, "indices": inds, "height": h, "width": w }));
     }
     let text = serde_json::to_string(&serde_json::json!({ "clips": entries })).expect("json");
@@ -170,8 +185,10 @@ fn run_peer(
     cores: usize,
 ) -> Vec<Row> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/data_peer.py");
-    let threads: Vec<String> =
-        threads.iter().map(|&t| if t == 0 { cores } else { t }.to_string()).collect();
+    let threads: Vec<String> = threads
+        .iter()
+        .map(|&t| if t == 0 { cores } else { t }.to_string())
+        .collect();
     let out = Command::new(py)
         .arg(&script)
         .arg("--plan")
@@ -211,15 +228,26 @@ fn run_peer(
         .map(|v| {
             let reader = format!("{} (decode only)", v["reader"].as_str().unwrap_or("?"));
             let t = v["threads"].as_u64().unwrap_or(0) as usize;
-            row(reader, t, v["clips_per_s"].as_f64(), v["error"].as_str().unwrap_or("").to_string())
+            row(
+                reader,
+                t,
+                v["clips_per_s"].as_f64(),
+                v["error"].as_str().unwrap_or("").to_string(),
+            )
         })
         .collect()
 }
 
 fn print_rows(rows: &[Row]) {
-    println!("{:<18} {:<26} {:>7} {:>9}  note", "config", "reader", "threads", "clips/s");
+    println!(
+        "{:<18} {:<26} {:>7} {:>9}  note",
+        "config", "reader", "threads", "clips/s"
+    );
     for r in rows {
         let c = r.clips_s.map_or("-".into(), |c| format!("{c:.1}"));
-        println!("{:<18} {:<26} {:>7} {:>9}  {}", r.config, r.reader, r.threads, c, r.note);
+        println!(
+            "{:<18} {:<26} {:>7} {:>9}  {}",
+            r.config, r.reader, r.threads, c, r.note
+        );
     }
 }

@@ -55,9 +55,13 @@ pub struct Args {
 /// "8GiB", "512MiB", "24GB", "1000000": bytes.
 pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let v: f64 = num.parse().map_err(|_| format!("{s:?} is not a size such as 8GiB, 512MiB or 24GB"))?;
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 8GiB, 512MiB or 24GB"))?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "kib" | "k" => 1024.0,
@@ -66,7 +70,11 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
         "kb" => 1e3,
         "mb" => 1e6,
         "gb" => 1e9,
-        other => return Err(format!("{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)")),
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ))
+        }
     };
     Ok((v * mult) as u64)
 }
@@ -83,8 +91,13 @@ struct Modes {
 
 impl Modes {
     fn set(mode: Checkpointing, accounting: bool) -> Modes {
-        Gpu::global().expect("adapter").set_accounting_only(accounting);
-        Modes { checkpointing: set_checkpointing(mode), accounting: false }
+        Gpu::global()
+            .expect("adapter")
+            .set_accounting_only(accounting);
+        Modes {
+            checkpointing: set_checkpointing(mode),
+            accounting: false,
+        }
     }
 }
 
@@ -121,9 +134,27 @@ struct Report {
 fn allocator_report(gpu: &Gpu) -> Option<Report> {
     let _ = gpu.device.poll(wgpu::PollType::wait_indefinitely());
     let r = gpu.device.generate_allocator_report()?;
-    let sizes: Vec<u64> = r.allocations.iter().filter(|a| a.name == "Unlabeled buffer").map(|a| a.size).collect();
-    let requested: u64 = sizes.iter().map(|&s| if s == 0 { 0 } else { 1u64 << (63 - s.leading_zeros()) }).sum();
-    Some(Report { buffers: sizes.len(), requested, padding: sizes.iter().sum::<u64>() - requested })
+    let sizes: Vec<u64> = r
+        .allocations
+        .iter()
+        .filter(|a| a.name == "Unlabeled buffer")
+        .map(|a| a.size)
+        .collect();
+    let requested: u64 = sizes
+        .iter()
+        .map(|&s| {
+            if s == 0 {
+                0
+            } else {
+                1u64 << (63 - s.leading_zeros())
+            }
+        })
+        .sum();
+    Some(Report {
+        buffers: sizes.len(),
+        requested,
+        padding: sizes.iter().sum::<u64>() - requested,
+    })
 }
 
 /// One training step of `model` at batch `b` from a fresh optimiser; returns the peak of
@@ -140,7 +171,11 @@ fn step(model: &dyn VideoModel, b: usize, probe: bool) -> Result<(u64, Vec<Probe
     let mut look = |at: &'static str| {
         if probe {
             let allocator = allocator_report(gpu);
-            probes.push(Probe { at, engine: gpu.memory_in_use() + gpu.memory_pooled(), allocator });
+            probes.push(Probe {
+                at,
+                engine: gpu.memory_in_use() + gpu.memory_pooled(),
+                allocator,
+            });
         }
     };
     {
@@ -166,7 +201,11 @@ fn step(model: &dyn VideoModel, b: usize, probe: bool) -> Result<(u64, Vec<Probe
 fn measure(p: &Preset, b: usize, mode: Checkpointing, accounting: bool) -> Result<(u64, u64)> {
     let _m = Modes::set(mode, accounting);
     let model = (p.build)(&tubelet_models::BuildOptions::seed(0))?;
-    let fixed = model.named_params().iter().map(|(_, t)| 4 * (4 * t.numel() as u64).max(256).next_power_of_two()).sum();
+    let fixed = model
+        .named_params()
+        .iter()
+        .map(|(_, t)| 4 * (4 * t.numel() as u64).max(256).next_power_of_two())
+        .sum();
     let (peak, _) = step(model.as_ref(), b, false)?;
     drop(model);
     Gpu::global()?.trim_pool();
@@ -206,9 +245,14 @@ fn verify() -> Result<()> {
     // The pool keeps every buffer the peak held (nothing is freed within a step), so the peak
     // is at most what the allocator holds for tensors after the step.
     let after = probes.last().map_or(0, |p| p.engine);
-    println!("  step peak {peak} B {} live + pooled after the step {after} B", if peak <= after { "≤" } else { "> (WRONG)" });
+    println!(
+        "  step peak {peak} B {} live + pooled after the step {after} B",
+        if peak <= after { "≤" } else { "> (WRONG)" }
+    );
     if peak > after {
-        return Err(Error::Gpu(format!("bench memory: peak {peak} B above the {after} B the allocator holds")));
+        return Err(Error::Gpu(format!(
+            "bench memory: peak {peak} B above the {after} B the allocator holds"
+        )));
     }
     drop(model);
     verify_accounting()
@@ -217,7 +261,12 @@ fn verify() -> Result<()> {
 /// 2. Accounting-only steps give the real steps' peaks.
 fn verify_accounting() -> Result<()> {
     for name in ["swin-tiny", "uniformer-tiny"] {
-        let Some(p) = tubelet_models::presets().into_iter().find(|p| p.name == name) else { continue };
+        let Some(p) = tubelet_models::presets()
+            .into_iter()
+            .find(|p| p.name == name)
+        else {
+            continue;
+        };
         for mode in [Checkpointing::None, Checkpointing::Blocks] {
             let real = measure(&p, 2, mode, false)?.0;
             let acc = measure(&p, 2, mode, true)?.0;
@@ -240,7 +289,10 @@ pub fn run(args: Args) -> Result<()> {
             .map(|n| {
                 all.iter().find(|p| p.name == n).ok_or_else(|| {
                     let names: Vec<_> = all.iter().map(|p| p.name).collect();
-                    Error::Config(format!("bench memory: unknown model {n:?}; available: {}", names.join(", ")))
+                    Error::Config(format!(
+                        "bench memory: unknown model {n:?}; available: {}",
+                        names.join(", ")
+                    ))
                 })
             })
             .collect::<Result<_>>()?
@@ -250,12 +302,24 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!(
         "peak memory of one training step (forward, backward, AdamW), GiB; {}; budget {} GiB",
-        if args.real { "kernels run" } else { "accounting only (see the checks)" },
+        if args.real {
+            "kernels run"
+        } else {
+            "accounting only (see the checks)"
+        },
         gib(args.budget)
     );
     println!(
         "{:<16} {:<12} {:<10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8}",
-        "model", "clip", "checkpoint", "batch 1", "batch 2", "per clip", "fixed", "max batch", "vs none"
+        "model",
+        "clip",
+        "checkpoint",
+        "batch 1",
+        "batch 2",
+        "per clip",
+        "fixed",
+        "max batch",
+        "vs none"
     );
     for p in presets {
         let mut none_peak = None;
@@ -277,14 +341,25 @@ pub fn run(args: Args) -> Result<()> {
                 }
                 Err(e) => {
                     eprintln!("{} {clip} --checkpoint {mode} batch 2: {e}", p.name);
-                    ("too big".to_string(), b1.saturating_sub(fixed_est), fixed_est, "~")
+                    (
+                        "too big".to_string(),
+                        b1.saturating_sub(fixed_est),
+                        fixed_est,
+                        "~",
+                    )
                 }
             };
-            let max = args.budget.saturating_sub(fixed).checked_div(per).map_or("-".to_string(), |m| format!("{mark}{m}"));
+            let max = args
+                .budget
+                .saturating_sub(fixed)
+                .checked_div(per)
+                .map_or("-".to_string(), |m| format!("{mark}{m}"));
             if mode == Checkpointing::None {
                 none_peak = Some(b1);
             }
-            let ratio = none_peak.map_or("-".to_string(), |n| format!("{:.0}%", 100.0 * b1 as f64 / n as f64));
+            let ratio = none_peak.map_or("-".to_string(), |n| {
+                format!("{:.0}%", 100.0 * b1 as f64 / n as f64)
+            });
             println!(
                 "{:<16} {:<12} {:<10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8}",
                 p.name,

@@ -54,7 +54,11 @@ pub fn run(bench: Bench) -> Result<()> {
 
 /// Median and minimum wall time of `f` in milliseconds: `warmup` untimed runs, then `iters`
 /// timed ones, each ended by a GPU sync so the time covers the kernels, not just recording.
-pub fn time_ms(warmup: usize, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
+pub fn time_ms(
+    warmup: usize,
+    iters: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<(f64, f64)> {
     let gpu = Gpu::global()?;
     for _ in 0..warmup {
         f()?;
@@ -85,14 +89,47 @@ pub struct Row {
 /// Prints `rows` as one aligned table.
 pub fn print_table(rows: &[Row]) -> Result<()> {
     let mut out = Output::stdout();
-    let kw = rows.iter().map(|r| r.kernel.len()).max().unwrap_or(6).max(6);
-    let sw = rows.iter().map(|r| r.shape.chars().count()).max().unwrap_or(5).max(5);
-    outln!(out, "{:<kw$}  {:<sw$}  {:>10}  {:>9}  {:>8}", "kernel", "shape", "ms", "GFLOP/s", "speedup")?;
+    let kw = rows
+        .iter()
+        .map(|r| r.kernel.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let sw = rows
+        .iter()
+        .map(|r| r.shape.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    outln!(
+        out,
+        "{:<kw$}  {:<sw$}  {:>10}  {:>9}  {:>8}",
+        "kernel",
+        "shape",
+        "ms",
+        "GFLOP/s",
+        "speedup"
+    )?;
     for r in rows {
-        let gflops = if r.flops > 0.0 { format!("{:.2}", r.flops / (r.ms * 1e6)) } else { "-".into() };
-        let speedup = r.baseline_ms.map_or("-".into(), |b| format!("{:.2}×", b / r.ms));
+        let gflops = if r.flops > 0.0 {
+            format!("{:.2}", r.flops / (r.ms * 1e6))
+        } else {
+            "-".into()
+        };
+        let speedup = r
+            .baseline_ms
+            .map_or("-".into(), |b| format!("{:.2}×", b / r.ms));
         let pad = sw - r.shape.chars().count();
-        outln!(out, "{:<kw$}  {}{}  {:>10.2}  {:>9}  {:>8}", r.kernel, r.shape, " ".repeat(pad), r.ms, gflops, speedup)?;
+        outln!(
+            out,
+            "{:<kw$}  {}{}  {:>10.2}  {:>9}  {:>8}",
+            r.kernel,
+            r.shape,
+            " ".repeat(pad),
+            r.ms,
+            gflops,
+            speedup
+        )?;
     }
     Ok(())
 }

@@ -29,8 +29,8 @@ use crate::outln;
 use crate::output::Output;
 
 pub mod mvit;
-pub mod timesformer;
 pub mod mvit_model;
+pub mod timesformer;
 pub mod tsm;
 pub mod uniformer;
 pub mod video_swin;
@@ -77,7 +77,9 @@ impl<T> Block for Part<T> {
     fn named_params(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         (self.params)(&self.part, "", &mut out);
-        out.into_iter().map(|(k, t)| (k.trim_start_matches('.').to_string(), t)).collect()
+        out.into_iter()
+            .map(|(k, t)| (k.trim_start_matches('.').to_string(), t))
+            .collect()
     }
     fn named_buffers(&self) -> Vec<(String, Tensor)> {
         Vec::new()
@@ -85,7 +87,8 @@ impl<T> Block for Part<T> {
 }
 
 /// Builds a port from the official config, the input's shape and the training flag.
-pub type BuildFn = fn(config: &mut ConfigReader, input_shape: &[usize], train: bool) -> Result<Box<dyn Block>>;
+pub type BuildFn =
+    fn(config: &mut ConfigReader, input_shape: &[usize], train: bool) -> Result<Box<dyn Block>>;
 
 /// Named tensors on the host as the output file holds them: (key, shape, values).
 pub type HostTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
@@ -140,7 +143,11 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
     }
     if let Value::Object(map) = v {
         for (k, child) in map {
-            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
             flatten(&key, child, out);
         }
     }
@@ -149,11 +156,18 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
 impl ConfigReader {
     pub fn new(module: &str, config: &Value) -> Result<ConfigReader> {
         if !config.is_object() {
-            return Err(Error::Config(format!("{module} config: expected a JSON object, got {config}")));
+            return Err(Error::Config(format!(
+                "{module} config: expected a JSON object, got {config}"
+            )));
         }
         let mut values = BTreeMap::new();
         flatten("", config, &mut values);
-        Ok(ConfigReader { module: module.to_string(), values, used: BTreeSet::new(), asked: BTreeSet::new() })
+        Ok(ConfigReader {
+            module: module.to_string(),
+            values,
+            used: BTreeSet::new(),
+            asked: BTreeSet::new(),
+        })
     }
 
     fn err(&self, msg: String) -> Error {
@@ -188,7 +202,9 @@ impl ConfigReader {
     }
 
     fn missing(&self, key: &str) -> Error {
-        self.err(format!("missing required field {key:?} (the official constructor has no default for it)"))
+        self.err(format!(
+            "missing required field {key:?} (the official constructor has no default for it)"
+        ))
     }
 
     /// Whether the config object `key` is given (a required ConfigDict field, possibly empty).
@@ -203,7 +219,11 @@ impl ConfigReader {
     pub fn usize(&mut self, key: &str, default: Option<usize>) -> Result<usize> {
         match self.take(key)? {
             None => default.ok_or_else(|| self.missing(key)),
-            Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| self.err(format!("field {key:?} must be a non-negative integer, got {v}"))),
+            Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| {
+                self.err(format!(
+                    "field {key:?} must be a non-negative integer, got {v}"
+                ))
+            }),
         }
     }
 
@@ -211,7 +231,11 @@ impl ConfigReader {
     pub fn opt_usize(&mut self, key: &str) -> Result<Option<usize>> {
         match self.take_opt(key) {
             None => Ok(None),
-            Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| self.err(format!("field {key:?} must be a non-negative integer or null, got {v}"))),
+            Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
+                self.err(format!(
+                    "field {key:?} must be a non-negative integer or null, got {v}"
+                ))
+            }),
         }
     }
 
@@ -237,21 +261,27 @@ impl ConfigReader {
     pub fn opt_f64(&mut self, key: &str) -> Result<Option<f64>> {
         match self.take_opt(key) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.err(format!("field {key:?} must be a number or null, got {v}"))),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+                self.err(format!("field {key:?} must be a number or null, got {v}"))
+            }),
         }
     }
 
     pub fn f64(&mut self, key: &str, default: Option<f64>) -> Result<f64> {
         match self.take(key)? {
             None => default.ok_or_else(|| self.missing(key)),
-            Some(v) => v.as_f64().ok_or_else(|| self.err(format!("field {key:?} must be a number, got {v}"))),
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| self.err(format!("field {key:?} must be a number, got {v}"))),
         }
     }
 
     pub fn bool(&mut self, key: &str, default: Option<bool>) -> Result<bool> {
         match self.take(key)? {
             None => default.ok_or_else(|| self.missing(key)),
-            Some(v) => v.as_bool().ok_or_else(|| self.err(format!("field {key:?} must be true or false, got {v}"))),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| self.err(format!("field {key:?} must be true or false, got {v}"))),
         }
     }
 
@@ -268,10 +298,15 @@ impl ConfigReader {
         let v = self.take(key)?.ok_or_else(|| self.missing(key))?;
         let bad = || {
             let n = len.map_or(String::new(), |n| format!("{n} "));
-            self.err(format!("field {key:?} must be a list of {n}non-negative integers, got {v}"))
+            self.err(format!(
+                "field {key:?} must be a list of {n}non-negative integers, got {v}"
+            ))
         };
         let list = v.as_array().ok_or_else(bad)?;
-        let out: Option<Vec<usize>> = list.iter().map(|x| x.as_u64().map(|n| n as usize)).collect();
+        let out: Option<Vec<usize>> = list
+            .iter()
+            .map(|x| x.as_u64().map(|n| n as usize))
+            .collect();
         let out = out.ok_or_else(bad)?;
         if len.is_some_and(|n| n != out.len()) {
             return Err(bad());
@@ -290,7 +325,12 @@ impl ConfigReader {
     /// (where the official default is `None`, or where `None` is accepted); `true` / `false`
     /// stand for `true_class` / `None` where the port took booleans before. Returns the name,
     /// with a leading module path (`nn.`, `torch.nn.`) kept as written.
-    pub fn class(&mut self, key: &str, default: Option<&str>, true_class: Option<&str>) -> Result<Option<String>> {
+    pub fn class(
+        &mut self,
+        key: &str,
+        default: Option<&str>,
+        true_class: Option<&str>,
+    ) -> Result<Option<String>> {
         if !self.values.contains_key(key) {
             self.asked.insert(key.to_string());
             return Ok(default.map(str::to_string));
@@ -298,8 +338,12 @@ impl ConfigReader {
         match self.take_nullable(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
-            Some(Value::Bool(b)) if true_class.is_some() => Ok(b.then(|| true_class.unwrap().to_string())),
-            Some(v) => Err(self.err(format!("field {key:?} must be a class name (a string) or null, got {v}"))),
+            Some(Value::Bool(b)) if true_class.is_some() => {
+                Ok(b.then(|| true_class.unwrap().to_string()))
+            }
+            Some(v) => Err(self.err(format!(
+                "field {key:?} must be a class name (a string) or null, got {v}"
+            ))),
         }
     }
 
@@ -340,34 +384,52 @@ impl ConfigReader {
             .filter(|k| {
                 // A nested object is known when one of its leaves was read.
                 let dotted = format!("{k}.");
-                !self.used.iter().any(|u| u.starts_with(&dotted)) && !self.asked.iter().any(|u| u.starts_with(&dotted))
+                !self.used.iter().any(|u| u.starts_with(&dotted))
+                    && !self.asked.iter().any(|u| u.starts_with(&dotted))
             })
             .collect();
         if unknown.is_empty() {
             return Ok(());
         }
         // A null the module asked for but did not accept: an argument with a non-None default.
-        if let Some(k) = unknown.iter().find(|k| self.asked.contains(**k) && self.values[**k].is_null()) {
+        if let Some(k) = unknown
+            .iter()
+            .find(|k| self.asked.contains(**k) && self.values[**k].is_null())
+        {
             return Err(self.err(format!(
                 "field {k:?} is null, but the official constructor takes no None for it; leave it out for the default"
             )));
         }
         let names: Vec<String> = unknown.iter().map(|k| format!("{k:?}")).collect();
         let accepted: Vec<&str> = self.asked.iter().map(String::as_str).collect();
-        Err(self.err(format!("unknown field(s) {}; accepted: {}", names.join(", "), accepted.join(", "))))
+        Err(self.err(format!(
+            "unknown field(s) {}; accepted: {}",
+            names.join(", "),
+            accepted.join(", ")
+        )))
     }
 }
 
 /// The eps of a LayerNorm class spelt `nn.LayerNorm` / `torch.nn.LayerNorm` / `LayerNorm`
 /// (`default_eps`: PyTorch's 1e-5), or `partial(<that>, eps=<number>)`; `None` for any other.
 fn parse_layer_norm(name: &str, default_eps: f32) -> Option<f32> {
-    let is_ln = |s: &str| matches!(s.trim(), "nn.LayerNorm" | "torch.nn.LayerNorm" | "LayerNorm");
+    let is_ln = |s: &str| {
+        matches!(
+            s.trim(),
+            "nn.LayerNorm" | "torch.nn.LayerNorm" | "LayerNorm"
+        )
+    };
     if is_ln(name) {
         return Some(default_eps);
     }
     let inner = name.strip_prefix("partial(")?.strip_suffix(')')?;
     let (class, eps) = inner.split_once(',')?;
-    let eps = eps.trim().strip_prefix("eps")?.trim_start().strip_prefix('=')?.trim();
+    let eps = eps
+        .trim()
+        .strip_prefix("eps")?
+        .trim_start()
+        .strip_prefix('=')?
+        .trim();
     let eps: f32 = eps.parse().ok()?;
     (is_ln(class) && eps > 0.0).then_some(eps)
 }
@@ -378,7 +440,9 @@ pub fn parse_config(text: &str) -> Result<Value> {
         (text.to_string(), "--config".to_string())
     } else {
         let s = std::fs::read_to_string(text).map_err(|e| {
-            Error::Config(format!("--config {text:?} is neither a JSON object nor a readable file: {e}"))
+            Error::Config(format!(
+                "--config {text:?} is neither a JSON object nor a readable file: {e}"
+            ))
         })?;
         (s, text.to_string())
     };
@@ -386,7 +450,11 @@ pub fn parse_config(text: &str) -> Result<Value> {
 }
 
 /// Runs `module` on the tensors of an input file; returns the output file's tensors.
-pub fn run_tensors(module: &str, config: &Value, file: &BTreeMap<String, HostTensor>) -> Result<HostTensors> {
+pub fn run_tensors(
+    module: &str,
+    config: &Value,
+    file: &BTreeMap<String, HostTensor>,
+) -> Result<HostTensors> {
     Ok(run_tensors_with(module, config, file, None)?.0)
 }
 
@@ -416,7 +484,9 @@ pub fn run_tensors_with(
     let stray: Vec<&str> = file
         .keys()
         .map(String::as_str)
-        .filter(|k| *k != "input" && *k != "cotangent" && (weights.is_some() || !k.starts_with("param.")))
+        .filter(|k| {
+            *k != "input" && *k != "cotangent" && (weights.is_some() || !k.starts_with("param."))
+        })
         .collect();
     if weights.is_some() && !stray.is_empty() {
         return Err(Error::Io(format!(
@@ -442,9 +512,16 @@ pub fn run_tensors_with(
     let report = match weights {
         Some(w) => Some(tubelet_train::weights::load_exact_into(&state, w)?),
         None => {
-            let by_key: BTreeMap<&str, &HostTensor> =
-                file.iter().filter_map(|(k, v)| k.strip_prefix("param.").map(|k| (k, v))).collect();
-            tubelet::io::assign_by_key(&format!("the input file's param.* tensors for {module}"), &by_key, &state, true)?;
+            let by_key: BTreeMap<&str, &HostTensor> = file
+                .iter()
+                .filter_map(|(k, v)| k.strip_prefix("param.").map(|k| (k, v)))
+                .collect();
+            tubelet::io::assign_by_key(
+                &format!("the input file's param.* tensors for {module}"),
+                &by_key,
+                &state,
+                true,
+            )?;
             None
         }
     };
@@ -470,7 +547,9 @@ pub fn run_tensors_with(
     out.push(("output".to_string(), y.shape().to_vec(), y.to_vec()?));
     let grad_of = |t: &Tensor| -> Result<Vec<f32>> {
         // A parameter the output does not depend on has a zero gradient.
-        grads.get(t).map_or(Ok(vec![0.0; t.numel()]), Tensor::to_vec)
+        grads
+            .get(t)
+            .map_or(Ok(vec![0.0; t.numel()]), Tensor::to_vec)
     };
     out.push(("grad.input".to_string(), input.shape.clone(), grad_of(&x)?));
     for (key, p) in &params {
@@ -494,7 +573,13 @@ pub fn run_files(module: &str, config: &str, input: &Path, output: &Path) -> Res
 }
 
 /// [`run_files`] with the parameters from `weights` (see [`run_tensors_with`]).
-pub fn run_files_with(module: &str, config: &str, input: &Path, output: &Path, weights: Option<&Path>) -> Result<Written> {
+pub fn run_files_with(
+    module: &str,
+    config: &str,
+    input: &Path,
+    output: &Path,
+    weights: Option<&Path>,
+) -> Result<Written> {
     let config_value = parse_config(config)?;
     let file = tubelet::io::read(input)?;
     let (tensors, report) = run_tensors_with(module, &config_value, &file, weights)?;
@@ -538,12 +623,23 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let mut out = Output::stdout();
-    let w = run_files_with(&args.module, &args.config, &args.input, &args.output, args.weights.as_deref())?;
-    outln!(out,
+    let w = run_files_with(
+        &args.module,
+        &args.config,
+        &args.input,
+        &args.output,
+        args.weights.as_deref(),
+    )?;
+    outln!(
+        out,
         "{}: output {:?}{}; wrote {} tensors to {}",
         args.module,
         w.output_shape,
-        if w.with_gradients { " with gradients of sum(output × cotangent)" } else { "" },
+        if w.with_gradients {
+            " with gradients of sum(output × cotangent)"
+        } else {
+            ""
+        },
         w.tensors,
         args.output.display()
     )?;

@@ -32,7 +32,9 @@
 //! `MODEL.DETACH_FINAL_FC` (False); x (B, dim_in).
 use tubelet::nn::Init;
 use tubelet::{Error, Result, Tensor};
-use tubelet_models::mvit::{AttentionSpec, BlockSpec, MultiScaleAttention, MultiScaleBlock, Pool, PoolMode, Version};
+use tubelet_models::mvit::{
+    AttentionSpec, BlockSpec, MultiScaleAttention, MultiScaleBlock, Pool, PoolMode, Version,
+};
 
 use super::{Block, ConfigReader, Module, Part};
 
@@ -66,7 +68,9 @@ pub fn modules() -> Vec<Module> {
 }
 
 fn unsupported(module: &str, what: String) -> Error {
-    Error::Config(format!("{module}: {what} is not implemented in tubelet's port"))
+    Error::Config(format!(
+        "{module}: {what} is not implemented in tubelet's port"
+    ))
 }
 
 fn triple(c: &mut ConfigReader, key: &str) -> Result<[usize; 3]> {
@@ -81,7 +85,9 @@ fn window(c: &mut ConfigReader, module: &str, key: &str) -> Result<Vec<usize>> {
     }
     let v = c.usizes(key, None)?;
     if !(v.is_empty() || v.len() == 3) || v.contains(&0) {
-        return Err(Error::Config(format!("{module} config: {key} {v:?} must be 3 positive integers or []")));
+        return Err(Error::Config(format!(
+            "{module} config: {key} {v:?} must be 3 positive integers or []"
+        )));
     }
     Ok(v)
 }
@@ -97,7 +103,10 @@ fn pool(module: &str, which: &str, kernel: &[usize], stride: &[usize]) -> Result
             "{module} config: kernel_{which} {kernel:?} and stride_{which} {stride:?} must both have 3 entries to pool"
         )));
     }
-    Ok(Some(Pool { kernel: [kernel[0], kernel[1], kernel[2]], stride: [stride[0], stride[1], stride[2]] }))
+    Ok(Some(Pool {
+        kernel: [kernel[0], kernel[1], kernel[2]],
+        stride: [stride[0], stride[1], stride[2]],
+    }))
 }
 
 /// What both modules read: the attention spec (`att_dim` wide, on the runtime grid), the
@@ -109,7 +118,13 @@ struct Common {
     drop_rate: f64,
 }
 
-fn common(c: &mut ConfigReader, module: &str, input: &[usize], att_dim: usize, heads: usize) -> Result<Common> {
+fn common(
+    c: &mut ConfigReader,
+    module: &str,
+    input: &[usize],
+    att_dim: usize,
+    heads: usize,
+) -> Result<Common> {
     let dim = c.usize("dim", None)?;
     let input_size = triple(c, "input_size")?;
     let qkv_bias = c.bool("qkv_bias", Some(false))?;
@@ -133,9 +148,17 @@ fn common(c: &mut ConfigReader, module: &str, input: &[usize], att_dim: usize, h
         "avg" => PoolMode::Avg,
         "max" => PoolMode::Max,
         "conv_unshared" => return Err(unsupported(module, "mode \"conv_unshared\"".to_string())),
-        other => return Err(Error::Config(format!("{module} config: mode {other:?}; SF accepts conv, conv_unshared, avg, max"))),
+        other => {
+            return Err(Error::Config(format!(
+                "{module} config: mode {other:?}; SF accepts conv, conv_unshared, avg, max"
+            )))
+        }
     };
-    for (flag, name) in [(!has_cls, "has_cls_embed false"), (pool_first, "pool_first true"), (separate_qkv, "separate_qkv true")] {
+    for (flag, name) in [
+        (!has_cls, "has_cls_embed false"),
+        (pool_first, "pool_first true"),
+        (separate_qkv, "separate_qkv true"),
+    ] {
         if flag {
             return Err(unsupported(module, format!("{name} (implemented: the released configs' has_cls_embed true, pool_first false, separate_qkv false)")));
         }
@@ -144,9 +167,16 @@ fn common(c: &mut ConfigReader, module: &str, input: &[usize], att_dim: usize, h
         return Err(unsupported(module, format!("rel_pos_spatial {rel_sp} with rel_pos_temporal {rel_t} (implemented: both or neither)")));
     }
     if heads == 0 || !att_dim.is_multiple_of(heads) {
-        return Err(Error::Config(format!("{module} config: width {att_dim} is not divisible by num_heads {heads}")));
+        return Err(Error::Config(format!(
+            "{module} config: width {att_dim} is not divisible by num_heads {heads}"
+        )));
     }
-    if thw.contains(&0) || input.len() != 3 || input[1] != 1 + thw.iter().product::<usize>() || input[2] != dim || input[0] == 0 {
+    if thw.contains(&0)
+        || input.len() != 3
+        || input[1] != 1 + thw.iter().product::<usize>()
+        || input[2] != dim
+        || input[0] == 0
+    {
         return Err(Error::Shape(format!(
             "{module} takes x (B, 1 + T·H·W, dim) with thw_shape {thw:?}, dim {dim}; input has shape {input:?}"
         )));
@@ -154,13 +184,25 @@ fn common(c: &mut ConfigReader, module: &str, input: &[usize], att_dim: usize, h
     let rel_pos = if rel_sp {
         // SF sizes the tables from input_size (H = W asserted), then resizes them to the grid.
         if input_size[1] != input_size[2] {
-            return Err(Error::Config(format!("{module} config: rel_pos_spatial needs input_size H = W, got {input_size:?}")));
+            return Err(Error::Config(format!(
+                "{module} config: rel_pos_spatial needs input_size H = W, got {input_size:?}"
+            )));
         }
         let size = input_size[1];
-        let q_size = if stride_q.is_empty() { size } else { size / stride_q[1] };
-        let kv_size = if stride_kv.is_empty() { size } else { size / stride_kv[1] };
+        let q_size = if stride_q.is_empty() {
+            size
+        } else {
+            size / stride_q[1]
+        };
+        let kv_size = if stride_kv.is_empty() {
+            size
+        } else {
+            size / stride_kv[1]
+        };
         if q_size.max(kv_size) == 0 || input_size[0] == 0 {
-            return Err(Error::Config(format!("{module} config: input_size {input_size:?} gives empty rel pos tables")));
+            return Err(Error::Config(format!(
+                "{module} config: input_size {input_size:?} gives empty rel pos tables"
+            )));
         }
         Some([2 * q_size.max(kv_size) - 1, 2 * input_size[0] - 1])
     } else {
@@ -179,11 +221,19 @@ fn common(c: &mut ConfigReader, module: &str, input: &[usize], att_dim: usize, h
         residual_pooling,
     };
     spec.grids()?;
-    Ok(Common { spec, eps, stride_q, drop_rate })
+    Ok(Common {
+        spec,
+        eps,
+        stride_q,
+        drop_rate,
+    })
 }
 
 fn set_eps(attn: &mut MultiScaleAttention, eps: f32) {
-    for p in [&mut attn.pool_q, &mut attn.pool_k, &mut attn.pool_v].into_iter().flatten() {
+    for p in [&mut attn.pool_q, &mut attn.pool_k, &mut attn.pool_v]
+        .into_iter()
+        .flatten()
+    {
         if let Some(n) = &mut p.norm {
             n.eps = eps;
         }
@@ -191,16 +241,23 @@ fn set_eps(attn: &mut MultiScaleAttention, eps: f32) {
 }
 
 fn strip(out: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
-    out.into_iter().map(|(k, t)| (k.trim_start_matches('.').to_string(), t)).collect()
+    out.into_iter()
+        .map(|(k, t)| (k.trim_start_matches('.').to_string(), t))
+        .collect()
 }
 
 fn refuse_random(module: &str, train: bool, rates: &[(&str, f64)]) -> Result<()> {
     if let Some((k, v)) = rates.iter().find(|(_, v)| !(0.0..1.0).contains(v)) {
-        return Err(Error::Config(format!("{module} config: {k} {v} must be in [0, 1)")));
+        return Err(Error::Config(format!(
+            "{module} config: {k} {v} must be in [0, 1)"
+        )));
     }
     if train {
         if let Some((k, v)) = rates.iter().find(|(_, v)| *v != 0.0) {
-            return Err(unsupported(module, format!("train: true with {k} {v} (random; set it to 0 or use train: false)")));
+            return Err(unsupported(
+                module,
+                format!("train: true with {k} {v} (random; set it to 0 or use train: false)"),
+            ));
         }
     }
     Ok(())
@@ -263,15 +320,28 @@ fn build_block(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
     let dim_mul_in_att = c.bool("dim_mul_in_att", Some(false))?;
     let att_dim = if dim_mul_in_att { dim_out } else { dim };
     let k = common(c, M, input, att_dim, heads)?;
-    refuse_random(M, train, &[("drop_rate", k.drop_rate), ("drop_path", drop_path)])?;
+    refuse_random(
+        M,
+        train,
+        &[("drop_rate", k.drop_rate), ("drop_path", drop_path)],
+    )?;
     if layer_scale > 0.0 {
-        return Err(unsupported(M, format!("layer_scale_init_value {layer_scale} (implemented: 0, no gamma)")));
+        return Err(unsupported(
+            M,
+            format!("layer_scale_init_value {layer_scale} (implemented: 0, no gamma)"),
+        ));
     }
     if up_rate.is_some_and(|r| r > 1.0) {
-        return Err(unsupported(M, format!("up_rate {up_rate:?} (implemented: None or ≤ 1)")));
+        return Err(unsupported(
+            M,
+            format!("up_rate {up_rate:?} (implemented: None or ≤ 1)"),
+        ));
     }
     if act != "nn.GELU" {
-        return Err(unsupported(M, format!("act_layer {act:?} (implemented: \"nn.GELU\")")));
+        return Err(unsupported(
+            M,
+            format!("act_layer {act:?} (implemented: \"nn.GELU\")"),
+        ));
     }
     let mlp_hidden = (att_dim as f64 * mlp_ratio) as usize;
     if !(mlp_ratio > 0.0) || mlp_hidden == 0 || dim_out == 0 {
@@ -280,18 +350,34 @@ fn build_block(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
     // SF's skip pool: MaxPool3d(s + 1 where s > 1, stride s) when prod(stride_q) > 1.
     let skip = (k.stride_q.len() == 3 && k.stride_q.iter().product::<usize>() > 1).then(|| {
         let s = [k.stride_q[0], k.stride_q[1], k.stride_q[2]];
-        Pool { kernel: s.map(|s| if s > 1 { s + 1 } else { s }), stride: s }
+        Pool {
+            kernel: s.map(|s| if s > 1 { s + 1 } else { s }),
+            stride: s,
+        }
     });
     if let Some(s) = &skip {
         // The residual must land on the attention's query grid.
         let (q, _) = k.spec.grids()?;
         let r = s.out(k.spec.thw)?;
         if q != r {
-            return Err(Error::Config(format!("{M} config: the skip pool makes a {r:?} grid but the pooled queries a {q:?} one")));
+            return Err(Error::Config(format!(
+                "{M} config: the skip pool makes a {r:?} grid but the pooled queries a {q:?} one"
+            )));
         }
     }
-    let spec = BlockSpec { attn: k.spec, dim, dim_out, mlp_hidden, skip, drop_path: drop_path as f32 };
-    let version = if dim_mul_in_att { Version::V2 } else { Version::V1 };
+    let spec = BlockSpec {
+        attn: k.spec,
+        dim,
+        dim_out,
+        mlp_hidden,
+        skip,
+        drop_path: drop_path as f32,
+    };
+    let version = if dim_mul_in_att {
+        Version::V2
+    } else {
+        Version::V1
+    };
     let mut block = MultiScaleBlock::new(&mut Init::new(0), spec, version)?;
     block.norm1.eps = k.eps;
     block.norm2.eps = k.eps;
@@ -315,7 +401,11 @@ struct Stem {
     padding: [usize; 3],
 }
 
-fn build_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Result<Box<dyn Block>> {
+fn build_patch_embed(
+    c: &mut ConfigReader,
+    input: &[usize],
+    _train: bool,
+) -> Result<Box<dyn Block>> {
     const M: &str = "mvit.PatchEmbed";
     let dim_in = c.usize("dim_in", Some(3))?;
     let dim_out = c.usize("dim_out", Some(768))?;
@@ -325,19 +415,31 @@ fn build_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Res
     let conv_2d = c.bool("conv_2d", Some(false))?;
     c.bool("keep_spatial", Some(false))?; // the forward's flag: the tensor is the same, unflattened
     if conv_2d {
-        return Err(unsupported(M, "conv_2d true (a Conv2d stem on (B, C, H, W))".to_string()));
+        return Err(unsupported(
+            M,
+            "conv_2d true (a Conv2d stem on (B, C, H, W))".to_string(),
+        ));
     }
     if kernel.contains(&0) || stride.contains(&0) || dim_out == 0 {
         return Err(Error::Config(format!("{M} config: kernel {kernel:?}, stride {stride:?} and dim_out {dim_out} must be positive")));
     }
     if input.len() != 5 || input[1] != dim_in || input.contains(&0) {
-        return Err(Error::Shape(format!("{M} takes x (B, dim_in = {dim_in}, T, H, W); input has shape {input:?}")));
+        return Err(Error::Shape(format!(
+            "{M} takes x (B, dim_in = {dim_in}, T, H, W); input has shape {input:?}"
+        )));
     }
     let mut init = Init::new(0);
     let [kt, kh, kw] = kernel;
-    let proj = (init.trunc_normal(&[dim_out, dim_in, kt, kh, kw], 0.02)?, init.constant(&[dim_out], 0.0)?);
+    let proj = (
+        init.trunc_normal(&[dim_out, dim_in, kt, kh, kw], 0.02)?,
+        init.constant(&[dim_out], 0.0)?,
+    );
     Ok(Box::new(Part {
-        part: Stem { proj, stride, padding },
+        part: Stem {
+            proj,
+            stride,
+            padding,
+        },
         forward: |s, x| tubelet_models::mvit::patch_embed(&s.proj, s.stride, s.padding, x),
         params: |s, p, out| {
             out.push((format!("{p}.proj.weight"), s.proj.0.clone()));
@@ -386,10 +488,17 @@ fn build_head(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<
     let detach = c.bool("MODEL.DETACH_FINAL_FC", Some(false))?;
     if !["softmax", "sigmoid", "none"].contains(&act.as_str()) {
         // SF: raise NotImplementedError("… is not supported as an activation function").
-        return Err(Error::Config(format!("{M} config: act_func {act:?}; SlowFast accepts \"softmax\", \"sigmoid\", \"none\"")));
+        return Err(Error::Config(format!(
+            "{M} config: act_func {act:?}; SlowFast accepts \"softmax\", \"sigmoid\", \"none\""
+        )));
     }
     if mlp_layers != 1 {
-        return Err(unsupported(M, format!("CONTRASTIVE.NUM_MLP_LAYERS {mlp_layers} (an MLPHead; implemented: 1, a Linear)")));
+        return Err(unsupported(
+            M,
+            format!(
+                "CONTRASTIVE.NUM_MLP_LAYERS {mlp_layers} (an MLPHead; implemented: 1, a Linear)"
+            ),
+        ));
     }
     if detach {
         return Err(unsupported(M, "MODEL.DETACH_FINAL_FC true".to_string()));
@@ -398,7 +507,9 @@ fn build_head(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<
         return Err(unsupported(M, format!("train: true with dropout_rate {dropout_rate} (random; set it to 0 or use train: false)")));
     }
     if input.len() != 2 || input[1] != dim_in || input[0] == 0 {
-        return Err(Error::Shape(format!("{M} takes x (B, dim_in = {dim_in}) (as MViT calls it); input has shape {input:?}")));
+        return Err(Error::Shape(format!(
+            "{M} takes x (B, dim_in = {dim_in}) (as MViT calls it); input has shape {input:?}"
+        )));
     }
     let projection = tubelet::nn::Linear::new(&mut Init::new(0), dim_in, num_classes, true)?;
     Ok(Box::new(Head { projection, act }))

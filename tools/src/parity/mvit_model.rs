@@ -54,7 +54,9 @@ fn unsupported(what: String) -> Error {
 }
 
 fn bad(key: &str, want: &str, got: &Value) -> Error {
-    Error::Config(format!("{M} config: field {key:?} must be {want}, got {got}"))
+    Error::Config(format!(
+        "{M} config: field {key:?} must be {want}, got {got}"
+    ))
 }
 
 fn triple(c: &mut ConfigReader, key: &str, default: [usize; 3]) -> Result<[usize; 3]> {
@@ -67,12 +69,17 @@ fn triple(c: &mut ConfigReader, key: &str, default: [usize; 3]) -> Result<[usize
 
 /// A list of lists `[[i, x1, …, xk], …]` whose first element is a block index.
 fn indexed(c: &mut ConfigReader, key: &str, k: usize) -> Result<Vec<(usize, Vec<f64>)>> {
-    let Some(v) = c.json(key) else { return Ok(Vec::new()) };
+    let Some(v) = c.json(key) else {
+        return Ok(Vec::new());
+    };
     let want = format!("a list of [block, {k} number(s)] lists");
     let rows = v.as_array().ok_or_else(|| bad(key, &want, &v))?;
     rows.iter()
         .map(|row| {
-            let r = row.as_array().filter(|r| r.len() == k + 1).ok_or_else(|| bad(key, &want, &v))?;
+            let r = row
+                .as_array()
+                .filter(|r| r.len() == k + 1)
+                .ok_or_else(|| bad(key, &want, &v))?;
             let i = r[0].as_u64().ok_or_else(|| bad(key, &want, &v))? as usize;
             let rest: Option<Vec<f64>> = r[1..].iter().map(Value::as_f64).collect();
             Ok((i, rest.ok_or_else(|| bad(key, &want, &v))?))
@@ -119,7 +126,11 @@ fn build_mvit(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<
     let frames = c.usize("DATA.NUM_FRAMES", Some(8))?;
     let crop = c.usize("DATA.TRAIN_CROP_SIZE", Some(224))?;
     let test_crop = c.usize("DATA.TEST_CROP_SIZE", Some(256))?;
-    let in_chans = if c.has("DATA.INPUT_CHANNEL_NUM") { c.usizes("DATA.INPUT_CHANNEL_NUM", None)? } else { vec![3, 3] };
+    let in_chans = if c.has("DATA.INPUT_CHANNEL_NUM") {
+        c.usizes("DATA.INPUT_CHANNEL_NUM", None)?
+    } else {
+        vec![3, 3]
+    };
     // MODEL
     let num_classes = c.usize("MODEL.NUM_CLASSES", Some(400))?;
     let head_dropout = c.f64("MODEL.DROPOUT_RATE", Some(0.5))?;
@@ -143,12 +154,26 @@ fn build_mvit(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<
     let drop_path_rate = c.f64("MVIT.DROPPATH_RATE", Some(0.1))?;
     let depth = c.usize("MVIT.DEPTH", Some(16))?;
     let norm = c.string("MVIT.NORM", Some("layernorm"))?;
-    let dim_mul: Vec<(usize, f64)> = indexed(c, "MVIT.DIM_MUL", 1)?.into_iter().map(|(i, m)| (i, m[0])).collect();
-    let head_mul: Vec<(usize, f64)> = indexed(c, "MVIT.HEAD_MUL", 1)?.into_iter().map(|(i, m)| (i, m[0])).collect();
+    let dim_mul: Vec<(usize, f64)> = indexed(c, "MVIT.DIM_MUL", 1)?
+        .into_iter()
+        .map(|(i, m)| (i, m[0]))
+        .collect();
+    let head_mul: Vec<(usize, f64)> = indexed(c, "MVIT.HEAD_MUL", 1)?
+        .into_iter()
+        .map(|(i, m)| (i, m[0]))
+        .collect();
     let pool_kv_stride = indexed(c, "MVIT.POOL_KV_STRIDE", 3)?;
-    let adaptive = if c.has_opt("MVIT.POOL_KV_STRIDE_ADAPTIVE") { Some(triple(c, "MVIT.POOL_KV_STRIDE_ADAPTIVE", [1, 1, 1])?) } else { None };
+    let adaptive = if c.has_opt("MVIT.POOL_KV_STRIDE_ADAPTIVE") {
+        Some(triple(c, "MVIT.POOL_KV_STRIDE_ADAPTIVE", [1, 1, 1])?)
+    } else {
+        None
+    };
     let pool_q_stride = strides("MVIT.POOL_Q_STRIDE", indexed(c, "MVIT.POOL_Q_STRIDE", 3)?)?;
-    let pool_kvq_kernel = if c.has_opt("MVIT.POOL_KVQ_KERNEL") { Some(triple(c, "MVIT.POOL_KVQ_KERNEL", [1, 1, 1])?) } else { None };
+    let pool_kvq_kernel = if c.has_opt("MVIT.POOL_KVQ_KERNEL") {
+        Some(triple(c, "MVIT.POOL_KVQ_KERNEL", [1, 1, 1])?)
+    } else {
+        None
+    };
     let norm_stem = c.bool("MVIT.NORM_STEM", Some(false))?;
     let sep_pos_embed = c.bool("MVIT.SEP_POS_EMBED", Some(false))?;
     let dropout_rate = c.f64("MVIT.DROPOUT_RATE", Some(0.0))?;
@@ -161,11 +186,18 @@ fn build_mvit(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<
     let use_mean_pooling = c.bool("MVIT.USE_MEAN_POOLING", Some(false))?;
     let fixed_sincos = c.bool("MVIT.USE_FIXED_SINCOS_POS", Some(false))?;
     let rev = c.bool("MVIT.REV.ENABLE", Some(false))?;
-    for k in ["MVIT.LAYER_SCALE_INIT_VALUE", "MVIT.HEAD_INIT_SCALE", "MVIT.REL_POS_ZERO_INIT", "MVIT.ZERO_DECAY_POS_CLS"] {
+    for k in [
+        "MVIT.LAYER_SCALE_INIT_VALUE",
+        "MVIT.HEAD_INIT_SCALE",
+        "MVIT.REL_POS_ZERO_INIT",
+        "MVIT.ZERO_DECAY_POS_CLS",
+    ] {
         c.ignore(k); // initialisation and optimiser settings
     }
     if rev {
-        return Err(unsupported("MVIT.REV.ENABLE true (the reversible MViT)".to_string()));
+        return Err(unsupported(
+            "MVIT.REV.ENABLE true (the reversible MViT)".to_string(),
+        ));
     }
 
     if crop != test_crop {
@@ -174,7 +206,9 @@ fn build_mvit(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<
         )));
     }
     if in_chans.first() != Some(&3) {
-        return Err(unsupported(format!("DATA.INPUT_CHANNEL_NUM {in_chans:?} (implemented: 3 input channels)")));
+        return Err(unsupported(format!(
+            "DATA.INPUT_CHANNEL_NUM {in_chans:?} (implemented: 3 input channels)"
+        )));
     }
     let flags = [
         ("DETECTION.ENABLE", detection, false),
@@ -191,24 +225,42 @@ fn build_mvit(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<
         return Err(unsupported(format!("{k} {v} (implemented: {want})")));
     }
     if mlp_layers != 1 {
-        return Err(unsupported(format!("CONTRASTIVE.NUM_MLP_LAYERS {mlp_layers} (implemented: 1, a linear head)")));
+        return Err(unsupported(format!(
+            "CONTRASTIVE.NUM_MLP_LAYERS {mlp_layers} (implemented: 1, a linear head)"
+        )));
     }
     if norm != "layernorm" {
-        return Err(Error::Config(format!("{M} config: MVIT.NORM {norm:?}; the official code supports only \"layernorm\"")));
+        return Err(Error::Config(format!(
+            "{M} config: MVIT.NORM {norm:?}; the official code supports only \"layernorm\""
+        )));
     }
     let softmax = match head_act.as_str() {
         "softmax" => true,
         "none" => false,
-        other => return Err(unsupported(format!("MODEL.HEAD_ACT {other:?} (implemented: \"softmax\", \"none\")"))),
+        other => {
+            return Err(unsupported(format!(
+                "MODEL.HEAD_ACT {other:?} (implemented: \"softmax\", \"none\")"
+            )))
+        }
     };
     let mode = match mode.as_str() {
         "conv" => PoolMode::Conv,
         "avg" => PoolMode::Avg,
         "max" => PoolMode::Max,
-        other => return Err(unsupported(format!("MVIT.MODE {other:?} (implemented: \"conv\", \"avg\", \"max\")"))),
+        other => {
+            return Err(unsupported(format!(
+                "MVIT.MODE {other:?} (implemented: \"conv\", \"avg\", \"max\")"
+            )))
+        }
     };
-    let v1 = use_abs_pos && sep_pos_embed && !rel_pos_spatial && !rel_pos_temporal && !residual_pooling && !dim_mul_in_att;
-    let v2 = !use_abs_pos && rel_pos_spatial && rel_pos_temporal && residual_pooling && dim_mul_in_att;
+    let v1 = use_abs_pos
+        && sep_pos_embed
+        && !rel_pos_spatial
+        && !rel_pos_temporal
+        && !residual_pooling
+        && !dim_mul_in_att;
+    let v2 =
+        !use_abs_pos && rel_pos_spatial && rel_pos_temporal && residual_pooling && dim_mul_in_att;
     let version = match (v1, v2) {
         (true, _) => Version::V1,
         (_, true) => Version::V2,
@@ -230,9 +282,15 @@ fn build_mvit(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<
         }
     };
     if train {
-        let rates = [("MVIT.DROPPATH_RATE", drop_path_rate), ("MVIT.DROPOUT_RATE", dropout_rate), ("MODEL.DROPOUT_RATE", head_dropout)];
+        let rates = [
+            ("MVIT.DROPPATH_RATE", drop_path_rate),
+            ("MVIT.DROPOUT_RATE", dropout_rate),
+            ("MODEL.DROPOUT_RATE", head_dropout),
+        ];
         if let Some((k, v)) = rates.iter().find(|(_, v)| *v != 0.0) {
-            return Err(unsupported(format!("train: true with {k} {v} (random; set it to 0 or use train: false)")));
+            return Err(unsupported(format!(
+                "train: true with {k} {v} (random; set it to 0 or use train: false)"
+            )));
         }
     }
     if !(0.0..1.0).contains(&drop_path_rate) || !(0.0..1.0).contains(&head_dropout) {
@@ -241,7 +299,9 @@ fn build_mvit(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<
         )));
     }
     if !(mlp_ratio > 0.0) {
-        return Err(Error::Config(format!("{M} config: MVIT.MLP_RATIO {mlp_ratio} must be positive")));
+        return Err(Error::Config(format!(
+            "{M} config: MVIT.MLP_RATIO {mlp_ratio} must be positive"
+        )));
     }
     if input.len() != 5 || input[0] == 0 || input[1..] != [3, frames, crop, crop] {
         return Err(Error::Shape(format!(
@@ -270,5 +330,8 @@ fn build_mvit(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<
         dropout_rate: head_dropout as f32,
         num_classes,
     };
-    Ok(Box::new(Wrapped { model: MViT::new(config, 0)?, softmax }))
+    Ok(Box::new(Wrapped {
+        model: MViT::new(config, 0)?,
+        softmax,
+    }))
 }

@@ -32,7 +32,9 @@
 use tubelet::nn::{Init, LayerNorm, Linear};
 use tubelet::{Error, Result, Tensor};
 use tubelet_models::grid_attention::Groups;
-use tubelet_models::timesformer::{Attention, Attn, Block as TsfBlock, Branch, Config, TimeSformer};
+use tubelet_models::timesformer::{
+    Attention, Attn, Block as TsfBlock, Branch, Config, TimeSformer,
+};
 
 use super::{Block, ConfigReader, Module, Part, Whole};
 
@@ -60,7 +62,9 @@ pub fn modules() -> Vec<Module> {
 }
 
 fn unsupported(module: &str, what: String) -> Error {
-    Error::Config(format!("{module}: {what} is not implemented in tubelet's port"))
+    Error::Config(format!(
+        "{module}: {what} is not implemented in tubelet's port"
+    ))
 }
 
 fn attention_type(c: &mut ConfigReader, module: &str) -> Result<Attention> {
@@ -83,20 +87,32 @@ fn norm_eps(c: &mut ConfigReader, _module: &str) -> Result<f32> {
 fn mlp_hidden(module: &str, dim: usize, mlp_ratio: f64) -> Result<usize> {
     let hidden = (dim as f64 * mlp_ratio) as usize;
     if !(mlp_ratio > 0.0) || hidden == 0 {
-        return Err(Error::Config(format!("{module} config: mlp_ratio {mlp_ratio} gives an MLP of width {hidden}")));
+        return Err(Error::Config(format!(
+            "{module} config: mlp_ratio {mlp_ratio} gives an MLP of width {hidden}"
+        )));
     }
     Ok(hidden)
 }
 
 /// qk_scale (None: head_dim^−0.5) and the random rates (must be 0 when training).
-fn common(c: &mut ConfigReader, module: &str, train: bool, rates: &[(&str, f64)]) -> Result<Option<f32>> {
+fn common(
+    c: &mut ConfigReader,
+    module: &str,
+    train: bool,
+    rates: &[(&str, f64)],
+) -> Result<Option<f32>> {
     let qk_scale = c.qk_scale("qk_scale")?;
     if let Some((k, v)) = rates.iter().find(|(_, v)| !(0.0..1.0).contains(v)) {
-        return Err(Error::Config(format!("{module} config: {k} {v} must be in [0, 1)")));
+        return Err(Error::Config(format!(
+            "{module} config: {k} {v} must be in [0, 1)"
+        )));
     }
     if train {
         if let Some((k, v)) = rates.iter().find(|(_, v)| *v != 0.0) {
-            return Err(unsupported(module, format!("train: true with {k} {v} (random; set it to 0 or use train: false)")));
+            return Err(unsupported(
+                module,
+                format!("train: true with {k} {v} (random; set it to 0 or use train: false)"),
+            ));
         }
     }
     Ok(qk_scale)
@@ -129,7 +145,9 @@ impl Block for BlockPort {
     fn named_params(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         self.block.params("", &mut out);
-        out.into_iter().map(|(k, t)| (k.trim_start_matches('.').to_string(), t)).collect()
+        out.into_iter()
+            .map(|(k, t)| (k.trim_start_matches('.').to_string(), t))
+            .collect()
     }
     fn named_buffers(&self) -> Vec<(String, Tensor)> {
         Vec::new()
@@ -148,23 +166,47 @@ fn build_block(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
     let act = c.string("act_layer", Some("nn.GELU"))?;
     let eps = norm_eps(c, M)?;
     let attention = attention_type(c, M)?;
-    let (b, t, w) = (c.usize("B", None)?, c.usize("T", None)?, c.usize("W", None)?);
-    let qk_scale = common(c, M, train, &[("drop", drop), ("attn_drop", attn_drop), ("drop_path", drop_path)])?;
+    let (b, t, w) = (
+        c.usize("B", None)?,
+        c.usize("T", None)?,
+        c.usize("W", None)?,
+    );
+    let qk_scale = common(
+        c,
+        M,
+        train,
+        &[
+            ("drop", drop),
+            ("attn_drop", attn_drop),
+            ("drop_path", drop_path),
+        ],
+    )?;
     if act != "nn.GELU" {
-        return Err(unsupported(M, format!("act_layer {act:?} (implemented: \"nn.GELU\")")));
+        return Err(unsupported(
+            M,
+            format!("act_layer {act:?} (implemented: \"nn.GELU\")"),
+        ));
     }
     if heads == 0 || dim % heads != 0 {
-        return Err(Error::Config(format!("{M} config: dim {dim} is not divisible by num_heads {heads}")));
+        return Err(Error::Config(format!(
+            "{M} config: dim {dim} is not divisible by num_heads {heads}"
+        )));
     }
     if input.len() != 3 || input[2] != dim || input.contains(&0) {
-        return Err(Error::Shape(format!("{M} takes x (B, tokens, dim = {dim}); input has shape {input:?}")));
+        return Err(Error::Shape(format!(
+            "{M} takes x (B, tokens, dim = {dim}); input has shape {input:?}"
+        )));
     }
     if t == 0 || w == 0 {
-        return Err(Error::Config(format!("{M} config: T {t} and W {w} must be positive")));
+        return Err(Error::Config(format!(
+            "{M} config: T {t} and W {w} must be positive"
+        )));
     }
     // The official forward: H = ((tokens − 1) // T) // W; only divided attention uses the grid.
     let h = (input[1] - 1) / t / w;
-    if attention == Attention::DividedSpaceTime && (h == 0 || input[0] != b || input[1] != 1 + h * w * t) {
+    if attention == Attention::DividedSpaceTime
+        && (h == 0 || input[0] != b || input[1] != 1 + h * w * t)
+    {
         return Err(Error::Shape(format!(
             "{M}: divided attention with B {b}, T {t}, W {w} takes x (B, 1 + H·W·T, dim); input has shape {input:?}"
         )));
@@ -208,7 +250,11 @@ fn build_block(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
         fc2: Linear::new(&mut init, hidden, dim, true)?,
         drop_path: drop_path as f32,
     };
-    Ok(Box::new(BlockPort { block, config, batch: b }))
+    Ok(Box::new(BlockPort {
+        block,
+        config,
+        batch: b,
+    }))
 }
 
 /// `img_size`: an integer or [H, W] (the official `to_2tuple`).
@@ -242,19 +288,34 @@ fn build_model(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
     let attention = attention_type(c, M)?;
     c.ignore("hybrid_backbone"); // stored by nobody: the official constructor never reads it
     c.ignore("dropout"); // an nn.Dropout the official forward never applies
-    let rates = [("drop_rate", drop_rate), ("attn_drop_rate", attn_drop_rate), ("drop_path_rate", drop_path_rate)];
+    let rates = [
+        ("drop_rate", drop_rate),
+        ("attn_drop_rate", attn_drop_rate),
+        ("drop_path_rate", drop_path_rate),
+    ];
     let qk_scale = common(c, M, train, &rates)?;
     if in_chans != 3 {
-        return Err(unsupported(M, format!("in_chans {in_chans} (implemented: 3)")));
+        return Err(unsupported(
+            M,
+            format!("in_chans {in_chans} (implemented: 3)"),
+        ));
     }
     if num_classes == 0 {
-        return Err(unsupported(M, "num_classes 0 (an identity head)".to_string()));
+        return Err(unsupported(
+            M,
+            "num_classes 0 (an identity head)".to_string(),
+        ));
     }
     if patch[0] != patch[1] {
-        return Err(unsupported(M, format!("patch_size {patch:?} (implemented: square patches)")));
+        return Err(unsupported(
+            M,
+            format!("patch_size {patch:?} (implemented: square patches)"),
+        ));
     }
     if input.len() != 5 || input[1] != 3 {
-        return Err(Error::Shape(format!("{M} takes a clip batch (B, 3, T, H, W); input has shape {input:?}")));
+        return Err(Error::Shape(format!(
+            "{M} takes a clip batch (B, 3, T, H, W); input has shape {input:?}"
+        )));
     }
     if input[2] != num_frames || input[3] != img_h || input[4] != img_w {
         return Err(unsupported(
@@ -290,26 +351,43 @@ struct Stem {
     patch: usize,
 }
 
-fn build_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Result<Box<dyn Block>> {
+fn build_patch_embed(
+    c: &mut ConfigReader,
+    input: &[usize],
+    _train: bool,
+) -> Result<Box<dyn Block>> {
     const M: &str = "timesformer.PatchEmbed";
     pair(c, "img_size", 224)?; // num_patches only; the forward does not check it
     let patch = pair(c, "patch_size", 16)?;
     let in_chans = c.usize("in_chans", Some(3))?;
     let embed_dim = c.usize("embed_dim", Some(768))?;
     if patch[0] != patch[1] {
-        return Err(unsupported(M, format!("patch_size {patch:?} (implemented: square patches)")));
+        return Err(unsupported(
+            M,
+            format!("patch_size {patch:?} (implemented: square patches)"),
+        ));
     }
     let p = patch[0];
     if p == 0 || embed_dim == 0 {
-        return Err(Error::Config(format!("{M} config: patch_size {p} and embed_dim {embed_dim} must be positive")));
+        return Err(Error::Config(format!(
+            "{M} config: patch_size {p} and embed_dim {embed_dim} must be positive"
+        )));
     }
-    if input.len() != 5 || input[1] != in_chans || input.contains(&0) || !input[3].is_multiple_of(p) || !input[4].is_multiple_of(p) {
+    if input.len() != 5
+        || input[1] != in_chans
+        || input.contains(&0)
+        || !input[3].is_multiple_of(p)
+        || !input[4].is_multiple_of(p)
+    {
         return Err(Error::Shape(format!(
             "{M} takes x (B, in_chans = {in_chans}, T, H, W), H and W multiples of patch_size {p}; input has shape {input:?}"
         )));
     }
     let mut init = Init::new(0);
-    let proj = (init.trunc_normal(&[embed_dim, in_chans, p, p], 0.02)?, init.constant(&[embed_dim], 0.0)?);
+    let proj = (
+        init.trunc_normal(&[embed_dim, in_chans, p, p], 0.02)?,
+        init.constant(&[embed_dim], 0.0)?,
+    );
     Ok(Box::new(Part {
         part: Stem { proj, patch: p },
         forward: |s, x| tubelet_models::timesformer::patch_embed(&s.proj, s.patch, x),

@@ -62,7 +62,11 @@ impl Block for TemporalShift {
     }
 }
 
-fn build_temporal_shift(c: &mut ConfigReader, input: &[usize], _train: bool) -> Result<Box<dyn Block>> {
+fn build_temporal_shift(
+    c: &mut ConfigReader,
+    input: &[usize],
+    _train: bool,
+) -> Result<Box<dyn Block>> {
     let n_segment = c.usize("n_segment", Some(3))?;
     let fold_div = c.usize("n_div", Some(8))?;
     if c.bool("inplace", Some(false))? {
@@ -75,7 +79,10 @@ fn build_temporal_shift(c: &mut ConfigReader, input: &[usize], _train: bool) -> 
             "tsm.TemporalShift takes x (N·n_segment, C, H, W); input has shape {input:?}, n_segment {n_segment}"
         )));
     }
-    Ok(Box::new(TemporalShift { n_segment, fold_div }))
+    Ok(Box::new(TemporalShift {
+        n_segment,
+        fold_div,
+    }))
 }
 
 struct Tsn {
@@ -88,14 +95,19 @@ impl Block for Tsn {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let s = x.shape();
         // TSN.forward: input.view((-1, 3) + input.size()[-2:]).
-        self.model.forward(&x.try_reshape(&[s[0] * s[1] / 3, 3, s[2], s[3]])?, train)
+        self.model
+            .forward(&x.try_reshape(&[s[0] * s[1] / 3, 3, s[2], s[3]])?, train)
     }
     fn named_params(&self) -> Vec<(String, Tensor)> {
         let rename = |k: String| match k.strip_prefix("new_fc.") {
             Some(rest) if self.fc_in_base_model => format!("base_model.fc.{rest}"),
             _ => k,
         };
-        self.model.named_params().into_iter().map(|(k, t)| (rename(k), t)).collect()
+        self.model
+            .named_params()
+            .into_iter()
+            .map(|(k, t)| (rename(k), t))
+            .collect()
     }
     fn named_buffers(&self) -> Vec<(String, Tensor)> {
         self.model.named_buffers()
@@ -104,11 +116,15 @@ impl Block for Tsn {
 
 fn build_tsn(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<dyn Block>> {
     const M: &str = "tsm.TSN";
-    let unsupported = |what: String| Error::Config(format!("{M}: {what} is not implemented in tubelet's port"));
+    let unsupported =
+        |what: String| Error::Config(format!("{M}: {what} is not implemented in tubelet's port"));
     let num_class = c.usize("num_class", None)?;
     let num_segments = c.usize("num_segments", None)?;
     let modality = c.string("modality", None)?;
-    let (stem, widths, blocks) = if c.has("base_model.layers") || c.has("base_model.planes") || c.has("base_model.inplanes") {
+    let (stem, widths, blocks) = if c.has("base_model.layers")
+        || c.has("base_model.planes")
+        || c.has("base_model.inplanes")
+    {
         let stem = c.usize("base_model.inplanes", None)?;
         let p = c.usizes("base_model.planes", Some(4))?;
         let l = c.usizes("base_model.layers", Some(4))?;
@@ -137,14 +153,24 @@ fn build_tsn(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<d
     let shift_place = c.string("shift_place", Some("blockres"))?;
     let temporal_pool = c.bool("temporal_pool", Some(false))?;
     let non_local = c.bool("non_local", Some(false))?;
-    for k in ["img_feature_dim", "crop_num", "print_spec", "pretrain", "fc_lr5"] {
+    for k in [
+        "img_feature_dim",
+        "crop_num",
+        "print_spec",
+        "pretrain",
+        "fc_lr5",
+    ] {
         c.ignore(k);
     }
     if modality != "RGB" {
-        return Err(unsupported(format!("modality {modality:?} (implemented: \"RGB\")")));
+        return Err(unsupported(format!(
+            "modality {modality:?} (implemented: \"RGB\")"
+        )));
     }
     if new_length.is_some_and(|n| n != 1) {
-        return Err(unsupported(format!("new_length {new_length:?} (implemented: null or 1 with RGB)")));
+        return Err(unsupported(format!(
+            "new_length {new_length:?} (implemented: null or 1 with RGB)"
+        )));
     }
     if consensus != "avg" || !before_softmax {
         return Err(unsupported(format!(
@@ -152,13 +178,19 @@ fn build_tsn(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<d
         )));
     }
     if is_shift && shift_place != "blockres" {
-        return Err(unsupported(format!("shift_place {shift_place:?} (implemented: \"blockres\")")));
+        return Err(unsupported(format!(
+            "shift_place {shift_place:?} (implemented: \"blockres\")"
+        )));
     }
     if temporal_pool || non_local {
-        return Err(unsupported(format!("temporal_pool {temporal_pool}, non_local {non_local} (implemented: false)")));
+        return Err(unsupported(format!(
+            "temporal_pool {temporal_pool}, non_local {non_local} (implemented: false)"
+        )));
     }
     if !(0.0..1.0).contains(&dropout) {
-        return Err(Error::Config(format!("{M} config: dropout {dropout} must be in [0, 1)")));
+        return Err(Error::Config(format!(
+            "{M} config: dropout {dropout} must be in [0, 1)"
+        )));
     }
     if train && partial_bn {
         return Err(unsupported(
@@ -166,9 +198,16 @@ fn build_tsn(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<d
         ));
     }
     if train && dropout > 0.0 {
-        return Err(unsupported(format!("train: true with dropout {dropout} (random; set it to 0 or use train: false)")));
+        return Err(unsupported(format!(
+            "train: true with dropout {dropout} (random; set it to 0 or use train: false)"
+        )));
     }
-    if input.len() != 4 || input[1] == 0 || !input[1].is_multiple_of(3) || num_segments == 0 || !(input[0] * input[1] / 3).is_multiple_of(num_segments) {
+    if input.len() != 4
+        || input[1] == 0
+        || !input[1].is_multiple_of(3)
+        || num_segments == 0
+        || !(input[0] * input[1] / 3).is_multiple_of(num_segments)
+    {
         return Err(Error::Shape(format!(
             "{M} takes x (B, num_segments·3, H, W) with num_segments {num_segments}; input has shape {input:?}"
         )));
@@ -191,5 +230,8 @@ fn build_tsn(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<d
             blk.shifted = false;
         }
     }
-    Ok(Box::new(Tsn { model, fc_in_base_model: dropout == 0.0 }))
+    Ok(Box::new(Tsn {
+        model,
+        fc_in_base_model: dropout == 0.0,
+    }))
 }

@@ -92,9 +92,15 @@ fn common(c: &mut ConfigReader, module: &str, input: &[usize], train: bool) -> R
     let drop = c.f64("drop", Some(0.0))?;
     let attn_drop = c.f64("attn_drop", Some(0.0))?;
     let drop_path = c.f64("drop_path", Some(0.0))?;
-    let unsupported = |what: String| Error::Config(format!("{module}: {what} is not implemented in tubelet's port"));
+    let unsupported = |what: String| {
+        Error::Config(format!(
+            "{module}: {what} is not implemented in tubelet's port"
+        ))
+    };
     if mlp_ratio.fract() != 0.0 || mlp_ratio < 1.0 {
-        return Err(unsupported(format!("mlp_ratio {mlp_ratio} (implemented: a positive integer)")));
+        return Err(unsupported(format!(
+            "mlp_ratio {mlp_ratio} (implemented: a positive integer)"
+        )));
     }
     if train && (drop != 0.0 || attn_drop != 0.0 || drop_path != 0.0) {
         return Err(unsupported(format!(
@@ -102,12 +108,23 @@ fn common(c: &mut ConfigReader, module: &str, input: &[usize], train: bool) -> R
         )));
     }
     if !(0.0..1.0).contains(&drop_path) {
-        return Err(Error::Config(format!("{module} config: drop_path {drop_path} must be in [0, 1)")));
+        return Err(Error::Config(format!(
+            "{module} config: drop_path {drop_path} must be in [0, 1)"
+        )));
     }
     if input.len() != 5 || input[1] != dim || input.contains(&0) {
-        return Err(Error::Shape(format!("{module} takes x (B, dim = {dim}, T, H, W); input has shape {input:?}")));
+        return Err(Error::Shape(format!(
+            "{module} takes x (B, dim = {dim}, T, H, W); input has shape {input:?}"
+        )));
     }
-    Ok(Common { dim, heads, mlp_ratio: mlp_ratio as usize, qkv_bias, qk_scale, drop_path: drop_path as f32 })
+    Ok(Common {
+        dim,
+        heads,
+        mlp_ratio: mlp_ratio as usize,
+        qkv_bias,
+        qk_scale,
+        drop_path: drop_path as f32,
+    })
 }
 
 struct C(CBlock);
@@ -119,18 +136,27 @@ impl Block for C {
     fn named_params(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         self.0.params("", &mut out);
-        out.into_iter().map(|(k, t)| (k.trim_start_matches('.').to_string(), t)).collect()
+        out.into_iter()
+            .map(|(k, t)| (k.trim_start_matches('.').to_string(), t))
+            .collect()
     }
     fn named_buffers(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         self.0.buffers("", &mut out);
-        out.into_iter().map(|(k, t)| (k.trim_start_matches('.').to_string(), t)).collect()
+        out.into_iter()
+            .map(|(k, t)| (k.trim_start_matches('.').to_string(), t))
+            .collect()
     }
 }
 
 fn build_cblock(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<dyn Block>> {
     let k = common(c, "uniformer.CBlock", input, train)?;
-    Ok(Box::new(C(CBlock::new(&mut Init::new(0), k.dim, k.mlp_ratio, k.drop_path)?)))
+    Ok(Box::new(C(CBlock::new(
+        &mut Init::new(0),
+        k.dim,
+        k.mlp_ratio,
+        k.drop_path,
+    )?)))
 }
 
 struct Sa(SABlock);
@@ -142,7 +168,9 @@ impl Block for Sa {
     fn named_params(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         self.0.params("", &mut out);
-        out.into_iter().map(|(k, t)| (k.trim_start_matches('.').to_string(), t)).collect()
+        out.into_iter()
+            .map(|(k, t)| (k.trim_start_matches('.').to_string(), t))
+            .collect()
     }
     fn named_buffers(&self) -> Vec<(String, Tensor)> {
         Vec::new()
@@ -154,9 +182,21 @@ fn build_sablock(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<B
     let eps = c.layer_norm_eps("norm_layer", 1e-5)?;
     let k = common(c, M, input, train)?;
     if k.heads == 0 || k.dim % k.heads != 0 {
-        return Err(Error::Config(format!("{M} config: dim {} is not divisible by num_heads {}", k.dim, k.heads)));
+        return Err(Error::Config(format!(
+            "{M} config: dim {} is not divisible by num_heads {}",
+            k.dim, k.heads
+        )));
     }
-    Ok(Box::new(Sa(SABlock::new(&mut Init::new(0), k.dim, k.heads, k.mlp_ratio, k.qkv_bias, k.qk_scale, k.drop_path, eps)?)))
+    Ok(Box::new(Sa(SABlock::new(
+        &mut Init::new(0),
+        k.dim,
+        k.heads,
+        k.mlp_ratio,
+        k.qkv_bias,
+        k.qk_scale,
+        k.drop_path,
+        eps,
+    )?)))
 }
 
 /// A list of exactly 4 non-negative integers at `key`, or `default`.
@@ -170,7 +210,8 @@ fn four(c: &mut ConfigReader, key: &str, default: [usize; 4]) -> Result<[usize; 
 
 fn build_uniformer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<dyn Block>> {
     const M: &str = "uniformer.Uniformer";
-    let unsupported = |what: String| Error::Config(format!("{M}: {what} is not implemented in tubelet's port"));
+    let unsupported =
+        |what: String| Error::Config(format!("{M}: {what} is not implemented in tubelet's port"));
     let depth = four(c, "UNIFORMER.DEPTH", [3, 4, 8, 3])?;
     let embed_dim = four(c, "UNIFORMER.EMBED_DIM", [64, 128, 320, 512])?;
     let head_dim = c.usize("UNIFORMER.HEAD_DIM", Some(64))?;
@@ -187,10 +228,16 @@ fn build_uniformer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result
     let num_classes = c.usize("MODEL.NUM_CLASSES", Some(400))?;
     c.bool("MODEL.USE_CHECKPOINT", Some(false))?; // memory only
     c.ignore("MODEL.CHECKPOINT_NUM");
-    let in_chans = if c.has("DATA.INPUT_CHANNEL_NUM") { c.usizes("DATA.INPUT_CHANNEL_NUM", None)? } else { vec![3, 3] };
+    let in_chans = if c.has("DATA.INPUT_CHANNEL_NUM") {
+        c.usizes("DATA.INPUT_CHANNEL_NUM", None)?
+    } else {
+        vec![3, 3]
+    };
     c.usize("DATA.TRAIN_CROP_SIZE", Some(224))?; // nominal img_size, unused by the forward
     if mlp_ratio.fract() != 0.0 || mlp_ratio < 1.0 {
-        return Err(unsupported(format!("UNIFORMER.MLP_RATIO {mlp_ratio} (implemented: a positive integer)")));
+        return Err(unsupported(format!(
+            "UNIFORMER.MLP_RATIO {mlp_ratio} (implemented: a positive integer)"
+        )));
     }
     if let Some(r) = representation.filter(|&r| r > 0) {
         // Uniformer.__init__ builds nn.Linear(embed_dim, r) with embed_dim the list of the four
@@ -204,10 +251,14 @@ fn build_uniformer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result
         return Err(unsupported(format!("UNIFORMER.SPLIT {split}, UNIFORMER.STD {std} (implemented: false, as every released config)")));
     }
     if in_chans.first() != Some(&3) {
-        return Err(unsupported(format!("DATA.INPUT_CHANNEL_NUM {in_chans:?} (implemented: 3 input channels)")));
+        return Err(unsupported(format!(
+            "DATA.INPUT_CHANNEL_NUM {in_chans:?} (implemented: 3 input channels)"
+        )));
     }
     if num_classes == 0 {
-        return Err(unsupported("MODEL.NUM_CLASSES 0 (the official head is then the identity)".to_string()));
+        return Err(unsupported(
+            "MODEL.NUM_CLASSES 0 (the official head is then the identity)".to_string(),
+        ));
     }
     if train && (drop != 0.0 || attn_drop != 0.0 || drop_path != 0.0) {
         return Err(unsupported(format!(
@@ -215,7 +266,9 @@ fn build_uniformer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result
         )));
     }
     if input.len() != 5 || input[1] != 3 {
-        return Err(Error::Shape(format!("{M} takes a clip batch (B, 3, T, H, W); input has shape {input:?}")));
+        return Err(Error::Shape(format!(
+            "{M} takes a clip batch (B, 3, T, H, W); input has shape {input:?}"
+        )));
     }
     let config = Config {
         frames: input[2],
@@ -235,7 +288,11 @@ fn build_uniformer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result
 
 /// The patch-embedding arguments: (patch, in_chans, embed_dim); `img_size` is accepted (the
 /// official forward's size check is commented out).
-fn patch_args(c: &mut ConfigReader, module: &str, input: &[usize]) -> Result<(usize, usize, usize)> {
+fn patch_args(
+    c: &mut ConfigReader,
+    module: &str,
+    input: &[usize],
+) -> Result<(usize, usize, usize)> {
     c.ignore("img_size");
     // to_2tuple(patch_size), then conv_*xnxn(kernel_size=patch_size[0], stride=patch_size[0]).
     let patch = match c.json("patch_size") {
@@ -246,23 +303,43 @@ fn patch_args(c: &mut ConfigReader, module: &str, input: &[usize]) -> Result<(us
     let in_chans = c.usize("in_chans", Some(3))?;
     let embed_dim = c.usize("embed_dim", Some(768))?;
     if patch == 0 || embed_dim == 0 {
-        return Err(Error::Config(format!("{module} config: patch_size {patch} and embed_dim {embed_dim} must be positive")));
+        return Err(Error::Config(format!(
+            "{module} config: patch_size {patch} and embed_dim {embed_dim} must be positive"
+        )));
     }
     if input.len() != 5 || input[1] != in_chans || input.contains(&0) {
-        return Err(Error::Shape(format!("{module} takes x (B, in_chans = {in_chans}, T, H, W); input has shape {input:?}")));
+        return Err(Error::Shape(format!(
+            "{module} takes x (B, in_chans = {in_chans}, T, H, W); input has shape {input:?}"
+        )));
     }
     Ok((patch, in_chans, embed_dim))
 }
 
-fn build_special_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Result<Box<dyn Block>> {
+fn build_special_patch_embed(
+    c: &mut ConfigReader,
+    input: &[usize],
+    _train: bool,
+) -> Result<Box<dyn Block>> {
     let (p, cin, cout) = patch_args(c, "uniformer.SpeicalPatchEmbed", input)?;
     let part = PatchEmbed::special(&mut Init::new(0), cin, cout, p)?;
-    Ok(Box::new(Part { part, forward: |m, x| m.forward(x), params: |m, prefix, out| m.params(prefix, out) }))
+    Ok(Box::new(Part {
+        part,
+        forward: |m, x| m.forward(x),
+        params: |m, prefix, out| m.params(prefix, out),
+    }))
 }
 
-fn build_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Result<Box<dyn Block>> {
+fn build_patch_embed(
+    c: &mut ConfigReader,
+    input: &[usize],
+    _train: bool,
+) -> Result<Box<dyn Block>> {
     let (p, cin, cout) = patch_args(c, "uniformer.PatchEmbed", input)?;
     let std = c.bool("std", Some(false))?;
     let part = PatchEmbed::plain(&mut Init::new(0), cin, cout, p, std)?;
-    Ok(Box::new(Part { part, forward: |m, x| m.forward(x), params: |m, prefix, out| m.params(prefix, out) }))
+    Ok(Box::new(Part {
+        part,
+        forward: |m, x| m.forward(x),
+        params: |m, prefix, out| m.params(prefix, out),
+    }))
 }

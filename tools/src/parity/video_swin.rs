@@ -35,9 +35,11 @@
 //! Dropout and stochastic depth are random and refused with `train: true` unless 0.
 
 use tubelet::nn::Init;
-use tubelet::{Error, Result, Tensor};
 use tubelet::nn::Linear;
-use tubelet_models::video_swin::{AttnOptions, BasicLayer, Config, I3DHead, PatchEmbed3D, PatchMerging, VideoSwin};
+use tubelet::{Error, Result, Tensor};
+use tubelet_models::video_swin::{
+    AttnOptions, BasicLayer, Config, I3DHead, PatchEmbed3D, PatchMerging, VideoSwin,
+};
 
 use super::{Block, ConfigReader, Module, Part};
 
@@ -77,7 +79,9 @@ pub fn modules() -> Vec<Module> {
 }
 
 fn unsupported(module: &str, what: String) -> Error {
-    Error::Config(format!("{module}: {what} is not implemented in tubelet's port"))
+    Error::Config(format!(
+        "{module}: {what} is not implemented in tubelet's port"
+    ))
 }
 
 /// A 3-tuple field (a JSON list of 3 integers), or its default when absent.
@@ -91,21 +95,36 @@ fn triple(c: &mut ConfigReader, key: &str, default: [usize; 3]) -> Result<[usize
 
 /// Shared arguments: mlp_ratio (an integer here), qkv_bias, qk_scale, norm_layer (by name),
 /// and the random rates.
-fn common(c: &mut ConfigReader, module: &str, qkv_default: bool, train: bool, rates: &[(&str, f64)]) -> Result<(usize, AttnOptions)> {
+fn common(
+    c: &mut ConfigReader,
+    module: &str,
+    qkv_default: bool,
+    train: bool,
+    rates: &[(&str, f64)],
+) -> Result<(usize, AttnOptions)> {
     let mlp_ratio = c.f64("mlp_ratio", Some(4.0))?;
     let qkv_bias = c.bool("qkv_bias", Some(qkv_default))?;
     let qk_scale = c.qk_scale("qk_scale")?;
     c.bool("use_checkpoint", Some(false))?; // memory only
     let eps = c.layer_norm_eps("norm_layer", 1e-5)?;
     if mlp_ratio.fract() != 0.0 || mlp_ratio < 1.0 {
-        return Err(unsupported(module, format!("mlp_ratio {mlp_ratio} (implemented: a positive integer)")));
+        return Err(unsupported(
+            module,
+            format!("mlp_ratio {mlp_ratio} (implemented: a positive integer)"),
+        ));
     }
     if eps != 1e-5 {
-        return Err(unsupported(module, format!("norm_layer with eps {eps} (implemented: nn.LayerNorm, eps 1e-5)")));
+        return Err(unsupported(
+            module,
+            format!("norm_layer with eps {eps} (implemented: nn.LayerNorm, eps 1e-5)"),
+        ));
     }
     if train {
         if let Some((k, v)) = rates.iter().find(|(_, v)| *v != 0.0) {
-            return Err(unsupported(module, format!("train: true with {k} {v} (random; set it to 0 or use train: false)")));
+            return Err(unsupported(
+                module,
+                format!("train: true with {k} {v} (random; set it to 0 or use train: false)"),
+            ));
         }
     }
     Ok((mlp_ratio as usize, AttnOptions { qkv_bias, qk_scale }))
@@ -126,7 +145,11 @@ fn relative_position_index(window: [usize; 3]) -> Vec<f32> {
     for i in 0..n {
         for j in 0..n {
             let (a, b) = (coord(i), coord(j));
-            let idx = ((a[0] - b[0] + wd - 1) * (2 * wh - 1) + a[1] - b[1] + wh - 1) * (2 * ww - 1) + a[2] - b[2] + ww - 1;
+            let idx = ((a[0] - b[0] + wd - 1) * (2 * wh - 1) + a[1] - b[1] + wh - 1) * (2 * ww - 1)
+                + a[2]
+                - b[2]
+                + ww
+                - 1;
             out.push(idx as f32);
         }
     }
@@ -137,9 +160,15 @@ fn relative_position_index(window: [usize; 3]) -> Vec<f32> {
 fn index_buffers(prefix: &str, depth: usize, window: [usize; 3]) -> Result<Vec<(String, Tensor)>> {
     // The index is N × N for N = the window's tokens: check its size before building it on the
     // host (a window of 50³ asked for 62 GB there and aborted the process).
-    let limit = tubelet::Gpu::global()?.limits.max_storage_buffer_binding_size;
-    let n = window.iter().try_fold(1u64, |a, &w| a.checked_mul(w as u64));
-    let bytes = n.and_then(|n| n.checked_mul(n)).and_then(|e| e.checked_mul(4));
+    let limit = tubelet::Gpu::global()?
+        .limits
+        .max_storage_buffer_binding_size;
+    let n = window
+        .iter()
+        .try_fold(1u64, |a, &w| a.checked_mul(w as u64));
+    let bytes = n
+        .and_then(|n| n.checked_mul(n))
+        .and_then(|e| e.checked_mul(4));
     if bytes.is_none_or(|b| b > limit) {
         return Err(Error::Config(format!(
             "window_size {window:?}: its relative_position_index ({} tokens squared) needs {} bytes in one \
@@ -151,7 +180,12 @@ fn index_buffers(prefix: &str, depth: usize, window: [usize; 3]) -> Result<Vec<(
     let n = window.iter().product::<usize>();
     let index = relative_position_index(window);
     (0..depth)
-        .map(|j| Ok((format!("{prefix}blocks.{j}.attn.relative_position_index"), Tensor::from_slice(&index, &[n, n])?)))
+        .map(|j| {
+            Ok((
+                format!("{prefix}blocks.{j}.attn.relative_position_index"),
+                Tensor::from_slice(&index, &[n, n])?,
+            ))
+        })
         .collect()
 }
 
@@ -175,8 +209,14 @@ struct Backbone {
 
 impl Block for Backbone {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        check_buffers("video_swin.SwinTransformer3D", &self.buffers, self.model.config.window_size)?;
-        self.model.forward_features(x, train)?.try_permute(&[0, 4, 1, 2, 3])
+        check_buffers(
+            "video_swin.SwinTransformer3D",
+            &self.buffers,
+            self.model.config.window_size,
+        )?;
+        self.model
+            .forward_features(x, train)?
+            .try_permute(&[0, 4, 1, 2, 3])
     }
     fn named_params(&self) -> Vec<(String, Tensor)> {
         self.model
@@ -195,8 +235,16 @@ fn build_backbone(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<
     let patch_size = triple(c, "patch_size", [4, 4, 4])?;
     let in_chans = c.usize("in_chans", Some(3))?;
     let embed_dim = c.usize("embed_dim", Some(96))?;
-    let depths = if c.has("depths") { c.usizes("depths", None)? } else { vec![2, 2, 6, 2] };
-    let num_heads = if c.has("num_heads") { c.usizes("num_heads", None)? } else { vec![3, 6, 12, 24] };
+    let depths = if c.has("depths") {
+        c.usizes("depths", None)?
+    } else {
+        vec![2, 2, 6, 2]
+    };
+    let num_heads = if c.has("num_heads") {
+        c.usizes("num_heads", None)?
+    } else {
+        vec![3, 6, 12, 24]
+    };
     let window_size = triple(c, "window_size", [2, 7, 7])?;
     let drop_rate = c.f64("drop_rate", Some(0.0))?;
     let attn_drop_rate = c.f64("attn_drop_rate", Some(0.0))?;
@@ -205,13 +253,22 @@ fn build_backbone(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<
     c.ignore("frozen_stages"); // requires_grad only
     c.ignore("pretrained"); // loading only
     c.ignore("pretrained2d");
-    let rates = [("drop_rate", drop_rate), ("attn_drop_rate", attn_drop_rate), ("drop_path_rate", drop_path_rate)];
+    let rates = [
+        ("drop_rate", drop_rate),
+        ("attn_drop_rate", attn_drop_rate),
+        ("drop_path_rate", drop_path_rate),
+    ];
     let (mlp_ratio, attn) = common(c, M, true, train, &rates)?;
     if in_chans != 3 {
-        return Err(unsupported(M, format!("in_chans {in_chans} (implemented: 3)")));
+        return Err(unsupported(
+            M,
+            format!("in_chans {in_chans} (implemented: 3)"),
+        ));
     }
     if input.len() != 5 || input[1] != 3 {
-        return Err(Error::Shape(format!("{M} takes a clip batch (B, 3, T, H, W); input has shape {input:?}")));
+        return Err(Error::Shape(format!(
+            "{M} takes a clip batch (B, 3, T, H, W); input has shape {input:?}"
+        )));
     }
     let config = Config {
         frames: input[2],
@@ -233,7 +290,10 @@ fn build_backbone(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<
     for (i, &depth) in config.depths.iter().enumerate() {
         buffers.extend(index_buffers(&format!("layers.{i}."), depth, window_size)?);
     }
-    Ok(Box::new(Backbone { model: VideoSwin::new(config, 0)?, buffers }))
+    Ok(Box::new(Backbone {
+        model: VideoSwin::new(config, 0)?,
+        buffers,
+    }))
 }
 
 struct Layer {
@@ -243,14 +303,22 @@ struct Layer {
 
 impl Block for Layer {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        check_buffers("video_swin.BasicLayer", &self.buffers, self.layer.window_size)?;
-        let y = self.layer.forward(&x.try_permute(&[0, 2, 3, 4, 1])?, train, 0)?;
+        check_buffers(
+            "video_swin.BasicLayer",
+            &self.buffers,
+            self.layer.window_size,
+        )?;
+        let y = self
+            .layer
+            .forward(&x.try_permute(&[0, 2, 3, 4, 1])?, train, 0)?;
         y.try_permute(&[0, 4, 1, 2, 3])
     }
     fn named_params(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         self.layer.params("", &mut out);
-        out.into_iter().map(|(k, t)| (k.trim_start_matches('.').to_string(), t)).collect()
+        out.into_iter()
+            .map(|(k, t)| (k.trim_start_matches('.').to_string(), t))
+            .collect()
     }
     fn named_buffers(&self) -> Vec<(String, Tensor)> {
         self.buffers.clone()
@@ -276,10 +344,16 @@ fn build_layer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
             )))
         }
     };
-    let rates = [("drop", drop), ("attn_drop", attn_drop), ("drop_path", drop_path)];
+    let rates = [
+        ("drop", drop),
+        ("attn_drop", attn_drop),
+        ("drop_path", drop_path),
+    ];
     let (mlp_ratio, attn) = common(c, M, false, train, &rates)?;
     if input.len() != 5 || input[1] != dim || input.contains(&0) {
-        return Err(Error::Shape(format!("{M} takes x (B, dim = {dim}, D, H, W); input has shape {input:?}")));
+        return Err(Error::Shape(format!(
+            "{M} takes x (B, dim = {dim}, D, H, W); input has shape {input:?}"
+        )));
     }
     if depth == 0 || num_heads == 0 || dim % num_heads != 0 || window_size.contains(&0) {
         return Err(Error::Config(format!(
@@ -287,23 +361,45 @@ fn build_layer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
         )));
     }
     if !(0.0..1.0).contains(&drop_path) {
-        return Err(Error::Config(format!("{M} config: drop_path {drop_path} must be in [0, 1)")));
+        return Err(Error::Config(format!(
+            "{M} config: drop_path {drop_path} must be in [0, 1)"
+        )));
     }
     let mut init = Init::new(0);
     let rates = vec![drop_path as f32; depth];
-    let layer = BasicLayer::new(&mut init, dim, depth, num_heads, window_size, mlp_ratio, &rates, downsample, attn)?;
-    Ok(Box::new(Layer { layer, buffers: index_buffers("", depth, window_size)? }))
+    let layer = BasicLayer::new(
+        &mut init,
+        dim,
+        depth,
+        num_heads,
+        window_size,
+        mlp_ratio,
+        &rates,
+        downsample,
+        attn,
+    )?;
+    Ok(Box::new(Layer {
+        layer,
+        buffers: index_buffers("", depth, window_size)?,
+    }))
 }
 
 /// eps 1e-5 (`nn.LayerNorm`) or an error: the port's Swin norms are PyTorch's default.
 fn swin_norm(module: &str, eps: f32) -> Result<()> {
     if eps != 1e-5 {
-        return Err(unsupported(module, format!("norm_layer with eps {eps} (implemented: nn.LayerNorm, eps 1e-5)")));
+        return Err(unsupported(
+            module,
+            format!("norm_layer with eps {eps} (implemented: nn.LayerNorm, eps 1e-5)"),
+        ));
     }
     Ok(())
 }
 
-fn build_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Result<Box<dyn Block>> {
+fn build_patch_embed(
+    c: &mut ConfigReader,
+    input: &[usize],
+    _train: bool,
+) -> Result<Box<dyn Block>> {
     const M: &str = "video_swin.PatchEmbed3D";
     let patch_size = triple(c, "patch_size", [2, 4, 4])?;
     let in_chans = c.usize("in_chans", Some(3))?;
@@ -318,10 +414,14 @@ fn build_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Res
         }
     };
     if patch_size.contains(&0) || embed_dim == 0 {
-        return Err(Error::Config(format!("{M} config: patch_size {patch_size:?} and embed_dim {embed_dim} must be positive")));
+        return Err(Error::Config(format!(
+            "{M} config: patch_size {patch_size:?} and embed_dim {embed_dim} must be positive"
+        )));
     }
     if input.len() != 5 || input[1] != in_chans || input.contains(&0) {
-        return Err(Error::Shape(format!("{M} takes x (B, in_chans = {in_chans}, D, H, W); input has shape {input:?}")));
+        return Err(Error::Shape(format!(
+            "{M} takes x (B, in_chans = {in_chans}, D, H, W); input has shape {input:?}"
+        )));
     }
     let part = PatchEmbed3D::new(&mut Init::new(0), in_chans, embed_dim, patch_size, norm)?;
     Ok(Box::new(Part {
@@ -332,15 +432,25 @@ fn build_patch_embed(c: &mut ConfigReader, input: &[usize], _train: bool) -> Res
     }))
 }
 
-fn build_patch_merging(c: &mut ConfigReader, input: &[usize], _train: bool) -> Result<Box<dyn Block>> {
+fn build_patch_merging(
+    c: &mut ConfigReader,
+    input: &[usize],
+    _train: bool,
+) -> Result<Box<dyn Block>> {
     const M: &str = "video_swin.PatchMerging";
     let dim = c.usize("dim", None)?;
     swin_norm(M, c.layer_norm_eps("norm_layer", 1e-5)?)?;
     if input.len() != 5 || input[4] != dim || input.contains(&0) {
-        return Err(Error::Shape(format!("{M} takes x (B, D, H, W, dim = {dim}) channels-last; input has shape {input:?}")));
+        return Err(Error::Shape(format!(
+            "{M} takes x (B, D, H, W, dim = {dim}) channels-last; input has shape {input:?}"
+        )));
     }
     let part = PatchMerging::new(&mut Init::new(0), dim)?;
-    Ok(Box::new(Part { part, forward: |p, x| p.forward(x), params: |p, prefix, out| p.params(prefix, out) }))
+    Ok(Box::new(Part {
+        part,
+        forward: |p, x| p.forward(x),
+        params: |p, prefix, out| p.params(prefix, out),
+    }))
 }
 
 /// mmaction I3DHead: pooled (or flattened) features through `fc_cls`.
@@ -353,11 +463,15 @@ impl Block for Head {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if self.pool {
             // (B, C, D, H, W) -> channels-last (B, D, H, W, C), as the port's head reads it.
-            return self.head.forward(&x.try_permute(&[0, 2, 3, 4, 1])?, train, 0);
+            return self
+                .head
+                .forward(&x.try_permute(&[0, 2, 3, 4, 1])?, train, 0);
         }
         // No pooling: x.view(N, -1), then fc_cls (dropout is refused in training above).
         let b = x.dim(0);
-        self.head.fc_cls.forward(&x.try_reshape(&[b, x.numel() / b])?)
+        self.head
+            .fc_cls
+            .forward(&x.try_reshape(&[b, x.numel() / b])?)
     }
     fn named_params(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
@@ -381,20 +495,36 @@ fn build_i3d_head(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<
     c.ignore("multi_class"); // BaseHead: the loss's, not the forward's
     c.ignore("label_smooth_eps");
     if !(0.0..1.0).contains(&dropout) {
-        return Err(Error::Config(format!("{M} config: dropout_ratio {dropout} must be in [0, 1)")));
+        return Err(Error::Config(format!(
+            "{M} config: dropout_ratio {dropout} must be in [0, 1)"
+        )));
     }
     if train && dropout != 0.0 {
         return Err(unsupported(M, format!("train: true with dropout_ratio {dropout} (random; set it to 0 or use train: false)")));
     }
     let flat = input.iter().skip(1).product::<usize>();
-    let ok = if pool { input.len() == 5 && input[1] == in_channels } else { !input.is_empty() && flat == in_channels };
+    let ok = if pool {
+        input.len() == 5 && input[1] == in_channels
+    } else {
+        !input.is_empty() && flat == in_channels
+    };
     if !ok || input.contains(&0) {
         return Err(Error::Shape(format!(
             "{M} takes x (B, in_channels = {in_channels}, D, H, W){}; input has shape {input:?}",
-            if pool { "" } else { " whose B-th slices hold in_channels values (no pooling)" }
+            if pool {
+                ""
+            } else {
+                " whose B-th slices hold in_channels values (no pooling)"
+            }
         )));
     }
     let mut init = Init::new(0);
     let fc_cls = Linear::new(&mut init, in_channels, num_classes, true)?;
-    Ok(Box::new(Head { head: I3DHead { fc_cls, dropout: dropout as f32 }, pool }))
+    Ok(Box::new(Head {
+        head: I3DHead {
+            fc_cls,
+            dropout: dropout as f32,
+        },
+        pool,
+    }))
 }

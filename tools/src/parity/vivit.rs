@@ -59,7 +59,9 @@ pub fn modules() -> Vec<Module> {
 }
 
 fn unsupported(module: &str, what: String) -> Error {
-    Error::Config(format!("{module}: {what} is not implemented in tubelet's port"))
+    Error::Config(format!(
+        "{module}: {what} is not implemented in tubelet's port"
+    ))
 }
 
 /// The fields that `ViViT` and `SpaceTimeViViT` share, read and checked.
@@ -116,13 +118,19 @@ fn read_common(module: &str, c: &mut ConfigReader, input: &[usize], train: bool)
         )));
     }
     if representation_size == Some(0) {
-        return Err(unsupported(module, "representation_size 0 (a pre_logits Dense of width 0)".to_string()));
+        return Err(unsupported(
+            module,
+            "representation_size 0 (a pre_logits Dense of width 0)".to_string(),
+        ));
     }
     if return_prelogits {
         return Err(unsupported(module, "return_prelogits".to_string()));
     }
     if dtype != "float32" {
-        return Err(unsupported(module, format!("dtype {dtype:?} (implemented: \"float32\")")));
+        return Err(unsupported(
+            module,
+            format!("dtype {dtype:?} (implemented: \"float32\")"),
+        ));
     }
     if train && (dropout_rate != 0.0 || attention_dropout_rate != 0.0 || droplayer != 0.0) {
         return Err(unsupported(
@@ -135,13 +143,29 @@ fn read_common(module: &str, c: &mut ConfigReader, input: &[usize], train: bool)
         ));
     }
     if input.len() != 5 || input[4] != 3 {
-        return Err(Error::Shape(format!("{module} takes a channels-last clip (B, T, H, W, 3); input has shape {input:?}")));
+        return Err(Error::Shape(format!(
+            "{module} takes a channels-last clip (B, T, H, W, 3); input has shape {input:?}"
+        )));
     }
-    Ok(Common { num_classes, hidden_size, tubelet, temporal_encoding, representation_size, classifier })
+    Ok(Common {
+        num_classes,
+        hidden_size,
+        tubelet,
+        temporal_encoding,
+        representation_size,
+        classifier,
+    })
 }
 
 /// The port's config for a clip of `input`'s size.
-fn port_config(common: &Common, input: &[usize], layers: usize, heads: usize, mlp_dim: usize, model: Model) -> Config {
+fn port_config(
+    common: &Common,
+    input: &[usize],
+    layers: usize,
+    heads: usize,
+    mlp_dim: usize,
+    model: Model,
+) -> Config {
     Config {
         frames: input[1],
         height: input[2],
@@ -225,11 +249,18 @@ fn build_vivit(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
             ))
         }
     };
-    let config = Config { attention_order: order_of, ..port_config(&common, input, num_layers, num_heads, mlp_dim, model) };
+    let config = Config {
+        attention_order: order_of,
+        ..port_config(&common, input, num_layers, num_heads, mlp_dim, model)
+    };
     Ok(Box::new(Whole(build(config, 0)?)))
 }
 
-fn build_space_time_vivit(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box<dyn Block>> {
+fn build_space_time_vivit(
+    c: &mut ConfigReader,
+    input: &[usize],
+    train: bool,
+) -> Result<Box<dyn Block>> {
     const M: &str = "vivit.SpaceTimeViViT";
     let spatial_mlp_dim = c.usize("spatial_mlp_dim", None)?;
     let spatial_num_layers = c.usize("spatial_num_layers", None)?;
@@ -251,11 +282,20 @@ fn build_space_time_vivit(c: &mut ConfigReader, input: &[usize], train: bool) ->
     if spatial_only {
         return Err(unsupported(M, "attention_config.spatial_only_baseline true (a mean over frames instead of the temporal encoder)".to_string()));
     }
-    let model = Model::FactorisedEncoder { temporal_layers: temporal_num_layers };
+    let model = Model::FactorisedEncoder {
+        temporal_layers: temporal_num_layers,
+    };
     let config = Config {
         temporal_heads: Some(temporal_num_heads),
         temporal_mlp_dim: Some(temporal_mlp_dim),
-        ..port_config(&common, input, spatial_num_layers, spatial_num_heads, spatial_mlp_dim, model)
+        ..port_config(
+            &common,
+            input,
+            spatial_num_layers,
+            spatial_num_heads,
+            spatial_mlp_dim,
+            model,
+        )
     };
     Ok(Box::new(Whole(build(config, 0)?)))
 }
