@@ -1,4 +1,5 @@
-//! `cargo xtask test` and `cargo xtask train [ARGS]`: the README's two commands.
+//! `cargo xtask test` and `cargo xtask train [ARGS]`: the README's two commands. `test` runs
+//! `cargo fmt --check` and `cargo clippy -- -D warnings` before the suite.
 //!
 //! Each first makes sure the machine has what tubelet needs, installing what is missing through
 //! the system's package manager and saying what and why, then runs cargo:
@@ -70,7 +71,34 @@ fn main() {
     if cargo_args.is_empty() {
         return;
     }
-    let status = Command::new(cargo)
+    if task == "test" {
+        // Formatting and lints first: they fail in seconds, the suite takes minutes.
+        let checks: [&[&str]; 2] = [
+            &["fmt", "--all", "--check"],
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ];
+        for check in checks {
+            let status = Command::new(&cargo)
+                .args(check)
+                .status()
+                .unwrap_or_else(|e| {
+                    eprintln!("xtask: could not run cargo: {e}");
+                    exit(1)
+                });
+            if !status.success() {
+                eprintln!("xtask: `cargo {}` failed", check.join(" "));
+                exit(status.code().unwrap_or(1));
+            }
+        }
+    }
+    let status = Command::new(&cargo)
         .args(&cargo_args)
         .status()
         .unwrap_or_else(|e| {
