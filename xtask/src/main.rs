@@ -72,6 +72,19 @@ fn main() {
         return;
     }
     if task == "test" {
+        // rustup's default profile has rustfmt and clippy; a minimal one does not.
+        let have = |tool: &str| {
+            Command::new(&cargo)
+                .args([tool, "--version"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !(have("fmt") && have("clippy")) {
+            eprintln!("xtask: installing rustfmt and clippy (rustup components) for the checks");
+            let _ = Command::new("rustup")
+                .args(["component", "add", "rustfmt", "clippy"])
+                .status();
+        }
         // Formatting and lints first: they fail in seconds, the suite takes minutes.
         let checks: [&[&str]; 2] = [
             &["fmt", "--all", "--check"],
