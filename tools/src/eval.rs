@@ -15,7 +15,7 @@ use tubelet_data::synthetic::{Split, NUM_CLASSES};
 use tubelet_data::LoaderConfig;
 use tubelet_models::BuildOptions;
 use tubelet_train::data::{pipeline_for, LoaderSource, Views};
-use tubelet_train::eval::evaluate;
+use tubelet_train::eval::{evaluate, EvalReport};
 use tubelet_train::metrics::ViewAverage;
 use tubelet_train::plot;
 use tubelet_train::recipe;
@@ -70,6 +70,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    evaluate_views(&args).map(|_| ())
+}
+
+/// What `tubelet eval` does (prints the accuracies, writes the CSV and the confusion matrix),
+/// returning the report so callers (and tests) can read the numbers.
+pub fn evaluate_views(args: &Args) -> Result<EvalReport> {
     let preset = find_preset(&args.model)?;
     if args.data.is_none() && args.data_root.is_some() {
         return Err(Error::Config(
@@ -195,5 +201,5 @@ pub fn run(args: Args) -> Result<()> {
         plot::confusion(p, &report.tally, names.as_deref())?;
         println!("confusion matrix: {}", p.display());
     }
-    Ok(())
+    Ok(report)
 }

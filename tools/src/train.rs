@@ -343,9 +343,13 @@ impl Observer for Printer {
                         v.views
                     )
                 });
+                let skipped = match r.skipped.len() {
+                    0 => String::new(),
+                    n => format!("; {n} bad file(s) skipped (warned above)"),
+                };
                 self.bar.suspend(|| {
                     println!(
-                        "epoch {}: train loss {:.3}, top-1 {:.1}%{val} [{}]",
+                        "epoch {}: train loss {:.3}, top-1 {:.1}%{val}{skipped} [{}]",
                         r.epoch + 1,
                         r.train_loss,
                         100.0 * r.train_top1,
@@ -556,6 +560,11 @@ pub fn run(args: Args) -> Result<()> {
         "val": args.val.as_ref().map(|p| p.display().to_string()),
         "data_root": args.data_root.as_ref().map(|p| p.display().to_string()), "steps_per_epoch": steps, "eval_clips": args.eval_clips,
         "weights": args.weights.as_ref().map(|p| p.display().to_string()),
+        // What --weights loaded, so the run says afterwards where its starting point came from.
+        "weights_report": loaded.as_ref().map(|r| json!({
+            "source": r.source, "loaded": r.loaded, "reinitialised": r.reinitialised,
+            "mismatched": r.mismatched, "missing": r.missing, "unused": r.unused,
+        })),
         "save": save.display().to_string(), "recipe": recipe.to_json(), "batch": b,
     });
     let o = TrainOptions {

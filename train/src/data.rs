@@ -164,6 +164,7 @@ impl BatchSource for LoaderSource {
                 views: b.views,
                 labels: b.labels,
                 wait: b.wait,
+                skipped: b.skipped,
             })
         })))
     }

@@ -22,6 +22,9 @@ pub struct HostBatch {
     pub labels: Vec<u32>,
     /// How long the consumer waited for it.
     pub wait: Duration,
+    /// (file, reason) of the items left out of this batch because their file is bad (the
+    /// loader warned once per file); the epoch record counts them.
+    pub skipped: Vec<(String, String)>,
 }
 
 /// Batches over a split, epoch after epoch.
@@ -128,6 +131,7 @@ impl BatchSource for Synthetic {
                 views: 1,
                 labels,
                 wait: t0.elapsed(),
+                skipped: Vec::new(),
             })
         })))
     }

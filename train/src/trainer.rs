@@ -166,6 +166,8 @@ pub struct EpochRecord {
     pub train_top1: f64,
     pub val: Option<EvalReport>,
     pub seconds: f64,
+    /// (file, reason) of the training items left out this epoch because their file is bad.
+    pub skipped: Vec<(String, String)>,
 }
 
 /// What the caller hears about.
@@ -306,6 +308,7 @@ impl<'m> Trainer<'m> {
             let epoch = self.pos.epoch;
             let epoch_start = Instant::now();
             let (mut loss_sum, mut hits, mut seen, mut steps) = (0.0f64, 0u64, 0u64, 0usize);
+            let mut skipped: Vec<(String, String)> = Vec::new();
             let mut batches = data.epoch(epoch as u64, self.pos.batch_in_epoch)?;
             let mut data_t0 = Instant::now();
             while self.pos.batch_in_epoch < per_epoch {
@@ -322,6 +325,7 @@ impl<'m> Trainer<'m> {
                 }
                 let Some(batch) = batches.next() else { break };
                 let batch = batch?;
+                skipped.extend(batch.skipped.iter().cloned());
                 let data_s = data_t0.elapsed().as_secs_f64();
                 let step_t0 = Instant::now();
                 let b = batch.labels.len();
@@ -476,6 +480,7 @@ impl<'m> Trainer<'m> {
                 train_top1: hits as f64 / seen.max(1) as f64,
                 val: report,
                 seconds: epoch_start.elapsed().as_secs_f64(),
+                skipped,
             };
             let best = match &rec.val {
                 Some(r) if self.pos.best_top1.is_none_or(|b| r.top1() > b) => {
@@ -498,6 +503,8 @@ impl<'m> Trainer<'m> {
                     "train_top1": rec.train_top1, "val_top1": v.map(|r| r.top1()), "val_top5": v.map(|r| r.top5()),
                     "val_mean_class_accuracy": v.map(|r| r.mean_class_accuracy()), "val_loss": v.and_then(|r| r.loss),
                     "val_videos": v.map(|r| r.tally.count), "val_views": v.map(|r| r.views), "seconds": rec.seconds,
+                    "skipped": rec.skipped.len(),
+                    "skipped_files": rec.skipped.iter().map(|(f, why)| json!({"file": f, "reason": why})).collect::<Vec<_>>(),
                 }))?;
                 plot::loss_and_lr(&l.path("loss_lr.png"), &curve)?;
                 plot::accuracy(&l.path("accuracy.png"), &acc_rows)?;

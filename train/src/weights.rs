@@ -46,8 +46,17 @@ pub const CONTAINERS: [&str; 4] = ["state_dict", "model_state", "model", "module
 /// The classification heads' key prefixes, one per family, longest first so that
 /// `head.projection` is not read as `head`: mmaction2's recognisers (Video Swin and every
 /// mmaction2 file), MViT (SlowFast's `TransformerBasicHead`), TSM's `new_fc`, TimeSformer and
-/// UniFormer's `head`. A head's tensors are `<prefix>.weight` and `<prefix>.bias`.
-pub const HEADS: [&str; 4] = ["cls_head.fc_cls", "head.projection", "new_fc", "head"];
+/// UniFormer's `head`, and scenic's ViViT `output_projection`. A head's tensors are
+/// `<prefix>.weight` and `<prefix>.bias`, or in scenic's (flax) names `<prefix>/kernel` and
+/// `<prefix>/bias` (without it, a ViViT head of another class count was reported as a body
+/// tensor whose shape differs, not as the re-initialised head).
+pub const HEADS: [&str; 5] = [
+    "cls_head.fc_cls",
+    "output_projection",
+    "head.projection",
+    "new_fc",
+    "head",
+];
 
 /// Python types a weights pickle may hold: tensors and their storages, dtypes and devices,
 /// the numpy scalars and dtypes mmcv's hooks store in `meta` (e.g. a best score), and ints
@@ -336,8 +345,17 @@ fn to_f32(dtype: DType, b: &[u8]) -> Vec<f32> {
 /// `(head prefix, leaf)` when `key` (prefixes stripped) is a head's `weight` or `bias`.
 fn head_of(key: &str) -> Option<(&'static str, &str)> {
     HEADS.iter().find_map(|p| {
-        let leaf = key.strip_prefix(p)?.strip_prefix('.')?;
-        matches!(leaf, "weight" | "bias").then_some((*p, leaf))
+        let rest = key.strip_prefix(p)?;
+        // torch names `.weight`, flax names `/kernel`; the kernel is the weight transposed, so
+        // the leaves stay apart and a head is only paired with one named the same way.
+        let leaf = rest
+            .strip_prefix('.')
+            .filter(|l| matches!(*l, "weight" | "bias"));
+        let leaf = leaf.or_else(|| {
+            rest.strip_prefix('/')
+                .filter(|l| matches!(*l, "kernel" | "bias"))
+        })?;
+        Some((*p, leaf))
     })
 }
 

@@ -1,8 +1,10 @@
 //! The `tubelet` subcommands' logic, as library calls (`tubelet_cli`): the stdout helper and
 //! `check`, and loading official checkpoint files through `run`, `parity` and `convert`
-//! (`weights.rs`). `models/zoo.rs` drives `train`, `run` and `parity` on the zoo's models.
+//! (`weights.rs`); issues 11 and 12's acceptance: real videos, training, fine-tuning from a
+//! checkpoint with a new class count, evaluation views, bad files (`finetune.rs`). `models/zoo.rs` drives `train`, `run` and `parity` on the zoo's models.
 
 mod check;
+mod finetune;
 pub mod output;
 mod resume;
 mod weights;
