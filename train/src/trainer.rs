@@ -172,7 +172,8 @@ pub struct EpochRecord {
 
 /// What the caller hears about.
 pub enum Event<'a> {
-    /// The first step is done: its time and the estimate for one epoch.
+    /// The first two steps are done: the first's time (pipelines compile in it) and the
+    /// estimate for one epoch from the second's (the first's when the run has one step).
     /// `memory_peak_bytes`: the most bytes of GPU tensors held at once during the step.
     FirstStep {
         seconds: f64,
@@ -302,6 +303,9 @@ impl<'m> Trainer<'m> {
         let mut curve: Vec<(u64, f64, f64)> = Vec::new();
         let mut acc_rows: Vec<plot::AccuracyRow> = Vec::new();
         let mut first_reported = false;
+        // The first step's time includes compiling every pipeline (seconds to minutes on a
+        // software adapter): the epoch estimate uses the second step's, when there is one.
+        let mut first_step: Option<(f64, u64)> = None;
         let stop_requested = || o.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
 
         while self.pos.epoch < o.epochs {
@@ -405,13 +409,21 @@ impl<'m> Trainer<'m> {
                 hits += hit as u64;
                 loss_sum += loss_v * b as f64;
                 if !first_reported {
-                    first_reported = true;
-                    obs.event(Event::FirstStep {
-                        seconds: data_s + step_s,
-                        epoch_estimate_seconds: (data_s + step_s) * per_epoch as f64,
-                        batches_per_epoch: per_epoch,
-                        memory_peak_bytes,
-                    });
+                    let this = data_s + step_s;
+                    let last_of_run = self.pos.batch_in_epoch == per_epoch && epoch + 1 == o.epochs;
+                    match first_step {
+                        None if !last_of_run => first_step = Some((this, memory_peak_bytes)),
+                        _ => {
+                            first_reported = true;
+                            let (first, peak) = first_step.unwrap_or((this, memory_peak_bytes));
+                            obs.event(Event::FirstStep {
+                                seconds: first,
+                                epoch_estimate_seconds: this * per_epoch as f64,
+                                batches_per_epoch: per_epoch,
+                                memory_peak_bytes: peak.max(memory_peak_bytes),
+                            });
+                        }
+                    }
                 }
                 let rec = StepRecord {
                     step: self.pos.step,
