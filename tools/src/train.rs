@@ -286,6 +286,8 @@ struct Printer {
     quiet: bool,
     ema_loss: Option<f64>,
     ema_acc: Option<f64>,
+    ema_data: Option<f64>,
+    ema_step: Option<f64>,
     clips: f64,
     seconds: f64,
 }
@@ -313,12 +315,18 @@ impl Observer for Printer {
                 self.ema_acc = smooth(self.ema_acc, s.batch_top1);
                 self.clips += s.clips_per_second * (s.data_seconds + s.step_seconds);
                 self.seconds += s.data_seconds + s.step_seconds;
+                // Data time (waiting for the loader) apart from step time (forward, backward,
+                // update): a data-bound run shows it here.
+                self.ema_data = smooth(self.ema_data, s.data_seconds);
+                self.ema_step = smooth(self.ema_step, s.step_seconds);
                 let msg = format!(
-                    "loss {:.3}  acc {:.1}%  lr {:.2e}  {:.0} clips/s",
+                    "loss {:.3}  acc {:.1}%  lr {:.2e}  {:.0} clips/s  data {:.3} s  step {:.3} s",
                     self.ema_loss.unwrap_or(0.0),
                     100.0 * self.ema_acc.unwrap_or(0.0),
                     s.lr,
-                    self.clips / self.seconds.max(1e-9)
+                    self.clips / self.seconds.max(1e-9),
+                    self.ema_data.unwrap_or(0.0),
+                    self.ema_step.unwrap_or(0.0)
                 );
                 self.bar.set_position(s.step);
                 self.bar.set_message(msg.clone());
@@ -606,6 +614,8 @@ pub fn run(args: Args) -> Result<()> {
         quiet: args.quiet,
         ema_loss: None,
         ema_acc: None,
+        ema_data: None,
+        ema_step: None,
         clips: 0.0,
         seconds: 0.0,
     };
