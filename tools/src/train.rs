@@ -68,10 +68,10 @@ pub struct Args {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch: Option<u32>,
     /// Base (peak) learning rate; default: the recipe's.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Weight decay (the recipe's parameter-wise exclusions still apply).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f64>,
     /// Synthetic schedule: linear warm-up steps (default 40).
     #[arg(long)]
@@ -83,18 +83,18 @@ pub struct Args {
     #[arg(long)]
     pub optimizer: Option<String>,
     /// SGD momentum (default 0.9 when switching to SGD).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f32>,
     /// SGD: Nesterov momentum (true/false).
     #[arg(long)]
     pub nesterov: Option<bool>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub label_smoothing: Option<f32>,
     /// Max global gradient L2 norm; 0 turns clipping off.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub grad_clip: Option<f32>,
     /// Stochastic depth rate of the backbone.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub drop_path: Option<f32>,
     /// Seed for the weights and the dataset.
     #[arg(long, default_value_t = 0)]
@@ -266,6 +266,23 @@ pub fn resolve_recipe(args: &Args) -> Result<Recipe> {
                     "--momentum/--nesterov apply to SGD; add --optimizer sgd".into(),
                 ))
             }
+        }
+    }
+    // A value clap reads must still make sense: name the flag and the range.
+    let in_unit = |name: &str, v: Option<f32>| match v {
+        Some(x) if !(0.0..1.0).contains(&x) => Err(Error::Config(format!(
+            "--{name} must be in [0, 1), got {x}"
+        ))),
+        _ => Ok(()),
+    };
+    in_unit("label-smoothing", args.label_smoothing)?;
+    in_unit("drop-path", args.drop_path)?;
+    in_unit("momentum", args.momentum)?;
+    if let Some(c) = args.grad_clip {
+        if !(c >= 0.0 && c.is_finite()) {
+            return Err(Error::Config(format!(
+                "--grad-clip must be ≥ 0 (0 turns clipping off), got {c}"
+            )));
         }
     }
     if let Some(l) = args.label_smoothing {

@@ -5,4 +5,5 @@ mod issue_16_batch_past_the_binding_limit;
 mod issue_16_check_unknown_op;
 mod issue_16_closed_pipe;
 mod issue_16_model_input_of_the_wrong_rank;
+mod issue_16_negative_flag_values;
 mod issue_16_parity_sizes_before_allocating;
