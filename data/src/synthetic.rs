@@ -165,7 +165,7 @@ impl MovingShapes {
 /// Renders clips `first..first + batch` of `split` at `[frames, height, width]`, channels-last:
 /// ((B, T, H, W, 3) values, labels). The set renders square frames; for H ≠ W it renders at
 /// max(H, W) and keeps the centred H×W window (the shape stays in view: its path keeps a
-/// margin from every edge). Same function as `tools/src/clips.rs::render`.
+/// margin from every edge). `tubelet train` and `run` render through this.
 pub fn render(
     data_seed: u64,
     [t, h, w]: [usize; 3],

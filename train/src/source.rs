@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use tubelet::Result;
-use tubelet_data::synthetic::{MovingShapes, Split, CLASS_NAMES, NUM_CLASSES};
+use tubelet_data::synthetic::{Split, CLASS_NAMES, NUM_CLASSES};
 
 /// One batch of clips on the host.
 #[derive(Clone, Debug, Default)]
@@ -48,33 +48,9 @@ pub trait BatchSource {
     ) -> Result<Box<dyn Iterator<Item = Result<HostBatch>> + 'a>>;
 }
 
-/// Renders synthetic clips `first..first + batch` of `split` at `[frames, height, width]`,
-/// channels-last: ((B, T, H, W, 3) values, labels). The synthetic set renders square frames; for
-/// H ≠ W it renders at max(H, W) and keeps the centred H×W window (the shape stays in view: its
-/// path keeps a margin from every edge).
-pub fn render(
-    data_seed: u64,
-    [t, h, w]: [usize; 3],
-    split: Split,
-    first: u64,
-    batch: usize,
-) -> (Vec<f32>, Vec<u32>) {
-    let s = h.max(w);
-    let set = MovingShapes::new(t, s, data_seed);
-    let (full, labels) = set.batch(split, first, batch);
-    if h == w {
-        return (full, labels);
-    }
-    let (y0, x0) = ((s - h) / 2, (s - w) / 2);
-    let mut out = Vec::with_capacity(batch * t * h * w * 3);
-    for frame in full.chunks_exact(s * s * 3) {
-        for y in y0..y0 + h {
-            let row = (y * s + x0) * 3;
-            out.extend_from_slice(&frame[row..row + w * 3]);
-        }
-    }
-    (out, labels)
-}
+/// Renders synthetic clips at `[frames, height, width]` (tubelet-data's, centre-cropped where
+/// H ≠ W).
+pub use tubelet_data::synthetic::render;
 
 /// The embedded synthetic set as a batch source: `clips` clips of `split` per epoch. Training
 /// epochs continue the clip sequence (epoch e, batch i renders clips from (e·batches + i)·B on),
