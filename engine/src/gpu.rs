@@ -11,12 +11,19 @@
 //! Ordering contract: wgpu inserts barriers between dispatches of a pass, so a buffer freed to the
 //! pool and handed to a later dispatch is safe. `queue.write_buffer` however runs at the start of
 //! the *next* submit, before already-recorded dispatches; uploads therefore flush first.
+//!
+//! Profiling (engine/src/profile.rs) hooks into `dispatch`, `submit_locked` and the transfers
+//! behind one relaxed atomic flag: off, the path is the unprofiled one. Pipelines are created
+//! with wgpu's pipeline cache, persisted by engine/src/pipeline_cache.rs.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::pipeline_cache::DiskCache;
+use crate::profile::{CompileRecord, Recorder, Timing};
 
 /// A validated WGSL kernel from `shaders/` (see the generated `registry`).
 #[derive(Clone, Copy, Debug)]
@@ -47,6 +54,9 @@ pub const MAX_GROUPS: u32 = 65_535;
 const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
     .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
+    .union(wgpu::Features::PIPELINE_CACHE)
     .union(wgpu::Features::SHADER_FLOAT32_ATOMIC)
     .union(wgpu::Features::SHADER_INT64);
 
@@ -83,7 +93,13 @@ pub struct Gpu {
     dispatch_count: AtomicU64,
     submit_count: AtomicU64,
     /// Memory accounting only (see [`Gpu::set_accounting_only`]).
-    accounting_only: std::sync::atomic::AtomicBool,
+    accounting_only: AtomicBool,
+    /// Profiling on (engine/src/profile.rs): the one flag the dispatch path reads.
+    profiling: AtomicBool,
+    /// Locked after `batch`, never before it.
+    recorder: Mutex<Option<Recorder>>,
+    /// wgpu's pipeline cache on disk, where the backend has one.
+    disk_cache: Option<DiskCache>,
 }
 
 static GPU: OnceLock<std::result::Result<Gpu, Error>> = OnceLock::new();
@@ -144,6 +160,11 @@ impl Gpu {
         GPU.get_or_init(Gpu::new).as_ref().map_err(Clone::clone)
     }
 
+    /// The device if it was opened (without opening it): `Some(Err)` when opening failed.
+    pub fn initialised() -> Option<std::result::Result<&'static Gpu, Error>> {
+        GPU.get().map(|r| r.as_ref().map_err(Clone::clone))
+    }
+
     fn new() -> Result<Gpu> {
         let backends = backends_from_env()?;
         let instance = wgpu::Instance::new(instance_desc(backends));
@@ -194,6 +215,7 @@ impl Gpu {
                 eprintln!("tubelet: GPU device lost ({reason:?}): {msg}");
             }
         });
+        let disk_cache = crate::pipeline_cache::open(&device, &info, features);
         let param_slots =
             (limits.max_uniform_buffer_binding_size as u64 / PARAM_SLOT).clamp(1, 512);
         let params = device.create_buffer(&wgpu::BufferDescriptor {
@@ -223,7 +245,10 @@ impl Gpu {
             bytes_pooled: AtomicU64::new(0),
             dispatch_count: AtomicU64::new(0),
             submit_count: AtomicU64::new(0),
-            accounting_only: std::sync::atomic::AtomicBool::new(false),
+            accounting_only: AtomicBool::new(false),
+            profiling: AtomicBool::new(false),
+            recorder: Mutex::new(None),
+            disk_cache,
         })
     }
 
@@ -357,6 +382,7 @@ impl Gpu {
             return;
         }
         self.flush();
+        self.note_transfer(true, data.len() as u64);
         self.queue.write_buffer(buf, 0, data);
     }
 
@@ -368,6 +394,7 @@ impl Gpu {
         if self.accounting_only() {
             return Ok(vec![0; bytes as usize]);
         }
+        self.note_transfer(false, bytes);
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("tubelet readback"),
             size: bytes.div_ceil(4) * 4,
@@ -422,7 +449,11 @@ impl Gpu {
     fn submit_locked(&self, batch: &mut Batch) {
         batch.pass = None; // ends the pass, unlocking the encoder
         if let Some(enc) = batch.encoder.take() {
-            self.queue.submit([enc.finish()]);
+            if self.profiling.load(Ordering::Relaxed) {
+                self.submit_profiled(enc);
+            } else {
+                self.queue.submit([enc.finish()]);
+            }
             self.submit_count.fetch_add(1, Ordering::Relaxed);
         }
         batch.dispatches = 0;
@@ -440,7 +471,7 @@ impl Gpu {
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(kernel.name),
@@ -480,8 +511,11 @@ impl Gpu {
                     constants,
                     zero_initialize_workgroup_memory: false,
                 },
-                cache: None,
+                cache: self.disk_cache.as_ref().map(|c| &c.cache),
             });
+        if let Some(c) = &self.disk_cache {
+            c.mark_dirty();
+        }
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!(
                 "kernel {} with constants {constants:?} was rejected by {}: {err}",
@@ -524,17 +558,49 @@ impl Gpu {
         if groups.contains(&0) || self.accounting_only() {
             return Ok(());
         }
-        let fresh = log_pipelines() && !self.has_pipeline(kernel, constants);
-        let pipeline = self.pipeline(kernel, constants)?;
         let bytes = bytemuck::bytes_of(params);
         assert!(
             bytes.len() as u64 <= PARAM_SLOT,
             "{}: Params larger than one slot",
             kernel.name
         );
+        if self.profiling.load(Ordering::Relaxed) {
+            return self.dispatch_profiled(kernel, constants, buffers, bytes, groups);
+        }
+        let fresh = log_pipelines() && !self.has_pipeline(kernel, constants);
+        let pipeline = self.pipeline(kernel, constants)?;
+        self.record(kernel, &pipeline, buffers, bytes, groups, false);
+        if fresh {
+            // A driver may compile at the first dispatch, not at pipeline creation (llvmpipe
+            // JITs its code then): time it alone.
+            let t0 = Instant::now();
+            self.sync()?;
+            eprintln!(
+                "tubelet: pipeline {} {constants:?}: first dispatch {groups:?} took {:.0} ms",
+                kernel.name,
+                t0.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        Ok(())
+    }
 
+    /// Records one dispatch into the open batch (`prof`: and into the profile, with stamps).
+    fn record(
+        &self,
+        kernel: &Kernel,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[&wgpu::Buffer],
+        bytes: &[u8],
+        groups: [u32; 3],
+        prof: bool,
+    ) {
         let mut batch = self.batch.lock().unwrap();
-        if batch.dispatches >= MAX_BATCH || *self.param_cursor.lock().unwrap() >= self.param_slots {
+        let queries_full =
+            prof && (self.recorder.lock().unwrap().as_ref()).is_some_and(Recorder::queries_full);
+        if queries_full
+            || batch.dispatches >= MAX_BATCH
+            || *self.param_cursor.lock().unwrap() >= self.param_slots
+        {
             self.submit_locked(&mut batch);
         }
         let slot = {
@@ -570,38 +636,165 @@ impl Gpu {
             entries: &entries,
         });
 
+        // Profiling: (timing, first stamp index, query set) of this dispatch.
+        let stamp = if prof {
+            let mut rec = self.recorder.lock().unwrap();
+            rec.as_mut().map(|r| {
+                let bound = buffers.iter().map(|b| b.size()).sum();
+                let i = r.dispatch(kernel.name, bound, groups);
+                (r.timing, i, r.queries.as_ref().map(|q| q.set.clone()))
+            })
+        } else {
+            None
+        };
+        let per_pass = match &stamp {
+            Some((Timing::GpuPerPass, i, Some(set))) => Some((*i, set.clone())),
+            _ => None,
+        };
+        if per_pass.is_some() {
+            batch.pass = None;
+        }
         if batch.pass.is_none() {
             let enc = batch.encoder.get_or_insert_with(|| {
                 self.device
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor::default())
             });
+            let timestamp_writes =
+                per_pass
+                    .as_ref()
+                    .map(|(i, set)| wgpu::ComputePassTimestampWrites {
+                        query_set: set,
+                        beginning_of_pass_write_index: Some(*i),
+                        end_of_pass_write_index: Some(*i + 1),
+                    });
             let pass = enc
                 .begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: None,
-                    timestamp_writes: None,
+                    timestamp_writes,
                 })
                 .forget_lifetime();
             batch.pass = Some(pass);
         }
+        let in_pass = match &stamp {
+            Some((Timing::GpuInPass, i, Some(set))) => Some((*i, set)),
+            _ => None,
+        };
         let pass = batch.pass.as_mut().unwrap();
-        pass.set_pipeline(&pipeline);
+        if let Some((i, set)) = in_pass {
+            pass.write_timestamp(set, i);
+        }
+        pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        if let Some((i, set)) = in_pass {
+            pass.write_timestamp(set, i + 1);
+        }
+        if per_pass.is_some() {
+            batch.pass = None; // the stamps close this dispatch's own pass
+        }
         batch.dispatches += 1;
         self.dispatch_count.fetch_add(1, Ordering::Relaxed);
-        if fresh {
-            // A driver may compile at the first dispatch, not at pipeline creation (llvmpipe
-            // JITs its code then): time it alone.
-            drop(batch);
-            let t0 = std::time::Instant::now();
+    }
+
+    /// `dispatch` while profiling: a new pipeline's creation and first dispatch are timed alone
+    /// (after draining the queue) as its compile; with Wall timing every dispatch runs alone.
+    fn dispatch_profiled(
+        &self,
+        kernel: &Kernel,
+        constants: &[(&'static str, f64)],
+        buffers: &[&wgpu::Buffer],
+        bytes: &[u8],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let fresh = !self.has_pipeline(kernel, constants);
+        let wall =
+            (self.recorder.lock().unwrap().as_ref()).is_some_and(|r| r.timing == Timing::Wall);
+        if fresh || wall {
             self.sync()?;
-            eprintln!(
-                "tubelet: pipeline {} {constants:?}: first dispatch {groups:?} took {:.0} ms",
-                kernel.name,
-                t0.elapsed().as_secs_f64() * 1e3
-            );
+        }
+        let t0 = Instant::now();
+        let pipeline = self.pipeline(kernel, constants)?;
+        let create_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let t1 = Instant::now();
+        self.record(kernel, &pipeline, buffers, bytes, groups, true);
+        if fresh || wall {
+            self.sync()?;
+            let ns = t1.elapsed().as_secs_f64() * 1e9;
+            let mut rec = self.recorder.lock().unwrap();
+            if let Some(r) = rec.as_mut() {
+                if wall {
+                    r.set_last_ns(ns);
+                }
+                if fresh {
+                    r.compiled(CompileRecord {
+                        kernel: kernel.name,
+                        constants: format!("{constants:?}"),
+                        create_ms,
+                        first_dispatch_ms: ns / 1e6,
+                    });
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Submits `enc` while profiling: resolves the batch's timestamps into it, then reads them.
+    fn submit_profiled(&self, mut enc: wgpu::CommandEncoder) {
+        let mut rec = self.recorder.lock().unwrap();
+        let Some(r) = rec.as_mut() else {
+            self.queue.submit([enc.finish()]);
+            return;
+        };
+        let pairs = r.resolve(&mut enc);
+        self.queue.submit([enc.finish()]);
+        r.submitted(self, pairs);
+    }
+
+    fn note_transfer(&self, upload: bool, bytes: u64) {
+        if self.profiling.load(Ordering::Relaxed) {
+            if let Some(r) = self.recorder.lock().unwrap().as_mut() {
+                r.transfer(upload, bytes);
+            }
+        }
+    }
+
+    pub(crate) fn start_profile(&self, timing: Timing) -> Result<()> {
+        self.sync()?;
+        *self.recorder.lock().unwrap() = Some(Recorder::new(self, timing, MAX_BATCH));
+        self.profiling.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn profile_phase(&self, name: &'static str) {
+        if self.profiling.load(Ordering::Relaxed) {
+            if let Some(r) = self.recorder.lock().unwrap().as_mut() {
+                r.set_phase(name);
+            }
+        }
+    }
+
+    pub(crate) fn stop_profile(&self) -> Result<Recorder> {
+        self.sync()?; // resolves the last batch's stamps
+        self.profiling.store(false, Ordering::Relaxed);
+        self.recorder
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or_else(|| Error::Config("profile: stop without start".into()))
+    }
+
+    /// Writes wgpu's pipeline cache to disk when pipelines were created since the last write
+    /// (engine/src/pipeline_cache.rs). Returns the file written, if any.
+    pub fn save_pipeline_cache(&self) -> Result<Option<std::path::PathBuf>> {
+        match &self.disk_cache {
+            Some(c) => c.save(),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether pipelines go through a persisted wgpu pipeline cache.
+    pub fn has_pipeline_cache(&self) -> bool {
+        self.disk_cache.is_some()
     }
 
     fn has_pipeline(&self, kernel: &Kernel, constants: &[(&'static str, f64)]) -> bool {
