@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::pipeline_cache::DiskCache;
-use crate::profile::{CompileRecord, Recorder, Timing};
+use crate::profile::{Recorder, Timing};
 
 /// A validated WGSL kernel from `shaders/` (see the generated `registry`).
 #[derive(Clone, Copy, Debug)]
@@ -44,7 +44,7 @@ macro_rules! kernel {
 }
 
 /// Dispatches recorded before a forced submit (keeps one encoder from growing without bound).
-const MAX_BATCH: u32 = 512;
+pub(crate) const MAX_BATCH: u32 = 512;
 /// Size of one uniform-parameter slot; `min_uniform_buffer_offset_alignment` is ≤ 256 everywhere.
 const PARAM_SLOT: u64 = 256;
 /// Workgroups per grid dimension; larger 1-D launches fold into y (see `grid`).
@@ -95,9 +95,9 @@ pub struct Gpu {
     /// Memory accounting only (see [`Gpu::set_accounting_only`]).
     accounting_only: AtomicBool,
     /// Profiling on (engine/src/profile.rs): the one flag the dispatch path reads.
-    profiling: AtomicBool,
+    pub(crate) profiling: AtomicBool,
     /// Locked after `batch`, never before it.
-    recorder: Mutex<Option<Recorder>>,
+    pub(crate) recorder: Mutex<Option<Recorder>>,
     /// wgpu's pipeline cache on disk, where the backend has one.
     disk_cache: Option<DiskCache>,
 }
@@ -462,7 +462,7 @@ impl Gpu {
 
     // ---------------------------------------------------------------- pipelines and dispatch
 
-    fn pipeline(
+    pub(crate) fn pipeline(
         &self,
         kernel: &Kernel,
         constants: &[(&'static str, f64)],
@@ -585,7 +585,7 @@ impl Gpu {
     }
 
     /// Records one dispatch into the open batch (`prof`: and into the profile, with stamps).
-    fn record(
+    pub(crate) fn record(
         &self,
         kernel: &Kernel,
         pipeline: &wgpu::ComputePipeline,
@@ -696,93 +696,6 @@ impl Gpu {
         self.dispatch_count.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `dispatch` while profiling: a new pipeline's creation and first dispatch are timed alone
-    /// (after draining the queue) as its compile; with Wall timing every dispatch runs alone.
-    fn dispatch_profiled(
-        &self,
-        kernel: &Kernel,
-        constants: &[(&'static str, f64)],
-        buffers: &[&wgpu::Buffer],
-        bytes: &[u8],
-        groups: [u32; 3],
-    ) -> Result<()> {
-        let fresh = !self.has_pipeline(kernel, constants);
-        let wall =
-            (self.recorder.lock().unwrap().as_ref()).is_some_and(|r| r.timing == Timing::Wall);
-        if fresh || wall {
-            self.sync()?;
-        }
-        let t0 = Instant::now();
-        let pipeline = self.pipeline(kernel, constants)?;
-        let create_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let t1 = Instant::now();
-        self.record(kernel, &pipeline, buffers, bytes, groups, true);
-        if fresh || wall {
-            self.sync()?;
-            let ns = t1.elapsed().as_secs_f64() * 1e9;
-            let mut rec = self.recorder.lock().unwrap();
-            if let Some(r) = rec.as_mut() {
-                if wall {
-                    r.set_last_ns(ns);
-                }
-                if fresh {
-                    r.compiled(CompileRecord {
-                        kernel: kernel.name,
-                        constants: format!("{constants:?}"),
-                        create_ms,
-                        first_dispatch_ms: ns / 1e6,
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Submits `enc` while profiling: resolves the batch's timestamps into it, then reads them.
-    fn submit_profiled(&self, mut enc: wgpu::CommandEncoder) {
-        let mut rec = self.recorder.lock().unwrap();
-        let Some(r) = rec.as_mut() else {
-            self.queue.submit([enc.finish()]);
-            return;
-        };
-        let pairs = r.resolve(&mut enc);
-        self.queue.submit([enc.finish()]);
-        r.submitted(self, pairs);
-    }
-
-    fn note_transfer(&self, upload: bool, bytes: u64) {
-        if self.profiling.load(Ordering::Relaxed) {
-            if let Some(r) = self.recorder.lock().unwrap().as_mut() {
-                r.transfer(upload, bytes);
-            }
-        }
-    }
-
-    pub(crate) fn start_profile(&self, timing: Timing) -> Result<()> {
-        self.sync()?;
-        *self.recorder.lock().unwrap() = Some(Recorder::new(self, timing, MAX_BATCH));
-        self.profiling.store(true, Ordering::Relaxed);
-        Ok(())
-    }
-
-    pub(crate) fn profile_phase(&self, name: &'static str) {
-        if self.profiling.load(Ordering::Relaxed) {
-            if let Some(r) = self.recorder.lock().unwrap().as_mut() {
-                r.set_phase(name);
-            }
-        }
-    }
-
-    pub(crate) fn stop_profile(&self) -> Result<Recorder> {
-        self.sync()?; // resolves the last batch's stamps
-        self.profiling.store(false, Ordering::Relaxed);
-        self.recorder
-            .lock()
-            .unwrap()
-            .take()
-            .ok_or_else(|| Error::Config("profile: stop without start".into()))
-    }
-
     /// Writes wgpu's pipeline cache to disk when pipelines were created since the last write
     /// (engine/src/pipeline_cache.rs). Returns the file written, if any.
     pub fn save_pipeline_cache(&self) -> Result<Option<std::path::PathBuf>> {
@@ -797,7 +710,7 @@ impl Gpu {
         self.disk_cache.is_some()
     }
 
-    fn has_pipeline(&self, kernel: &Kernel, constants: &[(&'static str, f64)]) -> bool {
+    pub(crate) fn has_pipeline(&self, kernel: &Kernel, constants: &[(&'static str, f64)]) -> bool {
         self.pipelines
             .lock()
             .unwrap()

@@ -27,8 +27,11 @@
 
 use std::collections::HashMap;
 
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Kernel, MAX_BATCH};
 
 /// How dispatch times are taken (see the header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -373,5 +376,95 @@ pub fn stop() -> Result<Profile> {
 impl Recorder {
     pub(crate) fn set_phase(&mut self, name: &'static str) {
         self.phase = name;
+    }
+}
+
+/// The profiling side of the dispatch path (engine/src/gpu.rs calls these when the flag is on).
+impl Gpu {
+    /// `dispatch` while profiling: a new pipeline's creation and first dispatch are timed alone
+    /// (after draining the queue) as its compile; with Wall timing every dispatch runs alone.
+    pub(crate) fn dispatch_profiled(
+        &self,
+        kernel: &Kernel,
+        constants: &[(&'static str, f64)],
+        buffers: &[&wgpu::Buffer],
+        bytes: &[u8],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let fresh = !self.has_pipeline(kernel, constants);
+        let wall =
+            (self.recorder.lock().unwrap().as_ref()).is_some_and(|r| r.timing == Timing::Wall);
+        if fresh || wall {
+            self.sync()?;
+        }
+        let t0 = Instant::now();
+        let pipeline = self.pipeline(kernel, constants)?;
+        let create_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let t1 = Instant::now();
+        self.record(kernel, &pipeline, buffers, bytes, groups, true);
+        if fresh || wall {
+            self.sync()?;
+            let ns = t1.elapsed().as_secs_f64() * 1e9;
+            let mut rec = self.recorder.lock().unwrap();
+            if let Some(r) = rec.as_mut() {
+                if wall {
+                    r.set_last_ns(ns);
+                }
+                if fresh {
+                    r.compiled(CompileRecord {
+                        kernel: kernel.name,
+                        constants: format!("{constants:?}"),
+                        create_ms,
+                        first_dispatch_ms: ns / 1e6,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Submits `enc` while profiling: resolves the batch's timestamps into it, then reads them.
+    pub(crate) fn submit_profiled(&self, mut enc: wgpu::CommandEncoder) {
+        let mut rec = self.recorder.lock().unwrap();
+        let Some(r) = rec.as_mut() else {
+            self.queue.submit([enc.finish()]);
+            return;
+        };
+        let pairs = r.resolve(&mut enc);
+        self.queue.submit([enc.finish()]);
+        r.submitted(self, pairs);
+    }
+
+    pub(crate) fn note_transfer(&self, upload: bool, bytes: u64) {
+        if self.profiling.load(Ordering::Relaxed) {
+            if let Some(r) = self.recorder.lock().unwrap().as_mut() {
+                r.transfer(upload, bytes);
+            }
+        }
+    }
+
+    pub(crate) fn start_profile(&self, timing: Timing) -> Result<()> {
+        self.sync()?;
+        *self.recorder.lock().unwrap() = Some(Recorder::new(self, timing, MAX_BATCH));
+        self.profiling.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn profile_phase(&self, name: &'static str) {
+        if self.profiling.load(Ordering::Relaxed) {
+            if let Some(r) = self.recorder.lock().unwrap().as_mut() {
+                r.set_phase(name);
+            }
+        }
+    }
+
+    pub(crate) fn stop_profile(&self) -> Result<Recorder> {
+        self.sync()?; // resolves the last batch's stamps
+        self.profiling.store(false, Ordering::Relaxed);
+        self.recorder
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or_else(|| Error::Config("profile: stop without start".into()))
     }
 }
