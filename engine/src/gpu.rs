@@ -66,6 +66,17 @@ struct Batch {
     encoder: Option<wgpu::CommandEncoder>,
     pass: Option<wgpu::ComputePass<'static>>,
     dispatches: u32,
+    /// The batch's uniform parameters, one `PARAM_SLOT` per dispatch, written to `Gpu::params`
+    /// in one `write_buffer` at submit (it runs before the batch's dispatches either way; one
+    /// call a batch instead of one a dispatch: each allocates a staging chunk in wgpu).
+    params: Vec<u8>,
+}
+
+/// A compiled kernel and its bind group layout (looked up once: wgpu's
+/// `get_bind_group_layout` registers a new handle every call).
+pub(crate) struct Pipeline {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
 }
 
 /// Buffers kept for reuse, by size class (powers of two, at least 256 bytes).
@@ -80,11 +91,10 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub features: wgpu::Features,
     pub limits: wgpu::Limits,
-    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     batch: Mutex<Batch>,
     params: wgpu::Buffer,
     param_slots: u64,
-    param_cursor: Mutex<u64>,
     pool: Mutex<Pool>,
     bytes_in_use: AtomicU64,
     /// Most `bytes_in_use` since the last `reset_memory_peak` (benches' workspace figures).
@@ -235,10 +245,10 @@ impl Gpu {
                 encoder: None,
                 pass: None,
                 dispatches: 0,
+                params: Vec::new(),
             }),
             params,
             param_slots: param_slots.min(MAX_BATCH as u64),
-            param_cursor: Mutex::new(0),
             pool: Mutex::new(Pool::default()),
             bytes_in_use: AtomicU64::new(0),
             bytes_peak: AtomicU64::new(0),
@@ -448,6 +458,10 @@ impl Gpu {
 
     fn submit_locked(&self, batch: &mut Batch) {
         batch.pass = None; // ends the pass, unlocking the encoder
+        if !batch.params.is_empty() {
+            self.queue.write_buffer(&self.params, 0, &batch.params);
+            batch.params.clear();
+        }
         if let Some(enc) = batch.encoder.take() {
             if self.profiling.load(Ordering::Relaxed) {
                 self.submit_profiled(enc);
@@ -457,7 +471,6 @@ impl Gpu {
             self.submit_count.fetch_add(1, Ordering::Relaxed);
         }
         batch.dispatches = 0;
-        *self.param_cursor.lock().unwrap() = 0;
     }
 
     // ---------------------------------------------------------------- pipelines and dispatch
@@ -466,7 +479,7 @@ impl Gpu {
         &self,
         kernel: &Kernel,
         constants: &[(&'static str, f64)],
-    ) -> Result<Arc<wgpu::ComputePipeline>> {
+    ) -> Result<Arc<Pipeline>> {
         let key = pipeline_key(kernel, constants);
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
@@ -529,7 +542,8 @@ impl Gpu {
                 t0.elapsed().as_secs_f64() * 1e3
             );
         }
-        let pipeline = Arc::new(pipeline);
+        let layout = pipeline.get_bind_group_layout(0);
+        let pipeline = Arc::new(Pipeline { pipeline, layout });
         self.pipelines.lock().unwrap().insert(key, pipeline.clone());
         Ok(pipeline)
     }
@@ -588,7 +602,7 @@ impl Gpu {
     pub(crate) fn record(
         &self,
         kernel: &Kernel,
-        pipeline: &wgpu::ComputePipeline,
+        pipeline: &Pipeline,
         buffers: &[&wgpu::Buffer],
         bytes: &[u8],
         groups: [u32; 3],
@@ -599,21 +613,14 @@ impl Gpu {
             prof && (self.recorder.lock().unwrap().as_ref()).is_some_and(Recorder::queries_full);
         if queries_full
             || batch.dispatches >= MAX_BATCH
-            || *self.param_cursor.lock().unwrap() >= self.param_slots
+            || batch.params.len() as u64 / PARAM_SLOT >= self.param_slots
         {
             self.submit_locked(&mut batch);
         }
-        let slot = {
-            let mut cursor = self.param_cursor.lock().unwrap();
-            let s = *cursor;
-            *cursor += 1;
-            s
-        };
-        // Ordered before this batch's dispatches: write_buffer runs at the start of the submit.
-        self.queue
-            .write_buffer(&self.params, slot * PARAM_SLOT, bytes);
+        let slot = batch.params.len() as u64 / PARAM_SLOT;
+        batch.params.extend_from_slice(bytes);
+        batch.params.resize(((slot + 1) * PARAM_SLOT) as usize, 0);
 
-        let layout = pipeline.get_bind_group_layout(0);
         let mut entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
@@ -632,7 +639,7 @@ impl Gpu {
         });
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(kernel.name),
-            layout: &layout,
+            layout: &pipeline.layout,
             entries: &entries,
         });
 
@@ -683,7 +690,7 @@ impl Gpu {
         if let Some((i, set)) = in_pass {
             pass.write_timestamp(set, i);
         }
-        pass.set_pipeline(pipeline);
+        pass.set_pipeline(&pipeline.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         if let Some((i, set)) = in_pass {

@@ -331,6 +331,20 @@ impl Recorder {
     }
 }
 
+/// The timings this adapter supports, best first (Wall always).
+pub fn available() -> Result<Vec<Timing>> {
+    let f = Gpu::global()?.features;
+    let mut v = Vec::new();
+    if f.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES) {
+        v.push(Timing::GpuInPass);
+    }
+    if f.contains(wgpu::Features::TIMESTAMP_QUERY) {
+        v.push(Timing::GpuPerPass);
+    }
+    v.push(Timing::Wall);
+    Ok(v)
+}
+
 /// Starts recording every dispatch (after submitting what is pending). `timing` None picks the
 /// best the adapter has. Returns the timing in use.
 pub fn start(timing: Option<Timing>) -> Result<Timing> {

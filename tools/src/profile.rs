@@ -165,7 +165,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub fn run(args: Args) -> Result<()> {
     let gpu = Gpu::global()?;
     let timing = match args.timing.as_str() {
-        "gpu" => Some(Timing::GpuInPass),
+        "gpu" => match profile::available()?[0] {
+            Timing::Wall => {
+                return Err(Error::Config(format!(
+                    "profile --timing gpu: {} has no timestamp queries (use --timing wall)",
+                    gpu.info.name
+                )))
+            }
+            best => Some(best),
+        },
         "wall" => Some(Timing::Wall),
         _ => None,
     };
