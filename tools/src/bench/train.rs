@@ -173,7 +173,7 @@ pub fn run(args: Args) -> Result<()> {
         "clips/s",
         "peak MiB",
         "dispatches",
-        "submits"
+        "submits*"
     );
     let mut rows = Vec::new();
     for name in &names {
@@ -198,6 +198,7 @@ pub fn run(args: Args) -> Result<()> {
             Err(e) => println!("{name:<16} {e}"),
         }
     }
+    println!("* with the sync that ends each phase here (the trainer's step makes fewer)");
     println!();
     match run_peer(&args, &rows) {
         Err(why) => println!("PyTorch peer: {why}"),
