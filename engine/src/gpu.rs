@@ -11,12 +11,19 @@
 //! Ordering contract: wgpu inserts barriers between dispatches of a pass, so a buffer freed to the
 //! pool and handed to a later dispatch is safe. `queue.write_buffer` however runs at the start of
 //! the *next* submit, before already-recorded dispatches; uploads therefore flush first.
+//!
+//! Profiling (engine/src/profile.rs) hooks into `dispatch`, `submit_locked` and the transfers
+//! behind one relaxed atomic flag: off, the path is the unprofiled one. Pipelines are created
+//! with wgpu's pipeline cache, persisted by engine/src/pipeline_cache.rs.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::pipeline_cache::DiskCache;
+use crate::profile::{Recorder, Timing};
 
 /// A validated WGSL kernel from `shaders/` (see the generated `registry`).
 #[derive(Clone, Copy, Debug)]
@@ -37,7 +44,7 @@ macro_rules! kernel {
 }
 
 /// Dispatches recorded before a forced submit (keeps one encoder from growing without bound).
-const MAX_BATCH: u32 = 512;
+pub(crate) const MAX_BATCH: u32 = 512;
 /// Size of one uniform-parameter slot; `min_uniform_buffer_offset_alignment` is ≤ 256 everywhere.
 const PARAM_SLOT: u64 = 256;
 /// Workgroups per grid dimension; larger 1-D launches fold into y (see `grid`).
@@ -47,6 +54,9 @@ pub const MAX_GROUPS: u32 = 65_535;
 const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
     .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
+    .union(wgpu::Features::PIPELINE_CACHE)
     .union(wgpu::Features::SHADER_FLOAT32_ATOMIC)
     .union(wgpu::Features::SHADER_INT64);
 
@@ -56,6 +66,17 @@ struct Batch {
     encoder: Option<wgpu::CommandEncoder>,
     pass: Option<wgpu::ComputePass<'static>>,
     dispatches: u32,
+    /// The batch's uniform parameters, one `PARAM_SLOT` per dispatch, written to `Gpu::params`
+    /// in one `write_buffer` at submit (it runs before the batch's dispatches either way; one
+    /// call a batch instead of one a dispatch: each allocates a staging chunk in wgpu).
+    params: Vec<u8>,
+}
+
+/// A compiled kernel and its bind group layout (looked up once: wgpu's
+/// `get_bind_group_layout` registers a new handle every call).
+pub(crate) struct Pipeline {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
 }
 
 /// Buffers kept for reuse, by size class (powers of two, at least 256 bytes).
@@ -70,11 +91,10 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub features: wgpu::Features,
     pub limits: wgpu::Limits,
-    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     batch: Mutex<Batch>,
     params: wgpu::Buffer,
     param_slots: u64,
-    param_cursor: Mutex<u64>,
     pool: Mutex<Pool>,
     bytes_in_use: AtomicU64,
     /// Most `bytes_in_use` since the last `reset_memory_peak` (benches' workspace figures).
@@ -83,7 +103,13 @@ pub struct Gpu {
     dispatch_count: AtomicU64,
     submit_count: AtomicU64,
     /// Memory accounting only (see [`Gpu::set_accounting_only`]).
-    accounting_only: std::sync::atomic::AtomicBool,
+    accounting_only: AtomicBool,
+    /// Profiling on (engine/src/profile.rs): the one flag the dispatch path reads.
+    pub(crate) profiling: AtomicBool,
+    /// Locked after `batch`, never before it.
+    pub(crate) recorder: Mutex<Option<Recorder>>,
+    /// wgpu's pipeline cache on disk, where the backend has one.
+    disk_cache: Option<DiskCache>,
 }
 
 static GPU: OnceLock<std::result::Result<Gpu, Error>> = OnceLock::new();
@@ -144,6 +170,11 @@ impl Gpu {
         GPU.get_or_init(Gpu::new).as_ref().map_err(Clone::clone)
     }
 
+    /// The device if it was opened (without opening it): `Some(Err)` when opening failed.
+    pub fn initialised() -> Option<std::result::Result<&'static Gpu, Error>> {
+        GPU.get().map(|r| r.as_ref().map_err(Clone::clone))
+    }
+
     fn new() -> Result<Gpu> {
         let backends = backends_from_env()?;
         let instance = wgpu::Instance::new(instance_desc(backends));
@@ -194,6 +225,7 @@ impl Gpu {
                 eprintln!("tubelet: GPU device lost ({reason:?}): {msg}");
             }
         });
+        let disk_cache = crate::pipeline_cache::open(&device, &info, features);
         let param_slots =
             (limits.max_uniform_buffer_binding_size as u64 / PARAM_SLOT).clamp(1, 512);
         let params = device.create_buffer(&wgpu::BufferDescriptor {
@@ -213,17 +245,20 @@ impl Gpu {
                 encoder: None,
                 pass: None,
                 dispatches: 0,
+                params: Vec::new(),
             }),
             params,
             param_slots: param_slots.min(MAX_BATCH as u64),
-            param_cursor: Mutex::new(0),
             pool: Mutex::new(Pool::default()),
             bytes_in_use: AtomicU64::new(0),
             bytes_peak: AtomicU64::new(0),
             bytes_pooled: AtomicU64::new(0),
             dispatch_count: AtomicU64::new(0),
             submit_count: AtomicU64::new(0),
-            accounting_only: std::sync::atomic::AtomicBool::new(false),
+            accounting_only: AtomicBool::new(false),
+            profiling: AtomicBool::new(false),
+            recorder: Mutex::new(None),
+            disk_cache,
         })
     }
 
@@ -357,6 +392,7 @@ impl Gpu {
             return;
         }
         self.flush();
+        self.note_transfer(true, data.len() as u64);
         self.queue.write_buffer(buf, 0, data);
     }
 
@@ -368,6 +404,7 @@ impl Gpu {
         if self.accounting_only() {
             return Ok(vec![0; bytes as usize]);
         }
+        self.note_transfer(false, bytes);
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("tubelet readback"),
             size: bytes.div_ceil(4) * 4,
@@ -421,26 +458,33 @@ impl Gpu {
 
     fn submit_locked(&self, batch: &mut Batch) {
         batch.pass = None; // ends the pass, unlocking the encoder
+        if !batch.params.is_empty() {
+            self.queue.write_buffer(&self.params, 0, &batch.params);
+            batch.params.clear();
+        }
         if let Some(enc) = batch.encoder.take() {
-            self.queue.submit([enc.finish()]);
+            if self.profiling.load(Ordering::Relaxed) {
+                self.submit_profiled(enc);
+            } else {
+                self.queue.submit([enc.finish()]);
+            }
             self.submit_count.fetch_add(1, Ordering::Relaxed);
         }
         batch.dispatches = 0;
-        *self.param_cursor.lock().unwrap() = 0;
     }
 
     // ---------------------------------------------------------------- pipelines and dispatch
 
-    fn pipeline(
+    pub(crate) fn pipeline(
         &self,
         kernel: &Kernel,
         constants: &[(&'static str, f64)],
-    ) -> Result<Arc<wgpu::ComputePipeline>> {
+    ) -> Result<Arc<Pipeline>> {
         let key = pipeline_key(kernel, constants);
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(kernel.name),
@@ -480,8 +524,11 @@ impl Gpu {
                     constants,
                     zero_initialize_workgroup_memory: false,
                 },
-                cache: None,
+                cache: self.disk_cache.as_ref().map(|c| &c.cache),
             });
+        if let Some(c) = &self.disk_cache {
+            c.mark_dirty();
+        }
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!(
                 "kernel {} with constants {constants:?} was rejected by {}: {err}",
@@ -495,7 +542,8 @@ impl Gpu {
                 t0.elapsed().as_secs_f64() * 1e3
             );
         }
-        let pipeline = Arc::new(pipeline);
+        let layout = pipeline.get_bind_group_layout(0);
+        let pipeline = Arc::new(Pipeline { pipeline, layout });
         self.pipelines.lock().unwrap().insert(key, pipeline.clone());
         Ok(pipeline)
     }
@@ -524,30 +572,55 @@ impl Gpu {
         if groups.contains(&0) || self.accounting_only() {
             return Ok(());
         }
-        let fresh = log_pipelines() && !self.has_pipeline(kernel, constants);
-        let pipeline = self.pipeline(kernel, constants)?;
         let bytes = bytemuck::bytes_of(params);
         assert!(
             bytes.len() as u64 <= PARAM_SLOT,
             "{}: Params larger than one slot",
             kernel.name
         );
+        if self.profiling.load(Ordering::Relaxed) {
+            return self.dispatch_profiled(kernel, constants, buffers, bytes, groups);
+        }
+        let fresh = log_pipelines() && !self.has_pipeline(kernel, constants);
+        let pipeline = self.pipeline(kernel, constants)?;
+        self.record(kernel, &pipeline, buffers, bytes, groups, false);
+        if fresh {
+            // A driver may compile at the first dispatch, not at pipeline creation (llvmpipe
+            // JITs its code then): time it alone.
+            let t0 = Instant::now();
+            self.sync()?;
+            eprintln!(
+                "tubelet: pipeline {} {constants:?}: first dispatch {groups:?} took {:.0} ms",
+                kernel.name,
+                t0.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        Ok(())
+    }
 
+    /// Records one dispatch into the open batch (`prof`: and into the profile, with stamps).
+    pub(crate) fn record(
+        &self,
+        kernel: &Kernel,
+        pipeline: &Pipeline,
+        buffers: &[&wgpu::Buffer],
+        bytes: &[u8],
+        groups: [u32; 3],
+        prof: bool,
+    ) {
         let mut batch = self.batch.lock().unwrap();
-        if batch.dispatches >= MAX_BATCH || *self.param_cursor.lock().unwrap() >= self.param_slots {
+        let queries_full =
+            prof && (self.recorder.lock().unwrap().as_ref()).is_some_and(Recorder::queries_full);
+        if queries_full
+            || batch.dispatches >= MAX_BATCH
+            || batch.params.len() as u64 / PARAM_SLOT >= self.param_slots
+        {
             self.submit_locked(&mut batch);
         }
-        let slot = {
-            let mut cursor = self.param_cursor.lock().unwrap();
-            let s = *cursor;
-            *cursor += 1;
-            s
-        };
-        // Ordered before this batch's dispatches: write_buffer runs at the start of the submit.
-        self.queue
-            .write_buffer(&self.params, slot * PARAM_SLOT, bytes);
+        let slot = batch.params.len() as u64 / PARAM_SLOT;
+        batch.params.extend_from_slice(bytes);
+        batch.params.resize(((slot + 1) * PARAM_SLOT) as usize, 0);
 
-        let layout = pipeline.get_bind_group_layout(0);
         let mut entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
@@ -566,45 +639,85 @@ impl Gpu {
         });
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(kernel.name),
-            layout: &layout,
+            layout: &pipeline.layout,
             entries: &entries,
         });
 
+        // Profiling: (timing, first stamp index, query set) of this dispatch.
+        let stamp = if prof {
+            let mut rec = self.recorder.lock().unwrap();
+            rec.as_mut().map(|r| {
+                let bound = buffers.iter().map(|b| b.size()).sum();
+                let i = r.dispatch(kernel.name, bound, groups);
+                (r.timing, i, r.queries.as_ref().map(|q| q.set.clone()))
+            })
+        } else {
+            None
+        };
+        let per_pass = match &stamp {
+            Some((Timing::GpuPerPass, i, Some(set))) => Some((*i, set.clone())),
+            _ => None,
+        };
+        if per_pass.is_some() {
+            batch.pass = None;
+        }
         if batch.pass.is_none() {
             let enc = batch.encoder.get_or_insert_with(|| {
                 self.device
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor::default())
             });
+            let timestamp_writes =
+                per_pass
+                    .as_ref()
+                    .map(|(i, set)| wgpu::ComputePassTimestampWrites {
+                        query_set: set,
+                        beginning_of_pass_write_index: Some(*i),
+                        end_of_pass_write_index: Some(*i + 1),
+                    });
             let pass = enc
                 .begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: None,
-                    timestamp_writes: None,
+                    timestamp_writes,
                 })
                 .forget_lifetime();
             batch.pass = Some(pass);
         }
+        let in_pass = match &stamp {
+            Some((Timing::GpuInPass, i, Some(set))) => Some((*i, set)),
+            _ => None,
+        };
         let pass = batch.pass.as_mut().unwrap();
-        pass.set_pipeline(&pipeline);
+        if let Some((i, set)) = in_pass {
+            pass.write_timestamp(set, i);
+        }
+        pass.set_pipeline(&pipeline.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        if let Some((i, set)) = in_pass {
+            pass.write_timestamp(set, i + 1);
+        }
+        if per_pass.is_some() {
+            batch.pass = None; // the stamps close this dispatch's own pass
+        }
         batch.dispatches += 1;
         self.dispatch_count.fetch_add(1, Ordering::Relaxed);
-        if fresh {
-            // A driver may compile at the first dispatch, not at pipeline creation (llvmpipe
-            // JITs its code then): time it alone.
-            drop(batch);
-            let t0 = std::time::Instant::now();
-            self.sync()?;
-            eprintln!(
-                "tubelet: pipeline {} {constants:?}: first dispatch {groups:?} took {:.0} ms",
-                kernel.name,
-                t0.elapsed().as_secs_f64() * 1e3
-            );
-        }
-        Ok(())
     }
 
-    fn has_pipeline(&self, kernel: &Kernel, constants: &[(&'static str, f64)]) -> bool {
+    /// Writes wgpu's pipeline cache to disk when pipelines were created since the last write
+    /// (engine/src/pipeline_cache.rs). Returns the file written, if any.
+    pub fn save_pipeline_cache(&self) -> Result<Option<std::path::PathBuf>> {
+        match &self.disk_cache {
+            Some(c) => c.save(),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether pipelines go through a persisted wgpu pipeline cache.
+    pub fn has_pipeline_cache(&self) -> bool {
+        self.disk_cache.is_some()
+    }
+
+    pub(crate) fn has_pipeline(&self, kernel: &Kernel, constants: &[(&'static str, f64)]) -> bool {
         self.pipelines
             .lock()
             .unwrap()

@@ -20,6 +20,8 @@ pub mod io;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod pipeline_cache;
+pub mod profile;
 pub mod reference;
 mod rng;
 pub mod tensor;

@@ -14,5 +14,6 @@ pub mod info;
 pub mod models;
 pub mod output;
 pub mod parity;
+pub mod profile;
 pub mod run;
 pub mod train;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use tubelet_cli::{bench, check, convert, data, eval, info, models, parity, run, train};
+use tubelet_cli::{bench, check, convert, data, eval, info, models, parity, profile, run, train};
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +40,8 @@ enum Command {
     /// Benchmark fused kernels against their unfused compositions at the seed models' shapes.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// One training step broken down by kernel: time, dispatches, submits, bytes, compile time.
+    Profile(profile::Args),
     /// List the model presets: input, parameters, GFLOPs, and which train on the synthetic set;
     /// `--recipe NAME` prints a preset's training recipe.
     Models(models::Args),
@@ -76,7 +78,15 @@ fn main() -> ExitCode {
         Command::Parity(args) => parity::run(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Convert(args) => convert::run(args),
+        Command::Profile(args) => profile::run(args),
     });
+    // Pipelines compiled in this run go to the on-disk pipeline cache (engine/src/gpu.rs): a
+    // failure to write it costs the next run a compile, so it warns and never fails the command.
+    if let Some(Ok(gpu)) = tubelet::Gpu::initialised() {
+        if let Err(e) = gpu.save_pipeline_cache() {
+            eprintln!("tubelet: warning: pipeline cache not saved: {e}");
+        }
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -6,4 +6,5 @@ mod autograd;
 mod io;
 mod memory;
 mod optim;
+mod profile;
 mod shaders;

@@ -19,6 +19,7 @@ pub mod conv;
 pub mod data;
 pub mod matmul;
 pub mod memory;
+pub mod train;
 
 #[derive(Subcommand, Debug)]
 pub enum Bench {
@@ -33,6 +34,9 @@ pub enum Bench {
     Data(data::Args),
     /// Peak memory of a training step per paper preset, with and without checkpointing.
     Memory(memory::Args),
+    /// Whole training steps of every tiny preset (ms per phase, clips/s, memory, dispatches),
+    /// beside PyTorch on the CPU training the same models.
+    Train(train::Args),
 }
 
 pub fn run(bench: Bench) -> Result<()> {
@@ -49,6 +53,7 @@ pub fn run(bench: Bench) -> Result<()> {
         Bench::Matmul(args) => matmul::run(args),
         Bench::Data(_) => unreachable!("handled above"),
         Bench::Memory(args) => memory::run(args),
+        Bench::Train(args) => train::run(args),
     }
 }
 
