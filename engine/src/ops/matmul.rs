@@ -10,7 +10,9 @@
 //! - shaders/matmul_forward_v2_blocked.wgsl: 4×4 register blocks, no subgroups (shipped without
 //!   the SUBGROUP feature);
 //! - shaders/matmul_forward_v3_subgroup.wgsl: 8×8 register blocks per lane, B rows shared with
-//!   `subgroupBroadcast` (shipped with SUBGROUP; the design engine-notes.md measured fastest).
+//!   `subgroupBroadcast` (the design engine-notes.md measured fastest on Mesa 22);
+//! - shaders/matmul_forward_v4_broadcast.wgsl: a 32×32 tile per subgroup, A and B each loaded
+//!   once per tile and B shared by broadcast: half v3's loads per FMA (shipped with SUBGROUP).
 //!
 //! Backward reuses the same kernels with the transpose flags flipped (see `Matmul::backward`).
 
@@ -24,7 +26,7 @@ use crate::reference::{unravel, CpuTensor};
 use crate::tensor::{numel, Tensor};
 
 /// K elements one dispatch reduces: every kernel loops at most this many times per invocation
-/// (v3: an eighth of it), far below the 65,535 trips after which Mesa 22's llvmpipe silently
+/// (v3: an eighth of it, v4 a quarter), far below the 65,535 trips after which Mesa 22's llvmpipe silently
 /// stops a loop. Longer K runs as several dispatches that accumulate into y.
 const K_CHUNK: usize = 16_384;
 
@@ -33,7 +35,7 @@ const K_CHUNK: usize = 16_384;
 pub struct Matmul {
     pub trans_a: bool,
     pub trans_b: bool,
-    /// Kernel variant (1, 2, 3); 0 picks the shipped one for this adapter. For benches and the
+    /// Kernel variant (1, 2, 3, 4); 0 picks the shipped one for this adapter. For benches and the
     /// property tests, which exercise every variant.
     #[doc(hidden)]
     pub variant: u32,
@@ -49,16 +51,16 @@ impl Matmul {
     }
 }
 
-/// The variant `matmul` ships on `gpu`: v3 with subgroups of at least 8 lanes, else v2.
+/// The variant `matmul` ships on `gpu`: v4 with subgroups of at least 8 lanes, else v2.
 pub fn shipped_variant(gpu: &Gpu) -> u32 {
     if v3_supported(gpu) {
-        3
+        4
     } else {
         2
     }
 }
 
-/// v3 runs a workgroup of 8 invocations as one subgroup and broadcasts from lanes 0..7.
+/// v3 and v4 run a workgroup of 8 invocations as one subgroup and broadcast from lanes 0..7.
 fn v3_supported(gpu: &Gpu) -> bool {
     gpu.has_subgroups() && gpu.info.subgroup_min_size >= 8
 }
@@ -192,10 +194,10 @@ pub(crate) fn matmul_raw(
     } else {
         variant
     };
-    if variant == 3 && !v3_supported(gpu) {
+    if (variant == 3 || variant == 4) && !v3_supported(gpu) {
         crate::bail!(
             DeviceLimit,
-            "matmul v3 needs the SUBGROUP feature with subgroups of ≥ 8 lanes; {} has {} \
+            "matmul v{variant} needs the SUBGROUP feature with subgroups of ≥ 8 lanes; {} has {} \
              (subgroup sizes {}..{})",
             gpu.info.name,
             if gpu.has_subgroups() {
@@ -240,20 +242,19 @@ pub(crate) fn matmul_raw(
     };
     let (kernel, groups) = match variant {
         1 => (kernel!(matmul_forward_v1_naive), grid(batch * m * d.n, 64)),
-        2 | 3 => {
-            let (tm, tn) = if variant == 2 { (32, 32) } else { (64, 8) };
+        2..=4 => {
+            let ((tm, tn), k) = match variant {
+                2 => ((32, 32), kernel!(matmul_forward_v2_blocked)),
+                3 => ((64, 8), kernel!(matmul_forward_v3_subgroup)),
+                _ => ((32, 32), kernel!(matmul_forward_v4_broadcast)),
+            };
             p.tiles_m = m.div_ceil(tm) as u32;
             p.tiles_n = d.n.div_ceil(tn) as u32;
-            let k = if variant == 2 {
-                kernel!(matmul_forward_v2_blocked)
-            } else {
-                kernel!(matmul_forward_v3_subgroup)
-            };
             (k, grid_rows(batch * (p.tiles_m * p.tiles_n) as usize))
         }
         v => crate::bail!(
             Config,
-            "matmul: no kernel variant {v} (1 naive, 2 blocked, 3 subgroup)"
+            "matmul: no kernel variant {v} (1 naive, 2 blocked, 3 subgroup, 4 broadcast)"
         ),
     };
     // (Z, M, K) · (Z, K, N) -> (Z, M, N), K in chunks accumulating into y (at least one
@@ -388,7 +389,8 @@ pub fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Te
     apply(Matmul::new(trans_a, trans_b), &[a, b])
 }
 
-/// [`matmul`] with an explicit kernel variant (1 naive, 2 blocked, 3 subgroup), for benches.
+/// [`matmul`] with an explicit kernel variant (1 naive, 2 blocked, 3 subgroup, 4 broadcast), for
+/// benches and tests.
 pub fn matmul_variant(
     a: &Tensor,
     b: &Tensor,
@@ -486,14 +488,14 @@ pub fn test_spec() -> crate::testing::TestSpec<Matmul> {
             format!("v{variant} layout {layout} ta {ta} tb {tb}"),
         )
     }
-    // Every variant this adapter can run (v3 needs subgroups); CPU-only checks ignore it.
+    // Every variant this adapter can run (v3 and v4 need subgroups); CPU-only checks ignore it.
     let mut variants = vec![1u32, 2];
     if crate::gpu::Gpu::global().is_ok_and(v3_supported) {
-        variants.push(3);
+        variants.extend([3, 4]);
     }
     let batch = || prop::sample::select(vec![1usize, 2, 3, 5]);
     TestSpec {
-        // M, N, K: 1, primes, non-multiples of the 32×32 (v2) and 64×8 (v3) tiles, up to 300.
+        // M, N, K: 1, primes, non-multiples of the 32×32 (v2, v4) and 64×8 (v3) tiles, up to 300.
         cases: (
             prop::sample::select(variants),
             0u8..5,

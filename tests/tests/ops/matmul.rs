@@ -8,8 +8,8 @@ use tubelet::testing::{assert_close, Tol};
 use tubelet::{gpu_or_skip, CpuTensor, Gpu, Rng, Tensor};
 
 fn variants(gpu: &Gpu) -> Vec<u32> {
-    if shipped_variant(gpu) == 3 {
-        vec![1, 2, 3]
+    if shipped_variant(gpu) == 4 {
+        vec![1, 2, 3, 4]
     } else {
         vec![1, 2]
     }
@@ -64,6 +64,37 @@ fn every_variant_reduces_k_past_the_lavapipe_loop_limit() {
 }
 
 #[test]
+fn v4_every_tile_remainder_forward_and_backward() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    if shipped_variant(gpu) != 4 {
+        return; // v4 needs subgroups; the shipped-variant test covers the error
+    }
+    // v4 tiles Y in 32×32 (lane l: rows 4l..4l+3, cols 4l..4l+3) and K in blocks of 4: M and N
+    // at 1, a lane's remainder (3, 5), the tile remainders (31, 33) and past two tiles (65);
+    // K at 1..5 and 9 (every remainder of the block of 4); every transpose pair, so that each
+    // product of the backward (flags flipped) meets the same remainders.
+    // f32 sums of ≤ 65 products in [-1, 1].
+    let tol = Tol::new(1e-5, 1e-5, "f32 sums of ≤ 65 products in [-1, 1]");
+    let mut seen = 0;
+    for (i, &m) in [1usize, 3, 31, 33, 65].iter().enumerate() {
+        for (j, &n) in [1usize, 5, 31, 33, 65].iter().enumerate() {
+            // One K and one transpose pair per (M, N), cycling, so every K and pair is met
+            // at several (M, N) without 5·5·6·4 products.
+            let k = [1usize, 2, 3, 4, 5, 9][(i + 2 * j) % 6];
+            let (ta, tb) =
+                [(false, false), (false, true), (true, false), (true, true)][(i + j) % 4];
+            let a = if ta { [k, m] } else { [m, k] };
+            let b = if tb { [n, k] } else { [k, n] };
+            check(&a, &b, ta, tb, 4, tol);
+            seen += 1;
+        }
+    }
+    // A batched, broadcast case: (2, 1, M, K) · (3, K, N) with tile remainders.
+    check(&[2, 1, 33, 7], &[3, 7, 31], false, false, 4, tol);
+    assert_eq!(seen, 25);
+}
+
+#[test]
 fn every_variant_folds_launches_past_65535_workgroups() {
     let Some(gpu) = gpu_or_skip() else { return };
     // 66,000 products of (9, 2)·(2, 8): v1 launches 4.75M / 64 = 74,250 workgroups, v2 and v3
@@ -75,10 +106,10 @@ fn every_variant_folds_launches_past_65535_workgroups() {
 }
 
 #[test]
-fn shipped_variant_is_v3_with_subgroups() {
+fn shipped_variant_is_v4_with_subgroups() {
     let Some(gpu) = gpu_or_skip() else { return };
     let want = if gpu.has_subgroups() && gpu.info.subgroup_min_size >= 8 {
-        3
+        4
     } else {
         2
     };
@@ -91,9 +122,11 @@ fn shipped_variant_is_v3_with_subgroups() {
     );
     if want == 2 {
         let a = Tensor::zeros(&[2, 2]);
-        let err =
-            matmul_variant(&a, &a, false, false, 3).expect_err("v3 without subgroups is an error");
-        assert!(err.to_string().contains("SUBGROUP"), "{err}");
+        for v in [3, 4] {
+            let err = matmul_variant(&a, &a, false, false, v)
+                .expect_err("v3 and v4 without subgroups are errors");
+            assert!(err.to_string().contains("SUBGROUP"), "{err}");
+        }
     }
 }
 

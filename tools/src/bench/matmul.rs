@@ -1,8 +1,10 @@
 //! `tubelet bench matmul`: the matmul kernel variants side by side (house style §8): v1 naive,
-//! v2 4×4 register blocks, v3 8×8 blocks with subgroup broadcasts (shipped where subgroups of ≥ 8
-//! lanes exist), at square sizes and at the seed models' linear-layer shapes. Each variant is
-//! first checked against the f64 CPU reference at a small odd shape, so a wrong variant can never
-//! win; the speedup column is against v1.
+//! v2 4×4 register blocks, v3 8×8 blocks with subgroup broadcasts, v4 32×32 tiles per subgroup
+//! with broadcasts (shipped where subgroups of ≥ 8 lanes exist), at square sizes and at the seed
+//! models' linear-layer shapes, including the transposed products of a linear layer's forward
+//! (x·Wᵀ) and weight gradient (dYᵀ·X), read in place. Each variant is first checked against the
+//! f64 CPU reference at a small odd shape, so a wrong variant can never win; the speedup column
+//! is against the first variant timed (`--variants`, default every one the adapter runs).
 
 use clap::Args as ClapArgs;
 use tubelet::ops::matmul::{matmul_variant, shipped_variant};
@@ -23,6 +25,9 @@ pub struct Args {
     /// Skip the seed models' linear-layer shapes.
     #[arg(long)]
     pub no_models: bool,
+    /// Variants to time, in this order (the first is the speedup baseline); default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub variants: Vec<u32>,
 }
 
 /// Checks one variant against the reference at a small shape that is no tile multiple.
@@ -56,10 +61,20 @@ pub fn run(args: Args) -> Result<()> {
     let mut out = Output::stdout();
     let gpu = Gpu::global()?;
     let shipped = shipped_variant(gpu);
-    let variants: Vec<u32> = if gpu.has_subgroups() {
-        vec![1, 2, 3]
+    let runnable: Vec<u32> = if shipped == 4 {
+        vec![1, 2, 3, 4]
     } else {
         vec![1, 2]
+    };
+    let variants = if args.variants.is_empty() {
+        runnable
+    } else if let Some(v) = args.variants.iter().find(|v| !runnable.contains(v)) {
+        return Err(Error::Config(format!(
+            "--variants: v{v} does not run on {} (variants here: {runnable:?})",
+            gpu.info.name
+        )));
+    } else {
+        args.variants.clone()
     };
     for &v in &variants {
         validate(v)?;
@@ -71,21 +86,45 @@ pub fn run(args: Args) -> Result<()> {
             args.sizes
         )));
     }
-    // (label, batch·M, K, N): square sizes, then linear layers of the seeds at their token counts.
-    let mut shapes: Vec<(String, usize, usize, usize)> = args
+    // (label, M, K, N, a transposed, b transposed): square sizes, then linear layers of the seeds
+    // at their token counts (M = tokens of a batch); `x·Wᵀ` is a PyTorch linear's forward (W
+    // stored (N, K)), `dW = dYᵀ·X` its weight gradient (dY stored (tokens, N) read transposed).
+    let mut shapes: Vec<(String, usize, usize, usize, bool, bool)> = args
         .sizes
         .iter()
-        .map(|&s| (format!("{s}×{s}×{s}"), s, s, s))
+        .map(|&s| (format!("{s}×{s}×{s}"), s, s, s, false, false))
         .collect();
     if !args.no_models {
-        shapes.push(("Swin-T st.1 qkv (6272·96→288)".into(), 6272, 96, 288));
-        shapes.push(("ViT-B fc1 (1569·768→3072)".into(), 1569, 768, 3072));
-        shapes.push(("UniFormer-S st.3 qkv (1568·320→960)".into(), 1568, 320, 960));
+        let mut add = |label: &str, m, k, n, ta, tb| shapes.push((label.into(), m, k, n, ta, tb));
+        // ViViT tiny (the default `tubelet train`): batch 32 × 65 tokens, D 64, MLP 256.
+        add("ViViT-tiny qkv (2080·64→192)", 2080, 64, 192, false, false);
+        add("ViViT-tiny fc2 (2080·256→64)", 2080, 256, 64, false, false);
+        add("32·8·16 tokens, 64→64, x·Wᵀ", 4096, 64, 64, false, true);
+        add("Swin-T st.1 qkv (6272·96→288)", 6272, 96, 288, false, false);
+        add("ViT-B fc1 (1569·768→3072)", 1569, 768, 3072, false, false);
+        add("ViT-B fc1 x·Wᵀ", 1569, 768, 3072, false, true);
+        add(
+            "ViT-B fc1 dW = dYᵀ·X (3072←1569→768)",
+            3072,
+            1569,
+            768,
+            true,
+            false,
+        );
+        add("ViT-B fc2 (1569·3072→768)", 1569, 3072, 768, false, false);
+        add(
+            "UniFormer-S st.3 qkv (1568·320→960)",
+            1568,
+            320,
+            960,
+            false,
+            false,
+        );
     }
     let mut rows = Vec::new();
-    for (label, m, k, n) in shapes {
-        let a = Tensor::randn(&[m, k], 0.0, 1.0, 1)?;
-        let b = Tensor::randn(&[k, n], 0.0, 1.0, 2)?;
+    for (label, m, k, n, ta, tb) in shapes {
+        let a = Tensor::randn(&if ta { [k, m] } else { [m, k] }, 0.0, 1.0, 1)?;
+        let b = Tensor::randn(&if tb { [n, k] } else { [k, n] }, 0.0, 1.0, 2)?;
         let flops = 2.0 * (m * k * n) as f64;
         let mut base = None;
         for &v in &variants {
@@ -96,7 +135,7 @@ pub fn run(args: Args) -> Result<()> {
                 args.iters as usize
             };
             let (ms, _) = time_ms(1, iters, || {
-                no_grad(|| matmul_variant(&a, &b, false, false, v)).map(drop)
+                no_grad(|| matmul_variant(&a, &b, ta, tb, v)).map(drop)
             })?;
             base.get_or_insert(ms);
             let tag = if v == shipped { " (shipped)" } else { "" };
