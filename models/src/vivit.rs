@@ -150,6 +150,11 @@ pub struct Config {
     /// released config.
     pub temporal_heads: Option<usize>,
     pub temporal_mlp_dim: Option<usize>,
+    /// Model 2's `attention_config.spatial_only_baseline` (scenic's default False): the frames'
+    /// spatial encodings are averaged instead of going through the temporal encoder, which is
+    /// not built (its `temporal_layers`, heads and MLP width are then unused, as in scenic).
+    /// Only Model 2 has it.
+    pub spatial_only_baseline: bool,
 }
 
 impl Config {
@@ -173,6 +178,7 @@ impl Config {
             classifier: Classifier::Token,
             temporal_heads: None,
             temporal_mlp_dim: None,
+            spatial_only_baseline: false,
         }
     }
 
@@ -239,6 +245,7 @@ impl Config {
             classifier: Classifier::Token,
             temporal_heads: None,
             temporal_mlp_dim: None,
+            spatial_only_baseline: false,
         }
     }
 
@@ -324,9 +331,11 @@ impl Config {
         let embed = ft * fh * fw * 3 * d + d;
         let block_of = |m: usize| 2 * 2 * d + 4 * (d * d + d) + (d * m + m) + (m * d + d);
         let block = block_of(self.mlp_dim);
-        // encoder_norm, pre_logits, output_projection
+        // encoder_norm (the last encoder's: none after the spatial-only mean), pre_logits,
+        // output_projection
         let pre_logits = self.representation_size.map_or(0, |r| d * r + r);
-        let head = 2 * d + pre_logits + self.head_dim() * self.num_classes + self.num_classes;
+        let last_norm = if self.spatial_only_baseline { 0 } else { 2 * d };
+        let head = last_norm + pre_logits + self.head_dim() * self.num_classes + self.num_classes;
         let k = self.classifier.cls_tokens(); // 1 with a cls token (and its posemb row)
         embed
             + head
@@ -335,16 +344,16 @@ impl Config {
                 Model::SpatioTemporal => k * d + (self.num_patches() + k) * d + self.layers * block,
                 // No cls token (`gap`): posemb (N) + blocks.
                 Model::FactorisedDotProduct => self.num_patches() * d + self.layers * block,
-                // cls + posemb (ns + 1) + blocks + norm, spatial; the same, temporal (norm in `head`).
+                // cls + posemb (ns + 1) + blocks + norm, spatial; the same, temporal (norm in
+                // `head`), unless the spatial-only baseline averages the frames instead.
                 Model::FactorisedEncoder { temporal_layers } => {
                     let temporal_block = block_of(self.temporal_mlp_dim.unwrap_or(self.mlp_dim));
-                    k * d
-                        + (ns + k) * d
-                        + self.layers * block
-                        + 2 * d
-                        + k * d
-                        + (nt + k) * d
-                        + temporal_layers * temporal_block
+                    let temporal = if self.spatial_only_baseline {
+                        0
+                    } else {
+                        k * d + (nt + k) * d + temporal_layers * temporal_block
+                    };
+                    k * d + (ns + k) * d + self.layers * block + 2 * d + temporal
                 }
                 // A second LN and attention per block (time and space).
                 Model::FactorisedSelfAttention => {
@@ -376,8 +385,12 @@ impl Config {
             Model::SpatioTemporal => layers * block(n + k, n + k),
             Model::FactorisedEncoder { temporal_layers } => {
                 let mt = self.temporal_mlp_dim.unwrap_or(self.mlp_dim) as f64;
-                nt * layers * block(ns + k, ns + k)
-                    + temporal_layers as f64 * block_of(nt + k, nt + k, mt)
+                let temporal = if self.spatial_only_baseline {
+                    0.0
+                } else {
+                    temporal_layers as f64 * block_of(nt + k, nt + k, mt)
+                };
+                nt * layers * block(ns + k, ns + k) + temporal
             }
             // Time and space attention (4D² each for q, k, v, out), then the MLP.
             Model::FactorisedSelfAttention => {
@@ -439,8 +452,15 @@ impl Config {
                 self.hidden
             ));
         }
+        if self.spatial_only_baseline && !matches!(self.model, Model::FactorisedEncoder { .. }) {
+            // scenic reads attention_config.spatial_only_baseline in SpaceTimeViViT only.
+            return bad(format!(
+                "spatial_only_baseline is Model 2's (the factorised encoder's); model {:?}",
+                self.model
+            ));
+        }
         match self.model {
-            Model::FactorisedEncoder { temporal_layers: 0 } => {
+            Model::FactorisedEncoder { temporal_layers: 0 } if !self.spatial_only_baseline => {
                 return bad("Model 2 needs temporal_layers > 0".into())
             }
             Model::FactorisedDotProduct if !self.heads.is_multiple_of(2) => {

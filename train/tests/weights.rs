@@ -245,12 +245,14 @@ fn swin_parity_model(num_classes: usize) -> video_swin::VideoSwin {
         depths: vec![2, 2],
         num_heads: vec![1, 2],
         window_size: [2, 4, 4],
-        mlp_ratio: 4,
+        mlp_ratio: 4.0,
         drop_path_rate: 0.0,
         head_dropout: 0.0,
         num_classes,
         attn: video_swin::AttnOptions::RELEASED,
         patch_norm: true,
+        in_chans: 3,
+        norm_eps: video_swin::LN_EPS,
     };
     video_swin::VideoSwin::new(c, 9).unwrap()
 }

@@ -111,7 +111,8 @@ pub struct FactorisedEncoder {
     /// `embedding/kernel` (ft, fh, fw, 3, D), `embedding/bias` (D).
     pub embedding: (Tensor, Tensor),
     pub spatial: Transformer,
-    pub temporal: Transformer,
+    /// `None` for the spatial-only baseline (a mean over the frames instead).
+    pub temporal: Option<Transformer>,
     /// `pre_logits` Dense(D → R), when `representation_size` is set (then tanh).
     pub pre_logits: Option<Dense>,
     /// `output_projection`, zero-initialised as in scenic.
@@ -146,15 +147,19 @@ impl FactorisedEncoder {
             c.heads,
             c.mlp_dim,
         )?;
-        let temporal = Transformer::new(
-            &mut init,
-            "TemporalTransformer",
-            c,
-            g.t,
-            temporal_layers,
-            th,
-            tm,
-        )?;
+        let temporal = if c.spatial_only_baseline {
+            None
+        } else {
+            Some(Transformer::new(
+                &mut init,
+                "TemporalTransformer",
+                c,
+                g.t,
+                temporal_layers,
+                th,
+                tm,
+            )?)
+        };
         let (pre_logits, output_projection) = new_head(&mut init, &config)?;
         Ok(FactorisedEncoder {
             config,
@@ -177,11 +182,12 @@ impl FactorisedEncoder {
             .spatial
             .forward(&frames)?
             .try_reshape(&[b, g.t, c.hidden])?; // (B, nt, D)
-        classify(
-            &self.pre_logits,
-            &self.output_projection,
-            &self.temporal.forward(&frames)?,
-        ) // (B, classes)
+        let video = match &self.temporal {
+            Some(temporal) => temporal.forward(&frames)?, // (B, D)
+            // spatial_only_baseline: `jnp.mean(x, axis=1)` over the frames.
+            None => frames.try_mean(&[1], false)?, // (B, D)
+        };
+        classify(&self.pre_logits, &self.output_projection, &video) // (B, classes)
     }
 
     /// Every parameter under its scenic checkpoint key.
@@ -191,7 +197,9 @@ impl FactorisedEncoder {
             ("embedding/bias".to_string(), self.embedding.1.clone()),
         ];
         self.spatial.params(&mut out);
-        self.temporal.params(&mut out);
+        if let Some(temporal) = &self.temporal {
+            temporal.params(&mut out);
+        }
         head_params(&self.pre_logits, &self.output_projection, &mut out);
         out
     }

@@ -27,8 +27,9 @@
 //! 'token' and '0', as scenic asserts) throughout; Model 1 ('spacetime', or
 //! 'factorized_encoder', which scenic's `ViViT` runs as 'spacetime'); Model 3
 //! ('factorized_self_attention_block', attention_order 'time_space' or 'space_time'); Model 4
-//! ('factorized_dot_product_attention'); Model 2 (its encoders' own heads and MLP sizes) without
-//! `spatial_only_baseline`. Other settings are
+//! ('factorized_dot_product_attention'); Model 2 (its encoders' own heads and MLP sizes, and
+//! `spatial_only_baseline`: the frames averaged instead of the temporal encoder, whose
+//! `temporal_*` fields are then read but unused, as in scenic). Other settings are
 //! errors that say so; dropout and stochastic depth are refused only with `train: true` (they
 //! are inert in eval).
 
@@ -51,7 +52,7 @@ pub fn modules() -> Vec<Module> {
         Module {
             name: "vivit.SpaceTimeViViT",
             summary: "scenic SpaceTimeViViT (Model 2, factorised encoder); ported: every classifier, 3d_conv \
-                      tubelets or temporal_sampling, representation_size, any heads and MLP sizes",
+                      tubelets or temporal_sampling, representation_size, any heads and MLP sizes, spatial_only_baseline",
             train_default: None,
             build: build_space_time_vivit,
         },
@@ -183,6 +184,7 @@ fn port_config(
         classifier: Classifier::parse(&common.classifier).expect("checked in read_common"),
         temporal_heads: None,
         temporal_mlp_dim: None,
+        spatial_only_baseline: false,
     }
 }
 
@@ -279,15 +281,13 @@ fn build_space_time_vivit(
             format!("attention_config.type {attention:?} in the encoders (implemented: \"factorized_encoder\", \"spacetime\")"),
         ));
     }
-    if spatial_only {
-        return Err(unsupported(M, "attention_config.spatial_only_baseline true (a mean over frames instead of the temporal encoder)".to_string()));
-    }
     let model = Model::FactorisedEncoder {
         temporal_layers: temporal_num_layers,
     };
     let config = Config {
         temporal_heads: Some(temporal_num_heads),
         temporal_mlp_dim: Some(temporal_mlp_dim),
+        spatial_only_baseline: spatial_only,
         ..port_config(
             &common,
             input,
