@@ -102,6 +102,8 @@ pub struct Config {
     pub depth: usize,
     pub num_heads: usize,
     pub mlp_dim: usize,
+    /// `num_classes`: the head's outputs; 0 is the official identity head (the forward returns
+    /// the normalised cls features (B, D)).
     pub num_classes: usize,
     pub attention: Attention,
     /// Stochastic depth rate of the last block (linspace from 0), applied in training.
@@ -254,15 +256,11 @@ impl Config {
                 self.height, self.width
             ));
         }
-        if self.frames == 0
-            || self.depth == 0
-            || self.mlp_dim == 0
-            || self.num_classes == 0
-            || self.in_chans == 0
-        {
+        // num_classes 0 is the official identity head (features out).
+        if self.frames == 0 || self.depth == 0 || self.mlp_dim == 0 || self.in_chans == 0 {
             return bad(format!(
-                "frames {}, depth {}, mlp_dim {}, classes {}, in_chans {} must be positive",
-                self.frames, self.depth, self.mlp_dim, self.num_classes, self.in_chans
+                "frames {}, depth {}, mlp_dim {}, in_chans {} must be positive",
+                self.frames, self.depth, self.mlp_dim, self.in_chans
             ));
         }
         if self.num_heads == 0 || !self.embed_dim.is_multiple_of(self.num_heads) {
@@ -429,7 +427,9 @@ pub struct TimeSformer {
     pub time_embed: Option<Tensor>,
     pub blocks: Vec<Block>,
     pub norm: LayerNorm,
-    pub head: Linear,
+    /// `head`: Linear(D → classes), or `None` for `num_classes` 0 (the official `nn.Identity()`:
+    /// the forward returns the normalised cls features (B, D)).
+    pub head: Option<Linear>,
     /// Forward passes in training so far: seeds drop path.
     steps: Cell<u64>,
 }
@@ -486,7 +486,9 @@ impl TimeSformer {
             });
         }
         let norm = ln(&mut init)?;
-        let head = Linear::new(&mut init, d, config.num_classes, true)?;
+        let head = (config.num_classes > 0)
+            .then(|| Linear::new(&mut init, d, config.num_classes, true))
+            .transpose()?;
         Ok(TimeSformer {
             config,
             patch_embed,
@@ -566,7 +568,11 @@ impl TimeSformer {
             }
         };
         // norm is per token: normalising only the cls row equals the official norm-then-select.
-        self.head.forward(&self.norm.forward(&cls_out)?)
+        let features = self.norm.forward(&cls_out)?; // (B, D)
+        match &self.head {
+            Some(head) => head.forward(&features), // (B, classes)
+            None => Ok(features),                  // num_classes 0: nn.Identity()
+        }
     }
 
     /// Every parameter under its official key (TSF checkpoint keys without `model.`).
@@ -590,7 +596,9 @@ impl TimeSformer {
             blk.params(&format!("blocks.{i}"), &mut out);
         }
         self.norm.params("norm", &mut out);
-        self.head.params("head", &mut out);
+        if let Some(head) = &self.head {
+            head.params("head", &mut out);
+        }
         out
     }
 }

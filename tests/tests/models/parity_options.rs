@@ -139,6 +139,23 @@ fn parity_options_video_swin_backbone_options() {
     check("video_swin.SwinTransformer3D.options");
 }
 
+/// UniFormer's blocks with a fractional mlp_ratio (int(dim · mlp_ratio) hidden units).
+#[test]
+fn parity_options_uniformer_sablock_mlp_ratio() {
+    check("uniformer.SABlock.mlp_ratio");
+}
+
+#[test]
+fn parity_options_uniformer_cblock_mlp_ratio() {
+    check("uniformer.CBlock.mlp_ratio");
+}
+
+/// num_classes 0: the official nn.Identity() head, the cls features out.
+#[test]
+fn parity_options_timesformer_model_no_head() {
+    check("timesformer.VisionTransformer.no_head");
+}
+
 #[test]
 fn parity_options_timesformer_model_in_chans() {
     check("timesformer.VisionTransformer.in_chans");
@@ -537,6 +554,31 @@ fn parity_options_are_config_fields_of_the_zoo() {
     let model = timesformer::TimeSformer::new(config.clone(), 0).unwrap();
     assert_eq!(count(&model), config.num_params());
     let x = tubelet::Tensor::zeros(&[1, 1, 2, 16, 16]);
+    let y = tubelet_models::VideoModel::forward(&model, &x, false).unwrap();
+    assert_eq!(y.shape(), [1, 3]);
+    // num_classes 0: no head, the normalised cls features (B, D) out.
+    let config = timesformer::Config {
+        num_classes: 0,
+        ..config
+    };
+    let model = timesformer::TimeSformer::new(config.clone(), 0).unwrap();
+    assert_eq!(count(&model), config.num_params());
+    assert!(!model
+        .named_params()
+        .iter()
+        .any(|(k, _)| k.starts_with("head")));
+    let y = tubelet_models::VideoModel::forward(&model, &x, false).unwrap();
+    assert_eq!(y.shape(), [1, config.embed_dim]);
+
+    // UniFormer with a fractional mlp_ratio: counted, and it runs.
+    let config = tubelet_models::uniformer::Config {
+        mlp_ratio: 1.5,
+        ..tubelet_models::uniformer::Config::tiny(3)
+    };
+    let model = tubelet_models::uniformer::UniFormer::new(config.clone(), 0).unwrap();
+    assert_eq!(count(&model), config.num_params());
+    let [t, h, w] = tubelet_models::VideoModel::clip(&model);
+    let x = tubelet::Tensor::zeros(&[1, 3, t, h, w]);
     let y = tubelet_models::VideoModel::forward(&model, &x, false).unwrap();
     assert_eq!(y.shape(), [1, 3]);
 

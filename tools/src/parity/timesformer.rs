@@ -15,7 +15,8 @@
 //! `mlp_ratio` (4.0), `qkv_bias` (False), `qk_scale` (None), `drop_rate`, `attn_drop_rate` (0),
 //! `drop_path_rate` (0.1), `norm_layer` (as Block), `num_frames` (8), `attention_type`
 //! ("divided_space_time"); `hybrid_backbone` and `dropout` are accepted and ignored, as the
-//! official forward never uses them. Input (B, in_chans, T, H, W), output the logits (B, classes).
+//! official forward never uses them. Input (B, in_chans, T, H, W), output the logits (B, classes) (the features (B, embed_dim) for
+//! num_classes 0).
 //!
 //! `qkv_bias` and `qk_scale` (a number, or None / 0 for head_dim^−0.5, as timm's `qk_scale or
 //! head_dim ** -0.5`) are the model's own config fields.
@@ -24,7 +25,8 @@
 //! integer or a square pair), `in_chans` (3), `embed_dim` (768); x (B, in_chans, T, H, W) with H,
 //! W multiples of the patch, output the (B·T, n, embed_dim) of the official (x, T, W).
 //!
-//! Ported: any in_chans, num_classes > 0, a clip of exactly img_size ×
+//! Ported: any in_chans, any num_classes (0: the official identity head, output the
+//! normalised cls features (B, embed_dim)), a clip of exactly img_size ×
 //! num_frames (the official forward resizes pos_embed / time_embed, nearest, for other clips;
 //! tubelet's model does not, see `models/src/timesformer.rs`). Dropout and drop path are random
 //! and refused with `train: true` unless 0 (eval ignores them, as PyTorch does).
@@ -295,12 +297,6 @@ fn build_model(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
         ("drop_path_rate", drop_path_rate),
     ];
     let qk_scale = common(c, M, train, &rates)?;
-    if num_classes == 0 {
-        return Err(unsupported(
-            M,
-            "num_classes 0 (an identity head)".to_string(),
-        ));
-    }
     if patch[0] != patch[1] {
         return Err(unsupported(
             M,
