@@ -24,7 +24,7 @@ use super::{
     classify, head_params, new_embedding, new_head, tubelet_embed, AttentionOrder, Config,
     EncoderBlock, MlpBlock,
 };
-use super::{Classifier, Model, MultiHeadDotProductAttention};
+use super::{Classifier, Model, MultiHeadDotProductAttention, Output};
 use crate::grid_attention::{group_attention, head_split_attention, Groups};
 use crate::{InputLayout, VideoModel};
 
@@ -115,8 +115,8 @@ pub struct FactorisedEncoder {
     pub temporal: Option<Transformer>,
     /// `pre_logits` Dense(D → R), when `representation_size` is set (then tanh).
     pub pre_logits: Option<Dense>,
-    /// `output_projection`, zero-initialised as in scenic.
-    pub output_projection: Dense,
+    /// `output_projection`, zero-initialised as in scenic (`None` unless [`Output::Logits`]).
+    pub output_projection: Option<Dense>,
 }
 
 impl FactorisedEncoder {
@@ -171,7 +171,7 @@ impl FactorisedEncoder {
         })
     }
 
-    /// x (B, T, H, W, 3) channels-last -> logits (B, classes).
+    /// x (B, T, H, W, 3) channels-last -> logits (B, classes) (or the pre-logits, [`Output`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (c, g) = (&self.config, self.config.grid());
         // NOTE: tubelet_embed checks the shape; index x's dimensions only after it.
@@ -187,7 +187,7 @@ impl FactorisedEncoder {
             // spatial_only_baseline: `jnp.mean(x, axis=1)` over the frames.
             None => frames.try_mean(&[1], false)?, // (B, D)
         };
-        classify(&self.pre_logits, &self.output_projection, &video) // (B, classes)
+        classify(&self.pre_logits, &self.output_projection, &video) // (B, classes), or pre-logits
     }
 
     /// Every parameter under its scenic checkpoint key.
@@ -288,7 +288,7 @@ pub struct FactorisedViViT {
     pub encoder_norm: LayerNorm,
     /// `pre_logits` Dense(D → R), when `representation_size` is set (then tanh).
     pub pre_logits: Option<Dense>,
-    pub output_projection: Dense,
+    pub output_projection: Option<Dense>,
 }
 
 impl FactorisedViViT {
@@ -328,7 +328,7 @@ impl FactorisedViViT {
         })
     }
 
-    /// x (B, T, H, W, 3) channels-last -> logits (B, classes).
+    /// x (B, T, H, W, 3) channels-last -> logits (B, classes) (or what [`Config::output`] says).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = &self.config;
         let mut h = tubelet_embed(c, &self.embedding, x)?.try_add(&self.pos_embedding)?; // (B, N, D)
@@ -350,7 +350,11 @@ impl FactorisedViViT {
                 // checkpoint segments
             }
         }
-        let pooled = c.classifier.pool(&self.encoder_norm.forward(&h)?)?; // 'gap', 'gmp' or 'gsp': (B, D)
+        let h = self.encoder_norm.forward(&h)?; // (B, N, D)
+        if c.output == Output::PreClassifier {
+            return Ok(h); // return_preclassifier
+        }
+        let pooled = c.classifier.pool(&h)?; // 'gap', 'gmp' or 'gsp': (B, D)
         classify(&self.pre_logits, &self.output_projection, &pooled)
     }
 

@@ -166,6 +166,23 @@ fn parity_options_vivit_factorised_encoder_spatial_only_baseline() {
     check("vivit.SpaceTimeViViT.spatial_only_baseline");
 }
 
+/// What scenic's ViViT returns: the pre-logits (no output_projection), the encoder's tokens
+/// (no head at all), and Model 2's pre-logits.
+#[test]
+fn parity_options_vivit_return_prelogits() {
+    check("vivit.ViViT.return_prelogits");
+}
+
+#[test]
+fn parity_options_vivit_return_preclassifier() {
+    check("vivit.ViViT.return_preclassifier");
+}
+
+#[test]
+fn parity_options_vivit_factorised_encoder_return_prelogits() {
+    check("vivit.SpaceTimeViViT.return_prelogits");
+}
+
 #[test]
 fn parity_options_timesformer_block_defaults() {
     check("timesformer.Block.defaults");
@@ -405,6 +422,15 @@ fn parity_options_official_rejections_name_the_field() {
         "{err}"
     );
 
+    // SpaceTimeViViT has no return_preclassifier field (scenic: a TypeError).
+    let err = config_error("vivit.SpaceTimeViViT.return_prelogits", &|c| {
+        c.insert("return_preclassifier".into(), json!(true));
+    });
+    assert!(
+        err.contains("unknown field(s) \"return_preclassifier\""),
+        "{err}"
+    );
+
     // UniFormer's constructor fails on a representation size (nn.Linear(list of widths, r)).
     let file = BTreeMap::from([(
         "input".to_string(),
@@ -581,6 +607,55 @@ fn parity_options_are_config_fields_of_the_zoo() {
     let x = tubelet::Tensor::zeros(&[1, 3, t, h, w]);
     let y = tubelet_models::VideoModel::forward(&model, &x, false).unwrap();
     assert_eq!(y.shape(), [1, 3]);
+
+    // ViViT's outputs: the pre-logits (B, R) and the encoder's tokens (B, N(+1), D), without
+    // the parameters scenic never makes; Model 2 has no pre-classifier output.
+    for (output, shape, model) in [
+        (
+            vivit::Output::PreLogits,
+            vec![1, 6],
+            vivit::Model::SpatioTemporal,
+        ),
+        (
+            vivit::Output::PreClassifier,
+            vec![1, 21, 8],
+            vivit::Model::SpatioTemporal,
+        ),
+        (
+            vivit::Output::PreLogits,
+            vec![1, 6],
+            vivit::Model::FactorisedEncoder { temporal_layers: 1 },
+        ),
+    ] {
+        let config = vivit::Config {
+            output,
+            representation_size: Some(6),
+            model,
+            ..base.clone()
+        };
+        let model = vivit::build(config.clone(), 0).unwrap();
+        assert_eq!(count(model.as_ref()), config.num_params(), "{config:?}");
+        let keys: Vec<String> = model.named_params().into_iter().map(|(k, _)| k).collect();
+        assert!(!keys.iter().any(|k| k.starts_with("output_projection")));
+        assert_eq!(
+            keys.iter().any(|k| k.starts_with("pre_logits")),
+            output == vivit::Output::PreLogits
+        );
+        let x = tubelet::Tensor::zeros(&[1, 5, 8, 8, 3]);
+        assert_eq!(model.forward(&x, false).unwrap().shape(), shape);
+    }
+    let err = vivit::build(
+        vivit::Config {
+            output: vivit::Output::PreClassifier,
+            model: vivit::Model::FactorisedEncoder { temporal_layers: 1 },
+            ..base.clone()
+        },
+        0,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("PreClassifier"), "{err}");
 
     // ViViT Model 2's spatial-only baseline: no temporal encoder, in the count and the keys;
     // the baseline belongs to Model 2 only.
