@@ -102,6 +102,8 @@ pub struct Config {
     pub depth: usize,
     pub num_heads: usize,
     pub mlp_dim: usize,
+    /// `num_classes`: the head's outputs; 0 is the official identity head (the forward returns
+    /// the normalised cls features (B, D)).
     pub num_classes: usize,
     pub attention: Attention,
     /// Stochastic depth rate of the last block (linspace from 0), applied in training.
@@ -115,6 +117,8 @@ pub struct Config {
     /// `norm_layer`'s eps: `partial(nn.LayerNorm, eps=1e-6)` in the `TimeSformer` class, 1e-5
     /// for the constructors' default `nn.LayerNorm`.
     pub norm_eps: f32,
+    /// `in_chans`: channels of the input clip (3).
+    pub in_chans: usize,
 }
 
 impl Config {
@@ -136,6 +140,7 @@ impl Config {
             qkv_bias: true,
             qk_scale: None,
             norm_eps: 1e-6,
+            in_chans: 3,
         }
     }
 
@@ -173,6 +178,7 @@ impl Config {
             qkv_bias: true,
             qk_scale: None,
             norm_eps: 1e-6,
+            in_chans: 3,
         }
     }
 
@@ -196,7 +202,7 @@ impl Config {
         let (d, m, p) = (self.embed_dim, self.mlp_dim, self.patch);
         let lin = |i: usize, o: usize| i * o + o;
         let attn = lin(d, 3 * d) - if self.qkv_bias { 0 } else { 3 * d } + lin(d, d);
-        let embed = 3 * p * p * d + d + d + (self.num_patches() + 1) * d; // proj, cls, pos_embed
+        let embed = self.in_chans * p * p * d + d + d + (self.num_patches() + 1) * d; // proj, cls, pos_embed
         let time = if self.attention == Attention::SpaceOnly {
             0
         } else {
@@ -215,7 +221,7 @@ impl Config {
         let (t, n) = (self.frames as f64, self.num_patches() as f64);
         let (d, m) = (self.embed_dim as f64, self.mlp_dim as f64);
         let nn = t * n; // patch tokens
-        let embed = nn * (3 * self.patch * self.patch) as f64 * d;
+        let embed = nn * (self.in_chans * self.patch * self.patch) as f64 * d;
         // One attention layer over `groups` groups of `len` tokens (qkv, scores, AV, proj).
         let attn =
             |groups: f64, len: f64| groups * len * 4.0 * d * d + 2.0 * groups * len * len * d;
@@ -250,10 +256,11 @@ impl Config {
                 self.height, self.width
             ));
         }
-        if self.frames == 0 || self.depth == 0 || self.mlp_dim == 0 || self.num_classes == 0 {
+        // num_classes 0 is the official identity head (features out).
+        if self.frames == 0 || self.depth == 0 || self.mlp_dim == 0 || self.in_chans == 0 {
             return bad(format!(
-                "frames {}, depth {}, mlp_dim {}, classes {} must be positive",
-                self.frames, self.depth, self.mlp_dim, self.num_classes
+                "frames {}, depth {}, mlp_dim {}, in_chans {} must be positive",
+                self.frames, self.depth, self.mlp_dim, self.in_chans
             ));
         }
         if self.num_heads == 0 || !self.embed_dim.is_multiple_of(self.num_heads) {
@@ -412,7 +419,7 @@ impl Block {
 /// The TimeSformer classifier (TSF `VisionTransformer`).
 pub struct TimeSformer {
     pub config: Config,
-    /// `patch_embed.proj`: Conv2d(3, D, P, stride P) weight (D, 3, P, P) and bias (D).
+    /// `patch_embed.proj`: Conv2d(in_chans, D, P, stride P) weight (D, in_chans, P, P) and bias (D).
     pub patch_embed: (Tensor, Tensor),
     /// `cls_token` (1, 1, D), `pos_embed` (1, n + 1, D), `time_embed` (1, T, D) (not space-only).
     pub cls_token: Tensor,
@@ -420,7 +427,9 @@ pub struct TimeSformer {
     pub time_embed: Option<Tensor>,
     pub blocks: Vec<Block>,
     pub norm: LayerNorm,
-    pub head: Linear,
+    /// `head`: Linear(D → classes), or `None` for `num_classes` 0 (the official `nn.Identity()`:
+    /// the forward returns the normalised cls features (B, D)).
+    pub head: Option<Linear>,
     /// Forward passes in training so far: seeds drop path.
     steps: Cell<u64>,
 }
@@ -434,7 +443,7 @@ impl TimeSformer {
         let mut init = Init::new(seed);
         let (d, p) = (config.embed_dim, config.patch);
         let patch_embed = (
-            init.trunc_normal(&[d, 3, p, p], 0.02)?,
+            init.trunc_normal(&[d, config.in_chans, p, p], 0.02)?,
             init.constant(&[d], 0.0)?,
         );
         let cls_token = init.trunc_normal(&[1, 1, d], 0.02)?;
@@ -477,7 +486,9 @@ impl TimeSformer {
             });
         }
         let norm = ln(&mut init)?;
-        let head = Linear::new(&mut init, d, config.num_classes, true)?;
+        let head = (config.num_classes > 0)
+            .then(|| Linear::new(&mut init, d, config.num_classes, true))
+            .transpose()?;
         Ok(TimeSformer {
             config,
             patch_embed,
@@ -491,20 +502,21 @@ impl TimeSformer {
         })
     }
 
-    /// PatchEmbed: (B, 3, T, H, W) -> (B·T, n, D), patches h-major within a frame. The Conv2d
+    /// PatchEmbed: (B, in_chans, T, H, W) -> (B·T, n, D), patches h-major within a frame. The Conv2d
     /// with kernel = stride is a patchify (one permute) and one Linear.
     pub fn patch_embed(&self, x: &Tensor) -> Result<Tensor> {
         patch_embed(&self.patch_embed, self.config.patch, x)
     }
 
-    /// x (B, 3, T, H, W) -> logits (B, classes). `train` applies drop path.
+    /// x (B, in_chans, T, H, W) -> logits (B, classes). `train` applies drop path.
     pub fn forward_train(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = &self.config;
-        let want = [3, c.frames, c.height, c.width];
+        let want = [c.in_chans, c.frames, c.height, c.width];
         if x.rank() != 5 || x.shape()[1..] != want || x.dim(0) == 0 {
             return Err(Error::Shape(format!(
-                "TimeSformer: input of shape {:?}, expected (B, 3, {}, {}, {}) with B ≥ 1",
+                "TimeSformer: input of shape {:?}, expected (B, {}, {}, {}, {}) with B ≥ 1",
                 x.shape(),
+                c.in_chans,
                 c.frames,
                 c.height,
                 c.width
@@ -556,7 +568,11 @@ impl TimeSformer {
             }
         };
         // norm is per token: normalising only the cls row equals the official norm-then-select.
-        self.head.forward(&self.norm.forward(&cls_out)?)
+        let features = self.norm.forward(&cls_out)?; // (B, D)
+        match &self.head {
+            Some(head) => head.forward(&features), // (B, classes)
+            None => Ok(features),                  // num_classes 0: nn.Identity()
+        }
     }
 
     /// Every parameter under its official key (TSF checkpoint keys without `model.`).
@@ -580,7 +596,9 @@ impl TimeSformer {
             blk.params(&format!("blocks.{i}"), &mut out);
         }
         self.norm.params("norm", &mut out);
-        self.head.params("head", &mut out);
+        if let Some(head) = &self.head {
+            head.params("head", &mut out);
+        }
         out
     }
 }

@@ -41,7 +41,9 @@ pub struct Config {
     pub depth: [usize; 4],
     /// Channels per attention head (`UNIFORMER.HEAD_DIM`): heads = embed_dim / head_dim.
     pub head_dim: usize,
-    pub mlp_ratio: usize,
+    /// `UNIFORMER.MLP_RATIO`: each block's MLP has int(C·mlp_ratio) hidden units (4 in every
+    /// config).
+    pub mlp_ratio: f64,
     pub qkv_bias: bool,
     /// `UNIFORMER.QKV_SCALE` (the blocks' `qk_scale`): the attention logits' scale; `None` is
     /// head_dim^−0.5 (`qk_scale or head_dim ** -0.5`).
@@ -49,6 +51,11 @@ pub struct Config {
     /// Stochastic depth, linearly increasing over all blocks (`UNIFORMER.DROP_DEPTH_RATE`).
     pub drop_path_rate: f32,
     pub num_classes: usize,
+}
+
+/// `int(dim * mlp_ratio)`: the official MLP width (Python's int truncates).
+pub fn mlp_hidden(dim: usize, mlp_ratio: f64) -> usize {
+    (dim as f64 * mlp_ratio) as usize
 }
 
 impl Config {
@@ -62,7 +69,7 @@ impl Config {
             embed_dim: [64, 128, 320, 512],
             depth: [3, 4, 8, 3],
             head_dim: 64,
-            mlp_ratio: 4,
+            mlp_ratio: 4.0,
             qkv_bias: true,
             qk_scale: None,
             drop_path_rate: 0.1,
@@ -89,7 +96,7 @@ impl Config {
             embed_dim: [16, 32, 48, 64],
             depth: [1, 1, 1, 1],
             head_dim: 16,
-            mlp_ratio: 4,
+            mlp_ratio: 4.0,
             qkv_bias: true,
             qk_scale: None,
             drop_path_rate: 0.0,
@@ -112,11 +119,11 @@ impl Config {
     /// Parameters, counted from the config (the official model's, with the head).
     pub fn num_params(&self) -> usize {
         let e = self.embed_dim;
-        let m = self.mlp_ratio;
+        let m = |c: usize| mlp_hidden(c, self.mlp_ratio);
         let lin = |i: usize, o: usize| i * o + o;
         let dpe = |c: usize| 27 * c + c;
         let cblock = |c: usize| {
-            dpe(c) + 2 * lin(c, c) + 125 * c + c + 2 * 2 * c + lin(c, m * c) + lin(m * c, c)
+            dpe(c) + 2 * lin(c, c) + 125 * c + c + 2 * 2 * c + lin(c, m(c)) + lin(m(c), c)
         };
         let sablock = |c: usize| {
             let qkv = if self.qkv_bias {
@@ -124,7 +131,7 @@ impl Config {
             } else {
                 3 * c * c
             };
-            dpe(c) + 2 * 2 * c + qkv + lin(c, c) + lin(c, m * c) + lin(m * c, c)
+            dpe(c) + 2 * 2 * c + qkv + lin(c, c) + lin(c, m(c)) + lin(m(c), c)
         };
         let embed = 3 * 48 * e[0]
             + e[0]
@@ -142,11 +149,11 @@ impl Config {
     /// Multiply-accumulates of one clip: convs, linears and the two attention matmuls.
     pub fn macs(&self) -> f64 {
         let e = self.embed_dim.map(|c| c as f64);
-        let m = self.mlp_ratio as f64;
+        // The MLP's two layers: 2·C·int(C·mlp_ratio) per token.
+        let m = |c: f64| 2.0 * c * mlp_hidden(c as usize, self.mlp_ratio) as f64;
         let n = self.grids().map(|[t, h, w]| (t * h * w) as f64);
-        let cblock = |n: f64, c: f64| n * (27.0 * c + 2.0 * c * c + 125.0 * c + 2.0 * m * c * c);
-        let sablock =
-            |n: f64, c: f64| n * (27.0 * c + 4.0 * c * c + 2.0 * m * c * c) + 2.0 * n * n * c;
+        let cblock = |n: f64, c: f64| n * (27.0 * c + 2.0 * c * c + 125.0 * c + m(c));
+        let sablock = |n: f64, c: f64| n * (27.0 * c + 4.0 * c * c + m(c)) + 2.0 * n * n * c;
         let embed =
             n[0] * e[0] * 3.0 * 48.0 + (1..4).map(|k| n[k] * e[k] * e[k - 1] * 4.0).sum::<f64>();
         let d = self.depth.map(|v| v as f64);
@@ -182,10 +189,13 @@ impl Config {
                 self.embed_dim, self.head_dim
             ));
         }
-        if self.mlp_ratio == 0 || self.num_classes == 0 {
+        if !self.mlp_ratio.is_finite()
+            || mlp_hidden(self.embed_dim[0], self.mlp_ratio) == 0
+            || self.num_classes == 0
+        {
             return bad(format!(
-                "mlp_ratio {} and classes {} must be positive",
-                self.mlp_ratio, self.num_classes
+                "mlp_ratio {} (an MLP of int({} × ratio) ≥ 1 units in stage 1) and classes {} must be positive",
+                self.mlp_ratio, self.embed_dim[0], self.num_classes
             ));
         }
         if !(0.0..1.0).contains(&self.drop_path_rate) {
@@ -318,7 +328,9 @@ pub struct CBlock {
 }
 
 impl CBlock {
-    pub fn new(init: &mut Init, c: usize, mlp_ratio: usize, drop_path: f32) -> Result<CBlock> {
+    /// `CBlock(dim = c, mlp_ratio)`: the CMlp has int(c·mlp_ratio) hidden channels.
+    pub fn new(init: &mut Init, c: usize, mlp_ratio: f64, drop_path: f32) -> Result<CBlock> {
+        let m = mlp_hidden(c, mlp_ratio);
         Ok(CBlock {
             pos_embed: Conv::new(init, c, 1, [3, 3, 3])?,
             norm1: BatchNorm::new(init, c)?,
@@ -326,8 +338,8 @@ impl CBlock {
             conv2: Conv::new(init, c, c, [1, 1, 1])?,
             attn: Conv::new(init, c, 1, [5, 5, 5])?,
             norm2: BatchNorm::new(init, c)?,
-            fc1: Conv::new(init, mlp_ratio * c, c, [1, 1, 1])?,
-            fc2: Conv::new(init, c, mlp_ratio * c, [1, 1, 1])?,
+            fc1: Conv::new(init, m, c, [1, 1, 1])?,
+            fc2: Conv::new(init, c, m, [1, 1, 1])?,
             drop_path,
         })
     }
@@ -390,20 +402,21 @@ impl SABlock {
         init: &mut Init,
         c: usize,
         heads: usize,
-        mlp_ratio: usize,
+        mlp_ratio: f64,
         qkv_bias: bool,
         qk_scale: Option<f32>,
         drop_path: f32,
         norm_eps: f32,
     ) -> Result<SABlock> {
+        let m = mlp_hidden(c, mlp_ratio);
         Ok(SABlock {
             pos_embed: Conv::new(init, c, 1, [3, 3, 3])?,
             norm1: LayerNorm::torch(init, c, norm_eps)?,
             qkv: Linear::new(init, c, 3 * c, qkv_bias)?,
             proj: Linear::new(init, c, c, true)?,
             norm2: LayerNorm::torch(init, c, norm_eps)?,
-            fc1: Linear::new(init, c, mlp_ratio * c, true)?,
-            fc2: Linear::new(init, mlp_ratio * c, c, true)?,
+            fc1: Linear::new(init, c, m, true)?,
+            fc2: Linear::new(init, m, c, true)?,
             heads,
             drop_path,
             qk_scale,

@@ -8,8 +8,8 @@
 //! I3D head (global average pool → Linear).
 //! Reference implementation: SwinTransformer/Video-Swin-Transformer @db018fb,
 //! `mmaction/models/backbones/swin_transformer.py` and `mmaction/models/heads/i3d_head.py`
-//! (seed-models.md §3, tag VST). Its semantics are kept: input (B, 3, T, H, W); zero padding at
-//! the end of W, H, D to patch multiples; LayerNorm eps 1e-5; exact (erf) GELU; window clamp
+//! (seed-models.md §3, tag VST). Its semantics are kept: input (B, in_chans = 3, T, H, W); zero
+//! padding at the end of W, H, D to patch multiples; LayerNorm eps 1e-5 by default; exact (erf) GELU; window clamp
 //! with `<=` and zero shift on a clamped axis; −100 masks; the bias table sliced `[:N, :N]` on a
 //! clamped window; PatchMerging pads an odd H or W and never merges time.
 //!
@@ -23,7 +23,9 @@
 //! `layer_norm`, `gelu`, `mean`, `dropout`.
 //!
 //! Options of the official constructors in [`Config`]: `qkv_bias` and `qk_scale`
-//! ([`AttnOptions`]; `BasicLayer` defaults to qkv_bias False), `patch_norm`.
+//! ([`AttnOptions`]; `BasicLayer` defaults to qkv_bias False), `patch_norm`, `in_chans`, a
+//! fractional `mlp_ratio` (hidden int(C·ratio)) and `norm_layer`'s eps ([`Config::norm_eps`]);
+//! [`BasicLayer::new`] takes one drop-path rate per block, as the official list.
 //!
 //! Deviations: none in the computation. Drop path (stochastic depth, `drop_path_rate`) follows
 //! the official per-block linspace (see [`residual`]); the tiny preset uses 0.
@@ -38,8 +40,8 @@ use tubelet::{Error, Result, Tensor};
 use crate::TINY_CLASSES as NUM_CLASSES;
 use crate::{BuildOptions, InputLayout, Preset, VideoModel};
 
-/// LayerNorm eps: plain `nn.LayerNorm` in the official code.
-const LN_EPS: f32 = 1e-5;
+/// LayerNorm eps: plain `nn.LayerNorm`, the official `norm_layer` default and every config's.
+pub const LN_EPS: f32 = 1e-5;
 
 /// A Video Swin configuration, in the official constructor's names (`SwinTransformer3D`).
 #[derive(Clone, Debug)]
@@ -56,7 +58,8 @@ pub struct Config {
     pub num_heads: Vec<usize>,
     /// `window_size` (Wd, Wh, Ww); the shifted blocks shift by ⌊window/2⌋.
     pub window_size: [usize; 3],
-    pub mlp_ratio: usize,
+    /// `mlp_ratio`: each block's MLP has int(C·mlp_ratio) hidden units (4 in every config).
+    pub mlp_ratio: f64,
     /// Stochastic depth, spread linearly from 0 over all blocks (training only).
     pub drop_path_rate: f32,
     /// I3DHead `dropout_ratio` before fc_cls (training only).
@@ -68,6 +71,16 @@ pub struct Config {
     /// `patch_norm`: a LayerNorm after the patch embedding (True in every released config; the
     /// constructor's default is False).
     pub patch_norm: bool,
+    /// `in_chans`: channels of the input clip (3).
+    pub in_chans: usize,
+    /// The eps of every LayerNorm (`norm_layer`: `nn.LayerNorm`, eps 1e-5 = [`LN_EPS`], in
+    /// every config; `partial(nn.LayerNorm, eps=…)` sets another).
+    pub norm_eps: f32,
+}
+
+/// `int(dim * mlp_ratio)`: the official MLP width (Python's int truncates).
+pub fn mlp_hidden(dim: usize, mlp_ratio: f64) -> usize {
+    (dim as f64 * mlp_ratio) as usize
 }
 
 /// The attention options every Swin block takes (`qkv_bias`, `qk_scale`).
@@ -103,12 +116,14 @@ impl Config {
             depths: depths.to_vec(),
             num_heads: num_heads.to_vec(),
             window_size: [8, 7, 7],
-            mlp_ratio: 4,
+            mlp_ratio: 4.0,
             drop_path_rate,
             head_dropout: 0.5,
             num_classes: 400,
             attn: AttnOptions::RELEASED,
             patch_norm: true,
+            in_chans: 3,
+            norm_eps: LN_EPS,
         }
     }
 
@@ -161,12 +176,14 @@ impl Config {
             depths: vec![2, 2],
             num_heads: vec![1, 2],
             window_size: [2, 4, 4],
-            mlp_ratio: 4,
+            mlp_ratio: 4.0,
             drop_path_rate: 0.0,
             head_dropout: 0.0,
             num_classes,
             attn: AttnOptions::RELEASED,
             patch_norm: true,
+            in_chans: 3,
+            norm_eps: LN_EPS,
         }
     }
 
@@ -209,9 +226,10 @@ impl Config {
         let [wd, wh, ww] = self.window_size;
         let table = (2 * wd - 1) * (2 * wh - 1) * (2 * ww - 1);
         let c0 = self.embed_dim;
-        let mut n = c0 * 3 * pt * ph * pw + c0 + if self.patch_norm { ln(c0) } else { 0 }; // patch_embed.proj + .norm
+        let mut n =
+            c0 * self.in_chans * pt * ph * pw + c0 + if self.patch_norm { ln(c0) } else { 0 }; // patch_embed.proj + .norm
         for (i, (&depth, &heads)) in self.depths.iter().zip(&self.num_heads).enumerate() {
-            let (c, m) = (self.dim(i), self.mlp_ratio * self.dim(i));
+            let (c, m) = (self.dim(i), mlp_hidden(self.dim(i), self.mlp_ratio));
             let qkv = lin(c, 3 * c) - if self.attn.qkv_bias { 0 } else { 3 * c };
             n += depth * (2 * ln(c) + qkv + lin(c, c) + table * heads + lin(c, m) + lin(m, c));
             if i + 1 < self.depths.len() {
@@ -228,7 +246,7 @@ impl Config {
     pub fn macs(&self) -> f64 {
         let [d, mut h, mut w] = self.grid([self.frames, self.height, self.width]);
         let p = self.patch_size;
-        let mut macs = (d * h * w * self.embed_dim * 3 * p[0] * p[1] * p[2]) as f64;
+        let mut macs = (d * h * w * self.embed_dim * self.in_chans * p[0] * p[1] * p[2]) as f64;
         for (i, &depth) in self.depths.iter().enumerate() {
             let c = self.dim(i) as f64;
             let win = video_swin_window([d, h, w], self.window_size, [0; 3]).window;
@@ -242,8 +260,8 @@ impl Config {
                 (d * h * w) as f64,
                 (win[0] * win[1] * win[2]) as f64,
             );
-            let m = self.mlp_ratio as f64;
-            macs += depth as f64 * (np * 4.0 * c * c + 2.0 * np * nwin * c + n * 2.0 * m * c * c);
+            let m = mlp_hidden(self.dim(i), self.mlp_ratio) as f64;
+            macs += depth as f64 * (np * 4.0 * c * c + 2.0 * np * nwin * c + n * 2.0 * m * c);
             if i + 1 < self.depths.len() {
                 (h, w) = (h.div_ceil(2), w.div_ceil(2));
                 macs += (d * h * w) as f64 * 4.0 * c * 2.0 * c;
@@ -283,11 +301,21 @@ impl Config {
                 ));
             }
         }
-        if self.embed_dim == 0 || self.mlp_ratio == 0 || self.num_classes == 0 {
+        if self.embed_dim == 0 || self.num_classes == 0 || self.in_chans == 0 {
             return bad(format!(
-                "embed_dim {}, mlp_ratio {}, classes {} must be positive",
-                self.embed_dim, self.mlp_ratio, self.num_classes
+                "embed_dim {}, classes {}, in_chans {} must be positive",
+                self.embed_dim, self.num_classes, self.in_chans
             ));
+        }
+        // Every stage's MLP needs a hidden unit: int(C·mlp_ratio) ≥ 1 from the first stage on.
+        if !self.mlp_ratio.is_finite() || mlp_hidden(self.embed_dim, self.mlp_ratio) == 0 {
+            return bad(format!(
+                "mlp_ratio {} gives stage 0 ({} channels) an MLP of width int({} × {}) = 0",
+                self.mlp_ratio, self.embed_dim, self.embed_dim, self.mlp_ratio
+            ));
+        }
+        if !(self.norm_eps > 0.0 && self.norm_eps.is_finite()) {
+            return bad(format!("norm eps {} must be positive", self.norm_eps));
         }
         if !(0.0..1.0).contains(&self.drop_path_rate) || !(0.0..1.0).contains(&self.head_dropout) {
             return bad(format!(
@@ -428,7 +456,7 @@ impl WindowAttention3D {
     }
 }
 
-/// Mlp: fc1 (C → 4C), exact GELU, fc2 (4C → C).
+/// Mlp: fc1 (C → int(C·mlp_ratio)), exact GELU, fc2 (back to C).
 #[derive(Clone)]
 pub struct Mlp {
     pub fc1: Linear,
@@ -461,13 +489,15 @@ impl SwinTransformerBlock3D {
         c: usize,
         heads: usize,
         table: usize,
-        mlp_ratio: usize,
+        mlp_ratio: f64,
         shifted: bool,
         drop_path: f32,
         attn: AttnOptions,
+        eps: f32,
     ) -> Result<Self> {
+        let m = mlp_hidden(c, mlp_ratio);
         Ok(SwinTransformerBlock3D {
-            norm1: LayerNorm::torch(init, c, LN_EPS)?,
+            norm1: LayerNorm::torch(init, c, eps)?,
             attn: WindowAttention3D {
                 relative_position_bias_table: init.trunc_normal(&[table, heads], 0.02)?,
                 qkv: Linear::new(init, c, 3 * c, attn.qkv_bias)?,
@@ -475,10 +505,10 @@ impl SwinTransformerBlock3D {
                 num_heads: heads,
                 qk_scale: attn.qk_scale,
             },
-            norm2: LayerNorm::torch(init, c, LN_EPS)?,
+            norm2: LayerNorm::torch(init, c, eps)?,
             mlp: Mlp {
-                fc1: Linear::new(init, c, mlp_ratio * c, true)?,
-                fc2: Linear::new(init, mlp_ratio * c, c, true)?,
+                fc1: Linear::new(init, c, m, true)?,
+                fc2: Linear::new(init, m, c, true)?,
             },
             shifted,
             drop_path,
@@ -530,11 +560,12 @@ pub struct PatchMerging {
 }
 
 impl PatchMerging {
-    /// `PatchMerging(dim)`: reduction Linear(4·dim → 2·dim, no bias), norm LayerNorm(4·dim).
-    pub fn new(init: &mut Init, dim: usize) -> Result<PatchMerging> {
+    /// `PatchMerging(dim, norm_layer)`: reduction Linear(4·dim → 2·dim, no bias), norm
+    /// LayerNorm(4·dim) of eps `eps` ([`LN_EPS`] for the default `nn.LayerNorm`).
+    pub fn new(init: &mut Init, dim: usize, eps: f32) -> Result<PatchMerging> {
         Ok(PatchMerging {
             reduction: Linear::new(init, 4 * dim, 2 * dim, false)?,
-            norm: LayerNorm::torch(init, 4 * dim, LN_EPS)?,
+            norm: LayerNorm::torch(init, 4 * dim, eps)?,
         })
     }
 
@@ -562,8 +593,9 @@ pub struct BasicLayer {
 
 impl BasicLayer {
     /// A stage of `depth` blocks of `dim` channels (odd blocks shifted), with drop-path rates
-    /// `drop_path` (one per block), followed by PatchMerging when `downsample`; `attn` is the
-    /// blocks' `qkv_bias` and `qk_scale`.
+    /// `drop_path` (one per block: the official list, or a number repeated), followed by
+    /// PatchMerging when `downsample`; `attn` is the blocks' `qkv_bias` and `qk_scale`,
+    /// `norm_eps` the eps of `norm_layer` (blocks and merging; [`LN_EPS`] by default).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         init: &mut Init,
@@ -571,10 +603,11 @@ impl BasicLayer {
         depth: usize,
         num_heads: usize,
         window_size: [usize; 3],
-        mlp_ratio: usize,
+        mlp_ratio: f64,
         drop_path: &[f32],
         downsample: bool,
         attn: AttnOptions,
+        norm_eps: f32,
     ) -> Result<BasicLayer> {
         if drop_path.len() != depth {
             return Err(Error::Config(format!(
@@ -595,11 +628,12 @@ impl BasicLayer {
                     j % 2 == 1,
                     drop_path[j],
                     attn,
+                    norm_eps,
                 )
             })
             .collect::<Result<Vec<_>>>()?;
         let downsample = if downsample {
-            Some(PatchMerging::new(init, dim)?)
+            Some(PatchMerging::new(init, dim, norm_eps)?)
         } else {
             None
         };
@@ -673,10 +707,10 @@ impl VideoSwin {
         let mut init = Init::new(seed);
         let patch_embed = PatchEmbed3D::new(
             &mut init,
-            3,
+            config.in_chans,
             config.embed_dim,
             config.patch_size,
-            config.patch_norm.then_some(LN_EPS),
+            config.patch_norm.then_some(config.norm_eps),
         )?;
         let rates = config.drop_path_rates();
         let n = config.depths.len();
@@ -695,10 +729,11 @@ impl VideoSwin {
                 layer_rates,
                 i + 1 < n,
                 config.attn,
+                config.norm_eps,
             )?);
         }
         let f = config.num_features();
-        let norm = LayerNorm::torch(&mut init, f, LN_EPS)?;
+        let norm = LayerNorm::torch(&mut init, f, config.norm_eps)?;
         let fc_cls = Linear {
             weight: init.normal(&[config.num_classes, f], 0.01)?,
             bias: Some(init.constant(&[config.num_classes], 0.0)?),
@@ -718,15 +753,22 @@ impl VideoSwin {
         })
     }
 
-    /// x (B, 3, T, H, W) -> logits (B, classes). Any T, H, W ≥ 1: the embedding and the windows
-    /// pad as the official code does.
-    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if x.rank() != 5 || x.dim(1) != 3 || x.shape().contains(&0) {
+    /// A non-empty (B, in_chans, T, H, W) clip batch, or an error naming the shape.
+    fn check_input(&self, x: &Tensor) -> Result<()> {
+        let c = self.config.in_chans;
+        if x.rank() != 5 || x.dim(1) != c || x.shape().contains(&0) {
             return Err(Error::Shape(format!(
-                "Video Swin: input of shape {:?}, expected a non-empty (B, 3, T, H, W) clip batch",
+                "Video Swin: input of shape {:?}, expected a non-empty (B, {c}, T, H, W) clip batch (in_chans {c})",
                 x.shape()
             )));
         }
+        Ok(())
+    }
+
+    /// x (B, in_chans, T, H, W) -> logits (B, classes). Any T, H, W ≥ 1: the embedding and the
+    /// windows pad as the official code does.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.check_input(x)?;
         // A fresh seed per training forward (and per block inside), reproducible from the model's.
         let step = self.steps.get();
         if train {
@@ -737,16 +779,11 @@ impl VideoSwin {
         self.cls_head.forward(&h, train, seed ^ 0x5851_f42d)
     }
 
-    /// The `SwinTransformer3D` backbone alone: x (B, 3, T, H, W) -> normalised features
+    /// The `SwinTransformer3D` backbone alone: x (B, in_chans, T, H, W) -> normalised features
     /// (B, D, H', W', C·2^(stages−1)), channels-last (the official backbone returns them
     /// permuted to (B, C, D, H', W')). Drop path uses the model's seed of forward 0.
     pub fn forward_features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if x.rank() != 5 || x.dim(1) != 3 || x.shape().contains(&0) {
-            return Err(Error::Shape(format!(
-                "Video Swin: input of shape {:?}, expected a non-empty (B, 3, T, H, W) clip batch",
-                x.shape()
-            )));
-        }
+        self.check_input(x)?;
         self.forward_features_seeded(x, train, self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 

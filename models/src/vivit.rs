@@ -110,6 +110,21 @@ impl Classifier {
     }
 }
 
+/// What the model returns (scenic's `return_prelogits` and `return_preclassifier` flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// The logits (B, classes): both flags False, scenic's default.
+    Logits,
+    /// `return_prelogits`: the pooled features after `pre_logits` (Dense + tanh, or its
+    /// identity), (B, R or D). `output_projection` is never called, so Flax never makes it:
+    /// the model has no such parameters.
+    PreLogits,
+    /// `return_preclassifier` (scenic's `ViViT`, Models 1, 3 and 4; `SpaceTimeViViT` has no
+    /// such field): the encoder's normalised tokens (B, N (+1 with a cls token), D), before the
+    /// classifier's pooling; neither `pre_logits` nor `output_projection` is made.
+    PreClassifier,
+}
+
 /// The order of Model 3's two attentions in every block (scenic `attention_order`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttentionOrder {
@@ -150,6 +165,13 @@ pub struct Config {
     /// released config.
     pub temporal_heads: Option<usize>,
     pub temporal_mlp_dim: Option<usize>,
+    /// Model 2's `attention_config.spatial_only_baseline` (scenic's default False): the frames'
+    /// spatial encodings are averaged instead of going through the temporal encoder, which is
+    /// not built (its `temporal_layers`, heads and MLP width are then unused, as in scenic).
+    /// Only Model 2 has it.
+    pub spatial_only_baseline: bool,
+    /// What the forward returns: [`Output::Logits`] in every config.
+    pub output: Output,
 }
 
 impl Config {
@@ -173,6 +195,8 @@ impl Config {
             classifier: Classifier::Token,
             temporal_heads: None,
             temporal_mlp_dim: None,
+            spatial_only_baseline: false,
+            output: Output::Logits,
         }
     }
 
@@ -239,6 +263,8 @@ impl Config {
             classifier: Classifier::Token,
             temporal_heads: None,
             temporal_mlp_dim: None,
+            spatial_only_baseline: false,
+            output: Output::Logits,
         }
     }
 
@@ -324,9 +350,18 @@ impl Config {
         let embed = ft * fh * fw * 3 * d + d;
         let block_of = |m: usize| 2 * 2 * d + 4 * (d * d + d) + (d * m + m) + (m * d + d);
         let block = block_of(self.mlp_dim);
-        // encoder_norm, pre_logits, output_projection
-        let pre_logits = self.representation_size.map_or(0, |r| d * r + r);
-        let head = 2 * d + pre_logits + self.head_dim() * self.num_classes + self.num_classes;
+        // encoder_norm (the last encoder's: none after the spatial-only mean), pre_logits,
+        // output_projection
+        let pre_logits = match self.output {
+            Output::PreClassifier => 0,
+            _ => self.representation_size.map_or(0, |r| d * r + r),
+        };
+        let output_projection = match self.output {
+            Output::Logits => self.head_dim() * self.num_classes + self.num_classes,
+            _ => 0,
+        };
+        let last_norm = if self.spatial_only_baseline { 0 } else { 2 * d };
+        let head = last_norm + pre_logits + output_projection;
         let k = self.classifier.cls_tokens(); // 1 with a cls token (and its posemb row)
         embed
             + head
@@ -335,16 +370,16 @@ impl Config {
                 Model::SpatioTemporal => k * d + (self.num_patches() + k) * d + self.layers * block,
                 // No cls token (`gap`): posemb (N) + blocks.
                 Model::FactorisedDotProduct => self.num_patches() * d + self.layers * block,
-                // cls + posemb (ns + 1) + blocks + norm, spatial; the same, temporal (norm in `head`).
+                // cls + posemb (ns + 1) + blocks + norm, spatial; the same, temporal (norm in
+                // `head`), unless the spatial-only baseline averages the frames instead.
                 Model::FactorisedEncoder { temporal_layers } => {
                     let temporal_block = block_of(self.temporal_mlp_dim.unwrap_or(self.mlp_dim));
-                    k * d
-                        + (ns + k) * d
-                        + self.layers * block
-                        + 2 * d
-                        + k * d
-                        + (nt + k) * d
-                        + temporal_layers * temporal_block
+                    let temporal = if self.spatial_only_baseline {
+                        0
+                    } else {
+                        k * d + (nt + k) * d + temporal_layers * temporal_block
+                    };
+                    k * d + (ns + k) * d + self.layers * block + 2 * d + temporal
                 }
                 // A second LN and attention per block (time and space).
                 Model::FactorisedSelfAttention => {
@@ -376,8 +411,12 @@ impl Config {
             Model::SpatioTemporal => layers * block(n + k, n + k),
             Model::FactorisedEncoder { temporal_layers } => {
                 let mt = self.temporal_mlp_dim.unwrap_or(self.mlp_dim) as f64;
-                nt * layers * block(ns + k, ns + k)
-                    + temporal_layers as f64 * block_of(nt + k, nt + k, mt)
+                let temporal = if self.spatial_only_baseline {
+                    0.0
+                } else {
+                    temporal_layers as f64 * block_of(nt + k, nt + k, mt)
+                };
+                nt * layers * block(ns + k, ns + k) + temporal
             }
             // Time and space attention (4D² each for q, k, v, out), then the MLP.
             Model::FactorisedSelfAttention => {
@@ -386,8 +425,15 @@ impl Config {
             // Half the heads (D/2 channels) over nt keys, half over ns.
             Model::FactorisedDotProduct => layers * (block(n, 0.0) + n * (nt + ns) * d),
         };
-        let pre_logits = self.representation_size.map_or(0.0, |r| d * r as f64);
-        embed + body + pre_logits + self.head_dim() as f64 * self.num_classes as f64
+        let pre_logits = match self.output {
+            Output::PreClassifier => 0.0,
+            _ => self.representation_size.map_or(0.0, |r| d * r as f64),
+        };
+        let output_projection = match self.output {
+            Output::Logits => self.head_dim() as f64 * self.num_classes as f64,
+            _ => 0.0,
+        };
+        embed + body + pre_logits + output_projection
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -439,8 +485,21 @@ impl Config {
                 self.hidden
             ));
         }
+        if self.output == Output::PreClassifier
+            && matches!(self.model, Model::FactorisedEncoder { .. })
+        {
+            // SpaceTimeViViT has no return_preclassifier field (a TypeError in scenic).
+            return bad("Output::PreClassifier (return_preclassifier) is not Model 2's".into());
+        }
+        if self.spatial_only_baseline && !matches!(self.model, Model::FactorisedEncoder { .. }) {
+            // scenic reads attention_config.spatial_only_baseline in SpaceTimeViViT only.
+            return bad(format!(
+                "spatial_only_baseline is Model 2's (the factorised encoder's); model {:?}",
+                self.model
+            ));
+        }
         match self.model {
-            Model::FactorisedEncoder { temporal_layers: 0 } => {
+            Model::FactorisedEncoder { temporal_layers: 0 } if !self.spatial_only_baseline => {
                 return bad("Model 2 needs temporal_layers > 0".into())
             }
             Model::FactorisedDotProduct if !self.heads.is_multiple_of(2) => {
@@ -687,34 +746,50 @@ fn new_embedding(init: &mut Init, c: &Config) -> Result<(Tensor, Tensor)> {
 
 /// scenic's `pre_logits`: a Dense(D → R) followed by tanh when `representation_size` is set
 /// (an IdentityLayer, no parameters, otherwise); the zero-initialised `output_projection`
-/// (R or D → classes) follows it.
-fn new_head(init: &mut Init, c: &Config) -> Result<(Option<Dense>, Dense)> {
+/// (R or D → classes) follows it. Flax makes a module only when it is called: none of them
+/// with [`Output::PreClassifier`], no `output_projection` with [`Output::PreLogits`].
+fn new_head(init: &mut Init, c: &Config) -> Result<(Option<Dense>, Option<Dense>)> {
     let pre_logits = c
         .representation_size
+        .filter(|_| c.output != Output::PreClassifier)
         .map(|r| Dense::new(init, c.hidden, r))
         .transpose()?;
-    Ok((pre_logits, Dense::zeros(init, c.head_dim(), c.num_classes)?))
+    let output_projection = (c.output == Output::Logits)
+        .then(|| Dense::zeros(init, c.head_dim(), c.num_classes))
+        .transpose()?;
+    Ok((pre_logits, output_projection))
 }
 
 /// pooled (B, D) -> logits (B, classes): output_projection(tanh(pre_logits(x))) or
-/// output_projection(x).
-fn classify(pre_logits: &Option<Dense>, output_projection: &Dense, x: &Tensor) -> Result<Tensor> {
-    match pre_logits {
-        Some(dense) => output_projection.forward(&dense.forward(x)?.try_tanh()?), // (B, R) -> (B, classes)
-        None => output_projection.forward(x),
+/// output_projection(x); without `output_projection` (`return_prelogits`) the pre-logits
+/// (B, R or D).
+fn classify(
+    pre_logits: &Option<Dense>,
+    output_projection: &Option<Dense>,
+    x: &Tensor,
+) -> Result<Tensor> {
+    let x = match pre_logits {
+        Some(dense) => dense.forward(x)?.try_tanh()?, // (B, R)
+        None => x.clone(),
+    };
+    match output_projection {
+        Some(dense) => dense.forward(&x), // (B, classes)
+        None => Ok(x),
     }
 }
 
-/// Keys `pre_logits/{kernel,bias}` (when present), then `output_projection/{kernel,bias}`.
+/// Keys `pre_logits/{kernel,bias}` and `output_projection/{kernel,bias}`, those that exist.
 fn head_params(
     pre_logits: &Option<Dense>,
-    output_projection: &Dense,
+    output_projection: &Option<Dense>,
     out: &mut Vec<(String, Tensor)>,
 ) {
     if let Some(dense) = pre_logits {
         dense.params("pre_logits", out);
     }
-    output_projection.params("output_projection", out);
+    if let Some(dense) = output_projection {
+        dense.params("output_projection", out);
+    }
 }
 
 /// Builds any of the four models from its config.
@@ -741,8 +816,8 @@ pub struct ViViT {
     pub encoder_norm: LayerNorm,
     /// `pre_logits` Dense(D → R), when `representation_size` is set (then tanh).
     pub pre_logits: Option<Dense>,
-    /// `output_projection`, zero-initialised as in scenic.
-    pub output_projection: Dense,
+    /// `output_projection`, zero-initialised as in scenic (`None` unless [`Output::Logits`]).
+    pub output_projection: Option<Dense>,
 }
 
 impl ViViT {
@@ -786,7 +861,7 @@ impl ViViT {
         tubelet_embed(&self.config, &self.embedding, x)
     }
 
-    /// x (B, T, H, W, 3) channels-last -> logits (B, classes).
+    /// x (B, T, H, W, 3) channels-last -> logits (B, classes) (or what [`Config::output`] says).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = &self.config;
         // NOTE: tubelet_embed checks the shape; index x's dimensions only after it.
@@ -799,6 +874,9 @@ impl ViViT {
         let mut h = tokens.try_add(&self.pos_embedding)?; // (B, N(+1), D)
         h = crate::blocks::layers(&h, &self.blocks, |blk, _, h| blk.forward(h))?; // checkpoint segments
         let h = self.encoder_norm.forward(&h)?;
+        if c.output == Output::PreClassifier {
+            return Ok(h); // return_preclassifier: (B, N(+1), D)
+        }
         let pooled = c.classifier.pool(&h)?; // (B, D)
         classify(&self.pre_logits, &self.output_projection, &pooled)
     }

@@ -245,12 +245,14 @@ fn swin_parity_model(num_classes: usize) -> video_swin::VideoSwin {
         depths: vec![2, 2],
         num_heads: vec![1, 2],
         window_size: [2, 4, 4],
-        mlp_ratio: 4,
+        mlp_ratio: 4.0,
         drop_path_rate: 0.0,
         head_dropout: 0.0,
         num_classes,
         attn: video_swin::AttnOptions::RELEASED,
         patch_norm: true,
+        in_chans: 3,
+        norm_eps: video_swin::LN_EPS,
     };
     video_swin::VideoSwin::new(c, 9).unwrap()
 }
@@ -311,7 +313,7 @@ fn a_flat_uniformer_file_gives_the_official_logits_and_so_does_the_legacy_one() 
             embed_dim: [8, 16, 16, 16],
             depth: [1, 2, 1, 1],
             head_dim: 8,
-            mlp_ratio: 4,
+            mlp_ratio: 4.0,
             qkv_bias: true,
             qk_scale: None,
             drop_path_rate: 0.0,
@@ -417,7 +419,7 @@ fn an_mmaction2_head_maps_onto_a_family_head() {
         embed_dim: [8, 16, 16, 16],
         depth: [1, 2, 1, 1],
         head_dim: 8,
-        mlp_ratio: 4,
+        mlp_ratio: 4.0,
         qkv_bias: true,
         qk_scale: None,
         drop_path_rate: 0.0,

@@ -24,7 +24,7 @@ use super::{
     classify, head_params, new_embedding, new_head, tubelet_embed, AttentionOrder, Config,
     EncoderBlock, MlpBlock,
 };
-use super::{Classifier, Model, MultiHeadDotProductAttention};
+use super::{Classifier, Model, MultiHeadDotProductAttention, Output};
 use crate::grid_attention::{group_attention, head_split_attention, Groups};
 use crate::{InputLayout, VideoModel};
 
@@ -111,11 +111,12 @@ pub struct FactorisedEncoder {
     /// `embedding/kernel` (ft, fh, fw, 3, D), `embedding/bias` (D).
     pub embedding: (Tensor, Tensor),
     pub spatial: Transformer,
-    pub temporal: Transformer,
+    /// `None` for the spatial-only baseline (a mean over the frames instead).
+    pub temporal: Option<Transformer>,
     /// `pre_logits` Dense(D → R), when `representation_size` is set (then tanh).
     pub pre_logits: Option<Dense>,
-    /// `output_projection`, zero-initialised as in scenic.
-    pub output_projection: Dense,
+    /// `output_projection`, zero-initialised as in scenic (`None` unless [`Output::Logits`]).
+    pub output_projection: Option<Dense>,
 }
 
 impl FactorisedEncoder {
@@ -146,15 +147,19 @@ impl FactorisedEncoder {
             c.heads,
             c.mlp_dim,
         )?;
-        let temporal = Transformer::new(
-            &mut init,
-            "TemporalTransformer",
-            c,
-            g.t,
-            temporal_layers,
-            th,
-            tm,
-        )?;
+        let temporal = if c.spatial_only_baseline {
+            None
+        } else {
+            Some(Transformer::new(
+                &mut init,
+                "TemporalTransformer",
+                c,
+                g.t,
+                temporal_layers,
+                th,
+                tm,
+            )?)
+        };
         let (pre_logits, output_projection) = new_head(&mut init, &config)?;
         Ok(FactorisedEncoder {
             config,
@@ -166,7 +171,7 @@ impl FactorisedEncoder {
         })
     }
 
-    /// x (B, T, H, W, 3) channels-last -> logits (B, classes).
+    /// x (B, T, H, W, 3) channels-last -> logits (B, classes) (or the pre-logits, [`Output`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (c, g) = (&self.config, self.config.grid());
         // NOTE: tubelet_embed checks the shape; index x's dimensions only after it.
@@ -177,11 +182,12 @@ impl FactorisedEncoder {
             .spatial
             .forward(&frames)?
             .try_reshape(&[b, g.t, c.hidden])?; // (B, nt, D)
-        classify(
-            &self.pre_logits,
-            &self.output_projection,
-            &self.temporal.forward(&frames)?,
-        ) // (B, classes)
+        let video = match &self.temporal {
+            Some(temporal) => temporal.forward(&frames)?, // (B, D)
+            // spatial_only_baseline: `jnp.mean(x, axis=1)` over the frames.
+            None => frames.try_mean(&[1], false)?, // (B, D)
+        };
+        classify(&self.pre_logits, &self.output_projection, &video) // (B, classes), or pre-logits
     }
 
     /// Every parameter under its scenic checkpoint key.
@@ -191,7 +197,9 @@ impl FactorisedEncoder {
             ("embedding/bias".to_string(), self.embedding.1.clone()),
         ];
         self.spatial.params(&mut out);
-        self.temporal.params(&mut out);
+        if let Some(temporal) = &self.temporal {
+            temporal.params(&mut out);
+        }
         head_params(&self.pre_logits, &self.output_projection, &mut out);
         out
     }
@@ -280,7 +288,7 @@ pub struct FactorisedViViT {
     pub encoder_norm: LayerNorm,
     /// `pre_logits` Dense(D → R), when `representation_size` is set (then tanh).
     pub pre_logits: Option<Dense>,
-    pub output_projection: Dense,
+    pub output_projection: Option<Dense>,
 }
 
 impl FactorisedViViT {
@@ -320,7 +328,7 @@ impl FactorisedViViT {
         })
     }
 
-    /// x (B, T, H, W, 3) channels-last -> logits (B, classes).
+    /// x (B, T, H, W, 3) channels-last -> logits (B, classes) (or what [`Config::output`] says).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = &self.config;
         let mut h = tubelet_embed(c, &self.embedding, x)?.try_add(&self.pos_embedding)?; // (B, N, D)
@@ -342,7 +350,11 @@ impl FactorisedViViT {
                 // checkpoint segments
             }
         }
-        let pooled = c.classifier.pool(&self.encoder_norm.forward(&h)?)?; // 'gap', 'gmp' or 'gsp': (B, D)
+        let h = self.encoder_norm.forward(&h)?; // (B, N, D)
+        if c.output == Output::PreClassifier {
+            return Ok(h); // return_preclassifier
+        }
+        let pooled = c.classifier.pool(&h)?; // 'gap', 'gmp' or 'gsp': (B, D)
         classify(&self.pre_logits, &self.output_projection, &pooled)
     }
 

@@ -127,6 +127,62 @@ fn parity_options_video_swin_backbone_defaults() {
     check("video_swin.SwinTransformer3D.defaults");
 }
 
+/// A drop_path list (one rate per block), mlp_ratio 1.5 and norm eps 1e-6 (blocks and merging).
+#[test]
+fn parity_options_video_swin_basic_layer_options() {
+    check("video_swin.BasicLayer.options");
+}
+
+/// in_chans 2, norm eps 1e-6 everywhere, mlp_ratio 2.5, drop_path_rate left out (0.2).
+#[test]
+fn parity_options_video_swin_backbone_options() {
+    check("video_swin.SwinTransformer3D.options");
+}
+
+/// UniFormer's blocks with a fractional mlp_ratio (int(dim · mlp_ratio) hidden units).
+#[test]
+fn parity_options_uniformer_sablock_mlp_ratio() {
+    check("uniformer.SABlock.mlp_ratio");
+}
+
+#[test]
+fn parity_options_uniformer_cblock_mlp_ratio() {
+    check("uniformer.CBlock.mlp_ratio");
+}
+
+/// num_classes 0: the official nn.Identity() head, the cls features out.
+#[test]
+fn parity_options_timesformer_model_no_head() {
+    check("timesformer.VisionTransformer.no_head");
+}
+
+#[test]
+fn parity_options_timesformer_model_in_chans() {
+    check("timesformer.VisionTransformer.in_chans");
+}
+
+#[test]
+fn parity_options_vivit_factorised_encoder_spatial_only_baseline() {
+    check("vivit.SpaceTimeViViT.spatial_only_baseline");
+}
+
+/// What scenic's ViViT returns: the pre-logits (no output_projection), the encoder's tokens
+/// (no head at all), and Model 2's pre-logits.
+#[test]
+fn parity_options_vivit_return_prelogits() {
+    check("vivit.ViViT.return_prelogits");
+}
+
+#[test]
+fn parity_options_vivit_return_preclassifier() {
+    check("vivit.ViViT.return_preclassifier");
+}
+
+#[test]
+fn parity_options_vivit_factorised_encoder_return_prelogits() {
+    check("vivit.SpaceTimeViViT.return_prelogits");
+}
+
 #[test]
 fn parity_options_timesformer_block_defaults() {
     check("timesformer.Block.defaults");
@@ -349,6 +405,32 @@ fn parity_options_official_rejections_name_the_field() {
         "{err}"
     );
 
+    // Swin BasicLayer: block i reads drop_path[i], so a list shorter than depth is the
+    // official IndexError; an MLP of width int(dim · mlp_ratio) = 0 is not ported.
+    let err = config_error("video_swin.BasicLayer.options", &|c| {
+        c.insert("drop_path".into(), json!([0.1]));
+    });
+    assert!(
+        err.contains("drop_path [0.1]") && err.contains("depth 2"),
+        "{err}"
+    );
+    let err = config_error("video_swin.BasicLayer.options", &|c| {
+        c.insert("mlp_ratio".into(), json!(0.1));
+    });
+    assert!(
+        err.contains("mlp_ratio 0.1") && err.contains("= 0"),
+        "{err}"
+    );
+
+    // SpaceTimeViViT has no return_preclassifier field (scenic: a TypeError).
+    let err = config_error("vivit.SpaceTimeViViT.return_prelogits", &|c| {
+        c.insert("return_preclassifier".into(), json!(true));
+    });
+    assert!(
+        err.contains("unknown field(s) \"return_preclassifier\""),
+        "{err}"
+    );
+
     // UniFormer's constructor fails on a representation size (nn.Linear(list of widths, r)).
     let file = BTreeMap::from([(
         "input".to_string(),
@@ -459,6 +541,26 @@ fn parity_options_are_config_fields_of_the_zoo() {
         .iter()
         .any(|(k, _)| k.contains("patch_embed.norm") || k.ends_with("qkv.bias")));
 
+    // in_chans, a fractional mlp_ratio and the norm eps: counted, and a 2-channel clip runs.
+    let config = video_swin::Config {
+        in_chans: 2,
+        mlp_ratio: 1.5,
+        norm_eps: 1e-6,
+        frames: 4,
+        height: 16,
+        width: 16,
+        ..video_swin::Config::tiny(3)
+    };
+    let model = video_swin::VideoSwin::new(config.clone(), 0).unwrap();
+    assert_eq!(count(&model), config.num_params());
+    let x = tubelet::Tensor::zeros(&[1, 2, 4, 16, 16]);
+    assert_eq!(model.forward(&x, false).unwrap().shape(), [1, 3]);
+    let err = model
+        .forward(&tubelet::Tensor::zeros(&[1, 3, 4, 16, 16]), false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("in_chans 2"), "{err}");
+
     let config = timesformer::Config {
         qkv_bias: false,
         qk_scale: Some(0.2),
@@ -467,4 +569,118 @@ fn parity_options_are_config_fields_of_the_zoo() {
     };
     let model = timesformer::TimeSformer::new(config.clone(), 0).unwrap();
     assert_eq!(count(&model), config.num_params());
+    let config = timesformer::Config {
+        in_chans: 1,
+        frames: 2,
+        height: 16,
+        width: 16,
+        depth: 1,
+        ..timesformer::Config::tiny(3)
+    };
+    let model = timesformer::TimeSformer::new(config.clone(), 0).unwrap();
+    assert_eq!(count(&model), config.num_params());
+    let x = tubelet::Tensor::zeros(&[1, 1, 2, 16, 16]);
+    let y = tubelet_models::VideoModel::forward(&model, &x, false).unwrap();
+    assert_eq!(y.shape(), [1, 3]);
+    // num_classes 0: no head, the normalised cls features (B, D) out.
+    let config = timesformer::Config {
+        num_classes: 0,
+        ..config
+    };
+    let model = timesformer::TimeSformer::new(config.clone(), 0).unwrap();
+    assert_eq!(count(&model), config.num_params());
+    assert!(!model
+        .named_params()
+        .iter()
+        .any(|(k, _)| k.starts_with("head")));
+    let y = tubelet_models::VideoModel::forward(&model, &x, false).unwrap();
+    assert_eq!(y.shape(), [1, config.embed_dim]);
+
+    // UniFormer with a fractional mlp_ratio: counted, and it runs.
+    let config = tubelet_models::uniformer::Config {
+        mlp_ratio: 1.5,
+        ..tubelet_models::uniformer::Config::tiny(3)
+    };
+    let model = tubelet_models::uniformer::UniFormer::new(config.clone(), 0).unwrap();
+    assert_eq!(count(&model), config.num_params());
+    let [t, h, w] = tubelet_models::VideoModel::clip(&model);
+    let x = tubelet::Tensor::zeros(&[1, 3, t, h, w]);
+    let y = tubelet_models::VideoModel::forward(&model, &x, false).unwrap();
+    assert_eq!(y.shape(), [1, 3]);
+
+    // ViViT's outputs: the pre-logits (B, R) and the encoder's tokens (B, N(+1), D), without
+    // the parameters scenic never makes; Model 2 has no pre-classifier output.
+    for (output, shape, model) in [
+        (
+            vivit::Output::PreLogits,
+            vec![1, 6],
+            vivit::Model::SpatioTemporal,
+        ),
+        (
+            vivit::Output::PreClassifier,
+            vec![1, 21, 8],
+            vivit::Model::SpatioTemporal,
+        ),
+        (
+            vivit::Output::PreLogits,
+            vec![1, 6],
+            vivit::Model::FactorisedEncoder { temporal_layers: 1 },
+        ),
+    ] {
+        let config = vivit::Config {
+            output,
+            representation_size: Some(6),
+            model,
+            ..base.clone()
+        };
+        let model = vivit::build(config.clone(), 0).unwrap();
+        assert_eq!(count(model.as_ref()), config.num_params(), "{config:?}");
+        let keys: Vec<String> = model.named_params().into_iter().map(|(k, _)| k).collect();
+        assert!(!keys.iter().any(|k| k.starts_with("output_projection")));
+        assert_eq!(
+            keys.iter().any(|k| k.starts_with("pre_logits")),
+            output == vivit::Output::PreLogits
+        );
+        let x = tubelet::Tensor::zeros(&[1, 5, 8, 8, 3]);
+        assert_eq!(model.forward(&x, false).unwrap().shape(), shape);
+    }
+    let err = vivit::build(
+        vivit::Config {
+            output: vivit::Output::PreClassifier,
+            model: vivit::Model::FactorisedEncoder { temporal_layers: 1 },
+            ..base.clone()
+        },
+        0,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("PreClassifier"), "{err}");
+
+    // ViViT Model 2's spatial-only baseline: no temporal encoder, in the count and the keys;
+    // the baseline belongs to Model 2 only.
+    let config = vivit::Config {
+        spatial_only_baseline: true,
+        model: vivit::Model::FactorisedEncoder { temporal_layers: 2 },
+        ..base.clone()
+    };
+    let model = vivit::build(config.clone(), 0).unwrap();
+    assert_eq!(count(model.as_ref()), config.num_params());
+    assert!(!model
+        .named_params()
+        .iter()
+        .any(|(k, _)| k.contains("TemporalTransformer")));
+    let x = tubelet::Tensor::zeros(&[1, 5, 8, 8, 3]);
+    assert_eq!(model.forward(&x, false).unwrap().shape(), [1, 3]);
+    let err = vivit::build(
+        vivit::Config {
+            spatial_only_baseline: true,
+            ..base.clone()
+        },
+        0,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("spatial_only_baseline"), "{err}");
 }

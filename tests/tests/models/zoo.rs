@@ -659,13 +659,18 @@ fn parity_vivit_factorised_settings_are_checked() {
         err.contains("classifier \"cls\" is not one of scenic's"),
         "{err}"
     );
+    // spatial_only_baseline is implemented (fixture vivit.SpaceTimeViViT.spatial_only_baseline
+    // in parity_options.rs); a value that is not a boolean is an error naming it.
     let err = fe(&|c| {
         c.insert(
             "attention_config".into(),
-            json!({"type": "factorized_encoder", "spatial_only_baseline": true}),
+            json!({"type": "factorized_encoder", "spatial_only_baseline": "yes"}),
         );
     });
-    assert!(err.contains("spatial_only_baseline"), "{err}");
+    assert!(
+        err.contains("\"attention_config.spatial_only_baseline\" must be true or false"),
+        "{err}"
+    );
     let err = fe(&|c| {
         c.remove("spatial_num_layers");
     });

@@ -11,11 +11,12 @@
 //! divided and joint attention, (B·T, 1 + H·W, dim) for space-only; the output has its shape.
 //!
 //! `timesformer.VisionTransformer` reads `img_size` (224, or [H, W]), `patch_size` (16),
-//! `in_chans` (3), `num_classes` (1000), `embed_dim` (768), `depth` (12), `num_heads` (12),
+//! `in_chans` (3, any), `num_classes` (1000), `embed_dim` (768), `depth` (12), `num_heads` (12),
 //! `mlp_ratio` (4.0), `qkv_bias` (False), `qk_scale` (None), `drop_rate`, `attn_drop_rate` (0),
 //! `drop_path_rate` (0.1), `norm_layer` (as Block), `num_frames` (8), `attention_type`
 //! ("divided_space_time"); `hybrid_backbone` and `dropout` are accepted and ignored, as the
-//! official forward never uses them. Input (B, 3, T, H, W), output the logits (B, classes).
+//! official forward never uses them. Input (B, in_chans, T, H, W), output the logits (B, classes) (the features (B, embed_dim) for
+//! num_classes 0).
 //!
 //! `qkv_bias` and `qk_scale` (a number, or None / 0 for head_dim^−0.5, as timm's `qk_scale or
 //! head_dim ** -0.5`) are the model's own config fields.
@@ -24,7 +25,8 @@
 //! integer or a square pair), `in_chans` (3), `embed_dim` (768); x (B, in_chans, T, H, W) with H,
 //! W multiples of the patch, output the (B·T, n, embed_dim) of the official (x, T, W).
 //!
-//! Ported: in_chans 3, num_classes > 0, a clip of exactly img_size ×
+//! Ported: any in_chans, any num_classes (0: the official identity head, output the
+//! normalised cls features (B, embed_dim)), a clip of exactly img_size ×
 //! num_frames (the official forward resizes pos_embed / time_embed, nearest, for other clips;
 //! tubelet's model does not, see `models/src/timesformer.rs`). Dropout and drop path are random
 //! and refused with `train: true` unless 0 (eval ignores them, as PyTorch does).
@@ -54,7 +56,7 @@ pub fn modules() -> Vec<Module> {
         },
         Module {
             name: "timesformer.VisionTransformer",
-            summary: "the TimeSformer classifier, (B, 3, T, H, W) -> logits (B, classes); ported: in_chans 3, clip = img_size × num_frames (no embedding resize)",
+            summary: "the TimeSformer classifier, (B, in_chans, T, H, W) -> logits (B, classes); ported: any in_chans, clip = img_size × num_frames (no embedding resize)",
             train_default: Some(false),
             build: build_model,
         },
@@ -227,6 +229,7 @@ fn build_block(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
         qkv_bias,
         qk_scale,
         norm_eps: eps,
+        in_chans: 3, // unused: the block takes tokens
     };
     let mut init = Init::new(0);
     let ln = |init: &mut Init| LayerNorm::torch(init, dim, eps);
@@ -294,27 +297,15 @@ fn build_model(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
         ("drop_path_rate", drop_path_rate),
     ];
     let qk_scale = common(c, M, train, &rates)?;
-    if in_chans != 3 {
-        return Err(unsupported(
-            M,
-            format!("in_chans {in_chans} (implemented: 3)"),
-        ));
-    }
-    if num_classes == 0 {
-        return Err(unsupported(
-            M,
-            "num_classes 0 (an identity head)".to_string(),
-        ));
-    }
     if patch[0] != patch[1] {
         return Err(unsupported(
             M,
             format!("patch_size {patch:?} (implemented: square patches)"),
         ));
     }
-    if input.len() != 5 || input[1] != 3 {
+    if input.len() != 5 || input[1] != in_chans {
         return Err(Error::Shape(format!(
-            "{M} takes a clip batch (B, 3, T, H, W); input has shape {input:?}"
+            "{M} takes a clip batch (B, in_chans = {in_chans}, T, H, W); input has shape {input:?}"
         )));
     }
     if input[2] != num_frames || input[3] != img_h || input[4] != img_w {
@@ -341,6 +332,7 @@ fn build_model(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
         qkv_bias,
         qk_scale,
         norm_eps: eps,
+        in_chans,
     };
     Ok(Box::new(Whole(Box::new(TimeSformer::new(config, 0)?))))
 }

@@ -3,7 +3,7 @@
 //! the blocks' own state_dict (`pos_embed.weight`, `norm1.running_mean`, `attn.qkv.weight`, …).
 //!
 //! Both read the constructor's `dim`, `num_heads` (required; unused by CBlock), `mlp_ratio`
-//! (4.0, an integer here), `qkv_bias` (False), `qk_scale` (None), `drop`, `attn_drop`,
+//! (4.0; hidden int(dim·mlp_ratio)), `qkv_bias` (False), `qk_scale` (None), `drop`, `attn_drop`,
 //! `drop_path` (0). SABlock also reads `norm_layer`: "nn.LayerNorm" (the default, eps 1e-5) or
 //! "partial(nn.LayerNorm, eps=1e-6)" (what the `Uniformer` model passes). CBlock in eval uses
 //! the BatchNorm running statistics from the file; `train: true` uses the batch's (and updates
@@ -29,13 +29,13 @@
 //! forward does not use: the clip size comes from the input, whose H and W must be multiples
 //! of 32 here). `UNIFORMER.PRETRAIN_NAME` is accepted (loading happens outside the
 //! constructor). Ported: SPLIT, STD False, any QKV_SCALE, REPRESENTATION_SIZE None or 0 (the official
-//! constructor fails on any other), an integer
-//! MLP_RATIO; the dropout rates are not applied (0 in every released config): with `train:
+//! constructor fails on any other), any
+//! MLP_RATIO (hidden int(C·ratio) ≥ 1); the dropout rates are not applied (0 in every released config): with `train:
 //! true` they and DROP_DEPTH_RATE must be 0.
 
 use tubelet::nn::Init;
 use tubelet::{Error, Result, Tensor};
-use tubelet_models::uniformer::{CBlock, Config, PatchEmbed, SABlock, UniFormer};
+use tubelet_models::uniformer::{mlp_hidden, CBlock, Config, PatchEmbed, SABlock, UniFormer};
 
 use super::{Block, ConfigReader, Module, Part, Whole};
 
@@ -77,7 +77,7 @@ pub fn modules() -> Vec<Module> {
 struct Common {
     dim: usize,
     heads: usize,
-    mlp_ratio: usize,
+    mlp_ratio: f64,
     qkv_bias: bool,
     qk_scale: Option<f32>,
     drop_path: f32,
@@ -97,9 +97,10 @@ fn common(c: &mut ConfigReader, module: &str, input: &[usize], train: bool) -> R
             "{module}: {what} is not implemented in tubelet's port"
         ))
     };
-    if mlp_ratio.fract() != 0.0 || mlp_ratio < 1.0 {
+    // The MLP has int(dim · mlp_ratio) hidden units; a width of 0 is not ported.
+    if !mlp_ratio.is_finite() || mlp_hidden(dim, mlp_ratio) == 0 {
         return Err(unsupported(format!(
-            "mlp_ratio {mlp_ratio} (implemented: a positive integer)"
+            "mlp_ratio {mlp_ratio}: an MLP of width int({dim} × {mlp_ratio}) = 0 (implemented: width ≥ 1)"
         )));
     }
     if train && (drop != 0.0 || attn_drop != 0.0 || drop_path != 0.0) {
@@ -120,7 +121,7 @@ fn common(c: &mut ConfigReader, module: &str, input: &[usize], train: bool) -> R
     Ok(Common {
         dim,
         heads,
-        mlp_ratio: mlp_ratio as usize,
+        mlp_ratio,
         qkv_bias,
         qk_scale,
         drop_path: drop_path as f32,
@@ -234,9 +235,10 @@ fn build_uniformer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result
         vec![3, 3]
     };
     c.usize("DATA.TRAIN_CROP_SIZE", Some(224))?; // nominal img_size, unused by the forward
-    if mlp_ratio.fract() != 0.0 || mlp_ratio < 1.0 {
+    if !mlp_ratio.is_finite() || mlp_hidden(embed_dim[0], mlp_ratio) == 0 {
         return Err(unsupported(format!(
-            "UNIFORMER.MLP_RATIO {mlp_ratio} (implemented: a positive integer)"
+            "UNIFORMER.MLP_RATIO {mlp_ratio}: stage 1's MLP of width int({} × {mlp_ratio}) = 0 (implemented: width ≥ 1)",
+            embed_dim[0]
         )));
     }
     if let Some(r) = representation.filter(|&r| r > 0) {
@@ -277,7 +279,7 @@ fn build_uniformer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result
         embed_dim,
         depth,
         head_dim,
-        mlp_ratio: mlp_ratio as usize,
+        mlp_ratio,
         qkv_bias,
         qk_scale,
         drop_path_rate: drop_path as f32,

@@ -11,7 +11,8 @@
 //!
 //! `video_swin.BasicLayer` reads `dim`, `depth`, `num_heads` (required), `window_size`
 //! ((1,7,7)), `mlp_ratio` (4.0), `qkv_bias` (False), `qk_scale` (None), `drop`, `attn_drop`,
-//! `drop_path` (a number; 0), `norm_layer` ("nn.LayerNorm", by name), `downsample` (a class
+//! `drop_path` (a number, or a list of one rate per block, as the official `drop_path[i] if
+//! isinstance(drop_path, list)`; 0), `norm_layer` ("nn.LayerNorm", by name), `downsample` (a class
 //! by name: "PatchMerging" or null, the default; true / false are accepted for them),
 //! `use_checkpoint` (False).
 //!
@@ -29,16 +30,19 @@
 //! Buffers: each block's int64 `attn.relative_position_index` (carried as f32) is read from the
 //! file and checked against the index the fused kernel computes; a different one is an error.
 //!
-//! `qkv_bias`, `qk_scale` (None or 0: head_dim^−0.5, as the official `qk_scale or head_dim **
-//! -0.5`) and `patch_norm` are the model's own config fields. Not ported: `in_chans` other than
-//! 3, a non-integer `mlp_ratio`, a norm eps other than 1e-5; these are errors that say so.
-//! Dropout and stochastic depth are random and refused with `train: true` unless 0.
+//! `norm_layer` is `nn.LayerNorm` or `partial(nn.LayerNorm, eps=…)` by name, everywhere it is
+//! taken. `qkv_bias`, `qk_scale` (None or 0: head_dim^−0.5, as the official `qk_scale or
+//! head_dim ** -0.5`), `patch_norm`, `in_chans`, `mlp_ratio` (hidden int(C·ratio)) and the norm's
+//! eps are the model's own config fields. Not ported: an `mlp_ratio` that makes an MLP of width
+//! 0 (an error that says so). Dropout and stochastic depth are random and refused with
+//! `train: true` unless 0.
 
+use serde_json::Value;
 use tubelet::nn::Init;
 use tubelet::nn::Linear;
 use tubelet::{Error, Result, Tensor};
 use tubelet_models::video_swin::{
-    AttnOptions, BasicLayer, Config, I3DHead, PatchEmbed3D, PatchMerging, VideoSwin,
+    mlp_hidden, AttnOptions, BasicLayer, Config, I3DHead, PatchEmbed3D, PatchMerging, VideoSwin,
 };
 
 use super::{Block, ConfigReader, Module, Part};
@@ -65,7 +69,7 @@ pub fn modules() -> Vec<Module> {
         },
         Module {
             name: "video_swin.SwinTransformer3D",
-            summary: "Video Swin backbone (patch embedding, stages, final norm), (B, 3, T, H, W) -> (B, C, D, H, W); any patch_norm, qkv_bias, qk_scale",
+            summary: "Video Swin backbone (patch embedding, stages, final norm), (B, in_chans, T, H, W) -> (B, C, D, H, W); any in_chans, patch_norm, qkv_bias, qk_scale, mlp_ratio, norm eps",
             train_default: Some(false),
             build: build_backbone,
         },
@@ -93,30 +97,35 @@ fn triple(c: &mut ConfigReader, key: &str, default: [usize; 3]) -> Result<[usize
     Ok([v[0], v[1], v[2]])
 }
 
-/// Shared arguments: mlp_ratio (an integer here), qkv_bias, qk_scale, norm_layer (by name),
-/// and the random rates.
+/// The arguments every Swin stage takes.
+struct Common {
+    mlp_ratio: f64,
+    attn: AttnOptions,
+    /// `norm_layer`'s eps.
+    eps: f32,
+}
+
+/// Shared arguments: mlp_ratio (hidden int(`dim`·ratio) must be ≥ 1), qkv_bias, qk_scale,
+/// norm_layer (by name), and the random rates.
 fn common(
     c: &mut ConfigReader,
     module: &str,
+    dim: usize,
     qkv_default: bool,
     train: bool,
     rates: &[(&str, f64)],
-) -> Result<(usize, AttnOptions)> {
+) -> Result<Common> {
     let mlp_ratio = c.f64("mlp_ratio", Some(4.0))?;
     let qkv_bias = c.bool("qkv_bias", Some(qkv_default))?;
     let qk_scale = c.qk_scale("qk_scale")?;
     c.bool("use_checkpoint", Some(false))?; // memory only
     let eps = c.layer_norm_eps("norm_layer", 1e-5)?;
-    if mlp_ratio.fract() != 0.0 || mlp_ratio < 1.0 {
+    if !mlp_ratio.is_finite() || mlp_hidden(dim, mlp_ratio) == 0 {
         return Err(unsupported(
             module,
-            format!("mlp_ratio {mlp_ratio} (implemented: a positive integer)"),
-        ));
-    }
-    if eps != 1e-5 {
-        return Err(unsupported(
-            module,
-            format!("norm_layer with eps {eps} (implemented: nn.LayerNorm, eps 1e-5)"),
+            format!(
+                "mlp_ratio {mlp_ratio}: an MLP of width int({dim} × {mlp_ratio}) = 0 (implemented: width ≥ 1)"
+            ),
         ));
     }
     if train {
@@ -127,7 +136,11 @@ fn common(
             ));
         }
     }
-    Ok((mlp_ratio as usize, AttnOptions { qkv_bias, qk_scale }))
+    Ok(Common {
+        mlp_ratio,
+        attn: AttnOptions { qkv_bias, qk_scale },
+        eps,
+    })
 }
 
 /// The official `relative_position_index` ((N, N), N = Wd·Wh·Ww) of a window: for tokens i, j
@@ -258,16 +271,14 @@ fn build_backbone(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<
         ("attn_drop_rate", attn_drop_rate),
         ("drop_path_rate", drop_path_rate),
     ];
-    let (mlp_ratio, attn) = common(c, M, true, train, &rates)?;
-    if in_chans != 3 {
-        return Err(unsupported(
-            M,
-            format!("in_chans {in_chans} (implemented: 3)"),
-        ));
-    }
-    if input.len() != 5 || input[1] != 3 {
+    let Common {
+        mlp_ratio,
+        attn,
+        eps,
+    } = common(c, M, embed_dim, true, train, &rates)?;
+    if input.len() != 5 || input[1] != in_chans {
         return Err(Error::Shape(format!(
-            "{M} takes a clip batch (B, 3, T, H, W); input has shape {input:?}"
+            "{M} takes a clip batch (B, in_chans = {in_chans}, T, H, W); input has shape {input:?}"
         )));
     }
     let config = Config {
@@ -285,6 +296,8 @@ fn build_backbone(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<
         num_classes: 1,
         attn,
         patch_norm,
+        in_chans,
+        norm_eps: eps,
     };
     let mut buffers = Vec::new();
     for (i, &depth) in config.depths.iter().enumerate() {
@@ -333,7 +346,36 @@ fn build_layer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
     let window_size = triple(c, "window_size", [1, 7, 7])?;
     let drop = c.f64("drop", Some(0.0))?;
     let attn_drop = c.f64("attn_drop", Some(0.0))?;
-    let drop_path = c.f64("drop_path", Some(0.0))?;
+    // A number, or one rate per block: the official `drop_path[i] if isinstance(drop_path, list)`.
+    let drop_path: Vec<f64> = match c.json("drop_path") {
+        None => vec![0.0; depth],
+        Some(Value::Array(list)) => {
+            let rates: Option<Vec<f64>> = list.iter().map(Value::as_f64).collect();
+            let rates = rates.ok_or_else(|| {
+                Error::Config(format!(
+                    "{M} config: drop_path {} must be a number or a list of numbers",
+                    Value::Array(list.clone())
+                ))
+            })?;
+            // Block i reads drop_path[i]: a shorter list is the official IndexError; extra
+            // rates are never read.
+            if rates.len() < depth {
+                return Err(Error::Config(format!(
+                    "{M} config: drop_path {rates:?} has {} rates for depth {depth} (the official block i reads drop_path[i])",
+                    rates.len()
+                )));
+            }
+            rates[..depth].to_vec()
+        }
+        Some(v) => match v.as_f64() {
+            Some(r) => vec![r; depth],
+            None => {
+                return Err(Error::Config(format!(
+                    "{M} config: drop_path {v} must be a number or a list of numbers"
+                )))
+            }
+        },
+    };
     // A class or None (default None); true / false stand for PatchMerging / None.
     let downsample = match c.class("downsample", None, Some("PatchMerging"))? {
         None => false,
@@ -344,12 +386,17 @@ fn build_layer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
             )))
         }
     };
+    let worst_drop_path = drop_path.iter().fold(0.0, |m: f64, r| m.max(r.abs()));
     let rates = [
         ("drop", drop),
         ("attn_drop", attn_drop),
-        ("drop_path", drop_path),
+        ("drop_path", worst_drop_path),
     ];
-    let (mlp_ratio, attn) = common(c, M, false, train, &rates)?;
+    let Common {
+        mlp_ratio,
+        attn,
+        eps,
+    } = common(c, M, dim, false, train, &rates)?;
     if input.len() != 5 || input[1] != dim || input.contains(&0) {
         return Err(Error::Shape(format!(
             "{M} takes x (B, dim = {dim}, D, H, W); input has shape {input:?}"
@@ -360,13 +407,13 @@ fn build_layer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
             "{M} config: depth {depth} ≥ 1, dim {dim} divisible by num_heads {num_heads}, window {window_size:?} positive"
         )));
     }
-    if !(0.0..1.0).contains(&drop_path) {
+    if let Some(r) = drop_path.iter().find(|r| !(0.0..1.0).contains(*r)) {
         return Err(Error::Config(format!(
-            "{M} config: drop_path {drop_path} must be in [0, 1)"
+            "{M} config: drop_path {r} must be in [0, 1)"
         )));
     }
     let mut init = Init::new(0);
-    let rates = vec![drop_path as f32; depth];
+    let rates: Vec<f32> = drop_path.iter().map(|&r| r as f32).collect();
     let layer = BasicLayer::new(
         &mut init,
         dim,
@@ -377,22 +424,12 @@ fn build_layer(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
         &rates,
         downsample,
         attn,
+        eps,
     )?;
     Ok(Box::new(Layer {
         layer,
         buffers: index_buffers("", depth, window_size)?,
     }))
-}
-
-/// eps 1e-5 (`nn.LayerNorm`) or an error: the port's Swin norms are PyTorch's default.
-fn swin_norm(module: &str, eps: f32) -> Result<()> {
-    if eps != 1e-5 {
-        return Err(unsupported(
-            module,
-            format!("norm_layer with eps {eps} (implemented: nn.LayerNorm, eps 1e-5)"),
-        ));
-    }
-    Ok(())
 }
 
 fn build_patch_embed(
@@ -407,11 +444,7 @@ fn build_patch_embed(
     // norm_layer=None by default: no norm; a LayerNorm class by name otherwise.
     let norm = match c.class("norm_layer", None, None)? {
         None => None,
-        Some(_) => {
-            let eps = c.layer_norm_eps("norm_layer", 1e-5)?;
-            swin_norm(M, eps)?;
-            Some(eps)
-        }
+        Some(_) => Some(c.layer_norm_eps("norm_layer", 1e-5)?),
     };
     if patch_size.contains(&0) || embed_dim == 0 {
         return Err(Error::Config(format!(
@@ -439,13 +472,13 @@ fn build_patch_merging(
 ) -> Result<Box<dyn Block>> {
     const M: &str = "video_swin.PatchMerging";
     let dim = c.usize("dim", None)?;
-    swin_norm(M, c.layer_norm_eps("norm_layer", 1e-5)?)?;
+    let eps = c.layer_norm_eps("norm_layer", 1e-5)?;
     if input.len() != 5 || input[4] != dim || input.contains(&0) {
         return Err(Error::Shape(format!(
             "{M} takes x (B, D, H, W, dim = {dim}) channels-last; input has shape {input:?}"
         )));
     }
-    let part = PatchMerging::new(&mut Init::new(0), dim)?;
+    let part = PatchMerging::new(&mut Init::new(0), dim, eps)?;
     Ok(Box::new(Part {
         part,
         forward: |p, x| p.forward(x),

@@ -23,17 +23,23 @@
 //! fw, ft)) and `temporal_sampling` (uniform frame sampling of `n_sampled_frames` frames, 2-D
 //! patches; `patches.size` (fh, fw)); `kernel_init_method` only initialises the kernel and is
 //! accepted and unused. The pre-logits layer (`representation_size`: Dense + tanh, or null)
+//! `return_prelogits` (the pooled pre-logits out, no `output_projection`) and, for `vivit.ViViT`,
+//! `return_preclassifier` (the encoder's normalised tokens out, no head; it wins over
+//! `return_prelogits`, as scenic returns first);
 //! and every `classifier` ('token', '0', 'gap', 'gmp', 'gsp'; the factorised attentions without
 //! 'token' and '0', as scenic asserts) throughout; Model 1 ('spacetime', or
 //! 'factorized_encoder', which scenic's `ViViT` runs as 'spacetime'); Model 3
 //! ('factorized_self_attention_block', attention_order 'time_space' or 'space_time'); Model 4
-//! ('factorized_dot_product_attention'); Model 2 (its encoders' own heads and MLP sizes) without
-//! `spatial_only_baseline`. Other settings are
+//! ('factorized_dot_product_attention'); Model 2 (its encoders' own heads and MLP sizes, and
+//! `spatial_only_baseline`: the frames averaged instead of the temporal encoder, whose
+//! `temporal_*` fields are then read but unused, as in scenic). Other settings are
 //! errors that say so; dropout and stochastic depth are refused only with `train: true` (they
 //! are inert in eval).
 
 use tubelet::{Error, Result};
-use tubelet_models::vivit::{build, AttentionOrder, Classifier, Config, Model, TemporalEncoding};
+use tubelet_models::vivit::{
+    build, AttentionOrder, Classifier, Config, Model, Output, TemporalEncoding,
+};
 
 use super::{Block, ConfigReader, Module, Whole};
 
@@ -44,14 +50,14 @@ pub fn modules() -> Vec<Module> {
             summary: "scenic ViViT; ported: Model 1 (spacetime), Model 3 \
                       (factorized_self_attention_block, time_space or space_time), Model 4 \
                       (factorized_dot_product_attention); every classifier scenic allows; 3d_conv \
-                      tubelets or temporal_sampling; representation_size",
+                      tubelets or temporal_sampling; representation_size; return_prelogits, return_preclassifier",
             train_default: None,
             build: build_vivit,
         },
         Module {
             name: "vivit.SpaceTimeViViT",
             summary: "scenic SpaceTimeViViT (Model 2, factorised encoder); ported: every classifier, 3d_conv \
-                      tubelets or temporal_sampling, representation_size, any heads and MLP sizes",
+                      tubelets or temporal_sampling, representation_size, any heads and MLP sizes, spatial_only_baseline, return_prelogits",
             train_default: None,
             build: build_space_time_vivit,
         },
@@ -74,6 +80,8 @@ struct Common {
     temporal_encoding: TemporalEncoding,
     representation_size: Option<usize>,
     classifier: String,
+    /// Logits, or the pre-logits with `return_prelogits`.
+    output: Output,
 }
 
 fn read_common(module: &str, c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Common> {
@@ -123,9 +131,6 @@ fn read_common(module: &str, c: &mut ConfigReader, input: &[usize], train: bool)
             "representation_size 0 (a pre_logits Dense of width 0)".to_string(),
         ));
     }
-    if return_prelogits {
-        return Err(unsupported(module, "return_prelogits".to_string()));
-    }
     if dtype != "float32" {
         return Err(unsupported(
             module,
@@ -154,6 +159,11 @@ fn read_common(module: &str, c: &mut ConfigReader, input: &[usize], train: bool)
         temporal_encoding,
         representation_size,
         classifier,
+        output: if return_prelogits {
+            Output::PreLogits
+        } else {
+            Output::Logits
+        },
     })
 }
 
@@ -183,6 +193,8 @@ fn port_config(
         classifier: Classifier::parse(&common.classifier).expect("checked in read_common"),
         temporal_heads: None,
         temporal_mlp_dim: None,
+        spatial_only_baseline: false,
+        output: common.output,
     }
 }
 
@@ -196,9 +208,6 @@ fn build_vivit(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
     c.ignore("attention_config.attention_kernel_init_method"); // initialisation only
     let return_preclassifier = c.bool("return_preclassifier", Some(false))?;
     let common = read_common(M, c, input, train)?;
-    if return_preclassifier {
-        return Err(unsupported(M, "return_preclassifier".to_string()));
-    }
     let classifier = common.classifier.as_str();
     let token = classifier == "token" || classifier == "0";
     let mut order_of = AttentionOrder::TimeSpace;
@@ -251,6 +260,12 @@ fn build_vivit(c: &mut ConfigReader, input: &[usize], train: bool) -> Result<Box
     };
     let config = Config {
         attention_order: order_of,
+        // scenic returns before the classifier first: return_preclassifier wins.
+        output: if return_preclassifier {
+            Output::PreClassifier
+        } else {
+            common.output
+        },
         ..port_config(&common, input, num_layers, num_heads, mlp_dim, model)
     };
     Ok(Box::new(Whole(build(config, 0)?)))
@@ -279,15 +294,13 @@ fn build_space_time_vivit(
             format!("attention_config.type {attention:?} in the encoders (implemented: \"factorized_encoder\", \"spacetime\")"),
         ));
     }
-    if spatial_only {
-        return Err(unsupported(M, "attention_config.spatial_only_baseline true (a mean over frames instead of the temporal encoder)".to_string()));
-    }
     let model = Model::FactorisedEncoder {
         temporal_layers: temporal_num_layers,
     };
     let config = Config {
         temporal_heads: Some(temporal_num_heads),
         temporal_mlp_dim: Some(temporal_mlp_dim),
+        spatial_only_baseline: spatial_only,
         ..port_config(
             &common,
             input,
