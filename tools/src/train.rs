@@ -64,9 +64,17 @@ pub struct Args {
     /// Synthetic set: optimiser steps per epoch. Other data: at most this many steps per epoch.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub steps: Option<u32>,
-    /// Clips per step; default: the recipe's batch.
+    /// Clips per forward pass (per micro-batch with --accumulate); default: the recipe's batch.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch: Option<u32>,
+    /// Gradient accumulation: each optimiser step sums the gradients of K forward/backward passes
+    /// of --batch clips, the update of one K×batch batch in 1/K of the activation memory. Steps
+    /// (--steps, --save-every, the schedule, the logs) count updates. Models with BatchNorm (TSM)
+    /// normalise each micro-batch with its own statistics, as PyTorch does, so their update is
+    /// close to, not equal to, the large batch's.
+    #[arg(long, default_value_t = 1, value_name = "K",
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub accumulate: u32,
     /// Base (peak) learning rate; default: the recipe's.
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
@@ -518,10 +526,13 @@ pub fn run(args: Args) -> Result<()> {
         None => None,
     };
     let clip = model.clip();
+    // Micro-batches per update.
+    let k = args.accumulate as usize;
     let steps = match (&recipe.schedule, &files) {
-        (_, Some((train, _, _))) => args.steps.map_or(train.batches_per_epoch(), |s| {
-            (s as usize).min(train.batches_per_epoch())
-        }),
+        (_, Some((train, _, _))) => {
+            let updates = train.batches_per_epoch().div_ceil(k);
+            args.steps.map_or(updates, |s| (s as usize).min(updates))
+        }
         (LrSchedule::Synthetic { total_steps, .. }, None) => *total_steps as usize,
         (LrSchedule::Paper(_), None) => args.steps.unwrap_or(400) as usize,
     };
@@ -535,7 +546,7 @@ pub fn run(args: Args) -> Result<()> {
         clip,
         split: Split::Train,
         batch: b,
-        clips: steps * b,
+        clips: steps * k * b,
     };
     let held_out = Synthetic {
         seed: args.seed,
@@ -563,9 +574,13 @@ pub fn run(args: Args) -> Result<()> {
         (None, None) => default_run_dir(preset.name),
     };
     let n_params: usize = model.named_params().iter().map(|(_, t)| t.numel()).sum();
+    let per_step = match k {
+        1 => format!("{b}"),
+        _ => format!("{} ({k} accumulated micro-batches of {b})", k * b),
+    };
     println!(
         "tubelet train: {} ({} parameters) on {} ({:?}); {} epoch(s) of {} steps × {} clips of {}×{}×{}, {} classes{}",
-        args.model, n_params, gpu.info.name, gpu.info.backend, recipe.epochs, steps, b,
+        args.model, n_params, gpu.info.name, gpu.info.backend, recipe.epochs, steps, per_step,
         clip[0], clip[1], clip[2], classes,
         files.as_ref().map_or(String::new(), |(t, v, _)| format!(
             "; {} training videos{}", t.len(), v.as_ref().map_or(String::new(), |v| format!(", {} validation videos", v.len()))))
@@ -591,6 +606,7 @@ pub fn run(args: Args) -> Result<()> {
             "mismatched": r.mismatched, "missing": r.missing, "unused": r.unused,
         })),
         "save": save.display().to_string(), "recipe": recipe.to_json(), "batch": b,
+        "accumulate": k,
     });
     let o = TrainOptions {
         epochs: recipe.epochs,
@@ -601,6 +617,7 @@ pub fn run(args: Args) -> Result<()> {
         policy: recipe.policy.clone(),
         label_smoothing: recipe.label_smoothing,
         grad_clip: recipe.grad_clip,
+        accumulate: k,
         // Synthetic: one view, raw scores (the argmax `tubelet train` always reported).
         view_average: if files.is_some() {
             recipe.view_average

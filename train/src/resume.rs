@@ -134,7 +134,7 @@ impl StateSaver for StateFileSaver {
 }
 
 /// The fields of the run's configuration a resume must share with the run it continues.
-pub const SAME_RUN_FIELDS: [&str; 8] = [
+pub const SAME_RUN_FIELDS: [&str; 9] = [
     "model",
     "seed",
     "clip",
@@ -143,7 +143,17 @@ pub const SAME_RUN_FIELDS: [&str; 8] = [
     "data_root",
     "steps_per_epoch",
     "batch",
+    "accumulate",
 ];
+
+/// A field's value in a run's config; states written before a field existed have its default
+/// (`accumulate`: 1, no accumulation).
+fn config_field(config: &serde_json::Value, key: &str) -> Option<serde_json::Value> {
+    match (config.get(key), key) {
+        (None, "accumulate") => Some(json!(1)),
+        (v, _) => v.cloned(),
+    }
+}
 
 /// Reads the state `path` names (a state file, or a run directory / its `checkpoints` folder:
 /// the latest state), checks it continues the run `config` describes, and restores it into
@@ -157,14 +167,14 @@ pub fn restore(
     let loaded = checkpoint::load(&file)?;
     let differ: Vec<String> = SAME_RUN_FIELDS
         .iter()
-        .filter(|k| loaded.config.get(**k) != config.get(**k))
+        .filter(|k| config_field(&loaded.config, k) != config_field(config, k))
         .map(|k| {
             let show =
-                |v: Option<&serde_json::Value>| v.map_or("(none)".to_string(), |v| v.to_string());
+                |v: Option<serde_json::Value>| v.map_or("(none)".to_string(), |v| v.to_string());
             format!(
                 "{k}: state {}, now {}",
-                show(loaded.config.get(*k)),
-                show(config.get(*k))
+                show(config_field(&loaded.config, k)),
+                show(config_field(config, k))
             )
         })
         .collect();

@@ -3,6 +3,12 @@
 //! validation pass after each epoch; logs and plots in the run directory; the weights of the
 //! last and best epochs. Events go to the caller's [`Observer`] (the CLI prints them).
 //!
+//! Gradient accumulation ([`TrainOptions::accumulate`] = K): a step is one optimiser update of K
+//! micro-batches (the data's batches); each micro-batch's graph is freed after its backward
+//! (`Grads::accumulate`, engine/src/autograd.rs). The schedule, `max_steps_per_epoch`,
+//! `save_every` and the logs count updates; [`LoopPosition::batch_in_epoch`] counts micro-batches
+//! (the data position), and states are saved only between updates.
+//!
 //! NaN guard: each step reads back one small vector — the loss, the squared gradient norm and
 //! Σ p·0 over the parameters (NaN iff some parameter is not finite) — before the update. If any
 //! is not finite the step is not applied, BatchNorm buffers are restored from the copy taken
@@ -25,6 +31,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
+use tubelet::autograd::Grads;
 use tubelet::{Error, Indices, Result, Tensor};
 use tubelet_models::VideoModel;
 
@@ -43,7 +50,8 @@ use crate::source::BatchSource;
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
     pub epochs: usize,
-    /// At most this many steps per epoch (short runs, tests); None: the whole epoch.
+    /// At most this many steps (optimiser updates) per epoch (short runs, tests); None: the whole
+    /// epoch.
     pub max_steps_per_epoch: Option<usize>,
     pub schedule: LrSchedule,
     pub optimizer: OptimizerKind,
@@ -51,6 +59,10 @@ pub struct TrainOptions {
     pub policy: ParamPolicy,
     pub label_smoothing: f32,
     pub grad_clip: Option<f32>,
+    /// Gradient accumulation: one optimiser update per this many batches of the data (≥ 1), the
+    /// update of one K× larger batch (up to f32 rounding). BatchNorm statistics are per
+    /// micro-batch, as in PyTorch; drop path and dropout draw their masks per micro-batch.
+    pub accumulate: usize,
     /// How validation views are combined.
     pub view_average: ViewAverage,
     /// At most this many validation batches per epoch; None: all.
@@ -74,7 +86,7 @@ pub struct TrainOptions {
 pub struct LoopPosition {
     /// Optimiser steps taken.
     pub step: u64,
-    /// The epoch in progress (0-based) and the batches of it already consumed.
+    /// The epoch in progress (0-based) and the batches (micro-batches) of it already consumed.
     pub epoch: usize,
     pub batch_in_epoch: usize,
     /// Best validation top-1 so far, and its epoch.
@@ -296,7 +308,14 @@ impl<'m> Trainer<'m> {
         if full == 0 {
             return Err(Error::Config("the training data gives no batches".into()));
         }
-        let per_epoch = o.max_steps_per_epoch.map_or(full, |m| m.min(full)).max(1);
+        // The data's batches are micro-batches; K of them make one optimiser update (a step:
+        // the schedule, --steps, --save-every and the logs count updates).
+        let k = o.accumulate;
+        let micro_per_epoch = o
+            .max_steps_per_epoch
+            .map_or(full, |m| m.saturating_mul(k).min(full))
+            .max(1);
+        let per_epoch = micro_per_epoch.div_ceil(k);
         let start = Instant::now();
         let mut clips = 0u64;
         let mut records: Vec<EpochRecord> = Vec::new();
@@ -314,8 +333,10 @@ impl<'m> Trainer<'m> {
             let (mut loss_sum, mut hits, mut seen, mut steps) = (0.0f64, 0u64, 0u64, 0usize);
             let mut skipped: Vec<(String, String)> = Vec::new();
             let mut batches = data.epoch(epoch as u64, self.pos.batch_in_epoch)?;
-            let mut data_t0 = Instant::now();
-            while self.pos.batch_in_epoch < per_epoch {
+            // One iteration is one optimiser update of up to K micro-batches. Saves and stop
+            // requests happen only here, between updates: a state never holds half an update's
+            // micro-batches (they would be lost on resume).
+            while self.pos.batch_in_epoch < micro_per_epoch {
                 if stop_requested() {
                     self.save(saver, SaveReason::Interrupt, obs)?;
                     return Ok(self.summary(
@@ -327,38 +348,70 @@ impl<'m> Trainer<'m> {
                         clips,
                     ));
                 }
-                let Some(batch) = batches.next() else { break };
-                let batch = batch?;
-                skipped.extend(batch.skipped.iter().cloned());
-                let data_s = data_t0.elapsed().as_secs_f64();
-                let step_t0 = Instant::now();
-                let b = batch.labels.len();
                 let lr = o.schedule.lr_at_step(self.pos.step, per_epoch as u64);
                 let gpu = tubelet::Gpu::global()?;
                 gpu.reset_memory_peak();
-
-                let x = model_input(self.model, &batch)?;
-                let labels = Indices::from_slice(&batch.labels)?;
                 for ((_, buf), copy) in self.buffers.iter().zip(&self.backups) {
                     copy.assign(buf)?;
                 }
-                let logits = self.model.forward(&x, true)?; // (B, classes)
-                let loss = smoothed_cross_entropy(&logits, &labels, o.label_smoothing)?;
-                let grads = loss.backward()?;
+                let (mut data_s, mut step_s) = (0.0f64, 0.0f64);
+                let mut acc: Option<Grads> = None;
+                // Per micro-batch: the loss (1), the logits (b, classes) and the labels.
+                let mut micro: Vec<(Tensor, Tensor, Vec<u32>)> = Vec::with_capacity(k);
+                while micro.len() < k && self.pos.batch_in_epoch + micro.len() < micro_per_epoch {
+                    let data_t0 = Instant::now();
+                    let Some(batch) = batches.next() else { break };
+                    let batch = batch?;
+                    data_s += data_t0.elapsed().as_secs_f64();
+                    let step_t0 = Instant::now();
+                    skipped.extend(batch.skipped.iter().cloned());
+                    let x = model_input(self.model, &batch)?;
+                    let labels = Indices::from_slice(&batch.labels)?;
+                    let logits = self.model.forward(&x, true)?; // (b, classes)
+                    let loss = smoothed_cross_entropy(&logits, &labels, o.label_smoothing)?;
+                    // K = 1: the plain mean's gradient (bit for bit the loop without
+                    // accumulation). K > 1: b·mean here and 1/Σb once the update's
+                    // micro-batches are in, the gradient of the mean over all of them (also
+                    // when the last micro-batch of an epoch is short).
+                    let grads = if k == 1 {
+                        loss.backward()?
+                    } else {
+                        loss.try_mul_scalar(batch.labels.len() as f32)?.backward()?
+                    };
+                    match &mut acc {
+                        None => acc = Some(grads),
+                        Some(a) => a.accumulate(grads)?, // frees micro-batch i's graph
+                    }
+                    micro.push((
+                        loss.detach().try_reshape(&[1])?,
+                        logits.detach(),
+                        batch.labels,
+                    ));
+                    step_s += step_t0.elapsed().as_secs_f64();
+                }
+                let Some(mut grads) = acc else { break }; // the data ended early
+                let step_t0 = Instant::now();
+                let b: usize = micro.iter().map(|m| m.2.len()).sum();
+                if k > 1 {
+                    grads.scale(1.0 / b.max(1) as f32)?;
+                }
                 let gsq = grad_sq_norm(&self.params, &grads)?; // (1)
                 let probe = params_nonfinite_probe(&self.params)?; // (1)
-                                                                   // One read-back a step: loss, ‖g‖², Σ p·0.
-                let checks =
-                    Tensor::try_cat(&[&loss.try_reshape(&[1])?, &gsq, &probe], 0)?.to_vec()?;
-                let (loss_v, gsq_v, probe_v) = (checks[0] as f64, checks[1] as f64, checks[2]);
-                if !loss_v.is_finite() || !gsq_v.is_finite() || !probe_v.is_finite() {
+                                                                   // One read-back an update: the micro-batches' losses, ‖g‖², Σ p·0.
+                let mut parts: Vec<&Tensor> = micro.iter().map(|m| &m.0).collect();
+                parts.extend([&gsq, &probe]);
+                let checks = Tensor::try_cat(&parts, 0)?.to_vec()?;
+                let n = micro.len();
+                let (gsq_v, probe_v) = (checks[n] as f64, checks[n + 1]);
+                let bad_loss = checks[..n].iter().find(|l| !l.is_finite());
+                if bad_loss.is_some() || !gsq_v.is_finite() || !probe_v.is_finite() {
                     for ((_, buf), copy) in self.buffers.iter().zip(&self.backups) {
                         buf.assign(copy)?;
                     }
                     let what = if !probe_v.is_finite() {
                         "a parameter is not finite".to_string()
-                    } else if !loss_v.is_finite() {
-                        format!("the loss is {loss_v}")
+                    } else if let Some(l) = bad_loss {
+                        format!("the loss is {l}")
                     } else {
                         format!("the gradient norm is {}", gsq_v.sqrt())
                     };
@@ -387,22 +440,19 @@ impl<'m> Trainer<'m> {
                     clip_grads(&self.params, &grads, gnorm as f32, max)?;
                 }
                 self.opt.step(&grads, lr)?;
-                let logits_host = logits.to_vec()?;
-                let hit = logits_host
-                    .chunks(classes)
-                    .zip(&batch.labels)
-                    .filter(|(r, &y)| {
-                        let best = r
-                            .iter()
-                            .enumerate()
-                            .fold(0, |bi, (i, &v)| if v > r[bi] { i } else { bi });
-                        best == y as usize
-                    })
-                    .count();
-                let step_s = step_t0.elapsed().as_secs_f64();
+                // The update's loss: the mean over its clips (each micro-batch's mean weighted by
+                // its size), and its training top-1.
+                let mut loss_v = 0.0f64;
+                let mut hit = 0usize;
+                for (i, (_, logits, labels)) in micro.iter().enumerate() {
+                    loss_v += checks[i] as f64 * labels.len() as f64 / b.max(1) as f64;
+                    hit += top1_hits(&logits.to_vec()?, classes, labels);
+                }
+                step_s += step_t0.elapsed().as_secs_f64();
                 let memory_peak_bytes = gpu.memory_peak();
                 self.pos.step += 1;
-                self.pos.batch_in_epoch += 1;
+                self.pos.batch_in_epoch += n;
+                let update_in_epoch = self.pos.batch_in_epoch.div_ceil(k);
                 steps += 1;
                 clips += b as u64;
                 seen += b as u64;
@@ -410,7 +460,8 @@ impl<'m> Trainer<'m> {
                 loss_sum += loss_v * b as f64;
                 if !first_reported {
                     let this = data_s + step_s;
-                    let last_of_run = self.pos.batch_in_epoch == per_epoch && epoch + 1 == o.epochs;
+                    let last_of_run =
+                        self.pos.batch_in_epoch == micro_per_epoch && epoch + 1 == o.epochs;
                     match first_step {
                         None if !last_of_run => first_step = Some((this, memory_peak_bytes)),
                         _ => {
@@ -428,7 +479,7 @@ impl<'m> Trainer<'m> {
                 let rec = StepRecord {
                     step: self.pos.step,
                     epoch,
-                    batch_in_epoch: self.pos.batch_in_epoch,
+                    batch_in_epoch: update_in_epoch,
                     batches_per_epoch: per_epoch,
                     loss: loss_v,
                     lr,
@@ -442,12 +493,13 @@ impl<'m> Trainer<'m> {
                 curve.push((rec.step, rec.loss, rec.lr));
                 if o.log_every > 0
                     && (rec.step.is_multiple_of(o.log_every as u64)
-                        || self.pos.batch_in_epoch == per_epoch)
+                        || self.pos.batch_in_epoch == micro_per_epoch)
                 {
                     if let Some(l) = &mut log {
                         l.step(&json!({
                             "step": rec.step, "epoch": epoch, "batch": rec.batch_in_epoch, "loss": rec.loss,
                             "lr": rec.lr, "grad_norm": rec.grad_norm, "batch_top1": rec.batch_top1,
+                            "clips": b, "micro_batches": n,
                             "data_time": rec.data_seconds, "step_time": rec.step_seconds,
                             "clips_per_s": rec.clips_per_second, "memory_peak_mib": rec.memory_peak_bytes as f64 / (1 << 20) as f64,
                         }))?;
@@ -462,12 +514,11 @@ impl<'m> Trainer<'m> {
                 if let Some(every) = o.save_every {
                     if every > 0
                         && self.pos.step.is_multiple_of(every as u64)
-                        && self.pos.batch_in_epoch < per_epoch
+                        && self.pos.batch_in_epoch < micro_per_epoch
                     {
                         self.save(saver, SaveReason::Periodic, obs)?;
                     }
                 }
-                data_t0 = Instant::now();
             }
             drop(batches);
             // Validation.
@@ -578,9 +629,29 @@ impl<'m> Trainer<'m> {
     }
 }
 
+/// How many rows of `logits` (rows of `classes`) have their largest value at the label.
+fn top1_hits(logits: &[f32], classes: usize, labels: &[u32]) -> usize {
+    logits
+        .chunks(classes)
+        .zip(labels)
+        .filter(|(r, &y)| {
+            let best = r
+                .iter()
+                .enumerate()
+                .fold(0, |bi, (i, &v)| if v > r[bi] { i } else { bi });
+            best == y as usize
+        })
+        .count()
+}
+
 fn check_options(o: &TrainOptions) -> Result<()> {
     if o.epochs == 0 {
         return Err(Error::Config("epochs must be at least 1".into()));
+    }
+    if o.accumulate == 0 {
+        return Err(Error::Config(
+            "accumulate must be at least 1 (batches per optimiser update)".into(),
+        ));
     }
     if let Some(c) = o.grad_clip {
         if !(c > 0.0 && c.is_finite()) {

@@ -42,6 +42,7 @@ fn options(run_dir: Option<PathBuf>, peak: f32) -> TrainOptions {
         policy: ParamPolicy::Tubelet,
         label_smoothing: 0.1,
         grad_clip: Some(1.0),
+        accumulate: 1,
         view_average: ViewAverage::Prob,
         max_val_batches: None,
         run_dir,
