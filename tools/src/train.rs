@@ -136,6 +136,10 @@ pub struct Args {
     /// Also save every this many steps (besides every epoch).
     #[arg(long)]
     pub save_every: Option<u32>,
+    /// A line of metrics.jsonl (loss, lr, gradient norm, times, memory) every this many steps,
+    /// and at each epoch's end; the gradient norm is computed only then (or when clipping).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub log_every: u32,
     /// No progress bar: one line every 50 steps (for logs and CI).
     #[arg(long)]
     pub quiet: bool,
@@ -627,8 +631,9 @@ pub fn run(args: Args) -> Result<()> {
         max_val_batches: None,
         run_dir: Some(run_dir.clone()),
         config,
-        log_every: 1,
-        plot_every: 50,
+        log_every: args.log_every as usize,
+        // A plot is a PNG encode: every 200 steps and at each epoch's end is enough to follow.
+        plot_every: 200,
         save_every: args.save_every.map(|s| s as usize),
         stop: Some(stop_flag()),
     };

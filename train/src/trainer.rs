@@ -9,13 +9,19 @@
 //! `save_every` and the logs count updates; [`LoopPosition::batch_in_epoch`] counts micro-batches
 //! (the data position), and states are saved only between updates.
 //!
-//! NaN guard: each step reads back one small vector — the loss, the squared gradient norm and
-//! Σ p·0 over the parameters (NaN iff some parameter is not finite) — before the update. If any
-//! is not finite the step is not applied, BatchNorm buffers are restored from the copy taken
-//! before the forward, nothing already written is overwritten, and the run stops with
-//! [`Outcome::Diverged`]. The parameters then in memory are the ones the probe just found
-//! finite (or, if the probe failed, none are written), and they go to a new file
-//! `diverged-last-finite.safetensors` in the run directory; `last`/`best` stay as they were.
+//! NaN guard: each update reads back one small vector before it is applied — the loss of each
+//! micro-batch and the logits (for the training top-1), plus the squared gradient norm when
+//! clipping needs it or the step is logged, plus Σ p·0 over the parameters (NaN iff some
+//! parameter is not finite) on logged steps. These reductions cost a dispatch chain per
+//! parameter, so they are not made on every step (they were ~8% of a vivit-tiny step on
+//! lavapipe). If any value read is not finite the update is not applied, BatchNorm buffers are
+//! restored from the copy taken before the forward, nothing already written is overwritten, and
+//! the run stops with [`Outcome::Diverged`]. The parameters then in memory (those of the last
+//! applied update, which gave this loss) are probed; if finite they go to a new file
+//! `diverged-last-finite.safetensors` in the run directory, else nothing is written;
+//! `last`/`best` stay as they were. A non-finite parameter outside the loss's reach between
+//! logged steps is caught by the next probe or save (every save probes first and refuses a
+//! non-finite state).
 //!
 //! Stop requests (Ctrl-C / SIGTERM, set by the caller in [`TrainOptions::stop`]) are honoured
 //! between steps: the state is saved through the [`StateSaver`] and the loop returns
@@ -71,9 +77,11 @@ pub struct TrainOptions {
     pub run_dir: Option<PathBuf>,
     /// The resolved configuration to store as `config.json`.
     pub config: serde_json::Value,
-    /// Log a `metrics.jsonl` line (and an event) every this many steps (1 = every step).
+    /// Log a `metrics.jsonl` line (with the gradient norm and a parameter probe) every this many
+    /// steps (1 = every step; 0 = never), and at each epoch's last step. Events come every step.
     pub log_every: usize,
-    /// Redraw the loss plot every this many steps (and at every epoch's end).
+    /// Redraw the loss plot every this many steps (0 = only at each epoch's end, where every
+    /// plot is redrawn).
     pub plot_every: usize,
     /// Save the state through the saver every this many steps too (besides each epoch's end).
     pub save_every: Option<usize>,
@@ -159,7 +167,9 @@ pub struct StepRecord {
     pub batches_per_epoch: usize,
     pub loss: f64,
     pub lr: f64,
-    pub grad_norm: f64,
+    /// The global gradient norm (before clipping), computed on logged steps and whenever
+    /// clipping is on; None on the other steps.
+    pub grad_norm: Option<f64>,
     /// Top-1 of this batch's training logits.
     pub batch_top1: f64,
     pub data_seconds: f64,
@@ -395,27 +405,58 @@ impl<'m> Trainer<'m> {
                 if k > 1 {
                     grads.scale(1.0 / b.max(1) as f32)?;
                 }
-                let gsq = grad_sq_norm(&self.params, &grads)?; // (1)
-                let probe = params_nonfinite_probe(&self.params)?; // (1)
-                                                                   // One read-back an update: the micro-batches' losses, ‖g‖², Σ p·0.
-                let mut parts: Vec<&Tensor> = micro.iter().map(|m| &m.0).collect();
-                parts.extend([&gsq, &probe]);
-                let checks = Tensor::try_cat(&parts, 0)?.to_vec()?;
                 let n = micro.len();
-                let (gsq_v, probe_v) = (checks[n] as f64, checks[n + 1]);
-                let bad_loss = checks[..n].iter().find(|l| !l.is_finite());
-                if bad_loss.is_some() || !gsq_v.is_finite() || !probe_v.is_finite() {
+                let last_of_epoch = self.pos.batch_in_epoch + n == micro_per_epoch;
+                let next_step = self.pos.step + 1;
+                let log_now = o.log_every > 0
+                    && (next_step.is_multiple_of(o.log_every as u64) || last_of_epoch);
+                // ‖g‖² costs a reduction per parameter: only when clipping needs it or this
+                // step is logged. The parameter probe likewise only on logged steps (and before
+                // every save, and when the run diverges).
+                let gsq = match o.grad_clip.is_some() || log_now {
+                    true => Some(grad_sq_norm(&self.params, &grads)?), // (1)
+                    false => None,
+                };
+                let probe = match log_now {
+                    true => Some(params_nonfinite_probe(&self.params)?), // (1)
+                    false => None,
+                };
+                // One read-back an update, before it is applied: the micro-batches' losses (n),
+                // ‖g‖² and Σ p·0 when computed, and the logits for the training top-1.
+                let mut parts: Vec<&Tensor> = micro.iter().map(|m| &m.0).collect();
+                parts.extend(gsq.iter().chain(&probe));
+                let flat: Vec<Tensor> = micro
+                    .iter()
+                    .map(|m| m.1.try_reshape(&[m.1.numel()]))
+                    .collect::<Result<_>>()?;
+                parts.extend(&flat);
+                let host = Tensor::try_cat(&parts, 0)?.to_vec()?;
+                let (losses, rest) = host.split_at(n);
+                let (gsq_v, rest) = match gsq {
+                    Some(_) => (Some(rest[0] as f64), &rest[1..]),
+                    None => (None, rest),
+                };
+                let (probe_v, logits_host) = match probe {
+                    Some(_) => (rest[0], &rest[1..]),
+                    None => (0.0, rest),
+                };
+                let bad_loss = losses.iter().find(|l| !l.is_finite());
+                let bad_norm = gsq_v.filter(|g| !g.is_finite());
+                if bad_loss.is_some() || bad_norm.is_some() || !probe_v.is_finite() {
                     for ((_, buf), copy) in self.buffers.iter().zip(&self.backups) {
                         buf.assign(copy)?;
                     }
-                    let what = if !probe_v.is_finite() {
+                    // The parameters in memory are those of the last applied update; written
+                    // only when a probe finds them finite.
+                    let finite = probe_v.is_finite() && self.params_finite()?;
+                    let what = if !finite {
                         "a parameter is not finite".to_string()
                     } else if let Some(l) = bad_loss {
                         format!("the loss is {l}")
                     } else {
-                        format!("the gradient norm is {}", gsq_v.sqrt())
+                        format!("the gradient norm is {}", bad_norm.unwrap_or(0.0).sqrt())
                     };
-                    let last_finite = match (&o.run_dir, probe_v.is_finite()) {
+                    let last_finite = match (&o.run_dir, finite) {
                         (Some(d), true) => {
                             let p = d.join("diverged-last-finite.safetensors");
                             tubelet::io::save(&p, &model_state(self.model), None)?;
@@ -435,18 +476,22 @@ impl<'m> Trainer<'m> {
                     );
                     return Ok(summary);
                 }
-                let gnorm = gsq_v.sqrt();
-                if let Some(max) = o.grad_clip {
-                    clip_grads(&self.params, &grads, gnorm as f32, max)?;
+                let gnorm = gsq_v.map(f64::sqrt);
+                if let (Some(max), Some(norm)) = (o.grad_clip, gnorm) {
+                    clip_grads(&self.params, &grads, norm as f32, max)?;
                 }
                 self.opt.step(&grads, lr)?;
                 // The update's loss: the mean over its clips (each micro-batch's mean weighted by
-                // its size), and its training top-1.
+                // its size), and its training top-1 (against the clips' own labels, also when
+                // mixup/cutmix blended them).
                 let mut loss_v = 0.0f64;
                 let mut hit = 0usize;
-                for (i, (_, logits, labels)) in micro.iter().enumerate() {
-                    loss_v += checks[i] as f64 * labels.len() as f64 / b.max(1) as f64;
-                    hit += top1_hits(&logits.to_vec()?, classes, labels);
+                let mut at = 0;
+                for (l, (_, _, labels)) in losses.iter().zip(&micro) {
+                    loss_v += *l as f64 * labels.len() as f64 / b.max(1) as f64;
+                    let len = labels.len() * classes;
+                    hit += top1_hits(&logits_host[at..at + len], classes, labels);
+                    at += len;
                 }
                 step_s += step_t0.elapsed().as_secs_f64();
                 let memory_peak_bytes = gpu.memory_peak();
@@ -491,10 +536,7 @@ impl<'m> Trainer<'m> {
                     memory_peak_bytes,
                 };
                 curve.push((rec.step, rec.loss, rec.lr));
-                if o.log_every > 0
-                    && (rec.step.is_multiple_of(o.log_every as u64)
-                        || self.pos.batch_in_epoch == micro_per_epoch)
-                {
+                if log_now {
                     if let Some(l) = &mut log {
                         l.step(&json!({
                             "step": rec.step, "epoch": epoch, "batch": rec.batch_in_epoch, "loss": rec.loss,
@@ -504,10 +546,16 @@ impl<'m> Trainer<'m> {
                             "clips_per_s": rec.clips_per_second, "memory_peak_mib": rec.memory_peak_bytes as f64 / (1 << 20) as f64,
                         }))?;
                     }
-                    obs.event(Event::Step(&rec));
                 }
+                // Every update is an event (a progress bar is cheap); the file gets a line
+                // every `log_every` updates.
+                obs.event(Event::Step(&rec));
                 if let Some(l) = &log {
-                    if o.plot_every > 0 && rec.step.is_multiple_of(o.plot_every as u64) {
+                    // The epoch's end redraws every plot anyway.
+                    if o.plot_every > 0
+                        && rec.step.is_multiple_of(o.plot_every as u64)
+                        && !last_of_epoch
+                    {
                         plot::loss_and_lr(&l.path("loss_lr.png"), &curve)?;
                     }
                 }
