@@ -101,6 +101,17 @@ pub struct Args {
     /// Max global gradient L2 norm; 0 turns clipping off.
     #[arg(long, allow_negative_numbers = true)]
     pub grad_clip: Option<f32>,
+    /// Mixup alpha: blend each batch with a permutation of itself, λ ~ Beta(A, A), targets
+    /// mixed alike (mmaction2's MixupBlending); 0 turns it off. Default: the recipe's (MViT,
+    /// UniFormer: 0.8).
+    #[arg(long, allow_negative_numbers = true, value_name = "A")]
+    pub mixup: Option<f32>,
+    /// CutMix alpha: paste one box (the same over every frame) from a permutation of the batch,
+    /// λ ~ Beta(A, A) the kept area (mmaction2's CutmixBlending); 0 turns it off. With both,
+    /// each batch uses one, CutMix with the recipe's switch probability (½). Default: the
+    /// recipe's (MViT, UniFormer: 1.0).
+    #[arg(long, allow_negative_numbers = true, value_name = "A")]
+    pub cutmix: Option<f32>,
     /// Stochastic depth rate of the backbone.
     #[arg(long, allow_negative_numbers = true)]
     pub drop_path: Option<f32>,
@@ -305,6 +316,31 @@ pub fn resolve_recipe(args: &Args) -> Result<Recipe> {
     }
     if let Some(d) = args.drop_path {
         r.drop_path = Some(d);
+    }
+    for (name, a) in [("mixup", args.mixup), ("cutmix", args.cutmix)] {
+        if let Some(a) = a {
+            if !(a >= 0.0 && a.is_finite()) {
+                return Err(Error::Config(format!(
+                    "--{name} must be ≥ 0 (the Beta distribution's alpha; 0 turns it off), got {a}"
+                )));
+            }
+        }
+    }
+    if args.mixup.is_some() || args.cutmix.is_some() {
+        // A flag over a recipe without mixing: mixed on every batch, each kind half the time
+        // (mmaction2's RandomBatchAugment over the two).
+        let base = r.mixup.unwrap_or(recipe::Mixup {
+            mixup_alpha: 0.0,
+            cutmix_alpha: 0.0,
+            prob: 1.0,
+            switch_prob: 0.5,
+        });
+        let m = recipe::Mixup {
+            mixup_alpha: args.mixup.unwrap_or(base.mixup_alpha),
+            cutmix_alpha: args.cutmix.unwrap_or(base.cutmix_alpha),
+            ..base
+        };
+        r.mixup = (m.mixup_alpha > 0.0 || m.cutmix_alpha > 0.0).then_some(m);
     }
     Ok(r)
 }
@@ -622,6 +658,8 @@ pub fn run(args: Args) -> Result<()> {
         label_smoothing: recipe.label_smoothing,
         grad_clip: recipe.grad_clip,
         accumulate: k,
+        mixup: recipe.mixup,
+        seed: args.seed,
         // Synthetic: one view, raw scores (the argmax `tubelet train` always reported).
         view_average: if files.is_some() {
             recipe.view_average

@@ -3,6 +3,9 @@
 //! validation pass after each epoch; logs and plots in the run directory; the weights of the
 //! last and best epochs. Events go to the caller's [`Observer`] (the CLI prints them).
 //!
+//! Mixup / CutMix ([`TrainOptions::mixup`], mix.rs): each micro-batch is blended on the host
+//! before its forward, and the loss is the cross-entropy against the blended, smoothed targets.
+//!
 //! Gradient accumulation ([`TrainOptions::accumulate`] = K): a step is one optimiser update of K
 //! micro-batches (the data's batches); each micro-batch's graph is freed after its backward
 //! (`Grads::accumulate`, engine/src/autograd.rs). The schedule, `max_steps_per_epoch`,
@@ -43,11 +46,13 @@ use tubelet_models::VideoModel;
 
 use crate::eval::{evaluate, model_input, EvalReport};
 use crate::metrics::ViewAverage;
+use crate::mix;
 use crate::optim::{
     clip_grads, grad_sq_norm, params_nonfinite_probe, smoothed_cross_entropy, Optimiser,
     OptimizerKind, ParamPolicy,
 };
 use crate::plot;
+use crate::recipe::Mixup;
 use crate::runlog::RunLog;
 use crate::schedule::LrSchedule;
 use crate::source::BatchSource;
@@ -69,6 +74,10 @@ pub struct TrainOptions {
     /// update of one K× larger batch (up to f32 rounding). BatchNorm statistics are per
     /// micro-batch, as in PyTorch; drop path and dropout draw their masks per micro-batch.
     pub accumulate: usize,
+    /// Mixup / CutMix of each training batch (mix.rs, mmaction2's blendings); None: off.
+    pub mixup: Option<Mixup>,
+    /// The run's seed: each micro-batch's mixing draws from (seed, step, micro-batch).
+    pub seed: u64,
     /// How validation views are combined.
     pub view_average: ViewAverage,
     /// At most this many validation batches per epoch; None: all.
@@ -371,14 +380,37 @@ impl<'m> Trainer<'m> {
                 while micro.len() < k && self.pos.batch_in_epoch + micro.len() < micro_per_epoch {
                     let data_t0 = Instant::now();
                     let Some(batch) = batches.next() else { break };
-                    let batch = batch?;
+                    let mut batch = batch?;
                     data_s += data_t0.elapsed().as_secs_f64();
                     let step_t0 = Instant::now();
                     skipped.extend(batch.skipped.iter().cloned());
+                    // Mixup/CutMix blend the host clips and give soft targets (b, classes),
+                    // label-smoothed as mmaction2's head smooths them.
+                    let targets = match &o.mixup {
+                        Some(m) => {
+                            let mut rng = mix::rng_for(o.seed, self.pos.step, micro.len());
+                            let (t, _) = mix::blend(
+                                &mut batch.data,
+                                batch.shape,
+                                &batch.labels,
+                                classes,
+                                m,
+                                o.label_smoothing,
+                                &mut rng,
+                            )?;
+                            Some(Tensor::from_slice(&t, &[batch.labels.len(), classes])?)
+                        }
+                        None => None,
+                    };
                     let x = model_input(self.model, &batch)?;
-                    let labels = Indices::from_slice(&batch.labels)?;
                     let logits = self.model.forward(&x, true)?; // (b, classes)
-                    let loss = smoothed_cross_entropy(&logits, &labels, o.label_smoothing)?;
+                    let loss = match &targets {
+                        Some(t) => mix::soft_cross_entropy(&logits, t)?,
+                        None => {
+                            let labels = Indices::from_slice(&batch.labels)?;
+                            smoothed_cross_entropy(&logits, &labels, o.label_smoothing)?
+                        }
+                    };
                     // K = 1: the plain mean's gradient (bit for bit the loop without
                     // accumulation). K > 1: b·mean here and 1/Σb once the update's
                     // micro-batches are in, the gradient of the mean over all of them (also
@@ -695,6 +727,9 @@ fn top1_hits(logits: &[f32], classes: usize, labels: &[u32]) -> usize {
 fn check_options(o: &TrainOptions) -> Result<()> {
     if o.epochs == 0 {
         return Err(Error::Config("epochs must be at least 1".into()));
+    }
+    if let Some(m) = &o.mixup {
+        mix::check(m)?;
     }
     if o.accumulate == 0 {
         return Err(Error::Config(

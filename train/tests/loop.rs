@@ -43,6 +43,8 @@ fn options(run_dir: Option<PathBuf>, peak: f32) -> TrainOptions {
         label_smoothing: 0.1,
         grad_clip: Some(1.0),
         accumulate: 1,
+        mixup: None,
+        seed: 0,
         view_average: ViewAverage::Prob,
         max_val_batches: None,
         run_dir,

@@ -6,6 +6,7 @@
 mod accumulate;
 mod check;
 mod finetune;
+mod mixing;
 pub mod output;
 mod resume;
 mod weights;
