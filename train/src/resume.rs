@@ -8,10 +8,11 @@
 //! `run`, `eval` and `--weights`), `checkpoints/step-<N>.safetensors` the whole states (for
 //! `--resume`; the last few kept, and `checkpoints/best.safetensors`).
 //!
-//! NOTE: drop path and dropout draw their masks from the model's own seeded counters, which a
-//! state file does not hold; resumed runs of models that use them (paper recipes' drop path) see
-//! other masks than the uninterrupted run would. The tiny presets use neither, and the resume
-//! test checks exact equality on them.
+//! Drop path and dropout draw their masks' seeds from the model's counters
+//! (`VideoModel::rng_counters`); a state holds them in its progress (`rng`, as `model.<name>`)
+//! and a resume puts them back, so the resumed run draws the masks the uninterrupted run would
+//! have (the resume test checks a drop-path model bit for bit). States written before the
+//! counters were kept have none: their runs resume with the counters at 0.
 
 use std::path::{Path, PathBuf};
 
@@ -119,6 +120,11 @@ impl StateSaver for StateFileSaver {
             },
             best_val_top1: pos.best_top1,
             extra: json!({ "best_epoch": pos.best_epoch, "sgd_started": started }),
+            rng: model
+                .rng_counters()
+                .into_iter()
+                .map(|(k, v)| (format!("{RNG_PREFIX}{k}"), v))
+                .collect(),
             ..Progress::default()
         };
         let state = State {
@@ -132,6 +138,9 @@ impl StateSaver for StateFileSaver {
         Ok(Some(self.keeper.save(&state)?.path))
     }
 }
+
+/// The prefix of the model's counters among a state's named RNG states.
+const RNG_PREFIX: &str = "model.";
 
 /// The fields of the run's configuration a resume must share with the run it continues.
 pub const SAME_RUN_FIELDS: [&str; 9] = [
@@ -187,6 +196,16 @@ pub fn restore(
         )));
     }
     loaded.restore_model(trainer.model)?;
+    let counters: Vec<(String, u64)> = loaded
+        .progress
+        .rng
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(RNG_PREFIX)?.to_string(), *v)))
+        .collect();
+    trainer
+        .model
+        .set_rng_counters(&counters)
+        .map_err(|e| Error::Config(format!("--resume {}: {e}", file.display())))?;
     let step = u32::try_from(loaded.optimizer_info.step).map_err(|_| {
         Error::Io(format!(
             "{}: optimiser step {} too large",
