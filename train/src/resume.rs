@@ -125,7 +125,6 @@ impl StateSaver for StateFileSaver {
                 .into_iter()
                 .map(|(k, v)| (format!("{RNG_PREFIX}{k}"), v))
                 .collect(),
-            ..Progress::default()
         };
         let state = State {
             params: &params,
