@@ -98,6 +98,17 @@ impl BatchNorm {
 /// process-wide counter (runs are reproducible for the same sequence of calls).
 static DROP_PATH_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The process-wide drop-path counter [`residual`] draws from (models report it as
+/// `drop_path_calls` in [`crate::VideoModel::rng_counters`], so a resume restores it).
+pub fn drop_path_calls() -> u64 {
+    DROP_PATH_CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Sets the counter of [`drop_path_calls`] (a resumed run continues the masks' sequence).
+pub fn set_drop_path_calls(n: u64) {
+    DROP_PATH_CALLS.store(n, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// `x + drop_path(branch)` (stochastic depth, Huang et al. 2016; timm's `DropPath`): in training,
 /// each sample's branch is dropped with probability `rate` and kept ones are scaled by
 /// 1/(1 − rate); in eval, and at rate 0, it is `x + branch`. Every residual of the PyTorch-origin

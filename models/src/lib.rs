@@ -72,6 +72,13 @@ pub trait VideoModel {
     fn named_params(&self) -> Vec<(String, Tensor)>;
     /// Non-trainable state saved with the weights (BatchNorm running stats), official keys.
     fn named_buffers(&self) -> Vec<(String, Tensor)>;
+    /// The counters the model's stochastic layers (drop path, dropout) derive their masks'
+    /// seeds from, by name. A whole-state checkpoint stores them, so a resumed run draws the
+    /// masks the uninterrupted run would have. Empty for models without such layers.
+    fn rng_counters(&self) -> Vec<(String, u64)>;
+    /// Puts back counters that [`VideoModel::rng_counters`] returned; a name this model does
+    /// not count is an error naming it.
+    fn set_rng_counters(&self, counters: &[(String, u64)]) -> Result<()>;
     /// Parameters whose gradient is exactly zero by the official architecture itself (e.g.
     /// MViTv2's last-block q pooling, which acts only on tokens the cls head never reads). Tests
     /// assert these get exactly zero and every other parameter a nonzero gradient. Most models
@@ -189,4 +196,24 @@ pub fn build(name: &str, options: &BuildOptions) -> Result<Box<dyn VideoModel>> 
             )))
         }
     }
+}
+
+/// [`VideoModel::set_rng_counters`] for a model whose counters are `known` (name, setter).
+pub fn set_counters(
+    model: &str,
+    counters: &[(String, u64)],
+    known: &[(&str, &dyn Fn(u64))],
+) -> Result<()> {
+    for (name, v) in counters {
+        match known.iter().find(|(k, _)| k == name) {
+            Some((_, set)) => set(*v),
+            None => {
+                return Err(Error::Config(format!(
+                    "{model} has no random counter {name:?} (it has: {})",
+                    known.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+                )))
+            }
+        }
+    }
+    Ok(())
 }

@@ -627,6 +627,18 @@ impl VideoModel for TimeSformer {
     fn named_buffers(&self) -> Vec<(String, Tensor)> {
         Vec::new()
     }
+
+    fn rng_counters(&self) -> Vec<(String, u64)> {
+        vec![("steps".into(), self.steps.get())]
+    }
+
+    fn set_rng_counters(&self, counters: &[(String, u64)]) -> Result<()> {
+        crate::set_counters(
+            "TimeSformer",
+            counters,
+            &[("steps", &|v| self.steps.set(v))],
+        )
+    }
 }
 
 /// A preset's config at the options' class count, clip and drop-path rate (checked by the

@@ -529,6 +529,18 @@ impl VideoModel for Tsm {
     fn named_buffers(&self) -> Vec<(String, Tensor)> {
         Tsm::named_buffers(self)
     }
+
+    fn rng_counters(&self) -> Vec<(String, u64)> {
+        vec![("step".into(), self.step.load(Ordering::Relaxed))]
+    }
+
+    fn set_rng_counters(&self, counters: &[(String, u64)]) -> Result<()> {
+        crate::set_counters(
+            "TSM",
+            counters,
+            &[("step", &|v| self.step.store(v, Ordering::Relaxed))],
+        )
+    }
 }
 
 /// A preset's config at the options' class count, clip and drop-path rate (checked by the

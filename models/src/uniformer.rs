@@ -625,6 +625,18 @@ impl VideoModel for UniFormer {
     fn named_buffers(&self) -> Vec<(String, Tensor)> {
         UniFormer::named_buffers(self)
     }
+
+    fn rng_counters(&self) -> Vec<(String, u64)> {
+        vec![("drop_path_calls".into(), crate::blocks::drop_path_calls())]
+    }
+
+    fn set_rng_counters(&self, counters: &[(String, u64)]) -> Result<()> {
+        crate::set_counters(
+            "UniFormer",
+            counters,
+            &[("drop_path_calls", &crate::blocks::set_drop_path_calls)],
+        )
+    }
 }
 
 /// A preset's config at the options' class count, clip and drop-path rate (checked by the

@@ -929,6 +929,14 @@ impl VideoModel for ViViT {
     fn named_buffers(&self) -> Vec<(String, Tensor)> {
         Vec::new()
     }
+
+    fn rng_counters(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+
+    fn set_rng_counters(&self, counters: &[(String, u64)]) -> Result<()> {
+        crate::set_counters("ViViT", counters, &[])
+    }
 }
 
 /// A preset's config at the options' class count, clip and drop-path rate (checked by the

@@ -64,9 +64,17 @@ pub struct Args {
     /// Synthetic set: optimiser steps per epoch. Other data: at most this many steps per epoch.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub steps: Option<u32>,
-    /// Clips per step; default: the recipe's batch.
+    /// Clips per forward pass (per micro-batch with --accumulate); default: the recipe's batch.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch: Option<u32>,
+    /// Gradient accumulation: each optimiser step sums the gradients of K forward/backward passes
+    /// of --batch clips, the update of one K×batch batch in 1/K of the activation memory. Steps
+    /// (--steps, --save-every, the schedule, the logs) count updates. Models with BatchNorm (TSM)
+    /// normalise each micro-batch with its own statistics, as PyTorch does, so their update is
+    /// close to, not equal to, the large batch's.
+    #[arg(long, default_value_t = 1, value_name = "K",
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub accumulate: u32,
     /// Base (peak) learning rate; default: the recipe's.
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
@@ -93,6 +101,17 @@ pub struct Args {
     /// Max global gradient L2 norm; 0 turns clipping off.
     #[arg(long, allow_negative_numbers = true)]
     pub grad_clip: Option<f32>,
+    /// Mixup alpha: blend each batch with a permutation of itself, λ ~ Beta(A, A), targets
+    /// mixed alike (mmaction2's MixupBlending); 0 turns it off. Default: the recipe's (MViT,
+    /// UniFormer: 0.8).
+    #[arg(long, allow_negative_numbers = true, value_name = "A")]
+    pub mixup: Option<f32>,
+    /// CutMix alpha: paste one box (the same over every frame) from a permutation of the batch,
+    /// λ ~ Beta(A, A) the kept area (mmaction2's CutmixBlending); 0 turns it off. With both,
+    /// each batch uses one, CutMix with the recipe's switch probability (½). Default: the
+    /// recipe's (MViT, UniFormer: 1.0).
+    #[arg(long, allow_negative_numbers = true, value_name = "A")]
+    pub cutmix: Option<f32>,
     /// Stochastic depth rate of the backbone.
     #[arg(long, allow_negative_numbers = true)]
     pub drop_path: Option<f32>,
@@ -128,6 +147,10 @@ pub struct Args {
     /// Also save every this many steps (besides every epoch).
     #[arg(long)]
     pub save_every: Option<u32>,
+    /// A line of metrics.jsonl (loss, lr, gradient norm, times, memory) every this many steps,
+    /// and at each epoch's end; the gradient norm is computed only then (or when clipping).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub log_every: u32,
     /// No progress bar: one line every 50 steps (for logs and CI).
     #[arg(long)]
     pub quiet: bool,
@@ -293,6 +316,31 @@ pub fn resolve_recipe(args: &Args) -> Result<Recipe> {
     }
     if let Some(d) = args.drop_path {
         r.drop_path = Some(d);
+    }
+    for (name, a) in [("mixup", args.mixup), ("cutmix", args.cutmix)] {
+        if let Some(a) = a {
+            if !(a >= 0.0 && a.is_finite()) {
+                return Err(Error::Config(format!(
+                    "--{name} must be ≥ 0 (the Beta distribution's alpha; 0 turns it off), got {a}"
+                )));
+            }
+        }
+    }
+    if args.mixup.is_some() || args.cutmix.is_some() {
+        // A flag over a recipe without mixing: mixed on every batch, each kind half the time
+        // (mmaction2's RandomBatchAugment over the two).
+        let base = r.mixup.unwrap_or(recipe::Mixup {
+            mixup_alpha: 0.0,
+            cutmix_alpha: 0.0,
+            prob: 1.0,
+            switch_prob: 0.5,
+        });
+        let m = recipe::Mixup {
+            mixup_alpha: args.mixup.unwrap_or(base.mixup_alpha),
+            cutmix_alpha: args.cutmix.unwrap_or(base.cutmix_alpha),
+            ..base
+        };
+        r.mixup = (m.mixup_alpha > 0.0 || m.cutmix_alpha > 0.0).then_some(m);
     }
     Ok(r)
 }
@@ -518,10 +566,13 @@ pub fn run(args: Args) -> Result<()> {
         None => None,
     };
     let clip = model.clip();
+    // Micro-batches per update.
+    let k = args.accumulate as usize;
     let steps = match (&recipe.schedule, &files) {
-        (_, Some((train, _, _))) => args.steps.map_or(train.batches_per_epoch(), |s| {
-            (s as usize).min(train.batches_per_epoch())
-        }),
+        (_, Some((train, _, _))) => {
+            let updates = train.batches_per_epoch().div_ceil(k);
+            args.steps.map_or(updates, |s| (s as usize).min(updates))
+        }
         (LrSchedule::Synthetic { total_steps, .. }, None) => *total_steps as usize,
         (LrSchedule::Paper(_), None) => args.steps.unwrap_or(400) as usize,
     };
@@ -535,7 +586,7 @@ pub fn run(args: Args) -> Result<()> {
         clip,
         split: Split::Train,
         batch: b,
-        clips: steps * b,
+        clips: steps * k * b,
     };
     let held_out = Synthetic {
         seed: args.seed,
@@ -563,9 +614,13 @@ pub fn run(args: Args) -> Result<()> {
         (None, None) => default_run_dir(preset.name),
     };
     let n_params: usize = model.named_params().iter().map(|(_, t)| t.numel()).sum();
+    let per_step = match k {
+        1 => format!("{b}"),
+        _ => format!("{} ({k} accumulated micro-batches of {b})", k * b),
+    };
     println!(
         "tubelet train: {} ({} parameters) on {} ({:?}); {} epoch(s) of {} steps × {} clips of {}×{}×{}, {} classes{}",
-        args.model, n_params, gpu.info.name, gpu.info.backend, recipe.epochs, steps, b,
+        args.model, n_params, gpu.info.name, gpu.info.backend, recipe.epochs, steps, per_step,
         clip[0], clip[1], clip[2], classes,
         files.as_ref().map_or(String::new(), |(t, v, _)| format!(
             "; {} training videos{}", t.len(), v.as_ref().map_or(String::new(), |v| format!(", {} validation videos", v.len()))))
@@ -591,6 +646,7 @@ pub fn run(args: Args) -> Result<()> {
             "mismatched": r.mismatched, "missing": r.missing, "unused": r.unused,
         })),
         "save": save.display().to_string(), "recipe": recipe.to_json(), "batch": b,
+        "accumulate": k,
     });
     let o = TrainOptions {
         epochs: recipe.epochs,
@@ -601,6 +657,9 @@ pub fn run(args: Args) -> Result<()> {
         policy: recipe.policy.clone(),
         label_smoothing: recipe.label_smoothing,
         grad_clip: recipe.grad_clip,
+        accumulate: k,
+        mixup: recipe.mixup,
+        seed: args.seed,
         // Synthetic: one view, raw scores (the argmax `tubelet train` always reported).
         view_average: if files.is_some() {
             recipe.view_average
@@ -610,8 +669,9 @@ pub fn run(args: Args) -> Result<()> {
         max_val_batches: None,
         run_dir: Some(run_dir.clone()),
         config,
-        log_every: 1,
-        plot_every: 50,
+        log_every: args.log_every as usize,
+        // A plot is a PNG encode: every 200 steps and at each epoch's end is enough to follow.
+        plot_every: 200,
         save_every: args.save_every.map(|s| s as usize),
         stop: Some(stop_flag()),
     };

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod eval;
 pub mod metrics;
+pub mod mix;
 pub mod optim;
 pub mod plot;
 pub mod recipe;

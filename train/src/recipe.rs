@@ -20,7 +20,8 @@
 //! Batch sizes are the official totals over all GPUs; on one GPU the same total with a
 //! proportionally smaller per-step batch changes the recipe (scale the lr linearly, or keep the
 //! batch). Augmentations (RandAugment, random erasing, mixup/cutmix) are listed as the configs
-//! have them; this trainer applies label smoothing and not mixup/cutmix (reported, not applied).
+//! have them; this trainer applies label smoothing and mixup/cutmix (mix.rs), not RandAugment
+//! or random erasing (reported, not applied).
 
 use serde_json::{json, Value};
 
@@ -180,8 +181,8 @@ fn slowfast_adamw(
         notes: format!(
             "SOLVER.BASE_LR_SCALE_NUM_SHARDS; TRAIN.BATCH_SIZE is the total over 8 GPUs; RandAugment \
              rand-m7-n4-mstd0.5-inc1, random erasing 0.25, 2 repeated samples (AUG.NUM_SAMPLE), \
-             random resized crop (0.08-1, aspect 3/4-4/3), mixup 0.8 / cutmix 1.0 (not applied by \
-             this trainer); {notes}"
+             random resized crop (0.08-1, aspect 3/4-4/3) (these not applied by this trainer); \
+             mixup 0.8 / cutmix 1.0 (applied, train/src/mix.rs); {notes}"
         ),
     }
 }
@@ -427,7 +428,7 @@ impl Recipe {
         let opt_or = |v: Option<f32>, none: &str| v.map_or(none.to_string(), |x| x.to_string());
         let mix = self.mixup.map_or("none".to_string(), |m| {
             format!(
-                "mixup {} / cutmix {} (prob {}, switch {}) — listed, not applied",
+                "mixup {} / cutmix {} (prob {}, switch {}), per batch as mmaction2's blendings",
                 m.mixup_alpha, m.cutmix_alpha, m.prob, m.switch_prob
             )
         });

@@ -8,10 +8,11 @@
 //! `run`, `eval` and `--weights`), `checkpoints/step-<N>.safetensors` the whole states (for
 //! `--resume`; the last few kept, and `checkpoints/best.safetensors`).
 //!
-//! NOTE: drop path and dropout draw their masks from the model's own seeded counters, which a
-//! state file does not hold; resumed runs of models that use them (paper recipes' drop path) see
-//! other masks than the uninterrupted run would. The tiny presets use neither, and the resume
-//! test checks exact equality on them.
+//! Drop path and dropout draw their masks' seeds from the model's counters
+//! (`VideoModel::rng_counters`); a state holds them in its progress (`rng`, as `model.<name>`)
+//! and a resume puts them back, so the resumed run draws the masks the uninterrupted run would
+//! have (the resume test checks a drop-path model bit for bit). States written before the
+//! counters were kept have none: their runs resume with the counters at 0.
 
 use std::path::{Path, PathBuf};
 
@@ -119,7 +120,11 @@ impl StateSaver for StateFileSaver {
             },
             best_val_top1: pos.best_top1,
             extra: json!({ "best_epoch": pos.best_epoch, "sgd_started": started }),
-            ..Progress::default()
+            rng: model
+                .rng_counters()
+                .into_iter()
+                .map(|(k, v)| (format!("{RNG_PREFIX}{k}"), v))
+                .collect(),
         };
         let state = State {
             params: &params,
@@ -133,8 +138,11 @@ impl StateSaver for StateFileSaver {
     }
 }
 
+/// The prefix of the model's counters among a state's named RNG states.
+const RNG_PREFIX: &str = "model.";
+
 /// The fields of the run's configuration a resume must share with the run it continues.
-pub const SAME_RUN_FIELDS: [&str; 8] = [
+pub const SAME_RUN_FIELDS: [&str; 9] = [
     "model",
     "seed",
     "clip",
@@ -143,7 +151,17 @@ pub const SAME_RUN_FIELDS: [&str; 8] = [
     "data_root",
     "steps_per_epoch",
     "batch",
+    "accumulate",
 ];
+
+/// A field's value in a run's config; states written before a field existed have its default
+/// (`accumulate`: 1, no accumulation).
+fn config_field(config: &serde_json::Value, key: &str) -> Option<serde_json::Value> {
+    match (config.get(key), key) {
+        (None, "accumulate") => Some(json!(1)),
+        (v, _) => v.cloned(),
+    }
+}
 
 /// Reads the state `path` names (a state file, or a run directory / its `checkpoints` folder:
 /// the latest state), checks it continues the run `config` describes, and restores it into
@@ -157,14 +175,14 @@ pub fn restore(
     let loaded = checkpoint::load(&file)?;
     let differ: Vec<String> = SAME_RUN_FIELDS
         .iter()
-        .filter(|k| loaded.config.get(**k) != config.get(**k))
+        .filter(|k| config_field(&loaded.config, k) != config_field(config, k))
         .map(|k| {
             let show =
-                |v: Option<&serde_json::Value>| v.map_or("(none)".to_string(), |v| v.to_string());
+                |v: Option<serde_json::Value>| v.map_or("(none)".to_string(), |v| v.to_string());
             format!(
                 "{k}: state {}, now {}",
-                show(loaded.config.get(*k)),
-                show(config.get(*k))
+                show(config_field(&loaded.config, k)),
+                show(config_field(config, k))
             )
         })
         .collect();
@@ -177,6 +195,16 @@ pub fn restore(
         )));
     }
     loaded.restore_model(trainer.model)?;
+    let counters: Vec<(String, u64)> = loaded
+        .progress
+        .rng
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(RNG_PREFIX)?.to_string(), *v)))
+        .collect();
+    trainer
+        .model
+        .set_rng_counters(&counters)
+        .map_err(|e| Error::Config(format!("--resume {}: {e}", file.display())))?;
     let step = u32::try_from(loaded.optimizer_info.step).map_err(|_| {
         Error::Io(format!(
             "{}: optimiser step {} too large",

@@ -3,13 +3,28 @@
 //! validation pass after each epoch; logs and plots in the run directory; the weights of the
 //! last and best epochs. Events go to the caller's [`Observer`] (the CLI prints them).
 //!
-//! NaN guard: each step reads back one small vector — the loss, the squared gradient norm and
-//! Σ p·0 over the parameters (NaN iff some parameter is not finite) — before the update. If any
-//! is not finite the step is not applied, BatchNorm buffers are restored from the copy taken
-//! before the forward, nothing already written is overwritten, and the run stops with
-//! [`Outcome::Diverged`]. The parameters then in memory are the ones the probe just found
-//! finite (or, if the probe failed, none are written), and they go to a new file
-//! `diverged-last-finite.safetensors` in the run directory; `last`/`best` stay as they were.
+//! Mixup / CutMix ([`TrainOptions::mixup`], mix.rs): each micro-batch is blended on the host
+//! before its forward, and the loss is the cross-entropy against the blended, smoothed targets.
+//!
+//! Gradient accumulation ([`TrainOptions::accumulate`] = K): a step is one optimiser update of K
+//! micro-batches (the data's batches); each micro-batch's graph is freed after its backward
+//! (`Grads::accumulate`, engine/src/autograd.rs). The schedule, `max_steps_per_epoch`,
+//! `save_every` and the logs count updates; [`LoopPosition::batch_in_epoch`] counts micro-batches
+//! (the data position), and states are saved only between updates.
+//!
+//! NaN guard: each update reads back one small vector before it is applied — the loss of each
+//! micro-batch and the logits (for the training top-1), plus the squared gradient norm when
+//! clipping needs it or the step is logged, plus Σ p·0 over the parameters (NaN iff some
+//! parameter is not finite) on logged steps. These reductions cost a dispatch chain per
+//! parameter, so they are not made on every step (they were ~8% of a vivit-tiny step on
+//! lavapipe). If any value read is not finite the update is not applied, BatchNorm buffers are
+//! restored from the copy taken before the forward, nothing already written is overwritten, and
+//! the run stops with [`Outcome::Diverged`]. The parameters then in memory (those of the last
+//! applied update, which gave this loss) are probed; if finite they go to a new file
+//! `diverged-last-finite.safetensors` in the run directory, else nothing is written;
+//! `last`/`best` stay as they were. A non-finite parameter outside the loss's reach between
+//! logged steps is caught by the next probe or save (every save probes first and refuses a
+//! non-finite state).
 //!
 //! Stop requests (Ctrl-C / SIGTERM, set by the caller in [`TrainOptions::stop`]) are honoured
 //! between steps: the state is saved through the [`StateSaver`] and the loop returns
@@ -25,16 +40,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
+use tubelet::autograd::Grads;
 use tubelet::{Error, Indices, Result, Tensor};
 use tubelet_models::VideoModel;
 
 use crate::eval::{evaluate, model_input, EvalReport};
 use crate::metrics::ViewAverage;
+use crate::mix;
 use crate::optim::{
     clip_grads, grad_sq_norm, params_nonfinite_probe, smoothed_cross_entropy, Optimiser,
     OptimizerKind, ParamPolicy,
 };
 use crate::plot;
+use crate::recipe::Mixup;
 use crate::runlog::RunLog;
 use crate::schedule::LrSchedule;
 use crate::source::BatchSource;
@@ -43,7 +61,8 @@ use crate::source::BatchSource;
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
     pub epochs: usize,
-    /// At most this many steps per epoch (short runs, tests); None: the whole epoch.
+    /// At most this many steps (optimiser updates) per epoch (short runs, tests); None: the whole
+    /// epoch.
     pub max_steps_per_epoch: Option<usize>,
     pub schedule: LrSchedule,
     pub optimizer: OptimizerKind,
@@ -51,6 +70,14 @@ pub struct TrainOptions {
     pub policy: ParamPolicy,
     pub label_smoothing: f32,
     pub grad_clip: Option<f32>,
+    /// Gradient accumulation: one optimiser update per this many batches of the data (≥ 1), the
+    /// update of one K× larger batch (up to f32 rounding). BatchNorm statistics are per
+    /// micro-batch, as in PyTorch; drop path and dropout draw their masks per micro-batch.
+    pub accumulate: usize,
+    /// Mixup / CutMix of each training batch (mix.rs, mmaction2's blendings); None: off.
+    pub mixup: Option<Mixup>,
+    /// The run's seed: each micro-batch's mixing draws from (seed, step, micro-batch).
+    pub seed: u64,
     /// How validation views are combined.
     pub view_average: ViewAverage,
     /// At most this many validation batches per epoch; None: all.
@@ -59,9 +86,11 @@ pub struct TrainOptions {
     pub run_dir: Option<PathBuf>,
     /// The resolved configuration to store as `config.json`.
     pub config: serde_json::Value,
-    /// Log a `metrics.jsonl` line (and an event) every this many steps (1 = every step).
+    /// Log a `metrics.jsonl` line (with the gradient norm and a parameter probe) every this many
+    /// steps (1 = every step; 0 = never), and at each epoch's last step. Events come every step.
     pub log_every: usize,
-    /// Redraw the loss plot every this many steps (and at every epoch's end).
+    /// Redraw the loss plot every this many steps (0 = only at each epoch's end, where every
+    /// plot is redrawn).
     pub plot_every: usize,
     /// Save the state through the saver every this many steps too (besides each epoch's end).
     pub save_every: Option<usize>,
@@ -74,7 +103,7 @@ pub struct TrainOptions {
 pub struct LoopPosition {
     /// Optimiser steps taken.
     pub step: u64,
-    /// The epoch in progress (0-based) and the batches of it already consumed.
+    /// The epoch in progress (0-based) and the batches (micro-batches) of it already consumed.
     pub epoch: usize,
     pub batch_in_epoch: usize,
     /// Best validation top-1 so far, and its epoch.
@@ -147,7 +176,9 @@ pub struct StepRecord {
     pub batches_per_epoch: usize,
     pub loss: f64,
     pub lr: f64,
-    pub grad_norm: f64,
+    /// The global gradient norm (before clipping), computed on logged steps and whenever
+    /// clipping is on; None on the other steps.
+    pub grad_norm: Option<f64>,
     /// Top-1 of this batch's training logits.
     pub batch_top1: f64,
     pub data_seconds: f64,
@@ -296,7 +327,14 @@ impl<'m> Trainer<'m> {
         if full == 0 {
             return Err(Error::Config("the training data gives no batches".into()));
         }
-        let per_epoch = o.max_steps_per_epoch.map_or(full, |m| m.min(full)).max(1);
+        // The data's batches are micro-batches; K of them make one optimiser update (a step:
+        // the schedule, --steps, --save-every and the logs count updates).
+        let k = o.accumulate;
+        let micro_per_epoch = o
+            .max_steps_per_epoch
+            .map_or(full, |m| m.saturating_mul(k).min(full))
+            .max(1);
+        let per_epoch = micro_per_epoch.div_ceil(k);
         let start = Instant::now();
         let mut clips = 0u64;
         let mut records: Vec<EpochRecord> = Vec::new();
@@ -314,8 +352,10 @@ impl<'m> Trainer<'m> {
             let (mut loss_sum, mut hits, mut seen, mut steps) = (0.0f64, 0u64, 0u64, 0usize);
             let mut skipped: Vec<(String, String)> = Vec::new();
             let mut batches = data.epoch(epoch as u64, self.pos.batch_in_epoch)?;
-            let mut data_t0 = Instant::now();
-            while self.pos.batch_in_epoch < per_epoch {
+            // One iteration is one optimiser update of up to K micro-batches. Saves and stop
+            // requests happen only here, between updates: a state never holds half an update's
+            // micro-batches (they would be lost on resume).
+            while self.pos.batch_in_epoch < micro_per_epoch {
                 if stop_requested() {
                     self.save(saver, SaveReason::Interrupt, obs)?;
                     return Ok(self.summary(
@@ -327,42 +367,128 @@ impl<'m> Trainer<'m> {
                         clips,
                     ));
                 }
-                let Some(batch) = batches.next() else { break };
-                let batch = batch?;
-                skipped.extend(batch.skipped.iter().cloned());
-                let data_s = data_t0.elapsed().as_secs_f64();
-                let step_t0 = Instant::now();
-                let b = batch.labels.len();
                 let lr = o.schedule.lr_at_step(self.pos.step, per_epoch as u64);
                 let gpu = tubelet::Gpu::global()?;
                 gpu.reset_memory_peak();
-
-                let x = model_input(self.model, &batch)?;
-                let labels = Indices::from_slice(&batch.labels)?;
                 for ((_, buf), copy) in self.buffers.iter().zip(&self.backups) {
                     copy.assign(buf)?;
                 }
-                let logits = self.model.forward(&x, true)?; // (B, classes)
-                let loss = smoothed_cross_entropy(&logits, &labels, o.label_smoothing)?;
-                let grads = loss.backward()?;
-                let gsq = grad_sq_norm(&self.params, &grads)?; // (1)
-                let probe = params_nonfinite_probe(&self.params)?; // (1)
-                                                                   // One read-back a step: loss, ‖g‖², Σ p·0.
-                let checks =
-                    Tensor::try_cat(&[&loss.try_reshape(&[1])?, &gsq, &probe], 0)?.to_vec()?;
-                let (loss_v, gsq_v, probe_v) = (checks[0] as f64, checks[1] as f64, checks[2]);
-                if !loss_v.is_finite() || !gsq_v.is_finite() || !probe_v.is_finite() {
+                let (mut data_s, mut step_s) = (0.0f64, 0.0f64);
+                let mut acc: Option<Grads> = None;
+                // Per micro-batch: the loss (1), the logits (b, classes) and the labels.
+                let mut micro: Vec<(Tensor, Tensor, Vec<u32>)> = Vec::with_capacity(k);
+                while micro.len() < k && self.pos.batch_in_epoch + micro.len() < micro_per_epoch {
+                    let data_t0 = Instant::now();
+                    let Some(batch) = batches.next() else { break };
+                    let mut batch = batch?;
+                    data_s += data_t0.elapsed().as_secs_f64();
+                    let step_t0 = Instant::now();
+                    skipped.extend(batch.skipped.iter().cloned());
+                    // Mixup/CutMix blend the host clips and give soft targets (b, classes),
+                    // label-smoothed as mmaction2's head smooths them.
+                    let targets = match &o.mixup {
+                        Some(m) => {
+                            let mut rng = mix::rng_for(o.seed, self.pos.step, micro.len());
+                            let (t, _) = mix::blend(
+                                &mut batch.data,
+                                batch.shape,
+                                &batch.labels,
+                                classes,
+                                m,
+                                o.label_smoothing,
+                                &mut rng,
+                            )?;
+                            Some(Tensor::from_slice(&t, &[batch.labels.len(), classes])?)
+                        }
+                        None => None,
+                    };
+                    let x = model_input(self.model, &batch)?;
+                    let logits = self.model.forward(&x, true)?; // (b, classes)
+                    let loss = match &targets {
+                        Some(t) => mix::soft_cross_entropy(&logits, t)?,
+                        None => {
+                            let labels = Indices::from_slice(&batch.labels)?;
+                            smoothed_cross_entropy(&logits, &labels, o.label_smoothing)?
+                        }
+                    };
+                    // K = 1: the plain mean's gradient (bit for bit the loop without
+                    // accumulation). K > 1: b·mean here and 1/Σb once the update's
+                    // micro-batches are in, the gradient of the mean over all of them (also
+                    // when the last micro-batch of an epoch is short).
+                    let grads = if k == 1 {
+                        loss.backward()?
+                    } else {
+                        loss.try_mul_scalar(batch.labels.len() as f32)?.backward()?
+                    };
+                    match &mut acc {
+                        None => acc = Some(grads),
+                        Some(a) => a.accumulate(grads)?, // frees micro-batch i's graph
+                    }
+                    micro.push((
+                        loss.detach().try_reshape(&[1])?,
+                        logits.detach(),
+                        batch.labels,
+                    ));
+                    step_s += step_t0.elapsed().as_secs_f64();
+                }
+                let Some(mut grads) = acc else { break }; // the data ended early
+                let step_t0 = Instant::now();
+                let b: usize = micro.iter().map(|m| m.2.len()).sum();
+                if k > 1 {
+                    grads.scale(1.0 / b.max(1) as f32)?;
+                }
+                let n = micro.len();
+                let last_of_epoch = self.pos.batch_in_epoch + n == micro_per_epoch;
+                let next_step = self.pos.step + 1;
+                let log_now = o.log_every > 0
+                    && (next_step.is_multiple_of(o.log_every as u64) || last_of_epoch);
+                // ‖g‖² costs a reduction per parameter: only when clipping needs it or this
+                // step is logged. The parameter probe likewise only on logged steps (and before
+                // every save, and when the run diverges).
+                let gsq = match o.grad_clip.is_some() || log_now {
+                    true => Some(grad_sq_norm(&self.params, &grads)?), // (1)
+                    false => None,
+                };
+                let probe = match log_now {
+                    true => Some(params_nonfinite_probe(&self.params)?), // (1)
+                    false => None,
+                };
+                // One read-back an update, before it is applied: the micro-batches' losses (n),
+                // ‖g‖² and Σ p·0 when computed, and the logits for the training top-1.
+                let mut parts: Vec<&Tensor> = micro.iter().map(|m| &m.0).collect();
+                parts.extend(gsq.iter().chain(&probe));
+                let flat: Vec<Tensor> = micro
+                    .iter()
+                    .map(|m| m.1.try_reshape(&[m.1.numel()]))
+                    .collect::<Result<_>>()?;
+                parts.extend(&flat);
+                let host = Tensor::try_cat(&parts, 0)?.to_vec()?;
+                let (losses, rest) = host.split_at(n);
+                let (gsq_v, rest) = match gsq {
+                    Some(_) => (Some(rest[0] as f64), &rest[1..]),
+                    None => (None, rest),
+                };
+                let (probe_v, logits_host) = match probe {
+                    Some(_) => (rest[0], &rest[1..]),
+                    None => (0.0, rest),
+                };
+                let bad_loss = losses.iter().find(|l| !l.is_finite());
+                let bad_norm = gsq_v.filter(|g| !g.is_finite());
+                if bad_loss.is_some() || bad_norm.is_some() || !probe_v.is_finite() {
                     for ((_, buf), copy) in self.buffers.iter().zip(&self.backups) {
                         buf.assign(copy)?;
                     }
-                    let what = if !probe_v.is_finite() {
+                    // The parameters in memory are those of the last applied update; written
+                    // only when a probe finds them finite.
+                    let finite = probe_v.is_finite() && self.params_finite()?;
+                    let what = if !finite {
                         "a parameter is not finite".to_string()
-                    } else if !loss_v.is_finite() {
-                        format!("the loss is {loss_v}")
+                    } else if let Some(l) = bad_loss {
+                        format!("the loss is {l}")
                     } else {
-                        format!("the gradient norm is {}", gsq_v.sqrt())
+                        format!("the gradient norm is {}", bad_norm.unwrap_or(0.0).sqrt())
                     };
-                    let last_finite = match (&o.run_dir, probe_v.is_finite()) {
+                    let last_finite = match (&o.run_dir, finite) {
                         (Some(d), true) => {
                             let p = d.join("diverged-last-finite.safetensors");
                             tubelet::io::save(&p, &model_state(self.model), None)?;
@@ -382,27 +508,28 @@ impl<'m> Trainer<'m> {
                     );
                     return Ok(summary);
                 }
-                let gnorm = gsq_v.sqrt();
-                if let Some(max) = o.grad_clip {
-                    clip_grads(&self.params, &grads, gnorm as f32, max)?;
+                let gnorm = gsq_v.map(f64::sqrt);
+                if let (Some(max), Some(norm)) = (o.grad_clip, gnorm) {
+                    clip_grads(&self.params, &grads, norm as f32, max)?;
                 }
                 self.opt.step(&grads, lr)?;
-                let logits_host = logits.to_vec()?;
-                let hit = logits_host
-                    .chunks(classes)
-                    .zip(&batch.labels)
-                    .filter(|(r, &y)| {
-                        let best = r
-                            .iter()
-                            .enumerate()
-                            .fold(0, |bi, (i, &v)| if v > r[bi] { i } else { bi });
-                        best == y as usize
-                    })
-                    .count();
-                let step_s = step_t0.elapsed().as_secs_f64();
+                // The update's loss: the mean over its clips (each micro-batch's mean weighted by
+                // its size), and its training top-1 (against the clips' own labels, also when
+                // mixup/cutmix blended them).
+                let mut loss_v = 0.0f64;
+                let mut hit = 0usize;
+                let mut at = 0;
+                for (l, (_, _, labels)) in losses.iter().zip(&micro) {
+                    loss_v += *l as f64 * labels.len() as f64 / b.max(1) as f64;
+                    let len = labels.len() * classes;
+                    hit += top1_hits(&logits_host[at..at + len], classes, labels);
+                    at += len;
+                }
+                step_s += step_t0.elapsed().as_secs_f64();
                 let memory_peak_bytes = gpu.memory_peak();
                 self.pos.step += 1;
-                self.pos.batch_in_epoch += 1;
+                self.pos.batch_in_epoch += n;
+                let update_in_epoch = self.pos.batch_in_epoch.div_ceil(k);
                 steps += 1;
                 clips += b as u64;
                 seen += b as u64;
@@ -410,7 +537,8 @@ impl<'m> Trainer<'m> {
                 loss_sum += loss_v * b as f64;
                 if !first_reported {
                     let this = data_s + step_s;
-                    let last_of_run = self.pos.batch_in_epoch == per_epoch && epoch + 1 == o.epochs;
+                    let last_of_run =
+                        self.pos.batch_in_epoch == micro_per_epoch && epoch + 1 == o.epochs;
                     match first_step {
                         None if !last_of_run => first_step = Some((this, memory_peak_bytes)),
                         _ => {
@@ -428,7 +556,7 @@ impl<'m> Trainer<'m> {
                 let rec = StepRecord {
                     step: self.pos.step,
                     epoch,
-                    batch_in_epoch: self.pos.batch_in_epoch,
+                    batch_in_epoch: update_in_epoch,
                     batches_per_epoch: per_epoch,
                     loss: loss_v,
                     lr,
@@ -440,34 +568,37 @@ impl<'m> Trainer<'m> {
                     memory_peak_bytes,
                 };
                 curve.push((rec.step, rec.loss, rec.lr));
-                if o.log_every > 0
-                    && (rec.step.is_multiple_of(o.log_every as u64)
-                        || self.pos.batch_in_epoch == per_epoch)
-                {
+                if log_now {
                     if let Some(l) = &mut log {
                         l.step(&json!({
                             "step": rec.step, "epoch": epoch, "batch": rec.batch_in_epoch, "loss": rec.loss,
                             "lr": rec.lr, "grad_norm": rec.grad_norm, "batch_top1": rec.batch_top1,
+                            "clips": b, "micro_batches": n,
                             "data_time": rec.data_seconds, "step_time": rec.step_seconds,
                             "clips_per_s": rec.clips_per_second, "memory_peak_mib": rec.memory_peak_bytes as f64 / (1 << 20) as f64,
                         }))?;
                     }
-                    obs.event(Event::Step(&rec));
                 }
+                // Every update is an event (a progress bar is cheap); the file gets a line
+                // every `log_every` updates.
+                obs.event(Event::Step(&rec));
                 if let Some(l) = &log {
-                    if o.plot_every > 0 && rec.step.is_multiple_of(o.plot_every as u64) {
+                    // The epoch's end redraws every plot anyway.
+                    if o.plot_every > 0
+                        && rec.step.is_multiple_of(o.plot_every as u64)
+                        && !last_of_epoch
+                    {
                         plot::loss_and_lr(&l.path("loss_lr.png"), &curve)?;
                     }
                 }
                 if let Some(every) = o.save_every {
                     if every > 0
                         && self.pos.step.is_multiple_of(every as u64)
-                        && self.pos.batch_in_epoch < per_epoch
+                        && self.pos.batch_in_epoch < micro_per_epoch
                     {
                         self.save(saver, SaveReason::Periodic, obs)?;
                     }
                 }
-                data_t0 = Instant::now();
             }
             drop(batches);
             // Validation.
@@ -578,9 +709,32 @@ impl<'m> Trainer<'m> {
     }
 }
 
+/// How many rows of `logits` (rows of `classes`) have their largest value at the label.
+fn top1_hits(logits: &[f32], classes: usize, labels: &[u32]) -> usize {
+    logits
+        .chunks(classes)
+        .zip(labels)
+        .filter(|(r, &y)| {
+            let best = r
+                .iter()
+                .enumerate()
+                .fold(0, |bi, (i, &v)| if v > r[bi] { i } else { bi });
+            best == y as usize
+        })
+        .count()
+}
+
 fn check_options(o: &TrainOptions) -> Result<()> {
     if o.epochs == 0 {
         return Err(Error::Config("epochs must be at least 1".into()));
+    }
+    if let Some(m) = &o.mixup {
+        mix::check(m)?;
+    }
+    if o.accumulate == 0 {
+        return Err(Error::Config(
+            "accumulate must be at least 1 (batches per optimiser update)".into(),
+        ));
     }
     if let Some(c) = o.grad_clip {
         if !(c > 0.0 && c.is_finite()) {

@@ -715,6 +715,24 @@ impl VideoModel for MViT {
         Vec::new()
     }
 
+    fn rng_counters(&self) -> Vec<(String, u64)> {
+        vec![
+            ("steps".into(), self.steps.get()),
+            ("drop_path_calls".into(), crate::blocks::drop_path_calls()),
+        ]
+    }
+
+    fn set_rng_counters(&self, counters: &[(String, u64)]) -> Result<()> {
+        crate::set_counters(
+            "MViT",
+            counters,
+            &[
+                ("steps", &|v| self.steps.set(v)),
+                ("drop_path_calls", &crate::blocks::set_drop_path_calls),
+            ],
+        )
+    }
+
     /// v2: in the last block the q pooling conv and the rel-pos tables act only on the non-cls
     /// query rows (cls is split off before pooling and excluded from the rel-pos terms), and the
     /// head reads only the cls token: their gradient is exactly 0, in SF too.

@@ -414,6 +414,14 @@ macro_rules! video_model {
             fn named_buffers(&self) -> Vec<(String, Tensor)> {
                 Vec::new()
             }
+
+            fn rng_counters(&self) -> Vec<(String, u64)> {
+                Vec::new()
+            }
+
+            fn set_rng_counters(&self, counters: &[(String, u64)]) -> Result<()> {
+                crate::set_counters("ViViT", counters, &[])
+            }
         }
     };
 }

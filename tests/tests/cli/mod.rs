@@ -3,8 +3,10 @@
 //! (`weights.rs`); issues 11 and 12's acceptance: real videos, training, fine-tuning from a
 //! checkpoint with a new class count, evaluation views, bad files (`finetune.rs`). `models/zoo.rs` drives `train`, `run` and `parity` on the zoo's models.
 
+mod accumulate;
 mod check;
 mod finetune;
+mod mixing;
 pub mod output;
 mod resume;
 mod weights;

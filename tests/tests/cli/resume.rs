@@ -1,7 +1,9 @@
 //! `tubelet train --resume`: a run stopped after a saved state (a kill -9 anywhere between two
 //! save points loses only what came after the last one) and resumed from it ends with exactly
 //! the weights of the uninterrupted run; a state of another run, weights given to --resume and a
-//! state given to --weights are errors that say which flag to use.
+//! state given to --weights are errors that say which flag to use. With drop path (masks seeded
+//! from the model's forward counter, kept in the state) and gradient accumulation (states only
+//! between updates) too.
 
 use std::path::PathBuf;
 
@@ -88,5 +90,42 @@ fn resuming_from_a_saved_state_gives_the_uninterrupted_weights_bit_for_bit() {
     assert!(
         err.contains("whole state") && err.contains("--resume"),
         "{err}"
+    );
+}
+
+#[test]
+fn resuming_a_drop_path_run_with_accumulation_gives_the_uninterrupted_weights_bit_for_bit() {
+    let Some(_) = gpu_or_skip() else { return };
+    // timesformer-tiny draws its drop-path masks from a count of its training forwards: a
+    // resume that starts it at 0 again drops other samples than the uninterrupted run.
+    let extra = [
+        "--model",
+        "timesformer-tiny",
+        "--drop-path",
+        "0.3",
+        "--accumulate",
+        "2",
+    ];
+    train::run(args("dp-whole", &extra)).unwrap();
+    let step2 = tmp("dp-whole")
+        .join("checkpoints")
+        .join("step-000000002.safetensors");
+    let progress = tubelet_train::checkpoint::load(&step2).unwrap().progress;
+    // 2 steps × 2 micro-batches: 4 training forwards.
+    assert_eq!(
+        progress.rng.get("model.steps"),
+        Some(&4),
+        "{:?}",
+        progress.rng
+    );
+    let from = step2.display().to_string();
+    let mut resumed = extra.to_vec();
+    resumed.extend(["--resume", &from]);
+    train::run(args("dp-resumed", &resumed)).unwrap();
+    let a = std::fs::read(tmp("dp-whole.safetensors")).unwrap();
+    let b = std::fs::read(tmp("dp-resumed.safetensors")).unwrap();
+    assert!(
+        a == b,
+        "the resumed drop-path run's weights differ from the uninterrupted run's"
     );
 }
