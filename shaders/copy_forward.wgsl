@@ -1,5 +1,5 @@
 // copy_forward — y[i] = x[i]  (in-place assignment for the optimiser and weight loading)
-// Reference: engine/src/ops/fill.rs.  No backward (not recorded by autograd).
+// Reference: engine/src/gpu.rs (Gpu::copy).  No backward (not recorded by autograd).
 // Layout: x, y contiguous f32[N].  Dispatch: gpu::grid(N, WG).
 // #include "lib/index.wgsl"
 

@@ -1,5 +1,5 @@
 // fill_forward — y[i] = value
-// Reference: engine/src/ops/fill.rs.  No backward (creation op).
+// Reference: engine/src/gpu.rs (Gpu::fill).  No backward (creation op).
 // Layout: y contiguous f32[N].  Dispatch: gpu::grid(N, WG).
 // #include "lib/index.wgsl"
 

@@ -5,7 +5,7 @@
 //! inputs. The nodes form the tape; [`Tensor::backward`] walks it in reverse topological order,
 //! micrograd style.
 //!
-//! CONTRACT for every `Op::backward` (see ops/mod.rs):
+//! CONTRACT for every [`Op::backward`] (the trait is defined below, the ops in ops/):
 //! 1. it returns the vector-Jacobian product: it MUST consume `dy` (a backward that ignores `dy`
 //!    passes an all-ones test; our tests use a random upstream gradient for this reason);
 //! 2. it returns one entry per input, `None` where the input is not differentiable
@@ -19,8 +19,23 @@ use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
-use crate::ops::Op;
+use crate::reference::CpuTensor;
 use crate::tensor::Tensor;
+
+/// A differentiable kernel op. The backward contract is the CONTRACT above;
+/// every op lives in `ops/<name>.rs` and is listed in `ops::for_each_op!`.
+pub trait Op: Send + Sync + 'static {
+    /// The op's name, as in `ops/<name>.rs` (with its variant where it has one).
+    fn name(&self) -> &'static str;
+    /// CPU reference in f64: the definition every kernel is tested against. Never optimised.
+    fn reference(&self, x: &[&CpuTensor]) -> CpuTensor;
+    /// CPU vector-Jacobian product in f64 (checked against finite differences of `reference`).
+    fn reference_backward(&self, x: &[&CpuTensor], dy: &CpuTensor) -> Vec<Option<CpuTensor>>;
+    /// GPU forward; may stash what backward needs in `self` (it is kept on the tape).
+    fn forward(&mut self, x: &[&Tensor]) -> Result<Tensor>;
+    /// GPU vector-Jacobian product: one entry per input, consuming `dy`.
+    fn backward(&self, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>>;
+}
 
 /// How a tensor was made: the op and its inputs.
 pub(crate) struct Node {

@@ -725,6 +725,63 @@ impl Gpu {
     }
 }
 
+/// Device-side creation and assignment: `fill` (y = value) and `copy` (y = x, broadcasting).
+/// Not ops: nothing differentiates them and the tape never records them; tensors are made and
+/// parameters updated with them (Tensor::full, Tensor::assign), and the broadcast of expand.rs
+/// and of sum's backward is a copy. Kernels: shaders/fill_forward.wgsl, copy_forward.wgsl, and
+/// binary_forward.wgsl with OP 6 (y = b read through broadcast strides).
+impl Gpu {
+    /// Writes `value` into the first `n` f32 of `y`.
+    pub fn fill(&self, y: &wgpu::Buffer, n: usize, value: f32) -> Result<()> {
+        #[repr(C)]
+        #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+        struct FillParams {
+            n: u32,
+            value: f32,
+        }
+        // (N) -> (N)
+        let p = FillParams { n: n as u32, value };
+        self.dispatch(kernel!(fill_forward), &[], &[y], &p, grid(n, 256))
+    }
+
+    /// Copies `x` (contiguous, `x_shape`) into `y` (contiguous, `y_shape`), reading `x` at `y`'s
+    /// shape with broadcasting. Equal shapes take the plain copy kernel.
+    pub fn copy(
+        &self,
+        x: &wgpu::Buffer,
+        x_shape: &[usize],
+        y: &wgpu::Buffer,
+        y_shape: &[usize],
+    ) -> Result<()> {
+        #[repr(C)]
+        #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+        struct CopyParams {
+            n: u32,
+        }
+        let n = crate::shape::numel(y_shape);
+        if x_shape == y_shape {
+            // (N) -> (N)
+            let p = CopyParams { n: n as u32 };
+            return self.dispatch(kernel!(copy_forward), &[], &[x, y], &p, grid(n, 256));
+        }
+        let out = crate::shape::broadcast_shape(x_shape, y_shape)?;
+        if out.as_slice() != y_shape {
+            return Err(Error::Shape(format!(
+                "copy: shape {x_shape:?} does not broadcast to {y_shape:?}"
+            )));
+        }
+        // (x broadcast) -> (y_shape); OP 6 reads only its second input.
+        let p = crate::shape::broadcast_params(x_shape, x_shape, y_shape);
+        self.dispatch(
+            kernel!(binary_forward),
+            &[("OP", 6.0), ("RANK", p.rank as f64)],
+            &[x, x, y],
+            &p,
+            grid(n, 256),
+        )
+    }
+}
+
 /// A pipeline's cache key: the kernel and its override constants (bit patterns).
 fn pipeline_key(kernel: &Kernel, constants: &[(&'static str, f64)]) -> PipelineKey {
     (

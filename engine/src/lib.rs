@@ -1,8 +1,9 @@
 //! tubelet: tensors on wgpu, reverse-mode autograd, and fused WGSL kernels for video
 //! transformers, with a plain f64 CPU reference for every op.
 //!
-//! Read top-down: [`tensor`] → [`autograd`] → [`ops`] → [`gpu`]; [`reference`] is the definition
-//! every kernel is tested against.
+//! Read top-down: [`tensor`] → [`autograd`] → [`ops`] → [`gpu`]; [`shape`] is the arithmetic of
+//! shapes and strides under all of them, and [`reference`] is the definition every kernel is
+//! tested against.
 //!
 //! ```no_run
 //! use tubelet::Tensor;
@@ -24,6 +25,7 @@ pub mod pipeline_cache;
 pub mod profile;
 pub mod reference;
 mod rng;
+pub mod shape;
 pub mod tensor;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -34,4 +36,5 @@ pub use error::{Error, Result};
 pub use gpu::{gpu, gpu_or_skip, Gpu};
 pub use reference::CpuTensor;
 pub use rng::Rng;
-pub use tensor::{Indices, Shape, Tensor};
+pub use shape::Shape;
+pub use tensor::{Indices, Tensor};

@@ -4,7 +4,7 @@
 //! never vectorised. Each op's `reference` built from these is the executable definition that its
 //! kernels are tested against.
 
-use crate::tensor::{contiguous_strides, numel};
+use crate::shape::{contiguous_strides, numel};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CpuTensor {

@@ -9,15 +9,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use smallvec::SmallVec;
-
 use crate::autograd::Node;
 use crate::error::{Error, Result};
 use crate::gpu::{gpu, Gpu};
 use crate::reference::CpuTensor;
-
-/// Dimensions, outermost first. Video tensors are `(B, C, T, H, W)` or `(B, T, H, W, C)`.
-pub type Shape = SmallVec<[usize; 6]>;
+use crate::shape::{checked_numel, numel, Shape};
 
 /// Owns one pooled GPU buffer; returns it to the pool when the last handle goes.
 pub(crate) struct Storage {
@@ -56,33 +52,6 @@ static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 /// (activation checkpointing tells a segment's own tensors from those it captured this way).
 pub(crate) fn next_id() -> usize {
     NEXT_ID.load(Ordering::Relaxed)
-}
-
-pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
-}
-
-/// Row-major strides of a contiguous tensor of `shape`.
-pub fn contiguous_strides(shape: &[usize]) -> Shape {
-    let mut s: Shape = SmallVec::from_elem(1, shape.len());
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
-}
-
-/// The element count of `shape`, or an error when it overflows (a config asking for a
-/// 10³⁰-wide layer must not wrap around or panic).
-fn checked_numel(shape: &[usize]) -> Result<usize> {
-    shape
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .filter(|&n| n <= (u64::MAX / 4) as usize)
-        .ok_or_else(|| {
-            Error::DeviceLimit(format!(
-                "a tensor of shape {shape:?} has more elements than any memory holds"
-            ))
-        })
 }
 
 /// The element count of a tensor about to be filled on the host, checked against the device's
@@ -128,7 +97,7 @@ impl Tensor {
 
     pub fn try_full(shape: &[usize], value: f32) -> Result<Tensor> {
         let y = Tensor::empty(shape)?;
-        crate::ops::fill::fill(&y, value)?;
+        Gpu::global()?.fill(y.buffer(), y.numel(), value)?;
         Ok(y)
     }
 
@@ -332,7 +301,7 @@ impl Tensor {
                 self.shape()
             );
         }
-        crate::ops::fill::copy(src, self)
+        gpu().copy(src.buffer(), src.shape(), self.buffer(), self.shape())
     }
 
     /// Overwrites this tensor's storage with `data` (same number of elements).

@@ -183,19 +183,19 @@ pub fn presets() -> Vec<Preset> {
     all
 }
 
+/// The preset called `name`, or an error listing the names that exist.
+pub fn preset(name: &str) -> Result<Preset> {
+    let all = presets();
+    let names: Vec<_> = all.iter().map(|p| p.name).collect();
+    let list = names.join(", ");
+    all.into_iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| Error::Config(format!("unknown model {name:?}; available: {list}")))
+}
+
 /// Builds the preset called `name`, or says which names exist.
 pub fn build(name: &str, options: &BuildOptions) -> Result<Box<dyn VideoModel>> {
-    let all = presets();
-    match all.iter().find(|p| p.name == name) {
-        Some(p) => (p.build)(options),
-        None => {
-            let names: Vec<_> = all.iter().map(|p| p.name).collect();
-            Err(Error::Config(format!(
-                "unknown model {name:?}; available: {}",
-                names.join(", ")
-            )))
-        }
-    }
+    (preset(name)?.build)(options)
 }
 
 /// [`VideoModel::set_rng_counters`] for a model whose counters are `known` (name, setter).

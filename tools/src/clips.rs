@@ -1,22 +1,10 @@
-//! What `train` and `run` share: finding a preset in the registry, rendering synthetic clips at
-//! a preset's clip size, and loading weights into a model by official key names.
+//! What `train` and `run` share: rendering synthetic clips at a preset's clip size, and loading
+//! weights into a model by official key names. Presets are found with `tubelet_models::preset`.
 
 use std::path::Path;
 
-use tubelet::{Error, Result, Tensor};
-use tubelet_models::{Preset, VideoModel};
-
-/// The preset called `name`, or an error listing the names that exist.
-pub fn find_preset(name: &str) -> Result<Preset> {
-    let all = tubelet_models::presets();
-    let names: Vec<&str> = all.iter().map(|p| p.name).collect();
-    let list = names.join(", ");
-    all.into_iter().find(|p| p.name == name).ok_or_else(|| {
-        Error::Config(format!(
-            "unknown model {name:?}; available: {list} (see `tubelet models`)"
-        ))
-    })
-}
+use tubelet::{Result, Tensor};
+use tubelet_models::VideoModel;
 
 /// Renders synthetic clips at a preset's clip size (tubelet-train's, shared with the loop).
 pub use tubelet_train::source::render;

@@ -15,7 +15,8 @@ use tubelet::io::HostTensor;
 use tubelet::{Error, Result};
 use tubelet_train::{checkpoint, weights};
 
-use crate::clips::find_preset;
+use crate::outln;
+use crate::output::Output;
 
 #[derive(clap::Parser, Debug)]
 #[command(name = "convert")]
@@ -70,7 +71,9 @@ pub fn convert(args: &Args) -> Result<Converted> {
                     )
                 }
                 Some(name) => {
-                    let model = (find_preset(name)?.build)(&tubelet_models::BuildOptions::seed(0))?;
+                    let model = (tubelet_models::preset(name)?.build)(
+                        &tubelet_models::BuildOptions::seed(0),
+                    )?;
                     let keys: Vec<String> = weights::model_state(model.as_ref())
                         .into_iter()
                         .map(|(k, _)| k)
@@ -118,23 +121,26 @@ pub fn convert(args: &Args) -> Result<Converted> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let out = &mut Output::stdout();
     let c = convert(&args)?;
     let stored: Vec<String> = c.stored.iter().map(|(d, n)| format!("{n} {d}")).collect();
-    println!(
+    outln!(
+        out,
         "tubelet convert: {} ({}) -> {}: {} tensors ({}), f32",
         args.input.display(),
         c.source,
         args.output.display(),
         c.tensors,
         stored.join(", ")
-    );
+    )?;
     if !c.left_out.is_empty() {
-        println!(
+        outln!(
+            out,
             "left out ({}, not in {}): {}",
             c.left_out.len(),
             args.model.as_deref().unwrap_or("the model"),
             c.left_out.join(", ")
-        );
+        )?;
     }
     Ok(())
 }

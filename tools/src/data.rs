@@ -4,6 +4,7 @@
 //! The work is in tubelet-data (`check::scan`, `synth::write_set`); this only parses and prints.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Subcommand;
@@ -11,6 +12,9 @@ use tubelet::{Error, Result};
 use tubelet_data::check::scan;
 use tubelet_data::synth::{write_set, Format, SynthOptions};
 use tubelet_data::{DataSpec, Source};
+
+use crate::outln;
+use crate::output::Output;
 
 #[derive(Subcommand, Debug)]
 pub enum Data {
@@ -73,13 +77,15 @@ pub struct SynthArgs {
 }
 
 pub fn run(cmd: Data) -> Result<()> {
+    let out = &mut Output::stdout();
     match cmd {
-        Data::Check(a) => check(a),
-        Data::Synth(a) => synth(a),
+        Data::Check(a) => check(&a, out),
+        Data::Synth(a) => synth(&a, out),
     }
 }
 
-fn check(a: CheckArgs) -> Result<()> {
+/// `tubelet data check`, printing to `out`.
+pub fn check<W: Write>(a: &CheckArgs, out: &mut Output<W>) -> Result<()> {
     let source = Source::detect(&a.data)?;
     let kind = match &source {
         Source::VideoList(_) => "video list",
@@ -98,25 +104,27 @@ fn check(a: CheckArgs) -> Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let t0 = std::time::Instant::now();
     let report = scan(&spec, threads, a.full)?;
-    println!(
+    outln!(
+        out,
         "{} ({kind}): {} items, {} classes; scanned in {:.1} s",
         a.data.display(),
         report.files.len(),
         report.num_classes,
         t0.elapsed().as_secs_f64()
-    );
+    )?;
     for f in &report.files {
         match &f.problem {
-            Some(p) => println!("BAD  {p}"),
+            Some(p) => outln!(out, "BAD  {p}")?,
             None if a.verbose => {
                 let size = f.size.map_or("?".into(), |[h, w]| format!("{w}×{h}"));
-                println!(
+                outln!(
+                    out,
                     "ok   {}  label {}  {} frames  {size}  {}",
                     f.path.display(),
                     f.label,
                     f.frames.map_or("?".into(), |n| n.to_string()),
                     f.codec.as_deref().unwrap_or("?")
-                );
+                )?;
             }
             None => {}
         }
@@ -129,10 +137,11 @@ fn check(a: CheckArgs) -> Result<()> {
     let mut frames: Vec<usize> = good.iter().filter_map(|f| f.frames).collect();
     frames.sort_unstable();
     if let (Some(lo), Some(hi)) = (frames.first(), frames.last()) {
-        println!(
+        outln!(
+            out,
             "frames per file: min {lo}, median {}, max {hi}",
             frames[frames.len() / 2]
-        );
+        )?;
     }
     let count = |key: &dyn Fn(&tubelet_data::check::FileReport) -> Option<String>| {
         let mut m: BTreeMap<String, usize> = BTreeMap::new();
@@ -149,11 +158,12 @@ fn check(a: CheckArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    println!(
+    outln!(
+        out,
         "resolutions (w×h): {}",
         count(&|f| f.size.map(|[h, w]| format!("{w}×{h}")))
-    );
-    println!("codecs: {}", count(&|f| f.codec.clone()));
+    )?;
+    outln!(out, "codecs: {}", count(&|f| f.codec.clone()))?;
     let names = report.class_names.clone();
     let classes: Vec<String> = report
         .class_counts
@@ -165,13 +175,13 @@ fn check(a: CheckArgs) -> Result<()> {
             },
         )
         .collect();
-    println!("items per class: {}", classes.join(", "));
+    outln!(out, "items per class: {}", classes.join(", "))?;
     let missing: Vec<String> = (0..report.num_classes as u32)
         .filter(|l| !report.class_counts.contains_key(l))
         .map(|l| l.to_string())
         .collect();
     if !missing.is_empty() {
-        println!("classes with no items: {}", missing.join(", "));
+        outln!(out, "classes with no items: {}", missing.join(", "))?;
     }
     let bad = report.bad().count();
     if bad > 0 {
@@ -180,11 +190,12 @@ fn check(a: CheckArgs) -> Result<()> {
             report.files.len()
         )));
     }
-    println!("all {} files ok", report.files.len());
+    outln!(out, "all {} files ok", report.files.len())?;
     Ok(())
 }
 
-fn synth(a: SynthArgs) -> Result<()> {
+/// `tubelet data synth`, printing to `out`.
+pub fn synth<W: Write>(a: &SynthArgs, out: &mut Output<W>) -> Result<()> {
     if a.clips == 0 || a.frames == 0 || a.size == 0 {
         return Err(Error::Config(format!(
             "--clips {}, --frames {} and --size {} must be at least 1",
@@ -201,7 +212,8 @@ fn synth(a: SynthArgs) -> Result<()> {
     };
     let t0 = std::time::Instant::now();
     let w = write_set(&a.out, &opt)?;
-    println!(
+    outln!(
+        out,
         "wrote {} train and {} val clips ({:?}, {}×{}×{}) to {} in {:.1} s",
         opt.train_clips,
         opt.val_clips,
@@ -211,12 +223,13 @@ fn synth(a: SynthArgs) -> Result<()> {
         a.size,
         a.out.display(),
         t0.elapsed().as_secs_f64()
-    );
-    println!(
+    )?;
+    outln!(
+        out,
         "lists: {} and {}; classes: {}",
         w.train_list.display(),
         w.val_list.display(),
         w.classes.display()
-    );
+    )?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! loader with the recipe's test pipeline; without --data, tiny presets are evaluated on the
 //! held-out synthetic split (one view).
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use tubelet::{Error, Result};
@@ -22,7 +23,9 @@ use tubelet_train::recipe;
 use tubelet_train::runlog::write_atomic;
 use tubelet_train::source::{BatchSource, Synthetic};
 
-use crate::clips::{find_preset, load_weights};
+use crate::clips::load_weights;
+use crate::outln;
+use crate::output::Output;
 
 #[derive(clap::Parser, Debug)]
 #[command(name = "eval")]
@@ -76,7 +79,12 @@ pub fn run(args: Args) -> Result<()> {
 /// What `tubelet eval` does (prints the accuracies, writes the CSV and the confusion matrix),
 /// returning the report so callers (and tests) can read the numbers.
 pub fn evaluate_views(args: &Args) -> Result<EvalReport> {
-    let preset = find_preset(&args.model)?;
+    evaluate_views_to(args, &mut Output::stdout())
+}
+
+/// [`evaluate_views`], printing to `out`.
+pub fn evaluate_views_to<W: Write>(args: &Args, out: &mut Output<W>) -> Result<EvalReport> {
+    let preset = tubelet_models::preset(&args.model)?;
     if args.data.is_none() && args.data_root.is_some() {
         return Err(Error::Config(
             "--data-root needs --data (the test list or folder)".into(),
@@ -175,7 +183,7 @@ pub fn evaluate_views(args: &Args) -> Result<EvalReport> {
         None => &synthetic,
     };
     let report = evaluate(model.as_ref(), data, how, None, &mut |_, _| {})?;
-    println!(
+    outln!(out,
         "{}: top-1 {:.2}%  top-5 {:.2}%  mean class accuracy {:.2}%  ({} videos × {} view(s), averaged by {}; {:.1} s)",
         preset.name,
         100.0 * report.top1(),
@@ -185,7 +193,7 @@ pub fn evaluate_views(args: &Args) -> Result<EvalReport> {
         report.views,
         how.name(),
         report.seconds
-    );
+    )?;
     let names = data.class_names();
     let csv = args.csv.clone().unwrap_or_else(|| {
         let mut p = args.weights.clone().into_os_string();
@@ -196,10 +204,10 @@ pub fn evaluate_views(args: &Args) -> Result<EvalReport> {
         &csv,
         report.tally.per_class_csv(names.as_deref()).as_bytes(),
     )?;
-    println!("per-class accuracy: {}", csv.display());
+    outln!(out, "per-class accuracy: {}", csv.display())?;
     if let Some(p) = &args.confusion {
         plot::confusion(p, &report.tally, names.as_deref())?;
-        println!("confusion matrix: {}", p.display());
+        outln!(out, "confusion matrix: {}", p.display())?;
     }
     Ok(report)
 }

@@ -3,13 +3,16 @@
 //! prints the top-k classes with their probabilities, the clip's true class, and the time of a
 //! first run (which includes compiling the pipelines) and of a second one.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use tubelet::{no_grad, Error, Result};
 use tubelet_data::synthetic::{Split, CLASS_NAMES, NUM_CLASSES};
 
-use crate::clips::{find_preset, load_weights, model_input, render};
+use crate::clips::{load_weights, model_input, render};
+use crate::outln;
+use crate::output::Output;
 
 #[derive(clap::Parser, Debug)]
 #[command(name = "run")]
@@ -57,7 +60,7 @@ pub fn class_name(class: usize, num_classes: usize) -> String {
 
 /// Builds the model, loads the weights and classifies the clip.
 pub fn predict(args: &Args) -> Result<Prediction> {
-    let preset = find_preset(&args.model)?;
+    let preset = tubelet_models::preset(&args.model)?;
     let model = (preset.build)(&tubelet_models::BuildOptions::seed(args.seed))?;
     let report = match &args.weights {
         Some(w) => Some(load_weights(model.as_ref(), w)?),
@@ -101,22 +104,32 @@ pub fn predict(args: &Args) -> Result<Prediction> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    report(&args, &mut Output::stdout())
+}
+
+/// `tubelet run`, printing to `out`.
+pub fn report<W: Write>(args: &Args, out: &mut Output<W>) -> Result<()> {
     let gpu = tubelet::Gpu::global()?;
-    let preset = find_preset(&args.model)?;
+    let preset = tubelet_models::preset(&args.model)?;
     let [t, h, w] = preset.clip;
-    println!(
+    outln!(
+        out,
         "tubelet run: {} ({} parameters, {t}×{h}×{w} clip) on {} ({:?})",
-        preset.name, preset.params, gpu.info.name, gpu.info.backend
-    );
+        preset.name,
+        preset.params,
+        gpu.info.name,
+        gpu.info.backend
+    )?;
     if args.weights.is_none() {
-        println!(
+        outln!(
+            out,
             "weights: random initialisation (seed {}); pass --weights FILE for trained ones",
             args.seed
-        );
+        )?;
     }
-    let p = predict(&args)?;
+    let p = predict(args)?;
     if let Some(r) = &p.weights {
-        println!("{}", r.summary());
+        outln!(out, "{}", r.summary())?;
     }
     let truth = if p.num_classes == NUM_CLASSES {
         class_name(p.label, p.num_classes)
@@ -126,22 +139,27 @@ pub fn run(args: Args) -> Result<()> {
             CLASS_NAMES[p.label], p.num_classes
         )
     };
-    println!(
+    outln!(
+        out,
         "clip: held-out synthetic clip {} (seed {}), true class: {truth}",
-        args.clip_index, args.seed
-    );
-    println!("top-{}:", p.top.len());
+        args.clip_index,
+        args.seed
+    )?;
+    outln!(out, "top-{}:", p.top.len())?;
     for (rank, (c, prob)) in p.top.iter().enumerate() {
-        println!(
+        outln!(
+            out,
             "  {:>2}. {:<16} {:>6.2}%",
             rank + 1,
             class_name(*c, p.num_classes),
             100.0 * prob
-        );
+        )?;
     }
-    println!(
+    outln!(
+        out,
         "time: first run {:.1} ms (includes compiling the pipelines), second run {:.1} ms",
-        p.first_ms, p.second_ms
-    );
+        p.first_ms,
+        p.second_ms
+    )?;
     Ok(())
 }

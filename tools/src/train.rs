@@ -11,6 +11,7 @@
 //! Ctrl-C / SIGTERM stop after the current step and save; a non-finite loss, gradient or
 //! parameter stops before the update and overwrites nothing (see trainer.rs).
 
+use std::io::Stdout;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -34,7 +35,8 @@ use tubelet_train::trainer::{
     model_state, Event, Observer, Outcome, SaveReason, TrainOptions, Trainer,
 };
 
-use crate::clips::find_preset;
+use crate::outln;
+use crate::output::Output;
 
 #[derive(clap::Parser, Debug)]
 #[command(name = "train")]
@@ -355,6 +357,20 @@ struct Printer {
     ema_step: Option<f64>,
     clips: f64,
     seconds: f64,
+    out: Output<Stdout>,
+    /// The first write failure other than a closed pipe (an observer cannot fail; `run` returns
+    /// it once the weights are saved).
+    error: Option<Error>,
+}
+
+impl Printer {
+    /// One line above the progress bar.
+    fn say(&mut self, line: std::fmt::Arguments) {
+        let out = &mut self.out;
+        if let Err(e) = self.bar.suspend(|| out.line(line)) {
+            self.error.get_or_insert(e);
+        }
+    }
 }
 
 impl Observer for Printer {
@@ -366,13 +382,11 @@ impl Observer for Printer {
                 batches_per_epoch,
                 memory_peak_bytes,
             } => {
-                self.bar.suspend(|| {
-                    println!(
+                self.say(format_args!(
                         "first step: {seconds:.2} s (pipelines compile on first use), peak GPU memory {:.1} MiB; estimated {} per epoch of {batches_per_epoch} steps",
                         memory_peak_bytes as f64 / (1 << 20) as f64,
                         human(epoch_estimate_seconds)
-                    )
-                });
+                    ));
             }
             Event::Step(s) => {
                 let smooth = |e: Option<f64>, v: f64| Some(e.map_or(v, |e| 0.9 * e + 0.1 * v));
@@ -396,13 +410,13 @@ impl Observer for Printer {
                 self.bar.set_position(s.step);
                 self.bar.set_message(msg.clone());
                 if self.quiet && (s.step % 50 == 1 || s.batch_in_epoch == s.batches_per_epoch) {
-                    println!(
+                    self.say(format_args!(
                         "step {:>6} (epoch {} {}/{})  {msg}",
                         s.step,
                         s.epoch + 1,
                         s.batch_in_epoch,
                         s.batches_per_epoch
-                    );
+                    ));
                 }
             }
             Event::Epoch(r) => {
@@ -420,20 +434,17 @@ impl Observer for Printer {
                     0 => String::new(),
                     n => format!("; {n} bad file(s) skipped (warned above)"),
                 };
-                self.bar.suspend(|| {
-                    println!(
-                        "epoch {}: train loss {:.3}, top-1 {:.1}%{val}{skipped} [{}]",
-                        r.epoch + 1,
-                        r.train_loss,
-                        100.0 * r.train_top1,
-                        human(r.seconds)
-                    )
-                });
+                self.say(format_args!(
+                    "epoch {}: train loss {:.3}, top-1 {:.1}%{val}{skipped} [{}]",
+                    r.epoch + 1,
+                    r.train_loss,
+                    100.0 * r.train_top1,
+                    human(r.seconds)
+                ));
             }
             Event::Saved { reason, path } => {
                 if !matches!(reason, SaveReason::Epoch { .. }) {
-                    self.bar
-                        .suspend(|| println!("saved ({reason:?}): {}", path.display()));
+                    self.say(format_args!("saved ({reason:?}): {}", path.display()));
                 }
             }
             Event::Validating { .. } => {}
@@ -472,7 +483,10 @@ fn stop_flag() -> Arc<AtomicBool> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let preset = find_preset(&args.model)?;
+    // NOTE: `train … | head -1` must still save its weights: every line goes through Output,
+    // which stops printing when the reader has gone (println! would panic before the save).
+    let out = &mut Output::stdout();
+    let preset = tubelet_models::preset(&args.model)?;
     if args.data.is_none() && (args.val.is_some() || args.data_root.is_some()) {
         return Err(Error::Config(
             "--val and --data-root need --data (the training list or folder)".into(),
@@ -618,22 +632,23 @@ pub fn run(args: Args) -> Result<()> {
         1 => format!("{b}"),
         _ => format!("{} ({k} accumulated micro-batches of {b})", k * b),
     };
-    println!(
+    outln!(out,
         "tubelet train: {} ({} parameters) on {} ({:?}); {} epoch(s) of {} steps × {} clips of {}×{}×{}, {} classes{}",
         args.model, n_params, gpu.info.name, gpu.info.backend, recipe.epochs, steps, per_step,
         clip[0], clip[1], clip[2], classes,
         files.as_ref().map_or(String::new(), |(t, v, _)| format!(
             "; {} training videos{}", t.len(), v.as_ref().map_or(String::new(), |v| format!(", {} validation videos", v.len()))))
-    );
+    )?;
     if let Some(r) = &loaded {
-        println!("{}", r.summary());
+        outln!(out, "{}", r.summary())?;
     }
-    println!(
+    outln!(
+        out,
         "recipe: {}; {}; run directory {}",
         recipe.optimizer.describe(),
         recipe.schedule.describe(),
         run_dir.display()
-    );
+    )?;
     let config = json!({
         "model": preset.name, "seed": args.seed, "clip": clip, "num_classes": classes,
         "data": args.data.as_ref().map_or("synthetic".to_string(), |p| p.display().to_string()),
@@ -695,6 +710,8 @@ pub fn run(args: Args) -> Result<()> {
         ema_step: None,
         clips: 0.0,
         seconds: 0.0,
+        out: Output::stdout(),
+        error: None,
     };
     // The loop runs on this thread: segments are marked per thread.
     tubelet::checkpoint::set_checkpointing(args.checkpoint);
@@ -702,23 +719,25 @@ pub fn run(args: Args) -> Result<()> {
     let mut saver = StateFileSaver::new(&run_dir, args.seed, o.config.clone())?;
     if let Some(file) = &resume_file {
         let loaded = tubelet_train::resume::restore(file, &mut trainer, &o.config)?;
-        println!(
+        outln!(
+            out,
             "resumed from {}: step {}, epoch {} batch {}",
             loaded.path.display(),
             loaded.progress.step,
             loaded.progress.epoch + 1,
             loaded.progress.batch_in_epoch
-        );
+        )?;
     }
     let summary = trainer.run(train_src, val_src, &o, &mut saver, &mut printer)?;
     printer.bar.finish();
     match &summary.outcome {
         Outcome::Finished => {}
         Outcome::Interrupted { step } => {
-            println!(
+            outln!(
+                out,
                 "interrupted at step {step}; the weights so far are in {}",
                 run_dir.join("last.safetensors").display()
-            );
+            )?;
             return Ok(());
         }
         Outcome::Diverged {
@@ -743,7 +762,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let last = summary.epochs.last().and_then(|e| e.val.as_ref());
     if let (Some(v), true) = (last, files.is_some()) {
-        println!(
+        outln!(out,
             "validation: top-1 {:.2}%  top-5 {:.2}%  mean class accuracy {:.2}% ({} videos); best top-1 {:.2}% at epoch {}",
             100.0 * v.top1(),
             100.0 * v.top5(),
@@ -751,10 +770,11 @@ pub fn run(args: Args) -> Result<()> {
             v.tally.count,
             100.0 * summary.position.best_top1.unwrap_or(0.0),
             summary.position.best_epoch.map_or(0, |e| e + 1)
-        );
+        )?;
     } else if let Some(v) = last {
         let n_eval = v.tally.count;
-        println!(
+        outln!(
+            out,
             "held-out accuracy: {:.1}% ({}/{n_eval} clips; chance {:.1}%); trained in {:.0} s \
              ({:.1} clips/s), evaluated in {:.1} s",
             100.0 * v.top1(),
@@ -763,7 +783,7 @@ pub fn run(args: Args) -> Result<()> {
             summary.seconds - v.seconds,
             summary.clips as f64 / (summary.seconds - v.seconds).max(1e-9),
             v.seconds
-        );
+        )?;
     }
     if !trainer.params_finite()? {
         return Err(Error::Config(format!(
@@ -772,12 +792,13 @@ pub fn run(args: Args) -> Result<()> {
         )));
     }
     tubelet::io::save(&save, &model_state(model.as_ref()), None)?;
-    println!(
+    outln!(
+        out,
         "weights: {} ({} parameters and {} buffers, official key names); logs and plots: {}",
         save.display(),
         model.named_params().len(),
         model.named_buffers().len(),
         run_dir.display()
-    );
-    Ok(())
+    )?;
+    printer.error.map_or(Ok(()), Err)
 }

@@ -25,7 +25,8 @@ use crate::kernel;
 use crate::ops::reduce::{reduce_raw, ReduceKind};
 use crate::ops::Op;
 use crate::reference::CpuTensor;
-use crate::tensor::{numel, Tensor};
+use crate::shape::numel;
+use crate::tensor::Tensor;
 
 /// Elements of a channel one workgroup of the partial-sum kernels covers (256 lanes × 64 trips).
 pub const CHUNK: usize = 256 * 64;
@@ -340,8 +341,8 @@ impl Op for BatchNorm {
             // A checkpointed segment's recompute (engine/src/checkpoint.rs): the same batch
             // statistics, but the running statistics were already updated by its forward.
             let (rm, rv) = (Tensor::empty(&[c])?, Tensor::empty(&[c])?);
-            crate::ops::fill::copy(x[3], &rm)?;
-            crate::ops::fill::copy(x[4], &rv)?;
+            rm.assign(x[3])?;
+            rv.assign(x[4])?;
             self.batch_stats(x[0], &rm, &rv)?
         } else if self.training {
             self.batch_stats(x[0], x[3], x[4])?
@@ -349,8 +350,8 @@ impl Op for BatchNorm {
             // Copies, so that a later training step's in-place update cannot change what this
             // forward's backward sees.
             let (mean, var) = (Tensor::empty(&[c])?, Tensor::empty(&[c])?);
-            crate::ops::fill::copy(x[3], &mean)?;
-            crate::ops::fill::copy(x[4], &var)?;
+            mean.assign(x[3])?;
+            var.assign(x[4])?;
             (mean, var)
         };
         let y = Tensor::empty(x[0].shape())?;

@@ -11,7 +11,8 @@ use crate::gpu::{gpu, grid};
 use crate::kernel;
 use crate::ops::{reduce, Op};
 use crate::reference::{unravel, CpuTensor};
-use crate::tensor::{contiguous_strides, numel, Shape, Tensor};
+use crate::shape::{broadcast_params, broadcast_shape};
+use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Binary {
@@ -64,124 +65,12 @@ impl Binary {
     }
 }
 
-/// The broadcast shape of `a` and `b`, or an error naming both.
-pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Shape> {
-    let r = a.len().max(b.len());
-    let mut out = Shape::new();
-    for i in 0..r {
-        let da = if i + a.len() >= r {
-            a[i + a.len() - r]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= r {
-            b[i + b.len() - r]
-        } else {
-            1
-        };
-        out.push(match (da, db) {
-            (x, y) if x == y => x,
-            (1, y) => y,
-            (x, 1) => x,
-            _ => {
-                return Err(Error::Shape(format!(
-                    "cannot broadcast shapes {a:?} and {b:?}"
-                )))
-            }
-        });
-    }
-    if r > 8 {
-        return Err(Error::Shape(format!(
-            "broadcast of {a:?} and {b:?}: rank above 8"
-        )));
-    }
-    Ok(out)
-}
-
-/// Element strides of a tensor of `shape` read at the dims of `out` (0 on broadcast dims).
-pub(crate) fn broadcast_strides(shape: &[usize], out: &[usize]) -> [u32; 8] {
-    let strides = contiguous_strides(shape);
-    let off = out.len() - shape.len();
-    let mut s = [0u32; 8];
-    for d in 0..shape.len() {
-        s[d + off] = if shape[d] == 1 && out[d + off] != 1 {
-            0
-        } else {
-            strides[d] as u32
-        };
-    }
-    s
-}
-
-pub(crate) fn pack8(v: &[usize]) -> [u32; 8] {
-    let mut a = [1u32; 8];
-    for (i, &x) in v.iter().enumerate() {
-        a[i] = x as u32;
-    }
-    a
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct Params {
-    n: u32,
-    rank: u32,
-    _pad: [u32; 2],
-    shape: [u32; 8],
-    a_stride: [u32; 8],
-    b_stride: [u32; 8],
-}
-
-pub(crate) fn params(a: &[usize], b: &[usize], out: &[usize]) -> Params {
-    let (sa, sb) = (broadcast_strides(a, out), broadcast_strides(b, out));
-    // Merge runs of dims that both inputs step over contiguously (and drop size-1 dims), so a
-    // same-shape op runs at rank 1 and a bias add at rank 2: the kernels' index loop is RANK
-    // trips (an override constant), and each trip is div/mod work per element on llvmpipe.
-    let (mut dims, mut ta, mut tb): (Vec<usize>, Vec<u32>, Vec<u32>) = (vec![], vec![], vec![]);
-    for d in (0..out.len()).rev() {
-        if out[d] == 1 {
-            continue;
-        }
-        match (dims.last_mut(), ta.last(), tb.last()) {
-            (Some(size), Some(&ia), Some(&ib))
-                if sa[d] as usize == ia as usize * *size
-                    && sb[d] as usize == ib as usize * *size =>
-            {
-                *size *= out[d];
-            }
-            _ => {
-                dims.push(out[d]);
-                ta.push(sa[d]);
-                tb.push(sb[d]);
-            }
-        }
-    }
-    if dims.is_empty() {
-        (dims, ta, tb) = (vec![1], vec![0], vec![0]);
-    }
-    dims.reverse();
-    ta.reverse();
-    tb.reverse();
-    let mut a_stride = [0u32; 8];
-    let mut b_stride = [0u32; 8];
-    a_stride[..ta.len()].copy_from_slice(&ta);
-    b_stride[..tb.len()].copy_from_slice(&tb);
-    Params {
-        n: numel(out) as u32,
-        rank: dims.len() as u32,
-        _pad: [0; 2],
-        shape: pack8(&dims),
-        a_stride,
-        b_stride,
-    }
-}
-
-/// Launches binary_forward with OP `code` (6 = broadcast of b alone, see expand.rs).
-pub(crate) fn launch(code: u32, a: &Tensor, b: &Tensor, out: &[usize]) -> Result<Tensor> {
+/// Launches binary_forward with OP `code` (6, y = b broadcast, is the device's copy: gpu.rs).
+fn launch(code: u32, a: &Tensor, b: &Tensor, out: &[usize]) -> Result<Tensor> {
     let y = Tensor::empty(out)?;
     let n = y.numel();
     // (broadcast a, broadcast b) -> (out)
-    let p = params(a.shape(), b.shape(), out);
+    let p = broadcast_params(a.shape(), b.shape(), out);
     gpu().dispatch(
         kernel!(binary_forward),
         &[("OP", code as f64), ("RANK", p.rank as f64)],
@@ -224,7 +113,7 @@ impl Op for Binary {
 
     // da = sum_to(dy · ∂y/∂a, a.shape), db likewise; partials in binary_backward.wgsl.
     fn backward(&self, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let p = params(x[0].shape(), x[1].shape(), y.shape());
+        let p = broadcast_params(x[0].shape(), x[1].shape(), y.shape());
         let n = y.numel();
         let mut out = Vec::with_capacity(2);
         for side in 0..2 {

@@ -10,7 +10,8 @@ use crate::kernel;
 use crate::ops::narrow::narrow_raw;
 use crate::ops::Op;
 use crate::reference::{unravel, CpuTensor};
-use crate::tensor::{numel, Tensor};
+use crate::shape::numel;
+use crate::tensor::Tensor;
 
 #[derive(Clone, Debug)]
 pub struct Concat {

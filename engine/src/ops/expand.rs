@@ -1,13 +1,16 @@
 //! `broadcast_to`: a tensor read at a larger, broadcast-compatible shape, materialised.
 //! y[i] = x[i with broadcast dims set to 0];  dx = Σ over the broadcast dims of dy.
-//! Kernel: shaders/binary_forward.wgsl with OP 6 (y = b broadcast); backward is `reduce`.
+//! Forward: the device's broadcasting copy (`Gpu::copy`: shaders/binary_forward.wgsl with OP 6,
+//! y = b broadcast); backward is `reduce`.
 //! Most ops broadcast by themselves (binary ops read through zero strides); this op is for the
 //! few places that need the copy (the cls token repeated over the batch, sum's backward).
 
 use crate::autograd::apply;
 use crate::error::{Error, Result};
-use crate::ops::{binary, reduce, Op};
+use crate::gpu::gpu;
+use crate::ops::{reduce, Op};
 use crate::reference::CpuTensor;
+use crate::shape::broadcast_shape;
 use crate::tensor::Tensor;
 
 #[derive(Clone, Debug)]
@@ -20,15 +23,17 @@ pub(crate) fn expand_raw(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
     if x.shape() == shape {
         return Ok(x.clone());
     }
-    let out = binary::broadcast_shape(x.shape(), shape)?;
+    let out = broadcast_shape(x.shape(), shape)?;
     if out.as_slice() != shape {
         return Err(Error::Shape(format!(
             "broadcast_to: shape {:?} does not broadcast to {shape:?}",
             x.shape()
         )));
     }
+    let y = Tensor::empty(shape)?;
     // (x broadcast) -> (shape)
-    binary::launch(6, x, x, shape)
+    gpu().copy(x.buffer(), x.shape(), y.buffer(), shape)?;
+    Ok(y)
 }
 
 impl Op for Expand {

@@ -18,7 +18,8 @@ use crate::gpu::{gpu, grid};
 use crate::kernel;
 use crate::ops::Op;
 use crate::reference::CpuTensor;
-use crate::tensor::{numel, Indices, Tensor};
+use crate::shape::numel;
+use crate::tensor::{Indices, Tensor};
 
 /// Most positions one backward invocation sums (well below lavapipe's 65,535-trip loop limit).
 pub const CHUNK: usize = 32_768;

@@ -20,10 +20,10 @@ use crate::autograd::apply;
 use crate::error::{Error, Result};
 use crate::gpu::{gpu, grid, grid_rows, Gpu};
 use crate::kernel;
-use crate::ops::binary::{broadcast_shape, broadcast_strides, pack8};
 use crate::ops::{reduce, Op};
 use crate::reference::{unravel, CpuTensor};
-use crate::tensor::{numel, Tensor};
+use crate::shape::{broadcast_shape, broadcast_strides, numel, pack8};
+use crate::tensor::Tensor;
 
 /// K elements one dispatch reduces: every kernel loops at most this many times per invocation
 /// (v3: an eighth of it, v4 a quarter), far below the 65,535 trips after which Mesa 22's llvmpipe silently

@@ -9,9 +9,9 @@
 //! tests per op (forward vs reference, reference backward vs finite differences, GPU backward vs
 //! reference backward), so an op cannot exist untested.
 
-use crate::error::Result;
-use crate::reference::CpuTensor;
-use crate::tensor::Tensor;
+/// The trait every kernel op implements; it lives beside the tape that records it and the
+/// backward contract (autograd.rs), so the tape does not import the ops.
+pub use crate::autograd::Op;
 
 pub mod attention;
 pub mod batch_norm;
@@ -23,7 +23,6 @@ pub mod depthwise_conv3d;
 pub mod drop_path;
 pub mod dropout;
 pub mod expand;
-pub mod fill;
 pub mod gather;
 pub mod grid_attention;
 pub mod layer_norm;
@@ -42,20 +41,6 @@ pub mod temporal_shift;
 pub mod temporal_shift_online;
 pub mod unary;
 pub mod window_attention;
-
-/// A differentiable kernel op. See autograd.rs for the backward contract.
-pub trait Op: Send + Sync + 'static {
-    /// The op's name, as in `ops/<name>.rs` (with its variant where it has one).
-    fn name(&self) -> &'static str;
-    /// CPU reference in f64: the definition every kernel is tested against. Never optimised.
-    fn reference(&self, x: &[&CpuTensor]) -> CpuTensor;
-    /// CPU vector-Jacobian product in f64 (checked against finite differences of `reference`).
-    fn reference_backward(&self, x: &[&CpuTensor], dy: &CpuTensor) -> Vec<Option<CpuTensor>>;
-    /// GPU forward; may stash what backward needs in `self` (it is kept on the tape).
-    fn forward(&mut self, x: &[&Tensor]) -> Result<Tensor>;
-    /// GPU vector-Jacobian product: one entry per input, consuming `dy`.
-    fn backward(&self, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>>;
-}
 
 /// Calls `$m!(module)` for every kernel-op module (each has `test_spec()` under "testing").
 #[macro_export]

@@ -11,7 +11,8 @@ use crate::gpu::{gpu, grid};
 use crate::kernel;
 use crate::ops::Op;
 use crate::reference::{unravel, CpuTensor};
-use crate::tensor::{numel, Tensor};
+use crate::shape::numel;
+use crate::tensor::Tensor;
 
 #[derive(Clone, Debug)]
 pub struct Narrow {

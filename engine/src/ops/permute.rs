@@ -8,10 +8,10 @@ use crate::autograd::apply;
 use crate::error::Result;
 use crate::gpu::{gpu, grid};
 use crate::kernel;
-use crate::ops::binary::pack8;
 use crate::ops::Op;
 use crate::reference::{ravel, unravel, CpuTensor};
-use crate::tensor::{contiguous_strides, Tensor};
+use crate::shape::{contiguous_strides, pack8};
+use crate::tensor::Tensor;
 
 #[derive(Clone, Debug)]
 pub struct Permute {

@@ -6,15 +6,17 @@
 //! (Mesa 22's llvmpipe silently stops loops after 65,535 trips) and a full reduction uses more
 //! than one core.
 //! Kernels: shaders/reduce_forward.wgsl, shaders/reduce_max_backward.wgsl; sum's backward is
-//! `expand`.
+//! the device's broadcasting copy (`Gpu::copy`, the forward of expand.rs, whose backward is
+//! [`sum_to_raw`] here: so expand imports reduce and not the other way).
 
 use crate::autograd::apply;
 use crate::error::{Error, Result};
 use crate::gpu::{gpu, grid_rows};
 use crate::kernel;
-use crate::ops::{binary::pack8, expand, Op};
+use crate::ops::Op;
 use crate::reference::{unravel, CpuTensor};
-use crate::tensor::{contiguous_strides, numel, Tensor};
+use crate::shape::{contiguous_strides, numel, pack8};
+use crate::tensor::Tensor;
 
 /// Reduced elements one workgroup handles (256 lanes × 256 trips at most).
 const CHUNK: usize = 256 * 256;
@@ -239,7 +241,12 @@ impl Op for Reduce {
         let keep = keepdim_shape(x[0].shape(), &self.axes);
         let dy = dy.view(&keep);
         let dx = match self.kind {
-            ReduceKind::Sum => expand::expand_raw(&dy, x[0].shape())?,
+            // dx = dy broadcast back over the reduced axes
+            ReduceKind::Sum => {
+                let dx = Tensor::empty(x[0].shape())?;
+                gpu().copy(dy.buffer(), &keep, dx.buffer(), x[0].shape())?;
+                dx
+            }
             ReduceKind::Max => {
                 let dx = Tensor::empty(x[0].shape())?;
                 let p = split(x[0].shape(), &self.axes);

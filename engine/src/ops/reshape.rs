@@ -7,7 +7,8 @@ use crate::autograd::apply;
 use crate::error::Result;
 use crate::ops::Op;
 use crate::reference::CpuTensor;
-use crate::tensor::{numel, Tensor};
+use crate::shape::numel;
+use crate::tensor::Tensor;
 
 #[derive(Clone, Debug)]
 pub struct Reshape {

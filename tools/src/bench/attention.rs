@@ -1,6 +1,10 @@
 //! `tubelet bench attention`: every fused attention pattern against its unfused composition of
 //! basic ops, forward and forward+backward, at the seed models' real shapes, in one run.
 //!
+//! [`shapes`] is the one list of the attention bench shapes: the criterion benches
+//! (benches/benches/attention.rs) time the same [`Shape`]s through [`Pattern::forward`] and
+//! [`train_step`], after the same check ([`validate`]).
+//!
 //! Patterns (one [`Pattern`] each; add new ones to [`shapes`]):
 //! - Video Swin 3D shifted-window attention: `Tensor::window_attention` (fused kernels) against
 //!   `ops::window_attention::window_attention_unfused` (pad, roll, partition, gather the bias
@@ -73,7 +77,7 @@ pub struct Args {
 
 /// One attention pattern at one shape.
 #[derive(Clone, Debug)]
-enum Pattern {
+pub enum Pattern {
     /// Video Swin window attention on a (B, D, H, W) token grid.
     Window {
         b: usize,
@@ -114,15 +118,17 @@ enum Pattern {
     },
 }
 
-struct Shape {
-    name: &'static str,
-    small: bool,
-    pattern: Pattern,
+/// A named bench shape. A name covers several rows (shifted and not, time and space ...).
+pub struct Shape {
+    pub name: &'static str,
+    /// Small enough for a quick run (and warm-up: the pipelines compile here).
+    pub small: bool,
+    pub pattern: Pattern,
 }
 
 /// Inputs of one shape: tensors (parameters, so the backward reaches them), the upstream
 /// gradient, and the module under test where the pattern is a model layer.
-struct Inputs {
+pub struct Inputs {
     x: Vec<Tensor>,
     dy: Tensor,
     module: Option<MultiScaleAttention>,
@@ -172,7 +178,7 @@ fn swin(grid: [usize; 3], shift: [usize; 3]) -> Pattern {
 }
 
 /// Every shape the bench knows, in the order it runs them.
-fn shapes() -> Vec<Shape> {
+pub fn shapes() -> Vec<Shape> {
     let joint = |frames: usize| Pattern::Joint {
         b: 1,
         n: frames * 196 + 1,
@@ -297,7 +303,8 @@ fn shapes() -> Vec<Shape> {
 }
 
 impl Pattern {
-    fn label(&self) -> String {
+    /// The shape as printed: batch, grid, widths, heads, window ...
+    pub fn label(&self) -> String {
         match self {
             Pattern::Window {
                 b,
@@ -388,7 +395,7 @@ impl Pattern {
     }
 
     /// Forward FLOPs of the two attention matmuls (see the file header).
-    fn flops(&self) -> f64 {
+    pub fn flops(&self) -> f64 {
         match self {
             Pattern::Window {
                 b,
@@ -454,7 +461,7 @@ impl Pattern {
     }
 
     /// Random inputs (as parameters, so the backward reaches them) and an upstream gradient.
-    fn inputs(&self, seed: u64) -> Result<Inputs> {
+    pub fn inputs(&self, seed: u64) -> Result<Inputs> {
         let plain = |(x, dy): (Vec<Tensor>, Tensor)| Inputs {
             x,
             dy,
@@ -551,7 +558,7 @@ impl Pattern {
     }
 
     /// The pattern's forward, fused kernels or unfused composition.
-    fn forward(&self, inp: &Inputs, fused: bool) -> Result<Tensor> {
+    pub fn forward(&self, inp: &Inputs, fused: bool) -> Result<Tensor> {
         let x = &inp.x;
         match self {
             Pattern::Window {
@@ -621,7 +628,8 @@ impl Pattern {
         }
     }
 
-    fn kernel(&self, fused: bool) -> &'static str {
+    /// The row's kernel name: the op (or layer), fused or unfused.
+    pub fn kernel(&self, fused: bool) -> &'static str {
         match (self, fused) {
             (Pattern::Window { .. }, true) => "window_attention fused",
             (Pattern::Window { .. }, false) => "window_attention unfused",
@@ -654,7 +662,7 @@ fn group_sizes(span: Span, n: usize) -> Vec<usize> {
 }
 
 /// Forward + backward with the upstream gradient `dy`; the gradients are dropped at the end.
-fn train_step(p: &Pattern, inp: &Inputs, fused: bool) -> Result<()> {
+pub fn train_step(p: &Pattern, inp: &Inputs, fused: bool) -> Result<()> {
     let y = p.forward(inp, fused)?;
     let grads = y.backward_with(inp.dy.clone())?;
     if grads.get(&inp.x[0]).is_none() {
@@ -674,6 +682,21 @@ fn workspace_bytes(gpu: &Gpu, f: impl FnOnce() -> Result<()>) -> Result<u64> {
     f()?;
     gpu.sync()?;
     Ok(gpu.memory_peak() - before)
+}
+
+/// Checks before timing (a wrong variant can never win): the fused output must match the unfused
+/// composition on `inp` (each is tested against the op's f64 reference in the test suite).
+/// Returns the largest difference.
+pub fn validate(p: &Pattern, inp: &Inputs, label: &str) -> Result<f32> {
+    let diff = no_grad(|| -> Result<f32> {
+        max_abs_diff(&p.forward(inp, true)?, &p.forward(inp, false)?)
+    })?;
+    if diff.is_nan() || diff > 1e-3 {
+        return Err(Error::Config(format!(
+            "bench attention: {label}: fused and unfused differ by {diff}"
+        )));
+    }
+    Ok(diff)
 }
 
 /// Largest |a − b| over two tensors of one shape.
@@ -732,15 +755,7 @@ pub fn run(args: Args) -> Result<()> {
         let warmup = usize::from(s.small);
         let label = format!("{} {}", s.name, p.label());
         let inp = p.inputs(7)?;
-        // Validate before timing: the fused output must match the unfused composition.
-        let diff = no_grad(|| -> Result<f32> {
-            max_abs_diff(&p.forward(&inp, true)?, &p.forward(&inp, false)?)
-        })?;
-        if diff.is_nan() || diff > 1e-3 {
-            return Err(Error::Config(format!(
-                "bench attention: {label}: fused and unfused differ by {diff}"
-            )));
-        }
+        let diff = validate(p, &inp, &label)?;
         eprintln!("{label}: fused and unfused agree (max |Δ| {diff:.1e}); timing ...");
         let variants = [false, true];
         let mut ms = [[0.0; 2]; 2]; // [fused?][forward, forward+backward]

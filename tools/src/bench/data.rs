@@ -21,6 +21,9 @@ use tubelet_data::transform::short_side_size;
 use tubelet_data::video::VideoReader;
 use tubelet_data::{open, DataSpec, Dataset, Loader, LoaderConfig, Mode, Pipeline, Source};
 
+use crate::outln;
+use crate::output::Output;
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Annotation list or folder per class to read (default: synthetic 320p H.264 files
@@ -54,6 +57,7 @@ struct Row {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let out = &mut Output::stdout();
     let scratch = std::env::temp_dir().join(format!("tubelet-bench-data-{}", std::process::id()));
     let list = match &args.data {
         Some(p) => p.clone(),
@@ -66,11 +70,12 @@ pub fn run(args: Args) -> Result<()> {
                 seed: 0,
                 fps: 30,
             };
-            println!(
+            outln!(
+                out,
                 "writing {} synthetic 426×320 H.264 files of 96 frames to {}",
                 opt.train_clips,
                 scratch.display()
-            );
+            )?;
             write_set(&scratch, &opt)?.train_list
         }
     };
@@ -118,7 +123,7 @@ fn bench(args: &Args, list: &Path) -> Result<()> {
             let _ = std::fs::remove_file(&plan);
         }
     }
-    print_rows(&rows);
+    print_rows(&rows)?;
     Ok(())
 }
 
@@ -238,16 +243,27 @@ fn run_peer(
         .collect()
 }
 
-fn print_rows(rows: &[Row]) {
-    println!(
+fn print_rows(rows: &[Row]) -> Result<()> {
+    let out = &mut Output::stdout();
+    outln!(
+        out,
         "{:<18} {:<26} {:>7} {:>9}  note",
-        "config", "reader", "threads", "clips/s"
-    );
+        "config",
+        "reader",
+        "threads",
+        "clips/s"
+    )?;
     for r in rows {
         let c = r.clips_s.map_or("-".into(), |c| format!("{c:.1}"));
-        println!(
+        outln!(
+            out,
             "{:<18} {:<26} {:>7} {:>9}  {}",
-            r.config, r.reader, r.threads, c, r.note
-        );
+            r.config,
+            r.reader,
+            r.threads,
+            c,
+            r.note
+        )?;
     }
+    Ok(())
 }

@@ -33,6 +33,9 @@ use tubelet::optim::{AdamW, AdamWConfig};
 use tubelet::{Error, Gpu, Indices, Result, Tensor};
 use tubelet_models::{Preset, VideoModel};
 
+use crate::outln;
+use crate::output::Output;
+
 #[derive(ClapArgs, Debug)]
 pub struct Args {
     /// Presets to measure (comma-separated names, see `tubelet models`); default every paper preset.
@@ -214,11 +217,15 @@ fn measure(p: &Preset, b: usize, mode: Checkpointing, accounting: bool) -> Resul
 
 /// The checks the table relies on (see the header).
 fn verify() -> Result<()> {
+    let out = &mut Output::stdout();
     let gpu = Gpu::global()?;
-    println!("checks (tiny presets, batch 2):");
+    outln!(out, "checks (tiny presets, batch 2):")?;
     // 1. The engine's counters against the allocator: every tensor buffer, live or pooled.
     if allocator_report(gpu).is_none() {
-        println!("  this backend gives no allocator report: counters not cross-checked");
+        outln!(
+            out,
+            "  this backend gives no allocator report: counters not cross-checked"
+        )?;
         return verify_accounting();
     }
     let model = tubelet_models::build("swin-tiny", &tubelet_models::BuildOptions::seed(0))?;
@@ -226,7 +233,7 @@ fn verify() -> Result<()> {
     for pr in &probes {
         let Some(r) = &pr.allocator else { continue };
         let ok = r.requested == pr.engine;
-        println!(
+        outln!(out,
             "  {:<20} engine live + pooled {:>10} B; allocator: {} tensor buffers of {:>10} B as requested {} (+ {} B driver padding)",
             pr.at,
             pr.engine,
@@ -234,7 +241,7 @@ fn verify() -> Result<()> {
             r.requested,
             if ok { "(equal)" } else { "(DIFFERENT)" },
             r.padding
-        );
+        )?;
         if !ok {
             return Err(Error::Gpu(format!(
                 "bench memory: the engine counts {} B of tensor buffers {} but the allocator holds {} B",
@@ -245,10 +252,11 @@ fn verify() -> Result<()> {
     // The pool keeps every buffer the peak held (nothing is freed within a step), so the peak
     // is at most what the allocator holds for tensors after the step.
     let after = probes.last().map_or(0, |p| p.engine);
-    println!(
+    outln!(
+        out,
         "  step peak {peak} B {} live + pooled after the step {after} B",
         if peak <= after { "≤" } else { "> (WRONG)" }
-    );
+    )?;
     if peak > after {
         return Err(Error::Gpu(format!(
             "bench memory: peak {peak} B above the {after} B the allocator holds"
@@ -260,6 +268,7 @@ fn verify() -> Result<()> {
 
 /// 2. Accounting-only steps give the real steps' peaks.
 fn verify_accounting() -> Result<()> {
+    let out = &mut Output::stdout();
     for name in ["swin-tiny", "uniformer-tiny"] {
         let Some(p) = tubelet_models::presets()
             .into_iter()
@@ -270,7 +279,7 @@ fn verify_accounting() -> Result<()> {
         for mode in [Checkpointing::None, Checkpointing::Blocks] {
             let real = measure(&p, 2, mode, false)?.0;
             let acc = measure(&p, 2, mode, true)?.0;
-            println!("  {name:<15} --checkpoint {mode:<6}: real step peak {real} B, accounting-only {acc} B {}", if real == acc { "(equal)" } else { "(DIFFERENT)" });
+            outln!(out, "  {name:<15} --checkpoint {mode:<6}: real step peak {real} B, accounting-only {acc} B {}", if real == acc { "(equal)" } else { "(DIFFERENT)" })?;
             if real != acc {
                 return Err(Error::Gpu(format!("bench memory: {name} accounting-only peak {acc} B differs from the real {real} B")));
             }
@@ -280,6 +289,7 @@ fn verify_accounting() -> Result<()> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let out = &mut Output::stdout();
     let all = tubelet_models::presets();
     let presets: Vec<&Preset> = if args.model.is_empty() {
         all.iter().filter(|p| !p.tiny).collect()
@@ -300,7 +310,8 @@ pub fn run(args: Args) -> Result<()> {
     if !args.no_verify {
         verify()?;
     }
-    println!(
+    outln!(
+        out,
         "peak memory of one training step (forward, backward, AdamW), GiB; {}; budget {} GiB",
         if args.real {
             "kernels run"
@@ -308,8 +319,9 @@ pub fn run(args: Args) -> Result<()> {
             "accounting only (see the checks)"
         },
         gib(args.budget)
-    );
-    println!(
+    )?;
+    outln!(
+        out,
         "{:<16} {:<12} {:<10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8}",
         "model",
         "clip",
@@ -320,7 +332,7 @@ pub fn run(args: Args) -> Result<()> {
         "fixed",
         "max batch",
         "vs none"
-    );
+    )?;
     for p in presets {
         let mut none_peak = None;
         for &mode in &args.checkpoint {
@@ -328,7 +340,13 @@ pub fn run(args: Args) -> Result<()> {
             let (b1, fixed_est) = match measure(p, 1, mode, !args.real) {
                 Ok(r) => r,
                 Err(e) => {
-                    println!("{:<16} {:<12} {:<10} {e}", p.name, clip, mode.to_string());
+                    outln!(
+                        out,
+                        "{:<16} {:<12} {:<10} {e}",
+                        p.name,
+                        clip,
+                        mode.to_string()
+                    )?;
                     continue;
                 }
             };
@@ -360,7 +378,8 @@ pub fn run(args: Args) -> Result<()> {
             let ratio = none_peak.map_or("-".to_string(), |n| {
                 format!("{:.0}%", 100.0 * b1 as f64 / n as f64)
             });
-            println!(
+            outln!(
+                out,
                 "{:<16} {:<12} {:<10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8}",
                 p.name,
                 clip,
@@ -371,7 +390,7 @@ pub fn run(args: Args) -> Result<()> {
                 format!("{mark}{}", gib(fixed)),
                 max,
                 ratio
-            );
+            )?;
         }
     }
     Ok(())

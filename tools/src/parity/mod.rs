@@ -584,7 +584,7 @@ pub fn run_files_with(
     let file = tubelet::io::read(input)?;
     let (tensors, report) = run_tensors_with(module, &config_value, &file, weights)?;
     if let Some(r) = &report {
-        println!("{}", r.summary());
+        outln!(Output::stdout(), "{}", r.summary())?;
     }
     let meta = HashMap::from([
         ("module".to_string(), module.to_string()),
