@@ -30,7 +30,6 @@ use tubelet::{Error, Gpu, Indices, Result, Tensor};
 use tubelet_models::VideoModel;
 use tubelet_train::optim::{grad_sq_norm, params_nonfinite_probe, Optimiser};
 
-use crate::clips::find_preset;
 use crate::outln;
 use crate::output::Output;
 
@@ -76,7 +75,7 @@ impl StepRig {
         if batch == 0 {
             return Err(Error::Config("--batch must be at least 1".into()));
         }
-        let preset = find_preset(name)?;
+        let preset = tubelet_models::preset(name)?;
         let model = (preset.build)(&tubelet_models::BuildOptions::seed(0))?;
         let recipe = if preset.tiny {
             tubelet_train::recipe::synthetic(name)
