@@ -169,6 +169,7 @@ pub fn evaluate_views(args: &Args) -> Result<EvalReport> {
         split: Split::Test,
         batch: args.batch as usize,
         clips: args.clips as usize,
+        shard: tubelet_train::source::Shard::WHOLE,
     };
     let data: &dyn BatchSource = match &files {
         Some(f) => f,

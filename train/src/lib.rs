@@ -5,8 +5,11 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod dist;
 pub mod eval;
 pub mod metrics;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod optim;
 pub mod plot;
 pub mod recipe;

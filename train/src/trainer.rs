@@ -18,11 +18,19 @@
 //! The whole-state checkpoint file (optimiser moments, data position, RNG) is the checkpoint
 //! module's; this loop calls [`StateSaver`] at the points where one is due and passes what it
 //! knows ([`LoopPosition`]).
+//!
+//! Data-parallel training (dist.rs, [`Trainer::set_dist`]) hooks in at four points, each a
+//! line here: the stop request is agreed on by every rank, BatchNorm buffers come from rank 0
+//! before the forward, the backward averages the gradients over the ranks, and the step's loss,
+//! clips and hits are summed over the ranks before the NaN guard decides (so every rank
+//! decides alike).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+use crate::dist::Dist;
 
 use serde_json::json;
 use tubelet::{Error, Indices, Result, Tensor};
@@ -238,6 +246,7 @@ pub struct Trainer<'m> {
     params: Vec<(String, Tensor)>,
     buffers: Vec<(String, Tensor)>,
     backups: Vec<Tensor>,
+    dist: Option<Arc<Dist>>,
 }
 
 impl<'m> Trainer<'m> {
@@ -256,7 +265,22 @@ impl<'m> Trainer<'m> {
             params,
             buffers,
             backups,
+            dist: None,
         })
+    }
+
+    /// Trains as one rank of a data-parallel job (dist.rs): each batch is this rank's shard of
+    /// the global batch.
+    pub fn set_dist(&mut self, dist: Option<Arc<Dist>>) {
+        self.dist = dist;
+    }
+
+    /// Whether any rank asks to stop (every rank must stop at the same step).
+    fn any_rank(&self, local: bool) -> Result<bool> {
+        match &self.dist {
+            Some(d) => d.any("the stop check", local),
+            None => Ok(local),
+        }
     }
 
     /// Whether every parameter is finite (one read-back).
@@ -316,7 +340,7 @@ impl<'m> Trainer<'m> {
             let mut batches = data.epoch(epoch as u64, self.pos.batch_in_epoch)?;
             let mut data_t0 = Instant::now();
             while self.pos.batch_in_epoch < per_epoch {
-                if stop_requested() {
+                if self.any_rank(stop_requested())? {
                     self.save(saver, SaveReason::Interrupt, obs)?;
                     return Ok(self.summary(
                         Outcome::Interrupted {
@@ -339,18 +363,47 @@ impl<'m> Trainer<'m> {
 
                 let x = model_input(self.model, &batch)?;
                 let labels = Indices::from_slice(&batch.labels)?;
+                if let Some(d) = &self.dist {
+                    d.sync_buffers(&self.buffers)?;
+                }
                 for ((_, buf), copy) in self.buffers.iter().zip(&self.backups) {
                     copy.assign(buf)?;
                 }
                 let logits = self.model.forward(&x, true)?; // (B, classes)
                 let loss = smoothed_cross_entropy(&logits, &labels, o.label_smoothing)?;
-                let grads = loss.backward()?;
+                let grads = match &self.dist {
+                    Some(d) => d.backward(&loss, &self.params, b)?, // averaged over the ranks
+                    None => loss.backward()?,
+                };
                 let gsq = grad_sq_norm(&self.params, &grads)?; // (1)
                 let probe = params_nonfinite_probe(&self.params)?; // (1)
                                                                    // One read-back a step: loss, ‖g‖², Σ p·0.
                 let checks =
                     Tensor::try_cat(&[&loss.try_reshape(&[1])?, &gsq, &probe], 0)?.to_vec()?;
                 let (loss_v, gsq_v, probe_v) = (checks[0] as f64, checks[1] as f64, checks[2]);
+                let logits_host = logits.to_vec()?;
+                let hit = logits_host
+                    .chunks(classes)
+                    .zip(&batch.labels)
+                    .filter(|(r, &y)| {
+                        let best = r
+                            .iter()
+                            .enumerate()
+                            .fold(0, |bi, (i, &v)| if v > r[bi] { i } else { bi });
+                        best == y as usize
+                    })
+                    .count();
+                // Every rank's loss, clips and hits (the loss of the global batch).
+                let (loss_v, b, hit) = match &self.dist {
+                    Some(d) => {
+                        let v = d.sum(
+                            "the step's metrics",
+                            vec![loss_v * b as f64, b as f64, hit as f64],
+                        )?;
+                        (v[0] / v[1].max(1.0), v[1] as usize, v[2] as usize)
+                    }
+                    None => (loss_v, b, hit),
+                };
                 if !loss_v.is_finite() || !gsq_v.is_finite() || !probe_v.is_finite() {
                     for ((_, buf), copy) in self.buffers.iter().zip(&self.backups) {
                         buf.assign(copy)?;
@@ -387,18 +440,6 @@ impl<'m> Trainer<'m> {
                     clip_grads(&self.params, &grads, gnorm as f32, max)?;
                 }
                 self.opt.step(&grads, lr)?;
-                let logits_host = logits.to_vec()?;
-                let hit = logits_host
-                    .chunks(classes)
-                    .zip(&batch.labels)
-                    .filter(|(r, &y)| {
-                        let best = r
-                            .iter()
-                            .enumerate()
-                            .fold(0, |bi, (i, &v)| if v > r[bi] { i } else { bi });
-                        best == y as usize
-                    })
-                    .count();
                 let step_s = step_t0.elapsed().as_secs_f64();
                 let memory_peak_bytes = gpu.memory_peak();
                 self.pos.step += 1;

@@ -78,6 +78,7 @@ fn sources(model_clip: [usize; 3]) -> (Synthetic, Synthetic) {
             split: Split::Train,
             batch: 2,
             clips: 4,
+            shard: tubelet_train::source::Shard::WHOLE,
         },
         Synthetic {
             seed: 0,
@@ -85,6 +86,7 @@ fn sources(model_clip: [usize; 3]) -> (Synthetic, Synthetic) {
             split: Split::Test,
             batch: 2,
             clips: 4,
+            shard: tubelet_train::source::Shard::WHOLE,
         },
     )
 }

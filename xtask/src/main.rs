@@ -1,5 +1,7 @@
 //! `cargo xtask test` and `cargo xtask train [ARGS]`: the README's two commands. `test` runs
-//! `cargo fmt --check` and `cargo clippy -- -D warnings` before the suite.
+//! `cargo fmt --check` and `cargo clippy -- -D warnings` before the suite, and after it the
+//! feature `mpi` (off by default): its lints, and its tests, which launch `mpirun -np 2 tubelet
+//! train` (tools/tests/mpi.rs).
 //!
 //! Each first makes sure the machine has what tubelet needs, installing what is missing through
 //! the system's package manager and saying what and why, then runs cargo:
@@ -9,6 +11,7 @@
 //! | build video support | pkg-config libclang-dev libavformat-dev libavcodec-dev libavutil-dev libswscale-dev | `ffmpeg-next` links FFmpeg's libraries; bindgen needs libclang |
 //! | a Vulkan adapter | mesa-vulkan-drivers (Mesa ≥ 25, from backports on Debian 12) | lavapipe, when no GPU driver is installed |
 //! | tests | ffmpeg | the CLI encodes test clips with B-frames, odd sizes, start offsets |
+//! | tests of feature `mpi` | libopenmpi-dev openmpi-bin | data-parallel training over MPI: rsmpi links OpenMPI, the tests launch `mpirun -np 2` |
 //!
 //! On other systems (macOS, Windows, non-apt Linux) nothing is installed: the README says what to
 //! install by hand, and cargo's own error names anything still missing.
@@ -26,7 +29,35 @@ const BUILD_PKGS: [&str; 6] = [
     "libavutil-dev",
     "libswscale-dev",
 ];
-const TEST_PKGS: [&str; 1] = ["ffmpeg"];
+const TEST_PKGS: [&str; 3] = ["ffmpeg", "libopenmpi-dev", "openmpi-bin"];
+
+/// The feature `mpi`'s lints and tests (`cargo test` alone leaves the feature out).
+const MPI_CHECKS: [&[&str]; 2] = [
+    &[
+        "clippy",
+        "-p",
+        "tubelet-train",
+        "-p",
+        "tubelet-cli",
+        "--all-targets",
+        "--features",
+        "tubelet-cli/mpi",
+        "--",
+        "-D",
+        "warnings",
+    ],
+    &[
+        "test",
+        "-p",
+        "tubelet-cli",
+        "--features",
+        "mpi",
+        "--test",
+        "mpi",
+        "--",
+        "--test-threads=1",
+    ],
+];
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -111,6 +142,7 @@ fn main() {
             }
         }
     }
+    let whole_suite = task == "test" && cargo_args.len() == 2;
     let status = Command::new(&cargo)
         .args(&cargo_args)
         .status()
@@ -118,7 +150,27 @@ fn main() {
             eprintln!("xtask: could not run cargo: {e}");
             exit(1)
         });
-    exit(status.code().unwrap_or(1));
+    if !status.success() || !whole_suite {
+        exit(status.code().unwrap_or(1));
+    }
+    // Feature `mpi`: OpenMPI refuses root without these; in containers its shared-memory
+    // transport cannot use cross-memory attach.
+    for check in MPI_CHECKS {
+        let status = Command::new(&cargo)
+            .args(check)
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+            .status()
+            .unwrap_or_else(|e| {
+                eprintln!("xtask: could not run cargo: {e}");
+                exit(1)
+            });
+        if !status.success() {
+            eprintln!("xtask: `cargo {}` failed", check.join(" "));
+            exit(status.code().unwrap_or(1));
+        }
+    }
 }
 
 /// Installs the missing packages of `need`, and lavapipe when no Vulkan driver is installed, on
@@ -138,7 +190,8 @@ fn setup(need: &[&str]) -> Result<(), String> {
     let mut why: Vec<String> = Vec::new();
     if !missing.is_empty() {
         why.push(format!(
-            "{} (FFmpeg's libraries for video support; the ffmpeg CLI for test clips)",
+            "{} (FFmpeg's libraries for video support; the ffmpeg CLI for test clips; OpenMPI \
+             for the data-parallel tests)",
             missing.join(" ")
         ));
     }
