@@ -773,6 +773,7 @@ pub fn run(args: Args) -> Result<()> {
     // The loop runs on this thread: segments are marked per thread.
     tubelet::checkpoint::set_checkpointing(args.checkpoint);
     let mut trainer = Trainer::new(model.as_ref(), &o)?;
+    trainer.set_dist(dist.clone());
     let mut saver: Box<dyn StateSaver> = if lead {
         Box::new(StateFileSaver::new(&run_dir, args.seed, o.config.clone())?)
     } else {

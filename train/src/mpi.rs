@@ -38,7 +38,14 @@ pub fn start() -> Result<(MpiComm, Box<dyn Send>)> {
             .ok_or_else(|| Error::Config("MPI was already started in this process".into()))?;
     let w = universe.world();
     let library = mpi::environment::library_version()
-        .map(|v| v.lines().next().unwrap_or("").trim().to_string())
+        // "Open MPI v4.1.4, package: …": the name and version, without a trailing NUL.
+        .map(|v| {
+            v.split([',', '\0', '\n'])
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
         .unwrap_or_else(|_| "MPI".into());
     let comm = MpiComm {
         rank: w.rank() as usize,
