@@ -294,7 +294,7 @@ impl Dist {
     /// Checks that every rank was given the same `(name, value)` fields, and names each field
     /// that differs with every rank's value.
     pub fn check_same(&self, fields: &[(&str, String)]) -> Result<()> {
-        let mine = serde_json::to_vec(&fields.iter().cloned().collect::<Vec<_>>())
+        let mine = serde_json::to_vec(&fields.to_vec())
             .map_err(|e| Error::Config(format!("start-up check: {e}")))?;
         let all = self.run("the start-up check", move |c| c.all_gather(&mine))?;
         let parsed: Vec<Vec<(String, String)>> = all
@@ -474,6 +474,9 @@ impl Dist {
     }
 }
 
+/// What a bucket's values are, in order: (the parameter, or None for the batch size; count).
+type Pieces = Vec<(Option<usize>, usize)>;
+
 /// Gradients on their way into buckets.
 struct Buckets<'a> {
     dist: &'a Dist,
@@ -483,8 +486,8 @@ struct Buckets<'a> {
     waiting_len: usize,
     /// The bucket being filled, and what its values are: (parameter or the batch size, count).
     host: Vec<f32>,
-    pieces: Vec<(Option<usize>, usize)>,
-    sent: Vec<(Vec<(Option<usize>, usize)>, Pending<Vec<f32>>)>,
+    pieces: Pieces,
+    sent: Vec<(Pieces, Pending<Vec<f32>>)>,
     done: Vec<bool>,
 }
 
