@@ -543,7 +543,7 @@ pub fn run(args: Args) -> Result<()> {
     let gpu = tubelet::Gpu::global()?;
     // `b`: the global batch; `b_rank`: this rank's share of it.
     let b = recipe.batch;
-    if b % shard.world != 0 {
+    if !b.is_multiple_of(shard.world) {
         return Err(Error::Config(format!(
             "--batch {b} does not split over {} ranks: the batch is the global one (every rank's              clips together); give a multiple of {}",
             shard.world, shard.world

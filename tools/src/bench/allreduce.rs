@@ -134,7 +134,7 @@ fn step_split(d: &Arc<Dist>, args: &Args) -> Result<()> {
         )));
     }
     let world = d.world();
-    if args.batch % world != 0 || args.batch == 0 {
+    if !args.batch.is_multiple_of(world) || args.batch == 0 {
         return Err(Error::Config(format!(
             "--batch {} does not split over {world} ranks",
             args.batch
