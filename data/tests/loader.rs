@@ -173,6 +173,44 @@ fn sharding_pads_like_distributed_sampler() {
 }
 
 #[test]
+fn shards_of_a_step_together_are_the_single_process_batch() {
+    // Data-parallel training (tubelet-train's dist.rs): with a per-rank batch of B/world, the
+    // ranks' batch k together must be exactly one process's batch k of B, every epoch, from any
+    // resume point, or the averaged gradient is another batch's.
+    let ds: Arc<dyn Dataset> = open(
+        &DataSpec::synthetic(0, 24),
+        &Pipeline::simple(1, 1, [2, 2]),
+        Mode::Train,
+    )
+    .unwrap();
+    let cfg = |batch, rank, world| LoaderConfig {
+        batch,
+        rank,
+        world,
+        seed: 9,
+        workers: 1,
+        ..LoaderConfig::default()
+    };
+    let one = Loader::new(ds.clone(), cfg(6, 0, 1)).unwrap();
+    let ranks: Vec<Loader> = (0..3)
+        .map(|r| Loader::new(ds.clone(), cfg(2, r, 3)).unwrap())
+        .collect();
+    for epoch in [0, 1] {
+        let whole = all(&one, epoch, 1);
+        let shards: Vec<Vec<Batch>> = ranks.iter().map(|l| all(l, epoch, 1)).collect();
+        assert!(shards.iter().all(|s| s.len() == whole.len()));
+        for (k, w) in whole.iter().enumerate() {
+            let mut together: Vec<usize> =
+                shards.iter().flat_map(|s| s[k].indices.clone()).collect();
+            let mut want = w.indices.clone();
+            together.sort();
+            want.sort();
+            assert_eq!(together, want, "epoch {epoch} batch {}", k + 1);
+        }
+    }
+}
+
+#[test]
 fn test_mode_gives_every_view() {
     let dir = Scratch::new("loader-views");
     let w = rawframes_set(dir.path(), 2, [9, 16, 24]);

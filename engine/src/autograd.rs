@@ -146,6 +146,11 @@ impl Grads {
         self.map.remove(&t.id())
     }
 
+    /// Sets the gradient of `t` (data-parallel training writes the ranks' average back).
+    pub fn insert(&mut self, t: &Tensor, g: Tensor) {
+        self.map.insert(t.id(), g);
+    }
+
     /// Gradient accumulation: adds `other`'s gradients into these, tensor by tensor (a
     /// parameter only one of the two reached keeps the gradient it has). With a mean-reduced
     /// loss scaled by 1/K on each of K micro-batches of B clips (`loss.try_mul_scalar(1/K)`, or
@@ -221,7 +226,28 @@ impl Tensor {
             )));
         }
         let _guard = NoGradGuard::new();
-        let map = backprop(self.clone(), dy, &|_| false)?;
+        let map = backprop(self.clone(), dy, &|_| false, &mut |_, _| Ok(()))?;
+        Ok(Grads { map })
+    }
+
+    /// [`Tensor::backward`], calling `on_final(leaf, grad)` as soon as a leaf's gradient is
+    /// final: the walk is in reverse topological order, so when a leaf comes up every consumer
+    /// has already added its share. Data-parallel training starts a bucket's all-reduce from
+    /// here while the rest of the backward runs (train/src/dist.rs). The order of the calls is
+    /// a function of the graph alone, so it is the same on every rank.
+    pub fn backward_each(
+        &self,
+        on_final: &mut dyn FnMut(&Tensor, &Tensor) -> Result<()>,
+    ) -> Result<Grads> {
+        if self.numel() != 1 {
+            return Err(Error::Autograd(format!(
+                "backward needs a scalar (one element), got shape {:?}",
+                self.shape()
+            )));
+        }
+        let _guard = NoGradGuard::new();
+        let seed = Tensor::try_full(self.shape(), 1.0)?;
+        let map = backprop(self.clone(), seed, &|_| false, on_final)?;
         Ok(Grads { map })
     }
 }
@@ -229,7 +255,8 @@ impl Tensor {
 /// Back-propagates `dy` from `root` and returns the gradients of the tensors where the walk
 /// stops: leaves that require a gradient, and tensors for which `boundary` is true (their nodes
 /// are not entered; activation checkpointing stops at a segment's inputs this way). Runs with
-/// gradients disabled (the caller holds the guard).
+/// gradients disabled (the caller holds the guard). `on_leaf(leaf, grad)` is called as each
+/// leaf's gradient becomes final ([`Tensor::backward_each`]).
 ///
 /// Memory: each tensor's handle is dropped once its node's backward has run; its consumers'
 /// came first, so when the caller holds no other handle to `root` (a checkpointed segment's
@@ -239,6 +266,7 @@ pub(crate) fn backprop(
     root: Tensor,
     dy: Tensor,
     boundary: &dyn Fn(&Tensor) -> bool,
+    on_leaf: &mut dyn FnMut(&Tensor, &Tensor) -> Result<()>,
 ) -> Result<HashMap<usize, Tensor>> {
     let mut order = topo_order(&root, boundary);
     let mut grads: HashMap<usize, Tensor> = HashMap::new();
@@ -254,6 +282,7 @@ pub(crate) fn backprop(
             Some(node) if !boundary(t) => node,
             _ => {
                 if t.requires_grad() {
+                    on_leaf(t, &g)?;
                     leaves.insert(t.id(), g);
                 }
                 continue;

@@ -320,9 +320,12 @@ impl Op for Checkpoint {
         let mut grads: HashMap<usize, Tensor> = if out.requires_grad() {
             let _off = crate::autograd::NoGradGuard::new(); // the backward records nothing
                                                             // `out` moves in: the recomputed activations are freed as the walk passes them.
-            backprop(out, dy.clone(), &|t: &Tensor| {
-                t.id() < start || leaf_ids.contains(&t.id())
-            })?
+            backprop(
+                out,
+                dy.clone(),
+                &|t: &Tensor| t.id() < start || leaf_ids.contains(&t.id()),
+                &mut |_, _| Ok(()),
+            )?
         } else {
             HashMap::new()
         };

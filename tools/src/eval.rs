@@ -177,6 +177,7 @@ pub fn evaluate_views_to<W: Write>(args: &Args, out: &mut Output<W>) -> Result<E
         split: Split::Test,
         batch: args.batch as usize,
         clips: args.clips as usize,
+        shard: tubelet_train::source::Shard::WHOLE,
     };
     let data: &dyn BatchSource = match &files {
         Some(f) => f,

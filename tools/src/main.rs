@@ -58,6 +58,21 @@ fn main() -> ExitCode {
         // Read once, when the device is first created (before any thread exists).
         std::env::set_var("TUBELET_ADAPTER", a);
     }
+    // `train` and `bench allreduce` may be ranks of an MPI job (`mpirun -np N tubelet train`):
+    // start it before the device, whose adapter is picked by local rank (tubelet-train's
+    // dist.rs). A failing rank stops them all: the others may wait in a collective.
+    let dist = match cli.command {
+        Command::Train(_) | Command::Bench(bench::Bench::Allreduce(_)) => {
+            match tubelet_train::dist::init_from_env() {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
     // Every subcommand but `models`, `info` and the data tools needs the device: open it first, so a machine without an
     // adapter gets the error that says what to install, not a panic from an infallible op.
     let device = match cli.command {
@@ -87,11 +102,19 @@ fn main() -> ExitCode {
             eprintln!("tubelet: warning: pipeline cache not saved: {e}");
         }
     }
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+    match (result, dist) {
+        (Err(e), Some(d)) if d.world() > 1 => d.abort(&e),
+        (result, d) => {
+            if let Some(d) = d {
+                d.finish();
+            }
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

@@ -10,6 +10,11 @@
 //! before going on (a paper-size model on a software adapter takes minutes a step).
 //! Ctrl-C / SIGTERM stop after the current step and save; a non-finite loss, gradient or
 //! parameter stops before the update and overwrites nothing (see trainer.rs).
+//!
+//! Under `mpirun -np N` (feature `mpi`, tubelet-train's dist.rs) every rank runs this: `--batch`
+//! is the global batch, each rank trains on `batch / N` clips of it (its shard of the data),
+//! rank 0's starting weights (or the state it resumes) go to every rank, and rank 0 alone prints
+//! and writes files.
 
 use std::io::Stdout;
 use std::path::{Path, PathBuf};
@@ -30,9 +35,10 @@ use tubelet_train::recipe::{self, Recipe};
 use tubelet_train::resume::StateFileSaver;
 use tubelet_train::runlog::default_run_dir;
 use tubelet_train::schedule::{LrSchedule, Warmup};
-use tubelet_train::source::{BatchSource, Synthetic};
+use tubelet_train::source::{BatchSource, Shard, Synthetic};
 use tubelet_train::trainer::{
-    model_state, Event, Observer, Outcome, SaveReason, TrainOptions, Trainer,
+    model_state, Event, LoopPosition, Observer, Outcome, Quiet, SaveReason, StateSaver,
+    TrainOptions, Trainer,
 };
 
 use crate::outln;
@@ -156,6 +162,10 @@ pub struct Args {
     /// No progress bar: one line every 50 steps (for logs and CI).
     #[arg(long)]
     pub quiet: bool,
+    /// Under MPI: the most MiB of gradients one all-reduce bucket holds (PyTorch DDP's
+    /// bucket_cap_mb).
+    #[arg(long, default_value_t = 25.0)]
+    pub bucket_mib: f64,
 }
 
 fn parse_clip(s: &str) -> std::result::Result<[usize; 3], String> {
@@ -482,10 +492,79 @@ fn stop_flag() -> Arc<AtomicBool> {
     .clone()
 }
 
+/// The saver of ranks other than 0: rank 0 alone writes.
+struct NoFiles;
+
+impl StateSaver for NoFiles {
+    fn save(
+        &mut self,
+        _: SaveReason,
+        _: &LoopPosition,
+        _: &dyn tubelet_models::VideoModel,
+        _: &mut tubelet_train::optim::Optimiser,
+    ) -> Result<Option<PathBuf>> {
+        Ok(None)
+    }
+}
+
+/// Every rank starts from rank 0's state: with --resume, rank 0 reads the state file and sends
+/// its bytes, which every other rank restores (no shared file system needed); then rank 0's
+/// parameters and buffers (its initialisation, its --weights) are broadcast.
+fn start_alike(
+    d: &tubelet_train::dist::Dist,
+    trainer: &mut Trainer<'_>,
+    resuming: bool,
+    file: Option<&Path>,
+    config: &serde_json::Value,
+) -> Result<()> {
+    if resuming {
+        let bytes = match file {
+            Some(f) if d.is_lead() => {
+                std::fs::read(f).map_err(|e| Error::Io(format!("--resume {}: {e}", f.display())))?
+            }
+            _ => Vec::new(),
+        };
+        let bytes = d.broadcast_bytes("the resumed state's broadcast", bytes)?;
+        if !d.is_lead() {
+            let tmp = std::env::temp_dir().join(format!(
+                "tubelet-resume-rank{}-{}.safetensors",
+                d.rank(),
+                std::process::id()
+            ));
+            std::fs::write(&tmp, &bytes)
+                .map_err(|e| Error::Io(format!("{}: {e}", tmp.display())))?;
+            let restored = tubelet_train::resume::restore(&tmp, trainer, config);
+            let _ = std::fs::remove_file(&tmp);
+            restored?;
+        }
+    }
+    let tensors: Vec<tubelet::Tensor> = model_state(trainer.model)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    d.broadcast_tensors("the start-up weight broadcast", &tensors)
+}
+
 pub fn run(args: Args) -> Result<()> {
     // NOTE: `train … | head -1` must still save its weights: every line goes through Output,
     // which stops printing when the reader has gone (println! would panic before the save).
     let out = &mut Output::stdout();
+    // One rank of an MPI job (dist.rs), or the whole run.
+    let dist = tubelet_train::dist::current();
+    let shard = dist.as_ref().map_or(Shard::WHOLE, |d| Shard {
+        rank: d.rank(),
+        world: d.world(),
+    });
+    let lead = shard.rank == 0;
+    if let Some(d) = &dist {
+        if !(args.bucket_mib > 0.0 && args.bucket_mib.is_finite()) {
+            return Err(Error::Config(format!(
+                "--bucket-mib must be a positive number, got {}",
+                args.bucket_mib
+            )));
+        }
+        d.set_bucket_bytes((args.bucket_mib * (1 << 20) as f64) as usize)?;
+    }
     let preset = tubelet_models::preset(&args.model)?;
     if args.data.is_none() && (args.val.is_some() || args.data_root.is_some()) {
         return Err(Error::Config(
@@ -520,18 +599,30 @@ pub fn run(args: Args) -> Result<()> {
         .save
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("tubelet-{}.safetensors", preset.name)));
-    check_writable(&save)?;
+    if lead {
+        check_writable(&save)?;
+    }
     let gpu = tubelet::Gpu::global()?;
+    // `b`: the global batch; `b_rank`: this rank's share of it.
     let b = recipe.batch;
+    if !b.is_multiple_of(shard.world) {
+        return Err(Error::Config(format!(
+            "--batch {b} does not split over {} ranks: the batch is the global one (every rank's              clips together); give a multiple of {}",
+            shard.world, shard.world
+        )));
+    }
+    let b_rank = b / shard.world;
     let clip = args.clip.unwrap_or(preset.clip);
     // The data: the user's through tubelet-data's loader, or the synthetic set.
     let files = match &args.data {
         Some(list) => {
             let pipeline = pipeline_for(preset.name, &recipe, clip, Views::Single);
             let cfg = LoaderConfig {
-                batch: b,
+                batch: b_rank,
                 seed: args.seed,
                 shuffle: true,
+                rank: shard.rank,
+                world: shard.world,
                 ..LoaderConfig::default()
             };
             let root = args.data_root.as_deref();
@@ -546,8 +637,11 @@ pub fn run(args: Args) -> Result<()> {
             let classes = args.num_classes.unwrap_or(train.num_classes());
             let val = match &args.val {
                 Some(v) => {
+                    // Validation runs whole on every rank (dist.rs).
                     let cfg = LoaderConfig {
                         shuffle: false,
+                        rank: 0,
+                        world: 1,
                         ..cfg
                     };
                     Some(LoaderSource::open(
@@ -575,9 +669,10 @@ pub fn run(args: Args) -> Result<()> {
     let model = (preset.build)(&opts)?;
     // Fine-tuning semantics: tensors whose shapes fit are loaded, a head of another class count is
     // re-initialised, and the report says which were loaded, re-initialised and unused.
+    // Under MPI rank 0 alone reads them; the others get its weights below.
     let loaded = match &args.weights {
-        Some(w) => Some(tubelet_train::weights::load_finetune(model.as_ref(), w)?),
-        None => None,
+        Some(w) if lead => Some(tubelet_train::weights::load_finetune(model.as_ref(), w)?),
+        _ => None,
     };
     let clip = model.clip();
     // Micro-batches per update.
@@ -599,23 +694,25 @@ pub fn run(args: Args) -> Result<()> {
         seed: args.seed,
         clip,
         split: Split::Train,
-        batch: b,
+        batch: b_rank,
         clips: steps * k * b,
+        shard,
     };
     let held_out = Synthetic {
         seed: args.seed,
         clip,
         split: Split::Test,
-        batch: b,
+        batch: b_rank,
         clips: args.eval_clips as usize,
+        shard: Shard::WHOLE,
     };
     let (train_src, val_src): (&dyn BatchSource, Option<&dyn BatchSource>) = match &files {
         Some((t, v, _)) => (t, v.as_ref().map(|v| v as &dyn BatchSource)),
         None => (&synthetic_train, Some(&held_out)),
     };
     let resume_file = match &args.resume {
-        Some(p) => Some(tubelet_train::resume::resolve(p)?),
-        None => None,
+        Some(p) if lead => Some(tubelet_train::resume::resolve(p)?),
+        _ => None,
     };
     let run_dir = match (
         &args.run_dir,
@@ -632,23 +729,36 @@ pub fn run(args: Args) -> Result<()> {
         1 => format!("{b}"),
         _ => format!("{} ({k} accumulated micro-batches of {b})", k * b),
     };
-    outln!(out,
-        "tubelet train: {} ({} parameters) on {} ({:?}); {} epoch(s) of {} steps × {} clips of {}×{}×{}, {} classes{}",
-        args.model, n_params, gpu.info.name, gpu.info.backend, recipe.epochs, steps, per_step,
-        clip[0], clip[1], clip[2], classes,
-        files.as_ref().map_or(String::new(), |(t, v, _)| format!(
-            "; {} training videos{}", t.len(), v.as_ref().map_or(String::new(), |v| format!(", {} validation videos", v.len()))))
-    )?;
+    let ranks = match &dist {
+        Some(d) if d.world() > 1 => format!(
+            "; {} ranks × {b_rank} clips ({}, all-reduce buckets ≤ {} MiB)",
+            d.world(),
+            d.library(),
+            args.bucket_mib
+        ),
+        _ => String::new(),
+    };
+    if lead {
+        outln!(out,
+            "tubelet train: {} ({} parameters) on {} ({:?}); {} epoch(s) of {} steps × {} clips of {}×{}×{}, {} classes{}{ranks}",
+            args.model, n_params, gpu.info.name, gpu.info.backend, recipe.epochs, steps, per_step,
+            clip[0], clip[1], clip[2], classes,
+            files.as_ref().map_or(String::new(), |(t, v, _)| format!(
+                "; {} training videos{}", t.len(), v.as_ref().map_or(String::new(), |v| format!(", {} validation videos", v.len()))))
+        )?;
+    }
     if let Some(r) = &loaded {
         outln!(out, "{}", r.summary())?;
     }
-    outln!(
-        out,
-        "recipe: {}; {}; run directory {}",
-        recipe.optimizer.describe(),
-        recipe.schedule.describe(),
-        run_dir.display()
-    )?;
+    if lead {
+        outln!(
+            out,
+            "recipe: {}; {}; run directory {}",
+            recipe.optimizer.describe(),
+            recipe.schedule.describe(),
+            run_dir.display()
+        )?;
+    }
     let config = json!({
         "model": preset.name, "seed": args.seed, "clip": clip, "num_classes": classes,
         "data": args.data.as_ref().map_or("synthetic".to_string(), |p| p.display().to_string()),
@@ -662,7 +772,30 @@ pub fn run(args: Args) -> Result<()> {
         })),
         "save": save.display().to_string(), "recipe": recipe.to_json(), "batch": b,
         "accumulate": k,
+        "ranks": shard.world,
     });
+    if let Some(d) = &dist {
+        // Every rank must be doing the same run: each field of the config (but what only rank 0
+        // knows), the model's tensors, the build, and whether it resumes.
+        let mut fields: Vec<(&str, String)> = vec![
+            ("tubelet version", env!("CARGO_PKG_VERSION").to_string()),
+            ("world size", d.world().to_string()),
+            ("--resume", args.resume.is_some().to_string()),
+        ];
+        let tensors: Vec<String> = model_state(model.as_ref())
+            .iter()
+            .map(|(k, t)| format!("{k}{:?}", t.shape()))
+            .collect();
+        let described = format!("{} tensors, {n_params} parameters", tensors.len());
+        fields.push(("model tensors", described));
+        fields.push(("model tensor names and shapes", tensors.join(",")));
+        if let Some(map) = config.as_object() {
+            for (k, v) in map.iter().filter(|(k, _)| *k != "weights_report") {
+                fields.push((k.as_str(), v.to_string()));
+            }
+        }
+        d.check_same(&fields)?;
+    }
     let o = TrainOptions {
         epochs: recipe.epochs,
         max_steps_per_epoch: files.as_ref().map(|_| steps),
@@ -682,7 +815,8 @@ pub fn run(args: Args) -> Result<()> {
             ViewAverage::Score
         },
         max_val_batches: None,
-        run_dir: Some(run_dir.clone()),
+        // Rank 0 alone writes logs and plots.
+        run_dir: lead.then(|| run_dir.clone()),
         config,
         log_every: args.log_every as usize,
         // A plot is a PNG encode: every 200 steps and at each epoch's end is enough to follow.
@@ -702,7 +836,7 @@ pub fn run(args: Args) -> Result<()> {
         )
     };
     let mut printer = Printer {
-        bar,
+        bar: if lead { bar } else { ProgressBar::hidden() },
         quiet: args.quiet,
         ema_loss: None,
         ema_acc: None,
@@ -716,7 +850,12 @@ pub fn run(args: Args) -> Result<()> {
     // The loop runs on this thread: segments are marked per thread.
     tubelet::checkpoint::set_checkpointing(args.checkpoint);
     let mut trainer = Trainer::new(model.as_ref(), &o)?;
-    let mut saver = StateFileSaver::new(&run_dir, args.seed, o.config.clone())?;
+    trainer.set_dist(dist.clone());
+    let mut saver: Box<dyn StateSaver> = if lead {
+        Box::new(StateFileSaver::new(&run_dir, args.seed, o.config.clone())?)
+    } else {
+        Box::new(NoFiles)
+    };
     if let Some(file) = &resume_file {
         let loaded = tubelet_train::resume::restore(file, &mut trainer, &o.config)?;
         outln!(
@@ -728,11 +867,22 @@ pub fn run(args: Args) -> Result<()> {
             loaded.progress.batch_in_epoch
         )?;
     }
-    let summary = trainer.run(train_src, val_src, &o, &mut saver, &mut printer)?;
+    if let Some(d) = &dist {
+        start_alike(
+            d,
+            &mut trainer,
+            args.resume.is_some(),
+            resume_file.as_deref(),
+            &o.config,
+        )?;
+    }
+    let mut quiet = Quiet;
+    let obs: &mut dyn Observer = if lead { &mut printer } else { &mut quiet };
+    let summary = trainer.run(train_src, val_src, &o, saver.as_mut(), obs)?;
     printer.bar.finish();
     match &summary.outcome {
         Outcome::Finished => {}
-        Outcome::Interrupted { step } => {
+        Outcome::Interrupted { step } if lead => {
             outln!(
                 out,
                 "interrupted at step {step}; the weights so far are in {}",
@@ -740,6 +890,7 @@ pub fn run(args: Args) -> Result<()> {
             )?;
             return Ok(());
         }
+        Outcome::Interrupted { .. } => return Ok(()),
         Outcome::Diverged {
             step,
             what,
@@ -759,6 +910,9 @@ pub fn run(args: Args) -> Result<()> {
                 recipe.lr
             )));
         }
+    }
+    if !lead {
+        return Ok(()); // rank 0 reports and writes the weights
     }
     let last = summary.epochs.last().and_then(|e| e.val.as_ref());
     if let (Some(v), true) = (last, files.is_some()) {

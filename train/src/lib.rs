@@ -5,9 +5,12 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod dist;
 pub mod eval;
 pub mod metrics;
 pub mod mix;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod optim;
 pub mod plot;
 pub mod recipe;

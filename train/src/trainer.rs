@@ -33,11 +33,19 @@
 //! The whole-state checkpoint file (optimiser moments, data position, RNG) is the checkpoint
 //! module's; this loop calls [`StateSaver`] at the points where one is due and passes what it
 //! knows ([`LoopPosition`]).
+//!
+//! Data-parallel training (dist.rs, [`Trainer::set_dist`]) hooks in at four points, each a
+//! line here: the stop request is agreed on by every rank, BatchNorm buffers come from rank 0
+//! before the forward, the backward averages the gradients over the ranks, and the step's loss,
+//! clips and hits are summed over the ranks before the NaN guard decides (so every rank
+//! decides alike).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+use crate::dist::Dist;
 
 use serde_json::json;
 use tubelet::autograd::Grads;
@@ -269,6 +277,7 @@ pub struct Trainer<'m> {
     params: Vec<(String, Tensor)>,
     buffers: Vec<(String, Tensor)>,
     backups: Vec<Tensor>,
+    dist: Option<Arc<Dist>>,
 }
 
 impl<'m> Trainer<'m> {
@@ -287,7 +296,22 @@ impl<'m> Trainer<'m> {
             params,
             buffers,
             backups,
+            dist: None,
         })
+    }
+
+    /// Trains as one rank of a data-parallel job (dist.rs): each batch is this rank's shard of
+    /// the global batch.
+    pub fn set_dist(&mut self, dist: Option<Arc<Dist>>) {
+        self.dist = dist;
+    }
+
+    /// Whether any rank asks to stop (every rank must stop at the same step).
+    fn any_rank(&self, local: bool) -> Result<bool> {
+        match &self.dist {
+            Some(d) => d.any("the stop check", local),
+            None => Ok(local),
+        }
     }
 
     /// Whether every parameter is finite (one read-back).
@@ -356,7 +380,7 @@ impl<'m> Trainer<'m> {
             // requests happen only here, between updates: a state never holds half an update's
             // micro-batches (they would be lost on resume).
             while self.pos.batch_in_epoch < micro_per_epoch {
-                if stop_requested() {
+                if self.any_rank(stop_requested())? {
                     self.save(saver, SaveReason::Interrupt, obs)?;
                     return Ok(self.summary(
                         Outcome::Interrupted {
@@ -370,6 +394,11 @@ impl<'m> Trainer<'m> {
                 let lr = o.schedule.lr_at_step(self.pos.step, per_epoch as u64);
                 let gpu = tubelet::Gpu::global()?;
                 gpu.reset_memory_peak();
+                // Data parallel: rank 0's running buffers (BatchNorm) before the update's forwards,
+                // as DDP's broadcast_buffers does; the backups are then alike on every rank.
+                if let Some(d) = &self.dist {
+                    d.sync_buffers(&self.buffers)?;
+                }
                 for ((_, buf), copy) in self.buffers.iter().zip(&self.backups) {
                     copy.assign(buf)?;
                 }
@@ -415,10 +444,17 @@ impl<'m> Trainer<'m> {
                     // accumulation). K > 1: b·mean here and 1/Σb once the update's
                     // micro-batches are in, the gradient of the mean over all of them (also
                     // when the last micro-batch of an epoch is short).
-                    let grads = if k == 1 {
-                        loss.backward()?
-                    } else {
-                        loss.try_mul_scalar(batch.labels.len() as f32)?.backward()?
+                    // Data parallel (dist.rs): the backward all-reduces the gradients in buckets.
+                    // K = 1: the global batch's mean. K > 1: Σ over ranks of b·mean, / world (the
+                    // all-reduce's own weighting with a weight of 1 per rank), rescaled below.
+                    let bl = batch.labels.len();
+                    let grads = match (&self.dist, k) {
+                        (None, 1) => loss.backward()?,
+                        (None, _) => loss.try_mul_scalar(bl as f32)?.backward()?,
+                        (Some(d), 1) => d.backward(&loss, &self.params, bl)?,
+                        (Some(d), _) => {
+                            d.backward(&loss.try_mul_scalar(bl as f32)?, &self.params, 1)?
+                        }
                     };
                     match &mut acc {
                         None => acc = Some(grads),
@@ -435,7 +471,16 @@ impl<'m> Trainer<'m> {
                 let step_t0 = Instant::now();
                 let b: usize = micro.iter().map(|m| m.2.len()).sum();
                 if k > 1 {
-                    grads.scale(1.0 / b.max(1) as f32)?;
+                    // 1/Σb over the update's clips; data parallel: world/Σb over every rank's
+                    // clips (the backward above divided the ranks' sum by world).
+                    let scale = match &self.dist {
+                        Some(d) => {
+                            let all = d.sum("the update's clip count", vec![b as f64])?[0];
+                            d.world() as f64 / all.max(1.0)
+                        }
+                        None => 1.0 / b.max(1) as f64,
+                    };
+                    grads.scale(scale as f32)?;
                 }
                 let n = micro.len();
                 let last_of_epoch = self.pos.batch_in_epoch + n == micro_per_epoch;
@@ -472,7 +517,31 @@ impl<'m> Trainer<'m> {
                     Some(_) => (rest[0], &rest[1..]),
                     None => (0.0, rest),
                 };
-                let bad_loss = losses.iter().find(|l| !l.is_finite());
+                // The update's loss: the mean over its clips (each micro-batch's mean weighted by
+                // its size), and its training top-1 (against the clips' own labels, also when
+                // mixup/cutmix blended them).
+                let mut loss_v = 0.0f64;
+                let mut hit = 0usize;
+                let mut at = 0;
+                for (l, (_, _, labels)) in losses.iter().zip(&micro) {
+                    loss_v += *l as f64 * labels.len() as f64 / b.max(1) as f64;
+                    let len = labels.len() * classes;
+                    hit += top1_hits(&logits_host[at..at + len], classes, labels);
+                    at += len;
+                }
+                // Data parallel: every rank's loss, clips and hits (the global batch's), before
+                // the guard decides, so that every rank decides alike.
+                let (loss_v, b, hit) = match &self.dist {
+                    Some(d) => {
+                        let v = d.sum(
+                            "the step's metrics",
+                            vec![loss_v * b as f64, b as f64, hit as f64],
+                        )?;
+                        (v[0] / v[1].max(1.0), v[1] as usize, v[2] as usize)
+                    }
+                    None => (loss_v, b, hit),
+                };
+                let bad_loss = Some(loss_v).filter(|l| !l.is_finite());
                 let bad_norm = gsq_v.filter(|g| !g.is_finite());
                 if bad_loss.is_some() || bad_norm.is_some() || !probe_v.is_finite() {
                     for ((_, buf), copy) in self.buffers.iter().zip(&self.backups) {
@@ -513,18 +582,6 @@ impl<'m> Trainer<'m> {
                     clip_grads(&self.params, &grads, norm as f32, max)?;
                 }
                 self.opt.step(&grads, lr)?;
-                // The update's loss: the mean over its clips (each micro-batch's mean weighted by
-                // its size), and its training top-1 (against the clips' own labels, also when
-                // mixup/cutmix blended them).
-                let mut loss_v = 0.0f64;
-                let mut hit = 0usize;
-                let mut at = 0;
-                for (l, (_, _, labels)) in losses.iter().zip(&micro) {
-                    loss_v += *l as f64 * labels.len() as f64 / b.max(1) as f64;
-                    let len = labels.len() * classes;
-                    hit += top1_hits(&logits_host[at..at + len], classes, labels);
-                    at += len;
-                }
                 step_s += step_t0.elapsed().as_secs_f64();
                 let memory_peak_bytes = gpu.memory_peak();
                 self.pos.step += 1;

@@ -81,6 +81,7 @@ fn sources(model_clip: [usize; 3]) -> (Synthetic, Synthetic) {
             split: Split::Train,
             batch: 2,
             clips: 4,
+            shard: tubelet_train::source::Shard::WHOLE,
         },
         Synthetic {
             seed: 0,
@@ -88,6 +89,7 @@ fn sources(model_clip: [usize; 3]) -> (Synthetic, Synthetic) {
             split: Split::Test,
             batch: 2,
             clips: 4,
+            shard: tubelet_train::source::Shard::WHOLE,
         },
     )
 }

@@ -1,5 +1,7 @@
 //! `cargo xtask test` and `cargo xtask train [ARGS]`: the README's two commands. `test` runs
-//! `cargo fmt --check` and `cargo clippy -- -D warnings` before the suite.
+//! `cargo fmt --check` and `cargo clippy -- -D warnings` before the suite; clippy and the suite
+//! are built with the feature `mpi` (off in a default build), whose tests launch `mpirun -np 2
+//! tubelet train` (tools/tests/mpi.rs).
 //!
 //! Each first makes sure the machine has what tubelet needs, installing what is missing through
 //! the system's package manager and saying what and why, then runs cargo:
@@ -9,6 +11,7 @@
 //! | build video support | pkg-config libclang-dev libavformat-dev libavcodec-dev libavutil-dev libswscale-dev | `ffmpeg-next` links FFmpeg's libraries; bindgen needs libclang |
 //! | a Vulkan adapter | mesa-vulkan-drivers (Mesa ≥ 25, from backports on Debian 12) | lavapipe, when no GPU driver is installed |
 //! | tests | ffmpeg | the CLI encodes test clips with B-frames, odd sizes, start offsets |
+//! | tests of feature `mpi` | libopenmpi-dev openmpi-bin | data-parallel training over MPI: rsmpi links OpenMPI, the tests launch `mpirun -np 2` |
 //!
 //! On other systems (macOS, Windows, non-apt Linux) nothing is installed: the README says what to
 //! install by hand, and cargo's own error names anything still missing.
@@ -26,7 +29,12 @@ const BUILD_PKGS: [&str; 6] = [
     "libavutil-dev",
     "libswscale-dev",
 ];
-const TEST_PKGS: [&str; 1] = ["ffmpeg"];
+const TEST_PKGS: [&str; 3] = ["ffmpeg", "libopenmpi-dev", "openmpi-bin"];
+
+/// The suite is built with the feature `mpi` (off in a default build), so that its lints and
+/// tests (tools/tests/mpi.rs, which launch `mpirun -np 2 tubelet train`) come with the rest
+/// without compiling the workspace a second time.
+const MPI_FEATURE: [&str; 2] = ["--features", "tubelet-cli/mpi"];
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -38,6 +46,7 @@ fn main() {
             BUILD_PKGS.iter().chain(&TEST_PKGS).copied().collect(),
             ["test", "--workspace"]
                 .iter()
+                .chain(&MPI_FEATURE)
                 .map(|s| s.to_string())
                 .chain(rest)
                 .collect(),
@@ -92,6 +101,8 @@ fn main() {
                 "clippy",
                 "--workspace",
                 "--all-targets",
+                MPI_FEATURE[0],
+                MPI_FEATURE[1],
                 "--",
                 "-D",
                 "warnings",
@@ -138,7 +149,8 @@ fn setup(need: &[&str]) -> Result<(), String> {
     let mut why: Vec<String> = Vec::new();
     if !missing.is_empty() {
         why.push(format!(
-            "{} (FFmpeg's libraries for video support; the ffmpeg CLI for test clips)",
+            "{} (FFmpeg's libraries for video support; the ffmpeg CLI for test clips; OpenMPI \
+             for the data-parallel tests)",
             missing.join(" ")
         ));
     }

@@ -25,6 +25,8 @@ fn swin_tiny_runs_with_the_weights_train_wrote() {
     let Some(_) = gpu_or_skip() else { return };
     let save = tmp("swin-tiny.safetensors");
     let s = save.to_str().unwrap();
+    // Its own run directory: the default (runs/<model>-<time>/) would land in the source tree.
+    let run_dir = tmp("swin-tiny-run");
     let args = [
         "train",
         "--quiet",
@@ -38,6 +40,8 @@ fn swin_tiny_runs_with_the_weights_train_wrote() {
         "2",
         "--save",
         s,
+        "--run-dir",
+        run_dir.to_str().unwrap(),
     ];
     train::run(train::Args::try_parse_from(args).unwrap()).unwrap();
     let p = run::predict(

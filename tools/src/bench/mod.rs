@@ -14,6 +14,7 @@ use tubelet::{Gpu, Result};
 use crate::outln;
 use crate::output::Output;
 
+pub mod allreduce;
 pub mod attention;
 pub mod conv;
 pub mod data;
@@ -37,12 +38,19 @@ pub enum Bench {
     /// Whole training steps of every tiny preset (ms per phase, clips/s, memory, dispatches),
     /// beside PyTorch on the CPU training the same models.
     Train(train::Args),
+    /// MPI all-reduce bandwidth (1–256 MiB) and a training step's compute and communication
+    /// time; run under `mpirun -np N` (feature `mpi`).
+    Allreduce(allreduce::Args),
 }
 
 pub fn run(bench: Bench) -> Result<()> {
     if let Bench::Data(args) = bench {
         // CPU only: no adapter needed.
         return data::run(args);
+    }
+    if let Bench::Allreduce(args) = bench {
+        // Prints from rank 0 only.
+        return allreduce::run(args);
     }
     let gpu = Gpu::global()?;
     let mut out = Output::stdout();
@@ -51,7 +59,7 @@ pub fn run(bench: Bench) -> Result<()> {
         Bench::Attention(args) => attention::run(args),
         Bench::Conv(args) => conv::run(args),
         Bench::Matmul(args) => matmul::run(args),
-        Bench::Data(_) => unreachable!("handled above"),
+        Bench::Data(_) | Bench::Allreduce(_) => unreachable!("handled above"),
         Bench::Memory(args) => memory::run(args),
         Bench::Train(args) => train::run(args),
     }
