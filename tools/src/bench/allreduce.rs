@@ -11,6 +11,8 @@
 //! communication not hidden behind the backward, plus waiting for a slower rank), `in
 //! collectives` the communication thread's time inside them, `compute` the step minus `waited`.
 
+use crate::outln;
+use crate::output::Output;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -51,6 +53,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // Closed-pipe safe (output.rs): `tubelet bench … | head` stops printing, not panicking.
+    let out = &mut Output::stdout();
     let Some(d) = tubelet_train::dist::current() else {
         return Err(Error::Config(if cfg!(feature = "mpi") {
             "bench allreduce measures MPI: run it under a launcher, e.g. `mpirun -np 2 tubelet bench \
@@ -65,17 +69,22 @@ pub fn run(args: Args) -> Result<()> {
     let lead = d.is_lead();
     let gpu = tubelet::Gpu::global()?;
     if lead {
-        println!(
+        outln!(
+            out,
             "all-reduce (f32 sum) over {} rank(s), {}; adapter {} ({:?})",
             d.world(),
             d.library(),
             gpu.info.name,
             gpu.info.backend
-        );
-        println!(
+        )?;
+        outln!(
+            out,
             "{:>8} {:>11} {:>11} {:>11}",
-            "MiB", "ms", "algbw GB/s", "busbw GB/s"
-        );
+            "MiB",
+            "ms",
+            "algbw GB/s",
+            "busbw GB/s"
+        )?;
     }
     let n = d.world() as f64;
     for &mib in &args.sizes {
@@ -97,12 +106,13 @@ pub fn run(args: Args) -> Result<()> {
         let t = times[times.len() / 2];
         let algbw = (len * 4) as f64 / t / 1e9;
         if lead {
-            println!(
+            outln!(
+                out,
                 "{mib:>8} {:>11.2} {:>11.2} {:>11.2}",
                 t * 1e3,
                 algbw,
                 algbw * 2.0 * (n - 1.0) / n
-            );
+            )?;
         }
     }
     step_split(&d, &args)
@@ -124,6 +134,8 @@ impl Observer for StepSplit {
 }
 
 fn step_split(d: &Arc<Dist>, args: &Args) -> Result<()> {
+    // Closed-pipe safe (output.rs): `tubelet bench … | head` stops printing, not panicking.
+    let out = &mut Output::stdout();
     let preset = tubelet_models::preset(&args.model)?;
     if !preset.tiny {
         return Err(Error::Config(format!(
@@ -214,7 +226,8 @@ fn step_split(d: &Arc<Dist>, args: &Args) -> Result<()> {
     let all = d.sum("the bench's step report", vec![step, waited, busy])?;
     if d.is_lead() {
         let n = world as f64;
-        println!(
+        outln!(
+            out,
             "\ntraining step: {} (global batch {} = {world} × {}), gradient buckets ≤ {} MiB; mean of {} \
              steps after 2 untimed, averaged over the ranks",
             preset.name,
@@ -222,8 +235,9 @@ fn step_split(d: &Arc<Dist>, args: &Args) -> Result<()> {
             args.batch / world,
             args.bucket_mib,
             timed.len()
-        );
-        println!(
+        )?;
+        outln!(
+            out,
             "{:>6} {:>9} {:>11} {:>11} {:>15} {:>13} {:>12}",
             "ranks",
             "step ms",
@@ -232,8 +246,9 @@ fn step_split(d: &Arc<Dist>, args: &Args) -> Result<()> {
             "in coll. ms",
             "KiB reduced",
             "collectives"
-        );
-        println!(
+        )?;
+        outln!(
+            out,
             "{world:>6} {:>9.1} {:>11.1} {:>11.1} {:>15.1} {:>13.1} {:>12.0}",
             all[0] / n * 1e3,
             (all[0] - all[1]) / n * 1e3,
@@ -241,7 +256,7 @@ fn step_split(d: &Arc<Dist>, args: &Args) -> Result<()> {
             all[2] / n * 1e3,
             bytes / 1024.0,
             calls
-        );
+        )?;
     }
     Ok(())
 }

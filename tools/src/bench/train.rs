@@ -18,6 +18,8 @@
 //! tubelet bench train --model vivit-tiny,swin-tiny --steps 3
 //! ```
 
+use crate::outln;
+use crate::output::Output;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -144,6 +146,8 @@ fn run_peer(args: &Args, rows: &[Row]) -> std::result::Result<HashMap<String, Va
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // Closed-pipe safe (output.rs): `tubelet bench … | head` stops printing, not panicking.
+    let out = &mut Output::stdout();
     let all = tubelet_models::presets();
     let names: Vec<String> = if args.model.is_empty() {
         all.iter()
@@ -158,11 +162,18 @@ pub fn run(args: Args) -> Result<()> {
             "bench train: --batch must be at least 1".into(),
         ));
     }
-    println!(
+    // An unknown --model is an error before anything is timed (a row per model follows).
+    for name in &names {
+        tubelet_models::preset(name)?;
+    }
+    outln!(
+        out,
         "training step at batch {}: median of {} steps (ms; a sync ends each phase)",
-        args.batch, args.steps
-    );
-    println!(
+        args.batch,
+        args.steps
+    )?;
+    outln!(
+        out,
         "{:<16} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>9} {:>10} {:>8}",
         "model",
         "forward",
@@ -174,13 +185,14 @@ pub fn run(args: Args) -> Result<()> {
         "peak MiB",
         "dispatches",
         "submits*"
-    );
+    )?;
     let mut rows = Vec::new();
     for name in &names {
         match measure(name, args.batch, args.steps) {
             Ok(r) => {
                 let step: f64 = r.phases.iter().sum();
-                println!(
+                outln!(
+            out,
                     "{:<16} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>9.1} {:>8.1} {:>9.1} {:>10.0} {:>8.0}",
                     r.model,
                     r.phases[0],
@@ -192,32 +204,43 @@ pub fn run(args: Args) -> Result<()> {
                     r.peak as f64 / (1 << 20) as f64,
                     r.dispatches,
                     r.submits
-                );
+                )?;
                 rows.push(r);
             }
-            Err(e) => println!("{name:<16} {e}"),
+            Err(e) => outln!(out, "{name:<16} {e}")?,
         }
     }
-    println!("* with the sync that ends each phase here (the trainer's step makes fewer)");
-    println!();
+    outln!(
+        out,
+        "* with the sync that ends each phase here (the trainer's step makes fewer)"
+    )?;
+    outln!(out)?;
     match run_peer(&args, &rows) {
-        Err(why) => println!("PyTorch peer: {why}"),
+        Err(why) => outln!(out, "PyTorch peer: {why}")?,
         Ok(peer) => {
-            println!(
+            outln!(
+                out,
                 "{:<16} {:>9} {:>9} {:>8} {:>9} {:>8} {:>12}  source",
-                "PyTorch CPU", "forward", "backward", "optim", "step", "clips/s", "tubelet/torch"
-            );
+                "PyTorch CPU",
+                "forward",
+                "backward",
+                "optim",
+                "step",
+                "clips/s",
+                "tubelet/torch"
+            )?;
             for r in &rows {
                 let Some(p) = peer.get(&r.model) else {
                     continue;
                 };
                 if let Some(e) = p["error"].as_str() {
-                    println!("{:<16} {e}", r.model);
+                    outln!(out, "{:<16} {e}", r.model)?;
                     continue;
                 }
                 let f = |k: &str| p[k].as_f64().unwrap_or(f64::NAN);
                 let ours: f64 = r.phases.iter().sum();
-                println!(
+                outln!(
+                    out,
                     "{:<16} {:>9.1} {:>9.1} {:>8.1} {:>9.1} {:>8.1} {:>11.2}×  {} ({} threads)",
                     r.model,
                     f("fwd_ms"),
@@ -228,7 +251,7 @@ pub fn run(args: Args) -> Result<()> {
                     ours / f("step_ms"),
                     p["source"].as_str().unwrap_or("?"),
                     p["threads"]
-                );
+                )?;
             }
         }
     }
