@@ -169,6 +169,9 @@ pub(crate) struct Recorder {
     pending: Vec<usize>,
     /// The first failure reading stamps back (returned by [`stop`]).
     error: Option<Error>,
+    /// Each thread's latest record (Wall timing sets its time after the dispatch; other threads
+    /// may dispatch in between, so "the last record" could be theirs).
+    latest: Vec<(std::thread::ThreadId, usize)>,
 }
 
 impl Recorder {
@@ -206,6 +209,7 @@ impl Recorder {
             queries,
             pending: Vec::new(),
             error: None,
+            latest: Vec::new(),
         }
     }
 
@@ -231,6 +235,11 @@ impl Recorder {
             ns: f64::NAN,
         });
         self.counters(); // the phase exists even if it never submits
+        let (me, at) = (std::thread::current().id(), self.records.len() - 1);
+        match self.latest.iter_mut().find(|(t, _)| *t == me) {
+            Some(l) => l.1 = at,
+            None => self.latest.push((me, at)),
+        }
         if self.queries.is_some() {
             self.pending.push(self.records.len() - 1);
         }
@@ -244,10 +253,11 @@ impl Recorder {
             .is_some_and(|q| self.pending.len() as u32 >= q.capacity)
     }
 
-    /// Wall time of the last dispatch (Wall timing).
+    /// Wall time of this thread's last dispatch (Wall timing).
     pub(crate) fn set_last_ns(&mut self, ns: f64) {
-        if let Some(r) = self.records.last_mut() {
-            r.ns = ns;
+        let me = std::thread::current().id();
+        if let Some(&(_, at)) = self.latest.iter().find(|(t, _)| *t == me) {
+            self.records[at].ns = ns;
         }
     }
 
