@@ -40,13 +40,14 @@ fn profile_records_every_dispatch_with_phase_time_and_transfers() {
                 d.kernel,
                 d.ns
             );
-            assert!(
-                d.bytes_bound >= 2 * 256,
-                "{mode:?}: {} bound {} B",
-                d.kernel,
-                d.bytes_bound
-            );
         }
+        // Ten of them are ours (input and output of 64 f32 each bound); a concurrent test's
+        // dispatch in phase "a" (a fill of 256 B, say) binds what it binds.
+        let ours_bound = ours.iter().filter(|d| d.bytes_bound >= 2 * 256).count();
+        assert!(
+            ours_bound >= 10,
+            "{mode:?}: {ours_bound} dispatches in phase a bound ≥ 512 B: {ours:?}"
+        );
         let b = p.counters("b");
         assert!(
             b.downloads >= 1 && b.download_bytes >= 256,
